@@ -1,0 +1,57 @@
+# PQA: the two commands are `make sim` and `make test`; each sets itself up on a fresh machine.
+# Set-up is idempotent: Debian packages (iverilog, liblz4-dev) when missing, and .venv with the pinned
+# Python packages of pyproject.toml (re-installed only when pyproject.toml changes).
+
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+MODEL   ?= digits_mlp
+CONFIG  ?= default
+COUNT   ?= 450
+BUILD   := build/$(MODEL)-$(CONFIG)
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: all setup sim test test-all lint gen gen-check model clean help
+all: test
+
+help:
+	@echo "make sim       compile models/$(MODEL).pt, run it on the RTL (Verilator), compare, report"
+	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
+	@echo "make test-all  everything, slow tests included"
+	@echo "make lint      verilator --lint-only -Wall and ruff"
+	@echo "make gen       regenerate rtl/pqa_pkg.sv and docs/isa.md from the spec"
+	@echo "make model     retrain models/digits_mlp.pt"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 && dpkg -s liblz4-dev >/dev/null 2>&1 || { \
+	  echo "setup: installing Debian packages iverilog liblz4-dev"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iverilog liblz4-dev >/dev/null; }
+	@[ -x $(PY) ] || { echo "setup: creating .venv"; python3 -m venv .venv; }
+	@echo "setup: installing the pinned Python packages into .venv (first time: about a minute)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+sim: $(STAMP)
+	$(PY) -m pqcompile.cli models/$(MODEL).pt -o $(BUILD) --config $(CONFIG) --count $(COUNT)
+	$(PY) tb/run_sim.py $(BUILD)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) tb/pqa_runner.py lint
+	$(PY) -m ruff check sw tb tests models
+
+gen: $(STAMP)
+	$(PY) -m pqcompile.gen
+
+model: $(STAMP)
+	$(PY) models/train_digits_mlp.py
+
+clean:
+	rm -rf build sim_build .pytest_cache results.xml

@@ -1,0 +1,438 @@
+// Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
+//
+// Controller: fetches one 64-bit instruction at a time from INSN_BASE upwards, decodes it (unknown
+// opcode or a non-zero reserved bit: illegal_insn), checks it in the order of pqcompile.sim (fetch
+// address, opcode, reserved bits; then alignment before limits for load/store/stamp; layer_fits at
+// `run`), dispatches it to the DMA or to the encoder / look-up units, and retires it. One instruction
+// is in flight at a time, so every unit is idle and no AXI transaction is outstanding when the
+// controller stops on `end` or on an error.
+
+`default_nettype none
+
+module pqa_ctrl #(
+  parameter int AxiAddrWidth = 32,
+  parameter int KMax       = 16,
+  parameter int VMax       = 8,
+  parameter int CMax       = 32,
+  parameter int MMax       = 64,
+  parameter int LutW       = 8,
+  parameter int ProtoBytes = 4096,
+  parameter int LutBytes   = 16384,
+  parameter int BiasBytes  = 256,
+  parameter int ActBytes   = 4096,
+  parameter int OutBytes   = 4096
+) (
+  input  logic                    clk_i,
+  input  logic                    rst_ni,
+  // register file
+  input  logic                    start_i,
+  input  logic [31:0]             insn_base_i,
+  output logic                    busy_o,
+  output logic                    finish_o,      // single-cycle: the run stopped (err_code_o valid)
+  output logic [7:0]              err_code_o,
+  output logic [31:0]             err_pc_o,
+  output logic [31:0]             insn_count_o,
+  output logic [63:0]             cycles_o,
+  // DMA
+  output logic                    dma_cmd_valid_o,
+  output logic                    dma_cmd_write_o,
+  output logic [AxiAddrWidth-1:0] dma_cmd_addr_o,
+  output logic [21:0]             dma_cmd_beats_o,
+  output logic [7:0]              dma_cmd_last_strb_o,
+  input  logic                    dma_done_i,
+  input  logic                    dma_err_i,
+  input  logic                    dma_rd_valid_i,
+  input  logic [63:0]             dma_rd_data_i,
+  output logic                    load_active_o,  // read beats go to buffer load_buf_o
+  output logic [1:0]              load_buf_o,
+  output logic                    stamp_sel_o,    // write data is stamp_value_o, not the out buffer
+  output logic [63:0]             stamp_value_o,
+  // layer state
+  output logic                    metric_o,
+  output logic [7:0]              k_o,
+  output logic [7:0]              v_o,
+  output logic [7:0]              c_o,
+  output logic [15:0]             d_o,
+  output logic [15:0]             m_o,
+  output logic                    relu_o,
+  output logic [5:0]              shift_o,
+  output logic [15:0]             mult_o,
+  output logic [31:0]             col_act_o,
+  output logic [31:0]             col_out_o,
+  // compute units
+  output logic                    enc_start_o,
+  input  logic                    enc_done_i,
+  output logic                    lk_start_o,
+  input  logic                    lk_done_i
+);
+
+  localparam int LutEntryBytes = (LutW + 7) / 8;
+
+  typedef enum logic [3:0] {
+    CtlIdle,
+    CtlFetch,
+    CtlFetchWait,
+    CtlDecode,
+    CtlDmaWait,
+    CtlRetire,
+    CtlEnc,
+    CtlEncWait,
+    CtlLk,
+    CtlLkWait,
+    CtlFinish
+  } ctl_state_e;
+
+  ctl_state_e state_q, state_d;
+
+  logic [31:0] pc_q;
+  logic [63:0] insn_q;
+  logic [63:0] cycles_q;
+  logic [31:0] count_q;
+  logic [7:0]  err_code_q;
+  logic [31:0] err_pc_q;
+  logic        load_active_q, stamp_sel_q;
+  logic [1:0]  load_buf_q;
+  logic [63:0] stamp_q;
+  logic [23:0] n_q, j_q;
+  logic [31:0] col_act_q, col_out_q;
+
+  logic        metric_q, relu_q;
+  logic [7:0]  k_q, v_q, c_q;
+  logic [15:0] d_q, m_q, mult_q;
+  logic [5:0]  shift_q;
+
+  // ---------------------------------------------------------------------------------------------
+  // Decode
+  // ---------------------------------------------------------------------------------------------
+  logic [3:0]  opcode;
+  logic        legal;
+  logic [31:0] f_addr;
+  logic [23:0] f_nbytes;
+  logic [3:0]  f_buf;
+  logic [21:0] f_beats;
+  logic [7:0]  f_last_strb;
+  logic [23:0] f_n;
+  logic        misaligned;
+
+  assign opcode      = insn_q[pqa_pkg::OpcodeLsb +: pqa_pkg::OpcodeW];
+  assign f_addr      = insn_q[pqa_pkg::LoadAddrLsb +: pqa_pkg::LoadAddrW];  // same field in store/stamp
+  assign f_nbytes    = insn_q[pqa_pkg::LoadNbytesLsb +: pqa_pkg::LoadNbytesW];
+  assign f_buf       = insn_q[pqa_pkg::LoadBufLsb +: pqa_pkg::LoadBufW];
+  assign f_n         = insn_q[pqa_pkg::RunNLsb +: pqa_pkg::RunNW];
+  assign f_beats     = f_nbytes[23:3] + {21'd0, (f_nbytes[2:0] != 3'd0)};
+  assign f_last_strb = (f_nbytes[2:0] == 3'd0) ? 8'hff : ((8'd1 << f_nbytes[2:0]) - 8'd1);
+  assign misaligned  = (f_addr[2:0] != 3'd0);
+
+  always_comb begin
+    legal = 1'b0;
+    unique case (opcode)
+      pqa_pkg::OpcLoad:  legal = (insn_q & pqa_pkg::LoadRsvdMask) == '0;
+      pqa_pkg::OpcStore: legal = (insn_q & pqa_pkg::StoreRsvdMask) == '0;
+      pqa_pkg::OpcShape: legal = (insn_q & pqa_pkg::ShapeRsvdMask) == '0;
+      pqa_pkg::OpcQuant: legal = (insn_q & pqa_pkg::QuantRsvdMask) == '0;
+      pqa_pkg::OpcRun:   legal = (insn_q & pqa_pkg::RunRsvdMask) == '0;
+      pqa_pkg::OpcStamp: legal = (insn_q & pqa_pkg::StampRsvdMask) == '0;
+      pqa_pkg::OpcEnd:   legal = (insn_q & pqa_pkg::EndRsvdMask) == '0;
+      default:           legal = 1'b0;
+    endcase
+  end
+
+  // Limits of `load` (buffer and length) and `store`: sim.run.
+  logic [63:0] buf_words;
+  logic        load_ok, store_ok;
+  always_comb begin
+    unique case (f_buf)
+      4'(pqa_pkg::BufferProto): buf_words = 64'(ProtoBytes / 8);
+      4'(pqa_pkg::BufferLut):   buf_words = 64'(LutBytes / 8);
+      4'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / 8);
+      4'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / 8);
+      default:                  buf_words = 64'd0;
+    endcase
+  end
+  assign load_ok  = (f_nbytes != '0) && ({42'd0, f_beats} <= buf_words);
+  assign store_ok = (f_nbytes != '0) && ({40'd0, f_nbytes} <= 64'(OutBytes));
+
+  // sim.layer_fits, in 64-bit arithmetic.
+  logic [63:0] k64, v64, c64, d64, m64, n64, cv;
+  logic        fits;
+  always_comb begin
+    k64  = {56'd0, k_q};
+    v64  = {56'd0, v_q};
+    c64  = {56'd0, c_q};
+    d64  = {48'd0, d_q};
+    m64  = {48'd0, m_q};
+    n64  = {40'd0, f_n};
+    cv   = c64 * v64;
+    fits = (k64 >= 64'd1) && (k64 <= 64'(KMax))
+        && (v64 >= 64'd1) && (v64 <= 64'(VMax))
+        && (c64 >= 64'd1) && (c64 <= 64'(CMax))
+        && (m64 >= 64'd1) && (m64 <= 64'(MMax))
+        && (d64 + v64 > cv) && (d64 <= cv)          // (c-1)*v < d <= c*v
+        && (cv * k64 <= 64'(ProtoBytes))
+        && (c64 * k64 * m64 * 64'(LutEntryBytes) <= 64'(LutBytes))
+        && (n64 >= 64'd1)
+        && (n64 * d64 <= 64'(ActBytes))
+        && (n64 * m64 <= 64'(OutBytes))
+        && (shift_q <= 6'd47);
+  end
+
+  // ---------------------------------------------------------------------------------------------
+  // State machine
+  // ---------------------------------------------------------------------------------------------
+  logic       fail;
+  logic [7:0] fail_code;
+
+  always_comb begin
+    state_d             = state_q;
+    fail                = 1'b0;
+    fail_code           = pqa_pkg::ErrNone;
+    dma_cmd_valid_o     = 1'b0;
+    dma_cmd_write_o     = 1'b0;
+    dma_cmd_addr_o      = AxiAddrWidth'(f_addr);
+    dma_cmd_beats_o     = f_beats;
+    dma_cmd_last_strb_o = 8'hff;
+    enc_start_o         = 1'b0;
+    lk_start_o          = 1'b0;
+    unique case (state_q)
+      CtlIdle: begin
+        if (start_i) begin
+          state_d = CtlFetch;
+        end
+      end
+      CtlFetch: begin
+        if (pc_q[2:0] != 3'd0) begin
+          fail      = 1'b1;
+          fail_code = pqa_pkg::ErrBus;
+        end else begin
+          dma_cmd_valid_o = 1'b1;
+          dma_cmd_addr_o  = AxiAddrWidth'(pc_q);
+          dma_cmd_beats_o = 22'd1;
+          state_d         = CtlFetchWait;
+        end
+      end
+      CtlFetchWait: begin
+        if (dma_done_i) begin
+          if (dma_err_i) begin
+            fail      = 1'b1;
+            fail_code = pqa_pkg::ErrBus;
+          end else begin
+            state_d = CtlDecode;
+          end
+        end
+      end
+      CtlDecode: begin
+        if (!legal) begin
+          fail      = 1'b1;
+          fail_code = pqa_pkg::ErrIllegalInsn;
+        end else begin
+          unique case (opcode)
+            pqa_pkg::OpcLoad, pqa_pkg::OpcStore, pqa_pkg::OpcStamp: begin
+              if (misaligned) begin
+                fail      = 1'b1;
+                fail_code = pqa_pkg::ErrAlign;
+              end else if ((opcode == pqa_pkg::OpcLoad && !load_ok)
+                           || (opcode == pqa_pkg::OpcStore && !store_ok)) begin
+                fail      = 1'b1;
+                fail_code = pqa_pkg::ErrLimit;
+              end else begin
+                dma_cmd_valid_o = 1'b1;
+                dma_cmd_write_o = (opcode != pqa_pkg::OpcLoad);
+                if (opcode == pqa_pkg::OpcStamp) begin
+                  dma_cmd_beats_o = 22'd1;
+                end
+                if (opcode == pqa_pkg::OpcStore) begin
+                  dma_cmd_last_strb_o = f_last_strb;
+                end
+                state_d = CtlDmaWait;
+              end
+            end
+            pqa_pkg::OpcRun: begin
+              if (!fits) begin
+                fail      = 1'b1;
+                fail_code = pqa_pkg::ErrLimit;
+              end else begin
+                state_d = CtlEnc;
+              end
+            end
+            pqa_pkg::OpcEnd: state_d = CtlFinish;
+            default:         state_d = CtlRetire;  // shape, quant
+          endcase
+        end
+      end
+      CtlDmaWait: begin
+        if (dma_done_i) begin
+          if (dma_err_i) begin
+            fail      = 1'b1;
+            fail_code = pqa_pkg::ErrBus;
+          end else begin
+            state_d = CtlRetire;
+          end
+        end
+      end
+      CtlRetire: state_d = CtlFetch;
+      CtlEnc: begin
+        enc_start_o = 1'b1;
+        state_d     = CtlEncWait;
+      end
+      CtlEncWait: begin
+        if (enc_done_i) begin
+          state_d = CtlLk;
+        end
+      end
+      CtlLk: begin
+        lk_start_o = 1'b1;
+        state_d    = CtlLkWait;
+      end
+      CtlLkWait: begin
+        if (lk_done_i) begin
+          state_d = (j_q + 24'd1 == n_q) ? CtlRetire : CtlEnc;
+        end
+      end
+      CtlFinish: state_d = CtlIdle;
+      default:   state_d = CtlIdle;
+    endcase
+    if (fail) begin
+      state_d = CtlFinish;
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      state_q       <= CtlIdle;
+      pc_q          <= '0;
+      insn_q        <= '0;
+      cycles_q      <= '0;
+      count_q       <= '0;
+      err_code_q    <= pqa_pkg::ErrNone;
+      err_pc_q      <= '0;
+      load_active_q <= 1'b0;
+      load_buf_q    <= '0;
+      stamp_sel_q   <= 1'b0;
+      stamp_q       <= '0;
+      n_q           <= '0;
+      j_q           <= '0;
+      col_act_q     <= '0;
+      col_out_q     <= '0;
+      metric_q      <= 1'b0;
+      relu_q        <= 1'b0;
+      k_q           <= '0;
+      v_q           <= '0;
+      c_q           <= '0;
+      d_q           <= '0;
+      m_q           <= '0;
+      mult_q        <= '0;
+      shift_q       <= '0;
+    end else begin
+      state_q <= state_d;
+      if (state_q != CtlIdle) begin
+        cycles_q <= cycles_q + 64'd1;
+      end
+      if (fail) begin
+        err_code_q <= fail_code;
+        err_pc_q   <= pc_q;
+      end
+      unique case (state_q)
+        CtlIdle: begin
+          if (start_i) begin
+            // A new run starts from the reset state of sim._State.
+            pc_q       <= insn_base_i;
+            cycles_q   <= '0;
+            count_q    <= '0;
+            err_code_q <= pqa_pkg::ErrNone;
+            err_pc_q   <= '0;
+            metric_q   <= 1'b0;
+            relu_q     <= 1'b0;
+            k_q        <= '0;
+            v_q        <= '0;
+            c_q        <= '0;
+            d_q        <= '0;
+            m_q        <= '0;
+            mult_q     <= '0;
+            shift_q    <= '0;
+          end
+        end
+        CtlFetch: begin
+          load_active_q <= 1'b0;
+          stamp_sel_q   <= 1'b0;
+        end
+        CtlFetchWait: begin
+          if (dma_rd_valid_i) begin
+            insn_q <= dma_rd_data_i;
+          end
+        end
+        CtlDecode: begin
+          if (legal) begin
+            unique case (opcode)
+              pqa_pkg::OpcLoad: begin
+                load_active_q <= 1'b1;
+                load_buf_q    <= f_buf[1:0];
+              end
+              pqa_pkg::OpcStamp: begin
+                stamp_sel_q <= 1'b1;
+                stamp_q     <= cycles_q;
+              end
+              pqa_pkg::OpcShape: begin
+                metric_q <= insn_q[pqa_pkg::ShapeMetricLsb];
+                k_q      <= insn_q[pqa_pkg::ShapeKLsb +: pqa_pkg::ShapeKW];
+                v_q      <= insn_q[pqa_pkg::ShapeVLsb +: pqa_pkg::ShapeVW];
+                c_q      <= insn_q[pqa_pkg::ShapeCLsb +: pqa_pkg::ShapeCW];
+                d_q      <= insn_q[pqa_pkg::ShapeDLsb +: pqa_pkg::ShapeDW];
+                m_q      <= insn_q[pqa_pkg::ShapeMLsb +: pqa_pkg::ShapeMW];
+              end
+              pqa_pkg::OpcQuant: begin
+                relu_q  <= insn_q[pqa_pkg::QuantReluLsb];
+                shift_q <= insn_q[pqa_pkg::QuantShiftLsb +: pqa_pkg::QuantShiftW];
+                mult_q  <= insn_q[pqa_pkg::QuantMultLsb +: pqa_pkg::QuantMultW];
+              end
+              pqa_pkg::OpcRun: begin
+                n_q       <= f_n;
+                j_q       <= '0;
+                col_act_q <= '0;
+                col_out_q <= '0;
+              end
+              pqa_pkg::OpcEnd: count_q <= count_q + 32'd1;
+              default: ;
+            endcase
+          end
+        end
+        CtlLkWait: begin
+          if (lk_done_i) begin
+            j_q       <= j_q + 24'd1;
+            col_act_q <= col_act_q + {16'd0, d_q};
+            col_out_q <= col_out_q + {16'd0, m_q};
+          end
+        end
+        CtlRetire: begin
+          count_q <= count_q + 32'd1;
+          pc_q    <= pc_q + 32'd8;
+        end
+        default: ;
+      endcase
+    end
+  end
+
+  assign busy_o        = (state_q != CtlIdle);
+  assign finish_o      = (state_q == CtlFinish);
+  assign err_code_o    = err_code_q;
+  assign err_pc_o      = err_pc_q;
+  assign insn_count_o  = count_q;
+  assign cycles_o      = cycles_q;
+  assign load_active_o = load_active_q;
+  assign load_buf_o    = load_buf_q;
+  assign stamp_sel_o   = stamp_sel_q;
+  assign stamp_value_o = stamp_q;
+  assign metric_o      = metric_q;
+  assign k_o           = k_q;
+  assign v_o           = v_q;
+  assign c_o           = c_q;
+  assign d_o           = d_q;
+  assign m_o           = m_q;
+  assign relu_o        = relu_q;
+  assign shift_o       = shift_q;
+  assign mult_o        = mult_q;
+  assign col_act_o     = col_act_q;
+  assign col_out_o     = col_out_q;
+
+endmodule
+
+`default_nettype wire

@@ -1,0 +1,188 @@
+// Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
+//
+// Encoder: for one input column, finds for each of the c subspaces the nearest of the k prototypes
+// (squared L2 or L1 over v int8 elements; elements at index >= d read as 0), lowest index on ties
+// (strict less-than), and writes the index to idx[ci].
+//
+// Narrow datapath: one element per cycle. Stage 0 walks (ci, ki, e) and issues the reads of the act
+// and prototype buffers (registered-read RAMs); stage 1 accumulates the distance and keeps the running
+// minimum. Prototypes are laid out [c][k][v], so their byte address is a running counter.
+// Cycles per column: c*k*v + 2 (issue, drain, done).
+
+`default_nettype none
+
+module pqa_encoder #(
+  parameter int ActBytes   = 4096,
+  parameter int ProtoBytes = 4096,
+  // Derived, do not override.
+  parameter int ActAw      = $clog2(ActBytes / 8),
+  parameter int ProtoAw    = $clog2(ProtoBytes / 8)
+) (
+  input  logic               clk_i,
+  input  logic               rst_ni,
+  input  logic               start_i,
+  input  logic               metric_i,     // pqa_pkg::MetricL1 selects L1
+  input  logic [7:0]         k_i,
+  input  logic [7:0]         v_i,
+  input  logic [7:0]         c_i,
+  input  logic [15:0]        d_i,
+  input  logic [31:0]        col_base_i,   // byte offset of the column in the act buffer
+  output logic [ActAw-1:0]   act_raddr_o,
+  input  logic [63:0]        act_rdata_i,
+  output logic [ProtoAw-1:0] proto_raddr_o,
+  input  logic [63:0]        proto_rdata_i,
+  output logic               idx_we_o,
+  output logic [7:0]         idx_waddr_o,
+  output logic [7:0]         idx_wdata_o,
+  output logic               done_o
+);
+
+  typedef enum logic [1:0] {
+    EncIdle,
+    EncIssue,
+    EncDrain
+  } enc_state_e;
+
+  enc_state_e state_q, state_d;
+
+  // Stage 0 counters.
+  logic [7:0]  e_q, ki_q, ci_q;
+  logic [15:0] sub_q;   // ci * v
+  logic [15:0] xoff_q;  // ci * v + e
+  logic [31:0] paddr_q; // prototype byte address
+  logic [31:0] aaddr;
+  logic        last_e, last_k, last_c;
+
+  // Stage 1.
+  logic        v1_q, pad1_q, first1_q, last1_q, kfirst1_q, klast1_q;
+  logic [7:0]  ki1_q, ci1_q;
+  logic [2:0]  asel1_q, psel1_q;
+  logic [31:0] acc_q, best_q;
+  logic [7:0]  bidx_q;
+
+  logic signed [8:0]  x, p, diff;
+  logic signed [17:0] sq;
+  logic [31:0] term, dist;
+  logic        better;
+
+  assign aaddr  = col_base_i + {16'd0, xoff_q};
+  assign last_e = (e_q == v_i - 8'd1);
+  assign last_k = (ki_q == k_i - 8'd1);
+  assign last_c = (ci_q == c_i - 8'd1);
+
+  assign act_raddr_o   = aaddr[ActAw+2:3];
+  assign proto_raddr_o = paddr_q[ProtoAw+2:3];
+
+  always_comb begin
+    state_d = state_q;
+    unique case (state_q)
+      EncIdle:  if (start_i) state_d = EncIssue;
+      EncIssue: if (last_e && last_k && last_c) state_d = EncDrain;
+      EncDrain: state_d = EncIdle;
+      default:  state_d = EncIdle;
+    endcase
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      state_q <= EncIdle;
+      e_q     <= '0;
+      ki_q    <= '0;
+      ci_q    <= '0;
+      sub_q   <= '0;
+      xoff_q  <= '0;
+      paddr_q <= '0;
+    end else begin
+      state_q <= state_d;
+      if (state_q == EncIdle) begin
+        e_q     <= '0;
+        ki_q    <= '0;
+        ci_q    <= '0;
+        sub_q   <= '0;
+        xoff_q  <= '0;
+        paddr_q <= '0;
+      end else if (state_q == EncIssue) begin
+        paddr_q <= paddr_q + 32'd1;
+        if (!last_e) begin
+          e_q    <= e_q + 8'd1;
+          xoff_q <= xoff_q + 16'd1;
+        end else begin
+          e_q <= '0;
+          if (!last_k) begin
+            ki_q   <= ki_q + 8'd1;
+            xoff_q <= sub_q;
+          end else begin
+            ki_q   <= '0;
+            ci_q   <= ci_q + 8'd1;
+            sub_q  <= sub_q + {8'd0, v_i};
+            xoff_q <= sub_q + {8'd0, v_i};
+          end
+        end
+      end
+    end
+  end
+
+  // Stage 0 -> stage 1 pipeline registers.
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      v1_q      <= 1'b0;
+      pad1_q    <= 1'b0;
+      first1_q  <= 1'b0;
+      last1_q   <= 1'b0;
+      kfirst1_q <= 1'b0;
+      klast1_q  <= 1'b0;
+      ki1_q     <= '0;
+      ci1_q     <= '0;
+      asel1_q   <= '0;
+      psel1_q   <= '0;
+    end else begin
+      v1_q      <= (state_q == EncIssue);
+      pad1_q    <= (xoff_q >= d_i);
+      first1_q  <= (e_q == 8'd0);
+      last1_q   <= last_e;
+      kfirst1_q <= (ki_q == 8'd0);
+      klast1_q  <= last_k;
+      ki1_q     <= ki_q;
+      ci1_q     <= ci_q;
+      asel1_q   <= aaddr[2:0];
+      psel1_q   <= paddr_q[2:0];
+    end
+  end
+
+  // Stage 1: distance term, accumulation and running minimum.
+  always_comb begin
+    x      = pad1_q ? 9'sd0 : {act_rdata_i[asel1_q*8+7], act_rdata_i[asel1_q*8 +: 8]};
+    p      = {proto_rdata_i[psel1_q*8+7], proto_rdata_i[psel1_q*8 +: 8]};
+    diff   = x - p;
+    sq     = diff * diff;
+    if (metric_i) begin
+      term = diff[8] ? {23'd0, -diff} : {23'd0, diff};
+    end else begin
+      term = {14'd0, sq};
+    end
+    dist   = (first1_q ? 32'd0 : acc_q) + term;
+    better = kfirst1_q || (dist < best_q);
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      acc_q  <= '0;
+      best_q <= '0;
+      bidx_q <= '0;
+    end else if (v1_q) begin
+      acc_q <= dist;
+      if (last1_q && better) begin
+        best_q <= dist;
+        bidx_q <= ki1_q;
+      end
+    end
+  end
+
+  assign idx_we_o    = v1_q && last1_q && klast1_q;
+  assign idx_waddr_o = ci1_q;
+  assign idx_wdata_o = better ? ki1_q : bidx_q;
+  assign done_o      = (state_q == EncDrain);
+
+endmodule
+
+`default_nettype wire

@@ -1,0 +1,49 @@
+// Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
+//
+// Requantization (combinational), bit-exact with pqcompile.sim.requantize:
+//   y = clamp(relu?((acc * mult + (shift > 0 ? 2^(shift-1) : 0)) >>> shift))
+// The product is formed at AccW + 32 bits, wide enough for a 16-bit unsigned multiplier, the rounding
+// term (shift <= 47, checked by the controller) and the sign, so nothing overflows before the clamp.
+
+`default_nettype none
+
+module pqa_postproc #(
+  parameter int AccW = 32,
+  parameter int ActW = 8
+) (
+  input  logic [AccW-1:0] acc_i,
+  input  logic [15:0]     mult_i,
+  input  logic [5:0]      shift_i,
+  input  logic            relu_i,
+  output logic [ActW-1:0] y_o
+);
+
+  localparam int PW = AccW + 32;
+
+  logic signed [PW-1:0] acc_x, mult_x, prod, rnd, sum, shifted, hi, lo, clamped;
+
+  always_comb begin
+    acc_x  = {{(PW - AccW){acc_i[AccW-1]}}, acc_i};
+    mult_x = {{(PW - 16){1'b0}}, mult_i};
+    prod   = acc_x * mult_x;
+    rnd    = '0;
+    if (shift_i != 6'd0) begin
+      rnd[shift_i - 6'd1] = 1'b1;
+    end
+    sum     = prod + rnd;
+    shifted = sum >>> shift_i;
+    hi      = {{(PW - ActW + 1){1'b0}}, {(ActW - 1){1'b1}}};
+    lo      = relu_i ? '0 : {{(PW - ActW + 1){1'b1}}, {(ActW - 1){1'b0}}};
+    if (shifted > hi) begin
+      clamped = hi;
+    end else if (shifted < lo) begin
+      clamped = lo;
+    end else begin
+      clamped = shifted;
+    end
+    y_o = clamped[ActW-1:0];
+  end
+
+endmodule
+
+`default_nettype wire

@@ -1,0 +1,178 @@
+"""Front end and quantization: a saved float PQ model -> integer layers (``QLayer``) for the hardware,
+and the quantized torch model that is checked against the golden simulator bit for bit.
+
+Scheme (docs/theory.md, "Quantization"):
+- activations are symmetric int8 with a per-tensor scale ``s``: q = clamp(round(x / s), -128, 127);
+- a layer's prototypes use its input scale (so integer distances order exactly as the dequantized ones);
+- the table is built from the *dequantized* prototypes and the float weight, and quantized to LutW bits
+  with one per-layer scale ``s_lut``; the bias is quantized to int32 with the same scale;
+- the accumulator (scale ``s_lut``) is requantized to the output scale with mult / 2^shift, round half up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import sim
+from .backend import CompileError, QLayer
+from .spec import HwConfig
+
+SUPPORTED = "pq_linear (optionally followed by relu), flatten at the input"
+
+
+@dataclass
+class FloatPQLayer:
+    index: int  # index in the model's layer list
+    prototypes: np.ndarray  # [c, k, v] float
+    weight: np.ndarray  # [m, d] float
+    bias: np.ndarray  # [m] float
+    metric: str
+    relu: bool
+
+    @property
+    def d(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def m(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def extract(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> list[FloatPQLayer]:
+    """Walk the architecture; fuse each ReLU into its PQ layer; reject what the accelerator cannot run."""
+    out: list[FloatPQLayer] = []
+    layers = arch.get("layers", [])
+    for i, lay in enumerate(layers):
+        t = lay.get("type")
+        if t == "pq_linear":
+            p = f"layers.{i}."
+            try:
+                protos = state[p + "prototypes"].detach().double().numpy()
+                weight = state[p + "weight"].detach().double().numpy()
+            except KeyError as exc:
+                raise CompileError(f"layer {i} (pq_linear): state dict has no {exc.args[0]!r}") from None
+            b = state.get(p + "bias")
+            bias = b.detach().double().numpy() if b is not None else np.zeros(weight.shape[0])
+            metric = lay.get("metric", "l2")
+            if metric not in ("l2", "l1"):
+                raise CompileError(f"layer {i} (pq_linear): metric {metric!r} is not supported (l2, l1)")
+            out.append(FloatPQLayer(i, protos, weight, bias, metric, relu=False))
+        elif t == "relu":
+            if not out or out[-1].relu or out[-1].index != i - 1:
+                raise CompileError(f"layer {i} (relu): a ReLU must directly follow a pq_linear layer")
+            out[-1].relu = True
+        elif t == "flatten" and not out:
+            continue
+        else:
+            raise CompileError(
+                f"layer {i} ({t}): not supported by the accelerator; supported: {SUPPORTED}"
+            )
+    if not out:
+        raise CompileError("the model has no pq_linear layer to run")
+    return out
+
+
+def quantize_act(x: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int64)
+
+
+def mult_shift(ratio: float) -> tuple[int, int]:
+    """mult / 2^shift ~= ratio with mult in [2^14, 2^15) where the shift range allows."""
+    if ratio <= 0 or not math.isfinite(ratio):
+        raise CompileError(f"requantization ratio {ratio} is not a positive number")
+    shift = 14 - math.floor(math.log2(ratio))
+    shift = min(max(shift, 0), 47)
+    mult = round(ratio * (1 << shift))
+    if mult >= 1 << 16:
+        raise CompileError(f"requantization ratio {ratio} is too large for a 16-bit multiplier")
+    return max(mult, 1), shift
+
+
+def pad_columns(x: np.ndarray, c: int, v: int) -> np.ndarray:
+    out = np.zeros((x.shape[0], c * v), dtype=x.dtype)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray,
+                    input_scale: float | None = None) -> tuple[list[QLayer], float]:
+    """Quantize float PQ layers for ``cfg`` using calibration inputs ``calib`` ([n, d0] float).
+
+    Returns the integer layers and the input scale.
+    """
+    s_in = input_scale or float(np.abs(calib).max()) / 127.0
+    if s_in <= 0:
+        raise CompileError("calibration inputs are all zero: cannot choose an input scale")
+    scale0 = s_in
+    xq = quantize_act(calib, s_in)
+    qmax = (1 << (cfg.LutW - 1)) - 1
+    out: list[QLayer] = []
+    for fl in layers:
+        c, k, v = fl.prototypes.shape
+        pq = np.clip(np.round(fl.prototypes / s_in), -128, 127).astype(np.int64)
+        wpad = np.zeros((fl.m, c * v))
+        wpad[:, : fl.d] = fl.weight
+        lut_f = np.einsum("ckv,mcv->ckm", pq * s_in, wpad.reshape(fl.m, c, v))
+        s_lut = float(np.abs(lut_f).max()) / qmax or 1.0
+        lut_q = np.clip(np.round(lut_f / s_lut), -qmax - 1, qmax).astype(np.int64)
+        lim = (1 << 31) - 1 - c * (qmax + 1)
+        bias_q = np.clip(np.round(fl.bias / s_lut), -lim, lim).astype(np.int64)
+        metric = sim.load().enums["metric"][fl.metric]
+        idx = sim.encode(pad_columns(xq, c, v).reshape(-1, c, v), pq, metric)
+        acc = sim.lookup(idx, lut_q, bias_q, cfg.AccW)
+        y = acc.astype(np.float64) * s_lut
+        if fl.relu:
+            y = np.maximum(y, 0)
+        s_out = float(np.abs(y).max()) / 127.0 or s_lut
+        mult, shift = mult_shift(s_lut / s_out)
+        q = QLayer(pq, lut_q, bias_q, fl.d, fl.metric, mult, shift, fl.relu, name=f"pq_linear#{fl.index}",
+                   # out_scale: the scale the integer output really has (from the rounded mult/shift)
+                   info={"model_layer": fl.index, "in_scale": s_in, "lut_scale": s_lut,
+                         "out_scale": s_lut * (1 << shift) / mult})
+        xq = sim.requantize(acc, mult, shift, fl.relu, cfg.ActW)
+        s_in = q.info["out_scale"]
+        out.append(q)
+    return out, scale0
+
+
+class QuantPQNet(torch.nn.Module):
+    """The quantized model in torch integer arithmetic: what the hardware computes, written again
+    independently of the numpy simulator so that the two can check each other."""
+
+    def __init__(self, layers: list[QLayer], acc_w: int = 32, act_w: int = 8) -> None:
+        super().__init__()
+        self.acc_w = acc_w
+        self.act_w = act_w
+        self.specs = [(q.c, q.k, q.v, q.d, q.metric, q.mult, q.shift, q.relu) for q in layers]
+        for i, q in enumerate(layers):
+            self.register_buffer(f"protos{i}", torch.from_numpy(q.protos.astype(np.int64)))
+            self.register_buffer(f"lut{i}", torch.from_numpy(q.lut.astype(np.int64)))
+            self.register_buffer(f"bias{i}", torch.from_numpy(q.bias.astype(np.int64)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.int64)
+        lo_act, hi_act = -(1 << (self.act_w - 1)), (1 << (self.act_w - 1)) - 1
+        for i, (c, _k, v, d, metric, mult, shift, relu) in enumerate(self.specs):
+            protos = getattr(self, f"protos{i}")
+            lut = getattr(self, f"lut{i}")
+            xs = torch.nn.functional.pad(x, (0, c * v - d)).view(-1, c, 1, v)
+            diff = xs - protos.unsqueeze(0)
+            dist = diff.abs().sum(-1) if metric == "l1" else (diff * diff).sum(-1)
+            # torch.argmin does not promise the first of equal minima: take the lowest index explicitly
+            best = dist.min(-1, keepdim=True).values
+            ks = torch.arange(dist.shape[-1]).expand_as(dist)
+            idx = torch.where(dist == best, ks, dist.shape[-1]).min(-1).values
+            acc = lut[torch.arange(c).unsqueeze(0), idx].sum(1) + getattr(self, f"bias{i}")
+            m = (1 << self.acc_w) - 1
+            acc = acc & m
+            acc = torch.where(acc >= 1 << (self.acc_w - 1), acc - (1 << self.acc_w), acc)
+            y = acc * mult
+            if shift:
+                y = (y + (1 << (shift - 1))) >> shift
+            x = y.clamp(0 if relu else lo_act, hi_act)
+        return x

@@ -1,0 +1,66 @@
+"""``make sim``: run a pqcompile build directory on the RTL under Verilator and report.
+
+Prints per-layer and total cycles (from the RTL's own ``stamp`` records and cycle counter), whether
+every output byte matched the golden simulator, and the accuracy of the float model, the quantized
+model and the RTL on the build's inputs. Exits 1 on any mismatch, error or hang.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pqa_runner import run  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("build", type=Path, help="build directory written by pqcompile")
+    ap.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
+    args = ap.parse_args(argv)
+    manifest = json.loads((args.build / "manifest.json").read_text())
+    config = manifest["config"]
+    print(f"run_sim: {manifest['model']} on pqa_top (config '{config}') under {args.sim}, "
+          f"{manifest.get('n_columns', '?')} input columns", flush=True)
+    t0 = time.perf_counter()
+    (res,) = run(args.sim, config, [args.build])
+    wall = time.perf_counter() - t0
+    info = res["info"]
+    stamps = info["stamps"]
+    n = manifest.get("n_columns", 1)
+    if stamps:
+        print(f"  {'layer':<16}{'d':>5}{'m':>5}{'c':>4}{'k':>4}{'v':>4}{'RTL cycles':>12}{'per input':>11}")
+        for i, lay in enumerate(manifest["layers"]):
+            cyc = stamps[i + 1] - stamps[i]
+            print(f"  {lay['name']:<16}{lay['d']:>5}{lay['m']:>5}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4}"
+                  f"{cyc:>12}{cyc / n:>11.0f}")
+    print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
+          f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
+    ok = res["passed"]
+    print(f"  RTL vs golden simulator: {'MATCH' if ok else 'MISMATCH'} "
+          f"({info['bytes_compared']} memory bytes compared)")
+    for e in res["errors"]:
+        print(f"    {e}")
+    acc = manifest.get("accuracy") or {}
+    labels_file = args.build / "labels.npy"
+    if acc and labels_file.exists() and (args.build / "rtl_output.npy").exists():
+        y = np.load(labels_file)
+        rtl = np.load(args.build / "rtl_output.npy")
+        rtl_acc = float((rtl.argmax(1) == y).mean())
+        print(f"  accuracy on {len(y)} test inputs: float {100 * acc['float']:.2f}%, quantized "
+              f"{100 * acc['quantized']:.2f}%, RTL {100 * rtl_acc:.2f}%")
+        if rtl_acc != acc["quantized"]:
+            print("  RTL accuracy differs from the quantized model's")
+            ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

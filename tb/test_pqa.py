@@ -1,0 +1,93 @@
+"""Top-level tests of ``pqa_top``: compiled PQ layers and models run on the RTL, bit-exact against the
+golden simulator, under Verilator and Icarus.
+
+pytest functions (``test_*``) compile build directories with the project's own back end and run the
+pyuvm test ``PqaBuildTest`` (tb/pqa_env.py) over all of them in one simulator process per simulator.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyuvm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pqa_env import PqaBuildTest  # noqa: E402
+
+pyuvm.test()(PqaBuildTest)
+
+SIMS = ["verilator", "icarus"]
+
+from cases import LayerShape, compiled_case, error_programs, raw_case  # noqa: E402
+from pqa_runner import run  # noqa: E402
+
+from pqcompile.spec import load  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, layers, columns): v not dividing d, K not a power of two, M not a multiple of anything, both
+# metrics, ReLU on and off, chained layers, and more columns than the activation buffer holds (tiling).
+SHAPES = {
+    "d20_v3_k5_m13_l2_relu": ([LayerShape(20, 13, 5, 3, "l2", True)], 6),
+    "d16_v4_k16_m64_l1": ([LayerShape(16, 64, 16, 4, "l1", False)], 9),
+    "d7_v8_k1_m3_l2": ([LayerShape(7, 3, 1, 8, "l2", False)], 5),
+    "chain_30_24_10_tiled": ([LayerShape(30, 24, 7, 8, "l2", True), LayerShape(24, 10, 3, 5, "l1", False)], 150),
+}
+
+
+@pytest.fixture(scope="session")
+def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """name -> (build dir, expected error name) for config 'small'."""
+    cfg = load().config("small")
+    root = tmp_path_factory.mktemp("rtl_builds")
+    out: dict[str, tuple[Path, str]] = {}
+    for i, (name, (shapes, n)) in enumerate(SHAPES.items()):
+        compiled_case(root / name, cfg, shapes, n, seed=100 + i)
+        out[name] = (root / name, "none")
+    for name, (words, err) in error_programs(cfg).items():
+        raw_case(root / name, cfg, words)
+        out[name] = (root / name, err)
+    model = ROOT / "models" / "digits_mlp.pt"
+    if model.exists():
+        from pqcompile.cli import compile_model
+
+        compile_model(str(model), str(root / "digits_mlp"), config="small", count=24, quiet=True)
+        out["digits_mlp"] = (root / "digits_mlp", "none")
+    return out
+
+
+_RESULTS: dict[str, dict[str, dict]] = {}
+
+
+def _results(sim_name: str, builds: dict[str, tuple[Path, str]]) -> dict[str, dict]:
+    if sim_name not in _RESULTS:
+        res = run(sim_name, "small", [b for b, _ in builds.values()])
+        _RESULTS[sim_name] = {Path(r["build"]).name: r for r in res}
+    return _RESULTS[sim_name]
+
+
+CASES = [*SHAPES, *error_programs(load().config("small")), "digits_mlp"]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim_name", SIMS)
+@pytest.mark.parametrize("case", CASES)
+def test_rtl_matches_simulator(sim_name: str, case: str, rtl_builds: dict[str, tuple[Path, str]]) -> None:
+    if case not in rtl_builds:
+        pytest.skip("models/digits_mlp.pt is missing")
+    res = _results(sim_name, rtl_builds)[case]
+    assert res["errors"] == [], res["errors"]
+    spec = load()
+    expected_err = rtl_builds[case][1]
+    assert res["info"]["err_code"] == spec.errors[expected_err]
+    if expected_err == "none":
+        assert res["info"]["done"]
+        stamps = res["info"]["stamps"]
+        assert stamps == sorted(stamps) and stamps[-1] > 0  # per-layer cycle stamps increase
+    else:
+        assert res["info"]["err_pc"] == 8  # the second instruction raised it

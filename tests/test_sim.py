@@ -1,0 +1,102 @@
+"""Golden simulator against cases computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pqcompile import backend, sim
+from pqcompile.isa import encode
+from pqcompile.spec import load
+
+SPEC = load()
+CFG = SPEC.config("small")
+L2, L1 = SPEC.enums["metric"]["l2"], SPEC.enums["metric"]["l1"]
+BUF = SPEC.enums["buffer"]
+
+
+def test_encode_l2_l1_and_ties() -> None:
+    protos = np.array([[[0, 0], [2, 2], [1, 1]]])  # one subspace, k=3
+    # x=[1,1]: L2 distances 2, 2, 0 -> 2; x=[2,0]: L2 4, 4, 2 -> 2; x=[1,0]: L2 1, 5, 1 -> tie 0 and 2 -> 0
+    x = np.array([[[1, 1]], [[2, 0]], [[1, 0]], [[3, -1]]])
+    assert sim.encode(x, protos, L2)[:, 0].tolist() == [2, 2, 0, 2]
+    # L1: x=[2,0]: 2, 2, 2 -> 0; x=[1,0]: 1, 3, 1 -> 0; x=[3,-1]: 4, 4, 4 -> 0 (L2 gave 10, 10, 8 -> 2)
+    assert sim.encode(x, protos, L1)[:, 0].tolist() == [2, 0, 0, 0]
+
+
+def test_lookup_and_wrap() -> None:
+    lut = np.array([[[1, 2], [3, 4]], [[10, 20], [30, 40]]])  # [c=2][k=2][m=2]
+    idx = np.array([[1, 0], [0, 1]])
+    assert sim.lookup(idx, lut, np.array([100, -100])).tolist() == [[113, -76], [131, -58]]
+    big = np.array([[[2**31 - 1]]])
+    assert sim.lookup(np.array([[0]]), big, np.array([1])).tolist() == [[-(2**31)]]  # int32 wrap-around
+
+
+@pytest.mark.parametrize(("acc", "mult", "shift", "relu", "y"), [
+    (5, 1, 1, False, 3),      # 2.5 -> 3 (half up)
+    (-5, 1, 1, False, -2),    # -2.5 -> -2 (half up, toward +inf)
+    (-7, 1, 2, False, -2),    # -1.75 -> -2
+    (7, 3, 0, False, 21),     # no shift, no rounding term
+    (1000, 1, 0, False, 127), # saturate high
+    (-1000, 1, 0, False, -128),
+    (-1000, 1, 0, True, 0),   # ReLU
+    (50, 3, 2, True, 38),     # 150/4 = 37.5 -> 38
+    (2**31 - 1, 65535, 47, False, 1),  # widest product: (2^31-1)*65535 / 2^47 = 0.99998 -> 1
+])
+def test_requantize_corners(acc: int, mult: int, shift: int, relu: bool, y: int) -> None:
+    assert sim.requantize(np.array([acc]), mult, shift, relu).tolist() == [y]
+
+
+def _program(metric: str, x: list[int]) -> backend.Program:
+    """d=3, v=2 (c=2, the last subspace padded), k=2, m=2, computed by hand in the tests."""
+    protos = np.array([[[0, 0], [2, 2]], [[1, 0], [-1, 0]]], np.int8)
+    lut = np.array([[[100, 100], [10, -3]], [[-100, -100], [5, 7]]], np.int8)  # 8-bit entries, config small
+    bias = np.array([1, 2], "<i4")
+    words = [
+        encode("load", buf=BUF["proto"], nbytes=8, addr=0x200),
+        encode("load", buf=BUF["lut"], nbytes=8, addr=0x208),
+        encode("load", buf=BUF["bias"], nbytes=8, addr=0x210),
+        encode("load", buf=BUF["act"], nbytes=3, addr=0x218),
+        encode("shape", metric=metric, k=2, v=2, c=2, d=3, m=2),
+        encode("quant", relu=1, shift=2, mult=3),
+        encode("run", n=1),
+        encode("store", nbytes=2, addr=0x300),
+        encode("stamp", addr=0x308),
+        encode("end"),
+    ]
+    data = [(0x200, protos.view(np.uint8).ravel(), "p"), (0x208, lut.view(np.uint8).ravel(), "l"),
+            (0x210, bias.view(np.uint8), "b"), (0x218, np.array(x, np.int8).view(np.uint8), "x")]
+    return backend.raw_program(CFG, words, data)
+
+
+def test_one_layer_by_hand() -> None:
+    # x=[2,1,-1]: c0 -> [2,1]: d(k0)=5, d(k1)=1 -> 1; c1 -> [-1,0]: d(k0)=4, d(k1)=0 -> 1
+    # acc = [1+10+5, 2-3+7] = [16, 6]; y = (3*acc + 2) >> 2 = [12, 5]
+    res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
+    assert res.done and res.err_code == 0 and res.insn_count == 10
+    assert res.mem[0x300:0x302].view(np.int8).tolist() == [12, 5]
+    assert res.mem[0x302] == 0  # store writes nbytes only
+    assert 0 < int.from_bytes(res.mem[0x308:0x310].tobytes(), "little") < res.cycles  # stamp before end
+    # x=[1,1,1]: c0 ties (2 vs 2) -> k0; c1: d(k0)=0, d(k1)=4 -> k0: acc = [1+100-100, 2+100-100] = [1, 2]
+    # y = [(3+2)>>2, (6+2)>>2] = [1, 2]
+    res = sim.run(CFG, _program("l1", [1, 1, 1]).mem, 0)
+    assert res.mem[0x300:0x302].view(np.int8).tolist() == [1, 2]
+
+
+def test_error_codes_and_pc() -> None:
+    err = SPEC.errors
+    cases = [
+        ([encode("end") | 1 << 33], "illegal_insn", 0),
+        ([encode("stamp", addr=0x100), 0xE], "illegal_insn", 8),
+        ([encode("stamp", addr=0x104)], "align", 0),
+        ([encode("shape", metric="l2", k=CFG.KMax + 1, v=1, c=1, d=1, m=1), encode("run", n=1)], "limit", 8),
+        ([encode("shape", metric="l2", k=1, v=2, c=2, d=2, m=1), encode("run", n=1)], "limit", 8),  # d <= (c-1)*v
+        ([encode("load", buf=BUF["lut"], nbytes=CFG.LutBytes + 8, addr=0)], "limit", 0),
+        ([encode("load", buf=7, nbytes=8, addr=0)], "limit", 0),
+        ([encode("load", buf=0, nbytes=8, addr=1 << 20)], "bus", 0),
+    ]
+    for words, name, pc in cases:
+        res = sim.run(CFG, backend.raw_program(CFG, [*words, encode("end")]).mem, 0)
+        assert (res.done, res.err_code, res.err_pc) == (False, err[name], pc), (words, name)
+    with pytest.raises(sim.SimError, match="illegal_insn"):
+        sim.run(CFG, backend.raw_program(CFG, [0]).mem, 0, strict=True)
