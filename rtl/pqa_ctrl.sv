@@ -285,7 +285,11 @@ module pqa_ctrl #(
       end
       CtlLkWait: begin
         if (lk_done_i) begin
-          state_d = (j_q + 24'd1 == n_q) ? CtlRetire : CtlEnc;
+          if (j_q + 24'd1 == n_q) begin
+            state_d = CtlRetire;
+          end else begin
+            state_d = CtlEnc;
+          end
         end
       end
       CtlFinish: state_d = CtlIdle;

@@ -1,7 +1,7 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
 // Encoder: for one input column, finds for each of the c subspaces the nearest of the k prototypes
-// (squared L2 or L1 over v int8 elements; elements at index >= d read as 0), lowest index on ties
+// (squared L2 or L1 distance over v int8 elements; elements at index >= d read as 0), lowest index on ties
 // (strict less-than), and writes the index to idx[ci].
 //
 // Narrow datapath: one element per cycle. Stage 0 walks (ci, ki, e) and issues the reads of the act
@@ -62,7 +62,7 @@ module pqa_encoder #(
 
   logic signed [8:0]  x, p, diff;
   logic signed [17:0] sq;
-  logic [31:0] term, dist;
+  logic [31:0] term, dist_sum;
   logic        better;
 
   assign aaddr  = col_base_i + {16'd0, xoff_q};
@@ -160,8 +160,8 @@ module pqa_encoder #(
     end else begin
       term = {14'd0, sq};
     end
-    dist   = (first1_q ? 32'd0 : acc_q) + term;
-    better = kfirst1_q || (dist < best_q);
+    dist_sum   = (first1_q ? 32'd0 : acc_q) + term;
+    better = kfirst1_q || (dist_sum < best_q);
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -170,9 +170,9 @@ module pqa_encoder #(
       best_q <= '0;
       bidx_q <= '0;
     end else if (v1_q) begin
-      acc_q <= dist;
+      acc_q <= dist_sum;
       if (last1_q && better) begin
-        best_q <= dist;
+        best_q <= dist_sum;
         bidx_q <= ki1_q;
       end
     end
@@ -182,6 +182,10 @@ module pqa_encoder #(
   assign idx_waddr_o = ci1_q;
   assign idx_wdata_o = better ? ki1_q : bidx_q;
   assign done_o      = (state_q == EncDrain);
+
+  // High address bits beyond the buffers (kept in range by the controller's limit checks).
+  logic unused_addr;
+  assign unused_addr = ^{aaddr, paddr_q};
 
 endmodule
 

@@ -212,6 +212,10 @@ module pqa_lookup #(
   assign out_wbe_o   = 8'd1 << obyte2_q[2:0];
   assign done_o      = (state_q == LkDrain2);
 
+  // High address bits beyond the buffers (kept in range by the controller's limit checks).
+  logic unused_addr;
+  assign unused_addr = ^{idx_waddr_i, lbyte, bbyte, obyte2_q};
+
 endmodule
 
 `default_nettype wire

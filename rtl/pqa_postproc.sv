@@ -44,6 +44,10 @@ module pqa_postproc #(
     y_o = clamped[ActW-1:0];
   end
 
+  // The clamp leaves only the low ActW bits significant.
+  logic unused_clamped;
+  assign unused_clamped = ^clamped;
+
 endmodule
 
 `default_nettype wire

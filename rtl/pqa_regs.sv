@@ -156,7 +156,8 @@ module pqa_regs (
     end
   end
 
-  assign irq_o = irq_en_q && (done_q || error_q);
+  assign irq_o       = irq_en_q && (done_q || error_q);
+  assign insn_base_o = insn_base_q;
 
   logic unused_prot;
   assign unused_prot = ^{s_axil_awprot, s_axil_arprot};

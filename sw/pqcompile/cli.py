@@ -28,7 +28,7 @@ def _inputs(spec: str, arch: dict[str, Any], count: int) -> tuple[np.ndarray, np
     """Returns (inputs, labels or None, calibration inputs)."""
     from pqtrain.data import load_digits_split
 
-    x_tr, _y_tr, x_te, y_te = load_digits_split()
+    x_tr, _y_tr, x_te, y_te = (np.asarray(t) for t in load_digits_split())
     calib = x_tr[:256]
     if spec == "digits-test":
         if list(arch.get("input_shape", [])) != [x_te.shape[1]]:

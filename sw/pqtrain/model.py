@@ -149,6 +149,7 @@ def save(model: nn.Module, arch: dict[str, Any], path: str | os.PathLike[str], m
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,9 @@
+rtl/pqa_pkg.sv
+rtl/pqa_ram.sv
+rtl/pqa_postproc.sv
+rtl/pqa_encoder.sv
+rtl/pqa_lookup.sv
+rtl/pqa_dma.sv
+rtl/pqa_regs.sv
+rtl/pqa_ctrl.sv
+rtl/pqa_top.sv

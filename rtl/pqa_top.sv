@@ -1,0 +1,415 @@
+// Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
+//
+// PQA top level: AXI4-Lite register slave (s_axil_*), AXI4 DMA master (m_axi_*), interrupt.
+// Parameters are the keys of a named configuration of sw/pqcompile/spec/pqa.yml.
+// Reset: rst_ni, active low, asynchronous assertion (all flops), to be released synchronously to
+// clk_i by the system. Buffer arrays have no reset.
+//
+// Datapath: pqa_ctrl runs one instruction at a time; `load` streams bus words into the proto, lut,
+// bias or act buffer, `run` encodes a column (pqa_encoder) then looks it up and requantizes it
+// (pqa_lookup) into the out buffer, column after column; `store` and `stamp` write through pqa_dma.
+
+`default_nettype none
+
+module pqa_top #(
+  parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
+  parameter int AxiAddrWidth = pqa_pkg::CfgDefaultAxiAddrWidth,
+  parameter int ActW         = pqa_pkg::CfgDefaultActW,
+  parameter int ProtoW       = pqa_pkg::CfgDefaultProtoW,
+  parameter int LutW         = pqa_pkg::CfgDefaultLutW,
+  parameter int AccW         = pqa_pkg::CfgDefaultAccW,
+  parameter int KMax         = pqa_pkg::CfgDefaultKMax,
+  parameter int VMax         = pqa_pkg::CfgDefaultVMax,
+  parameter int CMax         = pqa_pkg::CfgDefaultCMax,
+  parameter int MMax         = pqa_pkg::CfgDefaultMMax,
+  parameter int ProtoBytes   = pqa_pkg::CfgDefaultProtoBytes,
+  parameter int LutBytes     = pqa_pkg::CfgDefaultLutBytes,
+  parameter int ActBytes     = pqa_pkg::CfgDefaultActBytes,
+  parameter int OutBytes     = pqa_pkg::CfgDefaultOutBytes
+) (
+  input  logic                      clk_i,
+  input  logic                      rst_ni,
+  output logic                      irq_o,
+  // AXI4-Lite slave: registers
+  input  logic [7:0]                s_axil_awaddr,
+  input  logic [2:0]                s_axil_awprot,
+  input  logic                      s_axil_awvalid,
+  output logic                      s_axil_awready,
+  input  logic [31:0]               s_axil_wdata,
+  input  logic [3:0]                s_axil_wstrb,
+  input  logic                      s_axil_wvalid,
+  output logic                      s_axil_wready,
+  output logic [1:0]                s_axil_bresp,
+  output logic                      s_axil_bvalid,
+  input  logic                      s_axil_bready,
+  input  logic [7:0]                s_axil_araddr,
+  input  logic [2:0]                s_axil_arprot,
+  input  logic                      s_axil_arvalid,
+  output logic                      s_axil_arready,
+  output logic [31:0]               s_axil_rdata,
+  output logic [1:0]                s_axil_rresp,
+  output logic                      s_axil_rvalid,
+  input  logic                      s_axil_rready,
+  // AXI4 master: external memory
+  output logic [0:0]                m_axi_awid,
+  output logic [AxiAddrWidth-1:0]   m_axi_awaddr,
+  output logic [7:0]                m_axi_awlen,
+  output logic [2:0]                m_axi_awsize,
+  output logic [1:0]                m_axi_awburst,
+  output logic                      m_axi_awlock,
+  output logic [3:0]                m_axi_awcache,
+  output logic [2:0]                m_axi_awprot,
+  output logic                      m_axi_awvalid,
+  input  logic                      m_axi_awready,
+  output logic [AxiDataWidth-1:0]   m_axi_wdata,
+  output logic [AxiDataWidth/8-1:0] m_axi_wstrb,
+  output logic                      m_axi_wlast,
+  output logic                      m_axi_wvalid,
+  input  logic                      m_axi_wready,
+  input  logic [0:0]                m_axi_bid,
+  input  logic [1:0]                m_axi_bresp,
+  input  logic                      m_axi_bvalid,
+  output logic                      m_axi_bready,
+  output logic [0:0]                m_axi_arid,
+  output logic [AxiAddrWidth-1:0]   m_axi_araddr,
+  output logic [7:0]                m_axi_arlen,
+  output logic [2:0]                m_axi_arsize,
+  output logic [1:0]                m_axi_arburst,
+  output logic                      m_axi_arlock,
+  output logic [3:0]                m_axi_arcache,
+  output logic [2:0]                m_axi_arprot,
+  output logic                      m_axi_arvalid,
+  input  logic                      m_axi_arready,
+  input  logic [0:0]                m_axi_rid,
+  input  logic [AxiDataWidth-1:0]   m_axi_rdata,
+  input  logic [1:0]                m_axi_rresp,
+  input  logic                      m_axi_rlast,
+  input  logic                      m_axi_rvalid,
+  output logic                      m_axi_rready
+);
+
+  // This datapath supports the widths that sw/pqcompile/spec.py accepts (64-bit bus, int8
+  // activations and prototypes); anything else is caught here at elaboration.
+  localparam bit CfgOk = (AxiDataWidth == 64) && (ActW == 8) && (ProtoW == 8)
+                         && (LutW >= 2) && (LutW <= 16) && (AccW >= LutW) && (AxiAddrWidth >= 12)
+                         && (AxiAddrWidth <= 32);
+  if (!CfgOk) begin : gen_cfg_check
+    pqa_unsupported_configuration u_unsupported_configuration ();
+  end
+
+  localparam int BiasBytes = 4 * MMax;
+  localparam int BiasWords = (BiasBytes + 7) / 8;
+  localparam int ProtoAw   = $clog2(ProtoBytes / 8);
+  localparam int LutAw     = $clog2(LutBytes / 8);
+  localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
+  localparam int ActAw     = $clog2(ActBytes / 8);
+  localparam int OutAw     = $clog2(OutBytes / 8);
+
+  // ---------------------------------------------------------------------------------------------
+  // Register file and controller
+  // ---------------------------------------------------------------------------------------------
+  logic        start, busy, finish;
+  logic [31:0] insn_base, err_pc, insn_count;
+  logic [7:0]  err_code;
+  logic [63:0] cycles;
+
+  pqa_regs u_regs (
+    .clk_i         (clk_i),
+    .rst_ni        (rst_ni),
+    .s_axil_awaddr (s_axil_awaddr),
+    .s_axil_awprot (s_axil_awprot),
+    .s_axil_awvalid(s_axil_awvalid),
+    .s_axil_awready(s_axil_awready),
+    .s_axil_wdata  (s_axil_wdata),
+    .s_axil_wstrb  (s_axil_wstrb),
+    .s_axil_wvalid (s_axil_wvalid),
+    .s_axil_wready (s_axil_wready),
+    .s_axil_bresp  (s_axil_bresp),
+    .s_axil_bvalid (s_axil_bvalid),
+    .s_axil_bready (s_axil_bready),
+    .s_axil_araddr (s_axil_araddr),
+    .s_axil_arprot (s_axil_arprot),
+    .s_axil_arvalid(s_axil_arvalid),
+    .s_axil_arready(s_axil_arready),
+    .s_axil_rdata  (s_axil_rdata),
+    .s_axil_rresp  (s_axil_rresp),
+    .s_axil_rvalid (s_axil_rvalid),
+    .s_axil_rready (s_axil_rready),
+    .start_o       (start),
+    .insn_base_o   (insn_base),
+    .irq_o         (irq_o),
+    .busy_i        (busy),
+    .finish_i      (finish),
+    .err_code_i    (err_code),
+    .err_pc_i      (err_pc),
+    .insn_count_i  (insn_count),
+    .cycles_i      (cycles)
+  );
+
+  logic                    dma_cmd_valid, dma_cmd_write, dma_done, dma_err;
+  logic [AxiAddrWidth-1:0] dma_cmd_addr;
+  logic [21:0]             dma_cmd_beats, dma_rd_idx, dma_src_idx;
+  logic [7:0]              dma_cmd_last_strb;
+  logic                    dma_rd_valid, dma_src_req;
+  logic [63:0]             dma_rd_data, dma_src_data;
+  logic                    load_active, stamp_sel;
+  logic [1:0]              load_buf;
+  logic [63:0]             stamp_value;
+  logic                    metric, relu;
+  logic [7:0]              k, v, c;
+  logic [15:0]             d, m, mult;
+  logic [5:0]              shift;
+  logic [31:0]             col_act, col_out;
+  logic                    enc_start, enc_done, lk_start, lk_done;
+
+  pqa_ctrl #(
+    .AxiAddrWidth(AxiAddrWidth),
+    .KMax        (KMax),
+    .VMax        (VMax),
+    .CMax        (CMax),
+    .MMax        (MMax),
+    .LutW        (LutW),
+    .ProtoBytes  (ProtoBytes),
+    .LutBytes    (LutBytes),
+    .BiasBytes   (BiasBytes),
+    .ActBytes    (ActBytes),
+    .OutBytes    (OutBytes)
+  ) u_ctrl (
+    .clk_i              (clk_i),
+    .rst_ni             (rst_ni),
+    .start_i            (start),
+    .insn_base_i        (insn_base),
+    .busy_o             (busy),
+    .finish_o           (finish),
+    .err_code_o         (err_code),
+    .err_pc_o           (err_pc),
+    .insn_count_o       (insn_count),
+    .cycles_o           (cycles),
+    .dma_cmd_valid_o    (dma_cmd_valid),
+    .dma_cmd_write_o    (dma_cmd_write),
+    .dma_cmd_addr_o     (dma_cmd_addr),
+    .dma_cmd_beats_o    (dma_cmd_beats),
+    .dma_cmd_last_strb_o(dma_cmd_last_strb),
+    .dma_done_i         (dma_done),
+    .dma_err_i          (dma_err),
+    .dma_rd_valid_i     (dma_rd_valid),
+    .dma_rd_data_i      (dma_rd_data),
+    .load_active_o      (load_active),
+    .load_buf_o         (load_buf),
+    .stamp_sel_o        (stamp_sel),
+    .stamp_value_o      (stamp_value),
+    .metric_o           (metric),
+    .k_o                (k),
+    .v_o                (v),
+    .c_o                (c),
+    .d_o                (d),
+    .m_o                (m),
+    .relu_o             (relu),
+    .shift_o            (shift),
+    .mult_o             (mult),
+    .col_act_o          (col_act),
+    .col_out_o          (col_out),
+    .enc_start_o        (enc_start),
+    .enc_done_i         (enc_done),
+    .lk_start_o         (lk_start),
+    .lk_done_i          (lk_done)
+  );
+
+  // ---------------------------------------------------------------------------------------------
+  // DMA
+  // ---------------------------------------------------------------------------------------------
+  pqa_dma #(
+    .AxiAddrWidth(AxiAddrWidth),
+    .AxiDataWidth(AxiDataWidth)
+  ) u_dma (
+    .clk_i          (clk_i),
+    .rst_ni         (rst_ni),
+    .cmd_valid_i    (dma_cmd_valid),
+    .cmd_write_i    (dma_cmd_write),
+    .cmd_addr_i     (dma_cmd_addr),
+    .cmd_beats_i    (dma_cmd_beats),
+    .cmd_last_strb_i(dma_cmd_last_strb),
+    .done_o         (dma_done),
+    .err_o          (dma_err),
+    .rd_valid_o     (dma_rd_valid),
+    .rd_idx_o       (dma_rd_idx),
+    .rd_data_o      (dma_rd_data),
+    .src_req_o      (dma_src_req),
+    .src_idx_o      (dma_src_idx),
+    .src_data_i     (dma_src_data),
+    .m_axi_awid     (m_axi_awid),
+    .m_axi_awaddr   (m_axi_awaddr),
+    .m_axi_awlen    (m_axi_awlen),
+    .m_axi_awsize   (m_axi_awsize),
+    .m_axi_awburst  (m_axi_awburst),
+    .m_axi_awlock   (m_axi_awlock),
+    .m_axi_awcache  (m_axi_awcache),
+    .m_axi_awprot   (m_axi_awprot),
+    .m_axi_awvalid  (m_axi_awvalid),
+    .m_axi_awready  (m_axi_awready),
+    .m_axi_wdata    (m_axi_wdata),
+    .m_axi_wstrb    (m_axi_wstrb),
+    .m_axi_wlast    (m_axi_wlast),
+    .m_axi_wvalid   (m_axi_wvalid),
+    .m_axi_wready   (m_axi_wready),
+    .m_axi_bid      (m_axi_bid),
+    .m_axi_bresp    (m_axi_bresp),
+    .m_axi_bvalid   (m_axi_bvalid),
+    .m_axi_bready   (m_axi_bready),
+    .m_axi_arid     (m_axi_arid),
+    .m_axi_araddr   (m_axi_araddr),
+    .m_axi_arlen    (m_axi_arlen),
+    .m_axi_arsize   (m_axi_arsize),
+    .m_axi_arburst  (m_axi_arburst),
+    .m_axi_arlock   (m_axi_arlock),
+    .m_axi_arcache  (m_axi_arcache),
+    .m_axi_arprot   (m_axi_arprot),
+    .m_axi_arvalid  (m_axi_arvalid),
+    .m_axi_arready  (m_axi_arready),
+    .m_axi_rid      (m_axi_rid),
+    .m_axi_rdata    (m_axi_rdata),
+    .m_axi_rresp    (m_axi_rresp),
+    .m_axi_rlast    (m_axi_rlast),
+    .m_axi_rvalid   (m_axi_rvalid),
+    .m_axi_rready   (m_axi_rready)
+  );
+
+  // ---------------------------------------------------------------------------------------------
+  // On-chip buffers: bus-word memories, written by `load` beat by beat (word index = beat index)
+  // ---------------------------------------------------------------------------------------------
+  logic [ProtoAw-1:0] proto_raddr;
+  logic [LutAw-1:0]   lut_raddr;
+  logic [BiasAw-1:0]  bias_raddr;
+  logic [ActAw-1:0]   act_raddr;
+  logic [63:0]        proto_rdata, lut_rdata, bias_rdata, act_rdata, out_rdata;
+  logic               out_we;
+  logic [OutAw-1:0]   out_waddr;
+  logic [63:0]        out_wdata;
+  logic [7:0]         out_wbe;
+  logic               we_proto, we_lut, we_bias, we_act;
+
+  assign we_proto = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferProto));
+  assign we_lut   = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferLut));
+  assign we_bias  = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferBias));
+  assign we_act   = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferAct));
+
+  pqa_ram #(.Words(ProtoBytes / 8)) u_proto_ram (
+    .clk_i  (clk_i),
+    .we_i   (we_proto),
+    .waddr_i(dma_rd_idx[ProtoAw-1:0]),
+    .wdata_i(dma_rd_data),
+    .wbe_i  (8'hff),
+    .raddr_i(proto_raddr),
+    .rdata_o(proto_rdata)
+  );
+
+  pqa_ram #(.Words(LutBytes / 8)) u_lut_ram (
+    .clk_i  (clk_i),
+    .we_i   (we_lut),
+    .waddr_i(dma_rd_idx[LutAw-1:0]),
+    .wdata_i(dma_rd_data),
+    .wbe_i  (8'hff),
+    .raddr_i(lut_raddr),
+    .rdata_o(lut_rdata)
+  );
+
+  pqa_ram #(.Words(BiasWords)) u_bias_ram (
+    .clk_i  (clk_i),
+    .we_i   (we_bias),
+    .waddr_i(dma_rd_idx[BiasAw-1:0]),
+    .wdata_i(dma_rd_data),
+    .wbe_i  (8'hff),
+    .raddr_i(bias_raddr),
+    .rdata_o(bias_rdata)
+  );
+
+  pqa_ram #(.Words(ActBytes / 8)) u_act_ram (
+    .clk_i  (clk_i),
+    .we_i   (we_act),
+    .waddr_i(dma_rd_idx[ActAw-1:0]),
+    .wdata_i(dma_rd_data),
+    .wbe_i  (8'hff),
+    .raddr_i(act_raddr),
+    .rdata_o(act_rdata)
+  );
+
+  pqa_ram #(.Words(OutBytes / 8)) u_out_ram (
+    .clk_i  (clk_i),
+    .we_i   (out_we),
+    .waddr_i(out_waddr),
+    .wdata_i(out_wdata),
+    .wbe_i  (out_wbe),
+    .raddr_i(dma_src_idx[OutAw-1:0]),
+    .rdata_o(out_rdata)
+  );
+
+  assign dma_src_data = stamp_sel ? stamp_value : out_rdata;
+
+  // ---------------------------------------------------------------------------------------------
+  // Compute
+  // ---------------------------------------------------------------------------------------------
+  logic       idx_we;
+  logic [7:0] idx_waddr, idx_wdata;
+
+  pqa_encoder #(
+    .ActBytes  (ActBytes),
+    .ProtoBytes(ProtoBytes)
+  ) u_encoder (
+    .clk_i        (clk_i),
+    .rst_ni       (rst_ni),
+    .start_i      (enc_start),
+    .metric_i     (metric),
+    .k_i          (k),
+    .v_i          (v),
+    .c_i          (c),
+    .d_i          (d),
+    .col_base_i   (col_act),
+    .act_raddr_o  (act_raddr),
+    .act_rdata_i  (act_rdata),
+    .proto_raddr_o(proto_raddr),
+    .proto_rdata_i(proto_rdata),
+    .idx_we_o     (idx_we),
+    .idx_waddr_o  (idx_waddr),
+    .idx_wdata_o  (idx_wdata),
+    .done_o       (enc_done)
+  );
+
+  pqa_lookup #(
+    .LutW     (LutW),
+    .AccW     (AccW),
+    .ActW     (ActW),
+    .CMax     (CMax),
+    .LutBytes (LutBytes),
+    .BiasWords(BiasWords),
+    .OutBytes (OutBytes)
+  ) u_lookup (
+    .clk_i       (clk_i),
+    .rst_ni      (rst_ni),
+    .start_i     (lk_start),
+    .k_i         (k),
+    .c_i         (c),
+    .m_i         (m),
+    .mult_i      (mult),
+    .shift_i     (shift),
+    .relu_i      (relu),
+    .col_out_i   (col_out),
+    .idx_we_i    (idx_we),
+    .idx_waddr_i (idx_waddr),
+    .idx_wdata_i (idx_wdata),
+    .lut_raddr_o (lut_raddr),
+    .lut_rdata_i (lut_rdata),
+    .bias_raddr_o(bias_raddr),
+    .bias_rdata_i(bias_rdata),
+    .out_we_o    (out_we),
+    .out_waddr_o (out_waddr),
+    .out_wdata_o (out_wdata),
+    .out_wbe_o   (out_wbe),
+    .done_o      (lk_done)
+  );
+
+  logic unused_dma;
+  assign unused_dma = ^{dma_src_req, dma_rd_idx, dma_src_idx};  // high index bits beyond a buffer
+
+endmodule
+
+`default_nettype wire
