@@ -9,6 +9,7 @@ Usage: ``python models/train_digits_mlp.py [--out PATH] [--seed N]``
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import torch
@@ -28,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     arch = mlp_arch([64], k=16, v=4, metric="l2", name="digits_mlp")
     data = load_digits_split(seed=args.seed)
+    t0 = time.perf_counter()
     model, meta = train_pipeline(arch, data, TrainConfig(seed=args.seed, method="ste"))
+    seconds = time.perf_counter() - t0
     save(model, arch, args.out, meta)
     reloaded, _, _ = load(args.out)
     acc = accuracy(reloaded, data[2], data[3])
     assert acc == meta["pq_test_acc"], "reloaded model disagrees with the trained one"
     print(f"wrote {args.out}: float {meta['float_test_acc']:.4f}  PQ k-means {meta['pq_kmeans_test_acc']:.4f}  "
-          f"PQ fine-tuned {meta['pq_test_acc']:.4f}  ({meta['train_seconds']} s)")
+          f"PQ fine-tuned {meta['pq_test_acc']:.4f}  ({seconds:.1f} s)")
     return 0
 
 

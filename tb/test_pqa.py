@@ -7,11 +7,9 @@ pyuvm test ``PqaBuildTest`` (tb/pqa_env.py) over all of them in one simulator pr
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pyuvm
 

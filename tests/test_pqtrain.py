@@ -175,17 +175,17 @@ def test_digits_split_is_fixed() -> None:
 def test_training_steps_lower_loss() -> None:
     torch.manual_seed(4)
     x_tr, y_tr, x_te, y_te = load_digits_split(seed=0)
-    data = (x_tr[:256], y_tr[:256], x_te[:64], y_te[:64])
+    data = (x_tr[:192], y_tr[:192], x_te[:64], y_te[:64])
     model = build(mlp_arch([16], k=8, v=4))
-    losses = fit(model, list(model.parameters()), data, epochs=6, lr=1e-2, seed=0,
+    losses = fit(model, list(model.parameters()), data, epochs=4, lr=1e-2, seed=0,
                  temperature=lambda e: 1.0, log=None)
     assert losses[-1] < losses[0]
 
 
 def test_pipeline_smoke_is_deterministic() -> None:
     x_tr, y_tr, x_te, y_te = load_digits_split(seed=0)
-    data = (x_tr[:300], y_tr[:300], x_te[:100], y_te[:100])
-    cfg = TrainConfig(float_epochs=3, pq_epochs=2, kmeans_iters=3)
+    data = (x_tr[:128], y_tr[:128], x_te[:64], y_te[:64])
+    cfg = TrainConfig(float_epochs=2, pq_epochs=1, kmeans_iters=3)
     m1, meta1 = train_pipeline(mlp_arch([16], k=8, v=4), data, cfg, log=None)
     m2, meta2 = train_pipeline(mlp_arch([16], k=8, v=4), data, cfg, log=None)
     assert meta1["pq_test_acc"] == meta2["pq_test_acc"]

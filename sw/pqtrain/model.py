@@ -176,7 +176,7 @@ def _reason(exc: BaseException) -> str:
     """The informative line of torch's weights_only error (it names the refused global)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in lines:
-        if "WeightsUnpickler error" in ln:
+        if "WeightsUnpickler error" in ln or "GLOBAL" in ln:
             return ln
     return lines[0] if lines else repr(exc)
 

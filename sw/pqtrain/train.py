@@ -206,6 +206,8 @@ def train_pipeline(
             temperature=temp, log=log, tag=f"pq-{cfg.method}", teacher=fmodel, distill=cfg.distill,
             distill_t=cfg.distill_t)
     pq.eval()
+    if log is not None:
+        log(f"[done] {time.perf_counter() - t0:.1f} s")
     meta = {
         "dataset": "sklearn-digits",
         "seed": cfg.seed,
@@ -216,7 +218,6 @@ def train_pipeline(
         "pq_test_acc": accuracy(pq, x_te, y_te),
         "pq_train_acc": accuracy(pq, x_tr, y_tr),
         "config": asdict(cfg),
-        "train_seconds": round(time.perf_counter() - t0, 2),
         "torch_version": str(torch.__version__),
     }
     return pq, meta
