@@ -20,7 +20,8 @@ module pqa_ctrl #(
   parameter int LutBytes   = 16384,
   parameter int BiasBytes  = 256,
   parameter int ActBytes   = 4096,
-  parameter int OutBytes   = 4096
+  parameter int OutBytes   = 4096,
+  parameter int ClearAw    = 11     // log2 of the words of the largest buffer
 ) (
   input  logic                    clk_i,
   input  logic                    rst_ni,
@@ -33,6 +34,9 @@ module pqa_ctrl #(
   output logic [31:0]             err_pc_o,
   output logic [31:0]             insn_count_o,
   output logic [63:0]             cycles_o,
+  // buffer clear sweep after start (every buffer reads 0 until loaded or computed, as in the ISS)
+  output logic                    clear_o,
+  output logic [ClearAw-1:0]      clear_addr_o,
   // DMA
   output logic                    dma_cmd_valid_o,
   output logic                    dma_cmd_write_o,
@@ -70,6 +74,7 @@ module pqa_ctrl #(
 
   typedef enum logic [3:0] {
     CtlIdle,
+    CtlClear,
     CtlFetch,
     CtlFetchWait,
     CtlDecode,
@@ -95,6 +100,7 @@ module pqa_ctrl #(
   logic [63:0] stamp_q;
   logic [23:0] n_q, j_q;
   logic [31:0] col_act_q, col_out_q;
+  logic [ClearAw-1:0] clr_q;
 
   logic        metric_q, relu_q;
   logic [7:0]  k_q, v_q, c_q;
@@ -179,7 +185,7 @@ module pqa_ctrl #(
   // ---------------------------------------------------------------------------------------------
   // State machine
   // ---------------------------------------------------------------------------------------------
-  logic       fail;
+  logic       fail;       // stop with fail_code at this instruction (pc_q)
   logic [7:0] fail_code;
 
   always_comb begin
@@ -191,17 +197,21 @@ module pqa_ctrl #(
     dma_cmd_addr_o      = AxiAddrWidth'(f_addr);
     dma_cmd_beats_o     = f_beats;
     dma_cmd_last_strb_o = 8'hff;
-    enc_start_o         = 1'b0;
-    lk_start_o          = 1'b0;
     unique case (state_q)
       CtlIdle: begin
         if (start_i) begin
+          state_d = CtlClear;
+        end
+      end
+      CtlClear: begin
+        if (clr_q == '1) begin
           state_d = CtlFetch;
         end
       end
       CtlFetch: begin
         if (pc_q[2:0] != 3'd0) begin
           fail      = 1'b1;
+          state_d   = CtlFinish;
           fail_code = pqa_pkg::ErrBus;
         end else begin
           dma_cmd_valid_o = 1'b1;
@@ -214,6 +224,7 @@ module pqa_ctrl #(
         if (dma_done_i) begin
           if (dma_err_i) begin
             fail      = 1'b1;
+            state_d   = CtlFinish;
             fail_code = pqa_pkg::ErrBus;
           end else begin
             state_d = CtlDecode;
@@ -223,16 +234,19 @@ module pqa_ctrl #(
       CtlDecode: begin
         if (!legal) begin
           fail      = 1'b1;
+          state_d   = CtlFinish;
           fail_code = pqa_pkg::ErrIllegalInsn;
         end else begin
           unique case (opcode)
             pqa_pkg::OpcLoad, pqa_pkg::OpcStore, pqa_pkg::OpcStamp: begin
               if (misaligned) begin
                 fail      = 1'b1;
+                state_d   = CtlFinish;
                 fail_code = pqa_pkg::ErrAlign;
               end else if ((opcode == pqa_pkg::OpcLoad && !load_ok)
                            || (opcode == pqa_pkg::OpcStore && !store_ok)) begin
                 fail      = 1'b1;
+                state_d   = CtlFinish;
                 fail_code = pqa_pkg::ErrLimit;
               end else begin
                 dma_cmd_valid_o = 1'b1;
@@ -249,6 +263,7 @@ module pqa_ctrl #(
             pqa_pkg::OpcRun: begin
               if (!fits) begin
                 fail      = 1'b1;
+                state_d   = CtlFinish;
                 fail_code = pqa_pkg::ErrLimit;
               end else begin
                 state_d = CtlEnc;
@@ -263,6 +278,7 @@ module pqa_ctrl #(
         if (dma_done_i) begin
           if (dma_err_i) begin
             fail      = 1'b1;
+            state_d   = CtlFinish;
             fail_code = pqa_pkg::ErrBus;
           end else begin
             state_d = CtlRetire;
@@ -270,19 +286,13 @@ module pqa_ctrl #(
         end
       end
       CtlRetire: state_d = CtlFetch;
-      CtlEnc: begin
-        enc_start_o = 1'b1;
-        state_d     = CtlEncWait;
-      end
+      CtlEnc:    state_d = CtlEncWait;
       CtlEncWait: begin
         if (enc_done_i) begin
           state_d = CtlLk;
         end
       end
-      CtlLk: begin
-        lk_start_o = 1'b1;
-        state_d    = CtlLkWait;
-      end
+      CtlLk:     state_d = CtlLkWait;
       CtlLkWait: begin
         if (lk_done_i) begin
           if (j_q + 24'd1 == n_q) begin
@@ -295,9 +305,6 @@ module pqa_ctrl #(
       CtlFinish: state_d = CtlIdle;
       default:   state_d = CtlIdle;
     endcase
-    if (fail) begin
-      state_d = CtlFinish;
-    end
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -317,6 +324,7 @@ module pqa_ctrl #(
       j_q           <= '0;
       col_act_q     <= '0;
       col_out_q     <= '0;
+      clr_q         <= '0;
       metric_q      <= 1'b0;
       relu_q        <= 1'b0;
       k_q           <= '0;
@@ -340,6 +348,7 @@ module pqa_ctrl #(
           if (start_i) begin
             // A new run starts from the reset state of sim._State.
             pc_q       <= insn_base_i;
+            clr_q      <= '0;
             cycles_q   <= '0;
             count_q    <= '0;
             err_code_q <= pqa_pkg::ErrNone;
@@ -355,6 +364,7 @@ module pqa_ctrl #(
             shift_q    <= '0;
           end
         end
+        CtlClear: clr_q <= clr_q + 1'b1;
         CtlFetch: begin
           load_active_q <= 1'b0;
           stamp_sel_q   <= 1'b0;
@@ -416,6 +426,10 @@ module pqa_ctrl #(
   end
 
   assign busy_o        = (state_q != CtlIdle);
+  assign clear_o       = (state_q == CtlClear);
+  assign clear_addr_o  = clr_q;
+  assign enc_start_o   = (state_q == CtlEnc);
+  assign lk_start_o    = (state_q == CtlLk);
   assign finish_o      = (state_q == CtlFinish);
   assign err_code_o    = err_code_q;
   assign err_pc_o      = err_pc_q;

@@ -104,6 +104,10 @@ module pqa_top #(
   localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
   localparam int ActAw     = $clog2(ActBytes / 8);
   localparam int OutAw     = $clog2(OutBytes / 8);
+  localparam int ClearAw   = (ProtoAw > LutAw && ProtoAw > BiasAw && ProtoAw > ActAw && ProtoAw > OutAw) ? ProtoAw
+                           : (LutAw > BiasAw && LutAw > ActAw && LutAw > OutAw) ? LutAw
+                           : (BiasAw > ActAw && BiasAw > OutAw) ? BiasAw
+                           : (ActAw > OutAw) ? ActAw : OutAw;
 
   // ---------------------------------------------------------------------------------------------
   // Register file and controller
@@ -112,6 +116,8 @@ module pqa_top #(
   logic [31:0] insn_base, err_pc, insn_count;
   logic [7:0]  err_code;
   logic [63:0] cycles;
+  logic               clear;
+  logic [ClearAw-1:0] clear_addr;
 
   pqa_regs u_regs (
     .clk_i         (clk_i),
@@ -173,7 +179,8 @@ module pqa_top #(
     .LutBytes    (LutBytes),
     .BiasBytes   (BiasBytes),
     .ActBytes    (ActBytes),
-    .OutBytes    (OutBytes)
+    .OutBytes    (OutBytes),
+    .ClearAw     (ClearAw)
   ) u_ctrl (
     .clk_i              (clk_i),
     .rst_ni             (rst_ni),
@@ -185,6 +192,8 @@ module pqa_top #(
     .err_pc_o           (err_pc),
     .insn_count_o       (insn_count),
     .cycles_o           (cycles),
+    .clear_o            (clear),
+    .clear_addr_o       (clear_addr),
     .dma_cmd_valid_o    (dma_cmd_valid),
     .dma_cmd_write_o    (dma_cmd_write),
     .dma_cmd_addr_o     (dma_cmd_addr),
@@ -275,7 +284,8 @@ module pqa_top #(
   );
 
   // ---------------------------------------------------------------------------------------------
-  // On-chip buffers: bus-word memories, written by `load` beat by beat (word index = beat index)
+  // On-chip buffers: bus-word memories, written by `load` beat by beat (word index = beat index),
+  // cleared to zero by a sweep after each start (the ISS starts every run from zeroed buffers)
   // ---------------------------------------------------------------------------------------------
   logic [ProtoAw-1:0] proto_raddr;
   logic [LutAw-1:0]   lut_raddr;
@@ -295,50 +305,50 @@ module pqa_top #(
 
   pqa_ram #(.Words(ProtoBytes / 8)) u_proto_ram (
     .clk_i  (clk_i),
-    .we_i   (we_proto),
-    .waddr_i(dma_rd_idx[ProtoAw-1:0]),
-    .wdata_i(dma_rd_data),
-    .wbe_i  (8'hff),
+    .we_i   (clear || we_proto),
+    .waddr_i(clear ? clear_addr[ProtoAw-1:0] : dma_rd_idx[ProtoAw-1:0]),
+    .wdata_i(clear ? 64'd0 : dma_rd_data),
+    .wbe_i  (clear ? 8'hff : 8'hff),
     .raddr_i(proto_raddr),
     .rdata_o(proto_rdata)
   );
 
   pqa_ram #(.Words(LutBytes / 8)) u_lut_ram (
     .clk_i  (clk_i),
-    .we_i   (we_lut),
-    .waddr_i(dma_rd_idx[LutAw-1:0]),
-    .wdata_i(dma_rd_data),
-    .wbe_i  (8'hff),
+    .we_i   (clear || we_lut),
+    .waddr_i(clear ? clear_addr[LutAw-1:0] : dma_rd_idx[LutAw-1:0]),
+    .wdata_i(clear ? 64'd0 : dma_rd_data),
+    .wbe_i  (clear ? 8'hff : 8'hff),
     .raddr_i(lut_raddr),
     .rdata_o(lut_rdata)
   );
 
   pqa_ram #(.Words(BiasWords)) u_bias_ram (
     .clk_i  (clk_i),
-    .we_i   (we_bias),
-    .waddr_i(dma_rd_idx[BiasAw-1:0]),
-    .wdata_i(dma_rd_data),
-    .wbe_i  (8'hff),
+    .we_i   (clear || we_bias),
+    .waddr_i(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]),
+    .wdata_i(clear ? 64'd0 : dma_rd_data),
+    .wbe_i  (clear ? 8'hff : 8'hff),
     .raddr_i(bias_raddr),
     .rdata_o(bias_rdata)
   );
 
   pqa_ram #(.Words(ActBytes / 8)) u_act_ram (
     .clk_i  (clk_i),
-    .we_i   (we_act),
-    .waddr_i(dma_rd_idx[ActAw-1:0]),
-    .wdata_i(dma_rd_data),
-    .wbe_i  (8'hff),
+    .we_i   (clear || we_act),
+    .waddr_i(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]),
+    .wdata_i(clear ? 64'd0 : dma_rd_data),
+    .wbe_i  (clear ? 8'hff : 8'hff),
     .raddr_i(act_raddr),
     .rdata_o(act_rdata)
   );
 
   pqa_ram #(.Words(OutBytes / 8)) u_out_ram (
     .clk_i  (clk_i),
-    .we_i   (out_we),
-    .waddr_i(out_waddr),
-    .wdata_i(out_wdata),
-    .wbe_i  (out_wbe),
+    .we_i   (clear || out_we),
+    .waddr_i(clear ? clear_addr[OutAw-1:0] : out_waddr),
+    .wdata_i(clear ? 64'd0 : out_wdata),
+    .wbe_i  (clear ? 8'hff : out_wbe),
     .raddr_i(dma_src_idx[OutAw-1:0]),
     .rdata_o(out_rdata)
   );

@@ -44,28 +44,33 @@ def compiled_case(outdir: Path, cfg: HwConfig, shapes: list[LayerShape], n: int,
     return backend.write_build(outdir, cfg, backend.emit(cfg, q, x, name=outdir.name))
 
 
+STAMP_ADDR = 0x800  # where the hand-written programs put their one cycle stamp
+
+
 def raw_case(outdir: Path, cfg: HwConfig, words: list[int], data: list | None = None) -> dict:
     prog = backend.raw_program(cfg, words, data, name=outdir.name)
+    prog.manifest["stamps"] = {"addr": STAMP_ADDR, "labels": ["start"]}  # RTL cycles: not compared
     res = sim.run(cfg, prog.mem, prog.insn_base)
     return backend.write_build(outdir, cfg, prog, res)
 
 
-def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str]]:
-    """name -> (instruction words, expected error name). Each starts with a legal instruction so that
-    the error PC is not the first word."""
+def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
+    """name -> (instruction words, expected error name, expected ERR_PC). Each starts with a legal
+    instruction so that the error PC is not the first word."""
     bufs = load().enums["buffer"]
-    st = encode("stamp", addr=0x800)
-    legal_shape = encode("shape", metric="l2", k=2, v=2, c=2, d=4, m=2)
+    st = encode("stamp", addr=STAMP_ADDR)
     return {
-        "illegal_opcode": ([st, 0x7, encode("end")], "illegal_insn"),
-        "reserved_bit": ([st, encode("end") | 1 << 40, encode("end")], "illegal_insn"),
+        "illegal_opcode": ([st, 0x7, encode("end")], "illegal_insn", 8),
+        "reserved_bit": ([st, encode("end") | 1 << 40, encode("end")], "illegal_insn", 8),
         "k_beyond_limit": ([st, encode("shape", metric="l2", k=cfg.KMax + 1, v=2, c=2, d=4, m=2),
-                            encode("quant", relu=0, shift=0, mult=1), encode("run", n=1), encode("end")], "limit"),
+                            encode("quant", relu=0, shift=0, mult=1), encode("run", n=1), encode("end")],
+                           "limit", 24),
         "d_inconsistent": ([st, encode("shape", metric="l1", k=2, v=2, c=2, d=5, m=2), encode("run", n=1),
-                            encode("end")], "limit"),
+                            encode("end")], "limit", 16),
         "load_beyond_buffer": ([st, encode("load", buf=bufs["act"], nbytes=cfg.ActBytes + 1, addr=0x400),
-                                encode("end")], "limit"),
-        "misaligned_load": ([st, encode("load", buf=bufs["proto"], nbytes=8, addr=0x404), encode("end")], "align"),
-        "run_without_quant_ok": ([st, legal_shape, encode("run", n=3), encode("store", nbytes=6, addr=0x400),
-                                  encode("end")], "none"),
+                                encode("end")], "limit", 8),
+        "misaligned_load": ([st, encode("load", buf=bufs["proto"], nbytes=8, addr=0x404), encode("end")],
+                            "align", 8),
+        "run_with_zero_state": ([st, encode("shape", metric="l2", k=2, v=2, c=2, d=4, m=2), encode("run", n=3),
+                                 encode("store", nbytes=6, addr=0x400), encode("end")], "none", 0),
     }

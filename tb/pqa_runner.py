@@ -82,7 +82,7 @@ def build(sim: str, config: str, defines: dict[str, object] | None = None, tag: 
             parameters=params,
             defines=defines or {},
             build_dir=build_dir,
-            build_args=VERILATOR_ARGS if sim == "verilator" else [],
+            build_args=VERILATOR_ARGS if sim == "verilator" else ["-g2012"],
             timescale=("1ns", "1ps"),
             always=True,
         )
@@ -109,6 +109,7 @@ def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest
         xml = runner.test(
             test_module="test_pqa",
             hdl_toplevel="pqa_top",
+            hdl_toplevel_lang="verilog",
             testcase=testcase,
             build_dir=build_dir,
             test_dir=TB,

@@ -39,32 +39,32 @@ SHAPES = {
 
 
 @pytest.fixture(scope="session")
-def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    """name -> (build dir, expected error name) for config 'small'."""
+def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str, int]]:
+    """name -> (build dir, expected error name, expected ERR_PC) for config 'small'."""
     cfg = load().config("small")
     root = tmp_path_factory.mktemp("rtl_builds")
-    out: dict[str, tuple[Path, str]] = {}
+    out: dict[str, tuple[Path, str, int]] = {}
     for i, (name, (shapes, n)) in enumerate(SHAPES.items()):
         compiled_case(root / name, cfg, shapes, n, seed=100 + i)
-        out[name] = (root / name, "none")
-    for name, (words, err) in error_programs(cfg).items():
+        out[name] = (root / name, "none", 0)
+    for name, (words, err, pc) in error_programs(cfg).items():
         raw_case(root / name, cfg, words)
-        out[name] = (root / name, err)
+        out[name] = (root / name, err, pc)
     model = ROOT / "models" / "digits_mlp.pt"
     if model.exists():
         from pqcompile.cli import compile_model
 
         compile_model(str(model), str(root / "digits_mlp"), config="small", count=24, quiet=True)
-        out["digits_mlp"] = (root / "digits_mlp", "none")
+        out["digits_mlp"] = (root / "digits_mlp", "none", 0)
     return out
 
 
 _RESULTS: dict[str, dict[str, dict]] = {}
 
 
-def _results(sim_name: str, builds: dict[str, tuple[Path, str]]) -> dict[str, dict]:
+def _results(sim_name: str, builds: dict[str, tuple[Path, str, int]]) -> dict[str, dict]:
     if sim_name not in _RESULTS:
-        res = run(sim_name, "small", [b for b, _ in builds.values()])
+        res = run(sim_name, "small", [b for b, _, _ in builds.values()])
         _RESULTS[sim_name] = {Path(r["build"]).name: r for r in res}
     return _RESULTS[sim_name]
 
@@ -75,17 +75,17 @@ CASES = [*SHAPES, *error_programs(load().config("small")), "digits_mlp"]
 @pytest.mark.rtl
 @pytest.mark.parametrize("sim_name", SIMS)
 @pytest.mark.parametrize("case", CASES)
-def test_rtl_matches_simulator(sim_name: str, case: str, rtl_builds: dict[str, tuple[Path, str]]) -> None:
+def test_rtl_matches_simulator(sim_name: str, case: str, rtl_builds: dict[str, tuple[Path, str, int]]) -> None:
     if case not in rtl_builds:
         pytest.skip("models/digits_mlp.pt is missing")
     res = _results(sim_name, rtl_builds)[case]
     assert res["errors"] == [], res["errors"]
     spec = load()
-    expected_err = rtl_builds[case][1]
+    _, expected_err, expected_pc = rtl_builds[case]
+    # the scoreboard compared everything with the golden simulator; these check the simulator's verdict too
     assert res["info"]["err_code"] == spec.errors[expected_err]
+    assert res["info"]["err_pc"] == expected_pc
     if expected_err == "none":
         assert res["info"]["done"]
         stamps = res["info"]["stamps"]
         assert stamps == sorted(stamps) and stamps[-1] > 0  # per-layer cycle stamps increase
-    else:
-        assert res["info"]["err_pc"] == 8  # the second instruction raised it

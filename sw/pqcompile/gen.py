@@ -29,9 +29,9 @@ def sv_package(spec: Spec) -> str:
         "package pqa_pkg;",
         "",
         "  // Instruction word",
-        f"  localparam int unsigned InsnW = {spec.insn_bits};",
-        f"  localparam int unsigned OpcodeLsb = {spec.opcode_field.lsb};",
-        f"  localparam int unsigned OpcodeW = {spec.opcode_field.width};",
+        f"  localparam int InsnW = {spec.insn_bits};",
+        f"  localparam int OpcodeLsb = {spec.opcode_field.lsb};",
+        f"  localparam int OpcodeW = {spec.opcode_field.width};",
         "",
         "  // Opcodes",
     ]
@@ -42,8 +42,8 @@ def sv_package(spec: Spec) -> str:
     for insn in spec.instructions:
         for f in insn.fields:
             n = f"{_camel(insn.mnemonic)}{_camel(f.name)}"
-            out.append(f"  localparam int unsigned {n}Lsb = {f.lsb};")
-            out.append(f"  localparam int unsigned {n}W = {f.width};")
+            out.append(f"  localparam int {n}Lsb = {f.lsb};")
+            out.append(f"  localparam int {n}W = {f.width};")
     for insn in spec.instructions:
         mask = ((1 << spec.insn_bits) - 1) & ~(spec.opcode_field.mask << spec.opcode_field.lsb)
         for f in insn.fields:
@@ -55,22 +55,22 @@ def sv_package(spec: Spec) -> str:
     out += ["", "  // Enumerations"]
     for ename, vals in spec.enums.items():
         for k, v in vals.items():
-            out.append(f"  localparam int unsigned {_camel(ename)}{_camel(k)} = {v};")
-    out += ["", "  // Error codes (ERR_CODE register)", "  localparam int unsigned ErrW = 8;"]
+            out.append(f"  localparam int {_camel(ename)}{_camel(k)} = {v};")
+    out += ["", "  // Error codes (ERR_CODE register)", "  localparam int ErrW = 8;"]
     for k, v in spec.errors.items():
         out.append(f"  localparam logic [7:0] Err{_camel(k)} = 8'd{v};")
-    out += ["", "  // AXI4-Lite register byte offsets", "  localparam int unsigned RegAddrW = 8;"]
+    out += ["", "  // AXI4-Lite register byte offsets", "  localparam int RegAddrW = 8;"]
     for r in spec.registers:
         out.append(f"  localparam logic [7:0] Reg{_camel(r['name'])} = 8'h{int(r['offset']):02x};")
     out.append(f"  localparam logic [31:0] IdValue = 32'h{spec.reg_id_value:08x};")
     for k, v in spec.ctrl_bits.items():
-        out.append(f"  localparam int unsigned Ctrl{_camel(k)}Bit = {v};")
+        out.append(f"  localparam int Ctrl{_camel(k)}Bit = {v};")
     for k, v in spec.status_bits.items():
-        out.append(f"  localparam int unsigned Status{_camel(k)}Bit = {v};")
+        out.append(f"  localparam int Status{_camel(k)}Bit = {v};")
     out += ["", "  // Named hardware configurations: Cfg<Name><Param>"]
     for cfg in spec.configs.values():
         for k in CONFIG_KEYS:
-            out.append(f"  localparam int unsigned Cfg{_camel(cfg.name)}{k} = {cfg.params[k]};")
+            out.append(f"  localparam int Cfg{_camel(cfg.name)}{k} = {cfg.params[k]};")
     out += ["", "endpackage", "", "`default_nettype wire", ""]
     return "\n".join(out)
 
