@@ -125,17 +125,26 @@ def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest
         return json.loads(results.read_text())
 
 
-def lint() -> int:
+def lint(config: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``verilator --lint-only -Wall`` on the RTL, with one configuration's parameters (or the defaults)."""
     verilator_env()
+    params = [f"-G{k}={v}" for k, v in hdl_parameters(config).items()] if config else []
     cmd = ["verilator", "--lint-only", "-Wall", f"-I{ROOT / 'rtl'}", str(ROOT / "lint" / "verilator_waiver.vlt"),
-           *map(str, sources()), "--top-module", "pqa_top"]
-    print(" ".join(cmd[:4]) + " ... --top-module pqa_top", flush=True)
-    return subprocess.call(cmd)
+           *map(str, sources()), "--top-module", "pqa_top", *params]
+    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["lint"]:
-        sys.exit(lint())
+    if sys.argv[1:2] == ["lint"]:
+        from pqcompile.spec import load
+
+        rc = 0
+        for name in load().configs:
+            r = lint(name)
+            print(f"verilator --lint-only -Wall, config '{name}': {'clean' if r.returncode == 0 else 'FAILED'}")
+            print(r.stdout + r.stderr, end="") if r.returncode else None
+            rc |= r.returncode
+        sys.exit(rc)
     if sys.argv[1:2] == ["clean"]:
         shutil.rmtree(SIM_BUILD, ignore_errors=True)
         sys.exit(0)
