@@ -16,6 +16,7 @@ module pqa_ctrl #(
   parameter int CMax       = 32,
   parameter int MMax       = 64,
   parameter int LutW       = 8,
+  parameter int ActW       = 8,
   parameter int ProtoBytes = 4096,
   parameter int LutBytes   = 16384,
   parameter int BiasBytes  = 256,
@@ -61,6 +62,7 @@ module pqa_ctrl #(
   output logic                    relu_o,
   output logic [5:0]              shift_o,
   output logic [15:0]             mult_o,
+  output logic [3:0]              bits_o,
   output logic [31:0]             col_act_o,
   output logic [31:0]             col_out_o,
   // compute units
@@ -106,6 +108,7 @@ module pqa_ctrl #(
   logic [7:0]  k_q, v_q, c_q;
   logic [15:0] d_q, m_q, mult_q;
   logic [5:0]  shift_q;
+  logic [3:0]  bits_q;
 
   // ---------------------------------------------------------------------------------------------
   // Decode
@@ -179,7 +182,8 @@ module pqa_ctrl #(
         && (n64 >= 64'd1)
         && (n64 * d64 <= 64'(ActBytes))
         && (n64 * m64 <= 64'(OutBytes))
-        && (shift_q <= 6'd47);
+        && (shift_q <= 6'd47)
+        && (bits_q >= 4'd2) && (64'(bits_q) <= 64'(ActW));
   end
 
   // ---------------------------------------------------------------------------------------------
@@ -334,6 +338,7 @@ module pqa_ctrl #(
       m_q           <= '0;
       mult_q        <= '0;
       shift_q       <= '0;
+      bits_q        <= '0;
     end else begin
       state_q <= state_d;
       if (state_q != CtlIdle) begin
@@ -362,6 +367,7 @@ module pqa_ctrl #(
             m_q        <= '0;
             mult_q     <= '0;
             shift_q    <= '0;
+            bits_q     <= '0;
           end
         end
         CtlClear: clr_q <= clr_q + 1'b1;
@@ -397,6 +403,7 @@ module pqa_ctrl #(
                 relu_q  <= insn_q[pqa_pkg::QuantReluLsb];
                 shift_q <= insn_q[pqa_pkg::QuantShiftLsb +: pqa_pkg::QuantShiftW];
                 mult_q  <= insn_q[pqa_pkg::QuantMultLsb +: pqa_pkg::QuantMultW];
+                bits_q  <= insn_q[pqa_pkg::QuantBitsLsb +: pqa_pkg::QuantBitsW];
               end
               pqa_pkg::OpcRun: begin
                 n_q       <= f_n;
@@ -448,6 +455,7 @@ module pqa_ctrl #(
   assign relu_o        = relu_q;
   assign shift_o       = shift_q;
   assign mult_o        = mult_q;
+  assign bits_o        = bits_q;
   assign col_act_o     = col_act_q;
   assign col_out_o     = col_out_q;
 

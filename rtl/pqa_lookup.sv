@@ -33,6 +33,7 @@ module pqa_lookup #(
   input  logic [15:0]       mult_i,
   input  logic [5:0]        shift_i,
   input  logic              relu_i,
+  input  logic [3:0]        bits_i,      // output activation width, 2..ActW (checked by pqa_ctrl)
   input  logic [31:0]       col_out_i,   // byte offset of the column in the output buffer
   // idx[] write port (from the encoder)
   input  logic              idx_we_i,
@@ -203,6 +204,7 @@ module pqa_lookup #(
     .mult_i (mult_i),
     .shift_i(shift_i),
     .relu_i (relu_i),
+    .bits_i (bits_i),
     .y_o    (y)
   );
 

@@ -2,6 +2,8 @@
 //
 // Requantization (combinational), bit-exact with pqcompile.sim.requantize:
 //   y = clamp(relu?((acc * mult + (shift > 0 ? 2^(shift-1) : 0)) >>> shift))
+// clamped to the signed bits_i-bit range (2 <= bits_i <= ActW, checked by the controller) and
+// stored sign-extended in ActW bits.
 // The product is formed at AccW + 32 bits, wide enough for a 16-bit unsigned multiplier, the rounding
 // term (shift <= 47, checked by the controller) and the sign, so nothing overflows before the clamp.
 
@@ -15,6 +17,7 @@ module pqa_postproc #(
   input  logic [15:0]     mult_i,
   input  logic [5:0]      shift_i,
   input  logic            relu_i,
+  input  logic [3:0]      bits_i,
   output logic [ActW-1:0] y_o
 );
 
@@ -32,8 +35,9 @@ module pqa_postproc #(
     end
     sum     = prod + rnd;
     shifted = sum >>> shift_i;
-    hi      = {{(PW - ActW + 1){1'b0}}, {(ActW - 1){1'b1}}};
-    lo      = relu_i ? '0 : {{(PW - ActW + 1){1'b1}}, {(ActW - 1){1'b0}}};
+    hi      = {{(PW - 1){1'b0}}, 1'b1} << (bits_i - 4'd1);
+    hi      = hi - 1;            // 2^(bits-1) - 1
+    lo      = relu_i ? '0 : ~hi; // -2^(bits-1)
     if (shifted > hi) begin
       clamped = hi;
     end else if (shifted < lo) begin

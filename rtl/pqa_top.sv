@@ -165,6 +165,7 @@ module pqa_top #(
   logic [7:0]              k, v, c;
   logic [15:0]             d, m, mult;
   logic [5:0]              shift;
+  logic [3:0]              act_bits;
   logic [31:0]             col_act, col_out;
   logic                    enc_start, enc_done, lk_start, lk_done;
 
@@ -175,6 +176,7 @@ module pqa_top #(
     .CMax        (CMax),
     .MMax        (MMax),
     .LutW        (LutW),
+    .ActW        (ActW),
     .ProtoBytes  (ProtoBytes),
     .LutBytes    (LutBytes),
     .BiasBytes   (BiasBytes),
@@ -214,6 +216,7 @@ module pqa_top #(
     .d_o                (d),
     .m_o                (m),
     .relu_o             (relu),
+    .bits_o             (act_bits),
     .shift_o            (shift),
     .mult_o             (mult),
     .col_act_o          (col_act),
@@ -402,6 +405,7 @@ module pqa_top #(
     .mult_i      (mult),
     .shift_i     (shift),
     .relu_i      (relu),
+    .bits_i      (act_bits),
     .col_out_i   (col_out),
     .idx_we_i    (idx_we),
     .idx_waddr_i (idx_waddr),

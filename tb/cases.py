@@ -34,13 +34,14 @@ def random_float_layers(rng: np.random.Generator, shapes: list[LayerShape]) -> l
     return out
 
 
-def compiled_case(outdir: Path, cfg: HwConfig, shapes: list[LayerShape], n: int, seed: int) -> dict:
+def compiled_case(outdir: Path, cfg: HwConfig, shapes: list[LayerShape], n: int, seed: int,
+                  act_bits: int | None = None, lut_bits: int | None = None) -> dict:
     """Random float PQ layers -> quantize (calibrated on random inputs) -> emit -> build directory."""
     rng = np.random.default_rng(seed)
     layers = random_float_layers(rng, shapes)
     calib = rng.normal(0, 1, (256, shapes[0].d))
-    q, s_in = quantize.quantize_layers(cfg, layers, calib)
-    x = quantize.quantize_act(rng.normal(0, 1, (n, shapes[0].d)), s_in)
+    q, s_in = quantize.quantize_layers(cfg, layers, calib, act_bits=act_bits, lut_bits=lut_bits)
+    x = quantize.quantize_act(rng.normal(0, 1, (n, shapes[0].d)), s_in, q[0].bits)
     return backend.write_build(outdir, cfg, backend.emit(cfg, q, x, name=outdir.name))
 
 
@@ -63,7 +64,7 @@ def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "illegal_opcode": ([st, 0x7, encode("end")], "illegal_insn", 8),
         "reserved_bit": ([st, encode("end") | 1 << 40, encode("end")], "illegal_insn", 8),
         "k_beyond_limit": ([st, encode("shape", metric="l2", k=cfg.KMax + 1, v=2, c=2, d=4, m=2),
-                            encode("quant", relu=0, shift=0, mult=1), encode("run", n=1), encode("end")],
+                            encode("quant", relu=0, shift=0, mult=1, bits=8), encode("run", n=1), encode("end")],
                            "limit", 24),
         "d_inconsistent": ([st, encode("shape", metric="l1", k=2, v=2, c=2, d=5, m=2), encode("run", n=1),
                             encode("end")], "limit", 16),
@@ -71,6 +72,9 @@ def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
                                 encode("end")], "limit", 8),
         "misaligned_load": ([st, encode("load", buf=bufs["proto"], nbytes=8, addr=0x404), encode("end")],
                             "align", 8),
-        "run_with_zero_state": ([st, encode("shape", metric="l2", k=2, v=2, c=2, d=4, m=2), encode("run", n=3),
-                                 encode("store", nbytes=6, addr=0x400), encode("end")], "none", 0),
+        "run_without_quant": ([st, encode("shape", metric="l2", k=2, v=2, c=2, d=4, m=2), encode("run", n=3),
+                               encode("end")], "limit", 16),  # bits = 0 after start
+        "run_with_zero_tables": ([st, encode("shape", metric="l2", k=2, v=2, c=2, d=4, m=2),
+                                  encode("quant", relu=0, shift=0, mult=1, bits=8), encode("run", n=3),
+                                  encode("store", nbytes=6, addr=0x400), encode("end")], "none", 0),
     }

@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (name, layers, columns): v not dividing d, K not a power of two, M not a multiple of anything, both
 # metrics, ReLU on and off, chained layers, and more columns than the activation buffer holds (tiling).
-SHAPES = {
+SHAPES: dict[str, tuple[list[LayerShape], int] | tuple[list[LayerShape], int, int, int]] = {
     "d20_v3_k5_m13_l2_relu": ([LayerShape(20, 13, 5, 3, "l2", True)], 6),
     "d16_v4_k16_m64_l1": ([LayerShape(16, 64, 16, 4, "l1", False)], 9),
     "d7_v8_k1_m3_l2": ([LayerShape(7, 3, 1, 8, "l2", False)], 5),
     "chain_30_24_10_tiled": ([LayerShape(30, 24, 7, 8, "l2", True), LayerShape(24, 10, 3, 5, "l1", False)], 150),
+    "act4_lut3_chain": ([LayerShape(12, 9, 6, 4, "l1", True), LayerShape(9, 5, 4, 3, "l2", False)], 10, 4, 3),
 }
 
 
@@ -44,8 +45,9 @@ def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
     cfg = load().config("small")
     root = tmp_path_factory.mktemp("rtl_builds")
     out: dict[str, tuple[Path, str, int]] = {}
-    for i, (name, (shapes, n)) in enumerate(SHAPES.items()):
-        compiled_case(root / name, cfg, shapes, n, seed=100 + i)
+    for i, (name, (shapes, n, *bits)) in enumerate(SHAPES.items()):
+        compiled_case(root / name, cfg, shapes, n, seed=100 + i, act_bits=bits[0] if bits else None,
+                      lut_bits=bits[1] if bits else None)
         out[name] = (root / name, "none", 0)
     for name, (words, err, pc) in error_programs(cfg).items():
         raw_case(root / name, cfg, words)

@@ -31,24 +31,31 @@ def test_mult_shift_approximates_ratio(ratio: float) -> None:
     assert abs(mult / 2**shift - ratio) <= ratio * 2**-14 + 2**-48
 
 
-@pytest.mark.parametrize("config", ["small", "default"])
+@pytest.mark.parametrize(("config", "act_bits", "lut_bits"),
+                         [("small", None, None), ("default", None, None), ("default", 4, 5), ("small", 2, 3)])
 @pytest.mark.parametrize("shapes", [
     [LayerShape(20, 13, 5, 3, "l2", True)],
     [LayerShape(16, 64, 16, 4, "l1", False)],
     [LayerShape(30, 24, 7, 8, "l2", True), LayerShape(24, 10, 3, 5, "l1", False)],
 ], ids=["v_not_dividing_d", "l1_m64", "chain"])
-def test_quantized_torch_model_equals_simulator(config: str, shapes: list[LayerShape]) -> None:
+def test_quantized_torch_model_equals_simulator(config: str, act_bits: int | None, lut_bits: int | None,
+                                               shapes: list[LayerShape]) -> None:
     cfg = SPEC.config(config)
     rng = np.random.default_rng(7)
     layers = random_float_layers(rng, shapes)
-    q, s_in = quantize.quantize_layers(cfg, layers, rng.normal(0, 1, (200, shapes[0].d)))
-    x = quantize.quantize_act(rng.normal(0, 1, (300, shapes[0].d)), s_in)
+    q, s_in = quantize.quantize_layers(cfg, layers, rng.normal(0, 1, (200, shapes[0].d)), act_bits=act_bits,
+                                       lut_bits=lut_bits)
+    bits = act_bits or cfg.ActW
+    x = quantize.quantize_act(rng.normal(0, 1, (300, shapes[0].d)), s_in, bits)
     prog = backend.emit(cfg, q, x)
     y_sim = backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem)
-    y_torch = quantize.QuantPQNet(q, cfg.AccW, cfg.ActW)(torch.from_numpy(x)).numpy()
+    y_torch = quantize.QuantPQNet(q, cfg.AccW)(torch.from_numpy(x)).numpy()
     assert y_sim.shape == (300, shapes[-1].m)
     assert (y_sim == y_torch).all()
-    assert len(np.unique(y_sim)) > 10  # the outputs carry information, not a saturated constant
+    assert y_sim.min() >= -(1 << (bits - 1)) and y_sim.max() < 1 << (bits - 1)
+    assert len(np.unique(y_sim)) >= min(10, 1 << (bits - 1))  # the outputs carry information
+    lmax = 1 << ((lut_bits or cfg.LutW) - 1)
+    assert all(-lmax <= int(ql.lut.min()) and int(ql.lut.max()) < lmax for ql in q)
 
 
 def test_quantization_tracks_the_float_layer() -> None:
@@ -59,7 +66,7 @@ def test_quantization_tracks_the_float_layer() -> None:
     x = rng.normal(0, 1, (500, 24))
     (q,), s_in = quantize.quantize_layers(cfg, [fl], x)
     xq = quantize.quantize_act(x, s_in)
-    y_int = quantize.QuantPQNet([q], cfg.AccW, cfg.ActW)(torch.from_numpy(xq)).numpy() * q.info["out_scale"]
+    y_int = quantize.QuantPQNet([q], cfg.AccW)(torch.from_numpy(xq)).numpy() * q.info["out_scale"]
     # the float layer with the same (integer-domain) codes
     idx = quantize.sim.encode(quantize.pad_columns(xq, 6, 4).reshape(-1, 6, 4), q.protos, 0)
     lut_f = np.einsum("ckv,mcv->ckm", q.protos * s_in, fl.weight.reshape(16, 6, 4))

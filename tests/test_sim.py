@@ -47,6 +47,16 @@ def test_requantize_corners(acc: int, mult: int, shift: int, relu: bool, y: int)
     assert sim.requantize(np.array([acc]), mult, shift, relu).tolist() == [y]
 
 
+@pytest.mark.parametrize(("bits", "relu", "y"), [
+    (4, False, [-8, -8, -3, 0, 5, 7, 7]),
+    (4, True, [0, 0, 0, 0, 5, 7, 7]),
+    (2, False, [-2, -2, -2, 0, 1, 1, 1]),
+])
+def test_requantize_narrow_activations(bits: int, relu: bool, y: list[int]) -> None:
+    acc = np.array([-100, -9, -3, 0, 5, 8, 100])
+    assert sim.requantize(acc, 1, 0, relu, bits).tolist() == y
+
+
 def _program(metric: str, x: list[int]) -> backend.Program:
     """d=3, v=2 (c=2, the last subspace padded), k=2, m=2, computed by hand in the tests."""
     protos = np.array([[[0, 0], [2, 2]], [[1, 0], [-1, 0]]], np.int8)
@@ -58,7 +68,7 @@ def _program(metric: str, x: list[int]) -> backend.Program:
         encode("load", buf=BUF["bias"], nbytes=8, addr=0x210),
         encode("load", buf=BUF["act"], nbytes=3, addr=0x218),
         encode("shape", metric=metric, k=2, v=2, c=2, d=3, m=2),
-        encode("quant", relu=1, shift=2, mult=3),
+        encode("quant", relu=1, shift=2, mult=3, bits=8),
         encode("run", n=1),
         encode("store", nbytes=2, addr=0x300),
         encode("stamp", addr=0x308),
@@ -94,6 +104,10 @@ def test_error_codes_and_pc() -> None:
         ([encode("load", buf=BUF["lut"], nbytes=CFG.LutBytes + 8, addr=0)], "limit", 0),
         ([encode("load", buf=7, nbytes=8, addr=0)], "limit", 0),
         ([encode("load", buf=0, nbytes=8, addr=1 << 20)], "bus", 0),
+        ([encode("shape", metric="l2", k=1, v=1, c=1, d=1, m=1), encode("quant", relu=0, shift=0, mult=1, bits=1),
+          encode("run", n=1)], "limit", 16),  # bits below 2
+        ([encode("shape", metric="l2", k=1, v=1, c=1, d=1, m=1), encode("quant", relu=0, shift=0, mult=1, bits=9),
+          encode("run", n=1)], "limit", 16),  # bits beyond ActW
     ]
     for words, name, pc in cases:
         res = sim.run(CFG, backend.raw_program(CFG, [*words, encode("end")]).mem, 0)

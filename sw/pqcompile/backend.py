@@ -40,6 +40,7 @@ class QLayer:
     mult: int
     shift: int
     relu: bool
+    bits: int = 8  # output activation width (clamp range); stored as ActW-bit bytes
     name: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # scales etc., copied into the manifest
 
@@ -92,6 +93,8 @@ def check_layer(cfg: HwConfig, i: int, q: QLayer) -> None:
         raise CompileError(f"{where}: prototypes exceed int8")
     if not (0 <= q.shift <= 47 and 0 <= q.mult < 1 << 16):
         raise CompileError(f"{where}: requantization mult={q.mult} shift={q.shift} out of range")
+    if not 2 <= q.bits <= cfg.ActW:
+        raise CompileError(f"{where}: activation width {q.bits} is outside 2..ActW={cfg.ActW}")
 
 
 def tile_columns(cfg: HwConfig, q: QLayer, n: int) -> int:
@@ -179,7 +182,7 @@ def emit(cfg: HwConfig, layers: list[QLayer], x: np.ndarray, name: str = "model"
             encode("load", buf=bufs["lut"], nbytes=q.c * q.k * q.m * cfg.lut_bytes, addr=la),
             encode("load", buf=bufs["bias"], nbytes=4 * q.m, addr=ba),
             encode("shape", metric=q.metric, k=q.k, v=q.v, c=q.c, d=q.d, m=q.m),
-            encode("quant", relu=int(q.relu), shift=q.shift, mult=q.mult),
+            encode("quant", relu=int(q.relu), shift=q.shift, mult=q.mult, bits=q.bits),
         ]
         t = tiles[i]
         for j in range(0, n, t):
@@ -193,7 +196,7 @@ def emit(cfg: HwConfig, layers: list[QLayer], x: np.ndarray, name: str = "model"
         src = outs[i]
         lay_info.append({
             "index": i, "name": q.name, "d": q.d, "m": q.m, "c": q.c, "k": q.k, "v": q.v, "metric": q.metric,
-            "relu": q.relu, "mult": q.mult, "shift": q.shift,
+            "relu": q.relu, "mult": q.mult, "shift": q.shift, "bits": q.bits,
             "proto_addr": pa, "lut_addr": la, "bias_addr": ba,
             "in_addr": in_addr if i == 0 else outs[i - 1], "out_addr": outs[i],
             "tile_columns": t, "tiles": n_tiles[i],

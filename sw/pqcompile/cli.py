@@ -47,7 +47,8 @@ def _inputs(spec: str, arch: dict[str, Any], count: int) -> tuple[np.ndarray, np
 
 
 def compile_model(model_path: str, out: str, config: str = "default", inputs: str = "digits-test",
-                  count: int = 100, quiet: bool = False) -> dict[str, Any]:
+                  count: int = 100, quiet: bool = False, act_bits: int | None = None,
+                  lut_bits: int | None = None) -> dict[str, Any]:
     from pqtrain.model import load as load_model
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -63,13 +64,13 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
     say(f"pqcompile: {model_path} ({name}) for config '{cfg.name}'")
     flayers = quantize.extract(arch, model.state_dict())
     x, labels, calib = _inputs(inputs, arch, count)
-    qlayers, s_in = quantize.quantize_layers(cfg, flayers, calib)
-    xq = quantize.quantize_act(x, s_in)
+    qlayers, s_in = quantize.quantize_layers(cfg, flayers, calib, act_bits=act_bits, lut_bits=lut_bits)
+    xq = quantize.quantize_act(x, s_in, qlayers[0].bits)
     prog = backend.emit(cfg, qlayers, xq, name=name)
     res = backend.simulate(cfg, prog)
     y_sim = backend.read_output(prog.manifest, res.mem)
     with torch.no_grad():
-        y_torch = quantize.QuantPQNet(qlayers, cfg.AccW, cfg.ActW)(torch.from_numpy(xq)).numpy()
+        y_torch = quantize.QuantPQNet(qlayers, cfg.AccW)(torch.from_numpy(xq)).numpy()
         y_float = model.eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
     n_diff = int((y_torch != y_sim).sum())
     if n_diff:
@@ -82,7 +83,8 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
                "quantized": float((y_sim.argmax(1) == labels).mean())}
         extra["labels"] = labels.astype(np.int64)
     manifest = backend.write_build(out, cfg, prog, res, extra=extra, manifest_extra={
-        "source_model": str(model_path), "input_scale": s_in, "accuracy": acc, "n_columns": int(x.shape[0]),
+        "source_model": str(model_path), "input_scale": s_in, "act_bits": qlayers[0].bits,
+        "lut_bits": lut_bits or cfg.LutW, "accuracy": acc, "n_columns": int(x.shape[0]),
         "model_meta": meta,
     })
     say(report(manifest))
@@ -114,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inputs", default="digits-test",
                     help="inputs to run: 'digits-test' (the fixed test split) or a .npy file [n, features]")
     ap.add_argument("--count", type=int, default=100, help="number of input columns (default 100)")
+    ap.add_argument("--act-bits", type=int, default=None,
+                    help="activation and prototype width, 2..ActW (default: the config's ActW)")
+    ap.add_argument("--lut-bits", type=int, default=None,
+                    help="table entry width, 2..LutW (default: the config's LutW)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
-        compile_model(args.model, args.out, args.config, args.inputs, args.count, args.quiet)
+        compile_model(args.model, args.out, args.config, args.inputs, args.count, args.quiet, args.act_bits,
+                      args.lut_bits)
     except (ModelFormatError, backend.CompileError, UsageError) as exc:
         print(f"pqcompile: error: {exc}", file=sys.stderr)
         return 2

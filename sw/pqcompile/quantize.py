@@ -77,8 +77,10 @@ def extract(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> list[FloatP
     return out
 
 
-def quantize_act(x: np.ndarray, scale: float) -> np.ndarray:
-    return np.clip(np.round(np.asarray(x, np.float64) / scale), -128, 127).astype(np.int64)
+def quantize_act(x: np.ndarray, scale: float, bits: int = 8) -> np.ndarray:
+    """Symmetric ``bits``-bit quantization: clamp(round(x / scale), -2^(bits-1), 2^(bits-1)-1)."""
+    hi = (1 << (bits - 1)) - 1
+    return np.clip(np.round(np.asarray(x, np.float64) / scale), -hi - 1, hi).astype(np.int64)
 
 
 def mult_shift(ratio: float) -> tuple[int, int]:
@@ -100,21 +102,29 @@ def pad_columns(x: np.ndarray, c: int, v: int) -> np.ndarray:
 
 
 def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray,
-                    input_scale: float | None = None) -> tuple[list[QLayer], float]:
+                    input_scale: float | None = None, act_bits: int | None = None,
+                    lut_bits: int | None = None) -> tuple[list[QLayer], float]:
     """Quantize float PQ layers for ``cfg`` using calibration inputs ``calib`` ([n, d0] float).
 
-    Returns the integer layers and the input scale.
+    ``act_bits`` (2..ActW, default ActW) is the width of activations and prototypes, ``lut_bits``
+    (2..LutW, default LutW) the width of the table entries. Returns the integer layers and the input scale.
     """
-    s_in = input_scale or float(np.abs(calib).max()) / 127.0
+    act_bits = act_bits or cfg.ActW
+    lut_bits = lut_bits or cfg.LutW
+    if not 2 <= act_bits <= cfg.ActW or not 2 <= lut_bits <= cfg.LutW:
+        raise CompileError(f"widths act_bits={act_bits}, lut_bits={lut_bits} exceed config '{cfg.name}' "
+                           f"(ActW={cfg.ActW}, LutW={cfg.LutW}) or are below 2")
+    amax = (1 << (act_bits - 1)) - 1
+    s_in = input_scale or float(np.abs(calib).max()) / amax
     if s_in <= 0:
         raise CompileError("calibration inputs are all zero: cannot choose an input scale")
     scale0 = s_in
-    xq = quantize_act(calib, s_in)
-    qmax = (1 << (cfg.LutW - 1)) - 1
+    xq = quantize_act(calib, s_in, act_bits)
+    qmax = (1 << (lut_bits - 1)) - 1
     out: list[QLayer] = []
     for fl in layers:
         c, k, v = fl.prototypes.shape
-        pq = np.clip(np.round(fl.prototypes / s_in), -128, 127).astype(np.int64)
+        pq = np.clip(np.round(fl.prototypes / s_in), -amax - 1, amax).astype(np.int64)
         wpad = np.zeros((fl.m, c * v))
         wpad[:, : fl.d] = fl.weight
         lut_f = np.einsum("ckv,mcv->ckm", pq * s_in, wpad.reshape(fl.m, c, v))
@@ -128,13 +138,13 @@ def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray
         y = acc.astype(np.float64) * s_lut
         if fl.relu:
             y = np.maximum(y, 0)
-        s_out = float(np.abs(y).max()) / 127.0 or s_lut
+        s_out = float(np.abs(y).max()) / amax or s_lut
         mult, shift = mult_shift(s_lut / s_out)
-        q = QLayer(pq, lut_q, bias_q, fl.d, fl.metric, mult, shift, fl.relu, name=f"pq_linear#{fl.index}",
+        q = QLayer(pq, lut_q, bias_q, fl.d, fl.metric, mult, shift, fl.relu, act_bits, name=f"pq_linear#{fl.index}",
                    # out_scale: the scale the integer output really has (from the rounded mult/shift)
                    info={"model_layer": fl.index, "in_scale": s_in, "lut_scale": s_lut,
                          "out_scale": s_lut * (1 << shift) / mult})
-        xq = sim.requantize(acc, mult, shift, fl.relu, cfg.ActW)
+        xq = sim.requantize(acc, mult, shift, fl.relu, act_bits)
         s_in = q.info["out_scale"]
         out.append(q)
     return out, scale0
@@ -144,11 +154,10 @@ class QuantPQNet(torch.nn.Module):
     """The quantized model in torch integer arithmetic: what the hardware computes, written again
     independently of the numpy simulator so that the two can check each other."""
 
-    def __init__(self, layers: list[QLayer], acc_w: int = 32, act_w: int = 8) -> None:
+    def __init__(self, layers: list[QLayer], acc_w: int = 32) -> None:
         super().__init__()
         self.acc_w = acc_w
-        self.act_w = act_w
-        self.specs = [(q.c, q.k, q.v, q.d, q.metric, q.mult, q.shift, q.relu) for q in layers]
+        self.specs = [(q.c, q.k, q.v, q.d, q.metric, q.mult, q.shift, q.relu, q.bits) for q in layers]
         for i, q in enumerate(layers):
             self.register_buffer(f"protos{i}", torch.from_numpy(q.protos.astype(np.int64)))
             self.register_buffer(f"lut{i}", torch.from_numpy(q.lut.astype(np.int64)))
@@ -156,8 +165,8 @@ class QuantPQNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.int64)
-        lo_act, hi_act = -(1 << (self.act_w - 1)), (1 << (self.act_w - 1)) - 1
-        for i, (c, _k, v, d, metric, mult, shift, relu) in enumerate(self.specs):
+        for i, (c, _k, v, d, metric, mult, shift, relu, bits) in enumerate(self.specs):
+            lo_act, hi_act = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
             protos = getattr(self, f"protos{i}")
             lut = getattr(self, f"lut{i}")
             xs = torch.nn.functional.pad(x, (0, c * v - d)).view(-1, c, 1, v)

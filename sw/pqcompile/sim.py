@@ -43,13 +43,14 @@ def lookup(idx: np.ndarray, lut: np.ndarray, bias: np.ndarray, acc_w: int = 32) 
     return wrap(acc, acc_w)
 
 
-def requantize(acc: np.ndarray, mult: int, shift: int, relu: bool, act_w: int = 8) -> np.ndarray:
-    """y = clamp(relu((acc * mult + 2^(shift-1)) >> shift)): round half up, arithmetic shift."""
+def requantize(acc: np.ndarray, mult: int, shift: int, relu: bool, bits: int = 8) -> np.ndarray:
+    """y = clamp(relu((acc * mult + 2^(shift-1)) >> shift)) to signed ``bits`` bits: round half up,
+    arithmetic shift."""
     y = np.asarray(acc, dtype=np.int64) * int(mult)
     if shift > 0:
         y = (y + (1 << (shift - 1))) >> shift
-    lo = 0 if relu else -(1 << (act_w - 1))
-    return np.clip(y, lo, (1 << (act_w - 1)) - 1)
+    lo = 0 if relu else -(1 << (bits - 1))
+    return np.clip(y, lo, (1 << (bits - 1)) - 1)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class _State:
     relu: int = 0
     shift: int = 0
     mult: int = 0
+    bits: int = 0
 
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
@@ -153,7 +155,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         elif name == "shape":
             st.metric, st.k, st.v, st.c, st.d, st.m = (ops[f] for f in ("metric", "k", "v", "c", "d", "m"))
         elif name == "quant":
-            st.relu, st.shift, st.mult = ops["relu"], ops["shift"], ops["mult"]
+            st.relu, st.shift, st.mult, st.bits = ops["relu"], ops["shift"], ops["mult"], ops["bits"]
         elif name == "run":
             if not layer_fits(cfg, st, ops["n"]):
                 return stop("limit")
@@ -180,6 +182,7 @@ def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
         and n * st.d <= cfg.ActBytes
         and n * st.m <= cfg.OutBytes
         and st.shift <= 47
+        and 2 <= st.bits <= cfg.ActW
     )
 
 
@@ -194,5 +197,5 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     bias = bufs["bias"][: 4 * m].view("<i4").astype(np.int64)
     idx = encode(x.reshape(n, c, v), protos, st.metric)
     acc = lookup(idx, lut, bias, cfg.AccW)
-    y = requantize(acc, st.mult, st.shift, bool(st.relu), cfg.ActW)
+    y = requantize(acc, st.mult, st.shift, bool(st.relu), st.bits)
     out[: n * m] = y.astype(np.int8).view(np.uint8).reshape(-1)
