@@ -255,6 +255,11 @@ def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Resul
     manifest = dict(prog.manifest)
     manifest["expected"] = {"sim_insns": res.insn_count, "sim_cycle_estimate": res.cycles,
                             "sim_err_code": res.err_code}
+    if "stamps" in manifest and manifest["layers"] and res.done:
+        # the simulator's stamps hold its cycle model: per-layer predictions for the reports
+        st = read_stamps(manifest, res.mem)
+        manifest["layers"] = [{**lay, "predicted_cycles": st[i + 1] - st[i]}
+                              for i, lay in enumerate(manifest["layers"])]
     expected = read_output(prog.manifest, res.mem) if "output" in manifest else None
     if expected is not None:
         manifest["expected"]["output"] = "expected_output.npy"

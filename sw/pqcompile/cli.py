@@ -98,11 +98,11 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
 
 def report(manifest: dict[str, Any]) -> str:
     rows = [f"  {'layer':<14}{'d':>5}{'m':>5}{'c':>4}{'k':>4}{'v':>4} {'metric':<7}{'relu':<6}"
-            f"{'table B':>9}{'tiles':>6}{'mult':>7}{'shift':>6}"]
+            f"{'table B':>9}{'tiles':>6}{'mult':>7}{'shift':>6}{'bits':>5}{'pred. cycles':>14}"]
     for lay in manifest["layers"]:
         rows.append(f"  {lay['name']:<14}{lay['d']:>5}{lay['m']:>5}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4} "
                     f"{lay['metric']:<7}{str(lay['relu']):<6}{lay['table_bytes']:>9}{lay['tiles']:>6}"
-                    f"{lay['mult']:>7}{lay['shift']:>6}")
+                    f"{lay['mult']:>7}{lay['shift']:>6}{lay['bits']:>5}{lay.get('predicted_cycles', 0):>14}")
     return "\n".join(rows)
 
 

@@ -81,15 +81,20 @@ class _State:
 
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
-    """Rough cycle model of the narrow datapath (one element, one prototype, one output per cycle).
-
-    Used only for the simulator's own ``stamp`` values and for reports; the RTL's cycles are measured.
-    """
+    """Cycle model of the narrow datapath (one element, one prototype, one table entry per cycle):
+    a column costs c*k*v encode cycles plus m*c look-up cycles plus a few of control; a transfer costs
+    its bus words plus the fetch and handshake overhead of an unloaded memory. Used for the simulator's
+    own ``stamp`` values and the compiler's reports; the RTL's cycles are measured, not modelled."""
     if mnemonic in ("load", "store"):
-        return 8 + -(-ops["nbytes"] // cfg.bus_bytes)
+        return 12 + -(-ops["nbytes"] // cfg.bus_bytes)
     if mnemonic == "run":
-        return ops["n"] * (st.c * st.k * st.v + st.c * (st.k + 2) + st.m * (st.c + 3) + 4)
-    return 4
+        return 8 + ops["n"] * (st.c * st.k * st.v + st.m * st.c + 5)
+    return 8
+
+
+def start_cycles(cfg: HwConfig) -> int:
+    """Cycles a start spends clearing the on-chip buffers (one word per cycle over the largest buffer)."""
+    return max(cfg.ProtoBytes, cfg.LutBytes, cfg.ActBytes, cfg.OutBytes, cfg.bias_bytes) // cfg.bus_bytes
 
 
 def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_000,
@@ -109,7 +114,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     st = _State()
     bb = cfg.bus_bytes
     pc = insn_base
-    cycles = 0
+    cycles = start_cycles(cfg)
     count = 0
     log: list[str] = []
 
