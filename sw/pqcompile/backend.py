@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -307,16 +307,18 @@ def load_build(builddir: str | Path) -> tuple[dict[str, Any], np.ndarray]:
         manifest = json.loads((builddir / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{builddir}: no manifest.json (not a pqcompile build directory)") from None
-    if manifest.get("format") != BUILD_FORMAT or manifest.get("version") != BUILD_VERSION:
+    except ValueError as exc:
+        raise ValueError(f"{builddir}/manifest.json: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUILD_FORMAT \
+            or manifest.get("version") != BUILD_VERSION:
         raise ValueError(f"{builddir}/manifest.json: not a {BUILD_FORMAT} v{BUILD_VERSION} manifest")
-    bus = manifest["config_params"]["AxiDataWidth"] // 8
-    words = hexfmt.read_image(builddir / manifest["image"], bus)
-    return manifest, hexfmt.to_bytes(words, manifest["mem_bytes"], bus)
-
-
-def layer_dict(q: QLayer) -> dict[str, Any]:
-    d = asdict(q)
-    return {k: v for k, v in d.items() if not isinstance(v, np.ndarray)}
+    try:
+        bus = int(manifest["config_params"]["AxiDataWidth"]) // 8
+        image, size = builddir / str(manifest["image"]), int(manifest["mem_bytes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{builddir}/manifest.json: missing or malformed entry {exc}") from None
+    words = hexfmt.read_image(image, bus)
+    return manifest, hexfmt.to_bytes(words, size, bus)
 
 
 def raw_program(cfg: HwConfig, words: list[int], data: list[tuple[int, np.ndarray, str]] | None = None,

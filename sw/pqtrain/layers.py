@@ -1,19 +1,60 @@
-"""Product-quantized linear layer (PQ / LUT-based inference, straight-through training).
+"""Product-quantized layers (PQ / LUT-based inference): :class:`PQLinear` and :class:`PQConv2d`.
 
 y = W x + b is approximated as follows. x (length D) is zero-padded to C*v (C = ceil(D/v)) and split into C
 sub-vectors of length v. Each sub-vector is encoded as the index of its nearest prototype among K per
 subspace (squared L2 or L1, lowest index on ties); the output is
 ``y[m] = b[m] + sum_c LUT[c, idx[c], m]`` with ``LUT[c, k, m] = P[c, k, :] . Wpad[m, c*v:(c+1)*v]``.
+
+A convolution is the same computation on its im2col columns (``torch.nn.functional.unfold`` order: input
+channel major, then kernel row, then kernel column), so with ``v = kh * kw`` subspace c is exactly input
+channel c's kh x kw patch.
+
+Training-time assignment (``assign_mode``): ``"ste"`` (value: hard one-hot; gradient: that of
+``softmax(-dist / temperature)``, as in LUT-NN) or ``"soft"`` (value and gradient: the softmax). Evaluation is
+always hard. ``temperature`` may be a float or a tensor (a learned temperature, LUT-NN style).
+
+Quantization-aware training: :meth:`PQLinear.set_qat` installs the integer parameters of the compiler's
+pipeline (``pqcompile.quantize``: input scale, table scale, mult/shift, widths, fused ReLU); the forward pass
+then computes exactly that pipeline's arithmetic with straight-through estimators (see docs/training.md).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 METRICS = ("l2", "l1")
+ASSIGN_MODES = ("ste", "soft")
+
+
+def first_argmin(dist: Tensor) -> Tensor:
+    """argmin over the last dim with ties going to the lowest index (torch.argmin does not promise it)."""
+    best = dist.min(-1, keepdim=True).values
+    ks = torch.arange(dist.shape[-1], device=dist.device).expand_as(dist)
+    return torch.where(dist == best, ks, dist.shape[-1]).min(-1).values
+
+
+def ste_round_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
+    """clamp(round(x), lo, hi) in value (round half to even, as numpy); identity gradient inside [lo, hi]."""
+    y = torch.clamp(x, lo, hi)
+    return y + (torch.round(y) - y).detach()
+
+
+@dataclass
+class QatParams:
+    """One layer's integer-pipeline parameters, as ``pqcompile.quantize.quantize_layers`` chose them."""
+
+    in_scale: float  # scale of the layer's integer input (and of its prototypes)
+    lut_scale: float  # scale of the table entries and the bias
+    mult: int
+    shift: int
+    out_scale: float  # the scale the integer output really has: lut_scale * 2^shift / mult
+    act_bits: int  # width of activations and prototypes
+    lut_bits: int  # width of the table entries
+    relu: bool  # the ReLU that follows is fused into the requantization clamp
 
 
 def pairwise_dist(xs: Tensor, protos: Tensor, metric: str) -> Tensor:
@@ -97,7 +138,9 @@ class PQLinear(nn.Module):
         self.v = v
         self.c = math.ceil(in_features / v)
         self.metric = metric
-        self.temperature: float = 1.0
+        self.temperature: float | Tensor = 1.0
+        self.assign_mode = "ste"
+        self.qat: QatParams | None = None
         self.prototypes = nn.Parameter(torch.randn(self.c, k, v) * 0.1)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -121,10 +164,19 @@ class PQLinear(nn.Module):
             x = nn.functional.pad(x, (0, pad))
         return x.reshape(x.shape[0], self.c, self.v)
 
+    def weight_matrix(self) -> Tensor:
+        """W as an [M, D] matrix (for a conv: the kernel flattened in unfold order)."""
+        return self.weight
+
     def padded_weight(self) -> Tensor:
         """W zero-padded to C*v columns: [M, C*v]."""
         pad = self.c * self.v - self.in_features
-        return nn.functional.pad(self.weight, (0, pad)) if pad else self.weight
+        w = self.weight_matrix()
+        return nn.functional.pad(w, (0, pad)) if pad else w
+
+    def columns(self, x: Tensor) -> Tensor:
+        """The layer's input as PQ columns [N, D] (identity for a linear layer)."""
+        return x
 
     def lut(self) -> Tensor:
         """LUT[c, k, m] = P[c, k, :] . Wpad[m, c*v:(c+1)*v] -> [C, K, M]."""
@@ -132,43 +184,162 @@ class PQLinear(nn.Module):
         return torch.einsum("ckv,mcv->ckm", self.prototypes, w)
 
     def distances(self, x: Tensor) -> Tensor:
-        """[B, D] -> [B, C, K] distances of each sub-vector to each prototype."""
+        """[B, D] columns -> [B, C, K] distances of each sub-vector to each prototype."""
         return pairwise_dist(self._split(x), self.prototypes, self.metric)
 
     def encode(self, x: Tensor) -> Tensor:
-        """Hard assignment: [B, D] -> idx [B, C] (int64), lowest index on ties."""
+        """Hard assignment of the layer's input (a conv: of its columns) -> idx [N, C] (int64), lowest on ties."""
         with torch.no_grad():
-            return self.distances(x).argmin(-1)
+            return first_argmin(self.distances(self.columns(x)))
 
-    def assignment(self, x: Tensor) -> Tensor:
-        """[B, C, K] assignment weights: hard one-hot in value; straight-through soft gradient in training."""
-        dist = self.distances(x)
-        hard = nn.functional.one_hot(dist.argmin(-1), self.k).to(dist.dtype)
+    def _combine(self, dist: Tensor, soft_dist: Tensor | None = None) -> Tensor:
+        """Assignment weights [B, C, K] from distances: hard in eval; ``assign_mode`` in training."""
+        hard = nn.functional.one_hot(first_argmin(dist), self.k).to(dist.dtype)
         if not self.training:
             return hard
-        soft = torch.softmax(-dist / self.temperature, dim=-1)
+        sd = dist if soft_dist is None else soft_dist
+        soft = torch.softmax(-sd / self.temperature, dim=-1).to(dist.dtype)
+        if self.assign_mode == "soft":
+            return soft
         return hard - soft.detach() + soft
 
-    def forward(self, x: Tensor) -> Tensor:
+    def assignment(self, x: Tensor) -> Tensor:
+        """[B, C, K] assignment weights of columns ``x`` (hard in eval; see ``assign_mode`` for training)."""
+        return self._combine(self.distances(x))
+
+    def forward_columns(self, x: Tensor) -> Tensor:
+        """[N, D] columns -> [N, M] outputs (fake-quantized when QAT parameters are set)."""
+        if self.qat is not None:
+            return self._qat_forward(x)
         y = torch.einsum("bck,ckm->bm", self.assignment(x), self.lut())
         if self.bias is not None:
             y = y + self.bias
         return y
 
-    @torch.no_grad()
-    def init_from_linear(self, linear: nn.Linear, activations: Tensor, iters: int = 25, seed: int = 0) -> None:
-        """Copy ``linear``'s weight/bias and set prototypes by per-subspace k-means on ``activations``.
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_columns(x)
 
-        activations: [N, D], the real inputs this layer sees.
-        """
-        if linear.weight.shape != self.weight.shape:
-            raise ValueError(f"weight shape {list(linear.weight.shape)} != {list(self.weight.shape)}")
-        self.weight.copy_(linear.weight)
+    def set_qat(self, params: QatParams | None) -> None:
+        """Install (or, with None, remove) the integer-pipeline parameters used by the fake-quant forward."""
+        self.qat = params
+
+    def _qat_forward(self, x: Tensor) -> Tensor:
+        """The integer pipeline of ``pqcompile.quantize`` (docs/theory.md) in float64 with straight-through
+        estimators. The value returned is the integer output times ``out_scale``; the hard assignment and
+        every rounding are the pipeline's (activations, prototypes, table, bias: round half to even;
+        requantization: round half up), so after :meth:`set_qat` with freshly calibrated parameters the
+        output equals ``QuantPQNet``'s dequantized output. The 32-bit accumulator wrap is not modelled."""
+        q = self.qat
+        assert q is not None
+        amax = (1 << (q.act_bits - 1)) - 1
+        qmax = (1 << (q.lut_bits - 1)) - 1
+        xs = self._split(x.to(torch.float64))
+        xq = ste_round_clamp(xs / q.in_scale, -amax - 1, amax)  # integer-valued
+        pq = ste_round_clamp(self.prototypes.to(torch.float64) / q.in_scale, -amax - 1, amax)
+        dist = pairwise_dist(xq.detach(), pq.detach(), self.metric)  # exact integers
+        soft_dist = pairwise_dist(xq * q.in_scale, pq * q.in_scale, self.metric)  # real units, carries gradient
+        a = self._combine(dist, soft_dist)
+        w = self.padded_weight().to(torch.float64).reshape(self.out_features, self.c, self.v)
+        lut = ste_round_clamp(torch.einsum("ckv,mcv->ckm", pq * q.in_scale, w) / q.lut_scale, -qmax - 1, qmax)
+        acc = torch.einsum("bck,ckm->bm", a, lut)
         if self.bias is not None:
-            if linear.bias is None:
-                self.bias.zero_()
+            lim = (1 << 31) - 1 - self.c * (qmax + 1)
+            acc = acc + ste_round_clamp(self.bias.to(torch.float64) / q.lut_scale, -lim, lim)
+        lin = acc * (q.mult / float(1 << q.shift))
+        if q.shift:
+            y = torch.floor((acc.detach() * q.mult + float(1 << (q.shift - 1))) / float(1 << q.shift))
+        else:
+            y = acc.detach() * q.mult
+        y = lin + (y - lin).detach()
+        y = torch.clamp(y, 0.0 if q.relu else float(-amax - 1), float(amax))
+        return (y * q.out_scale).to(x.dtype)
+
+    @torch.no_grad()
+    def init_from_linear(self, linear: nn.Module, activations: Tensor, iters: int = 25, seed: int = 0,
+                         max_columns: int = 20000) -> None:
+        """Copy the float layer's weight/bias and set prototypes by per-subspace k-means on ``activations``.
+
+        linear: an ``nn.Linear`` (for :class:`PQLinear`) or ``nn.Conv2d`` (for :class:`PQConv2d`) of the same
+        shape. activations: the real inputs this layer sees ([N, D], or images [N, Cin, H, W] for a conv);
+        at most ``max_columns`` columns (a seeded random subset) go into k-means.
+        """
+        weight = linear.weight
+        bias = linear.bias
+        if not isinstance(weight, Tensor) or weight.shape != self.weight.shape:
+            shape = list(weight.shape) if isinstance(weight, Tensor) else None
+            raise ValueError(f"weight shape {shape} != {list(self.weight.shape)}")
+        self.weight.copy_(weight)
+        if self.bias is not None:
+            if isinstance(bias, Tensor):
+                self.bias.copy_(bias)
             else:
-                self.bias.copy_(linear.bias)
-        xs = self._split(activations.detach().to(torch.float32))
+                self.bias.zero_()
+        self.init_prototypes(activations, iters=iters, seed=seed, max_columns=max_columns)
+
+    @torch.no_grad()
+    def init_prototypes(self, activations: Tensor, iters: int = 25, seed: int = 0, max_columns: int = 20000) -> None:
+        """Per-subspace k-means on the columns of ``activations`` (the layer's real inputs)."""
+        cols = self.columns(activations.detach().to(torch.float32))
+        if cols.shape[0] > max_columns:
+            g = torch.Generator().manual_seed(seed)
+            cols = cols[torch.randperm(cols.shape[0], generator=g)[:max_columns]]
+        xs = self._split(cols)
         for c in range(self.c):
             self.prototypes[c] = kmeans(xs[:, c, :], self.k, iters=iters, seed=seed + c, metric=self.metric)
+
+
+def _pair(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(x, int):
+        return (x, x)
+    a, b = x
+    return (int(a), int(b))
+
+
+class PQConv2d(PQLinear):
+    """2-D convolution evaluated by product quantization of its im2col columns.
+
+    D = in_channels * kh * kw (unfold order), C = ceil(D / v), one column per output pixel.
+    Parameters: ``prototypes`` [C, K, v], ``weight`` [Cout, Cin, kh, kw] (as ``nn.Conv2d``), ``bias`` [Cout].
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], k: int, v: int,
+        metric: str = "l2", stride: int = 1, padding: int = 0, bias: bool = True,
+    ) -> None:
+        kh, kw = _pair(kernel_size)
+        if min(in_channels, kh, kw, stride) < 1 or padding < 0:
+            raise ValueError("in_channels, kernel_size and stride must be positive, padding non-negative")
+        super().__init__(in_channels * kh * kw, out_channels, k, v, metric=metric, bias=bias)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = (kh, kw)
+        self.stride = stride
+        self.padding = padding
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kh, kw))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, k={self.k}, v={self.v}, c={self.c}, metric={self.metric}, "
+            f"bias={self.bias is not None}"
+        )
+
+    def weight_matrix(self) -> Tensor:
+        return self.weight.reshape(self.out_features, self.in_features)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return ((h + 2 * self.padding - kh) // self.stride + 1, (w + 2 * self.padding - kw) // self.stride + 1)
+
+    def columns(self, x: Tensor) -> Tensor:
+        """[B, Cin, H, W] -> im2col columns [B * Ho * Wo, D] (pixel-major within an image)."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input [B, {self.in_channels}, H, W], got {list(x.shape)}")
+        cols = nn.functional.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # [B, D, L]
+        return cols.transpose(1, 2).reshape(-1, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        y = self.forward_columns(self.columns(x))  # [B*Ho*Wo, M]
+        return y.reshape(x.shape[0], ho, wo, self.out_features).permute(0, 3, 1, 2)

@@ -1,12 +1,20 @@
-"""Training: float MLP -> PQ conversion (k-means on real activations) -> straight-through fine-tuning.
+"""Training: float model -> PQ conversion (k-means on real activations) -> fine-tuning -> optional QAT.
 
-Fine-tuning methods (``method``):
+Fine-tuning methods (``method``, :data:`METHODS`):
 
-- ``"ste"``: prototypes, weights and biases trained with the straight-through soft assignment.
+- ``"kmeans"``: no fine-tuning (the baseline: k-means prototypes, table from the float weights, hard argmin).
+- ``"ste"``: prototypes, weights and biases, hard forward / soft straight-through gradient, annealed
+  temperature (LUT-NN's estimator).
 - ``"ste-prototypes"``: prototypes only (weights/biases frozen at the float values).
-- ``"kmeans"``: no fine-tuning (the k-means baseline).
+- ``"ste-weights"``: weights/biases (i.e. the table) only, prototypes frozen at k-means.
+- ``"soft"``: everything, with the pure soft assignment (softmax over negative distances) in training,
+  temperature annealed from ``t_start`` to ``soft_t_end``; evaluation is hard.
+- ``"lutnn"``: everything, straight-through with a *learned* temperature per layer (LUT-NN).
 
-New methods plug into :data:`METHODS` / :func:`trainable_parameters`.
+Quantization-aware training (``qat_bits`` > 0) follows the fine-tuning: every PQ layer computes the
+integer pipeline of ``pqcompile.quantize`` (activations, prototypes and table at ``qat_bits``) with
+straight-through estimators, its parameters re-calibrated with ``pqcompile.quantize.quantize_layers`` at the
+start of every epoch (:func:`pqtrain.integer.calibrate_qat`).
 """
 
 from __future__ import annotations
@@ -21,10 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .layers import PQLinear
-from .model import PQNet, build, validate_arch
+from .integer import calibrate_qat, clear_qat, export_integer
+from .model import PQNet, build, iter_layers, validate_arch
 
-METHODS = ("ste", "ste-prototypes", "kmeans")
+METHODS = ("ste", "ste-prototypes", "ste-weights", "soft", "lutnn", "kmeans")
 
 Log = Callable[[str], None]
 
@@ -42,23 +50,67 @@ class TrainConfig:
     weight_decay: float = 1e-4
     t_start: float = 3.0
     t_end: float = 0.3
+    soft_t_end: float = 0.02  # final temperature of the "soft" method (soft ~ hard at the end)
     kmeans_iters: int = 25
     method: str = "ste"
     distill: float = 1.0  # weight of the KL term to the float teacher's soft targets during fine-tuning
     distill_t: float = 2.0  # softmax temperature of that term
+    qat_bits: int = 0  # 0: no QAT; 2..8: width of activations, prototypes and table entries
+    qat_epochs: int = 20
+    qat_lr: float = 2e-4
+    n_calib: int = 256  # calibration inputs: the first n_calib training inputs (pqcompile uses 256)
+    dataset: str = "sklearn-digits"
+
+
+def _convert_layers(layers: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]]) -> list[Any]:
+    out = []
+    for layer in layers:
+        layer = fn(layer)
+        if layer["type"] == "residual":
+            layer = {**layer, "body": _convert_layers(layer["body"], fn),
+                     "shortcut": _convert_layers(layer.get("shortcut", []), fn)}
+        out.append(layer)
+    return out
+
+
+def _to_float(layer: dict[str, Any]) -> dict[str, Any]:
+    if layer["type"] == "pq_linear":
+        return {"type": "linear", "in_features": layer["in_features"], "out_features": layer["out_features"],
+                "bias": layer.get("bias", True)}
+    if layer["type"] == "pq_conv2d":
+        return {"type": "conv2d", **{k: layer[k] for k in ("in_channels", "out_channels", "kernel_size")},
+                "stride": layer.get("stride", 1), "padding": layer.get("padding", 0), "bias": layer.get("bias", True)}
+    return dict(layer)
 
 
 def float_arch(arch: dict[str, Any]) -> dict[str, Any]:
-    """The float teacher of a PQ architecture: every ``pq_linear`` becomes a plain ``linear``."""
+    """The float teacher of a PQ architecture: ``pq_linear`` -> ``linear``, ``pq_conv2d`` -> ``conv2d``."""
     out = copy.deepcopy(arch)
     out["name"] = f"{arch['name']}-float"
-    layers = []
-    for layer in arch["layers"]:
-        if layer["type"] == "pq_linear":
-            layer = {"type": "linear", "in_features": layer["in_features"], "out_features": layer["out_features"],
-                     "bias": layer.get("bias", True)}
-        layers.append(layer)
-    out["layers"] = layers
+    out["layers"] = _convert_layers(arch["layers"], _to_float)
+    return out
+
+
+def pq_arch_from_float(
+    arch: dict[str, Any], k: int = 16, v: int = 4, metric: str = "l2",
+    select: Callable[[str, dict[str, Any]], bool] | None = None, name: str | None = None,
+) -> dict[str, Any]:
+    """Replace the chosen ``linear``/``conv2d`` layers of a float architecture by PQ layers.
+
+    ``select(path, layer)`` (path as in :func:`pqtrain.model.iter_layers`, e.g. ``"layers.3"``) picks the
+    layers; default: all of them.
+    """
+    paths = {id(layer): path for path, layer in iter_layers(arch)}
+
+    def fn(layer: dict[str, Any]) -> dict[str, Any]:
+        if layer["type"] not in ("linear", "conv2d") or (select is not None and not select(paths[id(layer)], layer)):
+            return dict(layer)
+        pq = {**layer, "type": f"pq_{layer['type']}", "k": k, "v": v, "metric": metric}
+        return pq
+
+    out = {**arch, "layers": _convert_layers(arch["layers"], fn)}
+    out["name"] = name or str(arch["name"]).removesuffix("-float") + "-pq"
+    validate_arch(out)
     return out
 
 
@@ -92,12 +144,17 @@ def fit(
     teacher: nn.Module | None = None,
     distill: float = 0.0,
     distill_t: float = 2.0,
+    before_epoch: Callable[[int], None] | None = None,
+    before_batch: Callable[[], None] | None = None,
+    log_every: int = 10,
 ) -> list[float]:
     """Adam + cross-entropy over mini-batches; returns the mean training loss per epoch.
 
-    ``temperature(epoch)``, if given, sets the PQ soft-assignment temperature before each epoch.
+    ``temperature(epoch)``, if given, sets the PQ soft-assignment temperature before each epoch;
+    ``before_epoch(epoch)`` / ``before_batch()`` run before each epoch / optimizer step.
     The learning rate follows a cosine schedule to 5% of ``lr``. With a ``teacher`` and ``distill`` > 0 the
     loss adds ``distill * T^2 * KL(teacher || model)`` on logits softened by ``distill_t``.
+    Progress (epoch, loss, train and test accuracy) is logged every ``log_every`` epochs and at the end.
     """
     x_tr, y_tr, x_te, y_te = data
     gen = torch.Generator().manual_seed(seed)
@@ -109,10 +166,14 @@ def fit(
     for epoch in range(epochs):
         if temperature is not None and isinstance(model, PQNet):
             model.set_temperature(temperature(epoch))
+        if before_epoch is not None:
+            before_epoch(epoch)
         model.train()
         total = 0.0
         for idx in _batches(x_tr.shape[0], batch_size, gen):
             opt.zero_grad()
+            if before_batch is not None:
+                before_batch()
             logits = model(x_tr[idx])
             loss = nn.functional.cross_entropy(logits, y_tr[idx])
             if teacher is not None and distill > 0:
@@ -126,7 +187,7 @@ def fit(
             total += loss.item() * idx.shape[0]
         sched.step()
         losses.append(total / x_tr.shape[0])
-        if log is not None and (epoch % 10 == 9 or epoch == epochs - 1):
+        if log is not None and ((epoch + 1) % log_every == 0 or epoch == epochs - 1):
             t = f" T={temperature(epoch):.3f}" if temperature is not None else ""
             log(f"[{tag}] epoch {epoch + 1:3d}/{epochs} loss {losses[-1]:.4f} "
                 f"train {accuracy(model, x_tr, y_tr):.4f} test {accuracy(model, x_te, y_te):.4f}{t}")
@@ -134,41 +195,147 @@ def fit(
     return losses
 
 
-def convert_to_pq(
-    float_model: PQNet, arch: dict[str, Any], x_calib: Tensor, kmeans_iters: int = 25, seed: int = 0
-) -> PQNet:
-    """Build ``arch`` and initialise it from ``float_model`` (same layer list, linear where arch has pq_linear).
+class _Captured(Exception):
+    pass
 
-    Each PQLinear copies the float weights and gets prototypes by k-means on the real inputs it sees:
-    ``x_calib`` pushed through the already converted earlier layers.
+
+def convert_to_pq(
+    float_model: PQNet, arch: dict[str, Any], x_calib: Tensor, kmeans_iters: int = 25, seed: int = 0,
+    max_columns: int = 20000,
+) -> PQNet:
+    """Build the PQ ``arch`` and initialise it from ``float_model`` (the same architecture with ``linear`` /
+    ``conv2d`` where ``arch`` has ``pq_linear`` / ``pq_conv2d``; see :func:`float_arch`).
+
+    Every parameter (and BatchNorm statistic) is copied; each PQ layer, in execution order, gets its
+    prototypes by per-subspace k-means on the real inputs it sees: ``x_calib`` pushed through the already
+    converted earlier layers.
     """
     pq = build(arch)
-    if len(pq.layers) != len(float_model.layers):
-        raise ValueError("float model and PQ arch have different layer counts")
+    res = pq.load_state_dict(float_model.state_dict(), strict=False)
+    bad = [k for k in res.missing_keys if not k.endswith("prototypes")]
+    if bad or res.unexpected_keys:
+        raise ValueError(f"float model does not match the PQ arch: missing {bad}, unexpected {res.unexpected_keys}")
     pq.eval()
     float_model.eval()
-    h = x_calib
-    with torch.no_grad():
-        for i, (dst, src) in enumerate(zip(pq.layers, float_model.layers, strict=True)):
-            if isinstance(dst, PQLinear):
-                if not isinstance(src, nn.Linear):
-                    raise ValueError(f"layer {i}: PQLinear needs a float nn.Linear source, got {type(src).__name__}")
-                dst.init_from_linear(src, h, iters=kmeans_iters, seed=seed + 1000 * i)
-            else:
-                dst.load_state_dict(src.state_dict())
-            h = dst(h)
+    top = {id(m): i for i, m in enumerate(pq.layers)}
+    for j, mod in enumerate(pq.pq_layers()):
+        got: list[Tensor] = []
+
+        def grab(_m: nn.Module, args: tuple[Tensor, ...], got: list[Tensor] = got) -> None:
+            got.append(args[0])
+            raise _Captured
+
+        handle = mod.register_forward_pre_hook(grab)
+        try:
+            with torch.no_grad():
+                pq(x_calib)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        layer_seed = seed + 1000 * top[id(mod)] if id(mod) in top else seed + 1000 * len(pq.layers) + 100 * j
+        mod.init_prototypes(got[0], iters=kmeans_iters, seed=layer_seed, max_columns=max_columns)
     return pq
 
 
 def trainable_parameters(model: PQNet, method: str) -> list[nn.Parameter]:
     """The parameters fine-tuned by ``method``."""
-    if method == "ste":
+    if method in ("ste", "soft", "lutnn"):
         return list(model.parameters())
     if method == "ste-prototypes":
         return [m.prototypes for m in model.pq_layers()]
+    if method == "ste-weights":
+        protos = {id(m.prototypes) for m in model.pq_layers()}
+        return [p for p in model.parameters() if id(p) not in protos]
     if method == "kmeans":
         return []
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def reshape_inputs(
+    data: tuple[Tensor, Tensor, Tensor, Tensor], arch: dict[str, Any]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reshape flat inputs to the architecture's ``input_shape`` (e.g. digits [N, 64] -> [N, 1, 8, 8])."""
+    shape = arch["input_shape"]
+    x_tr, y_tr, x_te, y_te = data
+    return x_tr.reshape(-1, *shape), y_tr, x_te.reshape(-1, *shape), y_te
+
+
+def train_float(arch: dict[str, Any], data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
+                log: Log | None = print) -> PQNet:
+    """Train a float network (``arch`` must have no PQ layer) with the pipeline's settings."""
+    torch.manual_seed(cfg.seed)
+    fmodel = build(arch)
+    fit(fmodel, list(fmodel.parameters()), data, cfg.float_epochs, cfg.float_lr, cfg.batch_size,
+        cfg.weight_decay, cfg.seed, log=log, tag="float")
+    return fmodel
+
+
+def finetune(pq: PQNet, data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
+             teacher: nn.Module | None = None, log: Log | None = print) -> list[float]:
+    """Fine-tune a converted PQ network with ``cfg.method`` for ``cfg.pq_epochs``; returns the losses."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; expected one of {METHODS}")
+    params = trainable_parameters(pq, cfg.method)
+    if not params or cfg.pq_epochs <= 0:
+        return []
+    n = cfg.pq_epochs
+    pq.set_assign_mode("soft" if cfg.method == "soft" else "ste")
+    t_end = cfg.soft_t_end if cfg.method == "soft" else cfg.t_end
+
+    def temp(e: int) -> float:  # geometric annealing t_start -> t_end
+        return cfg.t_start * (t_end / cfg.t_start) ** (e / max(1, n - 1))
+
+    temperature: Callable[[int], float] | None = temp
+    before_batch = None
+    if cfg.method == "lutnn":  # one learned temperature per layer (log-parametrised), starting at t_start
+        layers = pq.pq_layers()
+        log_t = [nn.Parameter(torch.tensor(math.log(cfg.t_start))) for _ in layers]
+        params = params + log_t
+        temperature = None
+
+        def before_batch() -> None:
+            for layer, lt in zip(layers, log_t, strict=True):
+                layer.temperature = lt.exp()
+
+    losses = fit(pq, params, data, n, cfg.pq_lr, cfg.batch_size, cfg.weight_decay, cfg.seed + 1,
+                 temperature=temperature, log=log, tag=f"pq-{cfg.method}", teacher=teacher, distill=cfg.distill,
+                 distill_t=cfg.distill_t, before_batch=before_batch)
+    if cfg.method == "lutnn":
+        if log is not None:
+            log(f"[pq-lutnn] learned temperatures {[round(float(lt.exp()), 4) for lt in log_t]}")
+        for layer in pq.pq_layers():
+            layer.temperature = float(torch.as_tensor(layer.temperature).detach())
+    pq.set_assign_mode("ste")
+    return losses
+
+
+def train_qat(pq: PQNet, arch: dict[str, Any], data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
+              teacher: nn.Module | None = None, log: Log | None = print) -> list[float]:
+    """Quantization-aware fine-tuning at ``cfg.qat_bits`` (activations = prototypes = table width).
+
+    Straight-through hard assignment at temperature ``t_end``; the integer parameters are re-calibrated
+    with ``pqcompile.quantize`` before every epoch. The model is left without fake-quant (plain float PQ):
+    export it with :func:`pqtrain.integer.export_integer` or ``pqcompile --act-bits/--lut-bits``.
+    """
+    bits = cfg.qat_bits
+    calib = data[0][: cfg.n_calib]
+    pq.set_temperature(cfg.t_end)
+    pq.set_assign_mode("ste")
+    try:
+        return fit(pq, list(pq.parameters()), data, cfg.qat_epochs, cfg.qat_lr, cfg.batch_size, 0.0,
+                   cfg.seed + 2, log=log, tag=f"qat-{bits}b", teacher=teacher, distill=cfg.distill,
+                   distill_t=cfg.distill_t, before_epoch=lambda e: calibrate_qat(pq, arch, calib, bits),
+                   log_every=5)
+    finally:
+        clear_qat(pq)
+
+
+def integer_accuracy(model: PQNet, arch: dict[str, Any], data: tuple[Tensor, Tensor, Tensor, Tensor],
+                     bits: int, n_calib: int = 256) -> float:
+    """Test accuracy of the exported integer pipeline (act = proto = table width ``bits``)."""
+    x_tr, _, x_te, y_te = data
+    return export_integer(model, arch, x_tr[:n_calib], bits).accuracy(x_te, y_te)
 
 
 def train_pipeline(
@@ -176,40 +343,43 @@ def train_pipeline(
     data: tuple[Tensor, Tensor, Tensor, Tensor],
     cfg: TrainConfig | None = None,
     log: Log | None = print,
+    float_model: PQNet | None = None,
 ) -> tuple[PQNet, dict[str, Any]]:
-    """Float training, PQ conversion and fine-tuning. Returns (PQ model in eval mode, meta dict)."""
+    """Float training (unless ``float_model`` is given), PQ conversion, fine-tuning and, with ``qat_bits``,
+    quantization-aware training. ``data`` inputs may be flat; they are reshaped to ``arch['input_shape']``.
+    Returns (PQ model in eval mode, meta dict)."""
     cfg = cfg or TrainConfig()
     validate_arch(arch)
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; expected one of {METHODS}")
+    if cfg.qat_bits and not 2 <= cfg.qat_bits <= 8:
+        raise ValueError(f"qat_bits must be 0 (off) or 2..8, got {cfg.qat_bits}")
+    data = reshape_inputs(data, arch)
     x_tr, y_tr, x_te, y_te = data
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    fmodel = build(float_arch(arch))
-    fit(fmodel, list(fmodel.parameters()), data, cfg.float_epochs, cfg.float_lr, cfg.batch_size,
-        cfg.weight_decay, cfg.seed, log=log, tag="float")
+    fmodel = float_model if float_model is not None else train_float(float_arch(arch), data, cfg, log)
     float_acc = accuracy(fmodel, x_te, y_te)
 
+    torch.manual_seed(cfg.seed)
     pq = convert_to_pq(fmodel, arch, x_tr, cfg.kmeans_iters, cfg.seed)
     kmeans_acc = accuracy(pq, x_te, y_te)
     if log is not None:
         log(f"[convert] float test {float_acc:.4f} -> PQ k-means test {kmeans_acc:.4f}")
-
-    params = trainable_parameters(pq, cfg.method)
-    if params and cfg.pq_epochs > 0:
-        n = cfg.pq_epochs
-
-        def temp(e: int) -> float:  # geometric annealing t_start -> t_end
-            return cfg.t_start * (cfg.t_end / cfg.t_start) ** (e / max(1, n - 1))
-
-        fit(pq, params, data, n, cfg.pq_lr, cfg.batch_size, cfg.weight_decay, cfg.seed + 1,
-            temperature=temp, log=log, tag=f"pq-{cfg.method}", teacher=fmodel, distill=cfg.distill,
-            distill_t=cfg.distill_t)
+    finetune(pq, data, cfg, teacher=fmodel, log=log)
+    meta_int: dict[str, Any] = {}
+    if cfg.qat_bits:
+        pre = integer_accuracy(pq, arch, data, cfg.qat_bits, cfg.n_calib)
+        train_qat(pq, arch, data, cfg, teacher=fmodel, log=log)
+        post = integer_accuracy(pq, arch, data, cfg.qat_bits, cfg.n_calib)
+        meta_int = {"qat_bits": cfg.qat_bits, "int_test_acc_before_qat": pre, "int_test_acc": post,
+                    "compile_hint": f"pqcompile --act-bits {cfg.qat_bits} --lut-bits {cfg.qat_bits}"}
+        if log is not None:
+            log(f"[qat] integer pipeline ({cfg.qat_bits} bits) test {pre:.4f} -> {post:.4f}")
     pq.eval()
     if log is not None:
         log(f"[done] {time.perf_counter() - t0:.1f} s")
     meta = {
-        "dataset": "sklearn-digits",
+        "dataset": cfg.dataset,
         "seed": cfg.seed,
         "method": cfg.method,
         "float_test_acc": float_acc,
@@ -217,6 +387,7 @@ def train_pipeline(
         "pq_kmeans_test_acc": kmeans_acc,
         "pq_test_acc": accuracy(pq, x_te, y_te),
         "pq_train_acc": accuracy(pq, x_tr, y_tr),
+        **meta_int,
         "config": asdict(cfg),
         "torch_version": str(torch.__version__),
     }
