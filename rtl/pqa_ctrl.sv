@@ -459,6 +459,26 @@ module pqa_ctrl #(
   assign col_act_o     = col_act_q;
   assign col_out_o     = col_out_q;
 
+`ifndef SYNTHESIS
+  // Assertions: legal state, legal error code, one unit active at a time (immediate assertions).
+  always @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+    end else begin
+      assert (state_q <= CtlFinish) else $fatal(1, "pqa_ctrl: illegal state %0d", state_q);
+      if (finish_o) begin
+        assert (err_code_q <= pqa_pkg::ErrBus) else $fatal(1, "pqa_ctrl: illegal error code %0d", err_code_q);
+      end
+      assert (!(enc_start_o && lk_start_o) && !(load_active_q && stamp_sel_q))
+        else $fatal(1, "pqa_ctrl: two units started at once");
+      if (state_q == CtlEnc || state_q == CtlLk) begin
+        // The column being computed lies inside the activation and output buffers.
+        assert ({8'd0, col_act_q} + {24'd0, d_q} <= 40'(ActBytes) && {8'd0, col_out_q} + {24'd0, m_q} <= 40'(OutBytes))
+          else $fatal(1, "pqa_ctrl: column %0d beyond the act/out buffers", j_q);
+      end
+    end
+  end
+`endif
+
 endmodule
 
 `default_nettype wire

@@ -259,6 +259,63 @@ module pqa_dma #(
   logic unused_ids;
   assign unused_ids = ^{m_axi_bid, m_axi_rid};
 
+`ifndef SYNTHESIS
+  // Assertions: AXI4 master handshake rules (a VALID stays high with a stable payload until READY),
+  // INCR bursts inside one 4 KiB page, legal states (immediate assertions: Icarus 11 runs them too).
+  logic                      ar_wait_q, aw_wait_q, w_wait_q;
+  logic [AxiAddrWidth+7:0]   ar_pl_q, aw_pl_q;
+  logic [AxiDataWidth+AxiDataWidth/8:0] w_pl_q;
+  logic [12:0]               ar_end, aw_end;
+  assign ar_end = {1'b0, m_axi_araddr[11:0]} + {2'b00, m_axi_arlen, 3'b000} + 13'd8;
+  assign aw_end = {1'b0, m_axi_awaddr[11:0]} + {2'b00, m_axi_awlen, 3'b000} + 13'd8;
+  always @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      ar_wait_q <= 1'b0;
+      aw_wait_q <= 1'b0;
+      w_wait_q  <= 1'b0;
+      ar_pl_q   <= '0;
+      aw_pl_q   <= '0;
+      w_pl_q    <= '0;
+    end else begin
+      ar_wait_q <= m_axi_arvalid && !m_axi_arready;
+      aw_wait_q <= m_axi_awvalid && !m_axi_awready;
+      w_wait_q  <= m_axi_wvalid && !m_axi_wready;
+      ar_pl_q   <= {m_axi_araddr, m_axi_arlen};
+      aw_pl_q   <= {m_axi_awaddr, m_axi_awlen};
+      w_pl_q    <= {m_axi_wdata, m_axi_wstrb, m_axi_wlast};
+      if (ar_wait_q) begin
+        assert (m_axi_arvalid && {m_axi_araddr, m_axi_arlen} == ar_pl_q)
+          else $fatal(1, "pqa_dma: ARVALID dropped or AR payload changed before ARREADY");
+      end
+      if (aw_wait_q) begin
+        assert (m_axi_awvalid && {m_axi_awaddr, m_axi_awlen} == aw_pl_q)
+          else $fatal(1, "pqa_dma: AWVALID dropped or AW payload changed before AWREADY");
+      end
+      if (w_wait_q) begin
+        assert (m_axi_wvalid && {m_axi_wdata, m_axi_wstrb, m_axi_wlast} == w_pl_q)
+          else $fatal(1, "pqa_dma: WVALID dropped or W payload changed before WREADY");
+      end
+      if (m_axi_arvalid) begin
+        assert (m_axi_araddr[2:0] == 3'd0 && ar_end <= 13'd4096)
+          else $fatal(1, "pqa_dma: AR burst misaligned or crossing 4 KiB: %h len %0d", m_axi_araddr, m_axi_arlen);
+      end
+      if (m_axi_awvalid) begin
+        assert (m_axi_awaddr[2:0] == 3'd0 && aw_end <= 13'd4096)
+          else $fatal(1, "pqa_dma: AW burst misaligned or crossing 4 KiB: %h len %0d", m_axi_awaddr, m_axi_awlen);
+      end
+      if (m_axi_wvalid && m_axi_wlast) begin
+        assert (wcnt_q == 8'd0) else $fatal(1, "pqa_dma: WLAST before the last beat of the burst");
+      end
+      if (m_axi_wvalid) begin
+        assert (m_axi_wstrb != '0) else $fatal(1, "pqa_dma: W beat without strobes");
+      end
+      assert (state_q <= DmaDone) else $fatal(1, "pqa_dma: illegal state %0d", state_q);
+      assert (!(state_q == DmaIdle && (m_axi_arvalid || m_axi_awvalid || m_axi_wvalid)))
+        else $fatal(1, "pqa_dma: AXI request while idle");
+    end
+  end
+`endif
+
 endmodule
 
 `default_nettype wire

@@ -161,7 +161,11 @@ module pqa_encoder #(
       term = {14'd0, sq};
     end
     dist_sum   = (first1_q ? 32'd0 : acc_q) + term;
+`ifdef PQA_MUTANT_TIES
+    better = kfirst1_q || (dist_sum <= best_q);  // deliberate bug: ties go to the highest index
+`else
     better = kfirst1_q || (dist_sum < best_q);
+`endif
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -186,6 +190,29 @@ module pqa_encoder #(
   // High address bits beyond the buffers (kept in range by the controller's limit checks).
   logic unused_addr;
   assign unused_addr = ^{aaddr, paddr_q};
+
+`ifndef SYNTHESIS
+  // Assertions (immediate, so that Icarus 11 runs them too; Verilator needs --assert).
+  always @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+    end else begin
+      assert (state_q == EncIdle || state_q == EncIssue || state_q == EncDrain)
+        else $fatal(1, "pqa_encoder: illegal state %0d", state_q);
+      if (state_q == EncIssue) begin
+        // Walk counters stay inside the shape (the controller checked it before `run`).
+        assert (e_q < v_i && ki_q < k_i && ci_q < c_i)
+          else $fatal(1, "pqa_encoder: counter beyond shape e=%0d k=%0d c=%0d", e_q, ki_q, ci_q);
+        // No read beyond the act / prototype buffers (padded elements, xoff >= d, read as 0 whatever the
+        // address: their read may fall beyond the buffer for the last column and is harmless).
+        assert ((xoff_q >= d_i || {1'b0, aaddr} < 33'(ActBytes)) && {1'b0, paddr_q} < 33'(ProtoBytes))
+          else $fatal(1, "pqa_encoder: buffer read beyond the end (act %0d, proto %0d)", aaddr, paddr_q);
+      end
+      if (idx_we_o) begin
+        assert (idx_wdata_o < k_i) else $fatal(1, "pqa_encoder: index %0d >= k", idx_wdata_o);
+      end
+    end
+  end
+`endif
 
 endmodule
 

@@ -218,6 +218,28 @@ module pqa_lookup #(
   logic unused_addr;
   assign unused_addr = ^{idx_waddr_i, lbyte, bbyte, obyte2_q};
 
+`ifndef SYNTHESIS
+  // Assertions: legal state, no index beyond CMax, no table / bias / output access beyond its buffer.
+  always @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+    end else begin
+      assert (state_q == LkIdle || state_q == LkIssue || state_q == LkDrain1 || state_q == LkDrain2)
+        else $fatal(1, "pqa_lookup: illegal state %0d", state_q);
+      if (idx_we_i) begin
+        assert ({24'd0, idx_waddr_i} < 32'(CMax)) else $fatal(1, "pqa_lookup: idx write %0d >= CMax", idx_waddr_i);
+      end
+      if (state_q == LkIssue) begin
+        assert (idx_q[ci_q[CAw-1:0]] < k_i && {1'b0, lbyte} + 33'(LutEntryBytes) <= 33'(LutBytes)
+                && {1'b0, bbyte} < 33'(BiasWords * 8))
+          else $fatal(1, "pqa_lookup: table read beyond the buffer (entry %0d)", entry);
+      end
+      if (out_we_o) begin
+        assert ({1'b0, obyte2_q} < 33'(OutBytes)) else $fatal(1, "pqa_lookup: output write at byte %0d", obyte2_q);
+      end
+    end
+  end
+`endif
+
 endmodule
 
 `default_nettype wire

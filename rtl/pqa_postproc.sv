@@ -30,9 +30,11 @@ module pqa_postproc #(
     mult_x = {{(PW - 16){1'b0}}, mult_i};
     prod   = acc_x * mult_x;
     rnd    = '0;
+`ifndef PQA_MUTANT_TRUNC
     if (shift_i != 6'd0) begin
       rnd[shift_i - 6'd1] = 1'b1;
     end
+`endif  // PQA_MUTANT_TRUNC (deliberate bug): no rounding term, the shift truncates
     sum     = prod + rnd;
     shifted = sum >>> shift_i;
     hi      = {{(PW - 1){1'b0}}, 1'b1} << (bits_i - 4'd1);

@@ -33,6 +33,15 @@ module pqa_ram #(
     rdata_o <= mem_q[raddr_i];
   end
 
+`ifndef SYNTHESIS
+  // No write beyond the buffer (Words need not be a power of two).
+  always @(posedge clk_i) begin
+    if (we_i) begin
+      assert ({1'b0, waddr_i} < (Aw + 1)'(Words)) else $fatal(1, "pqa_ram: write at word %0d of %0d", waddr_i, Words);
+    end
+  end
+`endif
+
 endmodule
 
 `default_nettype wire

@@ -3,6 +3,8 @@
 // AXI4-Lite register file (32-bit registers, map in pqa_pkg / docs/isa.md). Write address and write
 // data are accepted independently and the write happens once both are held; one read and one write
 // may be outstanding at a time. Unmapped addresses read 0 and ignore writes (response OKAY).
+// Registers are decoded on address bits 7:2: a narrow access carries an unaligned address (AXI4-Lite
+// allows it, e.g. a byte write to offset 0x0E has WSTRB 0100) and reaches the register of its word.
 // CTRL and STATUS react to byte lane 0 only; INSN_BASE honours all byte strobes.
 
 `default_nettype none
@@ -60,13 +62,16 @@ module pqa_regs (
   assign s_axil_rresp   = 2'b00;
 
   assign do_write = aw_full_q && w_full_q && !bvalid_q;
-  assign start_o  = do_write && (awaddr_q == pqa_pkg::RegCtrl) && wstrb_q[0]
+  logic [7:0] waddr_w, raddr_w;  // word-aligned register offsets
+  assign waddr_w  = {awaddr_q[7:2], 2'b00};
+  assign raddr_w  = {s_axil_araddr[7:2], 2'b00};
+  assign start_o  = do_write && (waddr_w == pqa_pkg::RegCtrl) && wstrb_q[0]
                     && wdata_q[pqa_pkg::CtrlStartBit] && !busy_i;
 
   logic [31:0] rdata;
   always_comb begin
     rdata = '0;
-    unique case (s_axil_araddr)
+    unique case (raddr_w)
       pqa_pkg::RegCtrl:      rdata[pqa_pkg::CtrlIrqEnBit] = irq_en_q;
       pqa_pkg::RegStatus: begin
         rdata[pqa_pkg::StatusBusyBit]  = busy_i;
@@ -115,7 +120,7 @@ module pqa_regs (
         aw_full_q <= 1'b0;
         w_full_q  <= 1'b0;
         bvalid_q  <= 1'b1;
-        unique case (awaddr_q)
+        unique case (waddr_w)
           pqa_pkg::RegCtrl: begin
             if (wstrb_q[0]) begin
               irq_en_q <= wdata_q[pqa_pkg::CtrlIrqEnBit];
@@ -160,7 +165,7 @@ module pqa_regs (
   assign insn_base_o = insn_base_q;
 
   logic unused_prot;
-  assign unused_prot = ^{s_axil_awprot, s_axil_arprot};
+  assign unused_prot = ^{s_axil_awprot, s_axil_arprot, s_axil_araddr[1:0], awaddr_q[1:0]};  // + byte offsets
 
 endmodule
 

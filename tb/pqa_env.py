@@ -1,25 +1,41 @@
 """pyuvm environment for ``pqa_top``.
 
-A *job* is one build directory (``pqcompile`` output: manifest + memory image). The driver plays the
-host: it loads the image into external memory (cocotbext-axi AxiRam on the AXI4 master), programs the
-registers over AXI4-Lite, starts the accelerator, waits for the interrupt and reads back registers and
-memory. The reference model runs the golden simulator (``pqcompile.sim``) on the same image; the
-scoreboard compares every memory byte (but the cycle stamps, which only the RTL measures) and the
-status, error code, error PC and retired-instruction count.
+A *job* is one build directory (``pqcompile`` output: manifest + memory image), optionally with stimulus
+knobs in its manifest (``stim``, see tb/pqa_gen.py). The driver plays the host: it loads the image into
+external memory (cocotbext-axi AxiRam on the AXI4 master), programs the registers over AXI4-Lite,
+starts the accelerator, waits for the interrupt and reads back registers and memory; per job it applies
+random AXI backpressure (all five AXI4 channels and the AXI4-Lite ones) and AR/AW latency, answers
+SLVERR on chosen words and on every access beyond the image (the memory is exactly the image's size,
+as for the golden simulator), resets the design in the middle of a run, writes START while busy, or
+starts back to back without a reset.
+The reference model runs the golden simulator (``pqcompile.sim``) on the same image, with the fault
+model of ``expected_result`` for injected SLVERRs; the scoreboard compares every memory byte (but the
+cycle stamps, which only the RTL measures) and the status, error code, error PC and retired-instruction
+count; the coverage subscriber samples tb/pqa_coverage.py.
+Sequences: ``BuildSeq`` (build directories named in $PQA_BUILDS) and ``RandomSeq`` (constrained-random
+jobs generated in the simulator process by tb/pqa_gen.py from $PQA_RANDOM = "seed:count[:first[:kinds]]").
 """
 
 from __future__ import annotations
 
+import ast
+import itertools
 import json
 import os
+import random
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cocotb
 import numpy as np
+import pqa_coverage
+import pqa_gen
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from pyuvm import (
     ConfigDB,
@@ -36,9 +52,105 @@ from pyuvm import (
 )
 
 from pqcompile import backend, sim
+from pqcompile.isa import encode
+from pqcompile.spec import HwConfig
 from pqcompile.spec import load as load_spec
 
 CLK_NS = 10
+RAM_BYTES = 1 << 20  # the AxiRam; each job's memory is its image's size (accesses beyond: SLVERR)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference: the golden simulator plus the documented behaviour on an AXI error (docs/verification.md)
+# ---------------------------------------------------------------------------------------------------
+def parse_trace(line: str) -> tuple[int, str, dict[str, int]]:
+    pc, mn, ops = line.split(" ", 2)
+    return int(pc, 16), mn, ast.literal_eval(ops)
+
+
+@dataclass
+class Expected:
+    res: sim.Result
+    mask: np.ndarray  # bytes to compare (False: written by an executed `stamp`, only the RTL knows the value)
+    opcodes: list[str]
+    fault: str = ""  # "", or "<mnemonic>@<pc>" of the instruction that met an injected / out-of-range SLVERR
+
+
+def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[int] | frozenset[int] = frozenset()
+                    ) -> Expected:
+    """What the RTL must produce on memory ``mem`` whose words ``poison`` (word addresses) and every byte
+    from ``mem.size`` on answer SLVERR.
+
+    The golden simulator knows only the out-of-range part. The first executed instruction that fetches,
+    loads, stores or stamps a bad word stops with ``bus`` at its address; it is found from the simulator's
+    trace and the simulator is rerun with that word replaced by a ``stamp`` beyond memory (which stops
+    with ``bus`` at the same address, after the same retired instructions). A failing *store* has
+    written, in the RTL, every beat of its INCR bursts (256 beats at most, never across 4 KiB) up to and
+    including the first burst that meets a bad word, except the refused beats; those bytes are taken
+    from a third run that stores the output buffer to scratch memory. Programs must not write their own
+    instruction stream (tb/pqa_gen.py guarantees it).
+    """
+    spec = load_spec()
+    err = spec.errors
+    size = int(mem.size)
+
+    def bad_word(w: int) -> bool:
+        return (w + 1) * 8 > size or w in poison
+
+    def bad(a: int, nbytes: int) -> bool:
+        return any(bad_word(w) for w in range(a // 8, -(-(a + nbytes) // 8)))
+
+    first = sim.run(cfg, mem, insn_base, trace=True)
+    steps = [parse_trace(line) for line in first.trace]
+    fault: tuple[int, str, dict[str, int]] | None = None
+    for i, (pc, mn, ops) in enumerate(steps):
+        if bad(pc, 8):
+            fault = (pc, "fetch", ops)
+            break
+        if i == len(steps) - 1 and first.err_code in (err["align"], err["limit"]):
+            break  # refused before any transfer
+        if mn in ("load", "store", "stamp"):
+            nb = 8 if mn == "stamp" else ops["nbytes"]
+            if bad(ops["addr"], -(-nb // 8) * 8):
+                fault = (pc, mn, ops)
+                break
+    else:
+        if first.err_code == err["illegal_insn"] and bad(first.err_pc, 8):
+            fault = (first.err_pc, "fetch", {})
+    stop = np.frombuffer(encode("stamp", addr=pqa_gen.STOP_ADDR).to_bytes(8, "little"), np.uint8)
+    res = first
+    if fault is not None:
+        pc, mn, ops = fault
+        m2 = np.array(mem, copy=True)
+        m2[pc : pc + 8] = stop
+        res = sim.run(cfg, m2, insn_base)
+        res.mem[pc : pc + 8] = mem[pc : pc + 8]
+        if mn == "store":
+            nb, addr = ops["nbytes"], ops["addr"]
+            scratch = -(-(size + 16) // 4096) * 4096
+            m3 = np.zeros(scratch + cfg.OutBytes + 64, np.uint8)
+            m3[:size] = mem
+            m3[pc : pc + 8] = np.frombuffer(encode("store", nbytes=nb, addr=scratch).to_bytes(8, "little"), np.uint8)
+            m3[pc + 8 : pc + 16] = stop
+            out = sim.run(cfg, m3, insn_base).mem[scratch : scratch + nb]
+            for ba, bn in pqa_gen.bursts(addr, -(-nb // 8)):
+                failed = False
+                for w in range(ba // 8, ba // 8 + bn):
+                    if bad_word(w):
+                        failed = True
+                        continue
+                    lo, hi = 8 * w, min(8 * w + 8, addr + nb)
+                    res.mem[lo:hi] = out[lo - addr : hi - addr]
+                if failed:
+                    break
+    mask = np.ones(size, bool)
+    for _pc, mn, ops in steps[: res.insn_count]:
+        if mn == "stamp":
+            mask[ops["addr"] : ops["addr"] + 8] = False
+        elif mn == "store":
+            mask[ops["addr"] : ops["addr"] + ops["nbytes"]] = True
+    opcodes = sorted({mn for _, mn, _ in steps} | ({"illegal"} if res.err_code == err["illegal_insn"] else set()))
+    return Expected(res, mask, opcodes, f"{fault[1]}@{fault[0]:#x}" if fault else "")
 
 
 @dataclass
@@ -54,6 +166,7 @@ class Observed:
     mem: np.ndarray
     hang: bool = False
     irq_cleared: bool = True
+    notes: list[str] = field(default_factory=list)  # host-side checks that failed (reset, restart)
 
 
 class PqaJob(uvm_sequence_item):
@@ -68,6 +181,27 @@ class BuildSeq(uvm_sequence):
     async def body(self) -> None:
         for b in ConfigDB().get(None, "", "BUILDS"):
             job = PqaJob(Path(b).name, b)
+            await self.start_item(job)
+            await self.finish_item(job)
+
+
+class RandomSeq(uvm_sequence):
+    """Constrained-random jobs (tb/pqa_gen.py), generated here through the compiler's back end, one
+    build directory each in a temporary directory (kept under sim_build/regress-failures/ when a job
+    fails, by the scoreboard)."""
+
+    async def body(self) -> None:
+        seed, count, first, kinds = ConfigDB().get(None, "", "RANDOM")
+        cfg = load_spec().config(os.environ.get("PQA_CONFIG", "small"))
+        gen_args: dict[str, Any] = {}
+        if kinds:  # e.g. "legal": only those kinds, no fault injection (quick mutant runs)
+            gen_args = {"kinds": tuple(kinds.split(",")), "weights": (1.0,) * len(kinds.split(",")), "faults": False}
+        tmp = Path(tempfile.mkdtemp(prefix="pqa-random-"))
+        ConfigDB().set(None, "*", "RANDOM_DIR", str(tmp))
+        for i in range(first, first + count):
+            out = tmp / f"seed{seed}-job{i}"
+            pqa_gen.random_job(seed, i, cfg, out, **gen_args)
+            job = PqaJob(out.name, str(out))
             await self.start_item(job)
             await self.finish_item(job)
 
@@ -106,27 +240,106 @@ class HostDriver(uvm_driver):
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk_i, dut.rst_ni,
                                   reset_active_level=False)
         self.ram_size = size
+        self.rng = random.Random(int(os.environ.get("PQA_SEED", "1")))
+        self.mem_limit = size
+        self.poison: set[int] = set()
+        self.latency = 0
+        self.first_job = True
+        self._wrap_ram()
         while True:
             job = await self.seq_item_port.get_next_item()
             await self.execute(job)
             self.ap.write(job)
             self.seq_item_port.item_done()
 
+    def _wrap_ram(self) -> None:
+        """SLVERR on poisoned words and beyond the job's memory; random AR/AW latency."""
+        rd, wr = self.ram.read_if._read, self.ram.write_if._write
+
+        def check(address: int, length: int) -> None:
+            if address + length > self.mem_limit or any(w in self.poison for w in
+                                                        range(address // 8, -(-(address + length) // 8))):
+                raise OSError(f"SLVERR at {address:#x}")
+
+        async def read(address: int, length: int) -> bytes:
+            check(address, length)
+            return await rd(address, length)
+
+        async def write(address: int, data: bytes) -> None:
+            check(address, len(data))
+            await wr(address, data)
+
+        self.ram.read_if._read = read
+        self.ram.write_if._write = write
+        for ch in (self.ram.read_if.ar_channel, self.ram.write_if.aw_channel):
+            orig = ch.recv
+
+            async def recv(orig=orig) -> object:  # noqa: ANN001
+                t = await orig()
+                if self.latency:
+                    await ClockCycles(self.dut.clk_i, self.rng.randint(0, self.latency))
+                return t
+
+            ch.recv = recv
+
+    def _channels(self) -> list[object]:
+        return [self.ram.write_if.aw_channel, self.ram.write_if.w_channel, self.ram.write_if.b_channel,
+                self.ram.read_if.ar_channel, self.ram.read_if.r_channel, self.axil.write_if.aw_channel,
+                self.axil.write_if.w_channel, self.axil.write_if.b_channel, self.axil.read_if.ar_channel,
+                self.axil.read_if.r_channel]
+
+    def set_stimulus(self, stim: dict[str, Any], mem_size: int) -> None:
+        self.mem_limit = mem_size
+        self.poison = set(stim.get("poison", []))
+        self.latency = int(stim.get("latency", 0))
+        p = float(stim.get("pause", 0.0))
+        for ch in self._channels():
+            if p:
+                r = random.Random(self.rng.random())
+                ch.set_pause_generator(r.random() < p for _ in itertools.count())
+            else:
+                ch.clear_pause_generator()
+                ch.pause = False  # clear_pause_generator leaves the last value set
+
+    async def start(self) -> None:
+        bits = self.spec.ctrl_bits
+        await self.reg_write("ctrl", (1 << bits["start"]) | (1 << bits["irq_en"]))
+
     async def execute(self, job: PqaJob) -> None:
         dut, spec = self.dut, self.spec
-        await self.reset()
-        self.ram.write(0, bytes(self.ram_size))
+        stim = job.manifest.get("stim", {})
+        notes: list[str] = []
+        self.set_stimulus(stim, int(job.mem.size))
+        if self.first_job or not stim.get("back_to_back"):
+            await self.reset()
+        self.first_job = False
         self.ram.write(0, job.mem.tobytes())
         assert await self.reg_read("id") == spec.reg_id_value
         await self.reg_write("insn_base", job.manifest["insn_base"])
-        bits = spec.ctrl_bits
-        await self.reg_write("ctrl", (1 << bits["start"]) | (1 << bits["irq_en"]))
+        if "reset_after" in stim:  # a run cut by a reset, then the clean run below
+            await self.start()
+            await ClockCycles(dut.clk_i, int(stim["reset_after"]))
+            await self.reset()
+            after = {r: await self.reg_read(r) for r in ("status", "err_code", "insn_count", "insn_base", "ctrl")}
+            if any(after.values()) or int(dut.irq_o.value):
+                notes.append(f"registers after a reset in the middle of a run: {after}, irq {int(dut.irq_o.value)}")
+            self.ram.write(0, job.mem.tobytes())
+            await self.reg_write("insn_base", job.manifest["insn_base"])
         est = int(job.manifest.get("expected", {}).get("sim_cycle_estimate", 0))
-        bound = 4 * est + 200_000
+        bound = int((4 * est + 200_000) * (1 + 10 * float(stim.get("pause", 0)) + 0.2 * int(stim.get("latency", 0))))
+        await self.start()
+        t0 = get_sim_time("ns")
+        restarted = False
+        if "restart_after" in stim:  # START while busy: ignored (the run goes on, cycles keep counting)
+            await ClockCycles(dut.clk_i, int(stim["restart_after"]))
+            if not int(dut.irq_o.value):
+                await self.start()
+                restarted = True
         hang = False
         if not dut.irq_o.value:
             t = await First(RisingEdge(dut.irq_o), Timer(bound * CLK_NS, unit="ns"))
             hang = isinstance(t, Timer)
+        elapsed = int((get_sim_time("ns") - t0) // CLK_NS)
         status = await self.reg_read("status")
         sb = spec.status_bits
         cycles = await self.reg_read("cycles_lo") | (await self.reg_read("cycles_hi") << 32)
@@ -134,8 +347,11 @@ class HostDriver(uvm_driver):
             done=bool(status >> sb["done"] & 1), error=bool(status >> sb["error"] & 1),
             err_code=await self.reg_read("err_code"), err_pc=await self.reg_read("err_pc"),
             insn_count=await self.reg_read("insn_count"), cycles=cycles,
-            mem=np.frombuffer(self.ram.read(0, job.mem.size), np.uint8).copy(), hang=hang,
+            mem=np.frombuffer(self.ram.read(0, job.mem.size), np.uint8).copy(), hang=hang, notes=notes,
         )
+        if not hang and restarted and cycles < elapsed - 4:
+            obs.notes.append(f"CYCLES {cycles} < {elapsed} cycles since the first START: the START while busy "
+                             "restarted the run")
         if not hang:
             await self.reg_write("status", (1 << sb["done"]) | (1 << sb["error"]))
             await ClockCycles(dut.clk_i, 2)
@@ -151,7 +367,26 @@ class ReferenceModel(uvm_subscriber):
 
     def write(self, job: PqaJob) -> None:
         cfg = load_spec().config(job.manifest["config"])
-        self.ap.write((job, sim.run(cfg, job.mem, job.manifest["insn_base"])))
+        poison = set(job.manifest.get("stim", {}).get("poison", []))
+        self.ap.write((job, expected_result(cfg, job.mem, job.manifest["insn_base"], poison)))
+
+
+class CoverageCollector(uvm_subscriber):
+    """Samples the functional coverage model (tb/pqa_coverage.py) once per job; writes the report to
+    $PQA_COVERAGE (JSON) in the report phase."""
+
+    def build_phase(self) -> None:
+        self.sample = pqa_coverage.sampler(load_spec().config(os.environ.get("PQA_CONFIG", "small")))
+        self.errs = {v: k for k, v in load_spec().errors.items()}
+
+    def write(self, item: tuple[PqaJob, Expected]) -> None:
+        job, exp = item
+        self.sample(pqa_coverage.job_sample(job.manifest, exp.opcodes, self.errs[exp.res.err_code]))
+
+    def report_phase(self) -> None:
+        path = os.environ.get("PQA_COVERAGE")
+        if path:
+            pqa_coverage.write(path)
 
 
 @dataclass
@@ -181,12 +416,14 @@ class Scoreboard(uvm_component):
         if path:
             Path(path).write_text(json.dumps([r.__dict__ for r in self.results], indent=1))
 
-    def compare(self, job: PqaJob, ref: sim.Result) -> JobResult:
+    def compare(self, job: PqaJob, expected: Expected) -> JobResult:
         obs = job.observed
         assert obs is not None
+        ref = expected.res
         man = job.manifest
         res = JobResult(job.builddir)
         err = res.errors
+        err += obs.notes
         if obs.hang:
             err.append("no interrupt within the cycle bound (hang)")
         if (obs.done, obs.error) != (ref.done, not ref.done):
@@ -197,7 +434,7 @@ class Scoreboard(uvm_component):
                 err.append(f"{what} = {got:#x}, golden simulator {exp:#x}")
         if not obs.irq_cleared:
             err.append("interrupt still high after clearing DONE/ERROR")
-        mask = np.ones(obs.mem.size, bool)
+        mask = expected.mask.copy()
         st = man.get("stamps")
         if st:
             mask[st["addr"] : st["addr"] + 8 * len(st["labels"])] = False
@@ -211,10 +448,16 @@ class Scoreboard(uvm_component):
         res.info = {
             "done": obs.done, "err_code": obs.err_code, "err_pc": obs.err_pc, "insn_count": obs.insn_count,
             "cycles": obs.cycles, "stamps": stamps, "bytes_compared": int(mask.sum()),
-            "sim_cycle_estimate": ref.cycles,
+            "sim_cycle_estimate": ref.cycles, "hang": obs.hang, "fault": expected.fault,
+            "stim": man.get("stim", {}),
         }
         if ref.done and "output" in man:
             np.save(Path(job.builddir) / "rtl_output.npy", backend.read_output(man, obs.mem))
+        if err and man.get("stim", {}).get("kind"):  # a random job: keep its build directory to reproduce it
+            keep = Path(__file__).resolve().parents[1] / "sim_build" / "regress-failures" / Path(job.builddir).name
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(job.builddir, keep)
+            res.info["kept"] = str(keep)
         return res
 
 
@@ -225,11 +468,13 @@ class PqaEnv(uvm_env):
         self.driver = HostDriver("driver", self)
         self.model = ReferenceModel("model", self)
         self.scoreboard = Scoreboard("scoreboard", self)
+        self.coverage = CoverageCollector("coverage", self)
 
     def connect_phase(self) -> None:
         self.driver.seq_item_port.connect(self.seqr.seq_item_export)
         self.driver.ap.connect(self.model.analysis_export)
         self.model.ap.connect(self.scoreboard.export)
+        self.model.ap.connect(self.coverage.analysis_export)
 
 
 class PqaBuildTest(uvm_test):
@@ -246,3 +491,21 @@ class PqaBuildTest(uvm_test):
         self.raise_objection()
         await BuildSeq("builds").start(ConfigDB().get(None, "", "SEQR"))
         self.drop_objection()
+
+
+class PqaRandomTest(uvm_test):
+    """Constrained-random regression: $PQA_RANDOM = "seed:count[:first[:kinds]]" jobs of tb/pqa_gen.py."""
+
+    def build_phase(self) -> None:
+        seed, count, first, kinds = (os.environ["PQA_RANDOM"].split(":") + ["0", ""])[:4]
+        ConfigDB().set(None, "*", "RANDOM", (int(seed), int(count), int(first), kinds))
+        ConfigDB().set(None, "*", "MEM_BYTES", RAM_BYTES)
+        self.env = PqaEnv("env", self)
+
+    async def run_phase(self) -> None:
+        self.raise_objection()
+        await RandomSeq("random").start(ConfigDB().get(None, "", "SEQR"))
+        self.drop_objection()
+
+    def final_phase(self) -> None:
+        shutil.rmtree(ConfigDB().get(None, "", "RANDOM_DIR"), ignore_errors=True)

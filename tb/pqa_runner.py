@@ -1,7 +1,9 @@
 """Build and run the PQA testbench under Verilator or Icarus through ``cocotb_tools.runner``.
 
 One simulator build per (simulator, hardware configuration), under ``sim_build/<sim>-<config>/``, reused
-while the RTL sources are unchanged. The RTL source list is ``rtl/pqa.f`` (also read by make).
+while the RTL sources are unchanged; block-level benches (``tb/<block>/``) build through ``build_hdl`` /
+``run_block``, one directory per (simulator, toplevel, parameter set) under ``sim_build/``.
+The RTL source list is ``rtl/pqa.f`` (also read by make).
 Usage: ``python tb/pqa_runner.py lint`` runs ``verilator --lint-only -Wall`` on the RTL.
 """
 
@@ -62,24 +64,25 @@ def _fresh(build_dir: Path, stamp: dict[str, Any], srcs: list[Path]) -> bool:
     return all(p.stat().st_mtime < t for p in [*srcs, Path(__file__)])
 
 
-def build(sim: str, config: str, defines: dict[str, object] | None = None, tag: str = "") -> Path:
-    """Build (or reuse) the simulation model of ``pqa_top`` for one configuration; returns its directory."""
+def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, int], name: str,
+              defines: dict[str, object] | None = None) -> Path:
+    """Build (or reuse) a simulation model of any ``toplevel`` in ``sim_build/<name>/``: one directory per
+    (simulator, parameter set, defines), rebuilt only when a source, a parameter or a define changed."""
     from cocotb_tools.runner import get_runner
 
     if sim == "verilator":
         verilator_env()
-    build_dir = SIM_BUILD / f"{sim}-{config}{'-' + tag if tag else ''}"
-    srcs = sources()
-    params = hdl_parameters(config)
-    stamp = {"sim": sim, "params": params, "defines": {k: str(v) for k, v in (defines or {}).items()}}
+    build_dir = SIM_BUILD / name
+    stamp = {"sim": sim, "top": toplevel, "params": parameters,
+             "defines": {k: str(v) for k, v in (defines or {}).items()}, "srcs": [str(p) for p in srcs]}
     runner = get_runner(sim)
     if not _fresh(build_dir, stamp, srcs):
-        print(f"pqa_runner: building pqa_top for config '{config}' on {sim} in {build_dir}", flush=True)
+        print(f"pqa_runner: building {toplevel} {parameters} on {sim} in {build_dir}", flush=True)
         runner.build(
             sources=srcs,
             includes=[ROOT / "rtl"],
-            hdl_toplevel="pqa_top",
-            parameters=params,
+            hdl_toplevel=toplevel,
+            parameters=parameters,
             defines=defines or {},
             build_dir=build_dir,
             build_args=VERILATOR_ARGS if sim == "verilator" else ["-g2012"],
@@ -88,6 +91,67 @@ def build(sim: str, config: str, defines: dict[str, object] | None = None, tag: 
         )
         (build_dir / "pqa_build.json").write_text(json.dumps(stamp))
     return build_dir
+
+
+def build(sim: str, config: str, defines: dict[str, object] | None = None, tag: str = "") -> Path:
+    """Build (or reuse) the simulation model of ``pqa_top`` for one configuration; returns its directory."""
+    return build_hdl(sim, "pqa_top", sources(), hdl_parameters(config),
+                     f"{sim}-{config}{'-' + tag if tag else ''}", defines)
+
+
+def block_sources(*names: str, extra: list[Path] | None = None) -> list[Path]:
+    """The package plus the named RTL files (``pqa_encoder`` ...), in ``rtl/pqa.f`` order, plus testbench
+    wrappers."""
+    srcs = [p for p in sources() if p.stem == "pqa_pkg" or p.stem in names]
+    missing = set(names) - {p.stem for p in srcs}
+    if missing:
+        raise ValueError(f"not in rtl/pqa.f: {sorted(missing)}")
+    return srcs + list(extra or [])
+
+
+def run_block(sim: str, toplevel: str, test_file: str, srcs: list[Path], parameters: dict[str, int],
+              tag: str, seed: int = 1, extra_env: dict[str, str] | None = None,
+              defines: dict[str, object] | None = None) -> tuple[int, int, str]:
+    """Build ``toplevel`` with ``parameters`` (build dir ``sim_build/<sim>-<toplevel>-<tag>``) and run the
+    cocotb tests of the module ``test_file``; return (tests, failures, log tail). The parameters are
+    passed to the cocotb tests in $PQA_PARAMS (JSON), so that tests need not restate them."""
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    test_path = Path(test_file).resolve()
+    build_dir = build_hdl(sim, toplevel, srcs, parameters, f"{sim}-{toplevel}-{tag}", defines)
+    runner = get_runner(sim)
+    with tempfile.TemporaryDirectory(prefix="pqa-block-") as tmp:
+        env = {"PQA_PARAMS": json.dumps(parameters),
+               "PYTHONPATH": os.pathsep.join([str(TB), str(ROOT / "sw"), os.environ.get("PYTHONPATH", "")]),
+               "COCOTB_LOG_LEVEL": "WARNING", **(extra_env or {})}
+        log = Path(tmp) / "sim.log"
+        xml = Path(tmp) / "results.xml"
+        try:
+            runner.test(
+                test_module=test_path.stem, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                build_dir=build_dir, test_dir=test_path.parent, extra_env=env, seed=seed,
+                timescale=("1ns", "1ps"), results_xml=str(xml), log_file=log,
+            )
+        except SystemExit:  # the runner exits when a test failed; the results file says which
+            pass
+        if not xml.exists():
+            return 0, 0, log.read_text()[-6000:] if log.exists() else "no log"
+        tests, failed = get_results(xml)
+        return tests, failed, log.read_text()[-6000:]
+
+
+def run_random(sim: str, config: str, seed: int, count: int, first: int = 0,
+               defines: dict[str, object] | None = None, tag: str = "",
+               coverage: Path | None = None, kinds: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run ``count`` constrained-random jobs (tb/pqa_gen.py, jobs ``first`` ..) of ``seed`` through the
+    pyuvm test ``PqaRandomTest``; return the scoreboard's results and the coverage summary. ``kinds``
+    ("legal", "legal,error" ...) restricts the job kinds and turns fault injection off."""
+    with tempfile.TemporaryDirectory(prefix="pqa-cov-") as tmp:
+        cov = coverage or Path(tmp) / "coverage.json"
+        res = run(sim, config, [], testcase="PqaRandomTest", seed=seed, defines=defines, tag=tag,
+                  extra_env={"PQA_RANDOM": f"{seed}:{count}:{first}:{kinds}", "PQA_COVERAGE": str(cov)})
+        return res, json.loads(cov.read_text()) if cov.exists() else {}
 
 
 def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest", seed: int = 1,
@@ -103,7 +167,7 @@ def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest
     with tempfile.TemporaryDirectory(prefix="pqa-results-") as tmp:
         results = Path(tmp) / "results.json"
         env = {"PQA_BUILDS": os.pathsep.join(str(Path(b).resolve()) for b in builds),
-               "PQA_RESULTS": str(results), "PQA_CONFIG": config,
+               "PQA_RESULTS": str(results), "PQA_CONFIG": config, "PQA_SEED": str(seed),
                "PYTHONPATH": os.pathsep.join([str(TB), str(ROOT / "sw"), os.environ.get("PYTHONPATH", "")]),
                "COCOTB_LOG_LEVEL": "WARNING" if quiet else "INFO", **(extra_env or {})}
         xml = runner.test(

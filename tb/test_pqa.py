@@ -15,9 +15,10 @@ import pyuvm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pqa_env import PqaBuildTest  # noqa: E402
+from pqa_env import PqaBuildTest, PqaRandomTest  # noqa: E402
 
 pyuvm.test()(PqaBuildTest)
+pyuvm.test()(PqaRandomTest)
 
 SIMS = ["verilator", "icarus"]
 

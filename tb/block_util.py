@@ -1,0 +1,46 @@
+"""Shared helpers of the block-level benches (``tb/<block>/test_<block>.py``).
+
+Each bench module holds the cocotb tests (run inside the simulator) and a pytest wrapper that builds the
+block once per (simulator, parameter set) through ``pqa_runner.run_block`` and fails when a cocotb test
+failed. Inside the simulator, ``params()`` returns the elaboration parameters the block was built with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+from pqa_runner import run_block
+
+SIMS = ["verilator", "icarus"]
+
+
+def params() -> dict[str, int]:
+    return dict(json.loads(os.environ["PQA_PARAMS"]))
+
+
+def tag(parameters: dict[str, int]) -> str:
+    return "-".join(f"{k}{v}" for k, v in sorted(parameters.items())) or "default"
+
+
+def check_block(sim: str, toplevel: str, test_file: str, srcs: list[Path], parameters: dict[str, int],
+                seed: int = 1, defines: dict[str, object] | None = None) -> None:
+    """pytest side: build + run, then require that every cocotb test ran and passed. Builds with defines
+    (mutants) get their own build directory."""
+    name = tag(parameters) + "".join(f"-{k}" for k in sorted(defines or {}))
+    tests, failed, log = run_block(sim, toplevel, test_file, srcs, parameters, name, seed=seed, defines=defines)
+    assert tests > 0, f"no cocotb test ran:\n{log}"
+    assert failed == 0, f"{failed} of {tests} cocotb tests failed:\n{log}"
+
+
+async def start_clock(dut: object, rst: str = "rst_ni", cycles: int = 4) -> None:
+    """Clock from cocotb's GPI clock (fast on both simulators), reset held low for ``cycles`` cycles."""
+    getattr(dut, rst).value = 0
+    cocotb.start_soon(Clock(dut.clk_i, 10, unit="ns", impl="gpi").start(start_high=False))
+    await ClockCycles(dut.clk_i, cycles)
+    getattr(dut, rst).value = 1
+    await ClockCycles(dut.clk_i, 1)

@@ -1,0 +1,130 @@
+"""Block bench of ``pqa_encoder`` against ``pqcompile.sim.encode``: nearest prototype per subspace for
+both metrics, exact ties (duplicated prototypes, prototypes mirrored around the input, all-equal
+prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
+act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
+walks, the extreme int8 values; and the documented cycle count (c*k*v + 2 per column, start cycle included).
+Parametrized over buffer sizes that are not powers of two."""
+
+from __future__ import annotations
+
+import random
+
+import cocotb
+import numpy as np
+import pytest
+from block_util import SIMS, check_block, params, start_clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from pqa_runner import TB, block_sources
+
+from pqcompile import sim
+from pqcompile.spec import load
+
+CCAP = 64  # tb_encoder's CCap
+
+
+async def load_words(dut: object, sel: int, data: bytes) -> None:
+    data = data + bytes(-len(data) % 8)
+    dut.load_sel_i.value = sel
+    dut.load_we_i.value = 1
+    for w in range(len(data) // 8):
+        dut.load_addr_i.value = w
+        dut.load_data_i.value = int.from_bytes(data[8 * w : 8 * w + 8], "little")
+        await RisingEdge(dut.clk_i)
+    dut.load_we_i.value = 0
+
+
+def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, proto_bytes: int,
+              kind: str) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
+    """(x [d] int8, protos [c, k, v] int8, d, v, col_base, metric)."""
+    while True:
+        v = rng.randint(1, 9)
+        c = rng.randint(1, min(CCAP, 12))
+        k = rng.choice([1, 2, 3, 5, 7, 16])
+        d = rng.randint((c - 1) * v + 1, c * v)
+        base = rng.randint(0, 37)
+        if c * k * v <= proto_bytes and base + d <= act_bytes:
+            break
+    metric = rng.randint(0, 1)
+    x = np_rng.integers(-128, 128, d)
+    protos = np_rng.integers(-128, 128, (c, k, v))
+    if kind == "small":  # few values: many ties
+        x = np_rng.integers(-2, 2, d)
+        protos = np_rng.integers(-2, 2, (c, k, v))
+    elif kind == "dup":  # duplicated prototypes: exact ties with the lower copy winning
+        for ci in range(c):
+            for ki in range(1, k):
+                if rng.random() < 0.5:
+                    protos[ci, ki] = protos[ci, rng.randrange(ki)]
+    elif kind == "mirror":  # x = 0 and prototypes +a / -a: equal distance in both metrics
+        x = np.zeros(d, np.int64)
+        for ci in range(c):
+            for ki in range(1, k, 2):
+                protos[ci, ki] = -protos[ci, ki - 1]
+    elif kind == "equal":
+        protos[:] = protos[:, :1, :]
+    elif kind == "extreme":
+        x = np_rng.choice([-128, 127], d)
+        protos = np_rng.choice([-128, 127], (c, k, v))
+    return x.astype(np.int64), protos.astype(np.int64), d, v, base, metric
+
+
+@cocotb.test()
+async def encoder_matches_golden(dut: object) -> None:
+    p = params()
+    rng = random.Random(cocotb.RANDOM_SEED)
+    np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
+    dut.start_i.value = 0
+    dut.load_we_i.value = 0
+    await start_clock(dut)
+    kinds = ["random", "small", "dup", "mirror", "equal", "extreme"]
+    ties = 0
+    for i in range(48):
+        x, protos, d, v, base, metric = make_case(rng, np_rng, p["ActBytes"], p["ProtoBytes"], kinds[i % len(kinds)])
+        c, k, _ = protos.shape
+        # act buffer: junk everywhere, the column at byte `base`; padded elements must still read as 0
+        act = bytearray(np_rng.integers(0, 256, min(p["ActBytes"], base + c * v + 16), dtype=np.uint8).tobytes())
+        act[base : base + d] = x.astype(np.int8).tobytes()
+        await load_words(dut, 0, bytes(act))
+        await load_words(dut, 1, protos.astype(np.int8).tobytes())
+        dut.metric_i.value = metric
+        dut.k_i.value, dut.v_i.value, dut.c_i.value, dut.d_i.value = k, v, c, d
+        dut.col_base_i.value = base
+        dut.start_i.value = 1
+        await RisingEdge(dut.clk_i)
+        dut.start_i.value = 0
+        await RisingEdge(dut.done_o)
+        await ClockCycles(dut.clk_i, 2)
+        xp = np.zeros(c * v, np.int64)
+        xp[:d] = x
+        exp = sim.encode(xp.reshape(1, c, v), protos, metric)[0]
+        flat = int(dut.idx_o.value)
+        got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
+        assert got == [int(e) for e in exp], f"case {i}: c={c} k={k} v={v} d={d} metric={metric}: {got} != {exp}"
+        assert int(dut.idx_writes_o.value) == c
+        # done_o comes c*k*v + 1 cycles after the start cycle (the file header's "+2" counts that cycle)
+        assert int(dut.cycles_o.value) == c * k * v + 1, f"cycles {int(dut.cycles_o.value)} != c*k*v+1"
+        diff = xp.reshape(c, 1, v) - protos
+        dist = np.abs(diff).sum(-1) if metric == load().enums["metric"]["l1"] else (diff * diff).sum(-1)
+        ties += int(((dist == dist.min(-1, keepdims=True)).sum(-1) > 1).sum())
+    assert ties > 20, f"only {ties} subspaces with tied minima: the tie cases did not happen"
+
+
+PARAMS = [pytest.param({"ActBytes": 4096, "ProtoBytes": 4096}, marks=pytest.mark.slow),
+          {"ActBytes": 520, "ProtoBytes": 1000}]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim_name", SIMS)
+@pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"act{p['ActBytes']}_proto{p['ProtoBytes']}")
+def test_encoder(sim_name: str, parameters: dict[str, int]) -> None:
+    srcs = block_sources("pqa_ram", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
+    check_block(sim_name, "tb_encoder", __file__, srcs, parameters)
+
+
+@pytest.mark.rtl
+def test_encoder_bench_catches_tie_mutant() -> None:
+    """The bench can fail: with PQA_MUTANT_TIES (ties to the highest index) it must report a mismatch."""
+    srcs = block_sources("pqa_ram", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
+    with pytest.raises(AssertionError, match="cocotb tests failed"):
+        check_block("icarus", "tb_encoder", __file__, srcs, PARAMS[1],
+                    defines={"PQA_MUTANT_TIES": 1})

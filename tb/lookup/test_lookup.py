@@ -1,0 +1,118 @@
+"""Block bench of ``pqa_lookup`` (with its ``pqa_postproc``) against ``pqcompile.sim.lookup`` and
+``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes),
+int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned,
+column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and ReLU; and the documented
+cycle count (m*c + 3 per column, start cycle included). Parametrized over LutW (8, and 12 stored in two
+bytes), AccW (32, 20), CMax (32, 5) and buffer sizes that are not powers of two."""
+
+from __future__ import annotations
+
+import random
+
+import cocotb
+import numpy as np
+import pytest
+from block_util import SIMS, check_block, params, start_clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from pqa_runner import TB, block_sources
+
+from pqcompile import backend, sim
+from pqcompile.spec import HwConfig
+
+
+async def load_words(dut: object, sel: int, data: bytes) -> None:
+    data = data + bytes(-len(data) % 8)
+    dut.load_sel_i.value = sel
+    dut.load_we_i.value = 1
+    for w in range(len(data) // 8):
+        dut.load_addr_i.value = w
+        dut.load_data_i.value = int.from_bytes(data[8 * w : 8 * w + 8], "little")
+        await RisingEdge(dut.clk_i)
+    dut.load_we_i.value = 0
+
+
+async def read_out(dut: object, start: int, n: int) -> bytes:
+    out = b""
+    for w in range(start // 8, -(-(start + n) // 8)):
+        dut.out_raddr_i.value = w
+        await ClockCycles(dut.clk_i, 2)
+        out += int(dut.out_rdata_o.value).to_bytes(8, "little")
+    off = start - 8 * (start // 8)
+    return out[off : off + n]
+
+
+@cocotb.test()
+async def lookup_matches_golden(dut: object) -> None:
+    p = params()
+    lutw, accw, cmax = p["LutW"], p["AccW"], p["CMax"]
+    cfg = HwConfig("tb", "block bench", {"LutW": lutw})  # only for backend.lut_bytes (LUT_BYTES packing)
+    rng = random.Random(cocotb.RANDOM_SEED)
+    np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
+    dut.start_i.value = 0
+    dut.load_we_i.value = 0
+    dut.idx_we_i.value = 0
+    await start_clock(dut)
+    await load_words(dut, 2, bytes(np_rng.integers(0, 256, p["OutBytes"], dtype=np.uint8).tobytes()))
+    lo, hi = -(1 << (lutw - 1)), (1 << (lutw - 1)) - 1
+    wrapped = 0
+    for i in range(40):
+        while True:
+            c = rng.choice([1, cmax, rng.randint(1, cmax)])
+            k = rng.choice([1, 2, 3, 7, 16])
+            m = rng.randint(1, min(2 * p["BiasWords"], 70))
+            if c * k * m * cfg.lut_bytes <= p["LutBytes"] and m <= p["OutBytes"] - 8:
+                break
+        col_out = rng.randint(0, p["OutBytes"] - m)
+        extreme = i % 3 == 0
+        lut = np_rng.choice([lo, hi], (c, k, m)) if extreme else np_rng.integers(lo, hi + 1, (c, k, m))
+        bias = np_rng.choice([-(1 << 31), (1 << 31) - 1], m) if extreme else np_rng.integers(-(1 << 20), 1 << 20, m)
+        idx = np_rng.integers(0, k, c)
+        mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, 47)])
+        relu, bits = rng.randint(0, 1), rng.randint(2, 8)
+        await load_words(dut, 0, backend.lut_bytes(cfg, lut).tobytes())
+        await load_words(dut, 1, bias.astype("<i4").tobytes())
+        dut.idx_we_i.value = 1
+        for ci in range(c):
+            dut.idx_waddr_i.value, dut.idx_wdata_i.value = ci, int(idx[ci])
+            await RisingEdge(dut.clk_i)
+        dut.idx_we_i.value = 0
+        before = await read_out(dut, col_out - 1, 1) if col_out else b""
+        dut.k_i.value, dut.c_i.value, dut.m_i.value = k, c, m
+        dut.mult_i.value, dut.shift_i.value, dut.relu_i.value, dut.bits_i.value = mult, shift, relu, bits
+        dut.col_out_i.value = col_out
+        dut.start_i.value = 1
+        await RisingEdge(dut.clk_i)
+        dut.start_i.value = 0
+        cycles = 0
+        while cycles < m * c + 10:
+            await RisingEdge(dut.clk_i)
+            cycles += 1
+            if dut.done_o.value:
+                break
+        # done_o m*c + 2 cycles after the start cycle (the file header's "+3" counts that cycle)
+        assert cycles == m * c + 2, f"done after {cycles} cycles, expected m*c+2 = {m * c + 2}"
+        acc = sim.lookup(idx[None, :], lut, bias, accw)
+        exp = sim.requantize(acc, mult, shift, bool(relu), bits)[0].astype(np.int8).tobytes()
+        got = await read_out(dut, col_out, m)
+        assert got == exp, f"case {i}: c={c} k={k} m={m} col_out={col_out}: RTL {got.hex()} != {exp.hex()}"
+        if col_out:
+            assert await read_out(dut, col_out - 1, 1) == before, "byte before the column overwritten"
+        full = lut[np.arange(c), idx, :].astype(np.int64).sum(0) + bias
+        wrapped += int((full != acc[0]).sum())
+    if accw < 34:
+        assert wrapped > 0, "no accumulator wrapped at AccW"
+
+
+PARAMS = [
+    pytest.param({"LutW": 8, "AccW": 32, "CMax": 32, "LutBytes": 16384, "BiasWords": 32, "OutBytes": 4096},
+                 marks=pytest.mark.slow),
+    {"LutW": 12, "AccW": 20, "CMax": 5, "LutBytes": 3000, "BiasWords": 7, "OutBytes": 200},
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim_name", SIMS)
+@pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"lutw{p['LutW']}_accw{p['AccW']}_cmax{p['CMax']}")
+def test_lookup(sim_name: str, parameters: dict[str, int]) -> None:
+    srcs = block_sources("pqa_ram", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
+    check_block(sim_name, "tb_lookup", __file__, srcs, parameters)

@@ -1,0 +1,120 @@
+"""Functional coverage of the top-level runs (cocotb-coverage), sampled once per job by the environment's
+coverage subscriber from the job's manifest (generator info and stimulus knobs) and the golden
+simulator's trace of the run.
+
+Covered: opcodes executed (and illegal words), error codes, job kinds x error codes, metrics, ReLU,
+K / v / c / m ranges up to the synthesized limits, activation and table widths, chained layers, tiling,
+tied minima in the encoder, saturation at both ends, exact rounding halves, and the stimulus: AXI
+backpressure, AR/AW latency, SLVERR injection, reset in the middle of a run, START while busy,
+back-to-back starts without reset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cocotb_coverage.coverage import CoverCross, CoverPoint, coverage_db
+
+from pqcompile.spec import HwConfig, load
+
+_SAMPLE: Callable[[dict[str, Any]], None] | None = None
+
+
+def _ranges(mx: int) -> tuple[list[tuple[int, int]], list[str]]:
+    """1, 2..3, 4..mx-1, mx (the last bin is the synthesized limit)."""
+    bins = [(1, 1), (2, 3), (4, mx - 1), (mx, mx)]
+    return bins, ["1", "2-3", f"4-{mx - 1}", f"{mx}(max)"]
+
+
+def _in_any(values: list[int], b: tuple[int, int]) -> bool:
+    return any(b[0] <= v <= b[1] for v in values)
+
+
+def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
+    """Define the cover points once per process (cocotb-coverage keeps them by name)."""
+    global _SAMPLE
+    if _SAMPLE is not None:
+        return _SAMPLE
+    spec = load()
+    mnemonics = [d.mnemonic for d in spec.instructions]
+    errs = list(spec.errors)
+    kb, kl = _ranges(cfg.KMax)
+    vb, vl = _ranges(cfg.VMax)
+    cb, cl = _ranges(cfg.CMax)
+    mb, ml = _ranges(cfg.MMax)
+    stims = ["pause", "latency", "poison", "reset_mid_run", "start_while_busy", "back_to_back"]
+
+    def many(key: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda s: s.get(key, [])
+
+    @CoverPoint("pqa.opcode", xf=many("opcodes"), rel=lambda v, b: b in v, bins=[*mnemonics, "illegal"], inj=False)
+    @CoverPoint("pqa.err_code", xf=lambda s: s["err"], bins=errs)
+    @CoverPoint("pqa.kind", xf=lambda s: s["kind"], bins=["legal", "error", "words"])
+    @CoverCross("pqa.kind_x_err_code", items=["pqa.kind", "pqa.err_code"],
+                ign_bins=[("legal", e) for e in ("illegal_insn", "limit", "align")] + [("error", "none")])
+    @CoverPoint("pqa.metric", xf=many("metrics"), rel=lambda v, b: b in v, bins=list(spec.enums["metric"]), inj=False)
+    @CoverPoint("pqa.relu", xf=many("relu"), rel=lambda v, b: b in v, bins=[False, True], inj=False)
+    @CoverPoint("pqa.k", xf=many("k"), rel=_in_any, bins=kb, bins_labels=kl, inj=False)
+    @CoverPoint("pqa.v", xf=many("v"), rel=_in_any, bins=vb, bins_labels=vl, inj=False)
+    @CoverPoint("pqa.c", xf=many("c"), rel=_in_any, bins=cb, bins_labels=cl, inj=False)
+    @CoverPoint("pqa.m", xf=many("m"), rel=_in_any, bins=mb, bins_labels=ml, inj=False)
+    @CoverPoint("pqa.act_bits", xf=lambda s: s.get("act_bits"), bins=list(range(2, cfg.ActW + 1)))
+    @CoverPoint("pqa.lut_bits", xf=lambda s: s.get("lut_bits"), rel=lambda v, b: v is not None and b[0] <= v <= b[1],
+                bins=[(2, 2), (3, cfg.LutW - 1), (cfg.LutW, cfg.LutW)], bins_labels=["2", f"3-{cfg.LutW - 1}", "LutW"])
+    @CoverPoint("pqa.layers", xf=lambda s: s.get("n_layers"), bins=[1, 2, 3])
+    @CoverPoint("pqa.tiled", xf=lambda s: s.get("tiled"), bins=[True])
+    @CoverPoint("pqa.data", xf=many("data"), rel=lambda v, b: b in v, bins=["ties", "sat_hi", "sat_lo", "round_half"],
+                inj=False)
+    @CoverPoint("pqa.stim", xf=many("stim"), rel=lambda v, b: b in v, bins=stims, inj=False)
+    def sample(s: dict[str, Any]) -> None:
+        pass
+
+    _SAMPLE = sample
+    return sample
+
+
+def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> dict[str, Any]:
+    """The sample of one job: its manifest's generator info / stimulus and the executed opcodes."""
+    gen, stim = manifest.get("gen", {}), manifest.get("stim", {})
+    lay = gen.get("layers", manifest.get("layers", []))
+    s: dict[str, Any] = {"kind": stim.get("kind", "legal" if lay else "words"), "err": err_name, "opcodes": opcodes}
+    for key in ("k", "v", "c", "m", "metric", "relu"):
+        s[key + ("s" if key == "metric" else "")] = [q[key] for q in lay]
+    s["act_bits"], s["lut_bits"] = gen.get("act_bits"), gen.get("lut_bits")
+    s["n_layers"] = len(lay) or None
+    s["tiled"] = any(q.get("tiles", 1) > 1 for q in manifest.get("layers", []))
+    s["data"] = [k for k in ("ties", "sat_hi", "sat_lo", "round_half") if gen.get(k)]
+    s["stim"] = [k for k, on in (("pause", stim.get("pause")), ("latency", stim.get("latency")),
+                                 ("poison", stim.get("poison")), ("reset_mid_run", "reset_after" in stim),
+                                 ("start_while_busy", "restart_after" in stim),
+                                 ("back_to_back", stim.get("back_to_back"))) if on]
+    return s
+
+
+def summary() -> dict[str, Any]:
+    """{cover point: {"percent", "covered", "size", "bins": {label: hits}}} of every cover point."""
+    out: dict[str, Any] = {}
+    for name in sorted(coverage_db.keys()):
+        item = coverage_db[name]
+        if not name.startswith("pqa.") or name == "pqa":
+            continue
+        bins = getattr(item, "detailed_coverage", {})
+        out[name] = {"percent": round(float(item.cover_percentage), 1), "covered": int(item.coverage),
+                     "size": int(item.size), "bins": {str(k): int(v) for k, v in bins.items()}}
+    return out
+
+
+def write(path: str | Path) -> None:
+    Path(path).write_text(json.dumps(summary(), indent=1))
+
+
+def format_summary(cov: dict[str, Any]) -> str:
+    lines = []
+    for name, c in cov.items():
+        missed = [b for b, n in c["bins"].items() if n == 0]
+        lines.append(f"  {name:24s} {c['percent']:5.1f}% ({c['covered']}/{c['size']})"
+                     + (f"  missed: {', '.join(missed[:6])}{' ...' if len(missed) > 6 else ''}" if missed else ""))
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Constrained-random top-level regression (tb/regress.py) under pytest: a fast seeded subset on both
+simulators, the mutants (each built under its define in its own build directory) that the random
+regression must catch, and the long regression (slow)."""
+
+from __future__ import annotations
+
+import pytest
+from regress import regress, report
+
+FAST = {"verilator": 16, "icarus": 8}  # jobs in the default (fast) run
+
+
+def _check_clean(s: dict) -> None:
+    assert s["checked"] == s["count"], report(s)
+    assert s["mismatches"] == 0 and s["hangs"] == 0, report(s)
+    cov = s["coverage"]
+    assert cov["pqa.opcode"]["percent"] == 100.0, report(s)  # every opcode executed, and an illegal word
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim_name", list(FAST))
+def test_random_regression_fast(sim_name: str) -> None:
+    _check_clean(regress(sim_name, "small", seed=11, count=FAST[sim_name], log=False))
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("mutant", ["ties", "trunc"])
+def test_random_regression_catches_mutant(mutant: str) -> None:
+    """A deliberately broken RTL (argmin ties to the highest index; truncating requantizer) must give
+    scoreboard mismatches on a handful of random jobs (Icarus: its build takes a fraction of a second)."""
+    s = regress("icarus", "small", seed=5, count=6, mutant=mutant, log=False, kinds="legal")
+    assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", ["ties", "trunc"])
+def test_random_regression_catches_mutant_verilator(mutant: str) -> None:
+    s = regress("verilator", "small", seed=5, count=12, mutant=mutant, log=False, kinds="legal")
+    assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("sim_name", ["verilator", "icarus"])
+def test_random_regression_long(sim_name: str) -> None:
+    s = regress(sim_name, "small", seed=1, count=200 if sim_name == "verilator" else 60, log=False)
+    _check_clean(s)
+    cov = s["coverage"]
+    for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers"):
+        assert cov[point]["percent"] == 100.0, report(s)

@@ -1,0 +1,246 @@
+"""Property-based tests (hypothesis) of the software side: the hex reader, the ISA decoder / assembler,
+the back end, the quantizer and the atomic build writer. Every malformed input must end in the
+documented error class (HexFormatError, IllegalInstruction, AsmError, CompileError, all ValueError
+subclasses) and never in a crash or a half-written output directory; every well-formed one must round
+trip or execute exactly as the golden model's own functions compose."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pqcompile import backend, hexfmt, quantize, sim
+from pqcompile.isa import AsmError, IllegalInstruction, assemble, decode, disassemble, encode
+from pqcompile.spec import load
+
+FAST = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                       HealthCheck.too_slow])
+CFG = load().config("small")
+
+# ------------------------------------------------------------------------------------------------
+# hex memory images
+# ------------------------------------------------------------------------------------------------
+hex_line = st.one_of(
+    st.text(alphabet="0123456789abcdefABCDEF", min_size=0, max_size=20),
+    st.builds(lambda a: f"@{a}", st.text(alphabet="0123456789abcdefxyz@ -", max_size=10)),
+    st.text(max_size=30),
+    st.just("// comment"),
+    st.just(""),
+)
+
+
+@FAST
+@given(st.lists(hex_line, max_size=12), st.sampled_from([4, 8]))
+def test_hex_parse_malformed_text_is_a_clear_error(lines: list[str], word_bytes: int) -> None:
+    text = "\n".join(lines)
+    try:
+        words = hexfmt.parse_image(text, "fuzz.hex", word_bytes)
+    except hexfmt.HexFormatError as exc:
+        assert str(exc).startswith("fuzz.hex:")
+        return
+    for a, w in words.items():
+        assert a >= 0 and 0 <= w < 1 << (8 * word_bytes)
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_hex_read_binary_is_a_clear_error(tmp_path: Path, data: bytes) -> None:
+    p = tmp_path / "bin.hex"
+    p.write_bytes(data)
+    try:
+        hexfmt.read_image(p)
+    except hexfmt.HexFormatError as exc:
+        assert str(p) in str(exc)
+
+
+segments = st.lists(
+    st.tuples(st.integers(0, 64), st.binary(min_size=1, max_size=40)), min_size=1, max_size=5,
+).map(lambda segs: _disjoint(segs))
+
+
+def _disjoint(segs: list[tuple[int, bytes]]) -> list[tuple[int, bytes, str]]:
+    out, end = [], 0
+    for gap, data in segs:
+        addr = end + 8 * gap
+        out.append((addr, data, f"seg at {addr}"))
+        end = addr + -(-len(data) // 8) * 8
+    return out
+
+
+@FAST
+@given(segments)
+def test_hex_round_trip(segs: list[tuple[int, bytes, str]]) -> None:
+    text = hexfmt.format_image(segs)
+    size = max(a + -(-len(d) // 8) * 8 for a, d, _ in segs)
+    mem = hexfmt.to_bytes(hexfmt.parse_image(text), size)
+    for a, d, _ in segs:
+        assert mem[a : a + len(d)].tobytes() == d
+    with pytest.raises(hexfmt.HexFormatError):
+        hexfmt.to_bytes(hexfmt.parse_image(text), size - 8)  # the last word lies beyond memory
+
+
+# ------------------------------------------------------------------------------------------------
+# ISA
+# ------------------------------------------------------------------------------------------------
+@FAST
+@given(st.integers(0, (1 << 64) - 1))
+def test_decode_any_word(word: int) -> None:
+    try:
+        insn = decode(word)
+    except IllegalInstruction:
+        return
+    assert encode(insn.mnemonic, **insn.ops) == word  # a legal word re-encodes to itself
+    assert disassemble(word).split()[0] == insn.mnemonic
+
+
+@FAST
+@given(st.text(max_size=80))
+def test_assemble_garbage_is_a_clear_error(text: str) -> None:
+    try:
+        words = assemble(text)
+    except AsmError as exc:
+        assert "line" in str(exc)
+        return
+    for w in words:
+        decode(w)
+
+
+# ------------------------------------------------------------------------------------------------
+# back end: random integer layers, legal or not
+# ------------------------------------------------------------------------------------------------
+@st.composite
+def qlayers(draw: st.DrawFn, legal: bool = True) -> tuple[list[backend.QLayer], np.ndarray]:
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    nl = draw(st.integers(1, 2))
+    bits = draw(st.integers(2, CFG.ActW))
+    lut_bits = draw(st.integers(2, CFG.LutW))
+    d = draw(st.integers(1, 40))
+    layers = []
+    for _ in range(nl):
+        v = draw(st.integers(-(-d // CFG.CMax), CFG.VMax if legal else CFG.VMax + 2))
+        c = -(-d // v)
+        k = draw(st.integers(1, CFG.KMax if legal else CFG.KMax + 2))
+        m = draw(st.integers(1, 20))
+        protos = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (c, k, v))
+        protos[-1, :, d - (c - 1) * v :] = 0
+        lut = rng.integers(-(1 << (lut_bits - 1)), 1 << (lut_bits - 1), (c, k, m))
+        layers.append(backend.QLayer(protos, lut, rng.integers(-(1 << 20), 1 << 20, m), d,
+                                     draw(st.sampled_from(["l1", "l2"])), int(rng.integers(0, 1 << 16)),
+                                     draw(st.integers(0, 47 if legal else 60)), draw(st.booleans()),
+                                     draw(st.integers(2, CFG.ActW) if legal else st.integers(0, 15))))
+        d = m
+    n = draw(st.integers(1, 20))
+    x = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (n, layers[0].d))
+    return layers, x
+
+
+@FAST
+@given(qlayers(legal=True))
+def test_emitted_program_computes_the_golden_functions(case: tuple[list[backend.QLayer], np.ndarray]) -> None:
+    """The instruction stream the back end emits, run on the simulator, equals the composition of the
+    golden functions sim.encode / lookup / requantize, layer after layer."""
+    layers, x = case
+    prog = backend.emit(CFG, layers, x)
+    res = sim.run(CFG, prog.mem, prog.insn_base, strict=True)
+    y = x.astype(np.int64)
+    for q in layers:
+        xp = quantize.pad_columns(y, q.c, q.v).reshape(-1, q.c, q.v)
+        acc = sim.lookup(sim.encode(xp, q.protos, load().enums["metric"][q.metric]), q.lut, q.bias, CFG.AccW)
+        y = sim.requantize(acc, q.mult, q.shift, q.relu, q.bits)
+    assert np.array_equal(backend.read_output(prog.manifest, res.mem).astype(np.int64), y)
+
+
+@FAST
+@given(qlayers(legal=False))
+def test_emit_beyond_limits_is_a_compile_error(case: tuple[list[backend.QLayer], np.ndarray]) -> None:
+    layers, x = case
+    try:
+        prog = backend.emit(CFG, layers, x)
+    except backend.CompileError as exc:
+        assert "layer" in str(exc) or "inputs" in str(exc)
+        return
+    sim.run(CFG, prog.mem, prog.insn_base, strict=True)  # what it accepted runs without an error
+
+
+@FAST
+@given(qlayers(legal=True), st.sampled_from(["hex", "manifest", "simulate"]))
+def test_write_build_is_atomic(tmp_path_factory: pytest.TempPathFactory, case: tuple[list[backend.QLayer], np.ndarray],
+                               where: str) -> None:
+    """A failure at any step of write_build leaves the previous build intact and nothing else behind."""
+    layers, x = case
+    root = tmp_path_factory.mktemp("atomic")
+    prog = backend.emit(CFG, layers, x)
+    out = root / "build"
+    backend.write_build(out, CFG, prog)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    broken = backend.Program(prog.mem, prog.insn_base, list(prog.words), dict(prog.manifest), list(prog.segments))
+    if where == "hex":
+        broken.segments.append((3, np.zeros(4, np.uint8), "misaligned segment"))  # format_image refuses it
+        err: type[Exception] = ValueError
+    elif where == "manifest":
+        broken.manifest["bad"] = object()  # not JSON-serializable
+        err = TypeError
+    else:
+        broken.words.append(0)
+        broken.mem = np.zeros(8, np.uint8)  # instruction 0 is illegal: the strict simulation refuses
+        err = sim.SimError
+    with pytest.raises(err):
+        backend.write_build(out, CFG, broken)
+    assert sorted(p.name for p in root.iterdir()) == ["build"], "temporary directory left behind"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    man, mem = backend.load_build(out)
+    assert man["n_insns"] == len(prog.words) and np.array_equal(mem[: prog.mem.size], prog.mem)
+
+
+@pytest.mark.parametrize("text", [
+    "{", "", "[]", "null", '"pqa-build"', '{"format": "pqa-build", "version": 2}', '{"format": "x"}',
+])
+def test_load_build_rejects_bad_manifests(tmp_path: Path, text: str) -> None:
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(ValueError):
+        backend.load_build(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# quantizer
+# ------------------------------------------------------------------------------------------------
+@FAST
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_mult_shift_any_ratio(ratio: float) -> None:
+    try:
+        mult, shift = quantize.mult_shift(ratio)
+    except backend.CompileError:
+        assert not (ratio > 0 and math.isfinite(ratio)) or ratio >= (1 << 16) - 0.5
+        return
+    assert 1 <= mult < 1 << 16 and 0 <= shift <= 47
+    if 2.0**-32 < ratio < 1e4:
+        assert abs(mult / (1 << shift) - ratio) <= ratio * 2.0**-14 + 2.0**-48
+
+
+@FAST
+@given(st.integers(0, 2**32 - 1), st.integers(0, 10), st.integers(0, 18), st.booleans())
+def test_quantize_layers_widths(seed: int, act_bits: int, lut_bits: int, relu: bool) -> None:
+    """Any requested width: integer layers inside the widths, or a CompileError naming them."""
+    rng = np.random.default_rng(seed)
+    d, m, k, v = int(rng.integers(1, 20)), int(rng.integers(1, 12)), int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    c = -(-d // v)
+    fl = quantize.FloatPQLayer(0, rng.normal(0, 1, (c, k, v)), rng.normal(0, 1, (m, d)), rng.normal(0, 0.1, m),
+                               "l2", relu)
+    try:
+        q, s_in = quantize.quantize_layers(CFG, [fl], rng.normal(0, 1, (32, d)), act_bits=act_bits or None,
+                                           lut_bits=lut_bits or None)
+    except backend.CompileError as exc:
+        assert "act_bits" in str(exc)
+        assert not (2 <= (act_bits or CFG.ActW) <= CFG.ActW and 2 <= (lut_bits or CFG.LutW) <= CFG.LutW)
+        return
+    ab, lb = act_bits or CFG.ActW, lut_bits or CFG.LutW
+    assert s_in > 0 and q[0].bits == ab
+    assert np.abs(q[0].protos).max(initial=0) <= 1 << (ab - 1)
+    assert -(1 << (lb - 1)) <= q[0].lut.min() and q[0].lut.max() < 1 << (lb - 1)
+    backend.check_layer(CFG, 0, q[0])
