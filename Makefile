@@ -10,14 +10,19 @@ COUNT   ?= 450
 BUILD   := build/$(MODEL)-$(CONFIG)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+SEED    ?= 1
+RCOUNT  ?= 200
+SIM     ?= verilator
 
-.PHONY: all setup sim test test-all lint gen gen-check model clean help
+.PHONY: all setup sim test test-all regress train-report lint gen model clean help
 all: test
 
 help:
 	@echo "make sim       compile models/$(MODEL).pt, run it on the RTL (Verilator), compare, report"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
+	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator)"
+	@echo "make train-report  training methods and integer widths on digits (benchmarks/out/)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
 	@echo "make gen       regenerate rtl/pqa_pkg.sv and docs/isa.md from the spec"
 	@echo "make model     retrain models/digits_mlp.pt"
@@ -42,6 +47,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+regress: $(STAMP)
+	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM)
+
+train-report: $(STAMP)
+	$(PY) benchmarks/train_report.py --out-dir benchmarks/out
 
 lint: $(STAMP)
 	$(PY) tb/pqa_runner.py lint
