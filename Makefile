@@ -25,7 +25,7 @@ help:
 	@echo "make train-report  training methods and integer widths on digits (benchmarks/out/)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
 	@echo "make gen       regenerate rtl/pqa_pkg.sv and docs/isa.md from the spec"
-	@echo "make model     retrain models/digits_mlp.pt"
+	@echo "make model     retrain models/digits_mlp.pt and models/digits_cnn.pt"
 
 setup: $(STAMP)
 
@@ -52,7 +52,7 @@ regress: $(STAMP)
 	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM)
 
 train-report: $(STAMP)
-	$(PY) benchmarks/train_report.py --out-dir benchmarks/out
+	OMP_NUM_THREADS=1 $(PY) benchmarks/train_report.py --out-dir benchmarks/out
 
 lint: $(STAMP)
 	$(PY) tb/pqa_runner.py lint
@@ -63,6 +63,7 @@ gen: $(STAMP)
 
 model: $(STAMP)
 	$(PY) models/train_digits_mlp.py
+	$(PY) models/train_digits_cnn.py
 
 clean:
 	rm -rf build sim_build .pytest_cache results.xml

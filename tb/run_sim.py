@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         y = np.load(labels_file)
         rtl = np.load(args.build / "rtl_output.npy")
         rtl_acc = float((rtl.argmax(1) == y).mean())
-        print(f"  accuracy on {len(y)} test inputs: float {100 * acc['float']:.2f}%, quantized "
+        print(f"  accuracy on {len(y)} test inputs: float PQ model {100 * acc['float']:.2f}%, quantized "
               f"{100 * acc['quantized']:.2f}%, RTL {100 * rtl_acc:.2f}%")
         if rtl_acc != acc["quantized"]:
             print("  RTL accuracy differs from the quantized model's")

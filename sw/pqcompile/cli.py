@@ -48,7 +48,7 @@ def _inputs(spec: str, arch: dict[str, Any], count: int) -> tuple[np.ndarray, np
 
 def compile_model(model_path: str, out: str, config: str = "default", inputs: str = "digits-test",
                   count: int = 100, quiet: bool = False, act_bits: int | None = None,
-                  lut_bits: int | None = None) -> dict[str, Any]:
+                  lut_bits: int | None = None, act_calib: str = "max", lut_calib: str = "max") -> dict[str, Any]:
     from pqtrain.model import load as load_model
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -64,7 +64,8 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
     say(f"pqcompile: {model_path} ({name}) for config '{cfg.name}'")
     flayers = quantize.extract(arch, model.state_dict())
     x, labels, calib = _inputs(inputs, arch, count)
-    qlayers, s_in = quantize.quantize_layers(cfg, flayers, calib, act_bits=act_bits, lut_bits=lut_bits)
+    qlayers, s_in = quantize.quantize_layers(cfg, flayers, calib, act_bits=act_bits, lut_bits=lut_bits,
+                                             act_calib=act_calib, lut_calib=lut_calib)
     xq = quantize.quantize_act(x, s_in, qlayers[0].bits)
     prog = backend.emit(cfg, qlayers, xq, name=name)
     res = backend.simulate(cfg, prog)
@@ -84,12 +85,13 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
         extra["labels"] = labels.astype(np.int64)
     manifest = backend.write_build(out, cfg, prog, res, extra=extra, manifest_extra={
         "source_model": str(model_path), "input_scale": s_in, "act_bits": qlayers[0].bits,
-        "lut_bits": lut_bits or cfg.LutW, "accuracy": acc, "n_columns": int(x.shape[0]),
+        "lut_bits": lut_bits or cfg.LutW, "act_calib": act_calib, "lut_calib": lut_calib, "accuracy": acc,
+        "n_columns": int(x.shape[0]),
         "model_meta": meta,
     })
     say(report(manifest))
     if acc:
-        say(f"  accuracy on {x.shape[0]} inputs: float {100 * acc['float']:.2f}%, "
+        say(f"  accuracy on {x.shape[0]} inputs: float PQ model {100 * acc['float']:.2f}%, "
             f"quantized (integer pipeline) {100 * acc['quantized']:.2f}%")
     say(f"  wrote {out}/ ({manifest['n_insns']} instructions, {manifest['mem_bytes']} bytes of memory image) "
         f"in {time.perf_counter() - t0:.1f} s")
@@ -120,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="activation and prototype width, 2..ActW (default: the config's ActW)")
     ap.add_argument("--lut-bits", type=int, default=None,
                     help="table entry width, 2..LutW (default: the config's LutW)")
+    ap.add_argument("--act-calib", default="max", choices=["max", "percentile", "mse"],
+                    help="how activation scales are calibrated (default max; mse helps below 6 bits)")
+    ap.add_argument("--lut-calib", default="max", choices=["max", "percentile", "mse"],
+                    help="how table scales are calibrated (default max)")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
         compile_model(args.model, args.out, args.config, args.inputs, args.count, args.quiet, args.act_bits,
-                      args.lut_bits)
+                      args.lut_bits, args.act_calib, args.lut_calib)
     except (ModelFormatError, backend.CompileError, UsageError) as exc:
         print(f"pqcompile: error: {exc}", file=sys.stderr)
         return 2

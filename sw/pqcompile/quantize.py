@@ -101,21 +101,55 @@ def pad_columns(x: np.ndarray, c: int, v: int) -> np.ndarray:
     return out
 
 
+CALIB_METHODS = ("max", "percentile", "mse")
+
+
+def calib_range(x: np.ndarray, levels: int, method: str = "max", percentile: float = 99.99) -> float:
+    """The clipping range r (scale = r / levels) of values ``x`` for a symmetric quantizer.
+
+    ``"max"``: max |x| (no clipping); ``"percentile"``: that percentile of |x|; ``"mse"``: the r among
+    max|x| * {0.20, 0.22, ..., 1.00} minimizing the mean squared error of clamp(round(x / s), -levels-1,
+    levels) * s. Deterministic (no sampling).
+    """
+    a = np.abs(np.asarray(x, np.float64)).ravel()
+    top = float(a.max()) if a.size else 0.0
+    if method == "max" or top <= 0:
+        return top
+    if method == "percentile":
+        return float(np.percentile(a, percentile)) or top
+    if method == "mse":
+        xs = np.asarray(x, np.float64).ravel()
+        best, best_err = top, math.inf
+        for frac in np.linspace(0.2, 1.0, 41):
+            s = top * float(frac) / levels
+            err = float(np.mean((np.clip(np.round(xs / s), -levels - 1, levels) * s - xs) ** 2))
+            if err < best_err:
+                best, best_err = top * float(frac), err
+        return best
+    raise CompileError(f"unknown calibration method {method!r}; expected one of {CALIB_METHODS}")
+
+
 def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray,
                     input_scale: float | None = None, act_bits: int | None = None,
-                    lut_bits: int | None = None) -> tuple[list[QLayer], float]:
+                    lut_bits: int | None = None, act_calib: str = "max",
+                    lut_calib: str = "max") -> tuple[list[QLayer], float]:
     """Quantize float PQ layers for ``cfg`` using calibration inputs ``calib`` ([n, d0] float).
 
     ``act_bits`` (2..ActW, default ActW) is the width of activations and prototypes, ``lut_bits``
-    (2..LutW, default LutW) the width of the table entries. Returns the integer layers and the input scale.
+    (2..LutW, default LutW) the width of the table entries. ``act_calib`` / ``lut_calib`` choose how the
+    activation scales / table scales are set from the calibration data (:func:`calib_range`; default
+    ``"max"``: max-abs, no clipping). Returns the integer layers and the input scale.
     """
     act_bits = act_bits or cfg.ActW
     lut_bits = lut_bits or cfg.LutW
     if not 2 <= act_bits <= cfg.ActW or not 2 <= lut_bits <= cfg.LutW:
         raise CompileError(f"widths act_bits={act_bits}, lut_bits={lut_bits} exceed config '{cfg.name}' "
                            f"(ActW={cfg.ActW}, LutW={cfg.LutW}) or are below 2")
+    for meth in (act_calib, lut_calib):
+        if meth not in CALIB_METHODS:
+            raise CompileError(f"unknown calibration method {meth!r}; expected one of {CALIB_METHODS}")
     amax = (1 << (act_bits - 1)) - 1
-    s_in = input_scale or float(np.abs(calib).max()) / amax
+    s_in = input_scale or calib_range(calib, amax, act_calib) / amax
     if s_in <= 0:
         raise CompileError("calibration inputs are all zero: cannot choose an input scale")
     scale0 = s_in
@@ -128,7 +162,7 @@ def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray
         wpad = np.zeros((fl.m, c * v))
         wpad[:, : fl.d] = fl.weight
         lut_f = np.einsum("ckv,mcv->ckm", pq * s_in, wpad.reshape(fl.m, c, v))
-        s_lut = float(np.abs(lut_f).max()) / qmax or 1.0
+        s_lut = calib_range(lut_f, qmax, lut_calib) / qmax or 1.0
         lut_q = np.clip(np.round(lut_f / s_lut), -qmax - 1, qmax).astype(np.int64)
         lim = (1 << 31) - 1 - c * (qmax + 1)
         bias_q = np.clip(np.round(fl.bias / s_lut), -lim, lim).astype(np.int64)
@@ -138,7 +172,7 @@ def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray
         y = acc.astype(np.float64) * s_lut
         if fl.relu:
             y = np.maximum(y, 0)
-        s_out = float(np.abs(y).max()) / amax or s_lut
+        s_out = calib_range(y, amax, act_calib) / amax or s_lut
         mult, shift = mult_shift(s_lut / s_out)
         q = QLayer(pq, lut_q, bias_q, fl.d, fl.metric, mult, shift, fl.relu, act_bits, name=f"pq_linear#{fl.index}",
                    # out_scale: the scale the integer output really has (from the rounded mult/shift)

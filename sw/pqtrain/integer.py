@@ -6,7 +6,8 @@ between layers: it quantizes the network input with ``quantize_act``, forms a co
 from the previous layer's *integer* output (zero padding is the integer 0), flattens, and fuses a ReLU into
 the PQ layer it follows (as ``quantize.extract`` does). Each PQ layer is quantized on its own with
 ``input_scale`` = the previous layer's real output scale, which is what the chained call inside ``pqcompile``
-does for an MLP (``tests/test_pqtrain_qat.py`` checks the two agree bit for bit on the shipped MLP).
+does for an MLP (checked on the shipped MLP by
+``tests/test_pqtrain_lib.py::test_shipped_mlp_export_matches_pqcompile_report``).
 
 Supported layers: ``pq_linear``, ``pq_conv2d`` (each optionally followed by ``relu``) and ``flatten``.
 """
@@ -100,11 +101,14 @@ def run_steps(steps: list[_Step], xq: Tensor, acc_w: int) -> Tensor:
 
 @torch.no_grad()
 def export_integer(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: int = 8,
-                   lut_bits: int | None = None, config: str = DEFAULT_CONFIG) -> IntegerNet:
+                   lut_bits: int | None = None, config: str = DEFAULT_CONFIG, act_calib: str = "max",
+                   lut_calib: str = "max") -> IntegerNet:
     """Quantize ``model`` for the integer pipeline with calibration inputs ``calib`` (float, [n, *input_shape]).
 
     ``act_bits`` is the width of activations and prototypes, ``lut_bits`` (default ``act_bits``) that of the
-    table entries. Raises ``ValueError`` for a layer the pipeline cannot run.
+    table entries; ``act_calib`` / ``lut_calib`` the calibration of the activation / table scales
+    (``pqcompile.quantize.calib_range``: ``"max"``, ``"percentile"`` or ``"mse"``). Raises ``ValueError`` for a
+    layer the pipeline cannot run.
     """
     cfg = load_spec().config(config)
     lut_bits = lut_bits or act_bits
@@ -145,7 +149,7 @@ def export_integer(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: 
         fl = quantize.FloatPQLayer(i, mod.prototypes.detach().double().numpy(),
                                    mod.weight_matrix().detach().double().numpy(), b, mod.metric, relu)
         (q,), s_in = quantize.quantize_layers(cfg, [fl], cols.numpy(), input_scale=scale, act_bits=act_bits,
-                                              lut_bits=lut_bits)
+                                              lut_bits=lut_bits, act_calib=act_calib, lut_calib=lut_calib)
         if scale is None:
             s0 = s_in
         xq = torch.from_numpy(quantize.quantize_act(cols.numpy(), s_in, act_bits))
@@ -176,14 +180,14 @@ def qat_params(inet: IntegerNet) -> dict[int, QatParams]:
 
 
 def calibrate_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: int,
-                  lut_bits: int | None = None) -> IntegerNet:
+                  lut_bits: int | None = None, act_calib: str = "max", lut_calib: str = "max") -> IntegerNet:
     """Export the current weights with ``pqcompile.quantize`` and install the resulting integer parameters
     in every PQ layer, switching on its fake-quant forward. Returns the exported model."""
     was = model.training
     model.eval()
     for m in model.pq_layers():
         m.set_qat(None)
-    inet = export_integer(model, arch, calib, act_bits, lut_bits)
+    inet = export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib, lut_calib=lut_calib)
     for idx, p in qat_params(inet).items():
         layer = model.layers[idx]
         assert isinstance(layer, PQLinear)

@@ -23,18 +23,23 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .integer import calibrate_qat, clear_qat, export_integer
+from .integer import IntegerNet, calibrate_qat, clear_qat, export_integer
 from .model import PQNet, build, iter_layers, validate_arch
 
 METHODS = ("ste", "ste-prototypes", "ste-weights", "soft", "lutnn", "kmeans")
 
 Log = Callable[[str], None]
+Data = tuple[Tensor, Tensor, Tensor, Tensor]
+
+# (act_calib, lut_calib) pairs tried by calib="auto" (pqcompile.quantize.calib_range); the first is pqcompile's
+# default, and wins ties
+CALIB_CHOICES: tuple[tuple[str, str], ...] = (("max", "max"), ("max", "mse"), ("mse", "max"), ("mse", "mse"))
 
 
 @dataclass
@@ -45,7 +50,7 @@ class TrainConfig:
     float_epochs: int = 100
     float_lr: float = 3e-3
     pq_epochs: int = 40
-    pq_lr: float = 5e-4
+    pq_lr: float = 2e-3  # chosen on validation (MLP and CNN) among 1e-4, 5e-4, 2e-3
     batch_size: int = 64
     weight_decay: float = 1e-4
     t_start: float = 3.0
@@ -57,8 +62,10 @@ class TrainConfig:
     distill_t: float = 2.0  # softmax temperature of that term
     qat_bits: int = 0  # 0: no QAT; 2..8: width of activations, prototypes and table entries
     qat_epochs: int = 20
-    qat_lr: float = 2e-4
+    qat_lr: float = 1e-3  # chosen on validation (MLP, 4 bits) among 2e-4, 1e-3, 3e-3
     n_calib: int = 256  # calibration inputs: the first n_calib training inputs (pqcompile uses 256)
+    val_fraction: float = 0.15  # held-out part of the TRAIN split for model selection (0: none, old behaviour)
+    calib: str = "auto"  # integer scales: "auto" (best of CALIB_CHOICES on validation), "ACT/LUT" or one method
     dataset: str = "sklearn-digits"
 
 
@@ -147,6 +154,8 @@ def fit(
     before_epoch: Callable[[int], None] | None = None,
     before_batch: Callable[[], None] | None = None,
     log_every: int = 10,
+    select: Callable[[], tuple[float, ...]] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> list[float]:
     """Adam + cross-entropy over mini-batches; returns the mean training loss per epoch.
 
@@ -155,6 +164,12 @@ def fit(
     The learning rate follows a cosine schedule to 5% of ``lr``. With a ``teacher`` and ``distill`` > 0 the
     loss adds ``distill * T^2 * KL(teacher || model)`` on logits softened by ``distill_t``.
     Progress (epoch, loss, train and test accuracy) is logged every ``log_every`` epochs and at the end.
+
+    With ``select`` (a score, higher is better, compared as a tuple: e.g. validation accuracy, then minus
+    validation loss), the model is scored before training and after every epoch and the best-scoring state
+    (the latest among equals) is restored at the end: early stopping by model selection (its epoch and score
+    go to ``info["selected_epoch"]`` / ``info["selected_score"]`` when ``info`` is given). ``data``'s third and
+    fourth entries are then the validation split, never the test split.
     """
     x_tr, y_tr, x_te, y_te = data
     gen = torch.Generator().manual_seed(seed)
@@ -163,6 +178,20 @@ def fit(
         opt, lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * e / max(1, epochs)))
     )
     losses: list[float] = []
+    best: tuple[tuple[float, ...], int, dict[str, Tensor]] | None = None
+
+    def consider(epoch: int) -> None:
+        nonlocal best
+        if select is None:
+            return
+        was = model.training
+        model.eval()
+        score = select()
+        model.train(was)
+        if best is None or score >= best[0]:
+            best = (score, epoch, copy.deepcopy(model.state_dict()))
+
+    consider(0)
     for epoch in range(epochs):
         if temperature is not None and isinstance(model, PQNet):
             model.set_temperature(temperature(epoch))
@@ -190,7 +219,15 @@ def fit(
         if log is not None and ((epoch + 1) % log_every == 0 or epoch == epochs - 1):
             t = f" T={temperature(epoch):.3f}" if temperature is not None else ""
             log(f"[{tag}] epoch {epoch + 1:3d}/{epochs} loss {losses[-1]:.4f} "
-                f"train {accuracy(model, x_tr, y_tr):.4f} test {accuracy(model, x_te, y_te):.4f}{t}")
+                f"train {accuracy(model, x_tr, y_tr):.4f} {'val' if select else 'test'} "
+                f"{accuracy(model, x_te, y_te):.4f}{t}")
+        consider(epoch + 1)
+    if best is not None:
+        model.load_state_dict(best[2])
+        if info is not None:
+            info.update(selected_epoch=best[1], selected_score=best[0])
+        if log is not None:
+            log(f"[{tag}] selected epoch {best[1]}/{epochs} (score {tuple(round(v, 4) for v in best[0])})")
     model.eval()
     return losses
 
@@ -238,6 +275,49 @@ def convert_to_pq(
     return pq
 
 
+def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
+    """(x_fit, y_fit, x_val, y_val): a stratified, seeded split of the TRAIN part of ``data`` only (its test
+    part is ignored), ``fraction`` of it held out for validation / model selection."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, y_tr = data[0], data[1]
+    idx = torch.arange(x_tr.shape[0]).numpy()
+    fit_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y_tr.numpy())
+    fi, vi = torch.from_numpy(fit_idx), torch.from_numpy(val_idx)
+    return x_tr[fi], y_tr[fi], x_tr[vi], y_tr[vi]
+
+
+@torch.no_grad()
+def hard_score(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(accuracy, -cross-entropy) of the hard (eval-mode) model: the selection score."""
+    logits = model(x)
+    return (logits.argmax(-1) == y).float().mean().item(), -nn.functional.cross_entropy(logits, y).item()
+
+
+def integer_score(inet: IntegerNet, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(accuracy, -cross-entropy of the dequantized logits) of an exported integer model."""
+    logits = inet.dequantized(x)
+    return inet.accuracy(x, y), -nn.functional.cross_entropy(logits, y).item()
+
+
+def choose_calib(model: PQNet, arch: dict[str, Any], calib: Tensor, x_val: Tensor, y_val: Tensor, bits: int,
+                 choices: tuple[tuple[str, str], ...] = CALIB_CHOICES) -> tuple[str, str]:
+    """The (act_calib, lut_calib) of ``choices`` whose exported integer model scores best on the validation
+    inputs (the first among equals)."""
+    best: tuple[tuple[float, float], tuple[str, str]] | None = None
+    for ac, lc in choices:
+        sc = integer_score(export_integer(model, arch, calib, bits, act_calib=ac, lut_calib=lc), x_val, y_val)
+        if best is None or sc > best[0]:
+            best = (sc, (ac, lc))
+    assert best is not None
+    return best[1]
+
+
+def kmeans_inputs(data: Data, cfg: TrainConfig) -> Tensor:
+    """The inputs k-means sees in :func:`convert_to_pq`: the training inputs less the validation part."""
+    return split_validation(data, cfg.val_fraction, cfg.seed)[0] if cfg.val_fraction > 0 else data[0]
+
+
 def trainable_parameters(model: PQNet, method: str) -> list[nn.Parameter]:
     """The parameters fine-tuned by ``method``."""
     if method in ("ste", "soft", "lutnn"):
@@ -263,11 +343,22 @@ def reshape_inputs(
 
 def train_float(arch: dict[str, Any], data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
                 log: Log | None = print) -> PQNet:
-    """Train a float network (``arch`` must have no PQ layer) with the pipeline's settings."""
+    """Train a float network (``arch`` must have no PQ layer) with the pipeline's settings.
+
+    With ``cfg.val_fraction`` > 0 it trains on the fit part of the training split only (the validation part
+    stays unseen by every model of the pipeline) and keeps the epoch that scores best on validation."""
     torch.manual_seed(cfg.seed)
     fmodel = build(arch)
+    select = None
+    if cfg.val_fraction > 0:
+        data = split_validation(data, cfg.val_fraction, cfg.seed)
+        x_val, y_val = data[2], data[3]
+
+        def select() -> tuple[float, ...]:
+            return hard_score(fmodel, x_val, y_val)
+
     fit(fmodel, list(fmodel.parameters()), data, cfg.float_epochs, cfg.float_lr, cfg.batch_size,
-        cfg.weight_decay, cfg.seed, log=log, tag="float")
+        cfg.weight_decay, cfg.seed, log=log, tag="float", select=select)
     return fmodel
 
 
@@ -298,9 +389,17 @@ def finetune(pq: PQNet, data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainC
             for layer, lt in zip(layers, log_t, strict=True):
                 layer.temperature = lt.exp()
 
+    select = None
+    if cfg.val_fraction > 0:  # train on the fit part of the training split, keep the best epoch on the rest
+        data = split_validation(data, cfg.val_fraction, cfg.seed)
+        x_val, y_val = data[2], data[3]
+
+        def select() -> tuple[float, ...]:
+            return hard_score(pq, x_val, y_val)
+
     losses = fit(pq, params, data, n, cfg.pq_lr, cfg.batch_size, cfg.weight_decay, cfg.seed + 1,
                  temperature=temperature, log=log, tag=f"pq-{cfg.method}", teacher=teacher, distill=cfg.distill,
-                 distill_t=cfg.distill_t, before_batch=before_batch)
+                 distill_t=cfg.distill_t, before_batch=before_batch, select=select)
     if cfg.method == "lutnn":
         if log is not None:
             log(f"[pq-lutnn] learned temperatures {[round(float(lt.exp()), 4) for lt in log_t]}")
@@ -310,32 +409,98 @@ def finetune(pq: PQNet, data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainC
     return losses
 
 
-def train_qat(pq: PQNet, arch: dict[str, Any], data: tuple[Tensor, Tensor, Tensor, Tensor], cfg: TrainConfig,
-              teacher: nn.Module | None = None, log: Log | None = print) -> list[float]:
+@dataclass
+class QatResult:
+    """What :func:`train_qat` did: training losses, the calibration to export with, the epoch kept."""
+
+    losses: list[float]
+    act_calib: str
+    lut_calib: str
+    selected_epoch: int | None  # None without validation (the last epoch is kept)
+    selected_score: tuple[float, ...] | None = None  # its validation score (accuracy, -cross-entropy)
+
+
+def resolve_calib(model: PQNet, arch: dict[str, Any], data: Data, cfg: TrainConfig, bits: int) -> tuple[str, str]:
+    """The (act_calib, lut_calib) for ``bits``: ``cfg.calib`` as ``"ACT/LUT"`` or one method for both, or with
+    ``"auto"`` the best of :data:`CALIB_CHOICES` on the validation part of the training split (pqcompile's
+    max/max without one)."""
+    if cfg.calib != "auto":
+        ac, _, lc = cfg.calib.partition("/")
+        return ac, lc or ac
+    if cfg.val_fraction <= 0:
+        return CALIB_CHOICES[0]
+    _, _, x_val, y_val = split_validation(data, cfg.val_fraction, cfg.seed)
+    return choose_calib(model, arch, data[0][: cfg.n_calib], x_val, y_val, bits)
+
+
+def train_qat(pq: PQNet, arch: dict[str, Any], data: Data, cfg: TrainConfig,
+              teacher: nn.Module | None = None, log: Log | None = print) -> QatResult:
     """Quantization-aware fine-tuning at ``cfg.qat_bits`` (activations = prototypes = table width).
 
-    Straight-through hard assignment at temperature ``t_end``; the integer parameters are re-calibrated
-    with ``pqcompile.quantize`` before every epoch. The model is left without fake-quant (plain float PQ):
-    export it with :func:`pqtrain.integer.export_integer` or ``pqcompile --act-bits/--lut-bits``.
+    Starts from the post-training-quantized model: the calibration (:func:`resolve_calib`) is chosen first on
+    the validation part of the training split. Straight-through hard assignment at temperature ``t_end``;
+    the integer parameters are re-calibrated with ``pqcompile.quantize`` (that calibration) before every epoch.
+    With ``cfg.val_fraction`` > 0 training uses the rest of the training split and the epoch kept (0 = the
+    PTQ model itself) is the one whose *exported integer model* scores best on validation (accuracy, then
+    cross-entropy), so QAT never makes the validation accuracy worse than PTQ. The model is left without
+    fake-quant (plain float PQ): export it with :func:`pqtrain.integer.export_integer` and the returned
+    calibration.
     """
     bits = cfg.qat_bits
     calib = data[0][: cfg.n_calib]
+    act_calib, lut_calib = resolve_calib(pq, arch, data, cfg, bits)
     pq.set_temperature(cfg.t_end)
     pq.set_assign_mode("ste")
+    select = None
+    info: dict[str, Any] = {}
+    if cfg.val_fraction > 0:
+        data = split_validation(data, cfg.val_fraction, cfg.seed)
+        x_val, y_val = data[2], data[3]
+
+        def select() -> tuple[float, ...]:
+            return integer_score(export_integer(pq, arch, calib, bits, act_calib=act_calib, lut_calib=lut_calib),
+                              x_val, y_val)
+
     try:
-        return fit(pq, list(pq.parameters()), data, cfg.qat_epochs, cfg.qat_lr, cfg.batch_size, 0.0,
-                   cfg.seed + 2, log=log, tag=f"qat-{bits}b", teacher=teacher, distill=cfg.distill,
-                   distill_t=cfg.distill_t, before_epoch=lambda e: calibrate_qat(pq, arch, calib, bits),
-                   log_every=5)
+        losses = fit(pq, list(pq.parameters()), data, cfg.qat_epochs, cfg.qat_lr, cfg.batch_size, 0.0,
+                     cfg.seed + 2, log=log, tag=f"qat-{bits}b", teacher=teacher, distill=cfg.distill,
+                     distill_t=cfg.distill_t,
+                     before_epoch=lambda e: calibrate_qat(pq, arch, calib, bits, act_calib=act_calib,
+                                                          lut_calib=lut_calib),
+                     log_every=5, select=select, info=info)
     finally:
         clear_qat(pq)
+    return QatResult(losses, act_calib, lut_calib, info.get("selected_epoch"), info.get("selected_score"))
 
 
-def integer_accuracy(model: PQNet, arch: dict[str, Any], data: tuple[Tensor, Tensor, Tensor, Tensor],
-                     bits: int, n_calib: int = 256) -> float:
+def train_qat_search(pq: PQNet, arch: dict[str, Any], data: Data, cfg: TrainConfig,
+                     grid: tuple[dict[str, Any], ...], teacher: nn.Module | None = None,
+                     log: Log | None = print) -> tuple[PQNet, QatResult, dict[str, Any]]:
+    """:func:`train_qat` from a copy of ``pq`` for every override of ``cfg`` in ``grid`` (e.g.
+    ``{"qat_lr": 1e-3, "distill": 0.0}``); returns the (model, result, overrides) whose exported integer model
+    scores best on the validation part of the training split (the first among equals). Needs
+    ``cfg.val_fraction`` > 0."""
+    if cfg.val_fraction <= 0:
+        raise ValueError("train_qat_search selects on validation: cfg.val_fraction must be > 0")
+    best: tuple[tuple[float, ...], PQNet, QatResult, dict[str, Any]] | None = None
+    for over in grid:
+        model = copy.deepcopy(pq)
+        qr = train_qat(model, arch, data, replace(cfg, **over), teacher=teacher, log=log)
+        assert qr.selected_score is not None
+        if log is not None:
+            log(f"[qat-search] {over}: validation {qr.selected_score} (epoch {qr.selected_epoch})")
+        if best is None or qr.selected_score > best[0]:
+            best = (qr.selected_score, model, qr, over)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def integer_accuracy(model: PQNet, arch: dict[str, Any], data: Data, bits: int, n_calib: int = 256,
+                     act_calib: str = "max", lut_calib: str = "max") -> float:
     """Test accuracy of the exported integer pipeline (act = proto = table width ``bits``)."""
     x_tr, _, x_te, y_te = data
-    return export_integer(model, arch, x_tr[:n_calib], bits).accuracy(x_te, y_te)
+    return export_integer(model, arch, x_tr[:n_calib], bits, act_calib=act_calib,
+                          lut_calib=lut_calib).accuracy(x_te, y_te)
 
 
 def train_pipeline(
@@ -361,20 +526,25 @@ def train_pipeline(
     float_acc = accuracy(fmodel, x_te, y_te)
 
     torch.manual_seed(cfg.seed)
-    pq = convert_to_pq(fmodel, arch, x_tr, cfg.kmeans_iters, cfg.seed)
+    pq = convert_to_pq(fmodel, arch, kmeans_inputs(data, cfg), cfg.kmeans_iters, cfg.seed)
     kmeans_acc = accuracy(pq, x_te, y_te)
     if log is not None:
         log(f"[convert] float test {float_acc:.4f} -> PQ k-means test {kmeans_acc:.4f}")
     finetune(pq, data, cfg, teacher=fmodel, log=log)
     meta_int: dict[str, Any] = {}
     if cfg.qat_bits:
-        pre = integer_accuracy(pq, arch, data, cfg.qat_bits, cfg.n_calib)
-        train_qat(pq, arch, data, cfg, teacher=fmodel, log=log)
-        post = integer_accuracy(pq, arch, data, cfg.qat_bits, cfg.n_calib)
+        pre = integer_accuracy(pq, arch, data, cfg.qat_bits, cfg.n_calib)  # PTQ, pqcompile's max calibration
+        qr = train_qat(pq, arch, data, cfg, teacher=fmodel, log=log)
+        post = integer_accuracy(pq, arch, data, cfg.qat_bits, cfg.n_calib, qr.act_calib, qr.lut_calib)
         meta_int = {"qat_bits": cfg.qat_bits, "int_test_acc_before_qat": pre, "int_test_acc": post,
-                    "compile_hint": f"pqcompile --act-bits {cfg.qat_bits} --lut-bits {cfg.qat_bits}"}
+                    "act_calib": qr.act_calib, "lut_calib": qr.lut_calib, "qat_selected_epoch": qr.selected_epoch,
+                    "compile_hint": f"pqcompile --act-bits {cfg.qat_bits} --lut-bits {cfg.qat_bits}"
+                                    + ("" if (qr.act_calib, qr.lut_calib) == ("max", "max") else
+                                       f" (calibration act={qr.act_calib}, lut={qr.lut_calib}: "
+                                       "pqcompile.quantize.quantize_layers act_calib/lut_calib)")}
         if log is not None:
-            log(f"[qat] integer pipeline ({cfg.qat_bits} bits) test {pre:.4f} -> {post:.4f}")
+            log(f"[qat] integer pipeline ({cfg.qat_bits} bits) test {post:.4f} "
+                f"(calibration {qr.act_calib}/{qr.lut_calib}; PTQ max/max before QAT: {pre:.4f})")
     pq.eval()
     if log is not None:
         log(f"[done] {time.perf_counter() - t0:.1f} s")
