@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge
 from pqa_runner import run_block
 
 SIMS = ["verilator", "icarus"]
@@ -44,3 +44,15 @@ async def start_clock(dut: object, rst: str = "rst_ni", cycles: int = 4) -> None
     await ClockCycles(dut.clk_i, cycles)
     getattr(dut, rst).value = 1
     await ClockCycles(dut.clk_i, 1)
+
+
+async def load_words(dut: object, sel: int, data: bytes) -> None:
+    """Write ``data`` into the wrapper's buffer ``sel`` through its load port, one bus word per cycle."""
+    data = data + bytes(-len(data) % 8)
+    dut.load_sel_i.value = sel
+    dut.load_we_i.value = 1
+    for w in range(len(data) // 8):
+        dut.load_addr_i.value = w
+        dut.load_data_i.value = int.from_bytes(data[8 * w : 8 * w + 8], "little")
+        await RisingEdge(dut.clk_i)
+    dut.load_we_i.value = 0

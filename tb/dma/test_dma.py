@@ -17,20 +17,11 @@ import pytest
 from block_util import SIMS, check_block, start_clock
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiRam
+from pqa_gen import bursts
 from pqa_runner import TB, block_sources
 
 MEM = 1 << 16
 BUF_WORDS = 1024  # tb_dma's BufWords
-
-
-def bursts(addr: int, beats: int) -> list[tuple[int, int]]:
-    """The documented split: INCR bursts of at most 256 beats, never crossing a 4 KiB boundary."""
-    out = []
-    while beats:
-        n = min(beats, 256, (4096 - addr % 4096) // 8)
-        out.append((addr, n))
-        addr, beats = addr + 8 * n, beats - n
-    return out
 
 
 class Bench:

@@ -12,23 +12,12 @@ import random
 import cocotb
 import numpy as np
 import pytest
-from block_util import SIMS, check_block, params, start_clock
+from block_util import SIMS, check_block, load_words, params, start_clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from pqa_runner import TB, block_sources
 
 from pqcompile import backend, sim
 from pqcompile.spec import HwConfig
-
-
-async def load_words(dut: object, sel: int, data: bytes) -> None:
-    data = data + bytes(-len(data) % 8)
-    dut.load_sel_i.value = sel
-    dut.load_we_i.value = 1
-    for w in range(len(data) // 8):
-        dut.load_addr_i.value = w
-        dut.load_data_i.value = int.from_bytes(data[8 * w : 8 * w + 8], "little")
-        await RisingEdge(dut.clk_i)
-    dut.load_we_i.value = 0
 
 
 async def read_out(dut: object, start: int, n: int) -> bytes:
