@@ -311,7 +311,7 @@ module pqa_top #(
     .we_i   (clear || we_proto),
     .waddr_i(clear ? clear_addr[ProtoAw-1:0] : dma_rd_idx[ProtoAw-1:0]),
     .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (clear ? 8'hff : 8'hff),
+    .wbe_i  (8'hff),  // loads and the clear write whole words
     .raddr_i(proto_raddr),
     .rdata_o(proto_rdata)
   );
@@ -321,7 +321,7 @@ module pqa_top #(
     .we_i   (clear || we_lut),
     .waddr_i(clear ? clear_addr[LutAw-1:0] : dma_rd_idx[LutAw-1:0]),
     .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (clear ? 8'hff : 8'hff),
+    .wbe_i  (8'hff),  // loads and the clear write whole words
     .raddr_i(lut_raddr),
     .rdata_o(lut_rdata)
   );
@@ -331,7 +331,7 @@ module pqa_top #(
     .we_i   (clear || we_bias),
     .waddr_i(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]),
     .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (clear ? 8'hff : 8'hff),
+    .wbe_i  (8'hff),  // loads and the clear write whole words
     .raddr_i(bias_raddr),
     .rdata_o(bias_rdata)
   );
@@ -341,7 +341,7 @@ module pqa_top #(
     .we_i   (clear || we_act),
     .waddr_i(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]),
     .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (clear ? 8'hff : 8'hff),
+    .wbe_i  (8'hff),  // loads and the clear write whole words
     .raddr_i(act_raddr),
     .rdata_o(act_rdata)
   );

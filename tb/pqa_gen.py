@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pqcompile import backend, sim
-from pqcompile.isa import IllegalInstruction, decode, encode, reserved_mask
+from pqcompile.isa import IllegalInstruction, decode, encode, reserved_mask, with_field
 from pqcompile.spec import HwConfig, load
 
 STOP_ADDR = 0xFFFFFFF8  # an aligned address beyond every memory: a `stamp` there stops with `bus`
@@ -151,8 +151,10 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
     if kind == "illegal_opcode":
         i = int(rng.integers(1, len(words)))
         legal = {d.opcode for d in spec.instructions}
-        op = int(rng.choice([o for o in range(16) if o not in legal]))
-        words[i] = (int(rng.integers(0, 1 << 60)) << 4) | op
+        opf = spec.opcode_field
+        op = int(rng.choice([o for o in range(1 << opf.width) if o not in legal]))
+        rest = int(rng.integers(0, 1 << (spec.insn_bits - opf.width))) << opf.width
+        words[i] = (rest & ~(opf.mask << opf.lsb)) | op << opf.lsb
     elif kind == "reserved_bit":
         i = pick("store", "shape", "quant", "run", "stamp", "end")
         mask = reserved_mask(spec.by_mnemonic(names[i]))
@@ -160,22 +162,23 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
         words[i] |= 1 << int(rng.choice(bits))
     elif kind == "misaligned":
         i = pick("load", "store", "stamp")
-        words[i] |= int(rng.integers(1, 8)) << 32
+        words[i] = with_field(words[i], "addr", decode(words[i]).addr | int(rng.integers(1, cfg.bus_bytes)))
     elif kind == "k_beyond":
         i = pick("shape")
-        words[i] = (words[i] & ~(0xFF << 8)) | (int(rng.integers(cfg.KMax + 1, 256)) << 8)
+        words[i] = with_field(words[i], "k", int(rng.integers(cfg.KMax + 1, 256)))
     elif kind == "bits_bad":
         i = pick("quant")
-        words[i] = (words[i] & ~(0xF << 32)) | (int(rng.choice([0, 1, *range(cfg.ActW + 1, 16)])) << 32)
+        words[i] = with_field(words[i], "bits", int(rng.choice([0, 1, *range(cfg.ActW + 1, 16)])))
     elif kind == "shift_bad":
         i = pick("quant")
-        words[i] = (words[i] & ~(0x3F << 8)) | (int(rng.integers(48, 64)) << 8)
+        words[i] = with_field(words[i], "shift", int(rng.integers(48, 64)))
     elif kind == "load_beyond_buffer":
         i = pick("load")
-        words[i] = (words[i] & ~(0xFFFFFF << 8)) | (int(rng.integers(cfg.LutBytes + 1, 1 << 24)) << 8)
+        biggest = max(cfg.ProtoBytes, cfg.LutBytes, cfg.bias_bytes, cfg.ActBytes)  # beyond every buffer
+        words[i] = with_field(words[i], "nbytes", int(rng.integers(biggest + 1, 1 << 24)))
     elif kind == "run_too_many":
         i = pick("run")
-        words[i] = (words[i] & ~(0xFFFFFF << 8)) | (int(rng.integers(cfg.ActBytes + 1, 1 << 24)) << 8)
+        words[i] = with_field(words[i], "n", int(rng.integers(cfg.ActBytes + 1, 1 << 24)))
     elif kind == "store_beyond_mem":  # straddles the end of memory: the in-range bursts may be written
         i = pick("store")
         nb = int(rng.integers(9, cfg.OutBytes + 1))

@@ -31,6 +31,14 @@ def test_field_positions_from_spec() -> None:
     assert isa.encode("load", buf="lut", nbytes=16, addr=0x100) == 0x100 << 32 | 16 << 8 | 1 << 4 | 0x1
 
 
+def test_with_field_replaces_one_operand() -> None:
+    word = isa.encode("shape", metric="l1", k=3, v=4, c=5, d=17, m=9)
+    assert isa.decode(isa.with_field(word, "k", 200)) == isa.Insn(
+        "shape", {"metric": 1, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
+    with pytest.raises(KeyError, match="no field"):
+        isa.with_field(word, "addr", 8)
+
+
 def test_unknown_opcode_is_illegal() -> None:
     used = {i.opcode for i in SPEC.instructions}
     for op in range(1 << SPEC.opcode_field.width):

@@ -236,7 +236,17 @@ def test_shipped_mlp_export_matches_pqcompile_report() -> None:
     path = Path(__file__).resolve().parents[1] / "models" / "digits_mlp.pt"
     model, arch, meta = load(path)
     x_tr, _, x_te, y_te = load_digits_split(seed=meta["seed"])
-    acc = export_integer(model, arch, x_tr[:256], 8).accuracy(x_te, y_te)
+    inet = export_integer(model, arch, x_tr[:256], 8)
+    # pqcompile's own chained pipeline on the same model and inputs ("small": its LUT is 8 bits wide)
+    from pqcompile import quantize
+    from pqcompile.spec import load as load_spec
+
+    cfg = load_spec().config("small")
+    qls, s0 = quantize.quantize_layers(cfg, quantize.extract(arch, model.state_dict()), x_tr[:256].numpy(),
+                                       act_bits=8, lut_bits=8)
+    ref = quantize.QuantPQNet(qls, cfg.AccW)(torch.from_numpy(quantize.quantize_act(x_te.numpy(), s0, 8)))
+    assert torch.equal(inet(x_te), ref)
+    acc = inet.accuracy(x_te, y_te)
     if "qat_bits" in meta:
         assert acc == pytest.approx(meta["int_test_acc"])
     assert acc >= 0.96

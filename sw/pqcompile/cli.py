@@ -32,7 +32,8 @@ def _inputs(spec: str, arch: dict[str, Any], count: int) -> tuple[np.ndarray, np
     calib = x_tr[:256]
     if spec == "digits-test":
         if list(arch.get("input_shape", [])) != [x_te.shape[1]]:
-            raise UsageError(f"--inputs digits-test gives 64 features; the model wants {arch.get('input_shape')}")
+            raise UsageError(f"--inputs digits-test gives {x_te.shape[1]} features; "
+                             f"the model wants {arch.get('input_shape')}")
         return x_te[:count], y_te[:count], calib
     path = Path(spec)
     if not path.exists():

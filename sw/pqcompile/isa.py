@@ -61,6 +61,13 @@ def _desc(word: int) -> Instruction:
     return desc
 
 
+def with_field(word: int, name: str, value: int) -> int:
+    """``word`` with operand ``name`` of its instruction replaced by ``value`` (no range check beyond the
+    field width: used to build illegal variants of legal instructions)."""
+    f = _desc(word).field(name)
+    return (word & ~(f.mask << f.lsb)) | ((value & f.mask) << f.lsb)
+
+
 def reserved_mask(desc: Instruction) -> int:
     spec = load()
     used = spec.opcode_field.mask << spec.opcode_field.lsb
