@@ -31,10 +31,18 @@ def test_field_positions_from_spec() -> None:
     assert isa.encode("load", buf="lut", nbytes=16, addr=0x100) == 0x100 << 32 | 16 << 8 | 1 << 4 | 0x1
 
 
+def test_flag_with_default_may_be_omitted() -> None:
+    assert isa.encode("shape", metric=0, k=1, v=1, c=1, d=1, m=1) == \
+        isa.encode("shape", metric=0, conv=0, k=1, v=1, c=1, d=1, m=1)
+    assert isa.decode(isa.encode("quant", relu=0, unsigned=1, shift=3, mult=5, bits=4)).ops["unsigned"] == 1
+    with pytest.raises(isa.AsmError, match="missing operand 'k'"):
+        isa.encode("shape", metric=0, v=1, c=1, d=1, m=1)
+
+
 def test_with_field_replaces_one_operand() -> None:
     word = isa.encode("shape", metric="l1", k=3, v=4, c=5, d=17, m=9)
     assert isa.decode(isa.with_field(word, "k", 200)) == isa.Insn(
-        "shape", {"metric": 1, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
+        "shape", {"metric": 1, "conv": 0, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
     with pytest.raises(KeyError, match="no field"):
         isa.with_field(word, "addr", 8)
 

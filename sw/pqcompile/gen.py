@@ -104,7 +104,8 @@ def isa_doc(spec: Spec) -> str:
         if insn.fields:
             out += ["| field | bits | meaning |", "|---|---|---|"]
             for f in insn.fields:
-                extra = f" (enum `{f.enum}`)" if f.enum else ""
+                extra = (f" (enum `{f.enum}`)" if f.enum else "") + \
+                    (f" (default {f.default} when omitted)" if f.default is not None else "")
                 out.append(f"| `{f.name}` | {_bits(f.lsb, f.width)} | {f.doc}{extra} |")
         out.append("")
         asm = " ".join([insn.mnemonic, *(f"{f.name}=..." for f in insn.fields)])

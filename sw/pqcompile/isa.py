@@ -38,9 +38,10 @@ def encode(mnemonic: str, **ops: int | str) -> int:
     if unknown:
         raise AsmError(f"{mnemonic}: unknown operand(s) {sorted(unknown)}")
     for f in desc.fields:
-        if f.name not in ops:
+        if f.name not in ops and f.default is None:
             raise AsmError(f"{mnemonic}: missing operand {f.name!r}")
-        val = ops[f.name]
+        val = ops.get(f.name, f.default)
+        assert val is not None
         if isinstance(val, str):
             if f.enum is None or val not in spec.enums[f.enum]:
                 raise AsmError(f"{mnemonic}.{f.name}: bad value {val!r}")

@@ -43,14 +43,42 @@ def lookup(idx: np.ndarray, lut: np.ndarray, bias: np.ndarray, acc_w: int = 32) 
     return wrap(acc, acc_w)
 
 
-def requantize(acc: np.ndarray, mult: int, shift: int, relu: bool, bits: int = 8) -> np.ndarray:
-    """y = clamp(relu((acc * mult + 2^(shift-1)) >> shift)) to signed ``bits`` bits: round half up,
-    arithmetic shift."""
-    y = np.asarray(acc, dtype=np.int64) * int(mult)
+def clamp_range(relu: bool, bits: int, unsigned: bool = False) -> tuple[int, int]:
+    """The output range of ``quant``: signed ``bits`` bits, [0, 2^(bits-1)-1] with relu, [0, 2^bits-1] unsigned."""
+    if unsigned:
+        return 0, (1 << bits) - 1
+    return (0 if relu else -(1 << (bits - 1))), (1 << (bits - 1)) - 1
+
+
+def requantize(acc: np.ndarray, mult: int, shift: int, relu: bool, bits: int = 8,
+               unsigned: bool = False) -> np.ndarray:
+    """y = clamp((acc * mult + 2^(shift-1)) >> shift) to :func:`clamp_range`: round half up, arithmetic
+    shift."""
+    return round_shift_clamp(np.asarray(acc, dtype=np.int64) * int(mult), shift, relu, bits, unsigned)
+
+
+def round_shift_clamp(y: np.ndarray, shift: int, relu: bool, bits: int, unsigned: bool = False) -> np.ndarray:
+    """clamp((y + 2^(shift-1)) >> shift) (no rounding term when shift = 0); ``y`` int64."""
+    y = np.asarray(y, dtype=np.int64)
     if shift > 0:
         y = (y + (1 << (shift - 1))) >> shift
-    lo = 0 if relu else -(1 << (bits - 1))
-    return np.clip(y, lo, (1 << (bits - 1)) - 1)
+    lo, hi = clamp_range(relu, bits, unsigned)
+    return np.clip(y, lo, hi)
+
+
+def conv_gather(act: np.ndarray, g: ConvGeom, d: int, n: int) -> np.ndarray:
+    """The ``n`` columns [n, d] of ``run`` in conv mode (docs/isa.md): act is the channels-last int8 fmap
+    [h*w*ch] (as int64), element e = (ci*kh + ky)*kw + kx of column j = output pixel (j // out_w, j % out_w);
+    zero outside the fmap."""
+    j = np.arange(n)
+    oy, ox = j // g.out_w, j % g.out_w
+    e = np.arange(d)
+    ci, ky, kx = e // (g.kh * g.kw), (e // g.kw) % g.kh, e % g.kw
+    iy = oy[:, None] * g.stride + ky[None, :] - g.pad_t
+    ix = ox[:, None] * g.stride + kx[None, :] - g.pad_l
+    inside = (iy >= 0) & (iy < g.h) & (ix >= 0) & (ix < g.w)
+    addr = np.where(inside, (iy * g.w + ix) * g.ch + ci[None, :], 0)
+    return np.where(inside, act[addr], 0)
 
 
 @dataclass
@@ -67,17 +95,35 @@ class Result:
 
 
 @dataclass
+class ConvGeom:
+    """``fmap`` and ``conv`` state."""
+
+    h: int = 0
+    w: int = 0
+    ch: int = 0
+    stride: int = 0
+    kh: int = 0
+    kw: int = 0
+    pad_t: int = 0
+    pad_l: int = 0
+    out_w: int = 0
+
+
+@dataclass
 class _State:
     metric: int = 0
+    conv: int = 0
     k: int = 0
     v: int = 0
     c: int = 0
     d: int = 0
     m: int = 0
     relu: int = 0
+    unsigned: int = 0
     shift: int = 0
     mult: int = 0
     bits: int = 0
+    geom: ConvGeom = field(default_factory=ConvGeom)
 
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
@@ -89,6 +135,10 @@ def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State
         return 12 + -(-ops["nbytes"] // cfg.bus_bytes)
     if mnemonic == "run":
         return 8 + ops["n"] * (st.c * st.k * st.v + st.m * st.c + 5)
+    if mnemonic == "add":
+        return 8 + ops["n"]
+    if mnemonic == "pool":
+        return 8 + st.geom.ch * (st.geom.h * st.geom.w + 3)
     return 8
 
 
@@ -107,9 +157,10 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         "lut": np.zeros(cfg.LutBytes, np.uint8),
         "bias": np.zeros(cfg.bias_bytes, np.uint8),
         "act": np.zeros(cfg.ActBytes, np.uint8),
+        "out": np.zeros(cfg.OutBytes, np.uint8),
     }
     buf_names = {v: k for k, v in spec.enums["buffer"].items()}
-    out = np.zeros(cfg.OutBytes, np.uint8)
+    out = bufs["out"]
     mem = np.array(mem, dtype=np.uint8, copy=True)
     st = _State()
     bb = cfg.bus_bytes
@@ -158,13 +209,36 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
                 return stop("bus")
             mem[ops["addr"] : ops["addr"] + 8] = np.frombuffer(cycles.to_bytes(8, "little"), np.uint8)
         elif name == "shape":
-            st.metric, st.k, st.v, st.c, st.d, st.m = (ops[f] for f in ("metric", "k", "v", "c", "d", "m"))
+            st.metric, st.conv, st.k, st.v, st.c, st.d, st.m = (
+                ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m"))
         elif name == "quant":
-            st.relu, st.shift, st.mult, st.bits = ops["relu"], ops["shift"], ops["mult"], ops["bits"]
+            st.relu, st.unsigned, st.shift, st.mult, st.bits = (
+                ops[f] for f in ("relu", "unsigned", "shift", "mult", "bits"))
+        elif name == "fmap":
+            st.geom.h, st.geom.w, st.geom.ch = ops["h"], ops["w"], ops["ch"]
+        elif name == "conv":
+            g = st.geom
+            g.stride, g.kh, g.kw, g.pad_t, g.pad_l, g.out_w = (
+                ops[f] for f in ("stride", "kh", "kw", "pad_t", "pad_l", "out_w"))
         elif name == "run":
             if not layer_fits(cfg, st, ops["n"]):
                 return stop("limit")
             _run_layer(cfg, st, ops["n"], bufs, out)
+        elif name == "pool":
+            if not pool_fits(cfg, st):
+                return stop("limit")
+            g = st.geom
+            x = bufs["act"][: g.h * g.w * g.ch].view(np.int8).astype(np.int64).reshape(g.h * g.w, g.ch)
+            y = requantize(x.sum(0), st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
+            out[: g.ch] = y.astype(np.int8).view(np.uint8)
+        elif name == "add":
+            n = ops["n"]
+            if not (1 <= n <= min(cfg.ActBytes, cfg.OutBytes) and post_fits(cfg, st)):
+                return stop("limit")
+            a = bufs["act"][:n].view(np.int8).astype(np.int64)
+            b = out[:n].view(np.int8).astype(np.int64)
+            y = round_shift_clamp(a * ops["ma"] + b * ops["mb"], st.shift, bool(st.relu), st.bits, bool(st.unsigned))
+            out[:n] = y.astype(np.int8).view(np.uint8)
         elif name == "end":
             count += 1
             return stop("none")
@@ -173,8 +247,26 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     raise SimError(f"no end after {max_insns} instructions")
 
 
+def post_fits(cfg: HwConfig, st: _State) -> bool:
+    """The ``quant`` state is usable: shift range, output width (unsigned needs bits < ActW)."""
+    return st.shift <= 47 and 2 <= st.bits <= cfg.ActW and not (st.unsigned and st.bits >= cfg.ActW)
+
+
+def fmap_fits(cfg: HwConfig, g: ConvGeom) -> bool:
+    return g.h >= 1 and g.w >= 1 and g.ch >= 1 and g.h * g.w * g.ch <= cfg.ActBytes
+
+
+def pool_fits(cfg: HwConfig, st: _State) -> bool:
+    """The limit check of ``pool``."""
+    return fmap_fits(cfg, st.geom) and st.geom.ch <= cfg.OutBytes and post_fits(cfg, st)
+
+
 def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
     """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False)."""
+    g = st.geom
+    if st.conv and not (fmap_fits(cfg, g) and g.stride >= 1 and g.kh >= 1 and g.kw >= 1 and g.out_w >= 1
+                        and st.d == g.ch * g.kh * g.kw and n * st.m <= cfg.OutBytes):
+        return False
     return (
         1 <= st.k <= cfg.KMax
         and 1 <= st.v <= cfg.VMax
@@ -184,17 +276,20 @@ def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
         and st.c * st.k * st.v <= cfg.ProtoBytes
         and st.c * st.k * st.m * cfg.lut_bytes <= cfg.LutBytes
         and n >= 1
-        and n * st.d <= cfg.ActBytes
+        and (st.conv or n * st.d <= cfg.ActBytes)
         and n * st.m <= cfg.OutBytes
-        and st.shift <= 47
-        and 2 <= st.bits <= cfg.ActW
+        and post_fits(cfg, st)
     )
 
 
 def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], out: np.ndarray) -> None:
     c, k, v, d, m = st.c, st.k, st.v, st.d, st.m
     x = np.zeros((n, c * v), np.int64)
-    x[:, :d] = bufs["act"][: n * d].view(np.int8).reshape(n, d)
+    if st.conv:
+        g = st.geom
+        x[:, :d] = conv_gather(bufs["act"][: g.h * g.w * g.ch].view(np.int8).astype(np.int64), g, d, n)
+    else:
+        x[:, :d] = bufs["act"][: n * d].view(np.int8).reshape(n, d)
     protos = bufs["proto"][: c * k * v].view(np.int8).reshape(c, k, v)
     lb = cfg.lut_bytes
     raw = bufs["lut"][: c * k * m * lb].reshape(c * k * m, lb).astype(np.int64)
@@ -202,5 +297,5 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     bias = bufs["bias"][: 4 * m].view("<i4").astype(np.int64)
     idx = encode(x.reshape(n, c, v), protos, st.metric)
     acc = lookup(idx, lut, bias, cfg.AccW)
-    y = requantize(acc, st.mult, st.shift, bool(st.relu), st.bits)
+    y = requantize(acc, st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
     out[: n * m] = y.astype(np.int8).view(np.uint8).reshape(-1)

@@ -28,6 +28,7 @@ class Field:
     width: int
     doc: str
     enum: str | None = None
+    default: int | None = None  # value the assembler uses when the operand is omitted (None: required)
 
     @property
     def mask(self) -> int:
@@ -135,8 +136,10 @@ def _keys(where: str, d: Any, required: set[str], optional: set[str] = frozenset
 
 
 def _field(where: str, d: Any) -> Field:
-    d = _keys(where, d, {"name", "lsb", "width", "doc"}, {"enum"})
-    return Field(str(d["name"]), int(d["lsb"]), int(d["width"]), str(d["doc"]), d.get("enum"))
+    d = _keys(where, d, {"name", "lsb", "width", "doc"}, {"enum", "default"})
+    dflt = d.get("default")
+    return Field(str(d["name"]), int(d["lsb"]), int(d["width"]), str(d["doc"]), d.get("enum"),
+                 None if dflt is None else int(dflt))
 
 
 def parse(raw: dict[str, Any]) -> Spec:
@@ -155,6 +158,8 @@ def parse(raw: dict[str, Any]) -> Spec:
             bits = f.mask << f.lsb
             if bits & used or f.lsb + f.width > nbits:
                 raise SpecError(f"{d['mnemonic']}.{f.name}: overlaps another field or leaves the word")
+            if f.default is not None and not 0 <= f.default <= f.mask:
+                raise SpecError(f"{d['mnemonic']}.{f.name}: default {f.default} does not fit {f.width} bits")
             used |= bits
         op = int(d["opcode"])
         if op in seen_ops or op > opf.mask or op == 0:
