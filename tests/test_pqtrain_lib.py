@@ -124,9 +124,12 @@ def test_zoo_round_trip(name: str, tmp_path: Path) -> None:
 
 
 def test_zoo_layer_shapes_match_pqa() -> None:
-    convs = [m for m in zoo.build_model("resnet20").pq_layers()]
+    pq = zoo.build_model("resnet20").pq_layers()
+    convs = [m for m in pq if m.kernel_size == (3, 3)]
     assert len(convs) == 18 and all(m.k == 16 and m.v == 9 and m.c == m.in_channels for m in convs)
     assert [m.out_channels for m in convs] == [16] * 6 + [32] * 6 + [64] * 6
+    proj = [m for m in pq if m.kernel_size == (1, 1)]  # option-B shortcuts of the two down-sampling blocks
+    assert [(m.in_channels, m.out_channels, m.stride, m.v) for m in proj] == [(16, 32, 2, 4), (32, 64, 2, 4)]
     kws = zoo.build_model("kws").pq_layers()
     assert [m.out_features for m in kws] == [120, 84, 84, 84, 196] and all(m.v == 4 for m in kws)
     em = zoo.build_model("emnist").pq_layers()

@@ -55,6 +55,8 @@ class QatParams:
     act_bits: int  # width of activations and prototypes
     lut_bits: int  # width of the table entries
     relu: bool  # the ReLU that follows is fused into the requantization clamp
+    in_unsigned: bool = False  # the input (and the prototypes) are unsigned act_bits-bit: [0, 2^act_bits-1]
+    out_unsigned: bool = False  # the output clamp is unsigned [0, 2^act_bits-1] (quant.unsigned)
 
 
 def pairwise_dist(xs: Tensor, protos: Tensor, metric: str) -> Tensor:
@@ -234,8 +236,9 @@ class PQLinear(nn.Module):
         amax = (1 << (q.act_bits - 1)) - 1
         qmax = (1 << (q.lut_bits - 1)) - 1
         xs = self._split(x.to(torch.float64))
-        xq = ste_round_clamp(xs / q.in_scale, -amax - 1, amax)  # integer-valued
-        pq = ste_round_clamp(self.prototypes.to(torch.float64) / q.in_scale, -amax - 1, amax)
+        lo_in, hi_in = (0, 2 * amax + 1) if q.in_unsigned else (-amax - 1, amax)
+        xq = ste_round_clamp(xs / q.in_scale, lo_in, hi_in)  # integer-valued
+        pq = ste_round_clamp(self.prototypes.to(torch.float64) / q.in_scale, lo_in, hi_in)
         dist = pairwise_dist(xq.detach(), pq.detach(), self.metric)  # exact integers
         soft_dist = pairwise_dist(xq * q.in_scale, pq * q.in_scale, self.metric)  # real units, carries gradient
         a = self._combine(dist, soft_dist)
@@ -251,7 +254,10 @@ class PQLinear(nn.Module):
         else:
             y = acc.detach() * q.mult
         y = lin + (y - lin).detach()
-        y = torch.clamp(y, 0.0 if q.relu else float(-amax - 1), float(amax))
+        if q.out_unsigned:
+            y = torch.clamp(y, 0.0, float(2 * amax + 1))
+        else:
+            y = torch.clamp(y, 0.0 if q.relu else float(-amax - 1), float(amax))
         return (y * q.out_scale).to(x.dtype)
 
     @torch.no_grad()

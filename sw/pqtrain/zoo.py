@@ -3,8 +3,10 @@
 - ``digits_mlp``: 64 -> PQ 64 -> ReLU -> PQ 10 (K=16, v=4): fits the ``small`` hardware config.
 - ``digits_cnn``: 1x8x8 -> PQ conv 3x3 (v=3: one kernel row) 16ch -> PQ conv 3x3/2 (v=9: one channel's patch)
   32ch -> flatten -> PQ linear 512 -> 10 (v=16); trains in about a minute on 2 cores.
-- ``resnet20``: CIFAR-10 ResNet-20 (option-A shortcuts); its 18 3x3 convs after the stem are PQ with K=16,
-  v=9, exactly the layer list of PQA (docs/design §4); the stem conv and the classifier stay float.
+- ``resnet20``: CIFAR-10 ResNet-20; its 18 3x3 convs after the stem are PQ with K=16, v=9, the layer list of
+  PQA (docs/design §4); the two down-sampling blocks have 1x1 stride-2 projection shortcuts (option B), PQ
+  with v=``proj_v`` (4); the stem conv and the classifier stay float (run them on the host:
+  ``pqcompile --host-layers``).
 - ``kws``: a keyword-spotting network with PQA's KWS PQ layer shapes (1x1 convs on [84, 5, 25]: 84->120->84->84
   ->84->196, K=16, v=4) behind a float stem on 10x50 MFCC features (:func:`pqtrain.data.load_speech_commands`).
 - ``emnist``: PQA's EMNIST PQ layer shapes (1x1 convs 64->96->120->150 at 14x14, 150->187->234->292 at 7x7,
@@ -44,7 +46,7 @@ def digits_cnn(k: int = 16, metric: str = "l2") -> Arch:
     ]}
 
 
-def resnet20(k: int = 16, v: int = 9, metric: str = "l2", num_classes: int = 10) -> Arch:
+def resnet20(k: int = 16, v: int = 9, metric: str = "l2", num_classes: int = 10, proj_v: int = 4) -> Arch:
     layers: list[dict[str, Any]] = [
         {"type": "conv2d", "in_channels": 3, "out_channels": 16, "kernel_size": 3, "padding": 1, "bias": False},
         {"type": "batchnorm2d", "num_features": 16}, {"type": "relu"}]
@@ -57,7 +59,8 @@ def resnet20(k: int = 16, v: int = 9, metric: str = "l2", num_classes: int = 10)
                     _pqconv(cout, cout, 3, k, v, 1, 1, metric, bias=False),
                     {"type": "batchnorm2d", "num_features": cout}]
             shortcut = [] if stride == 1 and cin == cout else [
-                {"type": "pad_channels", "out_channels": cout, "stride": stride}]
+                _pqconv(cin, cout, 1, k, proj_v, stride, 0, metric, bias=False),
+                {"type": "batchnorm2d", "num_features": cout}]
             layers += [{"type": "residual", "body": body, "shortcut": shortcut}, {"type": "relu"}]
             cin = cout
     layers += [{"type": "global_avgpool"}, {"type": "linear", "in_features": 64, "out_features": num_classes}]
