@@ -142,8 +142,10 @@ def _bad_models(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return {
         "truncated": (trunc, "truncated or corrupt"),
         "pickled_code": (evil, "refused"),
-        "unsupported_layer": (unsupported, r"layer 2 \(linear\): not supported by the accelerator"),
-        "beyond_limits": (too_big, r"layer 0 .*k=64 is beyond the hardware limit KMax=16"),
+        # the graph front end names layers by module path and says how to run a float layer on the host
+        "unsupported_layer": (unsupported, r"layers\.2 \(linear\): not supported by the accelerator.*"
+                                           r"--host-layers layers\.2"),
+        "beyond_limits": (too_big, r"layers\.0 .*k=64 is beyond the hardware limit KMax=16"),
         "missing": (tmp_path / "nope.pt", "no such model file"),
     }
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pqcompile import backend, hexfmt, quantize, sim
+from pqcompile import backend, hexfmt, ir, quantize, sim
 from pqcompile.isa import AsmError, IllegalInstruction, assemble, decode, disassemble, encode
 from pqcompile.spec import load
 
@@ -196,6 +196,56 @@ def test_write_build_is_atomic(tmp_path_factory: pytest.TempPathFactory, case: t
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     man, mem = backend.load_build(out)
     assert man["n_insns"] == len(prog.words) and np.array_equal(mem[: prog.mem.size], prog.mem)
+
+
+@st.composite
+def conv_graphs(draw: st.DrawFn) -> tuple[ir.Graph, np.ndarray]:
+    """One random conv op (any kernel, stride, padding, odd channels, v not dividing the patch), sometimes
+    larger than the act/output buffers of "small" (banded), on 1..3 images."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    side = st.one_of(st.integers(1, 12), st.integers(16, 28))  # large fmaps exceed the act buffer: bands
+    h, w, ch = draw(side), draw(side), draw(st.one_of(st.integers(1, 5), st.integers(8, 12)))
+    kh, kw = draw(st.integers(1, min(h + 2, 5))), draw(st.integers(1, min(w + 2, 5)))
+    stride, pad = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    d = ch * kh * kw
+    v = draw(st.integers(min(CFG.VMax, max(1, -(-d // CFG.CMax))), CFG.VMax))
+    c, k, m = -(-d // v), draw(st.integers(1, CFG.KMax)), draw(st.integers(1, 16))
+    if oh < 1 or ow < 1 or c > CFG.CMax or c * k * v > CFG.ProtoBytes or c * k * m > CFG.LutBytes:
+        oh = ow = 0  # not a legal layer: the back end must refuse it cleanly
+    protos = rng.integers(-128, 128, (c, k, v))
+    post = ir.Post(int(rng.integers(1, 1 << 16)), draw(st.integers(0, 20)), draw(st.booleans()), 8)
+    op = ir.PQOp("conv", "x", "y", protos, rng.integers(-128, 128, (c, k, m)), rng.integers(-5000, 5000, m),
+                 draw(st.sampled_from(["l1", "l2"])), post, kh, kw, stride, pad)
+    g = ir.Graph("fuzz", {"x": ir.TensorInfo("x", (h, w, ch), 1.0, 8),
+                          "y": ir.TensorInfo("y", (max(oh, 1), max(ow, 1), m), 1.0, 8)}, [op], "x", "y")
+    return g, rng.integers(-128, 128, (draw(st.integers(1, 3)), h, w, ch))
+
+
+@FAST
+@given(conv_graphs())
+def test_conv_graph_computes_the_golden_functions(case: tuple[ir.Graph, np.ndarray]) -> None:
+    """A conv op emitted by the back end (tiled into bands where it does not fit), run on the simulator,
+    equals conv_gather over the whole fmap + encode + lookup + requantize; what it refuses is a CompileError."""
+    g, x = case
+    (op,) = g.ops
+    try:
+        prog = backend.emit_graph(CFG, g, x)
+    except backend.CompileError as exc:
+        assert "layer 0 (conv" in str(exc)
+        return
+    res = sim.run(CFG, prog.mem, prog.insn_base, strict=True)
+    n, h, w, ch = x.shape
+    oh, ow, m = g.tensors["y"].shape
+    geom = sim.ConvGeom(h, w, ch, op.stride, op.kh, op.kw, op.pad, op.pad, ow)
+    d = ch * op.kh * op.kw
+    y = backend.read_output(prog.manifest, res.mem).reshape(n, oh * ow, m).astype(np.int64)
+    for im in range(n):
+        cols = np.zeros((oh * ow, op.c * op.v), np.int64)
+        cols[:, :d] = sim.conv_gather(x[im].reshape(-1).astype(np.int64), geom, d, oh * ow)
+        idx = sim.encode(cols.reshape(-1, op.c, op.v), op.protos, load().enums["metric"][op.metric])
+        acc = sim.lookup(idx, op.lut, op.bias, CFG.AccW)
+        assert np.array_equal(y[im], sim.requantize(acc, op.post.mult, op.post.shift, op.post.relu, 8))
 
 
 @pytest.mark.parametrize("text", [

@@ -1,4 +1,9 @@
-"""``pqcompile model.pt -o build/<name>/``: a saved PQ model -> a build directory for the accelerator.
+"""``pqcompile model.pt -o build/<name>/``: a saved PQ model (MLP or CNN) -> a build directory for the accelerator.
+
+Flow: the front end (``pqcompile.graph.build_graph``: extraction, batch-norm folding, ReLU fusion,
+quantization; host layers split off) -> the back end (``pqcompile.backend.emit_graph``: layout, tiling,
+allocation, emission) -> the golden simulator -> the check that the quantized model in torch
+(``graph.reference``) equals the simulator bit for bit -> the build directory and the per-layer report.
 
 Exit status: 0 on success; 2 when the input is refused (bad model file, unsupported layer, bad option);
 1 when an internal check fails (the quantized torch model and the simulator disagree).
@@ -10,46 +15,66 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import backend, quantize
+from . import backend, graph
 from .spec import load as load_spec
+
+CALIB_MAX = 256  # calibration inputs taken from the training split or the .npy file
+CALIB_RANDOM = 4  # calibration inputs drawn for --inputs random (cycle counts do not depend on data)
 
 
 class UsageError(ValueError):
     pass
 
 
-def _inputs(spec: str, arch: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Returns (inputs, labels or None, calibration inputs)."""
-    from pqtrain.data import load_digits_split
-
-    x_tr, _y_tr, x_te, y_te = (np.asarray(t) for t in load_digits_split())
-    calib = x_tr[:256]
+def _inputs(spec: str, arch: dict[str, Any], count: int, seed: int = 0
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Returns (inputs [n, *input_shape], labels or None, calibration inputs)."""
+    shape = [int(s) for s in arch.get("input_shape", [])]
+    if spec == "random":
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((count, *shape)).astype(np.float32)
+        return x, None, rng.standard_normal((CALIB_RANDOM, *shape)).astype(np.float32)
     if spec == "digits-test":
-        if list(arch.get("input_shape", [])) != [x_te.shape[1]]:
-            raise UsageError(f"--inputs digits-test gives {x_te.shape[1]} features; "
-                             f"the model wants {arch.get('input_shape')}")
-        return x_te[:count], y_te[:count], calib
+        from pqtrain.data import load_digits_split
+
+        x_tr, _y_tr, x_te, y_te = (np.asarray(t) for t in load_digits_split())
+        if int(np.prod(shape)) != x_te.shape[1] or shape not in ([x_te.shape[1]], [1, 8, 8]):
+            raise UsageError(f"--inputs digits-test gives 8x8 digits ([{x_te.shape[1]}] or [1, 8, 8]); the model "
+                             f"wants {shape}: pass --inputs FILE.npy (float [n, {', '.join(map(str, shape))}]) "
+                             "or --inputs random")
+        return (x_te[:count].reshape(-1, *shape), y_te[:count],
+                x_tr[:CALIB_MAX].reshape(-1, *shape))
     path = Path(spec)
     if not path.exists():
-        raise UsageError(f"--inputs {spec}: no such file (use digits-test or a .npy file of float inputs)")
+        raise UsageError(f"--inputs {spec}: no such file (use digits-test, random or a .npy file of float inputs)")
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise UsageError(f"--inputs {spec}: not a readable .npy array ({exc})") from None
-    if x.ndim != 2:
-        raise UsageError(f"--inputs {spec}: expected a 2-D array [n, features], got shape {list(x.shape)}")
-    return x[:count].astype(np.float32), None, x[: min(len(x), 256)].astype(np.float32)
+    if x.ndim < 2 or list(x.shape[1:]) != shape or x.shape[0] < 1:
+        raise UsageError(f"--inputs {spec}: expected an array [n, {', '.join(map(str, shape))}] "
+                         f"(the model's input_shape), got shape {list(x.shape)}")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise UsageError(f"--inputs {spec}: expected finite numbers, got dtype {x.dtype}")
+    return x[:count].astype(np.float32), None, x[:CALIB_MAX].astype(np.float32)
+
+
+def _host_layer_names(host_layers: Sequence[str]) -> list[str]:
+    """``--host-layers a b`` and ``--host-layers a,b`` alike."""
+    return [h for item in host_layers for h in item.split(",") if h]
 
 
 def compile_model(model_path: str, out: str, config: str = "default", inputs: str = "digits-test",
                   count: int = 100, quiet: bool = False, act_bits: int | None = None,
-                  lut_bits: int | None = None, act_calib: str = "max", lut_calib: str = "max") -> dict[str, Any]:
+                  lut_bits: int | None = None, act_calib: str = "max", lut_calib: str = "max",
+                  host_layers: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
     from pqtrain.model import load as load_model
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -63,36 +88,47 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
     model, arch, meta = load_model(model_path)
     name = str(arch.get("name", Path(model_path).stem))
     say(f"pqcompile: {model_path} ({name}) for config '{cfg.name}'")
-    flayers = quantize.extract(arch, model.state_dict())
-    x, labels, calib = _inputs(inputs, arch, count)
-    qlayers, s_in = quantize.quantize_layers(cfg, flayers, calib, act_bits=act_bits, lut_bits=lut_bits,
-                                             act_calib=act_calib, lut_calib=lut_calib)
-    xq = quantize.quantize_act(x, s_in, qlayers[0].bits)
-    prog = backend.emit(cfg, qlayers, xq, name=name)
+    x, labels, calib = _inputs(inputs, arch, count, seed)
+    fe = graph.build_graph(arch, model.state_dict(), calib, cfg, act_bits=act_bits, lut_bits=lut_bits,
+                           act_calib=act_calib, lut_calib=lut_calib, host_layers=_host_layer_names(host_layers),
+                           name=name)
+    g = fe.graph
+    xq = fe.quantize_input(x)
+    prog = backend.emit_graph(cfg, g, xq, name=name)
     res = backend.simulate(cfg, prog)
-    y_sim = backend.read_output(prog.manifest, res.mem)
-    with torch.no_grad():
-        y_torch = quantize.QuantPQNet(qlayers, cfg.AccW)(torch.from_numpy(xq)).numpy()
-        y_float = model.eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
-    n_diff = int((y_torch != y_sim).sum())
+    n = int(xq.shape[0])
+    y_sim = backend.read_output(prog.manifest, res.mem).reshape(n, *g.tensors[g.output].shape).astype(np.int64)
+    y_ref = np.asarray(graph.reference(g, xq, cfg.AccW)).reshape(y_sim.shape)
+    n_diff = int((y_ref != y_sim).sum())
     if n_diff:
         raise RuntimeError(f"quantized torch model and golden simulator differ in {n_diff} of {y_sim.size} outputs")
     say(f"  quantized torch model == golden simulator: {y_sim.size} outputs, bit-exact")
+    tin = g.tensors[g.input]
+    flat_in = tin.shape[:2] == (1, 1)
+    extra = {"inputs_float": np.asarray(x, np.float32),
+             "inputs": (xq.reshape(n, -1) if flat_in else xq).astype(np.int8)}
     acc: dict[str, float] = {}
-    extra = {"inputs_float": np.asarray(x, np.float32), "inputs": xq.astype(np.int8)}
     if labels is not None:
+        with torch.no_grad():
+            y_float = model.eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+        y_q = fe.finish(y_sim)
         acc = {"float": float((y_float.argmax(1) == labels).mean()),
-               "quantized": float((y_sim.argmax(1) == labels).mean())}
+               "quantized": float((y_q.argmax(1) == labels).mean())}
         extra["labels"] = labels.astype(np.int64)
+    # "accuracy" is the accelerator output's own argmax (what tb/run_sim.py checks the RTL against); with host
+    # layers after the accelerator the classes come from the host, so the figures go to "accuracy_host"
+    acc_key = "accuracy_host" if g.host_suffix else "accuracy"
     manifest = backend.write_build(out, cfg, prog, res, extra=extra, manifest_extra={
-        "source_model": str(model_path), "input_scale": s_in, "act_bits": qlayers[0].bits,
-        "lut_bits": lut_bits or cfg.LutW, "act_calib": act_calib, "lut_calib": lut_calib, "accuracy": acc,
-        "n_columns": int(x.shape[0]),
-        "model_meta": meta,
+        "source_model": str(model_path), "input_scale": tin.scale, "output_scale": g.tensors[g.output].scale,
+        "act_bits": tin.bits, "lut_bits": lut_bits or cfg.LutW, "act_calib": act_calib, "lut_calib": lut_calib,
+        acc_key: acc, **({"accuracy": {}} if g.host_suffix else {}),
+        "inputs": inputs if inputs in ("digits-test", "random") else str(Path(inputs)), "seed": seed,
+        "n_columns": n, "model_meta": meta,
     })
     say(report(manifest))
     if acc:
-        say(f"  accuracy on {x.shape[0]} inputs: float PQ model {100 * acc['float']:.2f}%, "
+        where = " (classes after the host layers)" if g.host_suffix else ""
+        say(f"  accuracy on {n} inputs{where}: float PQ model {100 * acc['float']:.2f}%, "
             f"quantized (integer pipeline) {100 * acc['quantized']:.2f}%")
     say(f"  wrote {out}/ ({manifest['n_insns']} instructions, {manifest['mem_bytes']} bytes of memory image) "
         f"in {time.perf_counter() - t0:.1f} s")
@@ -100,13 +136,8 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
 
 
 def report(manifest: dict[str, Any]) -> str:
-    rows = [f"  {'layer':<14}{'d':>5}{'m':>5}{'c':>4}{'k':>4}{'v':>4} {'metric':<7}{'relu':<6}"
-            f"{'table B':>9}{'tiles':>6}{'mult':>7}{'shift':>6}{'bits':>5}{'pred. cycles':>14}"]
-    for lay in manifest["layers"]:
-        rows.append(f"  {lay['name']:<14}{lay['d']:>5}{lay['m']:>5}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4} "
-                    f"{lay['metric']:<7}{str(lay['relu']):<6}{lay['table_bytes']:>9}{lay['tiles']:>6}"
-                    f"{lay['mult']:>7}{lay['shift']:>6}{lay['bits']:>5}{lay.get('predicted_cycles', 0):>14}")
-    return "\n".join(rows)
+    """The per-layer report of a written build (backend.format_report)."""
+    return backend.format_report(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--out", required=True, help="build directory to write (replaced only when complete)")
     ap.add_argument("--config", default="default", help="hardware configuration from the spec (default: default)")
     ap.add_argument("--inputs", default="digits-test",
-                    help="inputs to run: 'digits-test' (the fixed test split) or a .npy file [n, features]")
-    ap.add_argument("--count", type=int, default=100, help="number of input columns (default 100)")
+                    help="inputs to run: 'digits-test' (the fixed test split; models with input [64] or [1, 8, 8]), "
+                         "'random' (standard normal, --seed; no labels), or a .npy file [n, *input_shape] of "
+                         "float inputs")
+    ap.add_argument("--count", type=int, default=100, help="number of inputs (images or columns; default 100)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
+    ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
+                    help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "
+                         "leading prefix and/or a trailing suffix of the network; commas also separate names")
     ap.add_argument("--act-bits", type=int, default=None,
                     help="activation and prototype width, 2..ActW (default: the config's ActW)")
     ap.add_argument("--lut-bits", type=int, default=None,
@@ -131,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         compile_model(args.model, args.out, args.config, args.inputs, args.count, args.quiet, args.act_bits,
-                      args.lut_bits, args.act_calib, args.lut_calib)
+                      args.lut_bits, args.act_calib, args.lut_calib, args.host_layers, args.seed)
     except (ModelFormatError, backend.CompileError, UsageError) as exc:
         print(f"pqcompile: error: {exc}", file=sys.stderr)
         return 2

@@ -1,12 +1,18 @@
-"""Front end and quantization: a saved float PQ model -> integer layers (``QLayer``) for the hardware,
-and the quantized torch model that is checked against the golden simulator bit for bit.
+"""Quantization helpers shared by the front end (``pqcompile.graph``) and the legacy MLP path.
 
-Scheme (docs/theory.md, "Quantization"):
-- activations are symmetric int8 with a per-tensor scale ``s``: q = clamp(round(x / s), -128, 127);
-- a layer's prototypes use its input scale (so integer distances order exactly as the dequantized ones);
+Scheme (docs/compiler.md, "Quantization"):
+- activations are ``bits``-bit integers with a per-tensor scale ``s``: q = clamp(round(x / s)) to the signed
+  range [-2^(bits-1), 2^(bits-1)-1], or to the unsigned range [0, 2^bits-1] for a non-negative tensor when
+  ``bits`` < ActW (``quant.unsigned``; :mod:`pqcompile.graph` decides, the legacy path is always signed);
+- a layer's prototypes use its input scale and range (so integer distances order exactly as the dequantized
+  ones);
 - the table is built from the *dequantized* prototypes and the float weight, and quantized to LutW bits
-  with one per-layer scale ``s_lut``; the bias is quantized to int32 with the same scale;
+  with one per-layer scale ``s_lut``; the bias is quantized to int32 with the same scale
+  (:func:`quantize_table`);
 - the accumulator (scale ``s_lut``) is requantized to the output scale with mult / 2^shift, round half up.
+
+``extract`` / ``quantize_layers`` / ``QuantPQNet`` are the MLP-only path of the first compiler (``QLayer``s for
+``backend.emit``); ``pqcompile.graph.build_graph`` computes the same integers for an MLP at ActW bits (tested).
 """
 
 from __future__ import annotations
@@ -77,10 +83,20 @@ def extract(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> list[FloatP
     return out
 
 
-def quantize_act(x: np.ndarray, scale: float, bits: int = 8) -> np.ndarray:
-    """Symmetric ``bits``-bit quantization: clamp(round(x / scale), -2^(bits-1), 2^(bits-1)-1)."""
-    hi = (1 << (bits - 1)) - 1
-    return np.clip(np.round(np.asarray(x, np.float64) / scale), -hi - 1, hi).astype(np.int64)
+def act_range(bits: int, unsigned: bool = False) -> tuple[int, int]:
+    """The integer range of a ``bits``-bit activation: [-2^(bits-1), 2^(bits-1)-1], or [0, 2^bits-1] unsigned."""
+    return (0, (1 << bits) - 1) if unsigned else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+def act_levels(bits: int, unsigned: bool = False) -> int:
+    """The largest integer of the range: the number of levels a calibrated range r is divided into."""
+    return act_range(bits, unsigned)[1]
+
+
+def quantize_act(x: np.ndarray, scale: float, bits: int = 8, unsigned: bool = False) -> np.ndarray:
+    """clamp(round(x / scale)) to :func:`act_range` (round half to even), as int64."""
+    lo, hi = act_range(bits, unsigned)
+    return np.clip(np.round(np.asarray(x, np.float64) / scale), lo, hi).astype(np.int64)
 
 
 def mult_shift(ratio: float) -> tuple[int, int]:
@@ -93,6 +109,16 @@ def mult_shift(ratio: float) -> tuple[int, int]:
     if mult >= 1 << 16:
         raise CompileError(f"requantization ratio {ratio} is too large for a 16-bit multiplier")
     return max(mult, 1), shift
+
+
+def add_mult_shift(ratio_a: float, ratio_b: float) -> tuple[int, int, int]:
+    """(ma, mb, shift) with ma / 2^shift ~= ratio_a and mb / 2^shift ~= ratio_b, one shift for both: the
+    larger ratio's multiplier lies in [2^14, 2^15) where the shift range allows, so both fit 16 bits."""
+    for r in (ratio_a, ratio_b):
+        if r <= 0 or not math.isfinite(r):
+            raise CompileError(f"requantization ratio {r} is not a positive number")
+    _, shift = mult_shift(max(ratio_a, ratio_b))
+    return round(ratio_a * (1 << shift)), round(ratio_b * (1 << shift)), shift
 
 
 def pad_columns(x: np.ndarray, c: int, v: int) -> np.ndarray:
@@ -129,6 +155,30 @@ def calib_range(x: np.ndarray, levels: int, method: str = "max", percentile: flo
     raise CompileError(f"unknown calibration method {method!r}; expected one of {CALIB_METHODS}")
 
 
+def quantize_table(protos: np.ndarray, weight: np.ndarray, bias: np.ndarray, in_scale: float,
+                   in_range: tuple[int, int], lut_bits: int,
+                   lut_calib: str = "max") -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A PQ layer's integer tables: (prototypes [c, k, v], table [c, k, m], bias [m], table scale), int64.
+
+    The prototypes take the input's scale and integer range ``in_range``; the table is built from the
+    dequantized prototypes and ``weight`` ([m, d], zero-padded to c*v) and quantized to ``lut_bits`` bits
+    with one scale (``lut_calib``, :func:`calib_range`); the bias is rounded to int32 with the same scale,
+    leaving room for the c table entries in a 32-bit accumulator.
+    """
+    c, k, v = protos.shape
+    m, d = weight.shape
+    qmax = (1 << (lut_bits - 1)) - 1
+    pq = np.clip(np.round(np.asarray(protos, np.float64) / in_scale), *in_range).astype(np.int64)
+    wpad = np.zeros((m, c * v))
+    wpad[:, :d] = weight
+    lut_f = np.einsum("ckv,mcv->ckm", pq * in_scale, wpad.reshape(m, c, v))
+    s_lut = calib_range(lut_f, qmax, lut_calib) / qmax or 1.0
+    lut_q = np.clip(np.round(lut_f / s_lut), -qmax - 1, qmax).astype(np.int64)
+    lim = (1 << 31) - 1 - c * (qmax + 1)
+    bias_q = np.clip(np.round(np.asarray(bias, np.float64) / s_lut), -lim, lim).astype(np.int64)
+    return pq, lut_q, bias_q, s_lut
+
+
 def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray,
                     input_scale: float | None = None, act_bits: int | None = None,
                     lut_bits: int | None = None, act_calib: str = "max",
@@ -154,18 +204,11 @@ def quantize_layers(cfg: HwConfig, layers: list[FloatPQLayer], calib: np.ndarray
         raise CompileError("calibration inputs are all zero: cannot choose an input scale")
     scale0 = s_in
     xq = quantize_act(calib, s_in, act_bits)
-    qmax = (1 << (lut_bits - 1)) - 1
     out: list[QLayer] = []
     for fl in layers:
         c, k, v = fl.prototypes.shape
-        pq = np.clip(np.round(fl.prototypes / s_in), -amax - 1, amax).astype(np.int64)
-        wpad = np.zeros((fl.m, c * v))
-        wpad[:, : fl.d] = fl.weight
-        lut_f = np.einsum("ckv,mcv->ckm", pq * s_in, wpad.reshape(fl.m, c, v))
-        s_lut = calib_range(lut_f, qmax, lut_calib) / qmax or 1.0
-        lut_q = np.clip(np.round(lut_f / s_lut), -qmax - 1, qmax).astype(np.int64)
-        lim = (1 << 31) - 1 - c * (qmax + 1)
-        bias_q = np.clip(np.round(fl.bias / s_lut), -lim, lim).astype(np.int64)
+        pq, lut_q, bias_q, s_lut = quantize_table(fl.prototypes, fl.weight, fl.bias, s_in, act_range(act_bits),
+                                                  lut_bits, lut_calib)
         metric = sim.load().enums["metric"][fl.metric]
         idx = sim.encode(pad_columns(xq, c, v).reshape(-1, c, v), pq, metric)
         acc = sim.lookup(idx, lut_q, bias_q, cfg.AccW)

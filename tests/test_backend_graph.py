@@ -1,0 +1,532 @@
+"""Back end for whole graphs (pqcompile.backend): hand-built integer graphs (conv, stride 2, odd channels,
+v not dividing the patch, flatten-linear, pool, add, a residual block) compiled, run on the golden simulator
+and compared exactly with a numpy reference composed of the simulator's own helper functions
+(sim.conv_gather / encode / lookup / requantize / round_shift_clamp); conv tiling into bands, the layout of
+padded tensors, memory reuse, the MLP path, errors and the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pqcompile import backend, ir, quantize, sim
+from pqcompile.spec import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = load()
+SMALL, DEFAULT = SPEC.config("small"), SPEC.config("default")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# numpy reference and a graph builder that calibrates each op's requantization on the data it sees
+# ------------------------------------------------------------------------------------------------------------
+def ref_pq(op: ir.PQOp, x: np.ndarray, acc_w: int = 32) -> np.ndarray:
+    """x [N, h, w, ch] -> [N, oh, ow, m]: conv_gather (untiled, whole fmap) + encode + lookup + requantize."""
+    n, h, w, ch = x.shape
+    oh, ow = (h + 2 * op.pad - op.kh) // op.stride + 1, (w + 2 * op.pad - op.kw) // op.stride + 1
+    g = sim.ConvGeom(h, w, ch, op.stride, op.kh, op.kw, op.pad, op.pad, ow)
+    d = ch * op.kh * op.kw
+    out = []
+    for im in range(n):
+        cols = np.zeros((oh * ow, op.c * op.v), np.int64)
+        cols[:, :d] = sim.conv_gather(x[im].reshape(-1).astype(np.int64), g, d, oh * ow)
+        idx = sim.encode(cols.reshape(-1, op.c, op.v), op.protos, SPEC.enums["metric"][op.metric])
+        acc = sim.lookup(idx, op.lut, op.bias, acc_w)
+        p = op.post
+        out.append(sim.requantize(acc, p.mult, p.shift, p.relu, p.bits, p.unsigned).reshape(oh, ow, op.m))
+    return np.stack(out)
+
+
+def ref_graph(g: ir.Graph, x: np.ndarray) -> dict[str, np.ndarray]:
+    vals = {g.input: x.astype(np.int64)}
+    for op in g.ops:
+        p = op.post
+        if isinstance(op, ir.PQOp):
+            vals[op.out] = ref_pq(op, vals[op.inp])
+        elif isinstance(op, ir.AddOp):
+            vals[op.out] = sim.round_shift_clamp(vals[op.a] * op.ma + vals[op.b] * op.mb, p.shift, p.relu, p.bits,
+                                                 p.unsigned)
+        else:
+            s = vals[op.inp].sum(axis=(1, 2), keepdims=True)
+            vals[op.out] = sim.requantize(s, p.mult, p.shift, p.relu, p.bits, p.unsigned)
+    return vals
+
+
+def _shift_for(top: int, mult: int, bits: int) -> int:
+    return min(47, max(0, (max(top, 1) * mult).bit_length() - (bits - 1)))
+
+
+@dataclass
+class Builder:
+    """Builds a graph op by op on concrete inputs, calibrating mult/shift so that outputs are spread."""
+
+    x: np.ndarray  # [N, h, w, ch]
+    seed: int = 0
+    lut_bits: int = 8
+    tensors: dict[str, ir.TensorInfo] = field(default_factory=dict)
+    ops: list[ir.Op] = field(default_factory=list)
+    vals: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.tensors["x"] = ir.TensorInfo("x", tuple(self.x.shape[1:]), 1.0, 8)  # type: ignore[arg-type]
+        self.vals["x"] = self.x.astype(np.int64)
+
+    def _add_tensor(self, name: str, val: np.ndarray, bits: int, unsigned: bool = False) -> str:
+        self.tensors[name] = ir.TensorInfo(name, tuple(val.shape[1:]), 1.0, bits, unsigned)  # type: ignore[arg-type]
+        self.vals[name] = val
+        return name
+
+    def pq(self, name: str, inp: str, m: int, k: int, v: int, kh: int = 1, kw: int | None = None, stride: int = 1,
+           pad: int = 0, metric: str = "l2", relu: bool = True, bits: int = 8, unsigned: bool = False) -> str:
+        kw = kh if kw is None else kw
+        h, w, ch = self.tensors[inp].shape
+        d = ch * kh * kw
+        c = -(-d // v)
+        rng = self.rng
+        protos = rng.integers(-60, 60, (c, k, v))
+        protos[-1, :, d - (c - 1) * v :] = 0
+        lmax = 1 << (self.lut_bits - 1)
+        lut = rng.integers(-lmax, lmax, (c, k, m))
+        bias = rng.integers(-4 * lmax, 4 * lmax, m)
+        op = ir.PQOp(name, inp, f"{name}.out", protos, lut, bias, metric, ir.Post(1 << 14, 0, relu, bits, unsigned),
+                     kh, kw, stride, pad)
+        op.post.mult = 1 << 14  # calibrate the shift on the data: about half the outputs saturate-free
+        acc_top = int(np.abs(ref_pq(ir.PQOp(**{**op.__dict__, "post": ir.Post(1, 0, False, 63)}),
+                                    self.vals[inp])).max())
+        op.post.shift = _shift_for(acc_top, op.post.mult, bits)
+        self.ops.append(op)
+        return self._add_tensor(op.out, ref_pq(op, self.vals[inp]), bits, unsigned)
+
+    def add(self, name: str, a: str, b: str, relu: bool = True, bits: int = 8) -> str:
+        ma, mb = int(self.rng.integers(1 << 13, 1 << 14)), int(self.rng.integers(1 << 13, 1 << 14))
+        top = int(np.abs(self.vals[a] * ma + self.vals[b] * mb).max())
+        post = ir.Post(0, _shift_for(top, 1, bits), relu, bits)
+        op = ir.AddOp(name, a, b, f"{name}.out", ma, mb, post)
+        self.ops.append(op)
+        p = post
+        val = sim.round_shift_clamp(self.vals[a] * ma + self.vals[b] * mb, p.shift, p.relu, p.bits, p.unsigned)
+        return self._add_tensor(op.out, val, bits)
+
+    def pool(self, name: str, inp: str, bits: int = 8) -> str:
+        s = self.vals[inp].sum(axis=(1, 2), keepdims=True)
+        post = ir.Post(1 << 14, _shift_for(int(np.abs(s).max()), 1 << 14, bits), False, bits)
+        op = ir.PoolOp(name, inp, f"{name}.out", post)
+        self.ops.append(op)
+        return self._add_tensor(op.out, sim.requantize(s, post.mult, post.shift, False, bits), bits)
+
+    def graph(self, out: str, name: str = "hand") -> ir.Graph:
+        return ir.Graph(name, dict(self.tensors), list(self.ops), "x", out)
+
+
+def _inputs(rng: np.random.Generator, n: int, shape: tuple[int, int, int]) -> np.ndarray:
+    return rng.integers(-128, 128, (n, *shape))
+
+
+def run_graph(cfg: object, g: ir.Graph, x: np.ndarray) -> tuple[np.ndarray, backend.Program, sim.Result]:
+    prog = backend.emit_graph(cfg, g, x)  # type: ignore[arg-type]
+    res = backend.simulate(cfg, prog)  # type: ignore[arg-type]
+    assert res.done and res.err_code == 0
+    y = backend.read_output(prog.manifest, res.mem)
+    return y.reshape(x.shape[0], *prog.manifest["output"]["tensor"]).astype(np.int64), prog, res
+
+
+def _check(cfg: object, b: Builder, out: str) -> backend.Program:
+    g = b.graph(out)
+    y, prog, _ = run_graph(cfg, g, b.x)
+    ref = ref_graph(g, b.x)[out]
+    assert np.array_equal(y, ref)
+    assert np.array_equal(ref, b.vals[out])
+    assert len(np.unique(ref)) >= 8  # the outputs carry information
+    return prog
+
+
+# ------------------------------------------------------------------------------------------------------------
+# single ops
+# ------------------------------------------------------------------------------------------------------------
+def test_conv_stride1_pad1() -> None:
+    b = Builder(_inputs(np.random.default_rng(1), 2, (8, 8, 4)), seed=1)
+    t = b.pq("conv", "x", m=6, k=8, v=8, kh=3, pad=1)  # d = 36 = 4*8 + 4
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["kind"] == "conv" and lay["bands"] == 1 and lay["tiles"] == 2
+    assert prog.manifest["output"]["shape"] == [2, 8 * 8 * 6] and prog.manifest["output"]["tensor"] == [8, 8, 6]
+
+
+def test_conv_stride2_odd_channels_v_not_dividing_patch() -> None:
+    # 9x9x3 = 243 bytes per image (not a bus multiple: padded to 248), d = 27 = 5 subspaces of 5 + 2
+    b = Builder(_inputs(np.random.default_rng(2), 3, (9, 9, 3)), seed=2)
+    t = b.pq("conv", "x", m=5, k=7, v=5, kh=3, stride=2, pad=1, metric="l1", relu=False)
+    prog = _check(SMALL, b, t)
+    man = prog.manifest
+    assert man["input"]["stride"] == 248 and man["output"]["stride"] == 128  # 5x5x5 = 125 -> 128
+    assert b.tensors[t].shape == (5, 5, 5)
+
+
+def test_conv_rectangular_kernel_no_pad() -> None:
+    b = Builder(_inputs(np.random.default_rng(3), 2, (6, 7, 5)), seed=3)
+    t = b.pq("conv", "x", m=4, k=5, v=4, kh=2, kw=3, stride=1, pad=0)
+    _check(SMALL, b, t)
+
+
+def test_flatten_linear_groups_images() -> None:
+    b = Builder(_inputs(np.random.default_rng(4), 7, (4, 4, 5)), seed=4)
+    t = b.pq("fc", "x", m=10, k=16, v=8, kh=4, kw=4, relu=False)
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["kind"] == "flatten-linear" and lay["images_per_run"] == 7 and lay["tiles"] == 1
+    assert prog.manifest["output"]["stride"] == 10  # dense [N, 10], as an MLP's output
+
+
+def test_flatten_linear_group_tiles() -> None:
+    # 4x4x8 = 128 bytes per image: 32 images per act buffer on "small"; 70 images -> 3 runs
+    b = Builder(_inputs(np.random.default_rng(5), 70, (4, 4, 8)), seed=5)
+    t = b.pq("fc", "x", m=12, k=8, v=8, kh=4, kw=4)
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["images_per_run"] == 32 and lay["tiles"] == 3
+
+
+def test_linear_batched_like_an_mlp() -> None:
+    b = Builder(_inputs(np.random.default_rng(6), 300, (1, 1, 40)), seed=6)
+    t = b.pq("fc", "x", m=50, k=4, v=8)
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["kind"] == "linear" and lay["tile_columns"] == 80 and lay["tiles"] == 4
+
+
+def test_pool() -> None:
+    b = Builder(_inputs(np.random.default_rng(7), 3, (4, 4, 6)), seed=7)
+    t = b.pool("gap", "x")
+    prog = _check(SMALL, b, t)
+    assert prog.manifest["output"]["stride"] == 8 and prog.manifest["layers"][0]["kind"] == "pool"
+
+
+def test_add_unaligned_and_chunked() -> None:
+    rng = np.random.default_rng(8)
+    b = Builder(_inputs(rng, 2, (5, 5, 3)), seed=8)
+    y = b.pq("conv", "x", m=3, k=4, v=3, kh=3, pad=1)
+    t = b.add("res", y, "x")
+    _check(SMALL, b, t)
+    # 2 x 32x32x8 = 16384 bytes: 4 chunks of min(ActBytes, OutBytes) = 4096 on "small"
+    b2 = Builder(_inputs(rng, 2, (32, 32, 8)), seed=9)
+    t2 = b2.add("res", "x", "x", relu=False)
+    prog = _check(SMALL, b2, t2)
+    lay = prog.manifest["layers"][0]
+    assert lay["tiles"] == 4 and lay["chunk_bytes"] == 4096 and lay["loaded_bytes"] == 2 * 16384
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tiling into bands
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("stride", "pad", "kh"), [(1, 1, 3), (2, 1, 3), (1, 0, 3), (2, 0, 1), (1, 2, 5)])
+def test_conv_bands_equal_the_untiled_result(stride: int, pad: int, kh: int) -> None:
+    """32x32x8 (8192 bytes) does not fit ActBytes=4096 of "small": bands of rows give exactly the untiled
+    (numpy) result and exactly the result of the same layer on "default", where it fits in one piece."""
+    b = Builder(_inputs(np.random.default_rng(10 + kh), 2, (32, 32, 8)), seed=10 + stride)
+    t = b.pq("conv", "x", m=8, k=16, v=8, kh=kh, stride=stride, pad=pad)
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["bands"] > 1 and lay["tiles"] == 2 * lay["bands"]
+    rows = lay["band_rows"]
+    assert rows[0][0] == 0 and rows[-1][1] == b.tensors[t].shape[0]
+    assert all(r1 == r0n for (_, r1), (r0n, _) in zip(rows[:-1], rows[1:], strict=True))
+    y_def, prog_def, _ = run_graph(DEFAULT, b.graph(t), b.x)
+    assert prog_def.manifest["layers"][0]["bands"] == 1
+    assert np.array_equal(y_def, b.vals[t])
+
+
+def test_conv_bands_unit() -> None:
+    op = ir.PQOp("c", "x", "y", np.zeros((9, 2, 8)), np.zeros((9, 2, 8)), np.zeros(8), "l2",
+                 ir.Post(1, 0, False, 8), 3, 3, 1, 1)
+    bands = backend.conv_bands(SMALL, op, 32, 32, 8)
+    for bd in bands:
+        assert (bd.b - bd.a) * 32 * 8 <= SMALL.ActBytes and (bd.r1 - bd.r0) * 32 * 8 <= SMALL.OutBytes
+        assert bd.a == max(0, bd.r0 - 1) and bd.pad_t == (1 if bd.r0 == 0 else 0)
+        assert bd.b == min(32, bd.r1 + 1)  # only the real bottom padding is beyond the loaded rows
+    assert [(bd.r0, bd.r1) for bd in bands] == [(0, 15), (15, 29), (29, 32)]
+
+
+def test_conv_that_cannot_be_banded_is_named() -> None:
+    # one input row of 300x16 = 4800 bytes exceeds ActBytes=4096
+    op = ir.PQOp("wide", "x", "y", np.zeros((18, 2, 8), np.int64), np.zeros((18, 2, 4), np.int64),
+                 np.zeros(4, np.int64), "l2", ir.Post(1, 0, False, 8), 3, 3, 1, 1)
+    g = ir.Graph("w", {"x": ir.TensorInfo("x", (3, 300, 16), 1.0, 8), "y": ir.TensorInfo("y", (3, 300, 4), 1.0, 8)},
+                 [op], "x", "y")
+    with pytest.raises(backend.CompileError, match=r"layer 0 \(wide\): no band of output rows"):
+        backend.emit_graph(SMALL, g, np.zeros((1, 3, 300, 16), np.int64))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a network: conv, strided conv, projection shortcut, add, pool, flatten-linear
+# ------------------------------------------------------------------------------------------------------------
+def _mini_resnet(n: int = 2, seed: int = 11) -> tuple[Builder, str]:
+    b = Builder(_inputs(np.random.default_rng(seed), n, (8, 8, 3)), seed=seed)
+    h = b.pq("stem", "x", m=8, k=8, v=6, kh=3, pad=1, bits=7, unsigned=True)
+    y = b.pq("body0", h, m=16, k=16, v=8, kh=3, stride=2, pad=1)
+    y = b.pq("body1", y, m=16, k=16, v=8, kh=3, pad=1, relu=False)
+    s = b.pq("short", h, m=16, k=8, v=4, kh=1, stride=2, relu=False)
+    r = b.add("add", y, s)
+    p = b.pool("gap", r)
+    return b, b.pq("fc", p, m=10, k=16, v=8, relu=False)
+
+
+@pytest.mark.parametrize("config", ["small", "default"])
+def test_residual_network(config: str) -> None:
+    b, out = _mini_resnet()
+    prog = _check(SPEC.config(config), b, out)
+    man = prog.manifest
+    assert man["stamps"]["labels"] == ["start", "stem", "body0", "body1", "short", "add", "gap", "fc"]
+    assert [lay["kind"] for lay in man["layers"]] == ["conv"] * 4 + ["add", "pool", "linear"]
+    assert man["output"]["shape"] == [2, 10]
+
+
+def test_allocation_reuses_memory_and_never_overlaps_live_tensors() -> None:
+    b = Builder(_inputs(np.random.default_rng(12), 2, (16, 16, 8)), seed=12)
+    t = "x"
+    for i in range(5):
+        t = b.pq(f"conv{i}", t, m=8, k=8, v=8, kh=3, pad=1)
+    prog = _check(SMALL, b, t)
+    mem = prog.manifest["memory"]
+    assert mem["arena_peak"] < mem["arena_without_reuse"]
+    assert mem["arena_peak"] == 3 * 2 * 16 * 16 * 8  # input (pinned), and two alternating buffers
+    _assert_no_live_overlap(prog.manifest)
+    b2, out = _mini_resnet(n=3)
+    _assert_no_live_overlap(_check(SMALL, b2, out).manifest)
+
+
+def _assert_no_live_overlap(man: dict) -> None:
+    ts = man["memory"]["tensors"]
+    for a, ta in ts.items():
+        for c, tc in ts.items():
+            if a >= c:
+                continue
+            (d0, l0), (d1, l1) = ta["live"], tc["live"]
+            if d0 <= l1 and d1 <= l0:  # both live at some op (an op's output meets its inputs)
+                assert ta["addr"] + ta["bytes"] <= tc["addr"] or tc["addr"] + tc["bytes"] <= ta["addr"], (a, c)
+
+
+def test_allocate_unit() -> None:
+    b = Builder(_inputs(np.random.default_rng(13), 1, (4, 4, 8)), seed=13)
+    y = b.pq("a", "x", m=8, k=4, v=8, kh=3, pad=1)
+    z = b.pq("b", y, m=8, k=4, v=8, kh=3, pad=1)
+    w = b.pq("c", z, m=8, k=4, v=8, kh=3, pad=1)
+    g = b.graph(w)
+    al = backend.allocate(g, {t: 128 for t in g.tensors})
+    assert al.offsets == {"x": 0, y: 128, z: 256, w: 128}  # y is dead after op b
+    assert al.peak == 384 and al.total == 512
+    assert al.live[y] == (0, 1) and al.live["x"] == (-1, 3) and al.live[w] == (2, 3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# checks and errors
+# ------------------------------------------------------------------------------------------------------------
+def test_tables_beyond_buffers_name_op_and_buffer() -> None:
+    b = Builder(_inputs(np.random.default_rng(14), 1, (4, 4, 24)), seed=14, lut_bits=8)
+    t = b.pq("big", "x", m=64, k=16, v=8, kh=3, pad=1)  # LUT 27*16*64 = 27648 B > LutBytes=16384 ("small")
+    with pytest.raises(backend.CompileError, match=r"layer 0 \(big .*table \(LUT\) needs 27648 bytes.*'lut'"):
+        backend.emit_graph(SMALL, b.graph(t), b.x)
+    backend.emit_graph(DEFAULT, b.graph(t), b.x)  # fits LutBytes=131072
+
+
+def test_pool_beyond_act_buffer() -> None:
+    g = ir.Graph("p", {"x": ir.TensorInfo("x", (32, 32, 8), 1.0, 8), "y": ir.TensorInfo("y", (1, 1, 8), 1.0, 8)},
+                 [ir.PoolOp("gap", "x", "y", ir.Post(1, 10, False, 8))], "x", "y")
+    with pytest.raises(backend.CompileError, match=r"layer 0 \(gap pool\): global pooling needs the whole fmap "
+                                                   r"32x32x8 = 8192 bytes in buffer 'act'"):
+        backend.emit_graph(SMALL, g, np.zeros((1, 32, 32, 8), np.int64))
+    backend.emit_graph(DEFAULT, g, np.zeros((1, 32, 32, 8), np.int64))
+
+
+def test_bad_graphs_and_inputs() -> None:
+    b, out = _mini_resnet()
+    g = b.graph(out)
+    with pytest.raises(backend.CompileError, match=r"inputs must be \[n, 8, 8, 3\]"):
+        backend.emit_graph(SMALL, g, np.zeros((2, 8, 8, 4), np.int64))
+    with pytest.raises(backend.CompileError, match="int8"):
+        backend.emit_graph(SMALL, g, np.full((1, 8, 8, 3), 200))
+    g2 = ir.Graph("bad", g.tensors, [g.ops[1], g.ops[0], *g.ops[2:]], "x", out)
+    with pytest.raises(backend.CompileError, match=r"layer 0 \(body0\): input 'stem.out' is not computed"):
+        backend.emit_graph(SMALL, g2, b.x)
+    g3 = ir.Graph("bad", g.tensors, [], "x", out)
+    with pytest.raises(backend.CompileError, match="nothing to compile"):
+        backend.emit_graph(SMALL, g3, b.x)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the MLP path and the report
+# ------------------------------------------------------------------------------------------------------------
+def test_shipped_mlp_build_unchanged() -> None:
+    """models/digits_mlp.pt through quantize + emit: the instruction stream of the first back end
+    (1 + per layer (3 table loads, shape, quant, 3 per column tile, stamp) + end) and the quantized torch
+    model's outputs. Only the activation addresses may differ (memory reuse); with two layers they do not."""
+    from pqtrain.data import load_digits_split
+    from pqtrain.model import load as load_model
+
+    model, arch, _ = load_model(ROOT / "models" / "digits_mlp.pt")
+    x_tr, _, x_te, _ = (np.asarray(t) for t in load_digits_split())
+    for config, n in (("default", 450), ("small", 40)):
+        cfg = SPEC.config(config)
+        q, s_in = quantize.quantize_layers(cfg, quantize.extract(arch, model.state_dict()), x_tr[:256])
+        x = quantize.quantize_act(x_te[:n], s_in, q[0].bits)
+        prog = backend.emit(cfg, q, x)
+        tiles = [-(-n // backend.tile_columns(cfg, ql, n)) for ql in q]
+        assert len(prog.words) == 1 + sum(5 + 3 * t + 1 for t in tiles) + 1
+        ops = [w & 0xF for w in prog.words]
+        per_layer = [[1, 1, 1, 3, 4] + [1, 5, 2] * t + [6] for t in tiles]
+        assert ops == [6, *sum(per_layer, []), 15]
+        y = backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem)
+        with torch.no_grad():
+            ref = quantize.QuantPQNet(q, cfg.AccW)(torch.from_numpy(x)).numpy()
+        assert y.shape == (n, 10) and np.array_equal(y, ref)
+        mem = prog.manifest["memory"]
+        assert mem["arena_peak"] == mem["arena_without_reuse"]  # input and output are pinned
+        out = prog.manifest["output"]
+        assert out["stride"] == 10 and out["shape"] == [n, 10]
+
+
+def test_report_rows_and_text(tmp_path: Path) -> None:
+    b, out = _mini_resnet()
+    g = b.graph(out)
+    g.host_prefix, g.host_suffix = ["layers.0"], ["layers.9"]
+    prog = backend.emit_graph(SMALL, g, b.x)
+    man = backend.write_build(tmp_path / "b", SMALL, prog)
+    rows = backend.report_rows(man)
+    assert [r["op"] for r in rows] == ["stem", "body0", "body1", "short", "add", "gap", "fc", "total"]
+    stem = rows[0]
+    assert (stem["kind"], stem["in"], stem["out"], stem["K"], stem["v"], stem["c"], stem["m"]) == \
+        ("conv", "8x8x3", "8x8x8", 8, 6, 5, 8)
+    assert stem["table B"] == 5 * 8 * 6 + 5 * 8 * 8 * SMALL.lut_bytes + 4 * 8
+    assert stem["loaded B"] == stem["table B"] + 2 * 8 * 8 * 3 and stem["stored B"] == 2 * 8 * 8 * 8
+    add = rows[4]
+    assert add["loaded B"] == 2 * 2 * 4 * 4 * 16 and add["stored B"] == 2 * 4 * 4 * 16
+    stamps = backend.read_stamps(man, backend.simulate(SMALL, prog).mem)
+    assert [r["pred. cycles"] for r in rows[:-1]] == [b1 - a1 for a1, b1 in zip(stamps[:-1], stamps[1:], strict=True)]
+    assert all(r["pred. cycles"] > 0 for r in rows)
+    tot = rows[-1]
+    assert tot["loaded B"] == sum(r["loaded B"] for r in rows[:-1])
+    assert tot["pred. cycles"] == man["expected"]["sim_cycle_estimate"]
+    text = backend.format_report(man)
+    assert "host layers: before the accelerator ['layers.0'], after it ['layers.9']" in text
+    assert "total" in text and "body0" in text and "activations" in text
+    exp = np.load(tmp_path / "b" / "expected_output.npy")
+    assert np.array_equal(exp.astype(np.int64), b.vals[out].reshape(2, 10))
+
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the command line on graphs: MLP unchanged, CNNs, host layers, errors
+# ------------------------------------------------------------------------------------------------------------
+def test_cli_mlp_equals_the_first_compiler_path(tmp_path: Path) -> None:
+    """pqcompile on the shipped MLP (front end graph.build_graph) writes the program and expected output of
+    the first compiler's path (quantize.quantize_layers + emit): same instruction words, same outputs."""
+    import json
+
+    from pqcompile import cli
+    from pqtrain.data import load_digits_split
+    from pqtrain.model import load as load_model
+
+    out = tmp_path / "mlp"
+    assert cli.main([str(ROOT / "models" / "digits_mlp.pt"), "-o", str(out), "--count", "60", "-q"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    model, arch, _ = load_model(ROOT / "models" / "digits_mlp.pt")
+    x_tr, _, x_te, _ = (np.asarray(t) for t in load_digits_split())
+    q, s_in = quantize.quantize_layers(DEFAULT, quantize.extract(arch, model.state_dict()), x_tr[:256])
+    prog = backend.emit(DEFAULT, q, quantize.quantize_act(x_te[:60], s_in, 8))
+    asm = (out / "program.asm").read_text().splitlines()
+    assert [int(line.split()[1], 16) for line in asm] == prog.words
+    assert np.array_equal(np.load(out / "expected_output.npy"),
+                          backend.read_output(prog.manifest, backend.simulate(DEFAULT, prog).mem))
+    assert man["output"]["shape"] == [60, 10] and np.load(out / "inputs.npy").shape == (60, 64)
+    assert man["stamps"]["labels"] == ["start", "layers.0", "layers.2"]
+    assert man["accuracy"]["quantized"] >= 0.9
+
+
+def _tiny_cnn(tmp_path: Path) -> Path:
+    from pqtrain.model import build, save
+
+    arch = {"name": "tiny_cnn", "input_shape": [3, 8, 8], "num_classes": 10, "layers": [
+        {"type": "conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1, "bias": False},
+        {"type": "batchnorm2d", "num_features": 8}, {"type": "relu"},
+        {"type": "pq_conv2d", "in_channels": 8, "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1,
+         "k": 8, "v": 9, "metric": "l2", "bias": True}, {"type": "relu"},
+        {"type": "global_avgpool"}, {"type": "linear", "in_features": 8, "out_features": 10}]}
+    torch.manual_seed(0)
+    path = tmp_path / "tiny_cnn.pt"
+    save(build(arch), arch, path, {})
+    return path
+
+
+def test_cli_cnn_with_host_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pqcompile import cli
+
+    model = _tiny_cnn(tmp_path)
+    out = tmp_path / "b"
+    args = [str(model), "-o", str(out), "--inputs", "random", "--count", "3", "--seed", "5"]
+    assert cli.main([*args, "--host-layers", "layers.0,layers.1", "layers.2", "layers.6"]) == 0
+    text = capsys.readouterr().out
+    assert "bit-exact" in text and "host layers: before the accelerator ['layers.0', 'layers.1', 'layers.2'], " \
+        "after it ['layers.6']" in text
+    assert "layers.3" in text and "layers.5" in text and "total" in text
+    man = json.loads((out / "manifest.json").read_text())
+    assert [lay["kind"] for lay in man["layers"]] == ["conv", "pool"]
+    assert man["host_layers"] == {"prefix": ["layers.0", "layers.1", "layers.2"], "suffix": ["layers.6"]}
+    assert man["input"]["tensor"] == [8, 8, 8] and man["output"]["shape"] == [3, 8]
+    assert np.load(out / "inputs.npy").shape == (3, 8, 8, 8) and man["inputs"] == "random"
+    # the same seed gives the same build
+    out2 = tmp_path / "b2"
+    assert cli.main([*args[:2], str(out2), *args[3:], "--host-layers", "layers.0", "layers.1", "layers.2",
+                     "layers.6", "-q"]) == 0
+    assert (out2 / "mem.hex").read_bytes() == (out / "mem.hex").read_bytes()
+
+
+@pytest.mark.parametrize(("extra", "msg"), [
+    (["--host-layers", "layers.99"], r"host layer 'layers\.99' is not a top-level layer"),
+    (["--host-layers", "nonsense"], r"host layer 'nonsense' is not a top-level layer"),
+    (["--host-layers", "layers.0", "layers.1", "layers.2", "layers.5"], r"leading prefix and/or a trailing suffix"),
+    ([], r"layers\.0 \(conv2d\): not supported by the accelerator.*--host-layers"),
+    (["--inputs", "digits-test", "--host-layers", "layers.0", "layers.1", "layers.2", "layers.6"],
+     r"--inputs digits-test gives 8x8 digits.*wants \[3, 8, 8\]: pass --inputs FILE\.npy.*or --inputs random"),
+    (["--inputs", "WRONG_NPY", "--host-layers", "layers.0", "layers.1", "layers.2", "layers.6"],
+     r"expected an array \[n, 3, 8, 8\].*got shape \[4, 64\]"),
+], ids=["unknown_name", "not_a_layer", "host_layer_in_the_middle", "no_host_layers", "digits_for_cifar",
+        "npy_shape"])
+def test_cli_refuses_bad_host_layers_and_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                extra: list[str], msg: str) -> None:
+    import re
+
+    from pqcompile import cli
+
+    model = _tiny_cnn(tmp_path)
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 64), np.float32))
+    extra = [str(tmp_path / "wrong.npy") if e == "WRONG_NPY" else e for e in extra]
+    inputs = [] if "--inputs" in extra else ["--inputs", "random"]
+    out = tmp_path / "out" / "b"
+    assert cli.main([str(model), "-o", str(out), *inputs, "--count", "2", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pqcompile: error:") and re.search(msg, err), err
+    assert not out.exists() and not (tmp_path / "out").exists()
+
+
+def test_cli_digits_cnn(tmp_path: Path) -> None:
+    """The shipped digits CNN ([1, 8, 8] inputs from the digits test split): conv, strided conv, flatten-linear,
+    all on the accelerator, bit-exact, accuracy close to the float model's."""
+    import json
+
+    from pqcompile import cli
+
+    out = tmp_path / "cnn"
+    assert cli.main([str(ROOT / "models" / "digits_cnn.pt"), "-o", str(out), "--count", "40", "-q"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert [lay["kind"] for lay in man["layers"]] == ["conv", "conv", "flatten-linear"]
+    assert man["output"]["shape"] == [40, 10] and man["output"]["stride"] == 10
+    assert man["accuracy"]["quantized"] >= man["accuracy"]["float"] - 0.05
+    _, mem = backend.load_build(out)
+    res = sim.run(SPEC.config(man["config"]), mem, man["insn_base"])
+    assert np.array_equal(backend.read_output(man, res.mem), np.load(out / "expected_output.npy"))
