@@ -10,7 +10,8 @@ QAT started from it (settings and epoch chosen on validation).
 Model selection uses only a held-out 15% of the TRAINING split (``pqtrain.train.split_validation``); every
 model is trained on the rest. The fixed 450-digit test split is only reported. Seeded, CPU, 1 thread.
 
-Usage: ``python benchmarks/train_report.py [--out-dir DIR] [--quick]`` -> DIR/train_report.md and .png
+Usage: ``python benchmarks/train_report.py [--out-dir DIR] [--quick] [--models NAME[:k=32,v=2] ...]``
+-> DIR/train_report.md and .png
 (default DIR: benchmarks/out/, git-ignored)
 """
 
@@ -50,12 +51,33 @@ from pqtrain.train import (  # noqa: E402
 )
 
 BITS = (8, 6, 4, 2)
+# the shipped MLP (K=16, v=4: fits the "small" config), a finer MLP, and the CNN (zoo defaults)
+MODELS = ("digits_mlp", "digits_mlp:k=32,v=2", "digits_cnn")
 QAT_GRID: tuple[dict[str, Any], ...] = ({"qat_lr": 1e-3}, {"qat_lr": 3e-3}, {"qat_lr": 2e-4})
 HERE = Path(__file__).resolve().parent
 
 
-def run_model(name: str, cfg: TrainConfig, log: Any, grid: tuple[dict[str, Any], ...] = ({},)) -> dict[str, Any]:
-    arch = zoo.arch(name)
+def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME:key=value,...`` (zoo keyword arguments, integers or strings) -> (label, arch)."""
+    name, _, args = spec.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, args.split(",")):
+        key, eq, val = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--models {spec!r}: {item!r} is not key=value")
+        kwargs[key] = int(val) if val.lstrip("-").isdigit() else val
+    try:
+        arch = zoo.arch(name, **kwargs)
+    except (KeyError, TypeError) as exc:
+        raise SystemExit(f"--models {spec!r}: {exc}") from None
+    pq = [lay for lay in arch["layers"] if lay["type"].startswith("pq_")]
+    shapes = sorted({(lay["k"], lay["v"]) for lay in pq})
+    label = f"{name} (" + "; ".join(f"K={k} v={v}" for k, v in shapes) + ")"
+    return label, arch
+
+
+def run_model(spec: str, cfg: TrainConfig, log: Any, grid: tuple[dict[str, Any], ...] = ({},)) -> dict[str, Any]:
+    name, arch = parse_model(spec)
     data = reshape_inputs(load_digits_split(seed=cfg.seed), arch)
     x_tr, _, x_te, y_te = data
     _, _, x_val, y_val = split_validation(data, cfg.val_fraction, cfg.seed)  # part of TRAIN: for selection
@@ -146,21 +168,23 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=HERE / "out")
-    p.add_argument("--models", nargs="*", default=["digits_mlp", "digits_cnn"])
+    p.add_argument("--models", nargs="*", default=list(MODELS),
+                   help="zoo models, NAME or NAME:key=value,... (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="few epochs (a smoke run, not the reported numbers)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # 1 thread: 2 threads on a shared 2-core machine are ~10x slower
     t0 = time.perf_counter()
     results = []
-    for name in args.models:
+    for spec in args.models:
+        cnn = spec.startswith("digits_cnn")
         cfg = TrainConfig()
-        if name == "digits_cnn":  # a conv epoch costs ~10x an MLP one
+        if cnn:  # a conv epoch costs ~10x an MLP one
             cfg = replace(cfg, float_epochs=40, pq_epochs=20, qat_epochs=6)
         if args.quick:
             cfg = replace(cfg, float_epochs=3, pq_epochs=2, qat_epochs=1, kmeans_iters=5)
         # QAT settings tried per width (best on validation); a CNN QAT epoch is expensive: defaults only
-        grid = QAT_GRID if name == "digits_mlp" and not args.quick else ({},)
-        results.append(run_model(name, cfg, lambda s: print(s, flush=True), grid))
+        grid = QAT_GRID if not cnn and not args.quick else ({},)
+        results.append(run_model(spec, cfg, lambda s: print(s, flush=True), grid))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     md = table(results)
     (args.out_dir / "train_report.md").write_text(

@@ -1,7 +1,7 @@
 """Train the digits PQ CNN of the zoo on sklearn digits and write ``models/digits_cnn.pt``.
 
 1x8x8 -> PQ conv 3x3 (v=3) 16ch -> ReLU -> PQ conv 3x3/2 (v=9) 32ch -> ReLU -> flatten -> PQ linear 512 -> 10
-(v=16), K=16, l2: every layer fits the "default" hardware config (K <= 64, v <= 16, C <= 64, M <= 256).
+(v=16), K=32, l2: every layer fits the "default" hardware config (K <= 64, v <= 16, C <= 64, M <= 256).
 Float training, k-means conversion and fine-tuning with validation-based model selection (15% of the training
 split held out; the test split is only reported). Seeded and CPU-only.
 

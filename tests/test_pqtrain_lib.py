@@ -197,16 +197,21 @@ def _trained_small_mlp() -> tuple[nn.Module, dict, tuple]:
 def test_qat_forward_equals_exported_integer_pipeline(bits: int) -> None:
     pq, arch, (x_tr, _, x_te, _) = _trained_small_mlp()
     inet = calibrate_qat(pq, arch, x_tr[:256], bits)
-    # the export is pqcompile's own chained quantize_layers + QuantPQNet: compare with it too
-    from pqcompile import quantize
-    from pqcompile.spec import load as load_spec
-
-    cfg = load_spec().config("default")
-    qls, s0 = quantize.quantize_layers(cfg, quantize.extract(arch, pq.state_dict()), x_tr[:256].numpy(),
-                                       act_bits=bits, lut_bits=bits)
-    ref = quantize.QuantPQNet(qls, cfg.AccW)(torch.from_numpy(quantize.quantize_act(x_te.numpy(), s0, bits)))
     ints = inet(x_te)
-    assert torch.equal(ints, ref)
+    if bits == 8:
+        # at ActW bits the export equals the legacy chained quantize_layers + QuantPQNet of pqcompile
+        from pqcompile import quantize
+        from pqcompile.spec import load as load_spec
+
+        cfg = load_spec().config("default")
+        qls, s0 = quantize.quantize_layers(cfg, quantize.extract(arch, pq.state_dict()), x_tr[:256].numpy(),
+                                           act_bits=bits, lut_bits=bits)
+        ref = quantize.QuantPQNet(qls, cfg.AccW)(torch.from_numpy(quantize.quantize_act(x_te.numpy(), s0, bits)))
+        assert torch.equal(ints, ref)
+    else:  # below ActW the non-negative digits input and the ReLU output are unsigned (quant.unsigned)
+        g = inet.graph
+        assert g.tensors[g.input].unsigned and g.tensors[g.ops[0].out].unsigned
+        assert not g.tensors[g.output].unsigned
     pq.eval()
     fq = pq(x_te).double()  # fake-quant forward (eval: hard assignment)
     assert torch.equal(torch.round(fq / inet.output_scale).long(), ints)
@@ -228,7 +233,10 @@ def test_integer_export_of_conv_net_runs_and_agrees_with_fake_quant() -> None:
     inet = calibrate_qat(pq, arch, x_tr[:64], 6)
     pq.eval()
     ints = inet(x_te[:40])
-    assert ints.shape == (40, 10) and int(ints.abs().max()) <= 32
+    # 6-bit activations between layers, ActW (8)-bit logits at the output
+    bits = {t.name: t.bits for t in inet.graph.tensors.values()}
+    assert bits.pop(inet.graph.output) == 8 and set(bits.values()) == {6}
+    assert ints.shape == (40, 10) and 32 < int(ints.abs().max()) <= 127
     assert torch.equal(torch.round(pq(x_te[:40]).double() / inet.output_scale).long(), ints)
     clear_qat(pq)
     with pytest.raises(ValueError, match="not supported by the integer pipeline"):

@@ -56,7 +56,8 @@ class QatParams:
     lut_bits: int  # width of the table entries
     relu: bool  # the ReLU that follows is fused into the requantization clamp
     in_unsigned: bool = False  # the input (and the prototypes) are unsigned act_bits-bit: [0, 2^act_bits-1]
-    out_unsigned: bool = False  # the output clamp is unsigned [0, 2^act_bits-1] (quant.unsigned)
+    out_unsigned: bool = False  # the output clamp is unsigned [0, 2^out_bits-1] (quant.unsigned)
+    out_bits: int = 0  # width of the output clamp (0: act_bits; the network's last layer returns ActW-bit logits)
 
 
 def pairwise_dist(xs: Tensor, protos: Tensor, metric: str) -> Tensor:
@@ -254,10 +255,11 @@ class PQLinear(nn.Module):
         else:
             y = acc.detach() * q.mult
         y = lin + (y - lin).detach()
+        omax = (1 << ((q.out_bits or q.act_bits) - 1)) - 1
         if q.out_unsigned:
-            y = torch.clamp(y, 0.0, float(2 * amax + 1))
+            y = torch.clamp(y, 0.0, float(2 * omax + 1))
         else:
-            y = torch.clamp(y, 0.0 if q.relu else float(-amax - 1), float(amax))
+            y = torch.clamp(y, 0.0 if q.relu else float(-omax - 1), float(omax))
         return (y * q.out_scale).to(x.dtype)
 
     @torch.no_grad()
