@@ -1,8 +1,10 @@
 rtl/pqa_pkg.sv
 rtl/pqa_ram.sv
 rtl/pqa_postproc.sv
+rtl/pqa_convgen.sv
 rtl/pqa_encoder.sv
 rtl/pqa_lookup.sv
+rtl/pqa_vec.sv
 rtl/pqa_dma.sv
 rtl/pqa_regs.sv
 rtl/pqa_ctrl.sv

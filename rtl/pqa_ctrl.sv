@@ -3,9 +3,11 @@
 // Controller: fetches one 64-bit instruction at a time from INSN_BASE upwards, decodes it (unknown
 // opcode or a non-zero reserved bit: illegal_insn), checks it in the order of pqcompile.sim (fetch
 // address, opcode, reserved bits; then alignment before limits for load/store/stamp; layer_fits at
-// `run`), dispatches it to the DMA or to the encoder / look-up units, and retires it. One instruction
-// is in flight at a time, so every unit is idle and no AXI transaction is outstanding when the
-// controller stops on `end` or on an error.
+// `run`, pool_fits at `pool`, the count and post_fits at `add`), dispatches it to the DMA, to the
+// encoder / look-up units (column after column) or to the vector unit (pool, add), and retires it.
+// It holds the layer state of sim._State: shape, quant, fmap and conv. One instruction is in flight at
+// a time, so every unit is idle and no AXI transaction is outstanding when the controller stops on
+// `end` or on an error.
 
 `default_nettype none
 
@@ -49,7 +51,7 @@ module pqa_ctrl #(
   input  logic                    dma_rd_valid_i,
   input  logic [63:0]             dma_rd_data_i,
   output logic                    load_active_o,  // read beats go to buffer load_buf_o
-  output logic [1:0]              load_buf_o,
+  output logic [2:0]              load_buf_o,
   output logic                    stamp_sel_o,    // write data is stamp_value_o, not the out buffer
   output logic [63:0]             stamp_value_o,
   // layer state
@@ -60,16 +62,36 @@ module pqa_ctrl #(
   output logic [15:0]             d_o,
   output logic [15:0]             m_o,
   output logic                    relu_o,
+  output logic                    unsigned_o,
   output logic [5:0]              shift_o,
   output logic [15:0]             mult_o,
   output logic [3:0]              bits_o,
   output logic [31:0]             col_act_o,
   output logic [31:0]             col_out_o,
+  output logic                    conv_o,
+  output logic [15:0]             fmap_h_o,
+  output logic [15:0]             fmap_w_o,
+  output logic [15:0]             fmap_ch_o,
+  output logic [3:0]              stride_o,
+  output logic [7:0]              kh_o,
+  output logic [7:0]              kw_o,
+  output logic [7:0]              pad_t_o,
+  output logic [7:0]              pad_l_o,
+  output logic [15:0]             out_w_o,
+  output logic [23:0]             add_n_o,
+  output logic [15:0]             add_ma_o,
+  output logic [15:0]             add_mb_o,
   // compute units
   output logic                    enc_start_o,
   input  logic                    enc_done_i,
   output logic                    lk_start_o,
-  input  logic                    lk_done_i
+  input  logic                    lk_done_i,
+  output logic                    run_start_o,   // a conv-mode run starts (address generator: pixel 0)
+  output logic                    col_next_o,    // conv mode: the next output pixel
+  output logic                    vec_start_o,
+  output logic                    vec_add_o,     // the vector unit's operation: 0 pool, 1 add
+  output logic                    vec_active_o,  // the vector unit owns the act / out read ports
+  input  logic                    vec_done_i
 );
 
   localparam int LutEntryBytes = (LutW + 7) / 8;
@@ -86,6 +108,8 @@ module pqa_ctrl #(
     CtlEncWait,
     CtlLk,
     CtlLkWait,
+    CtlVec,
+    CtlVecWait,
     CtlFinish
   } ctl_state_e;
 
@@ -98,17 +122,21 @@ module pqa_ctrl #(
   logic [7:0]  err_code_q;
   logic [31:0] err_pc_q;
   logic        load_active_q, stamp_sel_q;
-  logic [1:0]  load_buf_q;
+  logic [2:0]  load_buf_q;
   logic [63:0] stamp_q;
   logic [23:0] n_q, j_q;
   logic [31:0] col_act_q, col_out_q;
   logic [ClearAw-1:0] clr_q;
 
-  logic        metric_q, relu_q;
+  logic        metric_q, conv_q, relu_q, unsigned_q;
   logic [7:0]  k_q, v_q, c_q;
   logic [15:0] d_q, m_q, mult_q;
   logic [5:0]  shift_q;
   logic [3:0]  bits_q;
+  logic [15:0] fmap_h_q, fmap_w_q, fmap_ch_q, out_w_q;
+  logic [3:0]  stride_q;
+  logic [7:0]  kh_q, kw_q, pad_t_q, pad_l_q;
+  logic        vec_add_q;
 
   // ---------------------------------------------------------------------------------------------
   // Decode
@@ -141,6 +169,10 @@ module pqa_ctrl #(
       pqa_pkg::OpcQuant: legal = (insn_q & pqa_pkg::QuantRsvdMask) == '0;
       pqa_pkg::OpcRun:   legal = (insn_q & pqa_pkg::RunRsvdMask) == '0;
       pqa_pkg::OpcStamp: legal = (insn_q & pqa_pkg::StampRsvdMask) == '0;
+      pqa_pkg::OpcFmap:  legal = (insn_q & pqa_pkg::FmapRsvdMask) == '0;
+      pqa_pkg::OpcConv:  legal = (insn_q & pqa_pkg::ConvRsvdMask) == '0;
+      pqa_pkg::OpcPool:  legal = (insn_q & pqa_pkg::PoolRsvdMask) == '0;
+      pqa_pkg::OpcAdd:   legal = (insn_q & pqa_pkg::AddRsvdMask) == '0;
       pqa_pkg::OpcEnd:   legal = (insn_q & pqa_pkg::EndRsvdMask) == '0;
       default:           legal = 1'b0;
     endcase
@@ -155,35 +187,51 @@ module pqa_ctrl #(
       4'(pqa_pkg::BufferLut):   buf_words = 64'(LutBytes / 8);
       4'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / 8);
       4'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / 8);
+      4'(pqa_pkg::BufferOut):   buf_words = 64'(OutBytes / 8);
       default:                  buf_words = 64'd0;
     endcase
   end
   assign load_ok  = (f_nbytes != '0) && ({42'd0, f_beats} <= buf_words);
   assign store_ok = (f_nbytes != '0) && ({40'd0, f_nbytes} <= 64'(OutBytes));
 
-  // sim.layer_fits, in 64-bit arithmetic.
-  logic [63:0] k64, v64, c64, d64, m64, n64, cv;
-  logic        fits;
+  // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
+  // instead), sim.pool_fits and the limits of `add`, in 64-bit arithmetic.
+  logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64;
+  logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok;
   always_comb begin
-    k64  = {56'd0, k_q};
-    v64  = {56'd0, v_q};
-    c64  = {56'd0, c_q};
-    d64  = {48'd0, d_q};
-    m64  = {48'd0, m_q};
-    n64  = {40'd0, f_n};
-    cv   = c64 * v64;
-    fits = (k64 >= 64'd1) && (k64 <= 64'(KMax))
-        && (v64 >= 64'd1) && (v64 <= 64'(VMax))
-        && (c64 >= 64'd1) && (c64 <= 64'(CMax))
-        && (m64 >= 64'd1) && (m64 <= 64'(MMax))
-        && (d64 + v64 > cv) && (d64 <= cv)          // (c-1)*v < d <= c*v
-        && (cv * k64 <= 64'(ProtoBytes))
-        && (c64 * k64 * m64 * 64'(LutEntryBytes) <= 64'(LutBytes))
-        && (n64 >= 64'd1)
-        && (n64 * d64 <= 64'(ActBytes))
-        && (n64 * m64 <= 64'(OutBytes))
-        && (shift_q <= 6'd47)
-        && (bits_q >= 4'd2) && (64'(bits_q) <= 64'(ActW));
+    k64     = {56'd0, k_q};
+    v64     = {56'd0, v_q};
+    c64     = {56'd0, c_q};
+    d64     = {48'd0, d_q};
+    m64     = {48'd0, m_q};
+    n64     = {40'd0, f_n};
+    an64    = 64'(insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW]);
+    h64     = {48'd0, fmap_h_q};
+    w64     = {48'd0, fmap_w_q};
+    ch64    = {48'd0, fmap_ch_q};
+    kh64    = {56'd0, kh_q};
+    kw64    = {56'd0, kw_q};
+    cv      = c64 * v64;
+    post_ok = (shift_q <= 6'd47)
+           && (bits_q >= 4'd2) && (64'(bits_q) <= 64'(ActW))
+           && !(unsigned_q && 64'(bits_q) >= 64'(ActW));
+    fmap_ok = (h64 >= 64'd1) && (w64 >= 64'd1) && (ch64 >= 64'd1) && (h64 * w64 * ch64 <= 64'(ActBytes));
+    conv_ok = fmap_ok && (stride_q >= 4'd1) && (kh64 >= 64'd1) && (kw64 >= 64'd1) && (out_w_q >= 16'd1)
+           && (d64 == ch64 * kh64 * kw64);
+    fits    = (!conv_q || conv_ok)
+           && (k64 >= 64'd1) && (k64 <= 64'(KMax))
+           && (v64 >= 64'd1) && (v64 <= 64'(VMax))
+           && (c64 >= 64'd1) && (c64 <= 64'(CMax))
+           && (m64 >= 64'd1) && (m64 <= 64'(MMax))
+           && (d64 + v64 > cv) && (d64 <= cv)          // (c-1)*v < d <= c*v
+           && (cv * k64 <= 64'(ProtoBytes))
+           && (c64 * k64 * m64 * 64'(LutEntryBytes) <= 64'(LutBytes))
+           && (n64 >= 64'd1)
+           && (conv_q || n64 * d64 <= 64'(ActBytes))
+           && (n64 * m64 <= 64'(OutBytes))
+           && post_ok;
+    pool_ok = fmap_ok && (ch64 <= 64'(OutBytes)) && post_ok;
+    add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok;
   end
 
   // ---------------------------------------------------------------------------------------------
@@ -273,8 +321,17 @@ module pqa_ctrl #(
                 state_d = CtlEnc;
               end
             end
+            pqa_pkg::OpcPool, pqa_pkg::OpcAdd: begin
+              if ((opcode == pqa_pkg::OpcPool) ? !pool_ok : !add_ok) begin
+                fail      = 1'b1;
+                state_d   = CtlFinish;
+                fail_code = pqa_pkg::ErrLimit;
+              end else begin
+                state_d = CtlVec;
+              end
+            end
             pqa_pkg::OpcEnd: state_d = CtlFinish;
-            default:         state_d = CtlRetire;  // shape, quant
+            default:         state_d = CtlRetire;  // shape, quant, fmap, conv
           endcase
         end
       end
@@ -306,6 +363,12 @@ module pqa_ctrl #(
           end
         end
       end
+      CtlVec:    state_d = CtlVecWait;
+      CtlVecWait: begin
+        if (vec_done_i) begin
+          state_d = CtlRetire;
+        end
+      end
       CtlFinish: state_d = CtlIdle;
       default:   state_d = CtlIdle;
     endcase
@@ -330,7 +393,9 @@ module pqa_ctrl #(
       col_out_q     <= '0;
       clr_q         <= '0;
       metric_q      <= 1'b0;
+      conv_q        <= 1'b0;
       relu_q        <= 1'b0;
+      unsigned_q    <= 1'b0;
       k_q           <= '0;
       v_q           <= '0;
       c_q           <= '0;
@@ -339,6 +404,16 @@ module pqa_ctrl #(
       mult_q        <= '0;
       shift_q       <= '0;
       bits_q        <= '0;
+      fmap_h_q      <= '0;
+      fmap_w_q      <= '0;
+      fmap_ch_q     <= '0;
+      stride_q      <= '0;
+      kh_q          <= '0;
+      kw_q          <= '0;
+      pad_t_q       <= '0;
+      pad_l_q       <= '0;
+      out_w_q       <= '0;
+      vec_add_q     <= 1'b0;
     end else begin
       state_q <= state_d;
       if (state_q != CtlIdle) begin
@@ -359,7 +434,9 @@ module pqa_ctrl #(
             err_code_q <= pqa_pkg::ErrNone;
             err_pc_q   <= '0;
             metric_q   <= 1'b0;
+            conv_q     <= 1'b0;
             relu_q     <= 1'b0;
+            unsigned_q <= 1'b0;
             k_q        <= '0;
             v_q        <= '0;
             c_q        <= '0;
@@ -368,6 +445,15 @@ module pqa_ctrl #(
             mult_q     <= '0;
             shift_q    <= '0;
             bits_q     <= '0;
+            fmap_h_q   <= '0;
+            fmap_w_q   <= '0;
+            fmap_ch_q  <= '0;
+            stride_q   <= '0;
+            kh_q       <= '0;
+            kw_q       <= '0;
+            pad_t_q    <= '0;
+            pad_l_q    <= '0;
+            out_w_q    <= '0;
           end
         end
         CtlClear: clr_q <= clr_q + 1'b1;
@@ -385,7 +471,7 @@ module pqa_ctrl #(
             unique case (opcode)
               pqa_pkg::OpcLoad: begin
                 load_active_q <= 1'b1;
-                load_buf_q    <= f_buf[1:0];
+                load_buf_q    <= f_buf[2:0];
               end
               pqa_pkg::OpcStamp: begin
                 stamp_sel_q <= 1'b1;
@@ -393,6 +479,7 @@ module pqa_ctrl #(
               end
               pqa_pkg::OpcShape: begin
                 metric_q <= insn_q[pqa_pkg::ShapeMetricLsb];
+                conv_q   <= insn_q[pqa_pkg::ShapeConvLsb];
                 k_q      <= insn_q[pqa_pkg::ShapeKLsb +: pqa_pkg::ShapeKW];
                 v_q      <= insn_q[pqa_pkg::ShapeVLsb +: pqa_pkg::ShapeVW];
                 c_q      <= insn_q[pqa_pkg::ShapeCLsb +: pqa_pkg::ShapeCW];
@@ -400,11 +487,27 @@ module pqa_ctrl #(
                 m_q      <= insn_q[pqa_pkg::ShapeMLsb +: pqa_pkg::ShapeMW];
               end
               pqa_pkg::OpcQuant: begin
-                relu_q  <= insn_q[pqa_pkg::QuantReluLsb];
-                shift_q <= insn_q[pqa_pkg::QuantShiftLsb +: pqa_pkg::QuantShiftW];
-                mult_q  <= insn_q[pqa_pkg::QuantMultLsb +: pqa_pkg::QuantMultW];
-                bits_q  <= insn_q[pqa_pkg::QuantBitsLsb +: pqa_pkg::QuantBitsW];
+                relu_q     <= insn_q[pqa_pkg::QuantReluLsb];
+                unsigned_q <= insn_q[pqa_pkg::QuantUnsignedLsb];
+                shift_q    <= insn_q[pqa_pkg::QuantShiftLsb +: pqa_pkg::QuantShiftW];
+                mult_q     <= insn_q[pqa_pkg::QuantMultLsb +: pqa_pkg::QuantMultW];
+                bits_q     <= insn_q[pqa_pkg::QuantBitsLsb +: pqa_pkg::QuantBitsW];
               end
+              pqa_pkg::OpcFmap: begin
+                fmap_h_q  <= insn_q[pqa_pkg::FmapHLsb +: pqa_pkg::FmapHW];
+                fmap_w_q  <= insn_q[pqa_pkg::FmapWLsb +: pqa_pkg::FmapWW];
+                fmap_ch_q <= insn_q[pqa_pkg::FmapChLsb +: pqa_pkg::FmapChW];
+              end
+              pqa_pkg::OpcConv: begin
+                stride_q <= insn_q[pqa_pkg::ConvStrideLsb +: pqa_pkg::ConvStrideW];
+                kh_q     <= insn_q[pqa_pkg::ConvKhLsb +: pqa_pkg::ConvKhW];
+                kw_q     <= insn_q[pqa_pkg::ConvKwLsb +: pqa_pkg::ConvKwW];
+                pad_t_q  <= insn_q[pqa_pkg::ConvPadTLsb +: pqa_pkg::ConvPadTW];
+                pad_l_q  <= insn_q[pqa_pkg::ConvPadLLsb +: pqa_pkg::ConvPadLW];
+                out_w_q  <= insn_q[pqa_pkg::ConvOutWLsb +: pqa_pkg::ConvOutWW];
+              end
+              pqa_pkg::OpcPool: vec_add_q <= 1'b0;
+              pqa_pkg::OpcAdd:  vec_add_q <= 1'b1;
               pqa_pkg::OpcRun: begin
                 n_q       <= f_n;
                 j_q       <= '0;
@@ -437,6 +540,11 @@ module pqa_ctrl #(
   assign clear_addr_o  = clr_q;
   assign enc_start_o   = (state_q == CtlEnc);
   assign lk_start_o    = (state_q == CtlLk);
+  assign run_start_o   = (state_q == CtlDecode) && legal && (opcode == pqa_pkg::OpcRun) && fits && conv_q;
+  assign col_next_o    = (state_q == CtlLkWait) && lk_done_i && conv_q;
+  assign vec_start_o   = (state_q == CtlVec);
+  assign vec_add_o     = vec_add_q;
+  assign vec_active_o  = (state_q == CtlVec) || (state_q == CtlVecWait);
   assign finish_o      = (state_q == CtlFinish);
   assign err_code_o    = err_code_q;
   assign err_pc_o      = err_pc_q;
@@ -453,11 +561,26 @@ module pqa_ctrl #(
   assign d_o           = d_q;
   assign m_o           = m_q;
   assign relu_o        = relu_q;
+  assign unsigned_o    = unsigned_q;
   assign shift_o       = shift_q;
   assign mult_o        = mult_q;
   assign bits_o        = bits_q;
   assign col_act_o     = col_act_q;
   assign col_out_o     = col_out_q;
+  assign conv_o        = conv_q;
+  assign fmap_h_o      = fmap_h_q;
+  assign fmap_w_o      = fmap_w_q;
+  assign fmap_ch_o     = fmap_ch_q;
+  assign stride_o      = stride_q;
+  assign kh_o          = kh_q;
+  assign kw_o          = kw_q;
+  assign pad_t_o       = pad_t_q;
+  assign pad_l_o       = pad_l_q;
+  assign out_w_o       = out_w_q;
+  // `add` operands, read from the instruction register while the vector unit runs
+  assign add_n_o       = insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW];
+  assign add_ma_o      = insn_q[pqa_pkg::AddMaLsb +: pqa_pkg::AddMaW];
+  assign add_mb_o      = insn_q[pqa_pkg::AddMbLsb +: pqa_pkg::AddMbW];
 
 `ifndef SYNTHESIS
   // Assertions: legal state, legal error code, one unit active at a time (immediate assertions).
@@ -468,11 +591,14 @@ module pqa_ctrl #(
       if (finish_o) begin
         assert (err_code_q <= pqa_pkg::ErrBus) else $fatal(1, "pqa_ctrl: illegal error code %0d", err_code_q);
       end
-      assert (!(enc_start_o && lk_start_o) && !(load_active_q && stamp_sel_q))
+      assert (!(enc_start_o && lk_start_o) && !(enc_start_o && vec_start_o) && !(lk_start_o && vec_start_o)
+              && !(load_active_q && stamp_sel_q))
         else $fatal(1, "pqa_ctrl: two units started at once");
       if (state_q == CtlEnc || state_q == CtlLk) begin
-        // The column being computed lies inside the activation and output buffers.
-        assert ({8'd0, col_act_q} + {24'd0, d_q} <= 40'(ActBytes) && {8'd0, col_out_q} + {24'd0, m_q} <= 40'(OutBytes))
+        // The column being computed lies inside the activation (but in conv mode, where pqa_convgen
+        // checks its reads) and output buffers.
+        assert ((conv_q || {8'd0, col_act_q} + {24'd0, d_q} <= 40'(ActBytes))
+                && {8'd0, col_out_q} + {24'd0, m_q} <= 40'(OutBytes))
           else $fatal(1, "pqa_ctrl: column %0d beyond the act/out buffers", j_q);
       end
     end

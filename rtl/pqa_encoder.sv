@@ -7,7 +7,11 @@
 // Narrow datapath: one element per cycle. Stage 0 walks (ci, ki, e) and issues the reads of the act
 // and prototype buffers (registered-read RAMs); stage 1 accumulates the distance and keeps the running
 // minimum. Prototypes are laid out [c][k][v], so their byte address is a running counter.
-// Cycles per column: c*k*v + 2 (issue, drain, done).
+// Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte that the
+// convolution address generator (pqa_convgen) points at, read as 0 outside the fmap. The walk visits a
+// subspace's elements once per prototype: the generator saves its state at the first element of a
+// subspace and returns to it at the start of the next prototype, as xoff_q returns to sub_q.
+// Cycles per column: c*k*v + 2 (issue, drain, done), in both modes.
 
 `default_nettype none
 
@@ -27,6 +31,19 @@ module pqa_encoder #(
   input  logic [7:0]         c_i,
   input  logic [15:0]        d_i,
   input  logic [31:0]        col_base_i,   // byte offset of the column in the act buffer
+  // conv mode: the column is output pixel j of the fmap / conv geometry (see pqa_convgen)
+  input  logic               conv_i,
+  input  logic [15:0]        fmap_h_i,
+  input  logic [15:0]        fmap_w_i,
+  input  logic [15:0]        fmap_ch_i,
+  input  logic [3:0]         stride_i,
+  input  logic [7:0]         kh_i,
+  input  logic [7:0]         kw_i,
+  input  logic [7:0]         pad_t_i,
+  input  logic [7:0]         pad_l_i,
+  input  logic [15:0]        out_w_i,
+  input  logic               run_start_i,  // a conv-mode run starts: pixel 0
+  input  logic               col_next_i,   // the next output pixel
   output logic [ActAw-1:0]   act_raddr_o,
   input  logic [63:0]        act_rdata_i,
   output logic [ProtoAw-1:0] proto_raddr_o,
@@ -65,7 +82,38 @@ module pqa_encoder #(
   logic [31:0] term, dist_sum;
   logic        better;
 
-  assign aaddr  = col_base_i + {16'd0, xoff_q};
+  // Convolution address generator: element walk in step with xoff_q.
+  logic        issue, gen_next, gen_save, gen_restore, gen_inside;
+  logic [31:0] gen_addr;
+
+  assign issue       = (state_q == EncIssue);
+  assign gen_next    = issue && conv_i && (!last_e || last_k);
+  assign gen_save    = last_e && last_k;            // the first element of the next subspace
+  assign gen_restore = issue && conv_i && last_e && !last_k;
+
+  pqa_convgen u_convgen (
+    .clk_i       (clk_i),
+    .rst_ni      (rst_ni),
+    .h_i         (fmap_h_i),
+    .w_i         (fmap_w_i),
+    .ch_i        (fmap_ch_i),
+    .stride_i    (stride_i),
+    .kh_i        (kh_i),
+    .kw_i        (kw_i),
+    .pad_t_i     (pad_t_i),
+    .pad_l_i     (pad_l_i),
+    .out_w_i     (out_w_i),
+    .run_start_i (run_start_i),
+    .col_next_i  (col_next_i),
+    .el_start_i  (state_q == EncIdle),
+    .el_next_i   (gen_next),
+    .el_save_i   (gen_save),
+    .el_restore_i(gen_restore),
+    .addr_o      (gen_addr),
+    .inside_o    (gen_inside)
+  );
+
+  assign aaddr  = conv_i ? gen_addr : col_base_i + {16'd0, xoff_q};
   assign last_e = (e_q == v_i - 8'd1);
   assign last_k = (ki_q == k_i - 8'd1);
   assign last_c = (ci_q == c_i - 8'd1);
@@ -137,7 +185,7 @@ module pqa_encoder #(
       psel1_q   <= '0;
     end else begin
       v1_q      <= (state_q == EncIssue);
-      pad1_q    <= (xoff_q >= d_i);
+      pad1_q    <= (xoff_q >= d_i) || (conv_i && !gen_inside);
       first1_q  <= (e_q == 8'd0);
       last1_q   <= last_e;
       kfirst1_q <= (ki_q == 8'd0);
@@ -202,9 +250,11 @@ module pqa_encoder #(
         // Walk counters stay inside the shape (the controller checked it before `run`).
         assert (e_q < v_i && ki_q < k_i && ci_q < c_i)
           else $fatal(1, "pqa_encoder: counter beyond shape e=%0d k=%0d c=%0d", e_q, ki_q, ci_q);
-        // No read beyond the act / prototype buffers (padded elements, xoff >= d, read as 0 whatever the
-        // address: their read may fall beyond the buffer for the last column and is harmless).
-        assert ((xoff_q >= d_i || {1'b0, aaddr} < 33'(ActBytes)) && {1'b0, paddr_q} < 33'(ProtoBytes))
+        // No read beyond the act / prototype buffers (padded elements, xoff >= d, and in conv mode the
+        // elements outside the fmap read as 0 whatever the address: their read may fall beyond the buffer
+        // and is harmless).
+        assert ((xoff_q >= d_i || (conv_i && !gen_inside) || {1'b0, aaddr} < 33'(ActBytes))
+                && {1'b0, paddr_q} < 33'(ProtoBytes))
           else $fatal(1, "pqa_encoder: buffer read beyond the end (act %0d, proto %0d)", aaddr, paddr_q);
       end
       if (idx_we_o) begin

@@ -33,6 +33,7 @@ module pqa_lookup #(
   input  logic [15:0]       mult_i,
   input  logic [5:0]        shift_i,
   input  logic              relu_i,
+  input  logic              unsigned_i,  // unsigned clamp (bits_i < ActW, checked by pqa_ctrl)
   input  logic [3:0]        bits_i,      // output activation width, 2..ActW (checked by pqa_ctrl)
   input  logic [31:0]       col_out_i,   // byte offset of the column in the output buffer
   // idx[] write port (from the encoder)
@@ -200,12 +201,13 @@ module pqa_lookup #(
     .AccW(AccW),
     .ActW(ActW)
   ) u_postproc (
-    .acc_i  (acc2_q),
-    .mult_i (mult_i),
-    .shift_i(shift_i),
-    .relu_i (relu_i),
-    .bits_i (bits_i),
-    .y_o    (y)
+    .acc_i     (acc2_q),
+    .mult_i    (mult_i),
+    .shift_i   (shift_i),
+    .relu_i    (relu_i),
+    .unsigned_i(unsigned_i),
+    .bits_i    (bits_i),
+    .y_o       (y)
   );
 
   assign out_we_o    = v2_q;

@@ -1,9 +1,11 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
 // Requantization (combinational), bit-exact with pqcompile.sim.requantize:
-//   y = clamp(relu?((acc * mult + (shift > 0 ? 2^(shift-1) : 0)) >>> shift))
-// clamped to the signed bits_i-bit range (2 <= bits_i <= ActW, checked by the controller) and
-// stored sign-extended in ActW bits.
+//   y = clamp((acc * mult + (shift > 0 ? 2^(shift-1) : 0)) >>> shift)
+// clamped to the signed bits_i-bit range [-2^(bits-1), 2^(bits-1)-1] (2 <= bits_i <= ActW, checked by
+// the controller), to [0, 2^(bits-1)-1] with relu_i, or to the unsigned range [0, 2^bits-1] with
+// unsigned_i (bits_i < ActW, checked by the controller; relu_i is then irrelevant), and stored in ActW
+// bits (sign-extended, or zero-extended for unsigned outputs).
 // The product is formed at AccW + 32 bits, wide enough for a 16-bit unsigned multiplier, the rounding
 // term (shift <= 47, checked by the controller) and the sign, so nothing overflows before the clamp.
 
@@ -17,6 +19,7 @@ module pqa_postproc #(
   input  logic [15:0]     mult_i,
   input  logic [5:0]      shift_i,
   input  logic            relu_i,
+  input  logic            unsigned_i,
   input  logic [3:0]      bits_i,
   output logic [ActW-1:0] y_o
 );
@@ -37,9 +40,10 @@ module pqa_postproc #(
 `endif  // PQA_MUTANT_TRUNC (deliberate bug): no rounding term, the shift truncates
     sum     = prod + rnd;
     shifted = sum >>> shift_i;
-    hi      = {{(PW - 1){1'b0}}, 1'b1} << (bits_i - 4'd1);
-    hi      = hi - 1;            // 2^(bits-1) - 1
-    lo      = relu_i ? '0 : ~hi; // -2^(bits-1)
+    // 2^bits - 1 (unsigned) or 2^(bits-1) - 1; low end 0 (unsigned, ReLU) or -2^(bits-1).
+    hi      = {{(PW - 1){1'b0}}, 1'b1} << (unsigned_i ? bits_i : bits_i - 4'd1);
+    hi      = hi - 1;
+    lo      = (relu_i || unsigned_i) ? '0 : ~hi;
     if (shifted > hi) begin
       clamped = hi;
     end else if (shifted < lo) begin

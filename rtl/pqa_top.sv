@@ -6,8 +6,10 @@
 // clk_i by the system. Buffer arrays have no reset.
 //
 // Datapath: pqa_ctrl runs one instruction at a time; `load` streams bus words into the proto, lut,
-// bias or act buffer, `run` encodes a column (pqa_encoder) then looks it up and requantizes it
-// (pqa_lookup) into the out buffer, column after column; `store` and `stamp` write through pqa_dma.
+// bias, act or out buffer, `run` encodes a column (pqa_encoder, with the convolution address generator
+// pqa_convgen in conv mode) then looks it up and requantizes it (pqa_lookup) into the out buffer,
+// column after column; `pool` and `add` run on the vector unit (pqa_vec), which reads the act and out
+// buffers and writes the out buffer; `store` and `stamp` write through pqa_dma.
 
 `default_nettype none
 
@@ -159,9 +161,14 @@ module pqa_top #(
   logic                    dma_rd_valid, dma_src_req;
   logic [63:0]             dma_rd_data, dma_src_data;
   logic                    load_active, stamp_sel;
-  logic [1:0]              load_buf;
+  logic [2:0]              load_buf;
   logic [63:0]             stamp_value;
-  logic                    metric, relu;
+  logic                    metric, relu, act_unsigned, conv;
+  logic [15:0]             fmap_h, fmap_w, fmap_ch, out_w, add_ma, add_mb;
+  logic [3:0]              stride;
+  logic [7:0]              kh, kw, pad_t, pad_l;
+  logic [23:0]             add_n;
+  logic                    run_start, col_next, vec_start, vec_add, vec_active, vec_done;
   logic [7:0]              k, v, c;
   logic [15:0]             d, m, mult;
   logic [5:0]              shift;
@@ -216,15 +223,35 @@ module pqa_top #(
     .d_o                (d),
     .m_o                (m),
     .relu_o             (relu),
+    .unsigned_o         (act_unsigned),
     .bits_o             (act_bits),
     .shift_o            (shift),
     .mult_o             (mult),
     .col_act_o          (col_act),
     .col_out_o          (col_out),
+    .conv_o             (conv),
+    .fmap_h_o           (fmap_h),
+    .fmap_w_o           (fmap_w),
+    .fmap_ch_o          (fmap_ch),
+    .stride_o           (stride),
+    .kh_o               (kh),
+    .kw_o               (kw),
+    .pad_t_o            (pad_t),
+    .pad_l_o            (pad_l),
+    .out_w_o            (out_w),
+    .add_n_o            (add_n),
+    .add_ma_o           (add_ma),
+    .add_mb_o           (add_mb),
     .enc_start_o        (enc_start),
     .enc_done_i         (enc_done),
     .lk_start_o         (lk_start),
-    .lk_done_i          (lk_done)
+    .lk_done_i          (lk_done),
+    .run_start_o        (run_start),
+    .col_next_o         (col_next),
+    .vec_start_o        (vec_start),
+    .vec_add_o          (vec_add),
+    .vec_active_o       (vec_active),
+    .vec_done_i         (vec_done)
   );
 
   // ---------------------------------------------------------------------------------------------
@@ -293,18 +320,46 @@ module pqa_top #(
   logic [ProtoAw-1:0] proto_raddr;
   logic [LutAw-1:0]   lut_raddr;
   logic [BiasAw-1:0]  bias_raddr;
-  logic [ActAw-1:0]   act_raddr;
+  logic [ActAw-1:0]   act_raddr, enc_act_raddr, vec_act_raddr;
+  logic [OutAw-1:0]   out_raddr, vec_out_raddr;
   logic [63:0]        proto_rdata, lut_rdata, bias_rdata, act_rdata, out_rdata;
-  logic               out_we;
-  logic [OutAw-1:0]   out_waddr;
-  logic [63:0]        out_wdata;
-  logic [7:0]         out_wbe;
-  logic               we_proto, we_lut, we_bias, we_act;
+  logic               lk_out_we, vec_out_we;
+  logic [OutAw-1:0]   lk_out_waddr, vec_out_waddr, out_waddr;
+  logic [63:0]        lk_out_wdata, vec_out_wdata, out_wdata;
+  logic [7:0]         lk_out_wbe, vec_out_wbe, out_wbe;
+  logic               we_proto, we_lut, we_bias, we_act, we_out;
 
-  assign we_proto = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferProto));
-  assign we_lut   = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferLut));
-  assign we_bias  = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferBias));
-  assign we_act   = dma_rd_valid && load_active && (load_buf == 2'(pqa_pkg::BufferAct));
+  assign we_proto = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferProto));
+  assign we_lut   = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferLut));
+  assign we_bias  = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferBias));
+  assign we_act   = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferAct));
+  assign we_out   = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferOut));
+
+  // Shared ports (one unit at a time, sequenced by pqa_ctrl): the act read port belongs to the vector
+  // unit during `pool` / `add` and to the encoder otherwise; the out read port to the vector unit
+  // during `pool` / `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a
+  // `load` into `out`, the look-up unit (`run`) or the vector unit.
+  assign act_raddr = vec_active ? vec_act_raddr : enc_act_raddr;
+  assign out_raddr = vec_active ? vec_out_raddr : dma_src_idx[OutAw-1:0];
+  always_comb begin
+    if (clear) begin
+      out_waddr = clear_addr[OutAw-1:0];
+      out_wdata = 64'd0;
+      out_wbe   = 8'hff;
+    end else if (we_out) begin
+      out_waddr = dma_rd_idx[OutAw-1:0];
+      out_wdata = dma_rd_data;
+      out_wbe   = 8'hff;  // loads write whole words
+    end else if (vec_out_we) begin
+      out_waddr = vec_out_waddr;
+      out_wdata = vec_out_wdata;
+      out_wbe   = vec_out_wbe;
+    end else begin
+      out_waddr = lk_out_waddr;
+      out_wdata = lk_out_wdata;
+      out_wbe   = lk_out_wbe;
+    end
+  end
 
   pqa_ram #(.Words(ProtoBytes / 8)) u_proto_ram (
     .clk_i  (clk_i),
@@ -348,11 +403,11 @@ module pqa_top #(
 
   pqa_ram #(.Words(OutBytes / 8)) u_out_ram (
     .clk_i  (clk_i),
-    .we_i   (clear || out_we),
-    .waddr_i(clear ? clear_addr[OutAw-1:0] : out_waddr),
-    .wdata_i(clear ? 64'd0 : out_wdata),
-    .wbe_i  (clear ? 8'hff : out_wbe),
-    .raddr_i(dma_src_idx[OutAw-1:0]),
+    .we_i   (clear || we_out || lk_out_we || vec_out_we),
+    .waddr_i(out_waddr),
+    .wdata_i(out_wdata),
+    .wbe_i  (out_wbe),
+    .raddr_i(out_raddr),
     .rdata_o(out_rdata)
   );
 
@@ -377,7 +432,19 @@ module pqa_top #(
     .c_i          (c),
     .d_i          (d),
     .col_base_i   (col_act),
-    .act_raddr_o  (act_raddr),
+    .conv_i       (conv),
+    .fmap_h_i     (fmap_h),
+    .fmap_w_i     (fmap_w),
+    .fmap_ch_i    (fmap_ch),
+    .stride_i     (stride),
+    .kh_i         (kh),
+    .kw_i         (kw),
+    .pad_t_i      (pad_t),
+    .pad_l_i      (pad_l),
+    .out_w_i      (out_w),
+    .run_start_i  (run_start),
+    .col_next_i   (col_next),
+    .act_raddr_o  (enc_act_raddr),
     .act_rdata_i  (act_rdata),
     .proto_raddr_o(proto_raddr),
     .proto_rdata_i(proto_rdata),
@@ -405,6 +472,7 @@ module pqa_top #(
     .mult_i      (mult),
     .shift_i     (shift),
     .relu_i      (relu),
+    .unsigned_i  (act_unsigned),
     .bits_i      (act_bits),
     .col_out_i   (col_out),
     .idx_we_i    (idx_we),
@@ -414,11 +482,42 @@ module pqa_top #(
     .lut_rdata_i (lut_rdata),
     .bias_raddr_o(bias_raddr),
     .bias_rdata_i(bias_rdata),
-    .out_we_o    (out_we),
-    .out_waddr_o (out_waddr),
-    .out_wdata_o (out_wdata),
-    .out_wbe_o   (out_wbe),
+    .out_we_o    (lk_out_we),
+    .out_waddr_o (lk_out_waddr),
+    .out_wdata_o (lk_out_wdata),
+    .out_wbe_o   (lk_out_wbe),
     .done_o      (lk_done)
+  );
+
+  pqa_vec #(
+    .ActW    (ActW),
+    .ActBytes(ActBytes),
+    .OutBytes(OutBytes)
+  ) u_vec (
+    .clk_i      (clk_i),
+    .rst_ni     (rst_ni),
+    .start_i    (vec_start),
+    .op_add_i   (vec_add),
+    .fmap_h_i   (fmap_h),
+    .fmap_w_i   (fmap_w),
+    .fmap_ch_i  (fmap_ch),
+    .n_i        (add_n),
+    .ma_i       (add_ma),
+    .mb_i       (add_mb),
+    .mult_i     (mult),
+    .shift_i    (shift),
+    .relu_i     (relu),
+    .unsigned_i (act_unsigned),
+    .bits_i     (act_bits),
+    .act_raddr_o(vec_act_raddr),
+    .act_rdata_i(act_rdata),
+    .out_raddr_o(vec_out_raddr),
+    .out_rdata_i(out_rdata),
+    .out_we_o   (vec_out_we),
+    .out_waddr_o(vec_out_waddr),
+    .out_wdata_o(vec_out_wdata),
+    .out_wbe_o  (vec_out_wbe),
+    .done_o     (vec_done)
   );
 
   logic unused_dma;

@@ -45,12 +45,15 @@ def compiled_case(outdir: Path, cfg: HwConfig, shapes: list[LayerShape], n: int,
     return backend.write_build(outdir, cfg, backend.emit(cfg, q, x, name=outdir.name))
 
 
-STAMP_ADDR = 0x800  # where the hand-written programs put their one cycle stamp
+STAMP_ADDR = 0x800  # where the hand-written programs put their cycle stamps
 
 
-def raw_case(outdir: Path, cfg: HwConfig, words: list[int], data: list | None = None) -> dict:
-    prog = backend.raw_program(cfg, words, data, name=outdir.name)
-    prog.manifest["stamps"] = {"addr": STAMP_ADDR, "labels": ["start"]}  # RTL cycles: not compared
+def raw_case(outdir: Path, cfg: HwConfig, words: list[int], data: list | None = None, mem_bytes: int = 4096,
+             labels: tuple[str, ...] = ("start",)) -> dict:
+    """A hand-written program; its ``stamp`` instructions write ``labels`` at STAMP_ADDR, STAMP_ADDR + 8 ..
+    (RTL cycles: not compared)."""
+    prog = backend.raw_program(cfg, words, data, mem_bytes=mem_bytes, name=outdir.name)
+    prog.manifest["stamps"] = {"addr": STAMP_ADDR, "labels": list(labels)}
     res = sim.run(cfg, prog.mem, prog.insn_base)
     return backend.write_build(outdir, cfg, prog, res)
 
@@ -60,8 +63,9 @@ def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
     instruction so that the error PC is not the first word."""
     bufs = load().enums["buffer"]
     st = encode("stamp", addr=STAMP_ADDR)
+    unused = next(o for o in range(1, 16) if o not in {d.opcode for d in load().instructions})  # from the spec
     return {
-        "illegal_opcode": ([st, 0x7, encode("end")], "illegal_insn", 8),
+        "illegal_opcode": ([st, unused, encode("end")], "illegal_insn", 8),
         "reserved_bit": ([st, encode("end") | 1 << 40, encode("end")], "illegal_insn", 8),
         "k_beyond_limit": ([st, encode("shape", metric="l2", k=cfg.KMax + 1, v=2, c=2, d=4, m=2),
                             encode("quant", relu=0, shift=0, mult=1, bits=8), encode("run", n=1), encode("end")],
@@ -77,4 +81,252 @@ def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "run_with_zero_tables": ([st, encode("shape", metric="l2", k=2, v=2, c=2, d=4, m=2),
                                   encode("quant", relu=0, shift=0, mult=1, bits=8), encode("run", n=3),
                                   encode("store", nbytes=6, addr=0x400), encode("end")], "none", 0),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Conv mode, pool, add, unsigned quant: hand-written programs over random integer data (the ISA's own
+# instructions; the golden simulator computes the expected memory)
+# ------------------------------------------------------------------------------------------------------------
+DATA_ADDR = 0x1000  # data segments of the hand-written programs start here (instructions and stamps below)
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """One conv-mode ``run`` (``fmap`` h x w x ch, ``conv`` stride / kh x kw / pad_t, pad_l / out_w; n =
+    out_h * out_w columns of m outputs) followed by optional ``pool`` / ``add`` steps."""
+
+    h: int
+    w: int
+    ch: int
+    stride: int
+    kh: int
+    kw: int
+    pad: int
+    k: int
+    v: int
+    m: int
+    metric: str = "l2"
+    relu: bool = False
+    unsigned: bool = False
+    bits: int = 8
+    pad_b: int | None = None  # bottom / right padding (default: pad), only through out_h / out_w
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        pb = self.pad if self.pad_b is None else self.pad_b
+        return ((self.h + self.pad + pb - self.kh) // self.stride + 1,
+                (self.w + self.pad + pb - self.kw) // self.stride + 1)
+
+    @property
+    def d(self) -> int:
+        return self.ch * self.kh * self.kw
+
+    @property
+    def c(self) -> int:
+        return -(-self.d // self.v)
+
+
+def calibrate(rng: np.random.Generator, acc: np.ndarray, bits: int) -> tuple[int, int]:
+    """(mult, shift) taking max|acc| to about 2^(bits-1): most outputs inside the range, some saturating."""
+    mult = int(rng.integers(1 << 14, 1 << 15))
+    top = int(np.abs(acc).max(initial=1)) * mult
+    return mult, min(47, max(0, top.bit_length() - (bits - 1)))
+
+
+class _Mem:
+    """Data segments at DATA_ADDR upwards, each bus-word aligned."""
+
+    def __init__(self) -> None:
+        self.segs: list[tuple[int, np.ndarray, str]] = []
+        self.top = DATA_ADDR
+
+    def put(self, data: np.ndarray, what: str) -> int:
+        a = self.top
+        self.segs.append((a, np.asarray(data).astype(np.uint8).reshape(-1), what))
+        self.top = -(-(a + data.size) // 8) * 8
+        return a
+
+    def reserve(self, nbytes: int) -> int:
+        a = self.top
+        self.top = -(-(a + nbytes) // 8) * 8
+        return a
+
+    def size(self) -> int:
+        return -(-(self.top + 64) // 4096) * 4096
+
+
+def _i8(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.int64).astype(np.int8).view(np.uint8)
+
+
+def conv_words(cfg: HwConfig, cc: ConvCase, rng: np.random.Generator, mem: _Mem, fmap: np.ndarray
+               ) -> tuple[list[int], int]:
+    """Load the tables and the fmap, set fmap / conv / shape / quant and run: the words and n."""
+    bufs = load().enums["buffer"]
+    c, k, v, m, d = cc.c, cc.k, cc.v, cc.m, cc.d
+    out_h, out_w = cc.out_hw
+    n = out_h * out_w
+    amax = 1 << (cc.bits - 1)
+    protos = rng.integers(-amax, amax, (c, k, v))
+    if k > 1:
+        protos[:, -1] = protos[:, 0]  # duplicated prototypes: exact ties
+    lmax = 1 << (cfg.LutW - 1)
+    lut = rng.integers(-lmax, lmax, (c, k, m))
+    bias = rng.integers(-c * lmax, c * lmax + 1, m)
+    g = sim.ConvGeom(cc.h, cc.w, cc.ch, cc.stride, cc.kh, cc.kw, cc.pad, cc.pad, out_w)
+    x = np.zeros((n, c * v), np.int64)
+    x[:, :d] = sim.conv_gather(fmap.astype(np.int64), g, d, n)
+    metric = load().enums["metric"][cc.metric]
+    acc = sim.lookup(sim.encode(x.reshape(n, c, v), protos, metric), lut, bias, cfg.AccW)
+    mult, shift = calibrate(rng, acc, cc.bits)
+    ap = mem.put(_i8(protos), "prototypes [c][k][v]")
+    al = mem.put(backend.lut_bytes(cfg, lut), "table [c][k][m]")
+    ab = mem.put(bias.astype("<i4").view(np.uint8), "bias [m] int32")
+    aa = mem.put(_i8(fmap), "fmap [h][w][ch]")
+    words = [
+        encode("load", buf=bufs["proto"], nbytes=c * k * v, addr=ap),
+        encode("load", buf=bufs["lut"], nbytes=c * k * m * cfg.lut_bytes, addr=al),
+        encode("load", buf=bufs["bias"], nbytes=4 * m, addr=ab),
+        encode("load", buf=bufs["act"], nbytes=fmap.size, addr=aa),
+        encode("fmap", h=cc.h, w=cc.w, ch=cc.ch),
+        encode("conv", stride=cc.stride, kh=cc.kh, kw=cc.kw, pad_t=cc.pad, pad_l=cc.pad, out_w=out_w),
+        encode("shape", metric=cc.metric, conv=1, k=k, v=v, c=c, d=d, m=m),
+        encode("quant", relu=int(cc.relu), unsigned=int(cc.unsigned), shift=shift, mult=mult, bits=cc.bits),
+        encode("run", n=n),
+    ]
+    return words, n
+
+
+def conv_case(outdir: Path, cfg: HwConfig, cc: ConvCase, seed: int, then: str = "") -> dict:
+    """A conv-mode layer, its output stored; ``then`` = "pool": global pooling of the layer's output
+    (as the next fmap, channels m), relu / unsigned from the case; "add": the output plus a loaded
+    residual. Stamps before and after the run."""
+    rng = np.random.default_rng(seed)
+    mem = _Mem()
+    amax = 1 << (cc.bits - 1)
+    fmap = rng.integers(-amax, amax, cc.h * cc.w * cc.ch)
+    st = STAMP_ADDR
+    words, n = conv_words(cfg, cc, rng, mem, fmap)
+    words = [encode("stamp", addr=st), *words, encode("stamp", addr=st + 8)]
+    ao = mem.reserve(n * cc.m)
+    words.append(encode("store", nbytes=n * cc.m, addr=ao))
+    if then:
+        bufs = load().enums["buffer"]
+        out_h, out_w = cc.out_hw
+        y = sim.run(cfg, backend.raw_program(cfg, [*words, encode("end")], mem.segs, mem_bytes=mem.size()).mem,
+                    0, strict=True).mem[ao : ao + n * cc.m].view(np.int8).astype(np.int64)
+        ares = mem.reserve(n * cc.m)
+        if then == "pool":  # the stored layer output becomes the fmap of a global pooling
+            acc = y.reshape(n, cc.m).sum(0)
+            mult, shift = calibrate(rng, acc, 6)
+            words += [encode("load", buf=bufs["act"], nbytes=n * cc.m, addr=ao),
+                      encode("fmap", h=out_h, w=out_w, ch=cc.m),
+                      encode("quant", relu=int(cc.relu), unsigned=int(cc.unsigned), shift=shift, mult=mult, bits=6),
+                      encode("pool"), encode("stamp", addr=st + 16), encode("store", nbytes=cc.m, addr=ares)]
+        elif then == "add":  # out = act*ma + out*mb: the layer output (still in the output buffer) + a residual
+            res = rng.integers(-128, 128, n * cc.m)
+            ar = mem.put(_i8(res), "residual")
+            words += [encode("load", buf=bufs["act"], nbytes=n * cc.m, addr=ar),
+                      encode("quant", relu=int(cc.relu), unsigned=int(cc.unsigned), shift=15, mult=0, bits=cc.bits),
+                      encode("add", n=n * cc.m, ma=int(rng.integers(1 << 13, 1 << 15)),
+                             mb=int(rng.integers(1 << 13, 1 << 15))),
+                      encode("stamp", addr=st + 16), encode("store", nbytes=n * cc.m, addr=ares)]
+        else:
+            raise ValueError(then)
+    words.append(encode("end"))
+    labels = ("start", "run") + (("after",) if then else ())
+    return raw_case(outdir, cfg, words, mem.segs, mem_bytes=mem.size(), labels=labels)
+
+
+def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
+    """``pool`` and ``add`` on their own: "pool_relu" / "pool_unsigned" / "pool_signed" over a random fmap;
+    "add_<relu|unsigned|signed>" with the second operand loaded into the output buffer (``load`` buf=out),
+    odd n, and a second add in place on the first's result."""
+    rng = np.random.default_rng(seed)
+    bufs = load().enums["buffer"]
+    mem = _Mem()
+    st = STAMP_ADDR
+    flags = {"relu": (1, 0), "unsigned": (0, 1), "signed": (0, 0)}[kind.split("_")[1]]
+    words = [encode("stamp", addr=st)]
+    if kind.startswith("pool"):
+        h, w, ch = 5, 7, 11
+        fmap = rng.integers(-128, 128, h * w * ch)
+        acc = fmap.reshape(h * w, ch).sum(0)
+        mult, shift = calibrate(rng, acc, 5)
+        aa = mem.put(_i8(fmap), "fmap")
+        ao = mem.reserve(ch)
+        words += [encode("load", buf=bufs["act"], nbytes=fmap.size, addr=aa), encode("fmap", h=h, w=w, ch=ch),
+                  encode("quant", relu=flags[0], unsigned=flags[1], shift=shift, mult=mult, bits=5),
+                  encode("pool"), encode("stamp", addr=st + 8), encode("store", nbytes=ch, addr=ao)]
+    else:
+        n = 203
+        a, b = rng.integers(-128, 128, n), rng.integers(-128, 128, n)
+        aa, ab = mem.put(_i8(a), "act operand"), mem.put(_i8(b), "out operand")
+        ao = mem.reserve(n)
+        words += [encode("load", buf=bufs["act"], nbytes=n, addr=aa),
+                  encode("load", buf=bufs["out"], nbytes=n, addr=ab),
+                  encode("quant", relu=flags[0], unsigned=flags[1], shift=14, mult=12345, bits=7),
+                  encode("add", n=n, ma=int(rng.integers(1 << 12, 1 << 14)), mb=int(rng.integers(1 << 12, 1 << 14))),
+                  encode("stamp", addr=st + 8),
+                  encode("quant", relu=0, unsigned=0, shift=1, mult=0, bits=8),
+                  encode("add", n=n - 6, ma=1, mb=1),
+                  encode("store", nbytes=n, addr=ao)]
+    words.append(encode("end"))
+    return raw_case(outdir, cfg, words, mem.segs, mem_bytes=mem.size(), labels=("start", kind))
+
+
+# name -> (ConvCase, then): 3x3 s1 p1, 3x3 s2 p1, 1x1 s2 p0, odd channel counts (3, 5), v not dividing the
+# patch (27 with v=4, 16 with v=3, 12 with v=5), 144 with v=8 (subspaces across window rows and channels),
+# a flatten conv (the window is the whole fmap), unsigned outputs, pool and add after a conv.
+CONV_CASES: dict[str, tuple[ConvCase, str]] = {
+    "conv3x3_s1_p1_ch3_v4": (ConvCase(8, 8, 3, 1, 3, 3, 1, k=8, v=4, m=8, relu=True), ""),
+    "conv3x3_s2_p1_ch5_l1": (ConvCase(9, 7, 5, 2, 3, 3, 1, k=5, v=5, m=6, metric="l1"), ""),
+    "conv1x1_s2_p0_ch16_v3": (ConvCase(6, 6, 16, 2, 1, 1, 0, k=4, v=3, m=13), ""),
+    "conv3x3_ch16_v8_unsigned": (ConvCase(5, 5, 16, 1, 3, 3, 1, k=3, v=8, m=5, unsigned=True, bits=4), ""),
+    "conv_flatten_4x4x3": (ConvCase(4, 4, 3, 1, 4, 4, 0, k=6, v=8, m=10), ""),
+    "conv2x3_s3_p2_pool": (ConvCase(7, 8, 2, 3, 2, 3, 2, k=2, v=5, m=7, relu=True, unsigned=True, bits=6), "pool"),
+    "conv3x3_s1_p1_add": (ConvCase(6, 5, 4, 1, 3, 3, 1, k=4, v=6, m=4, relu=True), "add"),
+}
+VEC_CASES = ["pool_relu", "pool_unsigned", "pool_signed", "add_relu", "add_unsigned", "add_signed"]
+
+
+def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
+    """Error paths of fmap / conv / pool / add / unsigned quant / load into out: name -> (words, error,
+    ERR_PC). Each starts with a legal instruction."""
+    bufs = load().enums["buffer"]
+    st = encode("stamp", addr=STAMP_ADDR)
+    q8 = encode("quant", relu=0, shift=0, mult=1, bits=8)
+    q7u = encode("quant", relu=0, unsigned=1, shift=0, mult=1, bits=7)
+    q8u = encode("quant", relu=0, unsigned=1, shift=0, mult=1, bits=cfg.ActW)
+    fm = encode("fmap", h=4, w=4, ch=3)
+    cv = encode("conv", stride=1, kh=3, kw=3, pad_t=1, pad_l=1, out_w=4)
+    shape = encode("shape", metric="l2", conv=1, k=2, v=4, c=7, d=27, m=4)
+    big = cfg.ActBytes // 4 + 1  # h * w * ch = 4 * big > ActBytes
+    return {
+        "conv_d_mismatch": ([st, fm, cv, encode("shape", metric="l2", conv=1, k=2, v=4, c=7, d=26, m=4), q8,
+                             encode("run", n=16), encode("end")], "limit", 40),
+        "conv_fmap_beyond_act": ([st, encode("fmap", h=4, w=big, ch=1), encode("conv", stride=1, kh=1, kw=1, pad_t=0,
+                                  pad_l=0, out_w=4), encode("shape", metric="l2", conv=1, k=2, v=1, c=1, d=1, m=1), q8,
+                                  encode("run", n=4), encode("end")], "limit", 40),
+        "conv_stride_zero": ([st, fm, encode("conv", stride=0, kh=3, kw=3, pad_t=1, pad_l=1, out_w=4), shape, q8,
+                              encode("run", n=4), encode("end")], "limit", 40),
+        "conv_ok_then_unsigned_bits8": ([st, fm, cv, shape, q7u, encode("run", n=16), q8u, encode("run", n=16),
+                                         encode("end")], "limit", 56),
+        "pool_unsigned_bits8": ([st, fm, q8u, encode("pool"), encode("end")], "limit", 24),
+        "pool_ch_beyond_out": ([st, encode("fmap", h=1, w=1, ch=cfg.OutBytes + 1), q8, encode("pool"), encode("end")],
+                               "limit", 24),
+        "pool_without_fmap": ([st, q8, encode("pool"), encode("end")], "limit", 16),
+        "add_n_zero": ([st, q8, encode("add", n=0, ma=1, mb=1), encode("end")], "limit", 16),
+        "add_n_beyond": ([st, q8, encode("add", n=min(cfg.ActBytes, cfg.OutBytes) + 1, ma=1, mb=1), encode("end")],
+                         "limit", 16),
+        "add_unsigned_bits8": ([st, q8u, encode("add", n=8, ma=1, mb=1), encode("end")], "limit", 16),
+        "load_out_beyond": ([st, encode("load", buf=bufs["out"], nbytes=cfg.OutBytes + 1, addr=0x400), encode("end")],
+                            "limit", 8),
+        "load_buf5": ([st, encode("load", buf=5, nbytes=8, addr=0x400), encode("end")], "limit", 8),
+        "fmap_reserved_bit": ([st, fm | 1 << 60, encode("end")], "illegal_insn", 8),
+        "conv_reserved_bit": ([st, cv | 1 << 63, encode("end")], "illegal_insn", 8),
+        "pool_reserved_bit": ([st, encode("pool") | 1 << 8, encode("end")], "illegal_insn", 8),
+        "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 4, encode("end")], "illegal_insn", 8),
+        "shape_reserved_bit6": ([st, shape | 1 << 6, encode("end")], "illegal_insn", 8),
     }

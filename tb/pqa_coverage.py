@@ -4,7 +4,9 @@ simulator's trace of the run.
 
 Covered: opcodes executed (and illegal words), error codes, job kinds x error codes, metrics, ReLU,
 K / v / c / m ranges up to the synthesized limits, activation and table widths, chained layers, tiling,
-tied minima in the encoder, saturation at both ends, exact rounding halves, and the stimulus: AXI
+tied minima in the encoder, saturation at both ends, exact rounding halves, conv-mode layers (window
+1x1 / 3x3 / other / flatten, stride 1 / 2 / more, padding or none), unsigned outputs, pool, add (second
+operand left in the output buffer or loaded into it), and the stimulus: AXI
 backpressure, AR/AW latency, SLVERR injection, reset in the middle of a run, START while busy,
 back-to-back starts without reset.
 """
@@ -69,6 +71,12 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.data", xf=many("data"), rel=lambda v, b: b in v, bins=["ties", "sat_hi", "sat_lo", "round_half"],
                 inj=False)
     @CoverPoint("pqa.stim", xf=many("stim"), rel=lambda v, b: b in v, bins=stims, inj=False)
+    @CoverPoint("pqa.conv_window", xf=lambda s: s.get("conv_window"), bins=["1x1", "3x3", "other", "flatten"])
+    @CoverPoint("pqa.conv_stride", xf=lambda s: s.get("conv_stride"), bins=["1", "2", ">2"])
+    @CoverPoint("pqa.conv_pad", xf=lambda s: s.get("conv_pad"), bins=[False, True], bins_labels=["none", "padded"])
+    @CoverPoint("pqa.unsigned", xf=lambda s: s.get("unsigned"), bins=[True])
+    @CoverPoint("pqa.vec", xf=many("vec"), rel=lambda v, b: b in v, bins=["pool", "add_in_place", "add_loaded"],
+                inj=False)
     def sample(s: dict[str, Any]) -> None:
         pass
 
@@ -87,6 +95,14 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     s["n_layers"] = len(lay) or None
     s["tiled"] = any(q.get("tiles", 1) > 1 for q in manifest.get("layers", []))
     s["data"] = [k for k in ("ties", "sat_hi", "sat_lo", "round_half") if gen.get(k)]
+    conv = gen.get("conv")
+    if conv:
+        s["conv_window"] = "flatten" if conv["flatten"] else {(1, 1): "1x1", (3, 3): "3x3"}.get(
+            (conv["kh"], conv["kw"]), "other")
+        s["conv_stride"] = str(conv["stride"]) if conv["stride"] <= 2 else ">2"
+        s["conv_pad"] = conv["pad"] > 0
+    s["unsigned"] = gen.get("unsigned") or None
+    s["vec"] = (["pool"] if gen.get("pool") else []) + ([f"add_{gen['add']}"] if gen.get("add") else [])
     s["stim"] = [k for k, on in (("pause", stim.get("pause")), ("latency", stim.get("latency")),
                                  ("poison", stim.get("poison")), ("reset_mid_run", "reset_after" in stim),
                                  ("start_while_busy", "restart_after" in stim),

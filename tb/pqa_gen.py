@@ -7,14 +7,17 @@ the same build directory and knobs, so any failing job of a regression is reprod
 Job kinds:
 - ``legal``: 1..3 chained PQ layers with random shapes (d, m, K, v, both metrics, ReLU, tiling), random
   activation width (2..ActW: inputs and prototypes in that range, ``quant.bits``) and table width
-  (entries in 2..LutW bits), random biases and requantization (mult, shift 0..47);
+  (entries in 2..LutW bits), random biases and requantization (mult, shift 0..47); or (40%) a conv-mode
+  layer (``conv_program``: random fmap / window / stride / padding / out_w, v across window rows and
+  channels, signed / ReLU / unsigned outputs) followed by a ``pool`` of its output and / or an ``add``
+  with a residual, the second operand left in the output buffer or loaded into it;
 - ``error``: a legal program with one instruction replaced by an illegal / out-of-limit / misaligned /
   out-of-memory one, somewhere in the middle;
 - ``words``: random instruction words (fully random, random fields under a valid opcode, and legal
-  instructions with random small operands) followed by ``end``. The ISA has no branches, so every
-  program ends after at most (memory size / 8) instructions: at its ``end``, at an error, or at the
-  fetch beyond memory (``bus``). Stores and stamps never target the instruction stream (no
-  self-modifying code; the fault model of ``pqa_env.expected_result`` relies on it).
+  instructions with random small operands, fmap / conv / pool / add included) followed by ``end``. The
+  ISA has no branches, so every program ends after at most (memory size / 8) instructions: at its
+  ``end``, at an error, or at the fetch beyond memory (``bus``). Stores and stamps never target the
+  instruction stream (no self-modifying code; the fault model of ``pqa_env.expected_result`` relies on it).
 Knobs (manifest ``stim``): AXI backpressure / latency, SLVERR injection on chosen words, reset in the
 middle of a run (then a clean run), a START while busy, back-to-back start without reset.
 """
@@ -119,6 +122,8 @@ def _program_info(cfg: HwConfig, layers: list[backend.QLayer], act_bits: int, lu
 
 
 def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Program, dict]:
+    if rng.random() < 0.4:
+        return conv_program(rng, cfg)
     act_bits = int(rng.choice([2, 3, 8, int(rng.integers(2, cfg.ActW + 1))]))
     lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
     nl = int(rng.choice([1, 1, 2, 3]))
@@ -135,8 +140,156 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
     return prog, info
 
 
+CONV_CODE_END = 0x400  # conv programs: instructions below, then the stamps, then the data
+CONV_STAMPS = 0x400
+
+
+def _calibrated(rng: np.random.Generator, acc: np.ndarray, bits: int) -> tuple[int, int]:
+    """(mult, shift): |acc| * mult / 2^shift about 2^(bits-1) (80%), or uncalibrated."""
+    if rng.random() < 0.8:
+        mult = int(rng.integers(1 << 14, 1 << 15))
+        top = int(np.abs(acc).max(initial=1)) * mult
+        return mult, min(47, max(0, top.bit_length() - (bits - 1) + int(rng.integers(-1, 2))))
+    return int(rng.integers(0, 1 << 16)), int(rng.choice([0, 1, int(rng.integers(0, 48))]))
+
+
+def _conv_geometry(rng: np.random.Generator, cfg: HwConfig) -> tuple[sim.ConvGeom, int, int, int]:
+    """(geometry, v, d, n) inside the configuration: h*w*ch <= ActBytes, d = ch*kh*kw <= CMax*VMax."""
+    while True:
+        ch = int(rng.choice([1, 2, 3, 5, 8, 16, int(rng.integers(1, 33))]))
+        h, w = int(rng.integers(1, 11)), int(rng.integers(1, 11))
+        kh, kw = int(rng.integers(1, min(h + 2, 5) + 1)), int(rng.integers(1, min(w + 2, 5) + 1))
+        r = rng.random()
+        if r < 0.1:
+            kh, kw = h, w  # flatten: the window is the whole fmap
+        elif r < 0.35:
+            kh, kw = 1, 1
+        elif r < 0.6:
+            kh, kw = 3, 3
+        stride = int(rng.choice([1, 1, 2, 3, int(rng.integers(1, 16))]))
+        pt, pl = int(rng.integers(0, min(kh, 3))), int(rng.integers(0, min(kw, 3)))
+        out_h = max(1, (h + 2 * pt - kh) // stride + 1)
+        out_w = max(1, (w + 2 * pl - kw) // stride + 1)
+        if rng.random() < 0.1:
+            out_w = int(rng.integers(1, 12))  # any out_w is legal: rows wrap elsewhere
+        d = ch * kh * kw
+        if h * w * ch > cfg.ActBytes or d > cfg.CMax * cfg.VMax:
+            continue
+        v = int(rng.integers(-(-d // cfg.CMax), cfg.VMax + 1))
+        n = out_h * out_w if rng.random() < 0.8 else int(rng.integers(1, out_h * out_w + 3))
+        return sim.ConvGeom(h, w, ch, stride, kh, kw, pt, pl, out_w), v, d, n
+
+
+def conv_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Program, dict]:
+    """A conv-mode layer over a random fmap, then (each at random) a ``pool`` of its output and an
+    ``add`` of a residual (second operand: the output left in the output buffer, or loaded into it).
+    Random activation / table widths, metric, ReLU, unsigned outputs, calibrated requantization."""
+    spec = load()
+    bufs = spec.enums["buffer"]
+    act_bits = int(rng.choice([2, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
+    lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
+    g, v, d, n = _conv_geometry(rng, cfg)
+    c = -(-d // v)
+    m = int(rng.choice([1, 3, int(rng.integers(1, cfg.MMax + 1))]))
+    m = max(1, min(m, cfg.OutBytes // n, cfg.MMax))
+    k = int(rng.choice([1, 2, 3, 5, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
+    while k > 1 and (c * k * v > cfg.ProtoBytes or c * k * m * cfg.lut_bytes > cfg.LutBytes):
+        k -= 1
+    while c * k * m * cfg.lut_bytes > cfg.LutBytes:
+        m -= 1
+    n = min(n, cfg.OutBytes // m)
+    amax, lmax = 1 << (act_bits - 1), 1 << (lut_bits - 1)
+    fmap = rng.integers(-amax, amax, g.h * g.w * g.ch)
+    protos = rng.integers(-amax, amax, (c, k, v))
+    if k > 1 and rng.random() < 0.5:
+        protos[:, -1] = protos[:, 0]  # exact ties
+    lut = rng.integers(-lmax, lmax, (c, k, m))
+    bias = rng.integers(-c * lmax, c * lmax + 1, m)
+    metric = str(rng.choice(list(spec.enums["metric"])))
+    relu = bool(rng.random() < 0.5)
+    uns = bool(act_bits < cfg.ActW and rng.random() < 0.3)
+    x = np.zeros((n, c * v), np.int64)
+    x[:, :d] = sim.conv_gather(fmap, g, d, n)
+    acc = sim.lookup(sim.encode(x.reshape(n, c, v), protos, spec.enums["metric"][metric]), lut, bias, cfg.AccW)
+    mult, shift = _calibrated(rng, acc, act_bits)
+    y = sim.requantize(acc, mult, shift, relu, act_bits, uns).reshape(-1)
+
+    segs: list[tuple[int, np.ndarray, str]] = []
+    top = CONV_STAMPS + 8 * 4
+
+    def put(data: np.ndarray, what: str) -> int:
+        nonlocal top
+        a = top
+        segs.append((a, np.asarray(data).astype(np.uint8).reshape(-1), what))
+        top = -(-(a + data.size) // 8) * 8
+        return a
+
+    def i8(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, np.int64).astype(np.int8).view(np.uint8)
+
+    labels = ["start", "conv"]
+    words = [
+        encode("stamp", addr=CONV_STAMPS),
+        encode("load", buf=bufs["proto"], nbytes=c * k * v, addr=put(i8(protos), "prototypes")),
+        encode("load", buf=bufs["lut"], nbytes=c * k * m * cfg.lut_bytes,
+               addr=put(backend.lut_bytes(cfg, lut), "table")),
+        encode("load", buf=bufs["bias"], nbytes=4 * m, addr=put(bias.astype("<i4").view(np.uint8), "bias")),
+        encode("load", buf=bufs["act"], nbytes=fmap.size, addr=put(i8(fmap), "fmap")),
+        encode("fmap", h=g.h, w=g.w, ch=g.ch),
+        encode("conv", stride=g.stride, kh=g.kh, kw=g.kw, pad_t=g.pad_t, pad_l=g.pad_l, out_w=g.out_w),
+        encode("shape", metric=metric, conv=1, k=k, v=v, c=c, d=d, m=m),
+        encode("quant", relu=int(relu), unsigned=int(uns), shift=shift, mult=mult, bits=act_bits),
+        encode("run", n=n),
+        encode("stamp", addr=CONV_STAMPS + 8),
+    ]
+    info: dict[str, Any] = {"act_bits": act_bits, "lut_bits": lut_bits, "n": n, "unsigned": uns,
+                            "conv": {"stride": g.stride, "kh": g.kh, "kw": g.kw, "pad": max(g.pad_t, g.pad_l),
+                                     "ch": g.ch, "flatten": g.kh == g.h and g.kw == g.w},
+                            "layers": [{"d": d, "m": m, "k": k, "v": v, "c": c, "metric": metric, "relu": relu,
+                                        "bits": act_bits, "shift": shift}]}
+    then = [t for t in ("pool", "add") if rng.random() < 0.6]
+    for t in then:
+        b2 = int(rng.choice([act_bits, int(rng.integers(2, cfg.ActW + 1))]))
+        u2 = int(b2 < cfg.ActW and rng.random() < 0.3)
+        r2 = int(rng.random() < 0.5)
+        if t == "pool":  # the layer output, stored and loaded back, as an fmap of 1 x n pixels of m channels
+            ao = top
+            top = -(-(top + n * m) // 8) * 8
+            words += [encode("store", nbytes=n * m, addr=ao), encode("load", buf=bufs["act"], nbytes=n * m, addr=ao),
+                      encode("fmap", h=1, w=n, ch=m)]
+            pm, ps = _calibrated(rng, y.reshape(n, m).sum(0), b2)
+            words += [encode("quant", relu=r2, unsigned=u2, shift=ps, mult=pm, bits=b2), encode("pool")]
+            y = sim.requantize(y.reshape(n, m).sum(0), pm, ps, bool(r2), b2, bool(u2))
+            info["pool"] = True
+        else:
+            na = int(rng.integers(1, y.size + 1)) if rng.random() < 0.3 else y.size
+            res = rng.integers(-128, 128, na)
+            loaded = rng.random() < 0.3
+            if loaded:  # the second operand loaded into the output buffer
+                other = rng.integers(-128, 128, na)
+                words.append(encode("load", buf=bufs["out"], nbytes=na, addr=put(i8(other), "add operand b")))
+            sh = int(rng.integers(0, 20))
+            words += [encode("load", buf=bufs["act"], nbytes=na, addr=put(i8(res), "add operand a")),
+                      encode("quant", relu=r2, unsigned=u2, shift=sh, mult=int(rng.integers(0, 1 << 16)), bits=b2),
+                      encode("add", n=na, ma=int(rng.integers(0, 1 << 16)) >> int(rng.integers(0, 16 - min(sh, 15))),
+                             mb=int(rng.integers(0, 1 << 16)) >> int(rng.integers(0, 16 - min(sh, 15))))]
+            info["add"] = "loaded" if loaded else "in_place"
+        labels.append(t)
+        words.append(encode("stamp", addr=CONV_STAMPS + 8 * (len(labels) - 1)))
+    ao = top  # the whole output buffer region the program wrote (pool and add write its first bytes)
+    top = -(-(top + n * m) // 8) * 8
+    words += [encode("store", nbytes=n * m, addr=ao), encode("end")]
+    assert 8 * len(words) <= CONV_STAMPS
+    mem_bytes = -(-(top + 64) // 4096) * 4096
+    prog = backend.raw_program(cfg, words, segs, mem_bytes=mem_bytes, name="random_conv")
+    prog.manifest["stamps"] = {"addr": CONV_STAMPS, "labels": labels}
+    return prog, info
+
+
 ERROR_KINDS = ("illegal_opcode", "reserved_bit", "misaligned", "k_beyond", "bits_bad", "shift_bad",
-               "load_beyond_buffer", "run_too_many", "store_beyond_mem")
+               "load_beyond_buffer", "run_too_many", "store_beyond_mem", "unsigned_bits", "conv_d_bad",
+               "fmap_beyond", "add_n_bad")
+CONV_ERROR_KINDS = ("conv_d_bad", "fmap_beyond", "add_n_bad")  # need a conv program (fmap, add)
 
 
 def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str, mem_bytes: int) -> list[int]:
@@ -156,7 +309,7 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
         rest = int(rng.integers(0, 1 << (spec.insn_bits - opf.width))) << opf.width
         words[i] = (rest & ~(opf.mask << opf.lsb)) | op << opf.lsb
     elif kind == "reserved_bit":
-        i = pick("store", "shape", "quant", "run", "stamp", "end")
+        i = pick("store", "shape", "quant", "run", "stamp", "end", "fmap", "conv", "pool", "add")
         mask = reserved_mask(spec.by_mnemonic(names[i]))
         bits = [b for b in range(64) if mask >> b & 1]
         words[i] |= 1 << int(rng.choice(bits))
@@ -179,6 +332,20 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
     elif kind == "run_too_many":
         i = pick("run")
         words[i] = with_field(words[i], "n", int(rng.integers(cfg.ActBytes + 1, 1 << 24)))
+    elif kind == "unsigned_bits":  # unsigned needs bits < ActW: limit at the next run / pool / add
+        i = pick("quant")
+        words[i] = with_field(with_field(words[i], "unsigned", 1), "bits", cfg.ActW)
+    elif kind == "conv_d_bad":  # conv mode needs d == ch*kh*kw
+        i = pick("shape")
+        ins = decode(words[i])
+        d = int(rng.choice([ins.d - 1, ins.d + 1])) if ins.d > 1 else ins.d + 1
+        words[i] = with_field(words[i], "d", d)
+    elif kind == "fmap_beyond":  # h*w*ch beyond the act buffer
+        i = pick("fmap")
+        words[i] = with_field(words[i], "h", cfg.ActBytes // decode(words[i]).w // decode(words[i]).ch + 1)
+    elif kind == "add_n_bad":
+        i = pick("add")
+        words[i] = with_field(words[i], "n", int(rng.choice([0, min(cfg.ActBytes, cfg.OutBytes) + 1])))
     elif kind == "store_beyond_mem":  # straddles the end of memory: the in-range bursts may be written
         i = pick("store")
         nb = int(rng.integers(9, cfg.OutBytes + 1))
@@ -210,7 +377,8 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
         elif mode == "opcode":
             w = (int(rng.integers(0, 1 << 60)) << 4) | int(rng.choice([d.opcode for d in spec.instructions]))
         else:
-            mn = str(rng.choice(["load", "load", "store", "shape", "quant", "run", "stamp"]))
+            mn = str(rng.choice(["load", "load", "store", "shape", "quant", "run", "stamp", "fmap", "conv", "pool",
+                                 "add"]))
             addr = int(rng.integers(code_end, mem_bytes + 256)) // 8 * 8 if rng.random() < 0.9 \
                 else int(rng.integers(0, 1 << 32))
             if mn == "load":
@@ -222,11 +390,24 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
             elif mn == "shape":
                 v = int(rng.integers(1, cfg.VMax + 2))
                 c = int(rng.integers(1, 6))
-                w = encode("shape", metric=int(rng.integers(0, 2)), k=int(rng.integers(1, cfg.KMax + 2)), v=v, c=c,
+                w = encode("shape", metric=int(rng.integers(0, 2)), conv=int(rng.random() < 0.3),
+                           k=int(rng.integers(1, cfg.KMax + 2)), v=v, c=c,
                            d=max(1, int(rng.integers((c - 1) * v, c * v + 2))), m=int(rng.integers(1, cfg.MMax + 2)))
             elif mn == "quant":
-                w = encode("quant", relu=int(rng.integers(0, 2)), shift=int(rng.integers(0, 50)),
-                           mult=int(rng.integers(0, 1 << 16)), bits=int(rng.integers(1, cfg.ActW + 2)))
+                w = encode("quant", relu=int(rng.integers(0, 2)), unsigned=int(rng.random() < 0.3),
+                           shift=int(rng.integers(0, 50)), mult=int(rng.integers(0, 1 << 16)),
+                           bits=int(rng.integers(1, cfg.ActW + 2)))
+            elif mn == "fmap":
+                w = encode("fmap", h=int(rng.integers(0, 12)), w=int(rng.integers(0, 12)), ch=int(rng.integers(0, 20)))
+            elif mn == "conv":
+                kh, kw = int(rng.integers(0, 5)), int(rng.integers(0, 5))
+                w = encode("conv", stride=int(rng.integers(0, 4)), kh=kh, kw=kw, pad_t=int(rng.integers(0, kh + 2)),
+                           pad_l=int(rng.integers(0, kw + 2)), out_w=int(rng.integers(0, 12)))
+            elif mn == "pool":
+                w = encode("pool")
+            elif mn == "add":
+                w = encode("add", n=int(rng.integers(0, 400)), ma=int(rng.integers(0, 1 << 16)),
+                           mb=int(rng.integers(0, 1 << 16)))
             else:
                 w = encode("run", n=int(rng.integers(1, 9)))
         words.append(_no_self_modify(w, code_end, mem_bytes))
@@ -291,7 +472,9 @@ def random_job(seed: int, index: int, cfg: HwConfig, outdir: Path, kinds: tuple[
     else:
         prog, info = legal_program(rng, cfg)
         if kind == "error":
-            err = str(rng.choice(ERROR_KINDS))
+            names = {decode(w).mnemonic for w in prog.words}
+            err = str(rng.choice([e for e in ERROR_KINDS if e not in CONV_ERROR_KINDS
+                                  or ("add" in names if e == "add_n_bad" else "fmap" in names)]))
             info["mutation"] = err
             prog = _rebuild(cfg, prog, _mutate(rng, cfg, prog.words, err, prog.manifest["mem_bytes"]))
     est = sim.run(cfg, prog.mem, prog.insn_base).cycles

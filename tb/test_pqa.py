@@ -22,7 +22,17 @@ pyuvm.test()(PqaRandomTest)
 
 SIMS = ["verilator", "icarus"]
 
-from cases import LayerShape, compiled_case, error_programs, raw_case  # noqa: E402
+from cases import (  # noqa: E402
+    CONV_CASES,
+    VEC_CASES,
+    LayerShape,
+    compiled_case,
+    conv_case,
+    error_programs,
+    new_error_programs,
+    raw_case,
+    vec_case,
+)
 from pqa_runner import run  # noqa: E402
 
 from pqcompile.spec import load  # noqa: E402
@@ -50,7 +60,13 @@ def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
         compiled_case(root / name, cfg, shapes, n, seed=100 + i, act_bits=bits[0] if bits else None,
                       lut_bits=bits[1] if bits else None)
         out[name] = (root / name, "none", 0)
-    for name, (words, err, pc) in error_programs(cfg).items():
+    for i, (name, (cc, then)) in enumerate(CONV_CASES.items()):
+        conv_case(root / name, cfg, cc, seed=200 + i, then=then)
+        out[name] = (root / name, "none", 0)
+    for i, name in enumerate(VEC_CASES):
+        vec_case(root / name, cfg, name, seed=300 + i)
+        out[name] = (root / name, "none", 0)
+    for name, (words, err, pc) in {**error_programs(cfg), **new_error_programs(cfg)}.items():
         raw_case(root / name, cfg, words)
         out[name] = (root / name, err, pc)
     model = ROOT / "models" / "digits_mlp.pt"
@@ -72,7 +88,8 @@ def _results(sim_name: str, builds: dict[str, tuple[Path, str, int]]) -> dict[st
     return _RESULTS[sim_name]
 
 
-CASES = [*SHAPES, *error_programs(load().config("small")), "digits_mlp"]
+CASES = [*SHAPES, *CONV_CASES, *VEC_CASES, *error_programs(load().config("small")),
+         *new_error_programs(load().config("small")), "digits_mlp"]
 
 
 @pytest.mark.rtl
@@ -92,3 +109,20 @@ def test_rtl_matches_simulator(sim_name: str, case: str, rtl_builds: dict[str, t
         assert res["info"]["done"]
         stamps = res["info"]["stamps"]
         assert stamps == sorted(stamps) and stamps[-1] > 0  # per-layer cycle stamps increase
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+@pytest.mark.parametrize("sim_name", SIMS)
+def test_digits_cnn_default_config(sim_name: str, tmp_path: Path) -> None:
+    """The shipped digits CNN (conv mode: 3x3 windows over 16 channels with v = 9, stride, padding, a
+    flatten layer) compiled for config 'default' (its v needs VMax 16), one digit, bit-exact on the RTL."""
+    model = ROOT / "models" / "digits_cnn.pt"
+    if not model.exists():
+        pytest.skip("models/digits_cnn.pt is missing")
+    from pqcompile.cli import compile_model
+
+    compile_model(str(model), str(tmp_path / "digits_cnn"), config="default", count=1, quiet=True)
+    res = run(sim_name, "default", [tmp_path / "digits_cnn"])[0]
+    assert res["errors"] == [], res["errors"]
+    assert res["info"]["done"] and res["info"]["err_code"] == 0

@@ -128,17 +128,20 @@ class _State:
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """Cycle model of the narrow datapath (one element, one prototype, one table entry per cycle):
-    a column costs c*k*v encode cycles plus m*c look-up cycles plus a few of control; a transfer costs
-    its bus words plus the fetch and handshake overhead of an unloaded memory. Used for the simulator's
-    own ``stamp`` values and the compiler's reports; the RTL's cycles are measured, not modelled."""
+    a column costs c*k*v encode cycles plus m*c look-up cycles plus a few of control, in both modes of
+    ``run`` (the convolution address generator keeps the encoder at one element per cycle); ``pool``
+    costs one cycle per act byte of the fmap (h*w*ch) and ``add`` one per element, plus the vector
+    unit's start and drain; a transfer costs its bus words plus the fetch and handshake overhead of an
+    unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the RTL's
+    cycles are measured, not modelled (docs/theory.md, "Cycles")."""
     if mnemonic in ("load", "store"):
         return 12 + -(-ops["nbytes"] // cfg.bus_bytes)
     if mnemonic == "run":
         return 8 + ops["n"] * (st.c * st.k * st.v + st.m * st.c + 5)
     if mnemonic == "add":
-        return 8 + ops["n"]
+        return 11 + ops["n"]
     if mnemonic == "pool":
-        return 8 + st.geom.ch * (st.geom.h * st.geom.w + 3)
+        return 11 + st.geom.h * st.geom.w * st.geom.ch
     return 8
 
 

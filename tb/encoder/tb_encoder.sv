@@ -1,7 +1,7 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Testbench wrapper of pqa_encoder: the act and prototype buffers (pqa_ram, as in pqa_top) with a load
-// port for the test, and a capture of the indices the encoder writes, exposed as one flat vector, so that
+// Testbench wrapper of pqa_encoder (with its convolution address generator): the act and prototype
+// buffers (pqa_ram, as in pqa_top) with a load port for the test, and a capture of the indices the encoder writes, exposed as one flat vector, so that
 // the test touches no signal per cycle while the encoder runs.
 
 `default_nettype none
@@ -20,6 +20,18 @@ module tb_encoder #(
   input  logic [7:0]        c_i,
   input  logic [15:0]       d_i,
   input  logic [31:0]       col_base_i,
+  input  logic              conv_i,
+  input  logic [15:0]       fmap_h_i,
+  input  logic [15:0]       fmap_w_i,
+  input  logic [15:0]       fmap_ch_i,
+  input  logic [3:0]        stride_i,
+  input  logic [7:0]        kh_i,
+  input  logic [7:0]        kw_i,
+  input  logic [7:0]        pad_t_i,
+  input  logic [7:0]        pad_l_i,
+  input  logic [15:0]       out_w_i,
+  input  logic              run_start_i,
+  input  logic              col_next_i,
   input  logic              load_we_i,
   input  logic              load_sel_i,   // 0: act, 1: proto
   input  logic [15:0]       load_addr_i,  // word address
@@ -50,6 +62,9 @@ module tb_encoder #(
 
   pqa_encoder #(.ActBytes(ActBytes), .ProtoBytes(ProtoBytes)) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
+    .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
+    .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),
+    .col_next_i(col_next_i),
     .act_raddr_o(act_raddr), .act_rdata_i(act_rdata), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
     .idx_we_o(idx_we), .idx_waddr_o(idx_waddr), .idx_wdata_o(idx_wdata), .done_o(done)
   );

@@ -3,6 +3,9 @@ both metrics, exact ties (duplicated prototypes, prototypes mirrored around the 
 prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
 act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
 walks, the extreme int8 values; and the documented cycle count (c*k*v + 2 per column, start cycle included).
+Conv mode (the convolution address generator, pqa_convgen): random fmap / window / stride / padding
+geometries, column after column (run_start, col_next), against ``sim.encode`` of ``sim.conv_gather``, with
+junk beyond the fmap in the act buffer; v across window rows and channels; same cycle count.
 Parametrized over buffer sizes that are not powers of two."""
 
 from __future__ import annotations
@@ -60,8 +63,7 @@ async def encoder_matches_golden(dut: object) -> None:
     p = params()
     rng = random.Random(cocotb.RANDOM_SEED)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
-    dut.start_i.value = 0
-    dut.load_we_i.value = 0
+    idle_conv(dut)
     await start_clock(dut)
     kinds = ["random", "small", "dup", "mirror", "equal", "extreme"]
     ties = 0
@@ -96,6 +98,87 @@ async def encoder_matches_golden(dut: object) -> None:
     assert ties > 20, f"only {ties} subspaces with tied minima: the tie cases did not happen"
 
 
+GEOM = ("fmap_h_i", "fmap_w_i", "fmap_ch_i", "stride_i", "kh_i", "kw_i", "pad_t_i", "pad_l_i", "out_w_i")
+
+
+def idle_conv(dut: object) -> None:
+    dut.start_i.value = 0
+    dut.load_we_i.value = 0
+    dut.conv_i.value = 0
+    dut.run_start_i.value = 0
+    dut.col_next_i.value = 0
+    for g in GEOM:
+        getattr(dut, g).value = 0
+
+
+def conv_geometry(rng: random.Random, act_bytes: int, proto_bytes: int) -> tuple[sim.ConvGeom, int, int, int]:
+    """(geometry, v, k, n columns) with h*w*ch inside the act buffer, the prototypes inside theirs."""
+    while True:
+        ch = rng.choice([1, 2, 3, 5, 8, 16])
+        h, w = rng.randint(1, 9), rng.randint(1, 9)
+        kh, kw = rng.randint(1, min(h + 2, 5)), rng.randint(1, min(w + 2, 5))
+        if rng.random() < 0.15:
+            kh, kw = h, w  # flatten: the window is the whole fmap
+        stride = rng.choice([1, 1, 2, 3])
+        pt, pl = rng.randint(0, min(kh - 1, 2)), rng.randint(0, min(kw - 1, 2))
+        out_h = max(1, (h + 2 * pt - kh) // stride + 1)
+        out_w = max(1, (w + 2 * pl - kw) // stride + 1)
+        d = ch * kh * kw
+        v = rng.randint(-(-d // 60), 9)
+        k = rng.choice([1, 2, 3, 5])
+        c = -(-d // v)
+        if v >= 1 and c <= 60 and c * k * v <= proto_bytes and h * w * ch <= act_bytes:
+            n = min(out_h * out_w + rng.randint(0, 2), 40)  # sometimes pixels below the fmap (all padding)
+            return sim.ConvGeom(h, w, ch, stride, kh, kw, pt, pl, out_w), v, k, n
+
+
+@cocotb.test()
+async def encoder_conv_matches_golden(dut: object) -> None:
+    p = params()
+    rng = random.Random(cocotb.RANDOM_SEED + 1)
+    np_rng = np.random.default_rng(cocotb.RANDOM_SEED + 1)
+    idle_conv(dut)
+    await start_clock(dut)
+    for i in range(10):
+        g, v, k, n = conv_geometry(rng, p["ActBytes"], p["ProtoBytes"])
+        d = g.ch * g.kh * g.kw
+        c = -(-d // v)
+        fmap = np_rng.integers(-128, 128, g.h * g.w * g.ch)
+        act = np_rng.integers(0, 256, p["ActBytes"], dtype=np.uint8)  # junk beyond the fmap
+        act[: fmap.size] = fmap.astype(np.int8).view(np.uint8)
+        protos = np_rng.integers(-128, 128, (c, k, v))
+        await load_words(dut, 0, act.tobytes())
+        await load_words(dut, 1, protos.astype(np.int8).tobytes())
+        metric = rng.randint(0, 1)
+        dut.metric_i.value = metric
+        dut.k_i.value, dut.v_i.value, dut.c_i.value, dut.d_i.value = k, v, c, d
+        dut.col_base_i.value = rng.randint(0, 1000)  # ignored in conv mode
+        dut.conv_i.value = 1
+        for name, val in zip(GEOM, (g.h, g.w, g.ch, g.stride, g.kh, g.kw, g.pad_t, g.pad_l, g.out_w), strict=True):
+            getattr(dut, name).value = val
+        await ClockCycles(dut.clk_i, 3)  # the generator's derived products settle (pqa_convgen header)
+        dut.run_start_i.value = 1
+        await RisingEdge(dut.clk_i)
+        dut.run_start_i.value = 0
+        x = np.zeros((n, c * v), np.int64)
+        x[:, :d] = sim.conv_gather(fmap.astype(np.int64), g, d, n)
+        exp = sim.encode(x.reshape(n, c, v), protos, metric)
+        for j in range(n):
+            dut.start_i.value = 1
+            await RisingEdge(dut.clk_i)
+            dut.start_i.value = 0
+            await RisingEdge(dut.done_o)
+            await ClockCycles(dut.clk_i, 2)
+            flat = int(dut.idx_o.value)
+            got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
+            assert got == [int(e) for e in exp[j]], f"case {i} {g} v={v} k={k}: column {j}: {got} != {exp[j]}"
+            assert int(dut.cycles_o.value) == c * k * v + 1
+            dut.col_next_i.value = 1
+            await RisingEdge(dut.clk_i)
+            dut.col_next_i.value = 0
+    dut.conv_i.value = 0
+
+
 PARAMS = [pytest.param({"ActBytes": 4096, "ProtoBytes": 4096}, marks=pytest.mark.slow),
           {"ActBytes": 520, "ProtoBytes": 1000}]
 
@@ -104,14 +187,14 @@ PARAMS = [pytest.param({"ActBytes": 4096, "ProtoBytes": 4096}, marks=pytest.mark
 @pytest.mark.parametrize("sim_name", SIMS)
 @pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"act{p['ActBytes']}_proto{p['ProtoBytes']}")
 def test_encoder(sim_name: str, parameters: dict[str, int]) -> None:
-    srcs = block_sources("pqa_ram", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
+    srcs = block_sources("pqa_ram", "pqa_convgen", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
     check_block(sim_name, "tb_encoder", __file__, srcs, parameters)
 
 
 @pytest.mark.rtl
 def test_encoder_bench_catches_tie_mutant() -> None:
     """The bench can fail: with PQA_MUTANT_TIES (ties to the highest index) it must report a mismatch."""
-    srcs = block_sources("pqa_ram", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
+    srcs = block_sources("pqa_ram", "pqa_convgen", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
     with pytest.raises(AssertionError, match="cocotb tests failed"):
         check_block("icarus", "tb_encoder", __file__, srcs, PARAMS[1],
                     defines={"PQA_MUTANT_TIES": 1})

@@ -1,0 +1,245 @@
+// Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
+//
+// Convolution address generator (`run` in conv mode, docs/isa.md): for the element e of output pixel j
+// that the encoder is reading, the act byte address (iy*w + ix)*ch + ci and whether (iy, ix) lies
+// inside the fmap (outside elements read as 0: zero padding). Element e = (ci*kh + ky)*kw + kx,
+// pixel j = (oy, ox) with iy = oy*stride + ky - pad_t, ix = ox*stride + kx - pad_l.
+//
+// Counters only, no divider and no multiplier in the walk: one element per cycle.
+//   column (output pixel) state: ox (0..out_w-1), oy0 = oy*stride - pad_t, ox0 = ox*stride - pad_l,
+//     org = (oy0*w + ox0)*ch (byte address of window element (ci, ky, kx) = (0, 0, 0)) and the
+//     origin of the current output row;
+//     run_start_i: pixel 0; col_next_i: the next pixel (ox+1, or the next output row).
+//   element state: (ci, ky, kx), iy, ix, the address a and the address of kx = 0 in this window row;
+//     el_start_i: element 0 of the column; el_next_i: element e+1 (kx, then ky, then ci);
+//     el_save_i (with el_next_i): also remember the new position (the first element of a subspace);
+//     el_restore_i: back to the remembered position (the encoder walks a subspace once per prototype).
+// Address arithmetic is modulo 2^32: an inside element's address is below ActBytes, so its residue is
+// exact whatever the (possibly negative or huge) addresses of the outside elements in between.
+// The products w*ch, stride*ch, stride*w*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
+// the geometry inputs (two pipeline stages): the geometry is written by `fmap` / `conv` at least four
+// cycles before the decode of a `run` (retire, fetch, fetch wait, decode), so they are settled by then.
+
+`default_nettype none
+
+module pqa_convgen (
+  input  logic        clk_i,
+  input  logic        rst_ni,
+  // geometry (fmap, conv)
+  input  logic [15:0] h_i,
+  input  logic [15:0] w_i,
+  input  logic [15:0] ch_i,
+  input  logic [3:0]  stride_i,
+  input  logic [7:0]  kh_i,
+  input  logic [7:0]  kw_i,
+  input  logic [7:0]  pad_t_i,
+  input  logic [7:0]  pad_l_i,
+  input  logic [15:0] out_w_i,
+  // column walk
+  input  logic        run_start_i,
+  input  logic        col_next_i,
+  // element walk
+  input  logic        el_start_i,
+  input  logic        el_next_i,
+  input  logic        el_save_i,
+  input  logic        el_restore_i,
+  output logic [31:0] addr_o,
+  output logic        inside_o
+);
+
+  // Derived products, registered (see the header).
+  logic [31:0] wch_q, sch_q, swch_q, org0_q;
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      wch_q  <= '0;
+      sch_q  <= '0;
+      swch_q <= '0;
+      org0_q <= '0;
+    end else begin
+      wch_q  <= {16'd0, w_i} * {16'd0, ch_i};
+      sch_q  <= {28'd0, stride_i} * {16'd0, ch_i};
+      swch_q <= {28'd0, stride_i} * wch_q;
+      org0_q <= 32'd0 - ({24'd0, pad_t_i} * wch_q + {24'd0, pad_l_i} * {16'd0, ch_i});
+    end
+  end
+
+  // ---------------------------------------------------------------------------------------------
+  // Column (output pixel) state
+  // ---------------------------------------------------------------------------------------------
+  logic [15:0]        ox_q;
+  logic signed [31:0] oy0_q, ox0_q;
+  logic [31:0]        org_q, rorg_q;
+  logic signed [31:0] pad_t_s, pad_l_s, stride_s;
+
+  assign pad_t_s  = {24'd0, pad_t_i};
+  assign pad_l_s  = {24'd0, pad_l_i};
+  assign stride_s = {28'd0, stride_i};
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      ox_q   <= '0;
+      oy0_q  <= '0;
+      ox0_q  <= '0;
+      org_q  <= '0;
+      rorg_q <= '0;
+    end else if (run_start_i) begin
+      ox_q   <= '0;
+      oy0_q  <= -pad_t_s;
+      ox0_q  <= -pad_l_s;
+      org_q  <= org0_q;
+      rorg_q <= org0_q;
+    end else if (col_next_i) begin
+      if (ox_q == out_w_i - 16'd1) begin
+        ox_q   <= '0;
+        oy0_q  <= oy0_q + stride_s;
+        ox0_q  <= -pad_l_s;
+        org_q  <= rorg_q + swch_q;
+        rorg_q <= rorg_q + swch_q;
+      end else begin
+        ox_q  <= ox_q + 16'd1;
+        ox0_q <= ox0_q + stride_s;
+        org_q <= org_q + sch_q;
+      end
+    end
+  end
+
+  // ---------------------------------------------------------------------------------------------
+  // Element state: current (_q), next (_n), saved at the subspace start (_s)
+  // ---------------------------------------------------------------------------------------------
+  logic [16:0]        ci_q, ci_n, ci_s;  // one bit more than ch: the walk runs past d by < v elements
+  logic [7:0]         ky_q, ky_n, ky_s, kx_q, kx_n, kx_s;
+  logic signed [31:0] iy_q, iy_n, iy_s, ix_q, ix_n, ix_s;
+  logic [31:0]        a_q, a_n, a_s, ra_q, ra_n, ra_s;
+
+  always_comb begin
+    ci_n = ci_q;
+    ky_n = ky_q;
+    kx_n = kx_q;
+    iy_n = iy_q;
+    ix_n = ix_q;
+    a_n  = a_q;
+    ra_n = ra_q;
+    if (kx_q != kw_i - 8'd1) begin
+      kx_n = kx_q + 8'd1;
+      ix_n = ix_q + 32'sd1;
+      a_n  = a_q + {16'd0, ch_i};
+    end else if (ky_q != kh_i - 8'd1) begin
+      kx_n = '0;
+      ky_n = ky_q + 8'd1;
+      ix_n = ox0_q;
+      iy_n = iy_q + 32'sd1;
+      ra_n = ra_q + wch_q;
+      a_n  = ra_q + wch_q;
+    end else begin
+      kx_n = '0;
+      ky_n = '0;
+      ci_n = ci_q + 17'd1;
+      ix_n = ox0_q;
+      iy_n = oy0_q;
+      ra_n = org_q + {15'd0, ci_q} + 32'd1;
+      a_n  = org_q + {15'd0, ci_q} + 32'd1;
+    end
+  end
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      ci_q <= '0;
+      ky_q <= '0;
+      kx_q <= '0;
+      iy_q <= '0;
+      ix_q <= '0;
+      a_q  <= '0;
+      ra_q <= '0;
+      ci_s <= '0;
+      ky_s <= '0;
+      kx_s <= '0;
+      iy_s <= '0;
+      ix_s <= '0;
+      a_s  <= '0;
+      ra_s <= '0;
+    end else if (el_start_i) begin
+      ci_q <= '0;
+      ky_q <= '0;
+      kx_q <= '0;
+      iy_q <= oy0_q;
+      ix_q <= ox0_q;
+      a_q  <= org_q;
+      ra_q <= org_q;
+      ci_s <= '0;
+      ky_s <= '0;
+      kx_s <= '0;
+      iy_s <= oy0_q;
+      ix_s <= ox0_q;
+      a_s  <= org_q;
+      ra_s <= org_q;
+    end else if (el_restore_i) begin
+      ci_q <= ci_s;
+      ky_q <= ky_s;
+      kx_q <= kx_s;
+      iy_q <= iy_s;
+      ix_q <= ix_s;
+      a_q  <= a_s;
+      ra_q <= ra_s;
+    end else if (el_next_i) begin
+      ci_q <= ci_n;
+      ky_q <= ky_n;
+      kx_q <= kx_n;
+      iy_q <= iy_n;
+      ix_q <= ix_n;
+      a_q  <= a_n;
+      ra_q <= ra_n;
+      if (el_save_i) begin
+        ci_s <= ci_n;
+        ky_s <= ky_n;
+        kx_s <= kx_n;
+        iy_s <= iy_n;
+        ix_s <= ix_n;
+        a_s  <= a_n;
+        ra_s <= ra_n;
+      end
+    end
+  end
+
+  assign addr_o   = a_q;
+  assign inside_o = (iy_q >= 32'sd0) && (iy_q < $signed({16'd0, h_i}))
+                 && (ix_q >= 32'sd0) && (ix_q < $signed({16'd0, w_i}));
+
+`ifndef SYNTHESIS
+  // Assertions (immediate). Checked for the element being issued (next / restore cycles) while it lies
+  // inside the window (ci < ch): the counters
+  // are inside the shape and the incremental state equals its closed form; an inside element's address
+  // lies inside the fmap. Elements beyond the column length d (ci >= ch) read as 0 whatever the state.
+  logic signed [63:0] chk_iy, chk_ix, chk_a;
+  always_comb begin
+    chk_iy = 64'(oy0_q) + 64'(ky_q);
+    chk_ix = 64'(ox0_q) + 64'(kx_q);
+    chk_a  = (chk_iy * 64'(w_i) + chk_ix) * 64'(ch_i) + 64'(ci_q);
+  end
+
+  always @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+    end else begin
+      if (run_start_i) begin
+        assert (wch_q == {16'd0, w_i} * {16'd0, ch_i} && sch_q == {28'd0, stride_i} * {16'd0, ch_i}
+                && swch_q == {28'd0, stride_i} * wch_q
+                && org0_q == 32'd0 - ({24'd0, pad_t_i} * wch_q + {24'd0, pad_l_i} * {16'd0, ch_i}))
+          else $fatal(1, "pqa_convgen: derived geometry not settled at the start of a run");
+      end
+      if ((el_next_i || el_restore_i) && ci_q < {1'b0, ch_i}) begin
+        assert (ky_q < kh_i && kx_q < kw_i && ox_q < out_w_i)
+          else $fatal(1, "pqa_convgen: counter beyond the window ky=%0d kx=%0d ox=%0d", ky_q, kx_q, ox_q);
+        assert (iy_q == 32'(chk_iy) && ix_q == 32'(chk_ix) && a_q == 32'(chk_a))
+          else $fatal(1, "pqa_convgen: walk state (%0d, %0d, %0d) != (%0d, %0d, %0d)", iy_q, ix_q, a_q,
+                      chk_iy, chk_ix, chk_a);
+        if (inside_o) begin
+          assert (chk_a >= 0 && chk_a < 64'(h_i) * 64'(w_i) * 64'(ch_i))
+            else $fatal(1, "pqa_convgen: inside element read at %0d, outside the fmap", chk_a);
+        end
+      end
+    end
+  end
+`endif
+
+endmodule
+
+`default_nettype wire
