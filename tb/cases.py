@@ -330,3 +330,47 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 4, encode("end")], "illegal_insn", 8),
         "shape_reserved_bit6": ([st, shape | 1 << 6, encode("end")], "illegal_insn", 8),
     }
+
+
+def residual_arch() -> dict:
+    """A small residual CNN that fits config 'small': PQ conv + batch norm + ReLU, then a down-sampling
+    residual block (3x3 stride-2 body of two PQ convs with batch norm, 1x1 stride-2 PQ projection shortcut
+    with batch norm, add, ReLU), global average pooling and a PQ linear classifier."""
+
+    def pqconv(cin: int, cout: int, ks: int, v: int, stride: int = 1, pad: int = 0) -> dict:
+        return {"type": "pq_conv2d", "in_channels": cin, "out_channels": cout, "kernel_size": ks, "stride": stride,
+                "padding": pad, "k": 8, "v": v, "metric": "l2", "bias": False}
+
+    bn = {"type": "batchnorm2d", "num_features": 8}
+    return {"name": "residual_small", "input_shape": [3, 6, 6], "num_classes": 5, "layers": [
+        pqconv(3, 8, 3, 3, pad=1), bn, {"type": "relu"},
+        {"type": "residual", "body": [pqconv(8, 8, 3, 8, 2, 1), bn, {"type": "relu"}, pqconv(8, 8, 3, 8, 1, 1), bn],
+         "shortcut": [pqconv(8, 8, 1, 4, 2, 0), bn]},
+        {"type": "relu"}, {"type": "global_avgpool"},
+        {"type": "pq_linear", "in_features": 8, "out_features": 5, "k": 8, "v": 4, "metric": "l1"},
+    ]}
+
+
+def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:
+    """Compile :func:`residual_arch` with random weights and non-trivial batch-norm statistics through the
+    project's compiler (pqcompile.cli.compile_model: graph extraction, batch-norm folding, quantization,
+    tiling, emission; bit-exact check of the quantized torch model against the golden simulator)."""
+    import torch
+
+    from pqcompile.cli import compile_model
+    from pqtrain.model import build, save
+
+    torch.manual_seed(seed)
+    arch = residual_arch()
+    model = build(arch)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.3, 0.3)
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    path = outdir.parent / f"{outdir.name}.pt"
+    save(model.eval(), arch, path, {"seed": seed})
+    compile_model(str(path), str(outdir), config=config, inputs="random", count=count, seed=seed, quiet=True)

@@ -89,8 +89,9 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     gen, stim = manifest.get("gen", {}), manifest.get("stim", {})
     lay = gen.get("layers", manifest.get("layers", []))
     s: dict[str, Any] = {"kind": stim.get("kind", "legal" if lay else "words"), "err": err_name, "opcodes": opcodes}
+    pq = [q for q in lay if "metric" in q]  # PQ layers (compiled graphs also list add and pool ops)
     for key in ("k", "v", "c", "m", "metric", "relu"):
-        s[key + ("s" if key == "metric" else "")] = [q[key] for q in lay]
+        s[key + ("s" if key == "metric" else "")] = [q[key] for q in pq]
     s["act_bits"], s["lut_bits"] = gen.get("act_bits"), gen.get("lut_bits")
     s["n_layers"] = len(lay) or None
     s["tiled"] = any(q.get("tiles", 1) > 1 for q in manifest.get("layers", []))

@@ -31,6 +31,7 @@ from cases import (  # noqa: E402
     error_programs,
     new_error_programs,
     raw_case,
+    residual_case,
     vec_case,
 )
 from pqa_runner import run  # noqa: E402
@@ -69,6 +70,8 @@ def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
     for name, (words, err, pc) in {**error_programs(cfg), **new_error_programs(cfg)}.items():
         raw_case(root / name, cfg, words)
         out[name] = (root / name, err, pc)
+    residual_case(root / "residual_block", "small", seed=400)
+    out["residual_block"] = (root / "residual_block", "none", 0)
     model = ROOT / "models" / "digits_mlp.pt"
     if model.exists():
         from pqcompile.cli import compile_model
@@ -89,7 +92,7 @@ def _results(sim_name: str, builds: dict[str, tuple[Path, str, int]]) -> dict[st
 
 
 CASES = [*SHAPES, *CONV_CASES, *VEC_CASES, *error_programs(load().config("small")),
-         *new_error_programs(load().config("small")), "digits_mlp"]
+         *new_error_programs(load().config("small")), "residual_block", "digits_mlp"]
 
 
 @pytest.mark.rtl
