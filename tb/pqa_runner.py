@@ -4,6 +4,9 @@ One simulator build per (simulator, hardware configuration), under ``sim_build/<
 while the RTL sources are unchanged; block-level benches (``tb/<block>/``) build through ``build_hdl`` /
 ``run_block``, one directory per (simulator, toplevel, parameter set) under ``sim_build/``.
 The RTL source list is ``rtl/pqa.f`` (also read by make).
+Long runs go through ``run_hdlmem``: ``pqa_top`` on an external memory written in HDL (tb/hdl/, built
+once per (simulator, configuration) under ``sim_build/<sim>-<config>-hdlmem/``), with no Python per cycle;
+the pyuvm environment on AxiRam (``run``) stays the verification path. See docs/simulation.md.
 Usage: ``python tb/pqa_runner.py lint`` runs ``verilator --lint-only -Wall`` on the RTL.
 """
 
@@ -64,20 +67,43 @@ def _fresh(build_dir: Path, stamp: dict[str, Any], srcs: list[Path]) -> bool:
     return all(p.stat().st_mtime < t for p in [*srcs, Path(__file__)])
 
 
+def _fast_verilator() -> Any:
+    """The cocotb Verilator runner without ``--public-flat-rw`` (which keeps every signal of the design
+    visible to VPI and costs speed); only what a control file marks public is visible then."""
+    from cocotb_tools.runner import Verilator
+
+    class FastVerilator(Verilator):
+        def _build_command(self) -> list[Any]:
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return FastVerilator()
+
+
 def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, int], name: str,
-              defines: dict[str, object] | None = None) -> Path:
+              defines: dict[str, object] | None = None, fast_vlt: Path | None = None) -> Path:
     """Build (or reuse) a simulation model of any ``toplevel`` in ``sim_build/<name>/``: one directory per
-    (simulator, parameter set, defines), rebuilt only when a source, a parameter or a define changed."""
+    (simulator, parameter set, defines), rebuilt only when a source, a parameter or a define changed.
+    ``fast_vlt`` (Verilator only): build without ``--public-flat-rw``, at -O2, with this control file
+    naming the signals cocotb may touch (for long runs that Python only starts and waits on)."""
     from cocotb_tools.runner import get_runner
 
     if sim == "verilator":
         verilator_env()
+    fast = fast_vlt is not None and sim == "verilator"
     build_dir = SIM_BUILD / name
     stamp = {"sim": sim, "top": toplevel, "params": parameters,
              "defines": {k: str(v) for k, v in (defines or {}).items()}, "srcs": [str(p) for p in srcs]}
-    runner = get_runner(sim)
-    if not _fresh(build_dir, stamp, srcs):
+    deps = list(srcs)
+    if fast:
+        stamp["fast_vlt"] = str(fast_vlt)
+        deps.append(Path(fast_vlt))  # type: ignore[arg-type]
+    runner = _fast_verilator() if fast else get_runner(sim)
+    if not _fresh(build_dir, stamp, deps):
         print(f"pqa_runner: building {toplevel} {parameters} on {sim} in {build_dir}", flush=True)
+        args = VERILATOR_ARGS + (["-CFLAGS", "-O2", str(fast_vlt)] if fast else []) if sim == "verilator" \
+            else ["-g2012"]
         runner.build(
             sources=srcs,
             includes=[ROOT / "rtl"],
@@ -85,7 +111,7 @@ def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, i
             parameters=parameters,
             defines=defines or {},
             build_dir=build_dir,
-            build_args=VERILATOR_ARGS if sim == "verilator" else ["-g2012"],
+            build_args=args,
             timescale=("1ns", "1ps"),
             always=True,
         )
@@ -189,12 +215,130 @@ def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest
         return json.loads(results.read_text())
 
 
-def lint(config: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``verilator --lint-only -Wall`` on the RTL, with one configuration's parameters (or the defaults)."""
+HDL_DIR = TB / "hdl"
+HDLMEM_SOURCES = [HDL_DIR / "pqa_axi_mem.sv", HDL_DIR / "pqa_tb_top.sv"]
+HDLMEM_BYTES = 1 << 24  # capacity of the default HDL-memory build; bigger images get their own build
+CLK_NS = 10
+
+
+def hdlmem_capacity(mem_bytes: int) -> int:
+    """The HDL memory's capacity for an image of ``mem_bytes``: 16 MiB, or the next power of two."""
+    return max(HDLMEM_BYTES, 1 << max(0, int(mem_bytes) - 1).bit_length())
+
+
+def build_hdlmem(sim: str, config: str, mem_bytes: int = 0, hdl_clock: bool = True) -> Path:
+    """Build (or reuse) ``pqa_tb_top`` (pqa_top + HDL memory + HDL host) for one configuration, in
+    ``sim_build/<sim>-<config>-hdlmem[-<MiB>M][-extclk]/``; the image itself is loaded at run time."""
+    cap = hdlmem_capacity(mem_bytes)
+    params = {**hdl_parameters(config), "MemBytes": cap, "HdlClock": int(hdl_clock), "ClkPeriodNs": CLK_NS}
+    name = f"{sim}-{config}-hdlmem{'' if cap == HDLMEM_BYTES else f'-{cap >> 20}M'}{'' if hdl_clock else '-extclk'}"
+    return build_hdl(sim, "pqa_tb_top", [*sources(), *HDLMEM_SOURCES], params, name,
+                     fast_vlt=HDL_DIR / "pqa_tb_top.vlt")
+
+
+def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock: bool = True,
+               max_cycles: int | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Run one pqcompile build directory on the HDL memory model and compare the final memory with the
+    golden simulator byte for byte (but the cycle stamps), as the pyuvm scoreboard does; return a result
+    dict of the same form as ``run`` (build, passed, errors, info). Writes ``rtl_output.npy`` into the
+    build directory when the program completed. ``max_cycles``: the hang bound (default as the pyuvm
+    driver: 4 x the simulator's estimate + 200000). A malformed image raises ``hexfmt.HexFormatError``
+    (file and line) before any simulator starts."""
+    import time
+
+    import numpy as np
+    from cocotb_tools.runner import get_runner
+
+    from pqcompile import backend, hexfmt
+    from pqcompile.spec import load as load_spec
+
+    sys.path.insert(0, str(TB))
+    from pqa_env import expected_result
+
+    build = Path(build).resolve()
+    manifest, mem = backend.load_build(build)  # validates mem.hex (HexFormatError names file and line)
+    config = config or manifest["config"]
+    if config != manifest["config"]:
+        raise ValueError(f"{build}: compiled for config '{manifest['config']}', not '{config}'")
+    spec = load_spec()
+    cfg = spec.config(config)
+    size = int(mem.size)
+    expected = expected_result(cfg, mem, int(manifest["insn_base"]))
+    ref = expected.res
+    if max_cycles is None:
+        max_cycles = 4 * int(manifest.get("expected", {}).get("sim_cycle_estimate", ref.cycles)) + 200_000
+    build_dir = build_hdlmem(sim, config, size, hdl_clock)
+    runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
+    runner.build_dir = build_dir  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory(prefix="pqa-hdlmem-") as tmp:
+        result_file, dump = Path(tmp) / "result.json", Path(tmp) / "dump.hex"
+        job = {"insn_base": int(manifest["insn_base"]), "max_cycles": max_cycles, "clk_ns": CLK_NS,
+               "hdl_clock": hdl_clock}
+        env = {"PQA_HDLMEM": json.dumps(job), "PQA_HDLMEM_RESULT": str(result_file),
+               "PYTHONPATH": os.pathsep.join([str(HDL_DIR), str(TB), str(ROOT / "sw"),
+                                              os.environ.get("PYTHONPATH", "")]),
+               "COCOTB_LOG_LEVEL": "WARNING" if quiet else "INFO"}
+        log = Path(tmp) / "sim.log"
+        t0 = time.perf_counter()
+        try:
+            runner.test(
+                test_module="hdlmem_cocotb", hdl_toplevel="pqa_tb_top", hdl_toplevel_lang="verilog",
+                build_dir=build_dir, test_dir=HDL_DIR, extra_env=env,
+                plusargs=[f"+PQA_MEM_HEX={build / str(manifest['image'])}", f"+PQA_MEM_BYTES={size}",
+                          f"+PQA_MEM_DUMP={dump}"],
+                timescale=("1ns", "1ps"), results_xml=str(Path(tmp) / "results.xml"),
+                log_file=log if quiet else None,
+            )
+        except SystemExit:  # the runner exits when the test failed; the missing result file says so
+            pass
+        wall = time.perf_counter() - t0
+        if not result_file.exists() or not dump.exists():
+            tail = log.read_text()[-4000:] if quiet and log.exists() else ""
+            raise RuntimeError(f"the HDL-memory simulation of {build} wrote no results:\n{tail}")
+        obs = json.loads(result_file.read_text())
+        got = np.array(mem, copy=True)  # bytes past the last whole word cannot be written
+        n = size // cfg.bus_bytes * cfg.bus_bytes
+        got[:n] = hexfmt.to_bytes(hexfmt.read_image(dump, cfg.bus_bytes), n, cfg.bus_bytes)
+    sb = spec.status_bits
+    done, error = bool(obs["status"] >> sb["done"] & 1), bool(obs["status"] >> sb["error"] & 1)
+    errors: list[str] = []
+    if obs["hang"]:
+        errors.append(f"no interrupt within {max_cycles} cycles (hang)")
+    if (done, error) != (ref.done, not ref.done):
+        errors.append(f"status done={done} error={error}, expected done={ref.done}")
+    for what, exp in (("err_code", ref.err_code), ("err_pc", ref.err_pc), ("insn_count", ref.insn_count)):
+        if obs[what] != exp:
+            errors.append(f"{what} = {obs[what]:#x}, golden simulator {exp:#x}")
+    if not obs["hang"] and not obs["irq_cleared"]:
+        errors.append("interrupt still high after clearing DONE/ERROR")
+    mask = expected.mask.copy()
+    st = manifest.get("stamps")
+    if st:
+        mask[st["addr"] : st["addr"] + 8 * len(st["labels"])] = False
+    diff = np.flatnonzero((got != ref.mem) & mask)
+    if diff.size:
+        a = int(diff[0])
+        errors.append(f"{diff.size} memory bytes differ from the golden simulator; first at {a:#x}: "
+                      f"RTL {got[a]:#04x}, simulator {ref.mem[a]:#04x}")
+    if ref.done and "output" in manifest:
+        np.save(build / "rtl_output.npy", backend.read_output(manifest, got))
+    info = {"done": done, "err_code": obs["err_code"], "err_pc": obs["err_pc"], "insn_count": obs["insn_count"],
+            "cycles": obs["cycles"], "stamps": backend.read_stamps(manifest, got) if st and ref.done else [],
+            "bytes_compared": int(mask.sum()), "sim_cycle_estimate": ref.cycles, "hang": obs["hang"],
+            "host_cycles": obs["host_cycles"], "run_wall_s": obs["run_wall_s"], "wall_s": wall,
+            "mem": "hdl", "sim": sim}
+    return {"build": str(build), "passed": not errors, "errors": errors, "info": info}
+
+
+def lint(config: str | None = None, top: str = "pqa_top", extra: list[Path] | None = None,
+         args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``verilator --lint-only -Wall`` on the RTL (plus ``extra`` sources, e.g. the testbench top
+    ``pqa_tb_top``), with one configuration's parameters (or the defaults)."""
     verilator_env()
     params = [f"-G{k}={v}" for k, v in hdl_parameters(config).items()] if config else []
-    cmd = ["verilator", "--lint-only", "-Wall", f"-I{ROOT / 'rtl'}", str(ROOT / "lint" / "verilator_waiver.vlt"),
-           *map(str, sources()), "--top-module", "pqa_top", *params]
+    cmd = ["verilator", "--lint-only", "-Wall", *(args or []), f"-I{ROOT / 'rtl'}",
+           str(ROOT / "lint" / "verilator_waiver.vlt"), *map(str, [*sources(), *(extra or [])]),
+           "--top-module", top, *params]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 

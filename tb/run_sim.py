@@ -3,6 +3,9 @@
 Prints per-layer and total cycles (from the RTL's own ``stamp`` records and cycle counter), whether
 every output byte matched the golden simulator, and the accuracy of the float model, the quantized
 model and the RTL on the build's inputs. Exits 1 on any mismatch, error or hang.
+``--mem hdl`` (default) runs on the external memory written in HDL (tb/hdl/, no Python per cycle: for
+long runs); ``--mem axiram`` runs the pyuvm environment on cocotbext-axi's AxiRam (the verification
+path). See docs/simulation.md.
 """
 
 from __future__ import annotations
@@ -17,20 +20,27 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pqa_runner import run  # noqa: E402
+from pqa_runner import run, run_hdlmem  # noqa: E402
+
+from pqcompile.spec import load  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build", type=Path, help="build directory written by pqcompile")
     ap.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
+    ap.add_argument("--mem", default="hdl", choices=["hdl", "axiram"],
+                    help="external memory: hdl (HDL model, fast, default) or axiram (pyuvm env on AxiRam)")
     args = ap.parse_args(argv)
     manifest = json.loads((args.build / "manifest.json").read_text())
     config = manifest["config"]
-    print(f"run_sim: {manifest['model']} on pqa_top (config '{config}') under {args.sim}, "
+    print(f"run_sim: {manifest['model']} on pqa_top (config '{config}') under {args.sim}, memory {args.mem}, "
           f"{manifest.get('n_columns', '?')} input columns", flush=True)
     t0 = time.perf_counter()
-    (res,) = run(args.sim, config, [args.build])
+    if args.mem == "hdl":
+        res = run_hdlmem(args.sim, args.build, config)
+    else:
+        (res,) = run(args.sim, config, [args.build])
     wall = time.perf_counter() - t0
     info = res["info"]
     stamps = info["stamps"]
@@ -46,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
           f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
+    if "run_wall_s" in info and info["run_wall_s"] > 0:
+        print(f"  simulated run: {info['host_cycles']} cycles in {info['run_wall_s']:.1f} s "
+              f"({info['host_cycles'] / info['run_wall_s'] / 1e3:.0f}k cycles/s)")
+    if not info.get("done"):
+        errs = {v: k for k, v in load().errors.items()}
+        print(f"  stopped with ERROR: ERR_CODE {info['err_code']} ({errs.get(info['err_code'], '?')}), "
+              f"ERR_PC {info['err_pc']:#x}, {info['insn_count']} instructions retired")
     ok = res["passed"]
     print(f"  RTL vs golden simulator: {'MATCH' if ok else 'MISMATCH'} "
           f"({info['bytes_compared']} memory bytes compared)")
