@@ -14,11 +14,13 @@ SEED    ?= 1
 RCOUNT  ?= 200
 SIM     ?= verilator
 
-.PHONY: all setup sim test test-all regress train-report lint gen model clean help
+.PHONY: all setup sim sim-resnet20 test test-all regress train-report lint gen model clean help
 all: test
 
 help:
 	@echo "make sim       compile models/$(MODEL).pt, run it on the RTL (Verilator), compare, report"
+	@echo "make sim MODEL=digits_cnn  the digits CNN (conv layers) on the RTL"
+	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator)"
@@ -41,6 +43,14 @@ $(STAMP): pyproject.toml
 sim: $(STAMP)
 	$(PY) -m pqcompile.cli models/$(MODEL).pt -o $(BUILD) --config $(CONFIG) --count $(COUNT)
 	$(PY) tb/run_sim.py $(BUILD)
+
+# ResNet-20 (CIFAR-10 shapes, untrained weights, one random 32x32 image): stem and classifier on the host
+RESNET_HOST := layers.0 layers.1 layers.2 layers.22
+sim-resnet20: $(STAMP)
+	$(PY) -m pqtrain.cli init --model resnet20 -o build/resnet20.pt
+	$(PY) -m pqcompile.cli build/resnet20.pt -o build/resnet20-default --config default --inputs random \
+	  --count 1 --host-layers $(RESNET_HOST)
+	$(PY) tb/run_sim.py build/resnet20-default
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

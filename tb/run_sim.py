@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     stamps = info["stamps"]
     n = manifest.get("n_columns", 1)
     if stamps:
-        print(f"  {'layer':<16}{'d':>5}{'m':>5}{'c':>4}{'k':>4}{'v':>4}{'RTL cycles':>12}{'per input':>11}"
-              f"{'predicted':>11}{'RTL/pred.':>10}")
+        print(f"  {'layer':<22}{'kind':<15}{'d':>7}{'m':>6}{'c':>4}{'k':>4}{'v':>4}{'RTL cycles':>12}"
+              f"{'per input':>11}{'predicted':>11}{'RTL/pred.':>10}")
         for i, lay in enumerate(manifest["layers"]):
             cyc = stamps[i + 1] - stamps[i]
             pred = lay.get("predicted_cycles", 0)
             ratio = f"{cyc / pred:.3f}" if pred else "-"
-            print(f"  {lay['name']:<16}{lay['d']:>5}{lay['m']:>5}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4}"
-                  f"{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
+            print(f"  {lay['name']:<22}{lay.get('kind', 'linear'):<15}{lay['d']:>7}{lay['m']:>6}{lay['c']:>4}"
+                  f"{lay['k']:>4}{lay['v']:>4}{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
           f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
     if "run_wall_s" in info and info["run_wall_s"] > 0:

@@ -157,3 +157,30 @@ def test_hdlmem_capacity() -> None:
     """Images up to 16 MiB share one build per (simulator, config); bigger ones get a power-of-two build."""
     assert hdlmem_capacity(4096) == hdlmem_capacity(HDLMEM_BYTES) == HDLMEM_BYTES
     assert hdlmem_capacity(HDLMEM_BYTES + 1) == 2 * HDLMEM_BYTES
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_resnet20_on_rtl(tmp_path: Path) -> None:
+    """ResNet-20 (CIFAR-10 shapes, untrained weights with batch-norm statistics from random inputs; stem and
+    classifier on the host) compiled for config 'default' and run for one random 32x32 image on the RTL under
+    Verilator with the HDL memory: every memory byte equals the golden simulator (whose output the compiler
+    checked against the quantized torch model), per-op cycles within 2% of the cycle model for the convs.
+    About 1.5 min on the 2-core machine once the Verilator model is built (`make sim-resnet20` does the same)."""
+    from pqcompile.cli import compile_model
+    from pqtrain.cli import main as pqtrain_main
+
+    model = tmp_path / "resnet20.pt"
+    assert pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) == 0
+    manifest = compile_model(str(model), str(tmp_path / "r20"), config="default", inputs="random", count=1,
+                             quiet=True, host_layers=["layers.0", "layers.1", "layers.2", "layers.22"])
+    kinds = [lay["kind"] for lay in manifest["layers"]]
+    assert kinds.count("conv") == 20 and kinds.count("add") == 9 and kinds.count("pool") == 1
+    res = run_hdlmem("verilator", tmp_path / "r20", config="default")
+    assert res["errors"] == [], res["errors"]
+    info = res["info"]
+    assert info["done"] and info["err_code"] == 0
+    stamps = info["stamps"]
+    for i, lay in enumerate(manifest["layers"]):
+        if lay["kind"] == "conv":
+            assert abs((stamps[i + 1] - stamps[i]) / lay["predicted_cycles"] - 1) < 0.02, lay["name"]

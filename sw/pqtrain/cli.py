@@ -12,7 +12,7 @@ import torch
 from . import zoo
 from .data import load_digits_split
 from .integer import export_integer
-from .model import ModelFormatError, load, save
+from .model import ModelFormatError, build, load, save
 from .train import (
     METHODS,
     TrainConfig,
@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--metric", choices=["l2", "l1"], default="l2")
     c.add_argument("--layers", nargs="*", default=None, help="paths of the layers to convert (default: all)")
     c.add_argument("--seed", type=int, default=0)
+    i = sub.add_parser("init", help="save an untrained zoo model (e.g. resnet20 for compiler and RTL runs)")
+    i.add_argument("--model", choices=list(zoo.ZOO), required=True)
+    i.add_argument("-o", "--out", required=True, help="output model file (.pt)")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--bn-batches", type=int, default=4,
+                   help="batches of 16 random inputs (uniform [0, 1)) that set the batch-norm running statistics, "
+                        "so that folding them is not the identity (0: PyTorch's initial statistics)")
     e = sub.add_parser("eval", help="test accuracy of a saved model on the fixed digits split")
     e.add_argument("model")
     e.add_argument("--seed", type=int, default=0, help="split seed")
@@ -69,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.cmd == "init":
+        return _init(args)
     if args.cmd in ("eval", "convert"):
         try:
             model, arch, meta = load(args.model)
@@ -126,6 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     extra = f" integer({cfg.qat_bits}b) {meta['int_test_acc']:.4f}" if cfg.qat_bits else ""
     print(f"wrote {args.out}: float {meta['float_test_acc']:.4f} kmeans {meta['pq_kmeans_test_acc']:.4f} "
           f"pq {meta['pq_test_acc']:.4f}{extra}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    """An untrained zoo model: seeded weights and prototypes, batch-norm statistics from random inputs."""
+    torch.manual_seed(args.seed)
+    arch = zoo.arch(args.model)
+    model = build(arch)
+    gen = torch.Generator().manual_seed(args.seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(max(0, args.bn_batches)):
+            model(torch.rand(16, *arch["input_shape"], generator=gen))
+    model.eval()
+    save(model, arch, args.out, {"untrained": True, "seed": args.seed, "bn_batches": args.bn_batches})
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: untrained {arch['name']} ({n} parameters, input {arch['input_shape']})")
     return 0
 
 
