@@ -5,8 +5,8 @@
 Float training, k-means conversion and fine-tuning with validation-based model selection (15% of the training
 split held out; the test split is only reported). Seeded and CPU-only.
 
-The accelerator's compiler (``pqcompile``) runs MLPs only; the integer pipeline of this model is exported with
-``pqtrain.integer.export_integer`` (``pqtrain eval models/digits_cnn.pt --bits 8 4``).
+On the accelerator: ``make sim MODEL=digits_cnn`` (``pqcompile`` + the RTL); the integer pipeline alone:
+``pqtrain eval models/digits_cnn.pt --bits 8 4`` (``pqtrain.integer.export_integer``, the compiler's graph).
 
 Usage: ``python models/train_digits_cnn.py [--out PATH] [--seed N] [--method M]``
 """

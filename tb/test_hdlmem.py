@@ -165,7 +165,7 @@ def test_resnet20_on_rtl(tmp_path: Path) -> None:
     """ResNet-20 (CIFAR-10 shapes, untrained weights with batch-norm statistics from random inputs; stem and
     classifier on the host) compiled for config 'default' and run for one random 32x32 image on the RTL under
     Verilator with the HDL memory: every memory byte equals the golden simulator (whose output the compiler
-    checked against the quantized torch model), per-op cycles within 2% of the cycle model for the convs.
+    checked against the quantized torch model), per-op cycles within 3% of the cycle model for the convs.
     About 1.5 min on the 2-core machine once the Verilator model is built (`make sim-resnet20` does the same)."""
     from pqcompile.cli import compile_model
     from pqtrain.cli import main as pqtrain_main
@@ -183,4 +183,4 @@ def test_resnet20_on_rtl(tmp_path: Path) -> None:
     stamps = info["stamps"]
     for i, lay in enumerate(manifest["layers"]):
         if lay["kind"] == "conv":
-            assert abs((stamps[i + 1] - stamps[i]) / lay["predicted_cycles"] - 1) < 0.02, lay["name"]
+            assert abs((stamps[i + 1] - stamps[i]) / lay["predicted_cycles"] - 1) < 0.03, lay["name"]
