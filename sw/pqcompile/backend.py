@@ -47,7 +47,7 @@ class CompileError(ValueError):
 
 
 @dataclass
-class QLayer:
+class QLayer(ir.TableShape):
     """One PQ layer in the integer form the hardware runs (``run`` semantics in docs/isa.md)."""
 
     protos: np.ndarray  # [c, k, v] int8
@@ -61,22 +61,6 @@ class QLayer:
     bits: int = 8  # output activation width (clamp range); stored as ActW-bit bytes
     name: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # scales etc., copied into the manifest
-
-    @property
-    def c(self) -> int:
-        return int(self.protos.shape[0])
-
-    @property
-    def k(self) -> int:
-        return int(self.protos.shape[1])
-
-    @property
-    def v(self) -> int:
-        return int(self.protos.shape[2])
-
-    @property
-    def m(self) -> int:
-        return int(self.lut.shape[2])
 
 
 def _align(x: int, a: int = 8) -> int:

@@ -45,24 +45,11 @@ class Post:
     unsigned: bool = False
 
 
-@dataclass
-class PQOp:
-    """A PQ layer (``run``). A linear layer is a 1x1 conv on a (1, 1, d) tensor; a linear layer after
-    flatten is a conv whose window is the whole fmap (kh = h, kw = w: element order = PyTorch's flatten)."""
+class TableShape:
+    """c, k, v, m of a PQ layer from its prototypes [c, k, v] and table [c, k, m] (``PQOp``, ``backend.QLayer``)."""
 
-    name: str  # the model layer it comes from, e.g. "layers.3" or "layers.4.body.0"
-    inp: str
-    out: str
-    protos: np.ndarray  # [c, k, v] int8
-    lut: np.ndarray  # [c, k, m] signed, fits LutW bits
-    bias: np.ndarray  # [m] int32
-    metric: str  # "l2" | "l1"
-    post: Post
-    kh: int = 1
-    kw: int = 1
-    stride: int = 1
-    pad: int = 0
-    info: dict[str, Any] = field(default_factory=dict)  # scales etc., copied into the manifest and report
+    protos: np.ndarray
+    lut: np.ndarray
 
     @property
     def c(self) -> int:
@@ -79,6 +66,26 @@ class PQOp:
     @property
     def m(self) -> int:
         return int(self.lut.shape[2])
+
+
+@dataclass
+class PQOp(TableShape):
+    """A PQ layer (``run``). A linear layer is a 1x1 conv on a (1, 1, d) tensor; a linear layer after
+    flatten is a conv whose window is the whole fmap (kh = h, kw = w: element order = PyTorch's flatten)."""
+
+    name: str  # the model layer it comes from, e.g. "layers.3" or "layers.4.body.0"
+    inp: str
+    out: str
+    protos: np.ndarray  # [c, k, v] int8
+    lut: np.ndarray  # [c, k, m] signed, fits LutW bits
+    bias: np.ndarray  # [m] int32
+    metric: str  # "l2" | "l1"
+    post: Post
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad: int = 0
+    info: dict[str, Any] = field(default_factory=dict)  # scales etc., copied into the manifest and report
 
 
 @dataclass
