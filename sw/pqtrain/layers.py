@@ -45,7 +45,7 @@ def ste_round_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
 
 @dataclass
 class QatParams:
-    """One layer's integer-pipeline parameters, as ``pqcompile.quantize.quantize_layers`` chose them."""
+    """One layer's integer-pipeline parameters, as the compiler (``pqcompile.graph.build_graph``) chose them."""
 
     in_scale: float  # scale of the layer's integer input (and of its prototypes)
     lut_scale: float  # scale of the table entries and the bias
@@ -227,11 +227,12 @@ class PQLinear(nn.Module):
         self.qat = params
 
     def _qat_forward(self, x: Tensor) -> Tensor:
-        """The integer pipeline of ``pqcompile.quantize`` (docs/theory.md) in float64 with straight-through
+        """The compiler's integer pipeline (docs/compiler.md, "Quantization") in float64 with straight-through
         estimators. The value returned is the integer output times ``out_scale``; the hard assignment and
         every rounding are the pipeline's (activations, prototypes, table, bias: round half to even;
         requantization: round half up), so after :meth:`set_qat` with freshly calibrated parameters the
-        output equals ``QuantPQNet``'s dequantized output. The 32-bit accumulator wrap is not modelled."""
+        output equals the compiler's integer reference (``pqcompile.graph.reference``) dequantized. The
+        32-bit accumulator wrap is not modelled."""
         q = self.qat
         assert q is not None
         amax = (1 << (q.act_bits - 1)) - 1

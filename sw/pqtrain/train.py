@@ -12,8 +12,8 @@ Fine-tuning methods (``method``, :data:`METHODS`):
 - ``"lutnn"``: everything, straight-through with a *learned* temperature per layer (LUT-NN).
 
 Quantization-aware training (``qat_bits`` > 0) follows the fine-tuning: every PQ layer computes the
-integer pipeline of ``pqcompile.quantize`` (activations, prototypes and table at ``qat_bits``) with
-straight-through estimators, its parameters re-calibrated with ``pqcompile.quantize.quantize_layers`` at the
+integer pipeline of the compiler (``pqcompile.graph``: activations, prototypes and table at ``qat_bits``)
+with straight-through estimators, its parameters re-calibrated with ``pqcompile.graph.build_graph`` at the
 start of every epoch (:func:`pqtrain.integer.calibrate_qat`).
 """
 
@@ -540,8 +540,7 @@ def train_pipeline(
                     "act_calib": qr.act_calib, "lut_calib": qr.lut_calib, "qat_selected_epoch": qr.selected_epoch,
                     "compile_hint": f"pqcompile --act-bits {cfg.qat_bits} --lut-bits {cfg.qat_bits}"
                                     + ("" if (qr.act_calib, qr.lut_calib) == ("max", "max") else
-                                       f" (calibration act={qr.act_calib}, lut={qr.lut_calib}: "
-                                       "pqcompile.quantize.quantize_layers act_calib/lut_calib)")}
+                                       f" --act-calib {qr.act_calib} --lut-calib {qr.lut_calib}")}
         if log is not None:
             log(f"[qat] integer pipeline ({cfg.qat_bits} bits) test {post:.4f} "
                 f"(calibration {qr.act_calib}/{qr.lut_calib}; PTQ max/max before QAT: {pre:.4f})")
