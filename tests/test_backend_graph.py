@@ -251,6 +251,27 @@ def test_conv_bands_unit() -> None:
     assert [(bd.r0, bd.r1) for bd in bands] == [(0, 15), (15, 29), (29, 32)]
 
 
+@pytest.mark.parametrize(("shape", "kh", "stride", "pad", "cfg"), [
+    ((1, 3, 3), 1, 3, 1, DEFAULT),  # the only output row's window lies in the top padding
+    ((3, 3, 2), 1, 1, 2, DEFAULT),  # 1x1 conv with padding 2: a border of bias-only outputs
+    ((40, 40, 4), 2, 1, 3, SMALL),  # banded: the last 2 output rows see only the bottom padding
+], ids=["top_padding_only", "pad_beyond_kernel", "banded_bottom_padding_only"])
+def test_conv_rows_that_see_only_padding(shape: tuple[int, int, int], kh: int, stride: int, pad: int,
+                                         cfg: object) -> None:
+    """Padding >= kernel (legal in PyTorch): output rows whose window holds only zero padding. The back end
+    used to refuse these convs ("no band of output rows from row r fits": a band with an empty fmap)."""
+    b = Builder(_inputs(np.random.default_rng(3), 2, shape), seed=4)
+    t = b.pq("conv", "x", m=4, k=4, v=min(8, shape[2] * kh * kh), kh=kh, stride=stride, pad=pad, relu=False)
+    g = b.graph(t)
+    y, prog, _ = run_graph(cfg, g, b.x)
+    assert np.array_equal(y, ref_graph(g, b.x)[t])
+    rows = prog.manifest["layers"][0]["band_rows"]
+    assert rows[0][0] == 0 and rows[-1][1] == g.tensors[t].shape[0]
+    if cfg is SMALL:
+        bands = backend.conv_bands(SMALL, g.ops[0], *shape)  # type: ignore[arg-type]
+        assert len(bands) > 1 and all(bd.a < bd.b <= shape[0] for bd in bands)
+
+
 def test_conv_that_cannot_be_banded_is_named() -> None:
     # one input row of 300x16 = 4800 bytes exceeds ActBytes=4096
     op = ir.PQOp("wide", "x", "y", np.zeros((18, 2, 8), np.int64), np.zeros((18, 2, 4), np.int64),
@@ -530,3 +551,72 @@ def test_cli_digits_cnn(tmp_path: Path) -> None:
     _, mem = backend.load_build(out)
     res = sim.run(SPEC.config(man["config"]), mem, man["insn_base"])
     assert np.array_equal(backend.read_output(man, res.mem), np.load(out / "expected_output.npy"))
+
+
+def _pq_cnn(path: Path, tweak: str = "") -> Path:
+    """A model the accelerator runs whole (PQ conv + BN + ReLU, pool, PQ classifier), optionally broken."""
+    from pqtrain.model import build, save
+
+    arch = {"name": "pq_cnn", "input_shape": [3, 8, 8], "num_classes": 10, "layers": [
+        {"type": "pq_conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1,
+         "k": 8, "v": 9, "metric": "l2"}, {"type": "batchnorm2d", "num_features": 8}, {"type": "relu"},
+        {"type": "global_avgpool"},
+        {"type": "pq_linear", "in_features": 8, "out_features": 10, "k": 8, "v": 4, "metric": "l2"}]}
+    torch.manual_seed(0)
+    model = build(arch)
+    with torch.no_grad():
+        if tweak == "nan_weight":
+            model.layers[0].weight[0, 0, 0, 0] = float("nan")
+        elif tweak == "negative_variance":
+            model.layers[1].running_var[3] = -2.0
+    save(model, arch, path, {})
+    return path
+
+
+@pytest.mark.parametrize(("case", "msg"), [
+    ("seed", r"--seed must be a non-negative integer"),
+    ("out_is_file", r"-o .*out: exists and is not a directory; refusing to replace it"),
+    ("out_is_other_dir", r"-o .*out: exists and is not a build directory \(no manifest\.json\)"),
+    ("out_below_file", r"File exists|Not a directory"),
+    ("npy_beyond_float32", r"--inputs .*big\.npy: expected finite float32 numbers"),
+    ("npy_complex", r"--inputs .*c\.npy: expected real numbers, got dtype complex"),
+    ("nan_weight", r"layers\.0 \(pq_conv2d\): 'layers\.0\.weight' holds NaN or infinite values"),
+    ("negative_variance", r"layers\.1 \(batchnorm2d\): 'layers\.1\.running_var' has values <= -eps"),
+])
+def test_cli_user_errors_exit_2_and_touch_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
+                                                  msg: str) -> None:
+    """User errors end in exit 2 and a message naming the problem, never a traceback, and leave every existing
+    file as it was. Before: a negative --seed and -o below a file raised tracebacks; -o naming a file or an
+    unrelated directory renamed it away and replaced it by the build (then crashed removing the file); inputs
+    beyond float32 and broken weights ended in 'requantization ratio nan', naming no cause."""
+    import re
+
+    from pqcompile import cli
+
+    model = _pq_cnn(tmp_path / "m.pt", case if case in ("nan_weight", "negative_variance") else "")
+    out = tmp_path / "out"
+    args = ["--inputs", "random", "--count", "2"]
+    if case == "seed":
+        args += ["--seed", "-1"]
+    elif case == "out_is_file":
+        out.write_text("keep me")
+    elif case == "out_is_other_dir":
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    elif case == "out_below_file":
+        (tmp_path / "f").write_text("keep me")
+        out = tmp_path / "f" / "b"
+    elif case == "npy_beyond_float32":
+        x = np.random.default_rng(0).standard_normal((4, 3, 8, 8))
+        x[1, 0, 0, 0] = 1e300
+        np.save(tmp_path / "big.npy", x)
+        args = ["--inputs", str(tmp_path / "big.npy")]
+    elif case == "npy_complex":
+        np.save(tmp_path / "c.npy", np.ones((4, 3, 8, 8), np.complex64))
+        args = ["--inputs", str(tmp_path / "c.npy")]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert cli.main([str(model), "-o", str(out), *args, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pqcompile: error:") and re.search(msg, err) and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.rglob(".*")], "temporary or renamed files left behind"

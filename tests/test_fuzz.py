@@ -294,3 +294,80 @@ def test_quantize_layers_widths(seed: int, act_bits: int, lut_bits: int, relu: b
     assert np.abs(q[0].protos).max(initial=0) <= 1 << (ab - 1)
     assert -(1 << (lb - 1)) <= q[0].lut.min() and q[0].lut.max() < 1 << (lb - 1)
     backend.check_layer(CFG, 0, q[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# whole networks: front end + back end + simulator against the integer reference
+# ------------------------------------------------------------------------------------------------
+def _pq_conv(cin: int, cout: int, ks: int, stride: int, pad: int, k: int, v: int, metric: str) -> dict:
+    return {"type": "pq_conv2d", "in_channels": cin, "out_channels": cout, "kernel_size": ks, "stride": stride,
+            "padding": pad, "k": k, "v": min(v, cin * ks * ks), "metric": metric}
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 3), st.integers(1, 7), st.integers(1, 7), st.data())
+def test_network_compiles_to_the_reference(ch: int, h: int, w: int, data: st.DataObject) -> None:
+    """Any small PQ CNN (build_graph at 8 or fewer bits, unsigned ranges, any calibration flow) is compiled by
+    the back end into a program whose simulator output equals graph.reference bit for bit; the only refusals
+    are the configuration's limits (CompileError naming the layer)."""
+    import torch
+
+    from pqcompile import graph
+    from pqtrain.model import build
+
+    draw = data.draw
+    metric = draw(st.sampled_from(["l2", "l1"]))
+    layers: list[dict] = []
+    c, hh, ww = ch, h, w
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            ks, s, p = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 3))
+            oh, ow = (hh + 2 * p - ks) // s + 1, (ww + 2 * p - ks) // s + 1
+            if oh < 1 or ow < 1:
+                continue
+            co = draw(st.integers(1, 5))
+            layers.append(_pq_conv(c, co, ks, s, p, draw(st.integers(1, 6)), draw(st.integers(1, 8)), metric))
+            if draw(st.booleans()):
+                layers.append({"type": "batchnorm2d", "num_features": co})
+            if draw(st.booleans()):
+                layers.append({"type": "relu"})
+            c, hh, ww = co, oh, ow
+        else:
+            body = [_pq_conv(c, c, 3, 1, 1, 4, 4, metric), {"type": "batchnorm2d", "num_features": c}]
+            short = [] if draw(st.booleans()) else [_pq_conv(c, c, 1, 1, 0, 3, 2, metric)]
+            layers.append({"type": "residual", "body": body, "shortcut": short})
+            if draw(st.booleans()):
+                layers.append({"type": "relu"})
+    pool = draw(st.booleans()) or c * hh * ww > CFG.CMax * 8
+    layers.append({"type": "global_avgpool"} if pool else {"type": "flatten"})
+    d = c if pool else c * hh * ww
+    v = draw(st.integers(max(1, -(-d // 32)), 8))
+    layers.append({"type": "pq_linear", "in_features": d, "out_features": 3, "k": draw(st.integers(1, 6)), "v": v,
+                   "metric": metric})
+    arch = {"name": "fz", "input_shape": [ch, h, w], "num_classes": 3, "layers": layers}
+    seed = draw(st.integers(0, 2**31 - 1))
+    torch.manual_seed(seed)
+    model = build(arch)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+            if hasattr(mod, "prototypes"):
+                mod.prototypes.normal_(0, 1)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((draw(st.integers(1, 3)), ch, h, w))
+    if draw(st.booleans()):
+        x = np.abs(x)  # a non-negative input: unsigned below 8 bits
+    try:
+        fe = graph.build_graph(arch, model.state_dict(), x, CFG, act_bits=draw(st.sampled_from([8, 6, 4, 3])),
+                               calib_flow=draw(st.sampled_from(graph.CALIB_FLOWS)),
+                               act_calib=draw(st.sampled_from(quantize.CALIB_METHODS)))
+    except backend.CompileError as exc:
+        assert "beyond the hardware limit" in str(exc) or "exceed" in str(exc), exc
+        return
+    xq = fe.quantize_input(x)
+    y_ref = graph.reference(fe.graph, xq, CFG.AccW)
+    prog = backend.emit_graph(CFG, fe.graph, xq)
+    res = backend.simulate(CFG, prog)
+    assert np.array_equal(backend.read_output(prog.manifest, res.mem).reshape(y_ref.shape), y_ref)

@@ -331,6 +331,7 @@ CONV = {"type": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3,
 BN4 = {"type": "batchnorm2d", "num_features": 4}
 PQ44 = _pqconv(4, 4, 3, 4, 9, 1, 1)
 LIN = {"type": "linear", "in_features": 64, "out_features": 3}
+PQLIN = {"type": "pq_linear", "in_features": 64, "out_features": 3, "k": 4, "v": 8, "metric": "l2"}
 
 
 @pytest.mark.parametrize(("layers", "host", "msg"), [
@@ -363,6 +364,39 @@ def test_extraction_errors_name_the_layer(layers: list[dict[str, Any]], host: tu
     state = build(arch).state_dict()
     with pytest.raises(CompileError, match=msg):
         graph.build_graph(arch, state, np.random.default_rng(0).random((4, *shape)), DEFAULT, host_layers=host)
+
+
+@pytest.mark.parametrize(("key", "value", "msg"), [
+    ("layers.0.prototypes", torch.zeros(4, 4, 8), r"layers\.0 \(pq_conv2d\): 'layers\.0\.prototypes' has shape "
+     r"\[4, 4, 8\], the architecture gives \[4, 4, 9\]"),
+    ("layers.0.weight", torch.zeros(4, 4, 3, 2), r"'layers\.0\.weight' has shape \[4, 4, 3, 2\], the architecture "
+     r"gives \[4, 4, 3, 3\]"),  # used to compile silently (the weight reshaped to [4, 24] and zero-padded)
+    ("layers.0.bias", torch.zeros(3), r"'layers\.0\.bias' has shape \[3\]"),
+    ("layers.1.running_var", torch.ones(5), r"layers\.1 \(batchnorm2d\): 'layers\.1\.running_var' has shape \[5\]"),
+    ("layers.1.running_var", torch.tensor([1.0, -1.0, 1.0, 1.0]), r"'layers\.1\.running_var' has values <= -eps"),
+    ("layers.4.weight", torch.zeros(3, 63), r"layers\.4 \(pq_linear\): 'layers\.4\.weight' has shape \[3, 63\]"),
+    ("layers.4.prototypes", torch.full((8, 4, 8), float("inf")), r"'layers\.4\.prototypes' holds NaN or infinite"),
+    ("layers.0.weight", torch.full((4, 4, 3, 3), float("nan")), r"'layers\.0\.weight' holds NaN or infinite values"),
+], ids=["protos_shape", "conv_weight_shape", "bias_shape", "bn_shape", "bn_negative_variance", "linear_weight_shape",
+        "inf_protos", "nan_weight"])
+def test_state_that_does_not_fit_the_arch_is_named(key: str, value: torch.Tensor, msg: str) -> None:
+    """build_graph on a state dict of the wrong shapes or with non-finite values: a CompileError naming the
+    parameter (it used to be a bare numpy broadcast ValueError, a silent wrong compile, or 'requantization ratio
+    nan')."""
+    arch = _arch([PQ44, BN4, {"type": "relu"}, {"type": "flatten"}, PQLIN], [4, 4, 4], 3)
+    state = {**build(arch).state_dict(), key: value}
+    with pytest.raises(CompileError, match=msg):
+        graph.build_graph(arch, state, np.random.default_rng(0).random((4, 4, 4, 4)), DEFAULT)
+
+
+def test_non_finite_calibration_is_named() -> None:
+    arch = _arch([CONV, PQ44, {"type": "flatten"}, PQLIN], [3, 4, 4], 3)
+    state = build(arch).state_dict()
+    state["layers.0.weight"] = torch.full_like(state["layers.0.weight"], float("inf"))
+    with pytest.raises(CompileError, match=r"calibration inputs \(after the host layers before the accelerator\) "
+                                           "hold NaN or infinite values"):
+        graph.build_graph(arch, state, np.random.default_rng(0).random((4, 3, 4, 4)), DEFAULT,
+                          host_layers=["layers.0"])
 
 
 def test_host_prefix_and_suffix_run_on_the_host() -> None:

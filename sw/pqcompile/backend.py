@@ -332,22 +332,27 @@ def tile_columns(cfg: HwConfig, q: QLayer, n: int) -> int:
 def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str = "") -> list[Band]:
     """Split a conv's output rows into bands whose input rows (halo included) fit the act buffer and whose
     outputs fit the output buffer; every band but the first starts at bus-aligned input and output byte
-    offsets. A band reads rows beyond its loaded ones only where they are the fmap's bottom padding."""
+    offsets. A band reads rows beyond its loaded ones only where they are the fmap's bottom padding.
+
+    With padding >= kernel some output rows see only zero padding: a band whose windows all lie in the top
+    padding still loads one (unread) fmap row, and no band starts inside the bottom padding (its fmap would
+    be empty and ``pad_t`` cannot reach below it), so such rows join the band above them."""
     oh, ow = conv_out_shape(op, h, w)
     s, p, kh = op.stride, op.pad, op.kh
     row_in, row_out, bus = w * ch, ow * op.m, cfg.bus_bytes
 
     def rows_in(r0: int, r1: int) -> tuple[int, int]:
-        return max(0, r0 * s - p), min(h, (r1 - 1) * s - p + kh)
+        a = max(0, r0 * s - p)  # < h: a band never starts inside the bottom padding
+        return a, max(a + 1, min(h, (r1 - 1) * s - p + kh))
 
     bands: list[Band] = []
     r0 = 0
     while r0 < oh:
         for r1 in range(oh, r0, -1):
             a, b = rows_in(r0, r1)
-            if b <= a or (b - a) * row_in > cfg.ActBytes or (r1 - r0) * row_out > cfg.OutBytes:
+            if (b - a) * row_in > cfg.ActBytes or (r1 - r0) * row_out > cfg.OutBytes:
                 continue
-            if r1 < oh and ((r1 * row_out) % bus or (rows_in(r1, r1 + 1)[0] * row_in) % bus):
+            if r1 < oh and (r1 * s - p >= h or (r1 * row_out) % bus or (rows_in(r1, r1 + 1)[0] * row_in) % bus):
                 continue
             bands.append(Band(r0, r1, a, b, a - (r0 * s - p)))
             r0 = r1

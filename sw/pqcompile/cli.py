@@ -61,9 +61,28 @@ def _inputs(spec: str, arch: dict[str, Any], count: int, seed: int = 0
     if x.ndim < 2 or list(x.shape[1:]) != shape or x.shape[0] < 1:
         raise UsageError(f"--inputs {spec}: expected an array [n, {', '.join(map(str, shape))}] "
                          f"(the model's input_shape), got shape {list(x.shape)}")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise UsageError(f"--inputs {spec}: expected finite numbers, got dtype {x.dtype}")
-    return x[:count].astype(np.float32), None, x[:CALIB_MAX].astype(np.float32)
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise UsageError(f"--inputs {spec}: expected real numbers, got dtype {x.dtype}")
+    with np.errstate(over="ignore"):
+        x = x[: max(count, CALIB_MAX)].astype(np.float32)
+    if not np.isfinite(x).all():
+        raise UsageError(f"--inputs {spec}: expected finite float32 numbers, got NaN, inf or values beyond "
+                         "float32's range")
+    return x[:count], None, x[:CALIB_MAX]
+
+
+def _check_out(out: str) -> None:
+    """``-o`` may name a new path, an empty directory or an earlier build directory (which is replaced when the
+    new one is complete): never a file or another directory, which the replacement would delete."""
+    path = Path(out)
+    if path.name in ("", ".", ".."):
+        raise UsageError(f"-o {out}: name a build directory (e.g. build/<model>), not {out!r}")
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise UsageError(f"-o {out}: exists and is not a directory; refusing to replace it")
+        if any(path.iterdir()) and not (path / "manifest.json").is_file():
+            raise UsageError(f"-o {out}: exists and is not a build directory (no manifest.json); refusing to replace "
+                             "it")
 
 
 def _host_layer_names(host_layers: Sequence[str]) -> list[str]:
@@ -85,6 +104,9 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
         raise UsageError(str(exc.args[0])) from None
     if count < 1:
         raise UsageError("--count must be at least 1")
+    if seed < 0:
+        raise UsageError("--seed must be a non-negative integer")
+    _check_out(out)
     model, arch, meta = load_model(model_path)
     name = str(arch.get("name", Path(model_path).stem))
     say(f"pqcompile: {model_path} ({name}) for config '{cfg.name}'")
@@ -145,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="pqcompile", description="Compile a saved PQ model for the PQA accelerator.")
     ap.add_argument("model", help="model file written by pqtrain (state dict + architecture, loaded weights-only)")
-    ap.add_argument("-o", "--out", required=True, help="build directory to write (replaced only when complete)")
+    ap.add_argument("-o", "--out", required=True,
+                    help="build directory to write: a new path, an empty directory or an earlier build (replaced "
+                         "only when complete)")
     ap.add_argument("--config", default="default", help="hardware configuration from the spec (default: default)")
     ap.add_argument("--inputs", default="digits-test",
                     help="inputs to run: 'digits-test' (the fixed test split; models with input [64] or [1, 8, 8]), "
@@ -175,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"pqcompile: internal check failed: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. -o below a file, or no permission to write there
+        print(f"pqcompile: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -179,13 +179,22 @@ class FloatGraph:
         return f"run it on the host with --host-layers {','.join(names)}"
 
 
-def _state(state: dict[str, Tensor], name: str, kind: str, key: str, optional: bool = False) -> np.ndarray | None:
+def _state(state: dict[str, Tensor], name: str, kind: str, key: str, shape: tuple[int, ...],
+           optional: bool = False) -> np.ndarray | None:
+    """Parameter ``key`` of layer ``name``: present (unless ``optional``), of the ``shape`` the architecture gives,
+    finite; else a CompileError naming it."""
     t = state.get(f"{name}.{key}")
     if t is None:
         if optional:
             return None
         raise CompileError(f"{name} ({kind}): the state dict has no '{name}.{key}'")
-    return t.detach().to(torch.float64).cpu().numpy()
+    if tuple(t.shape) != shape:
+        raise CompileError(f"{name} ({kind}): '{name}.{key}' has shape {list(t.shape)}, the architecture gives "
+                           f"{list(shape)}")
+    arr = t.detach().to(torch.float64).cpu().numpy()
+    if not np.isfinite(arr).all():
+        raise CompileError(f"{name} ({kind}): '{name}.{key}' holds NaN or infinite values")
+    return arr
 
 
 def _to_channels_last(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -280,27 +289,32 @@ def _extract_layer(fg: FloatGraph, lay: dict[str, Any], name: str, t: str, state
     kind = lay["type"]
     h, w, ch = fg.tensors[t].shape
     if kind in ("pq_linear", "pq_conv2d"):
-        protos = _state(state, name, kind, "prototypes")
-        weight = _state(state, name, kind, "weight")
+        ks = lay.get("kernel_size", 1)
+        kh, kw = (int(ks[0]), int(ks[1])) if isinstance(ks, list) else (int(ks), int(ks))
+        m = int(lay["out_features" if kind == "pq_linear" else "out_channels"])
+        d = h * w * ch if kind == "pq_linear" else ch * kh * kw
+        v = int(lay["v"])
+        protos = _state(state, name, kind, "prototypes", (-(-d // v), int(lay["k"]), v))
+        weight = _state(state, name, kind, "weight", (m, d) if kind == "pq_linear" else (m, ch, kh, kw))
         assert protos is not None and weight is not None
-        m = int(weight.shape[0])
-        bias = _state(state, name, kind, "bias", optional=not lay.get("bias", True))
+        bias = _state(state, name, kind, "bias", (m,), optional=not lay.get("bias", True))
         if kind == "pq_linear":  # the window is the whole fmap: element order = PyTorch's CHW flatten
             op = FPQ(name, kind, t, name, protos, weight.reshape(m, -1), np.zeros(m) if bias is None else bias,
                      lay["metric"], kh=h, kw=w)
             fg.ops.append(op)
             return _new(fg, name, (1, 1, m), (m,))
-        ks = lay["kernel_size"]
-        kh, kw = (int(ks[0]), int(ks[1])) if isinstance(ks, list) else (int(ks), int(ks))
         s, p = int(lay.get("stride", 1)), int(lay.get("padding", 0))
         oh, ow = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
         fg.ops.append(FPQ(name, kind, t, name, protos, weight.reshape(m, -1), np.zeros(m) if bias is None else bias,
                           lay["metric"], kh=kh, kw=kw, stride=s, pad=p))
         return _new(fg, name, (oh, ow, m), (m, oh, ow))
     if kind == "batchnorm2d":
-        g, b = _state(state, name, kind, "weight"), _state(state, name, kind, "bias")
-        mean, var = _state(state, name, kind, "running_mean"), _state(state, name, kind, "running_var")
+        g, b = _state(state, name, kind, "weight", (ch,)), _state(state, name, kind, "bias", (ch,))
+        mean, var = _state(state, name, kind, "running_mean", (ch,)), _state(state, name, kind, "running_var", (ch,))
         assert g is not None and b is not None and mean is not None and var is not None
+        if (var + BN_EPS <= 0).any():
+            raise CompileError(f"{name} (batchnorm2d): '{name}.running_var' has values <= -eps ({BN_EPS}): not a "
+                               "variance")
         mul = g / np.sqrt(var + BN_EPS)
         fg.ops.append(FBatchNorm(name, t, name, mul, b - mean * mul))
         return _new(fg, name, (h, w, ch), fg.tensors[t].arch_shape)
@@ -536,6 +550,9 @@ def quantize_graph(fg: FloatGraph, calib: np.ndarray, cfg: HwConfig, *, act_bits
     if calib.ndim != 4 or tuple(calib.shape[1:]) != fg.tensors[fg.input].shape or not calib.shape[0]:
         raise CompileError(f"calibration inputs must be [n >= 1, h, w, ch] = [n, "
                            f"{', '.join(map(str, fg.tensors[fg.input].shape))}], got {list(calib.shape)}")
+    if not np.isfinite(calib).all():
+        where = " (after the host layers before the accelerator)" if fg.host_prefix else ""
+        raise CompileError(f"calibration inputs{where} hold NaN or infinite values")
     fvals = float_forward(fg, calib) if calib_flow == "float" else {}
 
     def scale_of(y: Tensor | np.ndarray, unsigned: bool, fallback: float, bits: int = act_bits) -> float:
