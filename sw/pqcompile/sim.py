@@ -268,7 +268,7 @@ def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
     """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False)."""
     g = st.geom
     if st.conv and not (fmap_fits(cfg, g) and g.stride >= 1 and g.kh >= 1 and g.kw >= 1 and g.out_w >= 1
-                        and st.d == g.ch * g.kh * g.kw and n * st.m <= cfg.OutBytes):
+                        and st.d == g.ch * g.kh * g.kw):
         return False
     return (
         1 <= st.k <= cfg.KMax

@@ -14,7 +14,7 @@ Training-time assignment (``assign_mode``): ``"ste"`` (value: hard one-hot; grad
 always hard. ``temperature`` may be a float or a tensor (a learned temperature, LUT-NN style).
 
 Quantization-aware training: :meth:`PQLinear.set_qat` installs the integer parameters of the compiler's
-pipeline (``pqcompile.quantize``: input scale, table scale, mult/shift, widths, fused ReLU); the forward pass
+pipeline (``pqcompile.graph``: input scale, table scale, mult/shift, widths and ranges, fused ReLU); the forward pass
 then computes exactly that pipeline's arithmetic with straight-through estimators (see docs/training.md).
 """
 

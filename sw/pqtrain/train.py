@@ -439,7 +439,7 @@ def train_qat(pq: PQNet, arch: dict[str, Any], data: Data, cfg: TrainConfig,
 
     Starts from the post-training-quantized model: the calibration (:func:`resolve_calib`) is chosen first on
     the validation part of the training split. Straight-through hard assignment at temperature ``t_end``;
-    the integer parameters are re-calibrated with ``pqcompile.quantize`` (that calibration) before every epoch.
+    the integer parameters are re-calibrated with ``pqcompile.graph`` (that calibration) before every epoch.
     With ``cfg.val_fraction`` > 0 training uses the rest of the training split and the epoch kept (0 = the
     PTQ model itself) is the one whose *exported integer model* scores best on validation (accuracy, then
     cross-entropy), so QAT never makes the validation accuracy worse than PTQ. The model is left without
