@@ -45,7 +45,7 @@ sim: $(STAMP)
 	$(PY) tb/run_sim.py $(BUILD)
 
 # ResNet-20 (CIFAR-10 shapes, untrained weights, one random 32x32 image): stem and classifier on the host
-RESNET_HOST := layers.0 layers.1 layers.2 layers.22
+RESNET_HOST = $(shell $(PY) -c 'from pqtrain.zoo import HOST_LAYERS; print(*HOST_LAYERS["resnet20"])')
 sim-resnet20: $(STAMP)
 	$(PY) -m pqtrain.cli init --model resnet20 -o build/resnet20.pt
 	$(PY) -m pqcompile.cli build/resnet20.pt -o build/resnet20-default --config default --inputs random \

@@ -168,12 +168,13 @@ def test_resnet20_on_rtl(tmp_path: Path) -> None:
     checked against the quantized torch model), per-op cycles within 3% of the cycle model for the convs.
     About 1.5 min on the 2-core machine once the Verilator model is built (`make sim-resnet20` does the same)."""
     from pqcompile.cli import compile_model
+    from pqtrain import zoo
     from pqtrain.cli import main as pqtrain_main
 
     model = tmp_path / "resnet20.pt"
     assert pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) == 0
     manifest = compile_model(str(model), str(tmp_path / "r20"), config="default", inputs="random", count=1,
-                             quiet=True, host_layers=["layers.0", "layers.1", "layers.2", "layers.22"])
+                             quiet=True, host_layers=zoo.HOST_LAYERS["resnet20"])
     kinds = [lay["kind"] for lay in manifest["layers"]]
     assert kinds.count("conv") == 20 and kinds.count("add") == 9 and kinds.count("pool") == 1
     res = run_hdlmem("verilator", tmp_path / "r20", config="default")

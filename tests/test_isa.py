@@ -88,3 +88,11 @@ def test_spec_loader_rejects_unknown_and_missing_keys() -> None:
     raw["isa"]["instructions"][0]["fields"][0]["lsb"] = 0
     with pytest.raises(SpecError, match="overlaps"):
         parse(raw)
+
+
+def test_field_max_is_the_spec_width() -> None:
+    spec = load()
+    for insn in spec.instructions:
+        for f in insn.fields:
+            assert isa.field_max(insn.mnemonic, f.name) == (1 << f.width) - 1
+    assert isa.field_max("conv", "stride") == 15 and isa.field_max("fmap", "h") == 0xFFFF

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import hexfmt, ir, sim
-from .isa import IllegalInstruction, disassemble, encode
+from .isa import IllegalInstruction, disassemble, encode, field_max
 from .spec import HwConfig, load
 
 BUILD_FORMAT = "pqa-build"
@@ -88,17 +88,17 @@ def _check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: 
                                f"'{cfg.name}' holds ({key}={have})")
     if not (c - 1) * v < d <= c * v:
         raise CompileError(f"{where}: d={d} does not match c={c} subspaces of v={v}")
-    if d >= 1 << 16:
-        raise CompileError(f"{where}: column length d={d} does not fit the 16-bit shape.d field")
+    if d > field_max("shape", "d"):
+        raise CompileError(f"{where}: column length d={d} does not fit the shape.d field")
     lo, hi = -(1 << (cfg.LutW - 1)), (1 << (cfg.LutW - 1)) - 1
     if lut.min(initial=0) < lo or lut.max(initial=0) > hi:
         raise CompileError(f"{where}: table entries exceed LutW={cfg.LutW} bits")
-    if protos.min(initial=0) < -128 or protos.max(initial=0) > 127:
-        raise CompileError(f"{where}: prototypes exceed int8")
+    if protos.min(initial=0) < -(1 << (cfg.ProtoW - 1)) or protos.max(initial=0) >= 1 << (cfg.ProtoW - 1):
+        raise CompileError(f"{where}: prototypes exceed ProtoW={cfg.ProtoW} bits")
 
 
 def _check_post(cfg: HwConfig, where: str, mult: int, shift: int, bits: int, unsigned: bool) -> None:
-    if not (0 <= shift <= 47 and 0 <= mult < 1 << 16):
+    if not (0 <= shift <= 47 and 0 <= mult <= field_max("quant", "mult")):
         raise CompileError(f"{where}: requantization mult={mult} shift={shift} out of range")
     if not 2 <= bits <= cfg.ActW:
         raise CompileError(f"{where}: activation width {bits} is outside 2..ActW={cfg.ActW}")
@@ -146,7 +146,8 @@ def check_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op) -> None:
         h, w, ch = g.tensors[op.inp].shape
         d = ch * op.kh * op.kw
         where = f"layer {i} ({op.name} {d}->{op.m})"
-        if not (1 <= op.stride <= 15 and 1 <= op.kh <= 255 and 1 <= op.kw <= 255 and 0 <= op.pad <= 255):
+        if not (1 <= op.stride <= field_max("conv", "stride") and 1 <= op.kh <= field_max("conv", "kh")
+                and 1 <= op.kw <= field_max("conv", "kw") and 0 <= op.pad <= field_max("conv", "pad_t")):
             raise CompileError(f"{where}: conv geometry stride={op.stride} kernel={op.kh}x{op.kw} pad={op.pad} "
                                "is beyond the conv instruction's fields")
         oh, ow = conv_out_shape(op, h, w)
@@ -160,16 +161,16 @@ def check_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op) -> None:
                                           ("output column", op.m, cfg.OutBytes, "OutBytes")):
                 if need > have:
                     raise CompileError(f"{where}: {what} needs {need} bytes, config '{cfg.name}' has {key}={have}")
-        elif max(h, w, ch) >= 1 << 16:
-            raise CompileError(f"{where}: fmap {h}x{w}x{ch} is beyond the 16-bit fmap fields")
+        elif h > field_max("fmap", "h") or w > field_max("fmap", "w") or ch > field_max("fmap", "ch"):
+            raise CompileError(f"{where}: fmap {h}x{w}x{ch} is beyond the fmap instruction's fields")
         _check_post(cfg, where, op.post.mult, op.post.shift, op.post.bits, op.post.unsigned)
     elif isinstance(op, ir.AddOp):
         where = f"layer {i} ({op.name} add)"
         sa, sb = g.tensors[op.a].shape, g.tensors[op.b].shape
         if not sa == sb == out.shape:
             raise CompileError(f"{where}: operand shapes {sa}, {sb} and output {out.shape} differ")
-        if not (0 <= op.ma < 1 << 16 and 0 <= op.mb < 1 << 16):
-            raise CompileError(f"{where}: multipliers ma={op.ma} mb={op.mb} exceed 16 bits")
+        if not (0 <= op.ma <= field_max("add", "ma") and 0 <= op.mb <= field_max("add", "mb")):
+            raise CompileError(f"{where}: multipliers ma={op.ma} mb={op.mb} exceed the add instruction's fields")
         _check_post(cfg, where, 0, op.post.shift, op.post.bits, op.post.unsigned)
     else:
         h, w, ch = g.tensors[op.inp].shape
@@ -226,9 +227,9 @@ def _flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
     """Images per conv-mode run of a flatten-linear op on dense tensors (0: one image at a time)."""
     h, w, ch = g.tensors[op.inp].shape
     size = h * w * ch
-    if h > 15:  # the images are stacked as fmap rows, the window steps by h: conv.stride is 4 bits
+    if h > field_max("conv", "stride"):  # the images are stacked as fmap rows and the window steps by h
         return 0
-    fit = min(cfg.ActBytes // size, cfg.OutBytes // op.m, (1 << 16) // h - 1)
+    fit = min(cfg.ActBytes // size, cfg.OutBytes // op.m, (field_max("fmap", "h") + 1) // h - 1)
     if n <= fit:
         return n
     grp = fit - fit % _group_step(cfg.bus_bytes, size, op.m)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from . import ir, quantize
 from .backend import CompileError
+from .isa import field_max
 from .spec import HwConfig
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default: the architecture format has no eps field
@@ -651,13 +652,14 @@ def check_limits(graph: ir.Graph, cfg: HwConfig) -> None:
             lo, hi = -(1 << (cfg.ProtoW - 1)), (1 << (cfg.ProtoW - 1)) - 1
             if op.protos.min(initial=0) < lo or op.protos.max(initial=0) > hi:
                 raise CompileError(f"{where}: prototypes exceed ProtoW={cfg.ProtoW} bits")
-            if op.stride > 15:
-                raise CompileError(f"{where}: stride {op.stride} is beyond the conv instruction's 1..15")
+            if op.stride > field_max("conv", "stride"):
+                raise CompileError(f"{where}: stride {op.stride} is beyond the conv instruction's "
+                                   f"1..{field_max('conv', 'stride')}")
         else:
             where = f"{op.name} ({kind})"
         p = op.post
         mults = [op.ma, op.mb] if isinstance(op, ir.AddOp) else [p.mult]
-        if not (0 <= p.shift <= 47 and all(0 <= x < 1 << 16 for x in mults)):
+        if not (0 <= p.shift <= 47 and all(0 <= x <= field_max("quant", "mult") for x in mults)):
             raise CompileError(f"{where}: requantization mult={mults} shift={p.shift} out of range")
         if not 2 <= p.bits <= cfg.ActW or (p.unsigned and p.bits >= cfg.ActW):
             raise CompileError(f"{where}: activation width {p.bits} (unsigned={p.unsigned}) is outside "

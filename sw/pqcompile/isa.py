@@ -69,6 +69,11 @@ def with_field(word: int, name: str, value: int) -> int:
     return (word & ~(f.mask << f.lsb)) | ((value & f.mask) << f.lsb)
 
 
+def field_max(mnemonic: str, name: str) -> int:
+    """The largest value operand ``name`` of instruction ``mnemonic`` can hold (its spec field width)."""
+    return load().by_mnemonic(mnemonic).field(name).mask
+
+
 def reserved_mask(desc: Instruction) -> int:
     spec = load()
     used = spec.opcode_field.mask << spec.opcode_field.lsb

@@ -98,6 +98,10 @@ def emnist(k: int = 12, v: int = 4, metric: str = "l2", num_classes: int = 47) -
     return {"name": "emnist", "input_shape": [1, 28, 28], "num_classes": num_classes, "layers": layers}
 
 
+# Layers of each zoo model that the accelerator does not run (float stems and classifiers): what to pass to
+# ``pqcompile --host-layers`` (module paths of the architecture's layer list).
+HOST_LAYERS: dict[str, list[str]] = {"resnet20": ["layers.0", "layers.1", "layers.2", "layers.22"]}
+
 ZOO: dict[str, Callable[..., Arch]] = {
     "digits_mlp": digits_mlp, "digits_cnn": digits_cnn, "resnet20": resnet20, "kws": kws, "emnist": emnist,
 }
