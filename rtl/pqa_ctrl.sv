@@ -261,10 +261,10 @@ module pqa_ctrl #(
         end
       end
       CtlFetch: begin
-        if (pc_q[2:0] != 3'd0) begin
+        if (pc_q[2:0] != 3'd0) begin  // a misaligned INSN_BASE (the pc advances by whole words)
           fail      = 1'b1;
           state_d   = CtlFinish;
-          fail_code = pqa_pkg::ErrBus;
+          fail_code = pqa_pkg::ErrAlign;
         end else begin
           dma_cmd_valid_o = 1'b1;
           dma_cmd_addr_o  = AxiAddrWidth'(pc_q);

@@ -51,7 +51,8 @@ from pyuvm import (
     uvm_tlm_analysis_fifo,
 )
 
-from pqcompile import backend, sim
+from pqcompile import build as pqbuild
+from pqcompile import sim
 from pqcompile.isa import encode
 from pqcompile.spec import HwConfig
 from pqcompile.spec import load as load_spec
@@ -74,6 +75,7 @@ class Expected:
     mask: np.ndarray  # bytes to compare (False: written by an executed `stamp`, only the RTL knows the value)
     opcodes: list[str]
     fault: str = ""  # "", or "<mnemonic>@<pc>" of the instruction that met an injected / out-of-range SLVERR
+    plain: sim.Result | None = None  # the golden simulator on the image as it is (what the build expects)
 
 
 def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[int] | frozenset[int] = frozenset()
@@ -150,7 +152,7 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
         elif mn == "store":
             mask[ops["addr"] : ops["addr"] + ops["nbytes"]] = True
     opcodes = sorted({mn for _, mn, _ in steps} | ({"illegal"} if res.err_code == err["illegal_insn"] else set()))
-    return Expected(res, mask, opcodes, f"{fault[1]}@{fault[0]:#x}" if fault else "")
+    return Expected(res, mask, opcodes, f"{fault[1]}@{fault[0]:#x}" if fault else "", first)
 
 
 @dataclass
@@ -173,7 +175,7 @@ class PqaJob(uvm_sequence_item):
     def __init__(self, name: str, builddir: str) -> None:
         super().__init__(name)
         self.builddir = builddir
-        self.manifest, self.mem = backend.load_build(builddir)
+        self.manifest, self.mem = pqbuild.load(builddir)
         self.observed: Observed | None = None
 
 
@@ -395,6 +397,7 @@ class JobResult:
     passed: bool = True
     errors: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    output: np.ndarray | None = None  # the RTL's output region (not written into the results JSON)
 
 
 class Scoreboard(uvm_component):
@@ -414,51 +417,65 @@ class Scoreboard(uvm_component):
                 self.logger.error(f"{r.build}: {e}")
         path = os.environ.get("PQA_RESULTS")
         if path:
-            Path(path).write_text(json.dumps([r.__dict__ for r in self.results], indent=1))
+            Path(path).write_text(json.dumps([{k: v for k, v in r.__dict__.items() if k != "output"}
+                                              for r in self.results], indent=1))
 
     def compare(self, job: PqaJob, expected: Expected) -> JobResult:
-        obs = job.observed
-        assert obs is not None
-        ref = expected.res
-        man = job.manifest
-        res = JobResult(job.builddir)
-        err = res.errors
-        err += obs.notes
-        if obs.hang:
-            err.append("no interrupt within the cycle bound (hang)")
-        if (obs.done, obs.error) != (ref.done, not ref.done):
-            err.append(f"status done={obs.done} error={obs.error}, expected done={ref.done}")
-        for what, got, exp in (("err_code", obs.err_code, ref.err_code), ("err_pc", obs.err_pc, ref.err_pc),
-                               ("insn_count", obs.insn_count, ref.insn_count)):
-            if got != exp:
-                err.append(f"{what} = {got:#x}, golden simulator {exp:#x}")
-        if not obs.irq_cleared:
-            err.append("interrupt still high after clearing DONE/ERROR")
-        mask = expected.mask.copy()
-        st = man.get("stamps")
-        if st:
-            mask[st["addr"] : st["addr"] + 8 * len(st["labels"])] = False
-        diff = np.flatnonzero((obs.mem != ref.mem) & mask)
-        if diff.size:
-            a = int(diff[0])
-            err.append(f"{diff.size} memory bytes differ from the golden simulator; first at {a:#x}: "
-                       f"RTL {obs.mem[a]:#04x}, simulator {ref.mem[a]:#04x}")
-        stamps = backend.read_stamps(man, obs.mem) if st and ref.done else []
-        res.passed = not err
-        res.info = {
-            "done": obs.done, "err_code": obs.err_code, "err_pc": obs.err_pc, "insn_count": obs.insn_count,
-            "cycles": obs.cycles, "stamps": stamps, "bytes_compared": int(mask.sum()),
-            "sim_cycle_estimate": ref.cycles, "hang": obs.hang, "fault": expected.fault,
-            "stim": man.get("stim", {}),
-        }
-        if ref.done and "output" in man:
-            np.save(Path(job.builddir) / "rtl_output.npy", backend.read_output(man, obs.mem))
-        if err and man.get("stim", {}).get("kind"):  # a random job: keep its build directory to reproduce it
+        assert job.observed is not None
+        res = check_run(job.builddir, job.manifest, expected, job.observed)
+        res.info["stim"] = job.manifest.get("stim", {})
+        if res.errors and job.manifest.get("stim", {}).get("kind"):  # a random job: keep it to reproduce it
             keep = Path(__file__).resolve().parents[1] / "sim_build" / "regress-failures" / Path(job.builddir).name
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(job.builddir, keep)
             res.info["kept"] = str(keep)
+        out = os.environ.get("PQA_RESULTS")
+        if out and res.output is not None:  # the RTL's output region, for the runner (never into the build)
+            np.save(f"{out}.{len(self.results)}.npy", res.output)
         return res
+
+
+def check_run(builddir: str | Path, manifest: dict[str, Any], expected: Expected, obs: Observed) -> JobResult:
+    """The one pass/fail rule of the testbench (pyuvm scoreboard and the HDL-memory runner alike): the RTL's
+    status, ERR_CODE, ERR_PC, INSN_COUNT and every memory byte (but the cycle stamps) equal the golden
+    simulator's, and the golden simulator's run equals what the compiler wrote into the build
+    (``pqcompile.build.check_expected``: error state, retired instructions, ``expected_output.npy``).
+    ``JobResult.output`` is the RTL's output region when the program completed."""
+    ref = expected.res
+    res = JobResult(str(builddir))
+    err = res.errors
+    err += obs.notes
+    build_errors = pqbuild.check_expected(builddir, manifest, expected.plain) if expected.plain is not None else []
+    err += build_errors
+    if obs.hang:
+        err.append("no interrupt within the cycle bound (hang)")
+    if (obs.done, obs.error) != (ref.done, not ref.done):
+        err.append(f"status done={obs.done} error={obs.error}, expected done={ref.done}")
+    for what, got, exp in (("err_code", obs.err_code, ref.err_code), ("err_pc", obs.err_pc, ref.err_pc),
+                           ("insn_count", obs.insn_count, ref.insn_count)):
+        if got != exp:
+            err.append(f"{what} = {got:#x}, golden simulator {exp:#x}")
+    if not obs.hang and not obs.irq_cleared:
+        err.append("interrupt still high after clearing DONE/ERROR")
+    mask = expected.mask.copy()
+    st = manifest.get("stamps")
+    if st:
+        mask[st["addr"] : st["addr"] + 8 * len(st["labels"])] = False
+    diff = np.flatnonzero((obs.mem != ref.mem) & mask)
+    if diff.size:
+        a = int(diff[0])
+        err.append(f"{diff.size} memory bytes differ from the golden simulator; first at {a:#x}: "
+                   f"RTL {obs.mem[a]:#04x}, simulator {ref.mem[a]:#04x}")
+    res.passed = not err
+    res.info = {
+        "done": obs.done, "err_code": obs.err_code, "err_pc": obs.err_pc, "insn_count": obs.insn_count,
+        "cycles": obs.cycles, "stamps": pqbuild.read_stamps(manifest, obs.mem) if st and ref.done else [],
+        "bytes_compared": int(mask.sum()), "sim_cycle_estimate": ref.cycles, "hang": obs.hang,
+        "fault": expected.fault, "build_mismatches": len(build_errors),
+    }
+    if ref.done and obs.done and "output" in manifest:
+        res.output = pqbuild.read_output(manifest, obs.mem)
+    return res
 
 
 class PqaEnv(uvm_env):
@@ -483,8 +500,7 @@ class PqaBuildTest(uvm_test):
     def build_phase(self) -> None:
         builds = [b for b in os.environ["PQA_BUILDS"].split(os.pathsep) if b]
         ConfigDB().set(None, "*", "BUILDS", builds)
-        ConfigDB().set(None, "*", "MEM_BYTES", max(json.loads((Path(b) / "manifest.json").read_text())["mem_bytes"]
-                                                   for b in builds))
+        ConfigDB().set(None, "*", "MEM_BYTES", max(int(pqbuild.read(b)["mem_bytes"]) for b in builds))
         self.env = PqaEnv("env", self)
 
     async def run_phase(self) -> None:

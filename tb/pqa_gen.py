@@ -467,7 +467,7 @@ def random_job(seed: int, index: int, cfg: HwConfig, outdir: Path, kinds: tuple[
     if kind == "words":
         prog, info = random_words_program(rng, cfg)
         if rng.random() < 0.05:
-            prog.insn_base = 4  # misaligned INSN_BASE: fetch `bus` at once
+            prog.insn_base = 4  # misaligned INSN_BASE: `align` at the first fetch
             prog.manifest["insn_base"] = 4
     else:
         prog, info = legal_program(rng, cfg)

@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 TB = ROOT / "tb"
 SIM_BUILD = ROOT / "sim_build"
@@ -212,7 +214,11 @@ def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest
         if not results.exists():
             log = (Path(tmp) / "sim.log").read_text()[-4000:] if quiet else ""
             raise RuntimeError(f"the simulation wrote no results ({xml}):\n{log}")
-        return json.loads(results.read_text())
+        out = json.loads(results.read_text())
+        for i, r in enumerate(out):  # the RTL's output regions, saved beside the results by the scoreboard
+            f = Path(f"{results}.{i}.npy")
+            r["output"] = np.load(f) if f.exists() else None
+        return out
 
 
 HDL_DIR = TB / "hdl"
@@ -238,35 +244,42 @@ def build_hdlmem(sim: str, config: str, mem_bytes: int = 0, hdl_clock: bool = Tr
 
 def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock: bool = True,
                max_cycles: int | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Run one pqcompile build directory on the HDL memory model and compare the final memory with the
-    golden simulator byte for byte (but the cycle stamps), as the pyuvm scoreboard does; return a result
-    dict of the same form as ``run`` (build, passed, errors, info). Writes ``rtl_output.npy`` into the
-    build directory when the program completed. ``max_cycles``: the hang bound (default as the pyuvm
-    driver: 4 x the simulator's estimate + 200000). A malformed image raises ``hexfmt.HexFormatError``
-    (file and line) before any simulator starts."""
+    """Run one pqcompile build directory on the HDL memory model and check it with the testbench's one rule
+    (``pqa_env.check_run``: the RTL equals the golden simulator in every memory byte but the cycle stamps and
+    in status, ERR_CODE, ERR_PC and INSN_COUNT, and the golden simulator equals the build's expectations);
+    return a result dict of the same form as ``run`` (build, passed, errors, info, output: the RTL's output
+    region or None). Nothing is written into the build directory. ``max_cycles``: the hang bound (default as
+    the pyuvm driver: 4 x the simulator's estimate + 200000). A damaged build raises
+    ``pqcompile.build.BuildError``, a malformed image ``hexfmt.HexFormatError`` (file and line), before any
+    simulator starts."""
     import time
 
-    import numpy as np
     from cocotb_tools.runner import get_runner
 
-    from pqcompile import backend, hexfmt
+    from pqcompile import build as pqbuild
+    from pqcompile import hexfmt
     from pqcompile.spec import load as load_spec
 
     sys.path.insert(0, str(TB))
-    from pqa_env import expected_result
+    from pqa_env import Observed, check_run, expected_result
 
     build = Path(build).resolve()
-    manifest, mem = backend.load_build(build)  # validates mem.hex (HexFormatError names file and line)
+    manifest, mem = pqbuild.load(build)  # verifies every file's digest and the image (file and line)
     config = config or manifest["config"]
     if config != manifest["config"]:
-        raise ValueError(f"{build}: compiled for config '{manifest['config']}', not '{config}'")
+        raise pqbuild.BuildError(f"{build}: compiled for config '{manifest['config']}', not '{config}'")
     spec = load_spec()
-    cfg = spec.config(config)
+    try:
+        cfg = spec.config(config)
+    except KeyError as exc:
+        raise pqbuild.BuildError(f"{build}/manifest.json: field 'config': {exc.args[0]}") from None
+    if dict(cfg.params) != manifest.get("config_params"):
+        raise pqbuild.BuildError(f"{build}/manifest.json: field 'config_params' differs from config '{config}' of "
+                                 "this spec: compile the model again")
     size = int(mem.size)
     expected = expected_result(cfg, mem, int(manifest["insn_base"]))
-    ref = expected.res
     if max_cycles is None:
-        max_cycles = 4 * int(manifest.get("expected", {}).get("sim_cycle_estimate", ref.cycles)) + 200_000
+        max_cycles = 4 * int(manifest["expected"]["sim_cycle_estimate"]) + 200_000
     build_dir = build_hdlmem(sim, config, size, hdl_clock)
     runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
     runner.build_dir = build_dir  # type: ignore[attr-defined]
@@ -295,39 +308,18 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
         if not result_file.exists() or not dump.exists():
             tail = log.read_text()[-4000:] if quiet and log.exists() else ""
             raise RuntimeError(f"the HDL-memory simulation of {build} wrote no results:\n{tail}")
-        obs = json.loads(result_file.read_text())
+        o = json.loads(result_file.read_text())
         got = np.array(mem, copy=True)  # bytes past the last whole word cannot be written
         n = size // cfg.bus_bytes * cfg.bus_bytes
         got[:n] = hexfmt.to_bytes(hexfmt.read_image(dump, cfg.bus_bytes), n, cfg.bus_bytes)
     sb = spec.status_bits
-    done, error = bool(obs["status"] >> sb["done"] & 1), bool(obs["status"] >> sb["error"] & 1)
-    errors: list[str] = []
-    if obs["hang"]:
-        errors.append(f"no interrupt within {max_cycles} cycles (hang)")
-    if (done, error) != (ref.done, not ref.done):
-        errors.append(f"status done={done} error={error}, expected done={ref.done}")
-    for what, exp in (("err_code", ref.err_code), ("err_pc", ref.err_pc), ("insn_count", ref.insn_count)):
-        if obs[what] != exp:
-            errors.append(f"{what} = {obs[what]:#x}, golden simulator {exp:#x}")
-    if not obs["hang"] and not obs["irq_cleared"]:
-        errors.append("interrupt still high after clearing DONE/ERROR")
-    mask = expected.mask.copy()
-    st = manifest.get("stamps")
-    if st:
-        mask[st["addr"] : st["addr"] + 8 * len(st["labels"])] = False
-    diff = np.flatnonzero((got != ref.mem) & mask)
-    if diff.size:
-        a = int(diff[0])
-        errors.append(f"{diff.size} memory bytes differ from the golden simulator; first at {a:#x}: "
-                      f"RTL {got[a]:#04x}, simulator {ref.mem[a]:#04x}")
-    if ref.done and "output" in manifest:
-        np.save(build / "rtl_output.npy", backend.read_output(manifest, got))
-    info = {"done": done, "err_code": obs["err_code"], "err_pc": obs["err_pc"], "insn_count": obs["insn_count"],
-            "cycles": obs["cycles"], "stamps": backend.read_stamps(manifest, got) if st and ref.done else [],
-            "bytes_compared": int(mask.sum()), "sim_cycle_estimate": ref.cycles, "hang": obs["hang"],
-            "host_cycles": obs["host_cycles"], "run_wall_s": obs["run_wall_s"], "wall_s": wall,
-            "mem": "hdl", "sim": sim}
-    return {"build": str(build), "passed": not errors, "errors": errors, "info": info}
+    obs = Observed(done=bool(o["status"] >> sb["done"] & 1), error=bool(o["status"] >> sb["error"] & 1),
+                   err_code=o["err_code"], err_pc=o["err_pc"], insn_count=o["insn_count"], cycles=o["cycles"],
+                   mem=got, hang=bool(o["hang"]), irq_cleared=bool(o["irq_cleared"]))
+    res = check_run(build, manifest, expected, obs)
+    res.info.update({"host_cycles": o["host_cycles"], "run_wall_s": o["run_wall_s"], "wall_s": wall,
+                     "mem": "hdl", "sim": sim})
+    return {"build": str(build), "passed": res.passed, "errors": res.errors, "info": res.info, "output": res.output}
 
 
 def lint(config: str | None = None, top: str = "pqa_top", extra: list[Path] | None = None,

@@ -1,20 +1,30 @@
-"""``make sim``: run a pqcompile build directory on the RTL under Verilator and report.
+"""``make sim``: run a pqcompile build directory on the RTL under Verilator and check it.
 
-Prints per-layer and total cycles (from the RTL's own ``stamp`` records and cycle counter), whether
-every output byte matched the golden simulator, and the accuracy of the float model, the quantized
-model and the RTL on the build's inputs. Exits 1 on any mismatch, error or hang.
-``--mem hdl`` (default) runs on the external memory written in HDL (tb/hdl/, no Python per cycle: for
-long runs); ``--mem axiram`` runs the pyuvm environment on cocotbext-axi's AxiRam (the verification
-path). See docs/simulation.md.
+The build directory is verified first (``pqcompile.build``: the manifest's own digest and the digest of every
+file it names), so a damaged or edited build is refused before anything runs. The run passes only when the
+RTL equals the golden simulator (every memory byte but the cycle stamps; status, ERR_CODE, ERR_PC,
+INSN_COUNT) and the golden simulator equals what the compiler wrote into the build (error state, retired
+instructions, ``expected_output.npy``). Prints per-layer and total cycles (from the RTL's own ``stamp``
+records and cycle counter) and the accuracy of the float model, the quantized model and the RTL on the
+build's inputs. Nothing is written into the build directory.
+
+Exit status: 0 when every check passed; 1 when a check failed (a mismatch, a hang, an error state other
+than the expected one) or on an internal error; 2 when the input is refused (not a build directory, a
+damaged or edited build, a bad option), with a one-line message naming the file and field.
+``--mem hdl`` (default) runs on the external memory written in HDL (tb/hdl/, no Python per cycle: for long
+runs); ``--mem axiram`` runs the pyuvm environment on cocotbext-axi's AxiRam (the verification path). See
+docs/simulation.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,29 +32,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pqa_runner import run, run_hdlmem  # noqa: E402
 
+from pqcompile import build as pqbuild  # noqa: E402
+from pqcompile.hexfmt import HexFormatError  # noqa: E402
 from pqcompile.spec import load  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("build", type=Path, help="build directory written by pqcompile")
-    ap.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
-    ap.add_argument("--mem", default="hdl", choices=["hdl", "axiram"],
-                    help="external memory: hdl (HDL model, fast, default) or axiram (pyuvm env on AxiRam)")
-    args = ap.parse_args(argv)
-    manifest = json.loads((args.build / "manifest.json").read_text())
-    config = manifest["config"]
-    print(f"run_sim: {manifest['model']} on pqa_top (config '{config}') under {args.sim}, memory {args.mem}, "
-          f"{manifest.get('n_columns', '?')} input columns", flush=True)
-    t0 = time.perf_counter()
-    if args.mem == "hdl":
-        res = run_hdlmem(args.sim, args.build, config)
-    else:
-        (res,) = run(args.sim, config, [args.build])
-    wall = time.perf_counter() - t0
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"run_sim: error: {message}\n")
+
+
+def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: float) -> bool:
+    """Print the run's report; True when every check passed."""
     info = res["info"]
     stamps = info["stamps"]
-    n = manifest.get("n_columns", 1)
+    n = int(manifest.get("n_columns", manifest.get("n_images", 1)) or 1)
     if stamps:
         print(f"  {'layer':<22}{'kind':<15}{'d':>7}{'m':>6}{'c':>4}{'k':>4}{'v':>4}{'RTL cycles':>12}"
               f"{'per input':>11}{'predicted':>11}{'RTL/pred.':>10}")
@@ -52,34 +54,90 @@ def main(argv: list[str] | None = None) -> int:
             cyc = stamps[i + 1] - stamps[i]
             pred = lay.get("predicted_cycles", 0)
             ratio = f"{cyc / pred:.3f}" if pred else "-"
-            print(f"  {lay['name']:<22}{lay.get('kind', 'linear'):<15}{lay['d']:>7}{lay['m']:>6}{lay['c']:>4}"
-                  f"{lay['k']:>4}{lay['v']:>4}{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
+            print(f"  {pqbuild.printable(lay['name'], 22):<22}{lay.get('kind', 'linear'):<15}{lay['d']:>7}"
+                  f"{lay['m']:>6}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4}{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
           f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
-    if "run_wall_s" in info and info["run_wall_s"] > 0:
+    if info.get("run_wall_s", 0) > 0:
         print(f"  simulated run: {info['host_cycles']} cycles in {info['run_wall_s']:.1f} s "
               f"({info['host_cycles'] / info['run_wall_s'] / 1e3:.0f}k cycles/s)")
+    errs = {v: k for k, v in load().errors.items()}
+    exp = manifest["expected"]
+    state = f"ERR_CODE {info['err_code']} ({errs.get(info['err_code'], '?')})"
     if not info.get("done"):
-        errs = {v: k for k, v in load().errors.items()}
-        print(f"  stopped with ERROR: ERR_CODE {info['err_code']} ({errs.get(info['err_code'], '?')}), "
-              f"ERR_PC {info['err_pc']:#x}, {info['insn_count']} instructions retired")
-    ok = res["passed"]
-    print(f"  RTL vs golden simulator: {'MATCH' if ok else 'MISMATCH'} "
+        print(f"  stopped with {state}, ERR_PC {info['err_pc']:#x}, {info['insn_count']} instructions retired "
+              f"(the build expects ERR_CODE {exp['sim_err_code']} ({errs.get(exp['sim_err_code'], '?')}))")
+    n_build = int(info.get("build_mismatches", 0))
+    n_rtl = len(res["errors"]) - n_build
+    what = f"{exp['sim_insns']} instructions, {errs.get(exp['sim_err_code'], '?')}" + \
+        (f", {exp['output']}" if exp.get("output") else "")
+    print(f"  golden simulator vs the build's expected results ({what}): {'MATCH' if not n_build else 'MISMATCH'}")
+    print(f"  RTL vs golden simulator: {'MATCH' if not n_rtl else 'MISMATCH'} "
           f"({info['bytes_compared']} memory bytes compared)")
     for e in res["errors"]:
-        print(f"    {e}")
+        print(f"    {pqbuild.printable(e, 400)}")
+    ok = bool(res["passed"])
     acc = manifest.get("accuracy") or {}
-    labels_file = args.build / "labels.npy"
-    if acc and labels_file.exists() and (args.build / "rtl_output.npy").exists():
-        y = np.load(labels_file)
-        rtl = np.load(args.build / "rtl_output.npy")
+    files = manifest.get("files") or {}
+    if acc and "labels" in files and res.get("output") is not None:
+        y = pqbuild.file_array(builddir, manifest, files["labels"])
+        rtl = np.asarray(res["output"])
         rtl_acc = float((rtl.argmax(1) == y).mean())
         print(f"  accuracy on {len(y)} test inputs: float PQ model {100 * acc['float']:.2f}%, quantized "
               f"{100 * acc['quantized']:.2f}%, RTL {100 * rtl_acc:.2f}%")
         if rtl_acc != acc["quantized"]:
             print("  RTL accuracy differs from the quantized model's")
             ok = False
-    return 0 if ok else 1
+    print(f"run_sim: {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _ArgParser(prog="run_sim", description=__doc__.splitlines()[0])
+    ap.add_argument("build", type=Path, help="build directory written by pqcompile")
+    ap.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
+    ap.add_argument("--mem", default="hdl", choices=["hdl", "axiram"],
+                    help="external memory: hdl (HDL model, fast, default) or axiram (pyuvm env on AxiRam)")
+    ap.add_argument("--save-output", type=Path, metavar="FILE.npy",
+                    help="write the RTL's output region (int8 [n, outputs]) to this new file after a run that passed")
+    args = ap.parse_args(argv)
+    if args.save_output is not None and args.save_output.suffix != ".npy":
+        print(f"run_sim: error: --save-output {pqbuild.printable(args.save_output)}: name a .npy file", file=sys.stderr)
+        return 2
+    if args.save_output is not None and (args.save_output.exists() or args.save_output.is_symlink()):
+        print(f"run_sim: error: --save-output {pqbuild.printable(args.save_output)}: exists; refusing to overwrite it",
+              file=sys.stderr)
+        return 2
+    try:
+        manifest, _ = pqbuild.load(args.build)  # refuses a damaged build before any simulator starts
+        config = str(manifest["config"])
+        print(f"run_sim: {pqbuild.printable(manifest.get('model', '?'))} on pqa_top (config "
+              f"'{pqbuild.printable(config)}') under {args.sim}, memory {args.mem}, "
+              f"{manifest.get('n_columns', manifest.get('n_images', '?'))} input columns", flush=True)
+        t0 = time.perf_counter()
+        if args.mem == "hdl":
+            res = run_hdlmem(args.sim, args.build, config)
+        else:
+            load().config(config)
+            (res,) = run(args.sim, config, [args.build])
+        wall = time.perf_counter() - t0
+        ok = report(manifest, res, args.build, wall)
+        if ok and args.save_output is not None and res.get("output") is not None:
+            np.save(args.save_output, np.asarray(res["output"]))
+        return 0 if ok else 1
+    except (pqbuild.BuildError, HexFormatError) as exc:
+        print(f"run_sim: error: {pqbuild.printable(exc, 600)}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # a config the spec does not have
+        print(f"run_sim: error: {pqbuild.printable(args.build)}/manifest.json: field 'config': "
+              f"{pqbuild.printable(exc.args[0] if exc.args else exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (anything else is ours: one line, the traceback on request)
+        print(f"run_sim: internal error: {pqbuild.printable(exc, 600)} (PQA_TRACEBACK=1 prints the traceback)",
+              file=sys.stderr)
+        if os.environ.get("PQA_TRACEBACK"):
+            traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pqcompile import backend, ir, quantize, sim
+from pqcompile import build as pqbuild
 from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -548,7 +549,7 @@ def test_cli_digits_cnn(tmp_path: Path) -> None:
     assert [lay["kind"] for lay in man["layers"]] == ["conv", "conv", "flatten-linear"]
     assert man["output"]["shape"] == [40, 10] and man["output"]["stride"] == 10
     assert man["accuracy"]["quantized"] >= man["accuracy"]["float"] - 0.05
-    _, mem = backend.load_build(out)
+    _, mem = pqbuild.load(out)
     res = sim.run(SPEC.config(man["config"]), mem, man["insn_base"])
     assert np.array_equal(backend.read_output(man, res.mem), np.load(out / "expected_output.npy"))
 
@@ -576,8 +577,8 @@ def _pq_cnn(path: Path, tweak: str = "") -> Path:
 @pytest.mark.parametrize(("case", "msg"), [
     ("seed", r"--seed must be a non-negative integer"),
     ("out_is_file", r"-o .*out: exists and is not a directory; refusing to replace it"),
-    ("out_is_other_dir", r"-o .*out: exists and is not a build directory \(no manifest\.json\)"),
-    ("out_below_file", r"File exists|Not a directory"),
+    ("out_is_other_dir", r"-o .*out: exists and is not an intact pqcompile build \(no manifest\.json .*refusing to replace"),
+    ("out_below_file", r"-o .*f/b: .*f is not a directory"),
     ("npy_beyond_float32", r"--inputs .*big\.npy: expected finite float32 numbers"),
     ("npy_complex", r"--inputs .*c\.npy: expected real numbers, got dtype complex"),
     ("nan_weight", r"layers\.0 \(pq_conv2d\): 'layers\.0\.weight' holds NaN or infinite values"),

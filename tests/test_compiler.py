@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pqcompile import backend, cli, quantize
+from pqcompile import build as pqbuild
 from pqcompile.spec import load
 from pqtrain.model import build, save
 
@@ -110,7 +111,7 @@ def test_cli_compiles_the_shipped_model(tmp_path: Path) -> None:
     assert cli.main([str(MODEL), "-o", str(out), "--config", "small", "--count", "40", "-q"]) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["config"] == "small" and man["n_columns"] == 40 and len(man["layers"]) == 2
-    _, mem = backend.load_build(out)
+    _, mem = pqbuild.load(out)
     expected = np.load(out / "expected_output.npy")
     assert (backend.read_output(man, mem) == 0).all()  # outputs are produced by running, not stored
     assert expected.shape == (40, 10)

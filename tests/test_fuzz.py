@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pqcompile import backend, hexfmt, ir, quantize, sim
+from pqcompile import build as pqbuild
 from pqcompile.isa import AsmError, IllegalInstruction, assemble, decode, disassemble, encode
 from pqcompile.spec import load
 
@@ -194,7 +195,7 @@ def test_write_build_is_atomic(tmp_path_factory: pytest.TempPathFactory, case: t
         backend.write_build(out, CFG, broken)
     assert sorted(p.name for p in root.iterdir()) == ["build"], "temporary directory left behind"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    man, mem = backend.load_build(out)
+    man, mem = pqbuild.load(out)
     assert man["n_insns"] == len(prog.words) and np.array_equal(mem[: prog.mem.size], prog.mem)
 
 
@@ -254,7 +255,7 @@ def test_conv_graph_computes_the_golden_functions(case: tuple[ir.Graph, np.ndarr
 def test_load_build_rejects_bad_manifests(tmp_path: Path, text: str) -> None:
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(ValueError):
-        backend.load_build(tmp_path)
+        pqbuild.load(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------

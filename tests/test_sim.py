@@ -114,3 +114,6 @@ def test_error_codes_and_pc() -> None:
         assert (res.done, res.err_code, res.err_pc) == (False, err[name], pc), (words, name)
     with pytest.raises(sim.SimError, match="illegal_insn"):
         sim.run(CFG, backend.raw_program(CFG, [0]).mem, 0, strict=True)
+    for base in (1, 4, 7):  # an unaligned INSN_BASE is the spec's `align`, at the first fetch (was `bus`)
+        res = sim.run(CFG, backend.raw_program(CFG, [encode("end")] * 2).mem, base)
+        assert (res.done, res.err_code, res.err_pc, res.insn_count) == (False, err["align"], base, 0)

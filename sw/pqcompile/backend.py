@@ -24,22 +24,18 @@ The build directory is the only thing the simulator and the testbench read (docs
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import hexfmt, ir, sim
+from . import build, hexfmt, ir, sim
+from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .isa import IllegalInstruction, disassemble, encode, field_max
 from .spec import HwConfig, load
-
-BUILD_FORMAT = "pqa-build"
-BUILD_VERSION = 1
 
 
 class CompileError(ValueError):
@@ -668,8 +664,6 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
                 "stride": strides[t], "name": t, "scale": info.scale, "bits": info.bits, "unsigned": info.unsigned}
 
     manifest: dict[str, Any] = {
-        "format": BUILD_FORMAT,
-        "version": BUILD_VERSION,
         "model": name,
         "config": cfg.name,
         "config_params": dict(cfg.params),
@@ -789,35 +783,17 @@ def simulate(cfg: HwConfig, prog: Program) -> sim.Result:
     return sim.run(cfg, prog.mem, prog.insn_base, strict=True, max_insns=max(1_000_000, 2 * len(prog.words)))
 
 
-def read_tensor(region: dict[str, Any], mem: np.ndarray) -> np.ndarray:
-    """A manifest region (``input`` or ``output``) as int8 [n, h*w*ch] (per-image padding dropped)."""
-    n, size = region["shape"]
-    stride = int(region.get("stride", size))
-    idx = region["addr"] + np.arange(n)[:, None] * stride + np.arange(size)[None, :]
-    return mem[idx].view(np.int8).copy()
-
-
-def read_output(manifest: dict[str, Any], mem: np.ndarray) -> np.ndarray:
-    """The output region: int8 [n, h*w*ch] (an MLP's [n, m]); ``.reshape(n, *output.tensor)`` for [n, h, w, ch]."""
-    return read_tensor(manifest["output"], mem)
-
-
-def read_stamps(manifest: dict[str, Any], mem: np.ndarray) -> list[int]:
-    s = manifest["stamps"]
-    return [int.from_bytes(mem[s["addr"] + 8 * i : s["addr"] + 8 * i + 8].tobytes(), "little")
-            for i in range(len(s["labels"]))]
-
-
 def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Result | None = None,
                 extra: dict[str, np.ndarray] | None = None,
                 manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the build directory (simulating first unless ``res`` is given) atomically: everything goes to
-    a temporary directory beside ``outdir`` that replaces ``outdir`` only when complete; on any error
-    nothing is left."""
+    """Write the build directory (simulating first unless ``res`` is given) through :func:`build.write`:
+    sealed with the digest of every file, atomic, and never replacing anything but an intact earlier build.
+    The manifest's ``expected`` holds what a run must reproduce: the golden simulator's error code,
+    retired instructions, cycle estimate and (when the program has an output region) ``expected_output.npy``."""
     res = res or simulate(cfg, prog)
     manifest = dict(prog.manifest)
     manifest["expected"] = {"sim_insns": res.insn_count, "sim_cycle_estimate": res.cycles,
-                            "sim_err_code": res.err_code}
+                            "sim_err_code": res.err_code, "sim_err_pc": res.err_pc}
     if "stamps" in manifest and manifest["layers"] and res.done:
         # the simulator's stamps hold its cycle model: per-layer predictions for the reports
         st = read_stamps(manifest, res.mem)
@@ -827,33 +803,22 @@ def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Resul
     if expected is not None:
         manifest["expected"]["output"] = "expected_output.npy"
     manifest.update(manifest_extra or {})
-    outdir = Path(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
-    try:
-        hexfmt.write_image(tmp / "mem.hex", prog.segments, cfg.bus_bytes, title=f"model {prog.manifest['model']}")
-        (tmp / "program.asm").write_text(
-            "".join(f"{prog.insn_base + 8 * i:#010x}  {w:016x}  {_dis(w)}\n" for i, w in enumerate(prog.words)),
-            encoding="ascii")
-        if expected is not None:
-            np.save(tmp / "expected_output.npy", expected)
-        for k, arr in (extra or {}).items():
-            np.save(tmp / f"{k}.npy", arr)
-            manifest.setdefault("files", {})[k] = f"{k}.npy"
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if outdir.exists():
-            old = outdir.with_name(f".{outdir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            outdir.rename(old)
-            tmp.rename(outdir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+    title = f"model {build.printable(prog.manifest['model'])}"
+    files: dict[str, Callable[[Path], None]] = {
+        str(manifest["image"]): lambda p: hexfmt.write_image(p, prog.segments, cfg.bus_bytes, title=title),
+        str(manifest["program"]): lambda p: p.write_text(program_listing(prog.insn_base, prog.words), encoding="ascii"),
+    }
+    if expected is not None:
+        files["expected_output.npy"] = lambda p: np.save(p, expected)
+    for k, arr in (extra or {}).items():
+        files[f"{k}.npy"] = lambda p, arr=arr: np.save(p, arr)
+        manifest.setdefault("files", {})[k] = f"{k}.npy"
+    return build.write(outdir, manifest, files)
+
+
+def program_listing(insn_base: int, words: list[int]) -> str:
+    """``program.asm``: one line per instruction, ``ADDRESS  WORD  TEXT`` (the assembler reads it back)."""
+    return "".join(f"{insn_base + 8 * i:#010x}  {w:016x}  {_dis(w)}\n" for i, w in enumerate(words))
 
 
 def _dis(word: int) -> str:
@@ -861,27 +826,6 @@ def _dis(word: int) -> str:
         return disassemble(word)
     except IllegalInstruction as exc:
         return f"<illegal: {exc}>"
-
-
-def load_build(builddir: str | Path) -> tuple[dict[str, Any], np.ndarray]:
-    """Read a build directory: the manifest and the initial memory (validated hex image)."""
-    builddir = Path(builddir)
-    try:
-        manifest = json.loads((builddir / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{builddir}: no manifest.json (not a pqcompile build directory)") from None
-    except ValueError as exc:
-        raise ValueError(f"{builddir}/manifest.json: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUILD_FORMAT \
-            or manifest.get("version") != BUILD_VERSION:
-        raise ValueError(f"{builddir}/manifest.json: not a {BUILD_FORMAT} v{BUILD_VERSION} manifest")
-    try:
-        bus = int(manifest["config_params"]["AxiDataWidth"]) // 8
-        image, size = builddir / str(manifest["image"]), int(manifest["mem_bytes"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{builddir}/manifest.json: missing or malformed entry {exc}") from None
-    words = hexfmt.read_image(image, bus)
-    return manifest, hexfmt.to_bytes(words, size, bus)
 
 
 def raw_program(cfg: HwConfig, words: list[int], data: list[tuple[int, np.ndarray, str]] | None = None,
@@ -894,7 +838,7 @@ def raw_program(cfg: HwConfig, words: list[int], data: list[tuple[int, np.ndarra
     for a, d, _ in segs:
         mem[a : a + d.size] = d
     manifest = {
-        "format": BUILD_FORMAT, "version": BUILD_VERSION, "model": name, "config": cfg.name,
+        "model": name, "config": cfg.name,
         "config_params": dict(cfg.params), "image": "mem.hex", "program": "program.asm", "mem_bytes": mem_bytes,
         "insn_base": 0, "n_insns": len(words), "layers": [],
     }

@@ -13,8 +13,10 @@ Nothing is left behind on failure: the build directory appears only when complet
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import backend, graph
+from . import backend, build, graph
+from .build import printable
 from .spec import load as load_spec
 
 CALIB_MAX = 256  # calibration inputs taken from the training split or the .npy file
@@ -54,14 +57,21 @@ def _inputs(spec: str, arch: dict[str, Any], count: int, seed: int = 0
     path = Path(spec)
     if not path.exists():
         raise UsageError(f"--inputs {spec}: no such file (use digits-test, random or a .npy file of float inputs)")
+    if not path.is_file():
+        raise UsageError(f"--inputs {spec}: not a file")
     try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"--inputs {spec}: not a readable .npy array ({exc})") from None
+        x = np.load(path, allow_pickle=False, mmap_mode="r")  # a large file is not read whole
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"--inputs {spec}: not a readable .npy array ({printable(exc)})") from None
+    if not isinstance(x, np.ndarray):  # np.load gives an NpzFile for .npz archives
+        if hasattr(x, "close"):
+            x.close()
+        raise UsageError(f"--inputs {spec}: an .npz archive; give one .npy array [n, {', '.join(map(str, shape))}] "
+                         "(numpy.save)")
     if x.ndim < 2 or list(x.shape[1:]) != shape or x.shape[0] < 1:
         raise UsageError(f"--inputs {spec}: expected an array [n, {', '.join(map(str, shape))}] "
                          f"(the model's input_shape), got shape {list(x.shape)}")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+    if x.dtype.fields is not None or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise UsageError(f"--inputs {spec}: expected real numbers, got dtype {x.dtype}")
     with np.errstate(over="ignore"):
         x = x[: max(count, CALIB_MAX)].astype(np.float32)
@@ -72,17 +82,12 @@ def _inputs(spec: str, arch: dict[str, Any], count: int, seed: int = 0
 
 
 def _check_out(out: str) -> None:
-    """``-o`` may name a new path, an empty directory or an earlier build directory (which is replaced when the
-    new one is complete): never a file or another directory, which the replacement would delete."""
-    path = Path(out)
-    if path.name in ("", ".", ".."):
-        raise UsageError(f"-o {out}: name a build directory (e.g. build/<model>), not {out!r}")
-    if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink():
-            raise UsageError(f"-o {out}: exists and is not a directory; refusing to replace it")
-        if any(path.iterdir()) and not (path / "manifest.json").is_file():
-            raise UsageError(f"-o {out}: exists and is not a build directory (no manifest.json); refusing to replace "
-                             "it")
+    """``-o`` may name a new path, an empty directory or an intact earlier build holding only its own files
+    (replaced when the new one is complete): never anything else (``pqcompile.build.check_target``)."""
+    try:
+        build.check_target(out)
+    except build.BuildError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _host_layer_names(host_layers: Sequence[str]) -> list[str]:
@@ -109,7 +114,7 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
     _check_out(out)
     model, arch, meta = load_model(model_path)
     name = str(arch.get("name", Path(model_path).stem))
-    say(f"pqcompile: {model_path} ({name}) for config '{cfg.name}'")
+    say(f"pqcompile: {printable(model_path)} ({printable(name)}) for config '{cfg.name}'")
     x, labels, calib = _inputs(inputs, arch, count, seed)
     fe = graph.build_graph(arch, model.state_dict(), calib, cfg, act_bits=act_bits, lut_bits=lut_bits,
                            act_calib=act_calib, lut_calib=lut_calib, host_layers=_host_layer_names(host_layers),
@@ -193,17 +198,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         compile_model(args.model, args.out, args.config, args.inputs, args.count, args.quiet, args.act_bits,
                       args.lut_bits, args.act_calib, args.lut_calib, args.host_layers, args.seed)
-    except (ModelFormatError, backend.CompileError, UsageError) as exc:
-        print(f"pqcompile: error: {exc}", file=sys.stderr)
+    except (ModelFormatError, backend.CompileError, UsageError, build.BuildError) as exc:
+        print(f"pqcompile: error: {printable(exc, 1000)}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        print(f"pqcompile: internal check failed: {exc}", file=sys.stderr)
+    except OSError as exc:  # e.g. no permission to write beside -o, disk full
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"pqcompile: error: {printable(where)}{printable(exc.strerror or exc, 600)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("pqcompile: error: out of memory (the model or the inputs are too large for this machine)",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (anything else is ours: an internal error, one line)
+        kind = "internal check failed" if isinstance(exc, RuntimeError) else "internal error"
+        print(f"pqcompile: {kind}: {printable(exc, 1000)} (please report it; PQA_TRACEBACK=1 prints the "
+              "traceback)", file=sys.stderr)
+        if os.environ.get("PQA_TRACEBACK"):
+            traceback.print_exc()
         return 1
-    except OSError as exc:  # e.g. -o below a file, or no permission to write there
-        print(f"pqcompile: error: {exc}", file=sys.stderr)
-        return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

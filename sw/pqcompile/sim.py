@@ -178,7 +178,9 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         return Result(mem, code == "none", err[code], pc if code != "none" else 0, count, cycles, log)
 
     while count < max_insns:
-        if pc % bb or pc + 8 > mem.size:
+        if pc % 8:  # only INSN_BASE can be misaligned: the pc then advances by whole words
+            return stop("align")
+        if pc + 8 > mem.size:
             return stop("bus")
         word = int.from_bytes(mem[pc : pc + 8].tobytes(), "little")
         try:

@@ -1,0 +1,316 @@
+"""The build-directory format: write (atomic, sealed), read and verify.
+
+A build directory holds ``manifest.json`` and the files it names (``mem.hex``, ``program.asm``,
+``expected_output.npy``, inputs, labels). The manifest seals the directory:
+
+- ``sha256``: the SHA-256 of every other file of the build, by file name;
+- ``digest``: the SHA-256 of the manifest itself (its canonical JSON without the ``digest`` key).
+
+:func:`read` (and :func:`load`, which also reads the memory image) checks both before anything is used, so a
+truncated, edited, emptied or missing file is reported naming the file (:class:`BuildError`) instead of being
+simulated. The compiler, the golden simulator and the testbench read builds only through this module.
+
+:func:`write` never deletes or overwrites anything it did not write itself: the target must be a new path,
+an empty directory, or an earlier build that still verifies and holds no file beyond the ones its manifest
+names (:func:`check_target`); anything else is refused. The new build is written to a temporary directory
+beside the target (with the permissions of the umask) and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import hexfmt, sim
+
+FORMAT = "pqa-build"
+VERSION = 2
+MANIFEST = "manifest.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file name inside the build directory
+
+
+class BuildError(ValueError):
+    """A build directory that is missing, foreign, damaged or not safe to replace (names the file and field)."""
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` for a one-line message or report: printable ASCII kept, anything else backslash-escaped."""
+    s = str(text)
+    out = s.encode("ascii", "backslashreplace").decode("ascii")
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in out)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def canonical(manifest: Mapping[str, Any]) -> bytes:
+    """The bytes the ``digest`` covers: sorted keys, no white space, ASCII, no NaN (``digest`` itself left out)."""
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def seal(manifest: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Put the files' digests (every file named in ``manifest['sha256']`` as it is now in ``directory``) and
+    the manifest's own digest into ``manifest``; returns it."""
+    manifest["sha256"] = {name: sha256_file(directory / name) for name in sorted(manifest.get("sha256", {}))}
+    manifest["digest"] = hashlib.sha256(canonical(manifest)).hexdigest()
+    return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _where(builddir: Path, field: str = "") -> str:
+    return f"{printable(builddir)}/{MANIFEST}" + (f": field '{field}'" if field else "")
+
+
+def read(builddir: str | Path) -> dict[str, Any]:
+    """The verified manifest of ``builddir``: format and version, its own digest, and the digest of every file
+    it names. Raises :class:`BuildError` naming the file (and field) on anything else."""
+    builddir = Path(builddir)
+    path = builddir / MANIFEST
+    if not builddir.is_dir():
+        raise BuildError(f"{printable(builddir)}: no such build directory")
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise BuildError(f"{printable(builddir)}: no {MANIFEST} (not a pqcompile build directory)") from None
+    except OSError as exc:
+        raise BuildError(f"{printable(path)}: cannot be read ({exc.strerror})") from None
+    try:
+        manifest = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BuildError(f"{printable(path)}: not valid JSON ({printable(exc)})") from None
+    if not isinstance(manifest, dict):
+        raise BuildError(f"{printable(path)}: not a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise BuildError(f"{_where(builddir, 'format')} is {printable(repr(manifest.get('format')))}, not "
+                         f"'{FORMAT}' (not a pqcompile build directory)")
+    if manifest.get("version") != VERSION:
+        raise BuildError(f"{_where(builddir, 'version')} is {printable(repr(manifest.get('version')))}; this "
+                         f"pqcompile reads version {VERSION}: compile the model again")
+    digest = manifest.get("digest")
+    if not isinstance(digest, str) or hashlib.sha256(canonical(manifest)).hexdigest() != digest:
+        raise BuildError(f"{_where(builddir, 'digest')} does not match the manifest's contents (the manifest was "
+                         "edited or damaged after pqcompile wrote it)")
+    files = manifest.get("sha256")
+    if not isinstance(files, dict) or not files:
+        raise BuildError(f"{_where(builddir, 'sha256')}: missing or not an object of file digests")
+    for name, want in files.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name == MANIFEST or not isinstance(want, str):
+            raise BuildError(f"{_where(builddir, 'sha256')}: bad entry {printable(repr(name))}")
+        f = builddir / name
+        if not f.is_file() or f.is_symlink():
+            raise BuildError(f"{printable(f)}: missing (named in {MANIFEST} field 'sha256')")
+        if sha256_file(f) != want:
+            raise BuildError(f"{printable(f)}: contents differ from the digest in {MANIFEST} field 'sha256' (the "
+                             "file was changed or damaged after pqcompile wrote it)")
+    for field in ("image", "program"):
+        if manifest.get(field) not in files:
+            raise BuildError(f"{_where(builddir, field)}: {printable(repr(manifest.get(field)))} is not a file of "
+                             "the build")
+    return manifest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load(builddir: str | Path) -> tuple[dict[str, Any], np.ndarray]:
+    """The verified manifest and the initial memory (the validated hex image) of ``builddir``. Raises
+    :class:`BuildError` or :class:`hexfmt.HexFormatError` (file and line)."""
+    builddir = Path(builddir)
+    manifest = read(builddir)
+    try:
+        bus = int(manifest["config_params"]["AxiDataWidth"]) // 8
+        size = int(manifest["mem_bytes"])
+        insn_base = int(manifest["insn_base"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BuildError(f"{_where(builddir)}: missing or malformed entry {printable(exc)}") from None
+    if bus < 1 or size < 8 or not 0 <= insn_base < size or size > 1 << 32:
+        raise BuildError(f"{_where(builddir)}: inconsistent memory description (bus {bus} bytes, mem_bytes {size}, "
+                         f"insn_base {insn_base})")
+    words = hexfmt.read_image(builddir / str(manifest["image"]), bus)
+    return manifest, hexfmt.to_bytes(words, size, bus)
+
+
+def file_array(builddir: str | Path, manifest: Mapping[str, Any], name: str) -> np.ndarray:
+    """A verified ``.npy`` file of the build (read without pickles)."""
+    path = Path(builddir) / name
+    if name not in manifest.get("sha256", {}):
+        raise BuildError(f"{printable(path)}: not a file of the build")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BuildError(f"{printable(path)}: not a readable .npy array ({printable(exc)})") from None
+
+
+def _region_index(region: Mapping[str, Any], mem_bytes: int, what: str) -> np.ndarray:
+    try:
+        n, size = (int(x) for x in region["shape"])
+        stride, addr = int(region.get("stride", size)), int(region["addr"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BuildError(f"{MANIFEST}: field '{what}' is malformed ({printable(exc)})") from None
+    if n < 0 or size < 0 or stride < size or addr < 0 or (n and addr + (n - 1) * stride + size > mem_bytes):
+        raise BuildError(f"{MANIFEST}: field '{what}' ({n} x {size} bytes at {addr:#x}, stride {stride}) lies outside "
+                         f"the {mem_bytes}-byte memory")
+    return addr + np.arange(n)[:, None] * stride + np.arange(size)[None, :]
+
+
+def read_tensor(region: Mapping[str, Any], mem: np.ndarray, what: str = "region") -> np.ndarray:
+    """A manifest region (``input`` or ``output``) as int8 [n, h*w*ch] (per-image padding dropped)."""
+    return mem[_region_index(region, int(mem.size), what)].view(np.int8).copy()
+
+
+def read_output(manifest: Mapping[str, Any], mem: np.ndarray) -> np.ndarray:
+    """The output region: int8 [n, h*w*ch] (an MLP's [n, m]); ``.reshape(n, *output.tensor)`` for [n, h, w, ch]."""
+    return read_tensor(manifest["output"], mem, "output")
+
+
+def read_stamps(manifest: Mapping[str, Any], mem: np.ndarray) -> list[int]:
+    """The cycle-stamp words (``stamps`` region): one per label."""
+    s = manifest["stamps"]
+    idx = _region_index({"shape": [len(s["labels"]), 8], "addr": s["addr"]}, int(mem.size), "stamps")
+    return [int.from_bytes(mem[row].tobytes(), "little") for row in idx]
+
+
+def check_expected(builddir: str | Path, manifest: Mapping[str, Any], res: sim.Result) -> list[str]:
+    """What differs between the golden simulator's run ``res`` of the build's image and the expectations the
+    compiler wrote into the build (error code and PC, retired instructions, ``expected_output.npy``):
+    empty when they agree."""
+    exp = manifest.get("expected")
+    if not isinstance(exp, dict):
+        raise BuildError(f"{_where(Path(builddir), 'expected')}: missing or not an object")
+    errors: list[str] = []
+    for key, got in (("sim_err_code", res.err_code), ("sim_insns", res.insn_count), ("sim_err_pc", res.err_pc)):
+        want = exp.get(key)
+        if not isinstance(want, int) or isinstance(want, bool):
+            raise BuildError(f"{_where(Path(builddir), 'expected.' + key)}: missing or not an integer")
+        if got != want:
+            errors.append(f"golden simulator: {key} = {got:#x}, the build expects {want:#x}")
+    name = exp.get("output")
+    if name is not None:
+        want_out = file_array(builddir, manifest, str(name))
+        got_out = read_output(manifest, res.mem) if "output" in manifest else None
+        if got_out is None or want_out.shape != got_out.shape or want_out.dtype != got_out.dtype:
+            errors.append(f"golden simulator's output {None if got_out is None else list(got_out.shape)} does not "
+                          f"fit {name} {list(want_out.shape)} {want_out.dtype}")
+        elif not np.array_equal(want_out, got_out):
+            n = int((want_out != got_out).sum())
+            errors.append(f"golden simulator's output differs from {name} in {n} of {want_out.size} bytes")
+    elif "output" in manifest and res.done:
+        errors.append(f"{MANIFEST} has an output region but field 'expected.output' names no expected outputs")
+    return errors
+
+
+def _files_of(builddir: Path) -> set[str]:
+    return {p.name for p in builddir.iterdir()}
+
+
+def check_target(out: str | Path) -> None:
+    """Raise :class:`BuildError` unless ``out`` may receive a build: a new path (below directories or nothing),
+    an empty directory, or an earlier build that verifies and holds nothing but its own files."""
+    path = Path(out)
+    if path.name in ("", ".", ".."):
+        raise BuildError(f"-o {printable(out)}: name a build directory (e.g. build/<model>), not {printable(out)!r}")
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise BuildError(f"-o {printable(out)}: {printable(parent)} is not a directory")
+            break
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise BuildError(f"-o {printable(out)}: exists and is not a directory; refusing to replace it")
+    names = _files_of(path)
+    if not names:
+        return
+    try:
+        manifest = read(path)
+    except BuildError as exc:
+        reason = str(exc)
+        for prefix in (f"{printable(path)}/", f"{printable(path)}: "):
+            reason = reason.removeprefix(prefix)
+        raise BuildError(f"-o {printable(out)}: exists and is not an intact pqcompile build ({reason}); refusing to "
+                         "replace it: remove it yourself or choose another -o") from None
+    extra = sorted(names - set(manifest["sha256"]) - {MANIFEST})
+    if extra:
+        raise BuildError(f"-o {printable(out)}: the earlier build holds files pqcompile did not write "
+                         f"({', '.join(printable(e) for e in extra[:5])}); refusing to replace it: move them away or "
+                         "choose another -o")
+
+
+def write(outdir: str | Path, manifest: dict[str, Any], files: Mapping[str, Callable[[Path], None]]) -> dict[str, Any]:
+    """Write a build directory: ``files`` maps each file name to a function that writes that file at the path
+    it is given; the manifest is sealed (:func:`seal`) and written last. Atomic: the directory appears (or
+    replaces an earlier build, :func:`check_target`) only when complete; on any error nothing is left, and
+    directories created for it are removed again. Returns the sealed manifest."""
+    outdir = Path(outdir)
+    for name in files:
+        if not _NAME_RE.match(name) or name == MANIFEST:
+            raise ValueError(f"bad build file name {name!r}")
+    check_target(outdir)
+    created: list[Path] = []
+    for parent in reversed(outdir.parents):
+        if not parent.exists():
+            parent.mkdir()
+            created.append(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        manifest = {"format": FORMAT, "version": VERSION, **manifest, "sha256": {name: "" for name in files}}
+        for name, writer in files.items():
+            writer(tmp / name)
+        seal(manifest, tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n", encoding="ascii")
+        _replace(outdir, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+    return manifest
+
+
+def _replace(outdir: Path, tmp: Path) -> None:
+    """Move the complete build ``tmp`` to ``outdir``; an earlier build there (checked again now) is moved
+    aside first and then removed file by file (only the files its manifest names), never recursively."""
+    if not (outdir.exists() or outdir.is_symlink()):
+        tmp.rename(outdir)
+        return
+    check_target(outdir)
+    names = _files_of(outdir)
+    aside = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old-", dir=outdir.parent))
+    old = aside / "build"
+    outdir.rename(old)
+    try:
+        tmp.rename(outdir)
+    except BaseException:
+        old.rename(outdir)
+        aside.rmdir()
+        raise
+    for name in names:
+        (old / name).unlink()
+    old.rmdir()
+    aside.rmdir()

@@ -1,0 +1,183 @@
+"""tb/run_sim.py (``make sim``) passes only when the RTL, the golden simulator and the build's own expected
+results agree (issue 9): a damaged build is refused (exit 2, one line naming the file) before any simulator
+starts; a build whose seal was recomputed after an edit still fails (exit 1) unless the golden simulator
+reproduces the compiler's expected error state, instruction count and ``expected_output.npy`` and the RTL
+equals the simulator. The property test damages builds at random (truncate, flip a digit, drop or duplicate a
+line, edit or remove the manifest or an expected output; resealed or not) and checks every pass against the
+files independently.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run_sim  # noqa: E402
+
+from pqcompile import build as pqbuild  # noqa: E402
+from pqcompile import sim  # noqa: E402
+from pqcompile.cli import compile_model  # noqa: E402
+from pqcompile.spec import load  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "digits_mlp.pt"
+FILES = ["mem.hex", "manifest.json", "expected_output.npy", "program.asm", "labels.npy"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runsim") / "mlp"
+    compile_model(str(MODEL), str(out), config="small", count=3, quiet=True)
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _reseal(b: Path) -> None:
+    man = json.loads((b / "manifest.json").read_text())
+    if isinstance(man, dict) and isinstance(man.get("sha256"), dict):
+        man["sha256"] = {k: v for k, v in man["sha256"].items() if (b / str(k)).is_file()}
+        (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
+
+
+def _run(b: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    rc = run_sim.main([str(b), *extra])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.mark.rtl
+def test_intact_build_passes(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = sorted(p.name for p in tiny.iterdir())
+    out = tmp_path / "rtl.npy"
+    rc, text, _ = _run(tiny, capsys, "--save-output", str(out))
+    assert rc == 0, text
+    assert "golden simulator vs the build's expected results (" in text and "run_sim: PASS" in text
+    assert np.array_equal(np.load(out), np.load(tiny / "expected_output.npy"))
+    assert sorted(p.name for p in tiny.iterdir()) == before  # nothing written into the build
+
+
+@pytest.mark.parametrize("damage", ["drop_last_line", "empty"])
+def test_damaged_image_is_refused(tiny: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's reproduction: before, both ran and printed MATCH with exit 0."""
+    b = _copy(tiny, tmp_path / "b")
+    lines = (b / "mem.hex").read_text().splitlines(keepends=True)
+    (b / "mem.hex").write_text("".join(lines[:-1]) if damage == "drop_last_line" else "")
+    rc, text, err = _run(b, capsys)
+    assert rc == 2 and "PASS" not in text and "MATCH" not in text
+    assert err.count("\n") == 1 and err.startswith("run_sim: error: ") and "mem.hex" in err, err
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("edit", ["err_code", "insns", "output"])
+def test_resealed_build_with_wrong_expectations_fails(tiny: Path, tmp_path: Path, edit: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    b = _copy(tiny, tmp_path / "b")
+    man = json.loads((b / "manifest.json").read_text())
+    if edit == "err_code":
+        man["expected"]["sim_err_code"] = load().errors["illegal_insn"]
+    elif edit == "insns":
+        man["expected"]["sim_insns"] += 1
+    else:
+        y = np.load(b / "expected_output.npy")
+        y[-1, -1] = ~y[-1, -1]
+        np.save(b / "expected_output.npy", y)
+    (b / "manifest.json").write_text(json.dumps(man))
+    _reseal(b)
+    rc, text, _ = _run(b, capsys)
+    assert rc == 1, text
+    assert "golden simulator vs the build's expected results" in text and "MISMATCH" in text
+    assert "run_sim: FAIL" in text
+
+
+def _damage(b: Path, data: st.DataObject) -> str:
+    name = data.draw(st.sampled_from(FILES), label="file")
+    path = b / name
+    op = data.draw(st.sampled_from(["truncate", "flip_digit", "drop_line", "dup_line", "remove", "edit_json",
+                                    "edit_npy"]), label="op")
+    raw = path.read_bytes()
+    if op == "remove":
+        path.unlink()
+    elif op == "truncate":
+        path.write_bytes(raw[: data.draw(st.integers(0, max(0, len(raw) - 1)), label="keep")])
+    elif op == "flip_digit":
+        digits = [i for i, c in enumerate(raw) if chr(c) in "0123456789abcdef"]
+        if not digits:
+            return f"{name}: no digit"
+        i = data.draw(st.sampled_from(digits), label="at")
+        new = data.draw(st.sampled_from([c for c in "0123456789abcdef" if ord(c) != raw[i]]), label="to")
+        path.write_bytes(raw[:i] + new.encode() + raw[i + 1 :])
+    elif op in ("drop_line", "dup_line"):
+        lines = raw.splitlines(keepends=True)
+        if not lines:
+            return f"{name}: empty"
+        i = data.draw(st.integers(0, len(lines) - 1), label="line")
+        lines[i : i + 1] = [] if op == "drop_line" else [lines[i], lines[i]]
+        path.write_bytes(b"".join(lines))
+    elif op == "edit_json":
+        man = json.loads((b / "manifest.json").read_text())
+        key = data.draw(st.sampled_from(sorted(man) + ["expected.sim_err_code", "expected.sim_insns",
+                                                       "expected.sim_err_pc", "output.addr", "output.shape"]))
+        val = data.draw(st.one_of(st.integers(-2, 1 << 20), st.none(), st.text(max_size=3), st.just([1, 2])))
+        if "." in key:
+            outer, inner = key.split(".")
+            man[outer][inner] = val
+        else:
+            man[key] = val
+        (b / "manifest.json").write_text(json.dumps(man))
+        return f"manifest {key} = {val!r}"
+    elif op == "edit_npy":
+        y = np.load(b / "expected_output.npy")
+        i = data.draw(st.integers(0, y.size - 1), label="index")
+        y.reshape(-1).view(np.uint8)[i] ^= data.draw(st.integers(1, 255), label="xor")
+        np.save(b / "expected_output.npy", y)
+        return f"expected_output.npy[{i}]"
+    return f"{name}: {op}"
+
+
+@pytest.mark.rtl
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data(), reseal=st.booleans())
+def test_run_sim_never_passes_a_build_that_disagrees(tiny: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                     capsys: pytest.CaptureFixture[str], data: st.DataObject,
+                                                     reseal: bool) -> None:
+    b = _copy(tiny, tmp_path_factory.mktemp("damaged") / "b")
+    what = _damage(b, data)
+    if reseal and (b / "manifest.json").is_file():
+        try:
+            _reseal(b)
+        except (ValueError, TypeError, KeyError, OSError):
+            pass  # a manifest too damaged to reseal stays as it is
+    out = b.parent / "rtl.npy"
+    rc, text, err = _run(b, capsys, "--save-output", str(out))
+    event(f"exit {rc}{' resealed' if reseal else ''}")
+    assert rc in (0, 1, 2), (what, rc)
+    assert "Traceback" not in err
+    if rc == 2:
+        assert err.count("\n") == 1 and err.startswith("run_sim: error: "), (what, err)
+    if rc != 0:
+        assert "run_sim: PASS" not in text
+        return
+    # a pass: check it against the files, independently of run_sim
+    man, mem = pqbuild.load(b)
+    res = sim.run(load().config(man["config"]), mem, man["insn_base"])
+    exp = man["expected"]
+    assert (res.err_code, res.insn_count, res.err_pc) == (exp["sim_err_code"], exp["sim_insns"], exp["sim_err_pc"])
+    want = np.load(b / exp["output"])
+    assert np.array_equal(pqbuild.read_output(man, res.mem), want), what
+    assert np.array_equal(np.load(out), want), what
