@@ -577,7 +577,7 @@ def _pq_cnn(path: Path, tweak: str = "") -> Path:
 @pytest.mark.parametrize(("case", "msg"), [
     ("seed", r"--seed must be a non-negative integer"),
     ("out_is_file", r"-o .*out: exists and is not a directory; refusing to replace it"),
-    ("out_is_other_dir", r"-o .*out: exists and is not an intact pqcompile build \(no manifest\.json .*refusing to replace"),
+    ("out_is_other_dir", r"-o .*out: exists and is not an intact pqcompile build \(no manifest\.json .*refusing"),
     ("out_below_file", r"-o .*f/b: .*f is not a directory"),
     ("npy_beyond_float32", r"--inputs .*big\.npy: expected finite float32 numbers"),
     ("npy_complex", r"--inputs .*c\.npy: expected real numbers, got dtype complex"),
