@@ -241,3 +241,12 @@ def test_bad_inputs_files_are_refused(tmp_path: Path, kind: str, capsys: pytest.
     assert cli.main([str(MODEL), "-o", str(out), "--config", "small", "--inputs", str(f), "-q"]) == 2
     _one_line_error(capsys, str(f), needle)
     assert not out.exists()
+
+
+def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--count 10^8 random inputs (25 GB of float32) was allocated before anything was checked."""
+    out = tmp_path / "b"
+    assert cli.main([str(MODEL), "-o", str(out), "--inputs", "random", "--count", str(10**8), "-q"]) == 2
+    _one_line_error(capsys, "--count 100000000", f"at most {cli.MAX_INPUT_ELEMENTS}")
+    assert not out.exists()

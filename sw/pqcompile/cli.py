@@ -30,6 +30,9 @@ from .spec import load as load_spec
 
 CALIB_MAX = 256  # calibration inputs taken from the training split or the .npy file
 CALIB_RANDOM = 4  # calibration inputs drawn for --inputs random (cycle counts do not depend on data)
+# input elements of one build (count x input size): their int8 copy must fit the memory image's 32-bit address
+# space with room for tables and activations, and their float32 copies the compiling machine's memory
+MAX_INPUT_ELEMENTS = 1 << 26
 
 
 class UsageError(ValueError):
@@ -40,6 +43,10 @@ def _inputs(spec: str, arch: dict[str, Any], count: int, seed: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Returns (inputs [n, *input_shape], labels or None, calibration inputs)."""
     shape = [int(s) for s in arch.get("input_shape", [])]
+    per_input = int(np.prod(shape)) if shape else 1
+    if count * per_input > MAX_INPUT_ELEMENTS:
+        raise UsageError(f"--count {count}: {count} inputs of shape {shape} are {count * per_input} elements; a build "
+                         f"holds at most {MAX_INPUT_ELEMENTS} ({MAX_INPUT_ELEMENTS >> 20} Mi) input elements")
     if spec == "random":
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((count, *shape)).astype(np.float32)
