@@ -18,7 +18,6 @@ docs/simulation.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -33,13 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pqa_runner import run, run_hdlmem  # noqa: E402
 
 from pqcompile import build as pqbuild  # noqa: E402
+from pqcompile.clitools import ArgumentParser, printable  # noqa: E402
 from pqcompile.hexfmt import HexFormatError  # noqa: E402
 from pqcompile.spec import load  # noqa: E402
-
-
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2 (argparse prints the usage too)
-        self.exit(2, f"run_sim: error: {message}\n")
 
 
 def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: float) -> bool:
@@ -54,7 +49,7 @@ def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: 
             cyc = stamps[i + 1] - stamps[i]
             pred = lay.get("predicted_cycles", 0)
             ratio = f"{cyc / pred:.3f}" if pred else "-"
-            print(f"  {pqbuild.printable(lay['name'], 22):<22}{lay.get('kind', 'linear'):<15}{lay['d']:>7}"
+            print(f"  {printable(lay['name'], 22):<22}{lay.get('kind', 'linear'):<15}{lay['d']:>7}"
                   f"{lay['m']:>6}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4}{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
           f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
@@ -75,7 +70,7 @@ def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: 
     print(f"  RTL vs golden simulator: {'MATCH' if not n_rtl else 'MISMATCH'} "
           f"({info['bytes_compared']} memory bytes compared)")
     for e in res["errors"]:
-        print(f"    {pqbuild.printable(e, 400)}")
+        print(f"    {printable(e, 400)}")
     ok = bool(res["passed"])
     acc = manifest.get("accuracy") or {}
     files = manifest.get("files") or {}
@@ -93,7 +88,7 @@ def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _ArgParser(prog="run_sim", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="run_sim", description=__doc__.splitlines()[0])
     ap.add_argument("build", type=Path, help="build directory written by pqcompile")
     ap.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     ap.add_argument("--mem", default="hdl", choices=["hdl", "axiram"],
@@ -102,17 +97,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the RTL's output region (int8 [n, outputs]) to this new file after a run that passed")
     args = ap.parse_args(argv)
     if args.save_output is not None and args.save_output.suffix != ".npy":
-        print(f"run_sim: error: --save-output {pqbuild.printable(args.save_output)}: name a .npy file", file=sys.stderr)
+        print(f"run_sim: error: --save-output {printable(args.save_output)}: name a .npy file", file=sys.stderr)
         return 2
     if args.save_output is not None and (args.save_output.exists() or args.save_output.is_symlink()):
-        print(f"run_sim: error: --save-output {pqbuild.printable(args.save_output)}: exists; refusing to overwrite it",
+        print(f"run_sim: error: --save-output {printable(args.save_output)}: exists; refusing to overwrite it",
               file=sys.stderr)
         return 2
     try:
         manifest, _ = pqbuild.load(args.build)  # refuses a damaged build before any simulator starts
         config = str(manifest["config"])
-        print(f"run_sim: {pqbuild.printable(manifest.get('model', '?'))} on pqa_top (config "
-              f"'{pqbuild.printable(config)}') under {args.sim}, memory {args.mem}, "
+        print(f"run_sim: {printable(manifest.get('model', '?'))} on pqa_top (config "
+              f"'{printable(config)}') under {args.sim}, memory {args.mem}, "
               f"{manifest.get('n_columns', manifest.get('n_images', '?'))} input columns", flush=True)
         t0 = time.perf_counter()
         if args.mem == "hdl":
@@ -126,14 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             np.save(args.save_output, np.asarray(res["output"]))
         return 0 if ok else 1
     except (pqbuild.BuildError, HexFormatError) as exc:
-        print(f"run_sim: error: {pqbuild.printable(exc, 600)}", file=sys.stderr)
+        print(f"run_sim: error: {printable(exc, 600)}", file=sys.stderr)
         return 2
     except KeyError as exc:  # a config the spec does not have
-        print(f"run_sim: error: {pqbuild.printable(args.build)}/manifest.json: field 'config': "
-              f"{pqbuild.printable(exc.args[0] if exc.args else exc)}", file=sys.stderr)
+        print(f"run_sim: error: {printable(args.build)}/manifest.json: field 'config': "
+              f"{printable(exc.args[0] if exc.args else exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001  (anything else is ours: one line, the traceback on request)
-        print(f"run_sim: internal error: {pqbuild.printable(exc, 600)} (PQA_TRACEBACK=1 prints the traceback)",
+        print(f"run_sim: internal error: {printable(exc, 600)} (PQA_TRACEBACK=1 prints the traceback)",
               file=sys.stderr)
         if os.environ.get("PQA_TRACEBACK"):
             traceback.print_exc()

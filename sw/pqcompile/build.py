@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import hexfmt, sim
+from .clitools import printable
 
 FORMAT = "pqa-build"
 VERSION = 2
@@ -40,14 +41,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file na
 
 class BuildError(ValueError):
     """A build directory that is missing, foreign, damaged or not safe to replace (names the file and field)."""
-
-
-def printable(text: object, limit: int = 200) -> str:
-    """``text`` for a one-line message or report: printable ASCII kept, anything else backslash-escaped."""
-    s = str(text)
-    out = s.encode("ascii", "backslashreplace").decode("ascii")
-    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in out)
-    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 def canonical(manifest: Mapping[str, Any]) -> bytes:

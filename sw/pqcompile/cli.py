@@ -12,7 +12,6 @@ Nothing is left behind on failure: the build directory appears only when complet
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from . import backend, build, graph
-from .build import printable
+from .clitools import ArgumentParser, printable
 from .spec import load as load_spec
 
 CALIB_MAX = 256  # calibration inputs taken from the training split or the .npy file
@@ -177,7 +176,7 @@ def report(manifest: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from pqtrain.model import ModelFormatError
 
-    ap = argparse.ArgumentParser(prog="pqcompile", description="Compile a saved PQ model for the PQA accelerator.")
+    ap = ArgumentParser(prog="pqcompile", description="Compile a saved PQ model for the PQA accelerator.")
     ap.add_argument("model", help="model file written by pqtrain (state dict + architecture, loaded weights-only)")
     ap.add_argument("-o", "--out", required=True,
                     help="build directory to write: a new path, an empty directory or an earlier build (replaced "

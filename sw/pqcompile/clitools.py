@@ -1,0 +1,36 @@
+"""What every PQA command shares: one-line error messages with user text escaped.
+
+Exit statuses (docs/programmers_guide.md, "Exit statuses"): 0 success, 2 bad input (one line
+``<prog>: error: ...`` naming the file and field, nothing written), 1 an internal error or a failed check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # an internal error or a failed check
+EXIT_BAD_INPUT = 2
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` for a one-line message or report: printable ASCII kept, anything else backslash-escaped (so a
+    user string can neither break a line nor send terminal control codes); cut to ``limit`` characters."""
+    s = str(text).encode("ascii", "backslashreplace").decode("ascii")
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (``<prog>: error: ... (see --help)``, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {printable(message, 400)} (see --help)\n")
+
+
+def fail(prog: str, message: object, status: int = EXIT_BAD_INPUT) -> int:
+    """Print ``<prog>: error: <message>`` (one line, escaped) on stderr; return ``status``."""
+    print(f"{prog}: error: {printable(message, 1000)}", file=sys.stderr)
+    return status
