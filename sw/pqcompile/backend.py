@@ -34,6 +34,7 @@ import numpy as np
 
 from . import build, hexfmt, ir, sim
 from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
+from .clitools import printable
 from .isa import IllegalInstruction, disassemble, encode, field_max
 from .spec import HwConfig, load
 
@@ -803,7 +804,7 @@ def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Resul
     if expected is not None:
         manifest["expected"]["output"] = "expected_output.npy"
     manifest.update(manifest_extra or {})
-    title = f"model {build.printable(prog.manifest['model'])}"
+    title = f"model {printable(prog.manifest['model'])}"
     files: dict[str, Callable[[Path], None]] = {
         str(manifest["image"]): lambda p: hexfmt.write_image(p, prog.segments, cfg.bus_bytes, title=title),
         str(manifest["program"]): lambda p: p.write_text(program_listing(prog.insn_base, prog.words), encoding="ascii"),
