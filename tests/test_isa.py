@@ -65,14 +65,68 @@ def test_reserved_bits_are_illegal() -> None:
 
 
 def test_assembler_errors_name_the_line() -> None:
-    with pytest.raises(isa.AsmError, match="line 2"):
+    with pytest.raises(isa.AsmError, match=r"^line 2: run: field 'n': value 99999999999 out of range 0\.\.16777215 "
+                                           r"\(24-bit field\)$"):
         isa.assemble("end\nrun n=99999999999\n")
-    with pytest.raises(isa.AsmError, match="unknown mnemonic"):
+    with pytest.raises(isa.AsmError, match=r"^line 1: unknown mnemonic 'jump' \(known: load, store, shape, "):
         isa.assemble("jump addr=4")
-    with pytest.raises(isa.AsmError, match="missing operand"):
+    with pytest.raises(isa.AsmError, match=r"^line 1: run: missing field 'n'$"):
         isa.assemble("run")
     with pytest.raises(isa.AsmError, match="bad value"):
         isa.encode("shape", metric="cosine", k=1, v=1, c=1, d=1, m=1)
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("run n=5", 5 << 8 | 0x5),
+    ("run n=0x10", 16 << 8 | 0x5),
+    ("run n=007", 7 << 8 | 0x5),
+    ("load addr=0x100, buf=lut, nbytes=16", 0x100 << 32 | 16 << 8 | 1 << 4 | 0x1),  # any order, commas
+    ("load buf=1 nbytes=16 addr=256  # same, enum as a number", 0x100 << 32 | 16 << 8 | 1 << 4 | 0x1),
+    ("\tload buf=lut ,nbytes=16 ,addr=256 // comment", 0x100 << 32 | 16 << 8 | 1 << 4 | 0x1),
+    (".word 0xffffffffffffffff", (1 << 64) - 1),
+    (".word 0", 0),
+    ("end", 0xF),
+])
+def test_statement_syntax(text: str, word: int) -> None:
+    assert isa.assemble(text) == [word]
+
+
+@pytest.mark.parametrize(("text", "msg"), [
+    ("run n=5 n=6", "run: field 'n' given twice"),
+    ("run x=1", "run: unknown field 'x' (fields of run: n)"),
+    ("pool n=1", "pool: unknown field 'n' (fields of pool: none)"),
+    ("run n=0x", "run: field 'n': malformed number '0x' (write decimal or 0x hex)"),
+    ("run n=1e3", "run: field 'n': malformed number '1e3' (write decimal or 0x hex)"),
+    ("run n=", "run: field 'n': no value after '='"),
+    ("run n = 5", "run: expected field=value (no space around '='), got 'n'"),
+    ("run n=5,", "run: empty operand (a stray comma)"),
+    ("run n=-1", "run: field 'n': value -1 out of range 0..16777215 (24-bit field)"),
+    ("conv stride=16 kh=1 kw=1 pad_t=0 pad_l=0 out_w=1", "conv: field 'stride': value 16 out of range 0..15 "
+                                                         "(4-bit field)"),
+    ("load buf=lutt nbytes=1 addr=0", "load: field 'buf': unknown buffer name 'lutt' (known: proto, lut, bias, act, "
+                                      "out, or a number)"),
+    ("load buf=16 nbytes=1 addr=0", "load: field 'buf': value 16 out of range 0..15 (4-bit field)"),
+    ("shape metric=cos k=1 v=1 c=1 d=1 m=1", "shape: field 'metric': unknown metric name 'cos' (known: l2, l1, or a "
+                                             "number)"),
+    (".word", ".word takes exactly one value (the instruction word), got ''"),
+    (".word 1 2", ".word takes exactly one value (the instruction word), got '1 2'"),
+    (".word 0x10000000000000000", ".word: value 0x10000000000000000 out of range 0..0xffffffffffffffff (64-bit word)"),
+    ("r\u00e9n n=1", "unknown mnemonic 'r\\xe9n'"),
+])
+def test_statement_errors_name_the_field(text: str, msg: str) -> None:
+    with pytest.raises(isa.AsmError) as exc:
+        isa.assemble("end\n" + text)
+    assert str(exc.value).startswith("line 2: " + msg)
+
+
+def test_listing_of_legal_and_illegal_words() -> None:
+    words = [isa.encode("run", n=3), 0xFF, isa.encode("end")]
+    assert isa.listing(0x40, words) == (
+        "0x00000040  0000000000000305  run n=3\n"
+        "0x00000048  00000000000000ff  .word 0x00000000000000ff  # illegal: end: reserved bits set in instruction "
+        "word 0x00000000000000ff\n"
+        "0x00000050  000000000000000f  end\n")
+    assert isa.assemble("\n".join(isa.statement(w) for w in words)) == words
 
 
 def test_spec_loader_rejects_unknown_and_missing_keys() -> None:

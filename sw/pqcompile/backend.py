@@ -34,8 +34,7 @@ import numpy as np
 
 from . import build, hexfmt, ir, sim
 from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
-from .clitools import printable
-from .isa import IllegalInstruction, disassemble, encode, field_max
+from .isa import encode, field_max, listing
 from .spec import HwConfig, load
 
 
@@ -804,10 +803,10 @@ def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Resul
     if expected is not None:
         manifest["expected"]["output"] = "expected_output.npy"
     manifest.update(manifest_extra or {})
-    title = f"model {printable(prog.manifest['model'])}"
+    title = f"model {prog.manifest['model']}"  # hexfmt escapes comment text
     files: dict[str, Callable[[Path], None]] = {
         str(manifest["image"]): lambda p: hexfmt.write_image(p, prog.segments, cfg.bus_bytes, title=title),
-        str(manifest["program"]): lambda p: p.write_text(program_listing(prog.insn_base, prog.words), encoding="ascii"),
+        str(manifest["program"]): lambda p: p.write_text(listing(prog.insn_base, prog.words), encoding="ascii"),
     }
     if expected is not None:
         files["expected_output.npy"] = lambda p: np.save(p, expected)
@@ -815,18 +814,6 @@ def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Resul
         files[f"{k}.npy"] = lambda p, arr=arr: np.save(p, arr)
         manifest.setdefault("files", {})[k] = f"{k}.npy"
     return build.write(outdir, manifest, files)
-
-
-def program_listing(insn_base: int, words: list[int]) -> str:
-    """``program.asm``: one line per instruction, ``ADDRESS  WORD  TEXT`` (the assembler reads it back)."""
-    return "".join(f"{insn_base + 8 * i:#010x}  {w:016x}  {_dis(w)}\n" for i, w in enumerate(words))
-
-
-def _dis(word: int) -> str:
-    try:
-        return disassemble(word)
-    except IllegalInstruction as exc:
-        return f"<illegal: {exc}>"
 
 
 def raw_program(cfg: HwConfig, words: list[int], data: list[tuple[int, np.ndarray, str]] | None = None,
