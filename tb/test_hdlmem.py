@@ -162,7 +162,7 @@ def test_image_beyond_memory_is_refused(small_builds: dict[str, tuple[Path, str,
     man["mem_bytes"] = 1024  # the image holds words at 0x800 and beyond
     (b / "manifest.json").write_text(json.dumps(man))
     _reseal(b)
-    with pytest.raises(hexfmt.HexFormatError, match=r"mem\.hex:\d+: word address 0x[0-9a-f]+ .*beyond the 1024-byte memory"):
+    with pytest.raises(hexfmt.HexFormatError, match=r"mem\.hex:\d+: word address 0x[0-9a-f]+ .*beyond the 1024-byte"):
         run_hdlmem("verilator", b)
 
 

@@ -85,8 +85,8 @@ def isa_doc(spec: Spec) -> str:
         "",
         f"<!-- {BANNER} -->",
         "",
-        f"Instructions are {spec.insn_bits}-bit little-endian words, one every {spec.insn_bits // 8} bytes, fetched from "
-        "`INSN_BASE` upwards. The opcode is bits "
+        f"Instructions are {spec.insn_bits}-bit little-endian words, one every {spec.insn_bits // 8} bytes, "
+        "fetched from `INSN_BASE` upwards. The opcode is bits "
         f"{_bits(spec.opcode_field.lsb, spec.opcode_field.width)}. Bits that no field of an instruction "
         "names are reserved and must be zero: an unknown opcode or a non-zero reserved bit stops the "
         "accelerator with error `illegal_insn`.",
