@@ -9,6 +9,7 @@ files independently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -181,3 +182,38 @@ def test_run_sim_never_passes_a_build_that_disagrees(tiny: Path, tmp_path_factor
     want = np.load(b / exp["output"])
     assert np.array_equal(pqbuild.read_output(man, res.mem), want), what
     assert np.array_equal(np.load(out), want), what
+
+
+@pytest.mark.parametrize("what", ["missing", "file", "no_manifest", "foreign_manifest", "bad_option", "save_exists"])
+def test_bad_input_is_one_line_exit_2(tiny: Path, tmp_path: Path, what: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Before issue 9 these printed Python tracebacks."""
+    args: list[str] = []
+    if what == "missing":
+        target, needle = tmp_path / "nope", "no such build directory"
+    elif what == "file":
+        target = tmp_path / "f"
+        target.write_text("x")
+        needle = "no such build directory"
+    elif what == "no_manifest":
+        target = tmp_path / "d"
+        target.mkdir()
+        needle = "no manifest.json"
+    elif what == "foreign_manifest":
+        target = tmp_path / "app"
+        target.mkdir()
+        (target / "manifest.json").write_text('{"name": "web app"}')
+        needle = "field 'format'"
+    elif what == "bad_option":
+        target, args, needle = tiny, ["--sim", "questa"], "invalid choice"
+    else:
+        (tmp_path / "o.npy").write_text("mine")
+        target, args, needle = tiny, ["--save-output", str(tmp_path / "o.npy")], "refusing to overwrite"
+    with pytest.raises(SystemExit) if what == "bad_option" else contextlib.nullcontext():
+        rc = run_sim.main([str(target), *args])
+        assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("run_sim: error: ") and needle in err, err
+    if what == "save_exists":
+        assert (tmp_path / "o.npy").read_text() == "mine"
+
