@@ -202,17 +202,38 @@ def _renamed(tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["réseau ✓", "x\n@00000010\nffffffffffffffff", "bell\x07\x1b[2J"])
-def test_model_name_never_reaches_a_file_unescaped(good_build: Path, tmp_path: Path, name: str) -> None:
+def test_non_ascii_model_name_compiles(good_build: Path, tmp_path: Path) -> None:
+    """A non-ASCII name crashed after the whole compile (traceback, exit 1)."""
     out = tmp_path / "b"
-    assert cli.main([str(_renamed(tmp_path, name)), "-o", str(out), *ARGS]) == 0
-    text = (out / "mem.hex").read_bytes()
-    assert text.isascii()
-    assert text.count(b"\n") == (good_build / "mem.hex").read_bytes().count(b"\n")  # no injected lines
+    assert cli.main([str(_renamed(tmp_path, "réseau ✓")), "-o", str(out), *ARGS]) == 0
+    assert (out / "mem.hex").read_bytes().isascii()
     man, mem = pqbuild.load(out)
-    assert man["model"] == name  # kept exactly (JSON escapes it)
-    _, mem0 = pqbuild.load(good_build)
-    assert np.array_equal(mem, mem0)
+    assert man["model"] == "réseau ✓"  # kept exactly (JSON escapes it)
+    assert np.array_equal(mem, pqbuild.load(good_build)[1])
+
+
+@pytest.mark.parametrize("name", ["x\n@00000010\nffffffffffffffff", "bell\x07\x1b[2J"])
+def test_control_characters_in_the_name_are_refused(tmp_path: Path, name: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A name holding a newline and `@00000010` injected data lines into mem.hex."""
+    out = tmp_path / "b"
+    assert cli.main([str(_renamed(tmp_path, name)), "-o", str(out), *ARGS]) == 2
+    _one_line_error(capsys, "renamed.pt", "'name'")
+    assert not out.exists()
+
+
+def test_names_through_the_api_are_escaped_in_the_image(tmp_path: Path) -> None:
+    """The back end's own writer escapes whatever name the Python API passes."""
+    from pqcompile import backend
+    from pqcompile.isa import encode
+    from pqcompile.spec import load as load_spec
+
+    cfg = load_spec().config("small")
+    prog = backend.raw_program(cfg, [encode("end")], name="x\n@00000010\nffffffffffffffff\u2028")
+    backend.write_build(tmp_path / "b", cfg, prog)
+    text = (tmp_path / "b" / "mem.hex").read_bytes()
+    assert text.isascii() and b"\n@00000010" not in text
+    assert np.array_equal(pqbuild.load(tmp_path / "b")[1], prog.mem)
 
 
 @pytest.mark.parametrize("kind", ["npz", "object", "structured", "complex", "empty_file", "text"])
@@ -250,3 +271,33 @@ def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Pat
     assert cli.main([str(MODEL), "-o", str(out), "--inputs", "random", "--count", str(10**8), "-q"]) == 2
     _one_line_error(capsys, "--count 100000000", f"at most {cli.MAX_INPUT_ELEMENTS}")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("mem_bytes", 1 << 40, "field 'mem_bytes' must be an integer from 8 to 2^32"),
+    ("insn_base", "0", "field 'insn_base' must be a byte address"),
+    ("n_columns", 0, "field 'n_columns' must be a positive integer"),
+    ("layers", [{"name": 3}], "field 'layers' must be a list"),
+    ("expected", {"sim_insns": 1}, "field 'expected.sim_err_code'"),
+    ("output", {"addr": 1 << 20, "shape": [4, 10], "stride": 10}, "field 'output' (4 x 10 bytes at 0x100000"),
+    ("accuracy", {"float": 7}, "field 'accuracy' must be an object of fractions"),
+    ("files", {"labels": "../../etc/passwd"}, "field 'files' must be an object naming files of the build"),
+])
+def test_forged_manifest_fields_are_refused(good_build: Path, tmp_path: Path, field: str, value: object,
+                                            needle: str) -> None:
+    """A manifest edited and resealed by hand still has to be well-formed (the readers trust its fields)."""
+    b = _copy(good_build, tmp_path / "b")
+    man = json.loads((b / "manifest.json").read_text())
+    man[field] = value
+    (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
+    with pytest.raises(pqbuild.BuildError) as exc:
+        pqbuild.load(b)
+    assert needle in str(exc.value)
+
+
+def test_manifest_must_be_a_regular_file(good_build: Path, tmp_path: Path) -> None:
+    b = _copy(good_build, tmp_path / "b")
+    (b / "manifest.json").unlink()
+    os.mkfifo(b / "manifest.json")  # reading it would block forever
+    with pytest.raises(pqbuild.BuildError, match="not a regular file"):
+        pqbuild.load(b)

@@ -637,6 +637,10 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     for t, off in alloc.offsets.items():
         addr[f"tensor:{t}"] = arena + off
     mem_bytes = _align(arena + alloc.peak, 4096)
+    if mem_bytes > 1 << cfg.AxiAddrWidth:
+        raise CompileError(f"the memory image needs {mem_bytes} bytes (tables {table_bytes}, activations "
+                           f"{alloc.peak} for {n} inputs): beyond the {cfg.AxiAddrWidth}-bit address space of config "
+                           f"'{cfg.name}'; compile fewer inputs (--count)")
     xin = np.zeros((n, strides[g.input]), np.int64)
     xin[:, : tin.size] = x.reshape(n, tin.size)
     segs.append((addr[f"tensor:{g.input}"], xin.astype(np.int8).view(np.uint8).reshape(-1),

@@ -36,6 +36,7 @@ from .clitools import printable
 FORMAT = "pqa-build"
 VERSION = 2
 MANIFEST = "manifest.json"
+MANIFEST_MAX_BYTES = 64 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file name inside the build directory
 
 
@@ -82,6 +83,13 @@ def read(builddir: str | Path) -> dict[str, Any]:
     path = builddir / MANIFEST
     if not builddir.is_dir():
         raise BuildError(f"{printable(builddir)}: no such build directory")
+    if not path.exists() and not path.is_symlink():
+        raise BuildError(f"{printable(builddir)}: no {MANIFEST} (not a pqcompile build directory)")
+    if path.is_symlink() or not path.is_file():
+        raise BuildError(f"{printable(path)}: not a regular file")
+    if path.stat().st_size > MANIFEST_MAX_BYTES:
+        raise BuildError(f"{printable(path)}: {path.stat().st_size} bytes, beyond the {MANIFEST_MAX_BYTES} a manifest "
+                         "may have")
     try:
         text = path.read_bytes()
     except FileNotFoundError:
@@ -116,11 +124,80 @@ def read(builddir: str | Path) -> dict[str, Any]:
         if sha256_file(f) != want:
             raise BuildError(f"{printable(f)}: contents differ from the digest in {MANIFEST} field 'sha256' (the "
                              "file was changed or damaged after pqcompile wrote it)")
-    for field in ("image", "program"):
-        if manifest.get(field) not in files:
-            raise BuildError(f"{_where(builddir, field)}: {printable(repr(manifest.get(field)))} is not a file of "
-                             "the build")
+    _check_fields(manifest, builddir)
     return manifest
+
+
+def _check_fields(m: dict[str, Any], builddir: Path) -> None:
+    """The types and ranges of the manifest fields the readers use (a sealed manifest may still be forged)."""
+
+    def bad(field: str, want: str) -> BuildError:
+        got = m
+        for part in field.split("."):
+            got = got.get(part) if isinstance(got, dict) else None  # type: ignore[assignment]
+        return BuildError(f"{_where(builddir, field)} must be {want}, got {printable(repr(got), 80)}")
+
+    def num(v: Any, lo: int = 0, hi: int = 1 << 64) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    files = m["sha256"]
+    for field in ("model", "config"):
+        if not isinstance(m.get(field), str):
+            raise bad(field, "a string")
+    for field in ("image", "program"):
+        if m.get(field) not in files:
+            raise bad(field, "the name of a file of the build")
+    params = m.get("config_params")
+    if not isinstance(params, dict) or not all(isinstance(k, str) and num(v) for k, v in params.items()) \
+            or not num(params.get("AxiDataWidth"), 64, 1024) or not num(params.get("AxiAddrWidth"), 12, 32):
+        raise bad("config_params", "an object of non-negative integers with AxiDataWidth and AxiAddrWidth")
+    if not num(m.get("mem_bytes"), 8, 1 << params["AxiAddrWidth"]):
+        raise bad("mem_bytes", f"an integer from 8 to 2^{params['AxiAddrWidth']}")
+    if not num(m.get("insn_base"), 0, m["mem_bytes"] - 1):
+        raise bad("insn_base", "a byte address inside the memory")
+    if not num(m.get("n_insns")):
+        raise bad("n_insns", "a non-negative integer")
+    exp = m.get("expected")
+    if not isinstance(exp, dict):
+        raise bad("expected", "an object")
+    for key in ("sim_insns", "sim_err_code", "sim_err_pc", "sim_cycle_estimate"):
+        if not num(exp.get(key), 0, 1 << 48):
+            raise bad(f"expected.{key}", "a non-negative integer")
+    if "output" in exp and exp["output"] not in files:
+        raise bad("expected.output", "the name of a file of the build")
+    for region in ("input", "output"):
+        r = m.get(region)
+        if r is not None and not (isinstance(r, dict) and num(r.get("addr")) and isinstance(r.get("shape"), list)
+                                  and len(r["shape"]) == 2 and all(num(x) for x in r["shape"])
+                                  and num(r.get("stride", 0)) and isinstance(r.get("tensor", []), list)
+                                  and all(num(x) for x in r.get("tensor", []))):
+            raise bad(region, "a region {addr, shape [n, size], stride, tensor}")
+        if r is not None:
+            _region_index(r, m["mem_bytes"], region)
+    st = m.get("stamps")
+    if st is not None and not (isinstance(st, dict) and num(st.get("addr")) and isinstance(st.get("labels"), list)
+                               and all(isinstance(x, str) for x in st["labels"])):
+        raise bad("stamps", "an object {addr, labels}")
+    if st is not None:
+        _region_index({"shape": [len(st["labels"]), 8], "addr": st["addr"]}, m["mem_bytes"], "stamps")
+    layers = m.get("layers")
+    if not isinstance(layers, list) or not all(
+            isinstance(lay, dict) and isinstance(lay.get("name"), str)
+            and all(num(lay.get(k, 0)) for k in ("d", "m", "c", "k", "v", "predicted_cycles")) for lay in layers):
+        raise bad("layers", "a list of objects with a name and integer d, m, c, k, v")
+    if st is not None and layers and len(st["labels"]) != len(layers) + 1:
+        raise bad("stamps", f"one label more than the {len(layers)} layers")
+    for key in ("n_columns", "n_images"):
+        if key in m and not num(m[key], 1):
+            raise bad(key, "a positive integer")
+    for key in ("accuracy", "accuracy_host"):
+        acc = m.get(key)
+        if acc is not None and not (isinstance(acc, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in acc.values())):
+            raise bad(key, "an object of fractions in [0, 1]")
+    extra = m.get("files")
+    if extra is not None and not (isinstance(extra, dict) and all(v in files for v in extra.values())):
+        raise bad("files", "an object naming files of the build")
 
 
 def _no_constant(name: str) -> Any:
@@ -132,15 +209,7 @@ def load(builddir: str | Path) -> tuple[dict[str, Any], np.ndarray]:
     :class:`BuildError` or :class:`hexfmt.HexFormatError` (file and line)."""
     builddir = Path(builddir)
     manifest = read(builddir)
-    try:
-        bus = int(manifest["config_params"]["AxiDataWidth"]) // 8
-        size = int(manifest["mem_bytes"])
-        insn_base = int(manifest["insn_base"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BuildError(f"{_where(builddir)}: missing or malformed entry {printable(exc)}") from None
-    if bus < 1 or size < 8 or not 0 <= insn_base < size or size > 1 << 32:
-        raise BuildError(f"{_where(builddir)}: inconsistent memory description (bus {bus} bytes, mem_bytes {size}, "
-                         f"insn_base {insn_base})")
+    bus, size = manifest["config_params"]["AxiDataWidth"] // 8, manifest["mem_bytes"]
     words = hexfmt.read_image(builddir / str(manifest["image"]), bus)
     return manifest, hexfmt.to_bytes(words, size, bus)
 
