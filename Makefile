@@ -24,7 +24,7 @@ help:
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator)"
-	@echo "make train-report  training methods and integer widths on digits (benchmarks/out/)"
+	@echo "make train-report  training methods and integer widths on digits, 5 seeds (~23 min; benchmarks/out/)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
 	@echo "make gen       regenerate rtl/pqa_pkg.sv and docs/isa.md from the spec"
 	@echo "make model     retrain models/digits_mlp.pt and models/digits_cnn.pt"
@@ -66,7 +66,7 @@ train-report: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) tb/pqa_runner.py lint
-	$(PY) -m ruff check sw tb tests models
+	$(PY) -m ruff check sw tb tests models benchmarks
 
 gen: $(STAMP)
 	$(PY) -m pqcompile.gen
