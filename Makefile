@@ -20,6 +20,7 @@ all: test
 help:
 	@echo "make sim       compile models/$(MODEL).pt, run it on the RTL (Verilator), compare, report"
 	@echo "make sim MODEL=digits_cnn  the digits CNN (conv layers) on the RTL"
+	@echo "make sim WAVES=1  also write an FST trace of the whole design (sim_build/waves/<build>.fst)"
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
@@ -42,7 +43,7 @@ $(STAMP): pyproject.toml
 
 sim: $(STAMP)
 	$(PY) -m pqcompile.cli models/$(MODEL).pt -o $(BUILD) --config $(CONFIG) --count $(COUNT)
-	$(PY) tb/run_sim.py $(BUILD)
+	$(PY) tb/run_sim.py $(BUILD) $(if $(filter 1,$(WAVES)),--waves)
 
 # ResNet-20 (CIFAR-10 shapes, untrained weights, one random 32x32 image): stem and classifier on the host
 RESNET_HOST = $(shell $(PY) -c 'from pqtrain.zoo import HOST_LAYERS; print(*HOST_LAYERS["resnet20"])')

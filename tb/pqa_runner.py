@@ -83,19 +83,27 @@ def _fast_verilator() -> Any:
     return FastVerilator()
 
 
+def _no_env_waves() -> None:
+    """cocotb's runner lets the environment variable WAVES override its ``waves`` argument; builds here
+    choose tracing explicitly (one build directory with tracing, one without), so it is taken out."""
+    os.environ.pop("WAVES", None)
+
+
 def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, int], name: str,
-              defines: dict[str, object] | None = None, fast_vlt: Path | None = None) -> Path:
+              defines: dict[str, object] | None = None, fast_vlt: Path | None = None, waves: bool = False) -> Path:
     """Build (or reuse) a simulation model of any ``toplevel`` in ``sim_build/<name>/``: one directory per
     (simulator, parameter set, defines), rebuilt only when a source, a parameter or a define changed.
     ``fast_vlt`` (Verilator only): build without ``--public-flat-rw``, at -O2, with this control file
-    naming the signals cocotb may touch (for long runs that Python only starts and waits on)."""
+    naming the signals cocotb may touch (for long runs that Python only starts and waits on). ``waves``:
+    a build that can trace the whole hierarchy (FST), in ``sim_build/<name>-waves/``."""
     from cocotb_tools.runner import get_runner
 
+    _no_env_waves()
     if sim == "verilator":
         verilator_env()
     fast = fast_vlt is not None and sim == "verilator"
-    build_dir = SIM_BUILD / name
-    stamp = {"sim": sim, "top": toplevel, "params": parameters,
+    build_dir = SIM_BUILD / (f"{name}-waves" if waves else name)
+    stamp = {"sim": sim, "top": toplevel, "params": parameters, "waves": waves,
              "defines": {k: str(v) for k, v in (defines or {}).items()}, "srcs": [str(p) for p in srcs]}
     deps = list(srcs)
     if fast:
@@ -104,8 +112,8 @@ def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, i
     runner = _fast_verilator() if fast else get_runner(sim)
     if not _fresh(build_dir, stamp, deps):
         print(f"pqa_runner: building {toplevel} {parameters} on {sim} in {build_dir}", flush=True)
-        args = VERILATOR_ARGS + (["-CFLAGS", "-O2", str(fast_vlt)] if fast else []) if sim == "verilator" \
-            else ["-g2012"]
+        args = VERILATOR_ARGS + (["-CFLAGS", "-O2", str(fast_vlt)] if fast else []) \
+            + (["--trace-fst", "--trace-structs"] if waves else []) if sim == "verilator" else ["-g2012"]
         runner.build(
             sources=srcs,
             includes=[ROOT / "rtl"],
@@ -116,6 +124,7 @@ def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, i
             build_args=args,
             timescale=("1ns", "1ps"),
             always=True,
+            waves=waves,
         )
         (build_dir / "pqa_build.json").write_text(json.dumps(stamp))
     return build_dir
@@ -232,18 +241,18 @@ def hdlmem_capacity(mem_bytes: int) -> int:
     return max(HDLMEM_BYTES, 1 << max(0, int(mem_bytes) - 1).bit_length())
 
 
-def build_hdlmem(sim: str, config: str, mem_bytes: int = 0, hdl_clock: bool = True) -> Path:
+def build_hdlmem(sim: str, config: str, mem_bytes: int = 0, hdl_clock: bool = True, waves: bool = False) -> Path:
     """Build (or reuse) ``pqa_tb_top`` (pqa_top + HDL memory + HDL host) for one configuration, in
     ``sim_build/<sim>-<config>-hdlmem[-<MiB>M][-extclk]/``; the image itself is loaded at run time."""
     cap = hdlmem_capacity(mem_bytes)
     params = {**hdl_parameters(config), "MemBytes": cap, "HdlClock": int(hdl_clock), "ClkPeriodNs": CLK_NS}
     name = f"{sim}-{config}-hdlmem{'' if cap == HDLMEM_BYTES else f'-{cap >> 20}M'}{'' if hdl_clock else '-extclk'}"
     return build_hdl(sim, "pqa_tb_top", [*sources(), *HDLMEM_SOURCES], params, name,
-                     fast_vlt=HDL_DIR / "pqa_tb_top.vlt")
+                     fast_vlt=HDL_DIR / "pqa_tb_top.vlt", waves=waves)
 
 
 def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock: bool = True,
-               max_cycles: int | None = None, quiet: bool = True) -> dict[str, Any]:
+               max_cycles: int | None = None, quiet: bool = True, waves: Path | None = None) -> dict[str, Any]:
     """Run one pqcompile build directory on the HDL memory model and check it with the testbench's one rule
     (``pqa_env.check_run``: the RTL equals the golden simulator in every memory byte but the cycle stamps and
     in status, ERR_CODE, ERR_PC and INSN_COUNT, and the golden simulator equals the build's expectations);
@@ -251,7 +260,8 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     region or None). Nothing is written into the build directory. ``max_cycles``: the hang bound (default as
     the pyuvm driver: 4 x the simulator's estimate + 200000). A damaged build raises
     ``pqcompile.build.BuildError``, a malformed image ``hexfmt.HexFormatError`` (file and line), before any
-    simulator starts."""
+    simulator starts. ``waves``: write an FST trace of the whole design hierarchy (``pqa_tb_top`` and
+    everything below it) for the run to this file (a build of its own, ``sim_build/...-waves/``)."""
     import time
 
     from cocotb_tools.runner import get_runner
@@ -280,9 +290,14 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     expected = expected_result(cfg, mem, int(manifest["insn_base"]))
     if max_cycles is None:
         max_cycles = 4 * int(manifest["expected"]["sim_cycle_estimate"]) + 200_000
-    build_dir = build_hdlmem(sim, config, size, hdl_clock)
+    build_dir = build_hdlmem(sim, config, size, hdl_clock, waves=waves is not None)
     runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
     runner.build_dir = build_dir  # type: ignore[attr-defined]
+    trace: dict[str, Any] = {}
+    if waves is not None:
+        waves = Path(waves).resolve()
+        trace = {"waves": True, "test_args": ["--trace-file", str(waves)] if sim == "verilator" else [],
+                 "extra_plusargs": [] if sim == "verilator" else [f"+dumpfile_path={waves}"]}
     with tempfile.TemporaryDirectory(prefix="pqa-hdlmem-") as tmp:
         result_file, dump = Path(tmp) / "result.json", Path(tmp) / "dump.hex"
         job = {"insn_base": int(manifest["insn_base"]), "max_cycles": max_cycles, "clk_ns": CLK_NS,
@@ -298,9 +313,9 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
                 test_module="hdlmem_cocotb", hdl_toplevel="pqa_tb_top", hdl_toplevel_lang="verilog",
                 build_dir=build_dir, test_dir=HDL_DIR, extra_env=env,
                 plusargs=[f"+PQA_MEM_HEX={build / str(manifest['image'])}", f"+PQA_MEM_BYTES={size}",
-                          f"+PQA_MEM_DUMP={dump}"],
+                          f"+PQA_MEM_DUMP={dump}", *trace.get("extra_plusargs", [])],
                 timescale=("1ns", "1ps"), results_xml=str(Path(tmp) / "results.xml"),
-                log_file=log if quiet else None,
+                log_file=log if quiet else None, waves=bool(trace), test_args=trace.get("test_args", []),
             )
         except SystemExit:  # the runner exits when the test failed; the missing result file says so
             pass

@@ -36,6 +36,9 @@ from pqcompile.clitools import ArgumentParser, printable  # noqa: E402
 from pqcompile.hexfmt import HexFormatError  # noqa: E402
 from pqcompile.spec import load  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+WAVES_DEFAULT = Path("<default>")
+
 
 def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: float) -> bool:
     """Print the run's report; True when every check passed."""
@@ -93,9 +96,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     ap.add_argument("--mem", default="hdl", choices=["hdl", "axiram"],
                     help="external memory: hdl (HDL model, fast, default) or axiram (pyuvm env on AxiRam)")
+    ap.add_argument("--waves", nargs="?", type=Path, const=WAVES_DEFAULT, default=None, metavar="FILE.fst",
+                    help="write an FST trace of the whole design for the run (for GTKWave or Surfer): to FILE.fst, "
+                         "a new file, or by default to sim_build/waves/<build>.fst (also: WAVES=1 in the "
+                         "environment); --mem hdl only")
     ap.add_argument("--save-output", type=Path, metavar="FILE.npy",
                     help="write the RTL's output region (int8 [n, outputs]) to this new file after a run that passed")
     args = ap.parse_args(argv)
+    if args.waves is None and os.environ.get("WAVES", "").lower() in ("1", "true", "yes", "on"):
+        args.waves = WAVES_DEFAULT
+    if args.waves is not None:
+        if args.mem != "hdl":
+            print("run_sim: error: --waves traces the HDL-memory run: use it with --mem hdl", file=sys.stderr)
+            return 2
+        if args.waves == WAVES_DEFAULT:  # our own folder: a trace written there earlier is replaced
+            args.waves = ROOT / "sim_build" / "waves" / f"{args.build.resolve().name}.fst"
+            args.waves.parent.mkdir(parents=True, exist_ok=True)
+        elif args.waves.suffix != ".fst" or args.waves.exists() or args.waves.is_symlink():
+            print(f"run_sim: error: --waves {printable(args.waves)}: name a new .fst file", file=sys.stderr)
+            return 2
     if args.save_output is not None and args.save_output.suffix != ".npy":
         print(f"run_sim: error: --save-output {printable(args.save_output)}: name a .npy file", file=sys.stderr)
         return 2
@@ -111,12 +130,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{manifest.get('n_columns', manifest.get('n_images', '?'))} input columns", flush=True)
         t0 = time.perf_counter()
         if args.mem == "hdl":
-            res = run_hdlmem(args.sim, args.build, config)
+            res = run_hdlmem(args.sim, args.build, config, waves=args.waves)
         else:
             load().config(config)
             (res,) = run(args.sim, config, [args.build])
         wall = time.perf_counter() - t0
         ok = report(manifest, res, args.build, wall)
+        if args.waves is not None:
+            size = args.waves.stat().st_size if args.waves.exists() else 0
+            print(f"  waves: {args.waves} ({size / 1e6:.1f} MB FST; gtkwave or surfer opens it)")
         if ok and args.save_output is not None and res.get("output") is not None:
             np.save(args.save_output, np.asarray(res["output"]))
         return 0 if ok else 1

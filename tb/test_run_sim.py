@@ -217,3 +217,27 @@ def test_bad_input_is_one_line_exit_2(tiny: Path, tmp_path: Path, what: str,
     if what == "save_exists":
         assert (tmp_path / "o.npy").read_text() == "mine"
 
+
+
+RTL_SCOPES = ("u_dut.u_ctrl", "u_dut.u_dma", "u_dut.u_encoder.u_convgen", "u_dut.u_lookup.u_postproc",
+              "u_dut.u_vec", "u_dut.u_regs", "u_dut.u_lut_ram", "u_mem")
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("sim_name", ["verilator", "icarus"])
+def test_waves_trace_the_whole_design(tiny: Path, tmp_path: Path, sim_name: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``run_sim --waves FILE.fst`` (``make sim WAVES=1``): an FST of every block of the design, for the run."""
+    import pywellen
+
+    fst = tmp_path / "run.fst"
+    rc, text, _ = _run(tiny, capsys, "--sim", sim_name, "--waves", str(fst))
+    assert rc == 0 and f"waves: {fst}" in text, text
+    w = pywellen.Waveform(str(fst))
+    assert w.file_format == "FST"
+    scopes = {s.full_name for s in w.all_scopes()}
+    for block in RTL_SCOPES:
+        assert f"pqa_tb_top.{block}" in scopes, (block, sorted(scopes))
+    assert len(list(w.all_vars())) > 500
+    rc, _, err = _run(tiny, capsys, "--sim", sim_name, "--waves", str(fst))  # never overwrites a file
+    assert rc == 2 and "name a new .fst file" in err
