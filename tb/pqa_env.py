@@ -37,6 +37,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from pqa_runner import CLK_NS, hang_bound
 from pyuvm import (
     ConfigDB,
     uvm_analysis_port,
@@ -57,7 +58,6 @@ from pqcompile.isa import encode
 from pqcompile.spec import HwConfig
 from pqcompile.spec import load as load_spec
 
-CLK_NS = 10
 RAM_BYTES = 1 << 20  # the AxiRam; each job's memory is its image's size (accesses beyond: SLVERR)
 
 
@@ -328,7 +328,7 @@ class HostDriver(uvm_driver):
             self.ram.write(0, job.mem.tobytes())
             await self.reg_write("insn_base", job.manifest["insn_base"])
         est = int(job.manifest.get("expected", {}).get("sim_cycle_estimate", 0))
-        bound = int((4 * est + 200_000) * (1 + 10 * float(stim.get("pause", 0)) + 0.2 * int(stim.get("latency", 0))))
+        bound = int(hang_bound(est) * (1 + 10 * float(stim.get("pause", 0)) + 0.2 * int(stim.get("latency", 0))))
         await self.start()
         t0 = get_sim_time("ns")
         restarted = False

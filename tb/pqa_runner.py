@@ -26,6 +26,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 TB = ROOT / "tb"
 SIM_BUILD = ROOT / "sim_build"
+CLK_NS = 10  # the testbench clock period (pyuvm environment and HDL-memory top alike)
+
+
+def hang_bound(sim_cycle_estimate: int) -> int:
+    """Cycles after START within which a run must raise its interrupt, or it is a hang: 4 x the golden
+    simulator's cycle estimate + 200,000 (the pyuvm driver scales it up further under backpressure)."""
+    return 4 * int(sim_cycle_estimate) + 200_000
+
+
 VERILATOR_ARGS = ["--timing", "-CFLAGS", "-fcoroutines", "-CFLAGS", "-std=gnu++20", "--assert",
                   str(ROOT / "lint" / "verilator_waiver.vlt")]
 
@@ -233,7 +242,6 @@ def run(sim: str, config: str, builds: list[Path], testcase: str = "PqaBuildTest
 HDL_DIR = TB / "hdl"
 HDLMEM_SOURCES = [HDL_DIR / "pqa_axi_mem.sv", HDL_DIR / "pqa_tb_top.sv"]
 HDLMEM_BYTES = 1 << 24  # capacity of the default HDL-memory build; bigger images get their own build
-CLK_NS = 10
 
 
 def hdlmem_capacity(mem_bytes: int) -> int:
@@ -258,7 +266,7 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     in status, ERR_CODE, ERR_PC and INSN_COUNT, and the golden simulator equals the build's expectations);
     return a result dict of the same form as ``run`` (build, passed, errors, info, output: the RTL's output
     region or None). Nothing is written into the build directory. ``max_cycles``: the hang bound (default as
-    the pyuvm driver: 4 x the simulator's estimate + 200000). A damaged build raises
+    the pyuvm driver: ``hang_bound``). A damaged build raises
     ``pqcompile.build.BuildError``, a malformed image ``hexfmt.HexFormatError`` (file and line), before any
     simulator starts. ``waves``: write an FST trace of the whole design hierarchy (``pqa_tb_top`` and
     everything below it) for the run to this file (a build of its own, ``sim_build/...-waves/``)."""
@@ -289,7 +297,7 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     size = int(mem.size)
     expected = expected_result(cfg, mem, int(manifest["insn_base"]))
     if max_cycles is None:
-        max_cycles = 4 * int(manifest["expected"]["sim_cycle_estimate"]) + 200_000
+        max_cycles = hang_bound(manifest["expected"]["sim_cycle_estimate"])
     build_dir = build_hdlmem(sim, config, size, hdl_clock, waves=waves is not None)
     runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
     runner.build_dir = build_dir  # type: ignore[attr-defined]

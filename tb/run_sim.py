@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pqa_runner import run, run_hdlmem  # noqa: E402
 
 from pqcompile import build as pqbuild  # noqa: E402
+from pqcompile.backend import format_report  # noqa: E402
 from pqcompile.clitools import ArgumentParser, printable  # noqa: E402
 from pqcompile.hexfmt import HexFormatError  # noqa: E402
 from pqcompile.spec import load  # noqa: E402
@@ -45,15 +46,9 @@ def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: 
     info = res["info"]
     stamps = info["stamps"]
     n = int(manifest.get("n_columns", manifest.get("n_images", 1)) or 1)
-    if stamps:
-        print(f"  {'layer':<22}{'kind':<15}{'d':>7}{'m':>6}{'c':>4}{'k':>4}{'v':>4}{'RTL cycles':>12}"
-              f"{'per input':>11}{'predicted':>11}{'RTL/pred.':>10}")
-        for i, lay in enumerate(manifest["layers"]):
-            cyc = stamps[i + 1] - stamps[i]
-            pred = lay.get("predicted_cycles", 0)
-            ratio = f"{cyc / pred:.3f}" if pred else "-"
-            print(f"  {printable(lay['name'], 22):<22}{lay.get('kind', 'linear'):<15}{lay['d']:>7}"
-                  f"{lay['m']:>6}{lay['c']:>4}{lay['k']:>4}{lay['v']:>4}{cyc:>12}{cyc / n:>11.0f}{pred:>11}{ratio:>10}")
+    if stamps and manifest["layers"]:
+        measured = [stamps[i + 1] - stamps[i] for i in range(len(manifest["layers"]))]
+        print(format_report(manifest, measured=measured, total_measured=int(info["cycles"])))
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
           f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
     if info.get("run_wall_s", 0) > 0:

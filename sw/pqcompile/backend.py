@@ -760,14 +760,28 @@ def report_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [*rows, tot]
 
 
-def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> str:
-    """The report as text: a table of :func:`report_rows`, the host layers and the memory figures."""
-    rows = rows if rows is not None else report_rows(manifest)
-    lines = ["  " + " ".join(f"{k:{f}}" for k, f in REPORT_COLUMNS)]
+MEASURED_COLUMNS = [("RTL cycles", ">11"), ("per input", ">10"), ("RTL/pred.", ">9")]
+
+
+def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = None,
+                  measured: list[int] | None = None, total_measured: int | None = None) -> str:
+    """The report as text: a table of :func:`report_rows`, the host layers and the memory figures.
+    ``measured`` (one cycle count per op, e.g. from the RTL's stamps) and ``total_measured`` add the columns
+    of :data:`MEASURED_COLUMNS`: cycles, cycles per input and the ratio to the prediction."""
+    rows = [dict(r) for r in (rows if rows is not None else report_rows(manifest))]
+    cols = list(REPORT_COLUMNS)
+    if measured is not None:
+        cols += MEASURED_COLUMNS
+        n = max(1, int(manifest.get("n_columns", manifest.get("n_images", 1)) or 1))
+        for r, cyc in zip(rows, [*measured, total_measured], strict=True):
+            pred = int(r["pred. cycles"] or 0)
+            r.update({"RTL cycles": "" if cyc is None else cyc, "per input": "" if cyc is None else f"{cyc / n:.0f}",
+                      "RTL/pred.": f"{cyc / pred:.3f}" if cyc is not None and pred else "-"})
+    lines = ["  " + " ".join(f"{k:{f}}" for k, f in cols)]
     for r in rows:
         if r["op"] == "total":
             lines.append("  " + "-" * (len(lines[0]) - 2))
-        lines.append("  " + " ".join(f"{r[k]!s:{f}}" for k, f in REPORT_COLUMNS))
+        lines.append("  " + " ".join(f"{r[k]!s:{f}}" for k, f in cols))
     host = manifest.get("host_layers", {})
     if host.get("prefix") or host.get("suffix"):
         lines.append(f"  host layers: before the accelerator {host.get('prefix') or '-'}, "
