@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pqa_coverage  # noqa: E402
 from pqa_runner import run_random  # noqa: E402
 
+from pqcompile.clitools import duration, eta  # noqa: E402
+
 MUTANTS = {"ties": "PQA_MUTANT_TIES", "trunc": "PQA_MUTANT_TRUNC"}
 
 
@@ -56,8 +58,9 @@ def regress(sim: str, config: str, seed: int, count: int, first: int = 0, mutant
         merge_coverage(cov, c)
         if log:
             bad = sum(1 for r in results if r["errors"])
-            print(f"  jobs {start}..{start + n - 1}: {len(results)} checked, {bad} failing, "
-                  f"{time.time() - t0:.0f} s", flush=True)
+            el = time.time() - t0
+            print(f"  jobs {start}..{start + n - 1}: {len(results)}/{count} checked, {bad} failing, "
+                  f"{duration(el)}, {eta(len(results), count, el)}", flush=True)
     failing = [r for r in results if r["errors"]]
     hangs = [r for r in results if r["info"].get("hang")]
     kinds: dict[str, int] = {}

@@ -33,12 +33,16 @@ from pqa_runner import run, run_hdlmem  # noqa: E402
 
 from pqcompile import build as pqbuild  # noqa: E402
 from pqcompile.backend import format_report  # noqa: E402
-from pqcompile.clitools import ArgumentParser, printable  # noqa: E402
+from pqcompile.clitools import ArgumentParser, duration, printable  # noqa: E402
 from pqcompile.hexfmt import HexFormatError  # noqa: E402
 from pqcompile.spec import load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAVES_DEFAULT = Path("<default>")
+# simulated cycles per second of wall time measured on the 2-core machine (docs/simulation.md, "Measured
+# speeds": 0.5-2.2 M under Verilator on the HDL memory with and without other load), for the ETA line
+SIM_RATE = {("verilator", "hdl"): 1e6, ("icarus", "hdl"): 12e3, ("verilator", "axiram"): 62e3,
+            ("icarus", "axiram"): 3.7e3}
 
 
 def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: float) -> bool:
@@ -123,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_sim: {printable(manifest.get('model', '?'))} on pqa_top (config "
               f"'{printable(config)}') under {args.sim}, memory {args.mem}, "
               f"{manifest.get('n_columns', manifest.get('n_images', '?'))} input columns", flush=True)
+        est = int(manifest["expected"]["sim_cycle_estimate"])
+        rate = SIM_RATE.get((args.sim, args.mem), 0)
+        print(f"  the golden simulator estimates {est} cycles"
+              + (f"; at about {rate / 1e6:g} M cycles/s that is about {duration(est / rate)} of simulation"
+                 f"{' (plus the first build of the model)' if args.waves is None else ', longer with waves'}"
+                 if rate else ""), flush=True)
         t0 = time.perf_counter()
         if args.mem == "hdl":
             res = run_hdlmem(args.sim, args.build, config, waves=args.waves)

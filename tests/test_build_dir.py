@@ -301,3 +301,10 @@ def test_manifest_must_be_a_regular_file(good_build: Path, tmp_path: Path) -> No
     os.mkfifo(b / "manifest.json")  # reading it would block forever
     with pytest.raises(pqbuild.BuildError, match="not a regular file"):
         pqbuild.load(b)
+
+
+def test_duration_and_eta() -> None:
+    from pqcompile.clitools import duration, eta
+
+    assert [duration(s) for s in (0, 5, 59.6, 95, 3599, 3700)] == ["0s", "5s", "1m00s", "1m35s", "59m59s", "1h01m"]
+    assert (eta(1, 4, 10), eta(4, 4, 99), eta(0, 4, 10)) == ("ETA 30s", "ETA 0s", "ETA ?")

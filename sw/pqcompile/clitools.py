@@ -34,3 +34,20 @@ def fail(prog: str, message: object, status: int = EXIT_BAD_INPUT) -> int:
     """Print ``<prog>: error: <message>`` (one line, escaped) on stderr; return ``status``."""
     print(f"{prog}: error: {printable(message, 1000)}", file=sys.stderr)
     return status
+
+
+def duration(seconds: float) -> str:
+    """``95`` -> ``1m35s``; ``3700`` -> ``1h01m``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def eta(done: float, total: float, elapsed: float) -> str:
+    """The remaining time of work that went at a steady rate: ``"ETA 1m35s"`` (``"ETA ?"`` before any)."""
+    if done <= 0 or total <= 0:
+        return "ETA ?"
+    return f"ETA {duration(elapsed * (total - done) / done)}"
