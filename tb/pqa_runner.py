@@ -287,13 +287,7 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     if config != manifest["config"]:
         raise pqbuild.BuildError(f"{build}: compiled for config '{manifest['config']}', not '{config}'")
     spec = load_spec()
-    try:
-        cfg = spec.config(config)
-    except KeyError as exc:
-        raise pqbuild.BuildError(f"{build}/manifest.json: field 'config': {exc.args[0]}") from None
-    if dict(cfg.params) != manifest.get("config_params"):
-        raise pqbuild.BuildError(f"{build}/manifest.json: field 'config_params' differs from config '{config}' of "
-                                 "this spec: compile the model again")
+    cfg = pqbuild.config_of(build, manifest)
     size = int(mem.size)
     expected = expected_result(cfg, mem, int(manifest["insn_base"]))
     if max_cycles is None:

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mem == "hdl":
             res = run_hdlmem(args.sim, args.build, config, waves=args.waves)
         else:
-            load().config(config)
+            pqbuild.config_of(args.build, manifest)
             (res,) = run(args.sim, config, [args.build])
         wall = time.perf_counter() - t0
         ok = report(manifest, res, args.build, wall)
@@ -149,10 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     except (pqbuild.BuildError, HexFormatError) as exc:
         print(f"run_sim: error: {printable(exc, 600)}", file=sys.stderr)
-        return 2
-    except KeyError as exc:  # a config the spec does not have
-        print(f"run_sim: error: {printable(args.build)}/manifest.json: field 'config': "
-              f"{printable(exc.args[0] if exc.args else exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001  (anything else is ours: one line, the traceback on request)
         print(f"run_sim: internal error: {printable(exc, 600)} (PQA_TRACEBACK=1 prints the traceback)",

@@ -241,3 +241,19 @@ def test_waves_trace_the_whole_design(tiny: Path, tmp_path: Path, sim_name: str,
     assert len(list(w.all_vars())) > 500
     rc, _, err = _run(tiny, capsys, "--sim", sim_name, "--waves", str(fst))  # never overwrites a file
     assert rc == 2 and "name a new .fst file" in err
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    ({"config": "huge"}, "field 'config': unknown hardware configuration 'huge'"),
+    ({"config": "default"}, "field 'config_params' differs from config 'default' of this spec"),
+])
+@pytest.mark.parametrize("mem", ["hdl", "axiram"])
+def test_build_for_another_configuration_is_refused(tiny: Path, tmp_path: Path, edit: dict, needle: str, mem: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    b = _copy(tiny, tmp_path / "b")
+    man = json.loads((b / "manifest.json").read_text())
+    man.update(edit)
+    (b / "manifest.json").write_text(json.dumps(man))
+    _reseal(b)
+    rc, _, err = _run(b, capsys, "--mem", mem)
+    assert rc == 2 and err.count("\n") == 1 and needle in err, err

@@ -32,6 +32,8 @@ import numpy as np
 
 from . import hexfmt, sim
 from .clitools import printable
+from .spec import HwConfig
+from .spec import load as load_spec
 
 FORMAT = "pqa-build"
 VERSION = 2
@@ -212,6 +214,21 @@ def load(builddir: str | Path) -> tuple[dict[str, Any], np.ndarray]:
     bus, size = manifest["config_params"]["AxiDataWidth"] // 8, manifest["mem_bytes"]
     words = hexfmt.read_image(builddir / str(manifest["image"]), bus)
     return manifest, hexfmt.to_bytes(words, size, bus)
+
+
+def config_of(builddir: str | Path, manifest: Mapping[str, Any]) -> HwConfig:
+    """The hardware configuration a verified build was compiled for, from this spec: refused
+    (:class:`BuildError`) when the spec has no such configuration or its parameters differ from the build's."""
+    try:
+        cfg = load_spec().config(str(manifest["config"]))
+    except KeyError as exc:
+        raise BuildError(f"{_where(Path(builddir), 'config')}: {printable(exc.args[0] if exc.args else exc)}") from None
+    if dict(cfg.params) != manifest.get("config_params"):
+        diff = sorted(k for k in set(cfg.params) | set(manifest.get("config_params", {}))
+                      if cfg.params.get(k) != manifest.get("config_params", {}).get(k))
+        raise BuildError(f"{_where(Path(builddir), 'config_params')} differs from config '{cfg.name}' of this spec "
+                         f"({', '.join(diff[:4])}): compile the model again")
+    return cfg
 
 
 def file_array(builddir: str | Path, manifest: Mapping[str, Any], name: str) -> np.ndarray:
