@@ -421,23 +421,26 @@ def test_host_prefix_and_suffix_run_on_the_host() -> None:
 
 @pytest.mark.parametrize(("layer", "msg"), [
     ({"type": "pq_linear", "in_features": 16, "out_features": 8, "k": 32, "v": 4, "metric": "l2"},
-     r"layers\.0 \(pq_linear 16->8\): k=32 is beyond the hardware limit KMax=16 of config 'small'"),
+     r"layer 0 \(layers\.0 16->8\): k=32 is beyond the hardware limit KMax=16 of config 'small'"),
     ({"type": "pq_linear", "in_features": 16, "out_features": 8, "k": 4, "v": 16, "metric": "l2"},
-     r"layers\.0 \(pq_linear 16->8\): v=16 is beyond the hardware limit VMax=8"),
+     r"layer 0 \(layers\.0 16->8\): v=16 is beyond the hardware limit VMax=8"),
     ({"type": "pq_linear", "in_features": 16, "out_features": 65, "k": 4, "v": 4, "metric": "l2"},
      r"m=65 is beyond the hardware limit MMax=64"),
 ])
 def test_layer_beyond_limits_is_named(layer: dict[str, Any], msg: str) -> None:
+    """The limits are checked once, by the back end (the front end builds the graph whatever the config)."""
     arch = _arch([layer], [16], layer["out_features"])
+    fe = graph.build_graph(arch, build(arch).state_dict(), np.random.default_rng(0).normal(size=(8, 16)), SMALL)
     with pytest.raises(CompileError, match=msg):
-        graph.build_graph(arch, build(arch).state_dict(), np.random.default_rng(0).normal(size=(8, 16)), SMALL)
+        backend.check_graph(SMALL, fe.graph)
 
 
 def test_subspaces_beyond_cmax_are_named() -> None:
     arch = _arch([{"type": "pq_linear", "in_features": 300, "out_features": 8, "k": 4, "v": 4, "metric": "l1"}],
                  [300], 8)
-    with pytest.raises(CompileError, match=r"layers\.0 \(pq_linear 300->8\): c=75 is beyond the hardware limit CMax"):
-        graph.build_graph(arch, build(arch).state_dict(), np.random.default_rng(0).normal(size=(4, 300)), DEFAULT)
+    fe = graph.build_graph(arch, build(arch).state_dict(), np.random.default_rng(0).normal(size=(4, 300)), DEFAULT)
+    with pytest.raises(CompileError, match=r"layer 0 \(layers\.0 300->8\): c=75 is beyond the hardware limit CMax"):
+        backend.check_graph(DEFAULT, fe.graph)
 
 
 # ------------------------------------------------------------------------------------------------------------

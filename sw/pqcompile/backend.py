@@ -34,12 +34,9 @@ import numpy as np
 
 from . import build, hexfmt, ir, sim
 from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
+from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
 from .isa import encode, field_max, listing
 from .spec import HwConfig, load
-
-
-class CompileError(ValueError):
-    """The model cannot be compiled for the chosen hardware configuration; the message says why."""
 
 
 @dataclass

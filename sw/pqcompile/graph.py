@@ -9,7 +9,9 @@ Passes, each a function of its own (docs/compiler.md, "Passes (front end)"):
    channel).
 3. :func:`fuse_relu`: fuse each ReLU into the op that produces its input (PQ, add, pool).
 4. :func:`quantize_graph`: calibration, per-tensor scales, unsigned ranges, integer tables, mult/shift.
-5. :func:`check_limits`: the hardware configuration's limits, each error naming the layer.
+
+The hardware configuration's limits are checked once, by the back end (``backend.check_graph``, which
+``emit_graph`` runs); the golden simulator (``sim.layer_fits``) and the RTL check them again at run time.
 
 :func:`build_graph` runs them all and returns a :class:`Frontend` (the graph plus the host's part: input
 quantization, output dequantization, host layers). :func:`reference` is the quantized model in torch integer
@@ -29,8 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ir, quantize
-from .backend import CompileError
-from .isa import field_max
+from .errors import CompileError
 from .spec import HwConfig
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default: the architecture format has no eps field
@@ -632,40 +633,6 @@ def quantize_graph(fg: FloatGraph, calib: np.ndarray, cfg: HwConfig, *, act_bits
 # ------------------------------------------------------------------------------------------------------------
 # limits
 # ------------------------------------------------------------------------------------------------------------
-def check_limits(graph: ir.Graph, cfg: HwConfig) -> None:
-    """Pass 5: every op within the configuration's synthesized limits, or a CompileError naming the layer."""
-    lut_lo, lut_hi = -(1 << (cfg.LutW - 1)), (1 << (cfg.LutW - 1)) - 1
-    for op in graph.ops:
-        kind = op.info.get("kind", type(op).__name__)
-        if isinstance(op, ir.PQOp):
-            d = graph.tensors[op.inp].shape[2] * op.kh * op.kw
-            where = f"{op.name} ({kind} {d}->{op.m})"
-            for what, val, mx, key in (("k", op.k, cfg.KMax, "KMax"), ("v", op.v, cfg.VMax, "VMax"),
-                                       ("c", op.c, cfg.CMax, "CMax"), ("m", op.m, cfg.MMax, "MMax")):
-                if not 1 <= val <= mx:
-                    raise CompileError(f"{where}: {what}={val} is beyond the hardware limit {key}={mx} of config "
-                                       f"'{cfg.name}'")
-            if not (op.c - 1) * op.v < d <= op.c * op.v:
-                raise CompileError(f"{where}: d={d} does not match c={op.c} subspaces of v={op.v}")
-            if op.lut.min(initial=0) < lut_lo or op.lut.max(initial=0) > lut_hi:
-                raise CompileError(f"{where}: table entries exceed LutW={cfg.LutW} bits")
-            lo, hi = -(1 << (cfg.ProtoW - 1)), (1 << (cfg.ProtoW - 1)) - 1
-            if op.protos.min(initial=0) < lo or op.protos.max(initial=0) > hi:
-                raise CompileError(f"{where}: prototypes exceed ProtoW={cfg.ProtoW} bits")
-            if op.stride > field_max("conv", "stride"):
-                raise CompileError(f"{where}: stride {op.stride} is beyond the conv instruction's "
-                                   f"1..{field_max('conv', 'stride')}")
-        else:
-            where = f"{op.name} ({kind})"
-        p = op.post
-        mults = [op.ma, op.mb] if isinstance(op, ir.AddOp) else [p.mult]
-        if not (0 <= p.shift <= 47 and all(0 <= x <= field_max("quant", "mult") for x in mults)):
-            raise CompileError(f"{where}: requantization mult={mults} shift={p.shift} out of range")
-        if not 2 <= p.bits <= cfg.ActW or (p.unsigned and p.bits >= cfg.ActW):
-            raise CompileError(f"{where}: activation width {p.bits} (unsigned={p.unsigned}) is outside "
-                               f"2..ActW={cfg.ActW}")
-
-
 # ------------------------------------------------------------------------------------------------------------
 # the front end
 # ------------------------------------------------------------------------------------------------------------
@@ -760,5 +727,4 @@ def build_graph(arch: dict, state: dict[str, torch.Tensor], calib: np.ndarray, c
         raise CompileError(f"calibration inputs: {exc}") from None
     fe.graph = quantize_graph(fg, x, cfg, act_bits=act_bits, lut_bits=lut_bits, act_calib=act_calib,
                               lut_calib=lut_calib, calib_flow=calib_flow, out_bits=out_bits)
-    check_limits(fe.graph, cfg)
     return fe
