@@ -1,18 +1,33 @@
 """``pqtrain``: train a PQ model on sklearn digits (float -> PQ -> fine-tune -> optional QAT) and write a
-pqa-model file; convert a saved float model to PQ; evaluate a model (float PQ and integer pipeline)."""
+pqa-model file; convert a saved float model to PQ; evaluate a model (float PQ and integer pipeline).
+
+Exit status: 0 on success; 2 when the input is refused, with one line ``pqtrain: error: ...`` naming the file
+and the field (a missing, unreadable or refused model file, an output that is a directory, lies in a missing
+directory or is an existing file that is not a PQA model file, a model the digits data cannot feed, a model
+the integer pipeline cannot run, a bad option); 1 for an internal error (one line; ``PQA_TRACEBACK=1``
+prints the traceback). A model file is written atomically and only over a missing file or a PQA model file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from pqcompile.backend import CompileError
+from pqcompile.clitools import EXIT_FAILED, EXIT_OK, ArgumentParser, fail, printable
+
 from . import zoo
-from .data import load_digits_split
+from .data import DataError, load_digits_split
 from .integer import export_integer
-from .model import ModelFormatError, build, load, save
+from .model import ModelFormatError, build, check_output, iter_layers, load, save, validate_arch
 from .train import (
     METHODS,
     TrainConfig,
@@ -24,102 +39,161 @@ from .train import (
     train_pipeline,
 )
 
+PROG = "pqtrain"
+DIGITS_SHAPES = ([64], [1, 8, 8])  # the input shapes the 8x8 digits feed (flat or one channel)
+MAX_SEED = (1 << 32) - 1  # scikit-learn's split takes a 32-bit seed
+Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class UsageError(ValueError):
+    """A bad option or an input this command cannot use (exit status 2)."""
+
+
+def _int_arg(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [lo, hi] (one-line usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            val = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if val < lo or (hi is not None and val > hi):
+            raise argparse.ArgumentTypeError(f"{val} is out of range ({lo}..{hi})" if hi is not None
+                                             else f"{val} must be at least {lo}")
+        return val
+
+    return parse
+
+
+def _float_arg(positive: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite float (non-negative, or positive with ``positive``)."""
+
+    def parse(text: str) -> float:
+        try:
+            val = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(val) or val < 0 or (positive and val == 0):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite {'positive' if positive else 'non-negative'} "
+                                             "number")
+        return val
+
+    return parse
+
+
+def _qat_bits(text: str) -> int:
+    val = _int_arg(0, 8)(text)
+    if val == 1:
+        raise argparse.ArgumentTypeError("1 is out of range (0: off, or 2..8)")
+    return val
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pqtrain", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgumentParser)
+    pos, nonneg, seed = _int_arg(1), _int_arg(0), _int_arg(0, MAX_SEED)
     t = sub.add_parser("train", help="train float MLP -> PQ -> fine-tune, save .pt")
     t.add_argument("-o", "--out", required=True, help="output model file (.pt)")
     t.add_argument("--model", choices=list(zoo.ZOO), default=None,
                    help="a zoo architecture (digits_mlp, digits_cnn train on digits); default: an MLP from --hidden")
-    t.add_argument("--hidden", type=int, nargs="*", default=[64], help="hidden layer widths")
-    t.add_argument("--k", type=int, default=16)
-    t.add_argument("--v", type=int, default=4, help="sub-vector length (MLP only; zoo models fix their own)")
+    t.add_argument("--hidden", type=pos, nargs="*", default=[64], help="hidden layer widths")
+    t.add_argument("--k", type=pos, default=16)
+    t.add_argument("--v", type=pos, default=4, help="sub-vector length (MLP only; zoo models fix their own)")
     t.add_argument("--metric", choices=["l2", "l1"], default="l2")
     t.add_argument("--method", choices=METHODS, default="ste")
     t.add_argument("--name", default="digits_mlp")
     d = TrainConfig()
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--float-epochs", type=int, default=d.float_epochs)
-    t.add_argument("--pq-epochs", type=int, default=d.pq_epochs)
-    t.add_argument("--float-lr", type=float, default=d.float_lr)
-    t.add_argument("--pq-lr", type=float, default=d.pq_lr)
-    t.add_argument("--t-start", type=float, default=d.t_start)
-    t.add_argument("--t-end", type=float, default=d.t_end)
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--distill", type=float, default=d.distill, help="weight of distillation from the float model")
-    t.add_argument("--qat-bits", type=int, default=0, help="quantization-aware training at this width (2..8)")
-    t.add_argument("--qat-epochs", type=int, default=d.qat_epochs)
+    t.add_argument("--seed", type=seed, default=d.seed)
+    t.add_argument("--float-epochs", type=nonneg, default=d.float_epochs)
+    t.add_argument("--pq-epochs", type=nonneg, default=d.pq_epochs)
+    t.add_argument("--float-lr", type=_float_arg(), default=d.float_lr)
+    t.add_argument("--pq-lr", type=_float_arg(), default=d.pq_lr)
+    t.add_argument("--t-start", type=_float_arg(positive=True), default=d.t_start)
+    t.add_argument("--t-end", type=_float_arg(positive=True), default=d.t_end)
+    t.add_argument("--weight-decay", type=_float_arg(), default=d.weight_decay)
+    t.add_argument("--distill", type=_float_arg(), default=d.distill,
+                   help="weight of distillation from the float model")
+    t.add_argument("--qat-bits", type=_qat_bits, default=0, help="quantization-aware training at this width (2..8)")
+    t.add_argument("--qat-epochs", type=nonneg, default=d.qat_epochs)
     t.add_argument("--float-only", action="store_true", help="train and save the float model only")
     c = sub.add_parser("convert", help="float model file -> PQ model file (k-means on real activations)")
     c.add_argument("model")
     c.add_argument("-o", "--out", required=True)
-    c.add_argument("--k", type=int, default=16)
-    c.add_argument("--v", type=int, default=4)
+    c.add_argument("--k", type=pos, default=16)
+    c.add_argument("--v", type=pos, default=4)
     c.add_argument("--metric", choices=["l2", "l1"], default="l2")
     c.add_argument("--layers", nargs="*", default=None, help="paths of the layers to convert (default: all)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=seed, default=0)
     i = sub.add_parser("init", help="save an untrained zoo model (e.g. resnet20 for compiler and RTL runs)")
     i.add_argument("--model", choices=list(zoo.ZOO), required=True)
     i.add_argument("-o", "--out", required=True, help="output model file (.pt)")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--bn-batches", type=int, default=4,
+    i.add_argument("--seed", type=seed, default=0)
+    i.add_argument("--bn-batches", type=nonneg, default=4,
                    help="batches of 16 random inputs (uniform [0, 1)) that set the batch-norm running statistics, "
                         "so that folding them is not the identity (0: PyTorch's initial statistics)")
     e = sub.add_parser("eval", help="test accuracy of a saved model on the fixed digits split")
     e.add_argument("model")
-    e.add_argument("--seed", type=int, default=0, help="split seed")
-    e.add_argument("--bits", type=int, nargs="*", default=[], help="also the integer pipeline at these widths")
+    e.add_argument("--seed", type=seed, default=0, help="split seed")
+    e.add_argument("--bits", type=_int_arg(2, 8), nargs="*", default=[],
+                   help="also the integer pipeline at these widths (2..8)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    if args.cmd == "init":
-        return _init(args)
-    if args.cmd in ("eval", "convert"):
-        try:
-            model, arch, meta = load(args.model)
-        except ModelFormatError as exc:
-            print(f"pqtrain: {exc}", file=sys.stderr)
-            return 1
-        data = reshape_inputs(load_digits_split(seed=args.seed), arch)
-        if args.cmd == "convert":
-            sel = None if args.layers is None else (lambda path, _layer: path in args.layers)
-            try:
-                parch = pq_arch_from_float(arch, args.k, args.v, args.metric, select=sel)
-            except ModelFormatError as exc:
-                print(f"pqtrain: {exc}", file=sys.stderr)
-                return 1
-            pq = convert_to_pq(model, parch, data[0], seed=args.seed)
-            acc = accuracy(pq, data[2], data[3])
-            save(pq, parch, args.out, {**meta, "converted_from": str(args.model), "method": "kmeans",
-                                       "pq_test_acc": acc})
-            print(f"wrote {args.out}: float {accuracy(model, data[2], data[3]):.4f} -> PQ k-means {acc:.4f}")
-            return 0
-        out = {"name": arch["name"], "test_acc": accuracy(model, data[2], data[3])}
-        for b in args.bits:
-            try:
-                out[f"int{b}_test_acc"] = export_integer(model, arch, data[0][:256], b).accuracy(data[2], data[3])
-            except ValueError as exc:
-                print(f"pqtrain: {exc}", file=sys.stderr)
-                return 1
-        print(json.dumps({**out, "meta": meta}, indent=1))
-        return 0
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "train": _train, "convert": _convert, "init": _init, "eval": _eval}
+    try:
+        return commands[args.cmd](args)
+    except (ModelFormatError, UsageError, DataError, CompileError) as exc:
+        return fail(PROG, exc)
+    except OSError as exc:  # e.g. no permission to write beside -o, disk full
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(PROG, f"{where}{exc.strerror or exc}")
+    except MemoryError:
+        return fail(PROG, "out of memory (the model or the data are too large for this machine)")
+    except Exception as exc:  # noqa: BLE001  (anything else is ours: an internal error, one line)
+        print(f"{PROG}: internal error: {printable(exc, 1000)} (please report it; PQA_TRACEBACK=1 prints the "
+              "traceback)", file=sys.stderr)
+        if os.environ.get("PQA_TRACEBACK"):
+            traceback.print_exc()
+        return EXIT_FAILED
+
+
+def _digits(arch: dict[str, Any], source: str, seed: int) -> Data:
+    """The digits split reshaped to the model's input, or a UsageError naming ``source`` (a file or option)."""
+    shape = arch["input_shape"]
+    if shape not in DIGITS_SHAPES:
+        raise UsageError(f"{source}: input_shape {shape} cannot be fed the 8x8 digits (they give [64] or "
+                         "[1, 8, 8]); use this model from Python with its own data loader (docs/training.md)")
+    return reshape_inputs(load_digits_split(seed=seed), arch)
+
+
+def _save(model: torch.nn.Module, arch: dict[str, Any], out: str, meta: dict[str, Any]) -> None:
+    try:
+        save(model, arch, out, meta)
+    except OSError as exc:  # the temporary file's name would say less than -o's
+        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(seed=args.seed, float_epochs=args.float_epochs, pq_epochs=args.pq_epochs,
                       float_lr=args.float_lr, pq_lr=args.pq_lr, t_start=args.t_start, t_end=args.t_end,
                       weight_decay=args.weight_decay, distill=args.distill, method=args.method,
                       qat_bits=args.qat_bits, qat_epochs=args.qat_epochs)
     if args.model is not None:
         arch = zoo.arch(args.model, k=args.k, metric=args.metric)
+        source = f"--model {args.model}"
     else:
         arch = mlp_arch(args.hidden, k=args.k, v=args.v, metric=args.metric, name=args.name)
-    if arch["input_shape"] not in ([64], [1, 8, 8]):
-        print(f"pqtrain: {arch['name']} does not take digits; train it from Python with its data loader",
-              file=sys.stderr)
-        return 1
-    data = load_digits_split(seed=args.seed)
+        source = "--hidden/--k/--v/--name"
+    try:
+        validate_arch(arch)
+    except ModelFormatError as exc:
+        raise UsageError(f"{source}: the architecture is refused: {exc}") from None
+    check_output(args.out)  # before training, not after it
+    data = _digits(arch, source, args.seed)
     if args.float_only:
         from .train import float_arch, train_float
 
@@ -127,32 +201,67 @@ def main(argv: list[str] | None = None) -> int:
         rdata = reshape_inputs(data, farch)
         fmodel = train_float(farch, rdata, cfg)
         acc = accuracy(fmodel, rdata[2], rdata[3])
-        save(fmodel, farch, args.out, {"dataset": cfg.dataset, "seed": cfg.seed, "float_test_acc": acc})
-        print(f"wrote {args.out}: float {acc:.4f}")
-        return 0
+        _save(fmodel, farch, args.out, {"dataset": cfg.dataset, "seed": cfg.seed, "float_test_acc": acc})
+        print(f"wrote {printable(args.out)}: float {acc:.4f}")
+        return EXIT_OK
     model, meta = train_pipeline(arch, data, cfg)
-    save(model, arch, args.out, meta)
+    _save(model, arch, args.out, meta)
     extra = f" integer({cfg.qat_bits}b) {meta['int_test_acc']:.4f}" if cfg.qat_bits else ""
-    print(f"wrote {args.out}: float {meta['float_test_acc']:.4f} kmeans {meta['pq_kmeans_test_acc']:.4f} "
+    print(f"wrote {printable(args.out)}: float {meta['float_test_acc']:.4f} kmeans {meta['pq_kmeans_test_acc']:.4f} "
           f"pq {meta['pq_test_acc']:.4f}{extra}")
-    return 0
+    return EXIT_OK
+
+
+def _convert(args: argparse.Namespace) -> int:
+    check_output(args.out)
+    model, arch, meta = load(args.model)
+    data = _digits(arch, args.model, args.seed)
+    float_paths = [path for path, layer in iter_layers(arch) if layer["type"] in ("linear", "conv2d")]
+    chosen = float_paths if args.layers is None else args.layers
+    unknown = [p for p in chosen if p not in float_paths]
+    if unknown:
+        raise UsageError(f"--layers {unknown[0]}: not a float linear or conv2d layer of {args.model} (those are: "
+                         f"{', '.join(float_paths) or 'none'})")
+    if not chosen:
+        raise UsageError(f"{args.model}: no float linear or conv2d layer to convert (is it a PQ model already?)")
+    sel = None if args.layers is None else (lambda path, _layer: path in chosen)
+    try:
+        parch = pq_arch_from_float(arch, args.k, args.v, args.metric, select=sel)
+    except ModelFormatError as exc:
+        raise UsageError(f"--k/--v: the converted architecture is refused: {exc}") from None
+    pq = convert_to_pq(model, parch, data[0], seed=args.seed)
+    acc = accuracy(pq, data[2], data[3])
+    _save(pq, parch, args.out, {**meta, "converted_from": str(args.model), "method": "kmeans", "pq_test_acc": acc})
+    print(f"wrote {printable(args.out)}: float {accuracy(model, data[2], data[3]):.4f} -> PQ k-means {acc:.4f}")
+    return EXIT_OK
+
+
+def _eval(args: argparse.Namespace) -> int:
+    model, arch, meta = load(args.model)
+    data = _digits(arch, args.model, args.seed)
+    out = {"name": arch["name"], "test_acc": accuracy(model, data[2], data[3])}
+    for b in args.bits:
+        out[f"int{b}_test_acc"] = export_integer(model, arch, data[0][:256], b).accuracy(data[2], data[3])
+    print(json.dumps({**out, "meta": meta}, indent=1))
+    return EXIT_OK
 
 
 def _init(args: argparse.Namespace) -> int:
     """An untrained zoo model: seeded weights and prototypes, batch-norm statistics from random inputs."""
+    check_output(args.out)
     torch.manual_seed(args.seed)
     arch = zoo.arch(args.model)
     model = build(arch)
     gen = torch.Generator().manual_seed(args.seed)
     model.train()
     with torch.no_grad():
-        for _ in range(max(0, args.bn_batches)):
+        for _ in range(args.bn_batches):
             model(torch.rand(16, *arch["input_shape"], generator=gen))
     model.eval()
-    save(model, arch, args.out, {"untrained": True, "seed": args.seed, "bn_batches": args.bn_batches})
+    _save(model, arch, args.out, {"untrained": True, "seed": args.seed, "bn_batches": args.bn_batches})
     n = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out}: untrained {arch['name']} ({n} parameters, input {arch['input_shape']})")
-    return 0
+    print(f"wrote {printable(args.out)}: untrained {arch['name']} ({n} parameters, input {arch['input_shape']})")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

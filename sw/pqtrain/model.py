@@ -23,6 +23,36 @@ where LAYER is one of (docs/file_formats.md has the full table)
 Linear and conv kinds take an optional ``"bias": bool`` (default true); ``stride`` defaults to 1 and
 ``padding`` to 0. state_dict keys are ``layers.<i>.<param>`` with ``i`` the index in the layer list, and
 ``layers.<i>.body.<j>.<param>`` / ``layers.<i>.shortcut.<j>.<param>`` inside a residual block.
+
+What the reader (:func:`load_raw`) accepts, so that a hostile file can neither run code nor exhaust memory
+or time (everything is checked before the network is built; a refusal is a :class:`ModelFormatError` whose
+one-line message names the file and the field):
+
+- the file: a regular file of 1 byte .. :data:`MAX_FILE_BYTES` (2 GiB), a zip archive as ``torch.save``
+  writes it (``<name>/data.pkl`` and the tensor records) with *stored* (uncompressed) entries only, so that
+  no entry expands beyond the file; read with ``weights_only=True`` (no pickled code or class is run).
+- ``arch`` and ``meta``: plain JSON: dicts with string keys, lists, strings (valid Unicode), integers in
+  [-2^63, 2^63), finite floats, booleans and None; at most :data:`MAX_JSON_NODES` (2^20) values each, nested
+  at most :data:`MAX_JSON_DEPTH` (32) levels. Errors name the key path (``meta.foo``, ``arch.layers[2]``).
+- ``arch["name"]``: 1 .. :data:`MAX_NAME_CHARS` (200) printable characters (any script; no control
+  characters, newlines or tabs).
+- declared sizes (checked while the shapes are inferred, before anything is allocated):
+  ``input_shape`` 1 to 4 positive integers; every activation (the input, each layer's output and the padded
+  input of a conv or pool) at most :data:`MAX_ACTIVATION` (2^24) elements per input;
+  ``in_features``, ``out_features``, ``in_channels``, ``out_channels``, ``num_features``, ``k`` and ``v`` at
+  most :data:`MAX_DIM` (65536); ``kernel_size`` (each side), ``stride`` and ``padding`` at most
+  :data:`MAX_WINDOW` (64); at most :data:`MAX_LAYERS` (1024) layers, residual bodies and shortcuts included;
+  per layer and input, a conv's im2col columns (Ho*Wo*Cin*kh*kw), a PQ layer's distance work
+  (columns x C x K x v) and its table (C x K x M) at most :data:`MAX_LAYER_WORK` (2^28) elements; the
+  parameters of the whole network (what ``state_dict`` must hold) at most :data:`MAX_PARAMETERS` (2^28)
+  elements.
+- ``state_dict``: exactly the keys and shapes the arch implies (:func:`state_layout`; a missing key, an
+  unexpected key or a shape mismatch is named with both shapes); every tensor a dense (strided,
+  non-overlapping) CPU tensor that its storage holds whole, not sparse, nested, quantized or on another device;
+  dtype float16, bfloat16, float32 or float64, except ``num_batches_tracked`` (batch norm), which is int64.
+
+The writer (:func:`save`) checks the same, writes atomically (a temporary file in the same directory, then
+``os.replace``) and never replaces an existing file that is not a PQA model file (:func:`check_output`).
 """
 
 from __future__ import annotations
@@ -31,7 +61,9 @@ import json
 import math
 import os
 import pickle
+import stat
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +79,20 @@ VERSION = 1
 LAYER_TYPES = ("pq_linear", "linear", "pq_conv2d", "conv2d", "batchnorm2d", "avgpool", "maxpool",
                "global_avgpool", "pad_channels", "residual", "relu", "flatten")
 
+# Caps on what a model file may declare (the module docstring says what each bounds)
+MAX_FILE_BYTES = 1 << 31
+MAX_JSON_NODES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_NAME_CHARS = 200
+MAX_INPUT_DIMS = 4
+MAX_ACTIVATION = 1 << 24
+MAX_DIM = 1 << 16
+MAX_WINDOW = 64
+MAX_LAYERS = 1024
+MAX_LAYER_WORK = 1 << 28
+MAX_PARAMETERS = 1 << 28
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INT64_MIN, _INT64_END = -(1 << 63), 1 << 63
 
 class ModelFormatError(ValueError):
     """A model file or architecture description that is missing, corrupt, unsafe or inconsistent."""
@@ -120,21 +166,95 @@ class PQNet(Sequence):
             m.assign_mode = mode
 
 
-def _int_field(layer: dict[str, Any], key: str, where: str, default: int | None = None, minimum: int = 1) -> int:
+
+def _brief(value: Any, limit: int = 60) -> str:
+    """A short description of a user value for a message: the repr of a scalar (cut), the type of the rest."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a very large integer"  # (repr of a huge int is slow, and refused beyond 4300 digits)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value[:limit] if isinstance(value, str) else value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    if isinstance(value, Tensor):
+        return f"a tensor {list(value.shape)}" if not value.is_nested else "a nested tensor"
+    return f"a {type(value).__name__}"
+
+
+def _key_path(where: str, key: str) -> str:
+    """``meta.foo`` for an identifier-like key, ``meta['a b']`` otherwise."""
+    if key and len(key) <= 60 and key.isascii() and key.replace("_", "a").replace("-", "a").isalnum():
+        return f"{where}.{key}"
+    return f"{where}[{_brief(key)}]"
+
+
+def _unicode_ok(s: str) -> bool:
+    """False for a string with lone surrogates (pickle can produce them; they cannot be written as UTF-8)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_json(value: Any, where: str) -> None:
+    """Refuse anything in ``value`` that is not plain JSON (module docstring), naming the key path from ``where``.
+
+    Bounded: at most :data:`MAX_JSON_NODES` values are visited (a pickle can share one list many times over,
+    which a naive walk would expand exponentially) and at most :data:`MAX_JSON_DEPTH` levels."""
+    budget = [MAX_JSON_NODES]
+
+    def walk(v: Any, at: str, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ModelFormatError(f"{where}: more than {MAX_JSON_NODES} values (a plain JSON description is small)")
+        if depth > MAX_JSON_DEPTH:
+            raise ModelFormatError(f"{at}: nested deeper than {MAX_JSON_DEPTH} levels")
+        if v is None or isinstance(v, bool):
+            return
+        if isinstance(v, int):
+            if not _INT64_MIN <= v < _INT64_END:
+                raise ModelFormatError(f"{at}: integer out of the 64-bit range")
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ModelFormatError(f"{at}: {v!r} is not a finite number (JSON has no NaN or infinity)")
+        elif isinstance(v, str):
+            if not _unicode_ok(v):
+                raise ModelFormatError(f"{at}: string is not valid Unicode (lone surrogate)")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{at}[{i}]", depth + 1)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise ModelFormatError(f"{at}: key {_brief(k)} is not a string (JSON object keys are strings)")
+                if not _unicode_ok(k):
+                    raise ModelFormatError(f"{at}: key {_brief(k)} is not valid Unicode (lone surrogate)")
+                walk(x, _key_path(at, k), depth + 1)
+        else:
+            raise ModelFormatError(f"{at}: {_brief(v)} is not a JSON value (expected a dict, list, string, number, "
+                                   "bool or null)")
+
+    walk(value, where, 0)
+
+
+def _int_field(layer: dict[str, Any], key: str, where: str, default: int | None = None, minimum: int = 1,
+               maximum: int = MAX_DIM) -> int:
     val = layer.get(key, default)
     if not isinstance(val, int) or isinstance(val, bool) or val < minimum:
         kind = "a positive" if minimum == 1 else "a non-negative"
-        raise ModelFormatError(f"{where} ({layer.get('type')}): '{key}' must be {kind} integer, got {val!r}")
+        raise ModelFormatError(f"{where} ({layer.get('type')}): '{key}' must be {kind} integer, got {_brief(val)}")
+    if val > maximum:
+        raise ModelFormatError(f"{where} ({layer.get('type')}): '{key}' is {val}; at most {maximum} is accepted")
     return val
 
 
 def _kernel(layer: dict[str, Any], where: str) -> tuple[int, int]:
     ks = layer.get("kernel_size")
     if isinstance(ks, list) and len(ks) == 2:
-        kh = _int_field({"type": layer.get("type"), "k": ks[0]}, "k", where)
-        kw = _int_field({"type": layer.get("type"), "k": ks[1]}, "k", where)
+        kind = layer.get("type")
+        kh = _int_field({"type": kind, "kernel_size[0]": ks[0]}, "kernel_size[0]", where, maximum=MAX_WINDOW)
+        kw = _int_field({"type": kind, "kernel_size[1]": ks[1]}, "kernel_size[1]", where, maximum=MAX_WINDOW)
         return kh, kw
-    k = _int_field(layer, "kernel_size", where)
+    k = _int_field(layer, "kernel_size", where, maximum=MAX_WINDOW)
     return k, k
 
 
@@ -147,22 +267,42 @@ def _pool_out(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     return (n + 2 * p - k) // s + 1
 
 
-def _infer(layers: Any, shape: list[int], where: str) -> list[int]:
-    """Check a layer list against an input shape; return the output shape."""
+def _check_size(n: int, limit: int, at: str, kind: str, what: str) -> None:
+    if n > limit:
+        raise ModelFormatError(f"{at} ({kind}): {what} is {n} elements per input; at most {limit} is accepted")
+
+
+def _pq_work(layer: dict[str, Any], at: str, kind: str, d: int, m: int, columns: int) -> None:
+    """A PQ layer's table (C x K x M) and per-input distance work (columns x C x K x v) within MAX_LAYER_WORK."""
+    k, v = layer["k"], layer["v"]
+    c = -(-d // v)
+    if c * k * m > MAX_LAYER_WORK:
+        raise ModelFormatError(f"{at} ({kind}): its table C*K*M = {c}*{k}*{m} is {c * k * m} elements; at most "
+                               f"{MAX_LAYER_WORK} is accepted")
+    _check_size(columns * c * k * v, MAX_LAYER_WORK, at, kind, "the distance work (columns x C x K x v)")
+
+
+def _infer(layers: Any, shape: list[int], where: str, count: list[int] | None = None) -> list[int]:
+    """Check a layer list against an input shape; return the output shape. ``count``: layers seen so far."""
+    count = [0] if count is None else count
     if not isinstance(layers, list):
-        raise ModelFormatError(f"{where}: layers must be a list")
+        raise ModelFormatError(f"{where}: layers must be a list, got {_brief(layers)}")
     for i, layer in enumerate(layers):
         at = f"{where}{i}"
+        count[0] += 1
+        if count[0] > MAX_LAYERS:
+            raise ModelFormatError(f"{at}: more than {MAX_LAYERS} layers (residual bodies and shortcuts included)")
         if not isinstance(layer, dict) or "type" not in layer:
-            raise ModelFormatError(f"{at}: must be a dict with a 'type', got {layer!r}")
+            raise ModelFormatError(f"{at}: must be a dict with a 'type', got {_brief(layer)}")
         kind = layer["type"]
         if kind not in LAYER_TYPES:
-            raise ModelFormatError(f"{at}: unknown layer type {kind!r} (known: {', '.join(LAYER_TYPES)})")
+            raise ModelFormatError(f"{at}: unknown layer type {_brief(kind)} (known: {', '.join(LAYER_TYPES)})")
         if kind in ("pq_linear", "pq_conv2d"):
             _int_field(layer, "k", at)
             _int_field(layer, "v", at)
             if layer.get("metric") not in METRICS:
-                raise ModelFormatError(f"{at} ({kind}): metric must be one of {METRICS}, got {layer.get('metric')!r}")
+                raise ModelFormatError(f"{at} ({kind}): metric must be one of {METRICS}, got "
+                                       f"{_brief(layer.get('metric'))}")
         if kind in ("linear", "pq_linear", "conv2d", "pq_conv2d") and not isinstance(layer.get("bias", True), bool):
             raise ModelFormatError(f"{at} ({kind}): 'bias' must be a bool")
         if kind == "flatten":
@@ -172,72 +312,134 @@ def _infer(layers: Any, shape: list[int], where: str) -> list[int]:
             m = _int_field(layer, "out_features", at)
             if len(shape) != 1 or d != shape[0]:
                 raise ModelFormatError(f"{at} ({kind}): in_features {d} but the previous layer gives {shape}")
+            if kind == "pq_linear":
+                _pq_work(layer, at, kind, d, m, 1)
             shape = [m]
         elif kind in ("conv2d", "pq_conv2d"):
             cin = _int_field(layer, "in_channels", at)
             cout = _int_field(layer, "out_channels", at)
             kh, kw = _kernel(layer, at)
-            s = _int_field(layer, "stride", at, 1)
-            p = _int_field(layer, "padding", at, 0, minimum=0)
+            s = _int_field(layer, "stride", at, 1, maximum=MAX_WINDOW)
+            p = _int_field(layer, "padding", at, 0, minimum=0, maximum=MAX_WINDOW)
             if len(shape) != 3 or shape[0] != cin:
                 raise ModelFormatError(f"{at} ({kind}): in_channels {cin} but the previous layer gives {shape}")
+            _check_size(cin * (shape[1] + 2 * p) * (shape[2] + 2 * p), MAX_ACTIVATION, at, kind, "the padded input")
             ho, wo = (shape[1] + 2 * p - kh) // s + 1, (shape[2] + 2 * p - kw) // s + 1
             if ho < 1 or wo < 1:
                 raise ModelFormatError(f"{at} ({kind}): kernel larger than the padded input {shape}")
+            _check_size(ho * wo * cin * kh * kw, MAX_LAYER_WORK, at, kind, "the im2col columns (Ho*Wo*Cin*kh*kw)")
+            if kind == "pq_conv2d":
+                _pq_work(layer, at, kind, cin * kh * kw, cout, ho * wo)
             shape = [cout, ho, wo]
         elif kind == "batchnorm2d":
             c = _int_field(layer, "num_features", at)
             if len(shape) != 3 or shape[0] != c:
                 raise ModelFormatError(f"{at} (batchnorm2d): num_features {c} but the previous layer gives {shape}")
         elif kind in ("avgpool", "maxpool"):
-            k = _int_field(layer, "kernel_size", at)
-            s = _int_field(layer, "stride", at, k)
-            p = _int_field(layer, "padding", at, 0, minimum=0)
+            k = _int_field(layer, "kernel_size", at, maximum=MAX_WINDOW)
+            s = _int_field(layer, "stride", at, k, maximum=MAX_WINDOW)
+            p = _int_field(layer, "padding", at, 0, minimum=0, maximum=MAX_WINDOW)
             if not isinstance(layer.get("ceil_mode", False), bool):
                 raise ModelFormatError(f"{at} ({kind}): 'ceil_mode' must be a bool")
             if len(shape) != 3 or 2 * p > k:
                 raise ModelFormatError(f"{at} ({kind}): needs a [C, H, W] input and padding <= kernel_size / 2")
+            _check_size(shape[0] * (shape[1] + 2 * p) * (shape[2] + 2 * p), MAX_ACTIVATION, at, kind,
+                        "the padded input")
             cm = layer.get("ceil_mode", False)
-            shape = [shape[0], _pool_out(shape[1], k, s, p, cm), _pool_out(shape[2], k, s, p, cm)]
+            ho, wo = _pool_out(shape[1], k, s, p, cm), _pool_out(shape[2], k, s, p, cm)
+            if ho < 1 or wo < 1:
+                raise ModelFormatError(f"{at} ({kind}): kernel larger than the padded input {shape}")
+            shape = [shape[0], ho, wo]
         elif kind == "global_avgpool":
             if len(shape) != 3:
                 raise ModelFormatError(f"{at} (global_avgpool): needs a [C, H, W] input, got {shape}")
             shape = [shape[0]]
         elif kind == "pad_channels":
             c2 = _int_field(layer, "out_channels", at)
-            s = _int_field(layer, "stride", at, 1)
+            s = _int_field(layer, "stride", at, 1, maximum=MAX_WINDOW)
             if len(shape) != 3 or c2 < shape[0]:
                 raise ModelFormatError(f"{at} (pad_channels): needs [C, H, W] with C <= out_channels, got {shape}")
             shape = [c2, -(-shape[1] // s), -(-shape[2] // s)]
         elif kind == "residual":
-            a = _infer(layer.get("body"), shape, f"{at}.body.")
-            b = _infer(layer.get("shortcut", []), shape, f"{at}.shortcut.")
+            a = _infer(layer.get("body"), shape, f"{at}.body.", count)
+            b = _infer(layer.get("shortcut", []), shape, f"{at}.shortcut.", count)
             if a != b:
                 raise ModelFormatError(f"{at} (residual): body gives {a} but shortcut gives {b}")
             shape = a
+        _check_size(math.prod(shape), MAX_ACTIVATION, at, kind, f"the output {shape}")
     return shape
 
 
 def validate_arch(arch: Any) -> None:
-    """Check an ARCH description (types, fields, shapes); raises :class:`ModelFormatError` naming the layer."""
+    """Check an ARCH description (plain JSON, types, fields, caps, shapes); raises :class:`ModelFormatError`
+    naming the field or the layer."""
     if not isinstance(arch, dict):
-        raise ModelFormatError(f"arch must be a dict, got {type(arch).__name__}")
-    try:
-        json.dumps(arch)
-    except (TypeError, ValueError) as exc:
-        raise ModelFormatError(f"arch is not JSON-able: {exc}") from exc
+        raise ModelFormatError(f"arch must be a dict, got {_brief(arch)}")
+    check_json(arch, "arch")
     for key in ("name", "input_shape", "num_classes", "layers"):
         if key not in arch:
             raise ModelFormatError(f"arch lacks '{key}'")
+    name = arch["name"]
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS or not name.isprintable():
+        raise ModelFormatError(f"arch 'name' must be a string of 1 to {MAX_NAME_CHARS} printable characters "
+                               f"(no control characters, newlines or tabs), got {_brief(name)}")
     shape = arch["input_shape"]
-    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ModelFormatError(f"arch 'input_shape' must be a list of positive integers, got {shape!r}")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_INPUT_DIMS
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise ModelFormatError(f"arch 'input_shape' must be a list of 1 to {MAX_INPUT_DIMS} positive integers, "
+                               f"got {_brief(shape, 100)}")
+    if math.prod(shape) > MAX_ACTIVATION:
+        raise ModelFormatError(f"arch 'input_shape' {shape} is {math.prod(shape)} elements per input; at most "
+                               f"{MAX_ACTIVATION} is accepted")
+    num_classes = arch["num_classes"]
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ModelFormatError(f"arch 'num_classes' must be a positive integer, got {_brief(num_classes)}")
     layers = arch["layers"]
     if not isinstance(layers, list) or not layers:
         raise ModelFormatError("arch 'layers' must be a non-empty list")
     out = _infer(layers, list(shape), "layer ")
     if out != [arch["num_classes"]]:
-        raise ModelFormatError(f"the last layer gives {out} outputs but num_classes is {arch['num_classes']}")
+        raise ModelFormatError(f"the last layer gives {out} outputs but num_classes is {num_classes}")
+    total = sum(math.prod(shape) for shape, _ in state_layout(arch).values())
+    if total > MAX_PARAMETERS:
+        raise ModelFormatError(f"the network has {total} parameters (state_dict elements); at most {MAX_PARAMETERS} "
+                               "is accepted")
+
+
+def state_layout(arch: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """key -> (shape, dtype) of every tensor in the state dict of ``build(arch)``, computed from the description
+    alone (nothing is allocated). ``arch`` must have passed the layer checks of :func:`validate_arch`."""
+    out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    f32 = torch.float32
+
+    def walk(layers: list[dict[str, Any]], prefix: str) -> None:
+        for i, layer in enumerate(layers):
+            p = f"{prefix}{i}."
+            kind = layer["type"]
+            if kind in ("linear", "pq_linear", "conv2d", "pq_conv2d"):
+                if kind in ("linear", "pq_linear"):
+                    d, m = layer["in_features"], layer["out_features"]
+                    weight: tuple[int, ...] = (m, d)
+                else:
+                    kh, kw = _kernel(layer, p)
+                    cin, m = layer["in_channels"], layer["out_channels"]
+                    d, weight = cin * kh * kw, (m, cin, kh, kw)
+                if kind.startswith("pq_"):
+                    out[p + "prototypes"] = ((-(-d // layer["v"]), layer["k"], layer["v"]), f32)
+                out[p + "weight"] = (weight, f32)
+                if layer.get("bias", True):
+                    out[p + "bias"] = ((m,), f32)
+            elif kind == "batchnorm2d":
+                c = layer["num_features"]
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    out[p + name] = ((c,), f32)
+                out[p + "num_batches_tracked"] = ((), torch.int64)
+            elif kind == "residual":
+                walk(layer["body"], p + "body.")
+                walk(layer.get("shortcut", []), p + "shortcut.")
+
+    walk(arch["layers"], "layers.")
+    return out
 
 
 def _build_layer(layer: dict[str, Any]) -> nn.Module:
@@ -293,19 +495,128 @@ def iter_layers(arch: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     return walk(arch["layers"], "layers.")
 
 
+
+def _dense_in_storage(t: Tensor) -> bool:
+    """The tensor's elements are non-overlapping and dense (strides a permutation of contiguous ones) and lie
+    within its storage (a stride-0 ``expand`` saved by torch.save is tiny on disk but huge as a view)."""
+    if t.numel() == 0:
+        return True
+    step = 1
+    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != step:
+            return False
+        step *= size
+    end = (t.storage_offset() + t.numel()) * t.element_size()
+    return t.storage_offset() >= 0 and end <= t.untyped_storage().nbytes()
+
+
+def _check_tensor(key: str, t: Any) -> None:
+    at = f"state_dict {_brief(key)}"
+    if not isinstance(t, Tensor):
+        raise ModelFormatError(f"{at} must be a tensor, got {_brief(t)}")
+    if t.is_nested:
+        raise ModelFormatError(f"{at} is a nested tensor; expected a dense tensor")
+    if t.layout != torch.strided:
+        raise ModelFormatError(f"{at} has layout {t.layout} (sparse?); expected a dense (torch.strided) tensor")
+    if t.is_quantized:
+        raise ModelFormatError(f"{at} is a quantized tensor ({t.dtype}); expected a floating-point tensor")
+    if t.device.type != "cpu":
+        raise ModelFormatError(f"{at} is on device '{t.device}'; expected a CPU tensor with its data")
+    if t.dtype not in (*FLOAT_DTYPES, torch.int64):
+        raise ModelFormatError(f"{at} has dtype {t.dtype}; expected float16, bfloat16, float32 or float64 "
+                               "(int64 for batch norm's num_batches_tracked)")
+    n = math.prod(t.shape)
+    if n > MAX_PARAMETERS:
+        raise ModelFormatError(f"{at} has {n} elements; at most {MAX_PARAMETERS} is accepted")
+    if not _dense_in_storage(t):
+        raise ModelFormatError(f"{at} (shape {list(t.shape)}, strides {list(t.stride())}) is not a dense tensor "
+                               "held whole by its storage (overlapping, expanded or out of bounds)")
+
+
+def _some(items: list[str]) -> str:
+    return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
+
+
+def _check_state(state: Any, arch: dict[str, Any]) -> None:
+    """``state`` (the stored state dict) against the arch's :func:`state_layout`; ``arch`` must be valid."""
+    if not isinstance(state, dict):
+        raise ModelFormatError(f"state_dict must be a dict of str -> tensor, got {_brief(state)}")
+    for key, t in state.items():
+        if not isinstance(key, str) or not _unicode_ok(key):
+            raise ModelFormatError(f"state_dict key {_brief(key)} is not a (valid Unicode) string")
+        _check_tensor(key, t)
+    layout = state_layout(arch)
+    missing = [f"'{k}' (the arch gives {list(shape)})" for k, (shape, _) in layout.items() if k not in state]
+    unexpected = [f"{_brief(k)} (stored {list(t.shape)})" for k, t in state.items() if k not in layout]
+    if missing or unexpected:
+        parts = ([f"missing keys {_some(missing)}"] if missing else []) + (
+            [f"unexpected keys {_some(unexpected)}"] if unexpected else [])
+        raise ModelFormatError(f"state_dict does not match arch: {'; '.join(parts)}")
+    for key, (shape, dtype) in layout.items():
+        t = state[key]
+        if tuple(t.shape) != shape:
+            raise ModelFormatError(f"state_dict '{key}' has shape {list(t.shape)}, the arch gives {list(shape)}")
+        if dtype == torch.int64:  # BatchNorm's step counter is an integer
+            if t.dtype != torch.int64:
+                raise ModelFormatError(f"state_dict '{key}' has dtype {t.dtype}, expected torch.int64")
+        elif t.dtype not in FLOAT_DTYPES:
+            raise ModelFormatError(f"state_dict '{key}' has dtype {t.dtype}, expected floating point")
+
+
+def _plain_json(value: Any, where: str) -> Any:
+    """A JSON round trip of an in-memory value (tuples -> lists, str subclasses -> str: weights_only loading
+    refuses such types), then :func:`check_json`."""
+    try:
+        value = json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"{where} is not plain JSON: {exc}") from None
+    check_json(value, where)
+    return value
+
+
+def is_model_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a readable PQA model file (any version; its content is not validated)."""
+    try:
+        obj = _read(Path(path))
+    except ModelFormatError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"] == FORMAT
+
+
+def check_output(path: str | os.PathLike[str]) -> None:
+    """Refuse an output path that :func:`save` must not write: a directory, a path in a missing or unwritable
+    directory, or an existing file that is not a PQA model file (pqtrain never replaces what it did not write).
+    Raises :class:`ModelFormatError` naming the path."""
+    p = Path(path)
+    if p.is_dir():
+        raise ModelFormatError(f"{p}: is a directory; give the model file to write (e.g. {p / 'model.pt'})")
+    parent = p.parent
+    if not parent.is_dir():
+        raise ModelFormatError(f"{p}: directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelFormatError(f"{p}: directory '{parent}' is not writable")
+    if os.path.lexists(p) and not is_model_file(p):
+        raise ModelFormatError(f"{p}: exists and is not a PQA model file; refusing to overwrite it (remove it or "
+                               "choose another name)")
+
+
 def save(model: nn.Module, arch: dict[str, Any], path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
-    """Write ``model`` to ``path`` in the pqa-model format, atomically (temp file + rename)."""
+    """Write ``model`` to ``path`` in the pqa-model format, atomically (temp file in the same directory +
+    ``os.replace``: an interrupted write leaves the old file, if any, and no partial one). Refuses
+    (:class:`ModelFormatError`) what :func:`check_output` refuses, and a model, arch or meta the reader would."""
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"meta must be a dict, got {_brief(meta)}")
+    meta = _plain_json(meta, "meta")
+    arch = _plain_json(arch, "arch")
     validate_arch(arch)
-    try:  # JSON round trip: plain dict/list/str/int/float only (weights_only refuses e.g. str subclasses)
-        meta = json.loads(json.dumps(meta))
-    except (TypeError, ValueError) as exc:
-        raise ModelFormatError(f"meta is not JSON-able: {exc}") from exc
-    arch = json.loads(json.dumps(arch))
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    obj = {"format": FORMAT, "version": VERSION, "arch": arch, "state_dict": state, "meta": meta}
-    _check_state(obj["state_dict"], arch)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    check_output(path)
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    _check_state(state, arch)
+    obj = {"format": FORMAT, "version": VERSION, "arch": arch, "state_dict": state, "meta": meta}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -319,69 +630,128 @@ def save(model: nn.Module, arch: dict[str, Any], path: str | os.PathLike[str], m
         raise
 
 
-def _check_state(state: Any, arch: dict[str, Any]) -> None:
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise ModelFormatError("state_dict must map str keys to tensors")
-    expected = {k: tuple(v.shape) for k, v in build(arch).state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelFormatError(f"state_dict does not match arch: missing keys {missing}, unexpected keys {unexpected}")
-    for key, shape in expected.items():
-        if tuple(state[key].shape) != shape:
-            raise ModelFormatError(f"state_dict '{key}' has shape {list(state[key].shape)}, arch expects {list(shape)}")
-        if key.endswith("num_batches_tracked"):  # BatchNorm's step counter is an integer
-            if state[key].dtype != torch.int64:
-                raise ModelFormatError(f"state_dict '{key}' has dtype {state[key].dtype}, expected torch.int64")
-        elif not state[key].is_floating_point():
-            raise ModelFormatError(f"state_dict '{key}' has dtype {state[key].dtype}, expected floating point")
-
-
 def _reason(exc: BaseException) -> str:
     """The informative line of torch's weights_only error (it names the refused global)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in lines:
         if "WeightsUnpickler error" in ln or "GLOBAL" in ln:
             return ln
-    return lines[0] if lines else repr(exc)
+    return lines[0] if lines else type(exc).__name__
 
 
-def load_raw(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a model file without building the network. Raises :class:`ModelFormatError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFormatError(f"{path}: no such model file")
+def _not_zip(head: bytes) -> str:
+    """What a file that is not a zip archive looks like (for the message)."""
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle (torch's pre-1.6 format or plain pickle)"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else ""
+    if text and all(c.isprintable() or c in "\t\r\n\f" for c in text):
+        return "a text file"
+    return "unrecognised binary data"
+
+
+def _check_archive(path: Path) -> None:
+    """File-level checks before torch.load: a regular, non-empty file within MAX_FILE_BYTES that is a zip
+    archive as torch.save writes it, with stored (uncompressed) entries only."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: no such model file") from None
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelFormatError(f"{path}: is a directory, not a model file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise ModelFormatError(f"{path}: not a PQA model file (empty file)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ModelFormatError(f"{path}: {st.st_size} bytes; a model file has at most {MAX_FILE_BYTES} bytes")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not head.startswith(b"PK\x03\x04"):
+        raise ModelFormatError(f"{path}: not a PQA model file ({_not_zip(head)}, not a zip/torch archive)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (zipfile raises BadZipFile, NotImplementedError, struct.error, ...)
+        raise ModelFormatError(f"{path}: not a PQA model file (truncated or corrupt zip archive: "
+                               f"{_reason(exc)})") from None
+    if not any(i.filename == "data.pkl" or i.filename.endswith("/data.pkl") for i in infos):
+        raise ModelFormatError(f"{path}: not a PQA model file (a zip archive but not a torch one: no data.pkl)")
+    total = 0
+    for i in infos:
+        if i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size:
+            raise ModelFormatError(f"{path}: refused: zip entry {_brief(i.filename)} is compressed "
+                                   "(torch.save writes uncompressed entries; a compressed one could expand "
+                                   "without bound)")
+        total += i.file_size
+    if total > st.st_size:
+        raise ModelFormatError(f"{path}: not a PQA model file (corrupt zip archive: its entries claim {total} "
+                               f"bytes in a {st.st_size}-byte file)")
+
+
+def _read(path: Path) -> Any:
+    """:func:`_check_archive`, then torch.load with weights_only (no pickled code or class is run)."""
+    _check_archive(path)
+    try:
+        with warnings.catch_warnings():  # torch warns on some legal-but-odd content; the verdict is ours
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelFormatError(
             f"{path}: refused: the file holds something other than tensors and plain data "
             f"(weights_only loading rejected it; nothing in it was executed): {_reason(exc)}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, TypeError,
-            AttributeError, ImportError, IndexError, UnicodeDecodeError) as exc:
-        raise ModelFormatError(f"{path}: not a readable model file (truncated or corrupt?): {exc}") from exc
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (torch's reader raises many kinds on a corrupt archive)
+        raise ModelFormatError(f"{path}: not a readable model file (truncated or corrupt?): "
+                               f"{type(exc).__name__}: {_reason(exc)}") from None
+
+
+def load_raw(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a model file without building the network. Raises :class:`ModelFormatError`, whose
+    message starts with the path and names the field."""
+    path = Path(path)
+    obj = _read(path)
     if not isinstance(obj, dict):
-        raise ModelFormatError(f"{path}: expected a dict at top level, got {type(obj).__name__}")
-    if obj.get("format") != FORMAT:
-        raise ModelFormatError(f"{path}: format is {obj.get('format')!r}, expected {FORMAT!r}")
-    if obj.get("version") != VERSION:
-        raise ModelFormatError(f"{path}: version {obj.get('version')!r} is not supported (expected {VERSION})")
+        raise ModelFormatError(f"{path}: not a PQA model file (the archive holds {_brief(obj)}, not a dict)")
+    if "format" not in obj:
+        raise ModelFormatError(f"{path}: not a PQA model file (a torch file without 'format': {FORMAT!r}; a bare "
+                               "state dict?)")
+    fmt = obj["format"]
+    if not isinstance(fmt, str) or fmt != FORMAT:
+        raise ModelFormatError(f"{path}: 'format' is {_brief(fmt)}, expected {FORMAT!r}")
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
+        raise ModelFormatError(f"{path}: 'version' {_brief(version)} is not supported (expected {VERSION})")
     for key in ("arch", "state_dict", "meta"):
         if key not in obj:
             raise ModelFormatError(f"{path}: lacks '{key}'")
-    if not isinstance(obj["meta"], dict):
-        raise ModelFormatError(f"{path}: 'meta' must be a dict")
     try:
+        if not isinstance(obj["meta"], dict):
+            raise ModelFormatError(f"'meta' must be a dict, got {_brief(obj['meta'])}")
+        check_json(obj["meta"], "meta")
         validate_arch(obj["arch"])
         _check_state(obj["state_dict"], obj["arch"])
     except ModelFormatError as exc:
-        raise ModelFormatError(f"{path}: {exc}") from exc
+        raise ModelFormatError(f"{path}: {exc}") from None
     return obj
 
 
 def load(path: str | os.PathLike[str]) -> tuple[PQNet, dict[str, Any], dict[str, Any]]:
-    """Load a model file -> (network in eval mode, arch, meta). Raises :class:`ModelFormatError`."""
+    """Load a model file -> (network in eval mode, arch, meta). Raises :class:`ModelFormatError`.
+
+    Everything is checked (:func:`load_raw`) before the network is built, so the build allocates only what
+    the file's own tensors hold."""
     obj = load_raw(path)
     model = build(obj["arch"])
     model.load_state_dict(obj["state_dict"], strict=True)
