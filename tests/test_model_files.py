@@ -350,8 +350,10 @@ def test_oversized_declarations_are_refused_without_allocating(tmp_path: Path) -
     script = (
         "import json, resource, sys\n"
         "from pqcompile.cli import main\n"
+        "import pqcompile.graph, pqtrain.model, torch\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "rcs = [main([p, '-o', p + '.build', '--config', 'small', '-q']) for p in sys.argv[1:]]\n"
-        "print(json.dumps({'rcs': rcs, 'maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+        "print(json.dumps({'rcs': rcs, 'grew_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}))\n"
     )
     r = subprocess.run([sys.executable, "-c", script, *map(str, paths)], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT / "sw")}, timeout=300)
@@ -362,7 +364,8 @@ def test_oversized_declarations_are_refused_without_allocating(tmp_path: Path) -
     assert f"state_dict '{WEIGHT}' has shape [1], the arch gives [16000, 16000]" in lines[0]
     assert "the network has 400020000 parameters" in lines[1]
     assert "'in_features' is 100000; at most 65536 is accepted" in lines[2]
-    assert res["maxrss_kb"] < 600_000, res  # python + torch + the compiler's imports: about 230 MB
+    # the peak beyond what the imports take (which varies by machine): the smallest of these layers is 1 GB
+    assert res["grew_kb"] < 250_000, res
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".build")]
 
 
