@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from pqcompile import backend, hexfmt, ir, quantize, sim
 from pqcompile import build as pqbuild
-from pqcompile.isa import AsmError, IllegalInstruction, assemble, decode, disassemble, encode
+from pqcompile.isa import AsmError, IllegalInstruction, assemble, decode, disassemble, encode, field_limit
 from pqcompile.spec import load
 
+SHIFT_MAX = field_limit("quant", "shift")
 FAST = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
 CFG = load().config("small")
@@ -133,7 +134,7 @@ def qlayers(draw: st.DrawFn, legal: bool = True) -> tuple[list[backend.QLayer], 
         lut = rng.integers(-(1 << (lut_bits - 1)), 1 << (lut_bits - 1), (c, k, m))
         layers.append(backend.QLayer(protos, lut, rng.integers(-(1 << 20), 1 << 20, m), d,
                                      draw(st.sampled_from(["l1", "l2"])), int(rng.integers(0, 1 << 16)),
-                                     draw(st.integers(0, 47 if legal else 60)), draw(st.booleans()),
+                                     draw(st.integers(0, SHIFT_MAX if legal else 60)), draw(st.booleans()),
                                      draw(st.integers(2, CFG.ActW) if legal else st.integers(0, 15))))
         d = m
     n = draw(st.integers(1, 20))
@@ -269,7 +270,7 @@ def test_mult_shift_any_ratio(ratio: float) -> None:
     except backend.CompileError:
         assert not (ratio > 0 and math.isfinite(ratio)) or ratio >= (1 << 16) - 0.5
         return
-    assert 1 <= mult < 1 << 16 and 0 <= shift <= 47
+    assert 1 <= mult < 1 << 16 and 0 <= shift <= SHIFT_MAX
     if 2.0**-32 < ratio < 1e4:
         assert abs(mult / (1 << shift) - ratio) <= ratio * 2.0**-14 + 2.0**-48
 
@@ -360,15 +361,16 @@ def test_network_compiles_to_the_reference(ch: int, h: int, w: int, data: st.Dat
     x = rng.standard_normal((draw(st.integers(1, 3)), ch, h, w))
     if draw(st.booleans()):
         x = np.abs(x)  # a non-negative input: unsigned below 8 bits
-    try:
-        fe = graph.build_graph(arch, model.state_dict(), x, CFG, act_bits=draw(st.sampled_from([8, 6, 4, 3])),
-                               calib_flow=draw(st.sampled_from(graph.CALIB_FLOWS)),
-                               act_calib=draw(st.sampled_from(quantize.CALIB_METHODS)))
+    fe = graph.build_graph(arch, model.state_dict(), x, CFG, act_bits=draw(st.sampled_from([8, 6, 4, 3])),
+                           calib_flow=draw(st.sampled_from(graph.CALIB_FLOWS)),
+                           act_calib=draw(st.sampled_from(quantize.CALIB_METHODS)))
+    xq = fe.quantize_input(x)
+    y_ref = graph.reference(fe.graph, xq, CFG.AccW)
+    try:  # the limits are checked once, by the back end
+        backend.check_graph(CFG, fe.graph)
     except backend.CompileError as exc:
         assert "beyond the hardware limit" in str(exc) or "exceed" in str(exc), exc
         return
-    xq = fe.quantize_input(x)
-    y_ref = graph.reference(fe.graph, xq, CFG.AccW)
     prog = backend.emit_graph(CFG, fe.graph, xq)
     res = backend.simulate(CFG, prog)
     assert np.array_equal(backend.read_output(prog.manifest, res.mem).reshape(y_ref.shape), y_ref)
