@@ -212,7 +212,7 @@ module pqa_ctrl #(
     kh64    = {56'd0, kh_q};
     kw64    = {56'd0, kw_q};
     cv      = c64 * v64;
-    post_ok = (shift_q <= 6'd47)
+    post_ok = (int'(shift_q) <= pqa_pkg::QuantShiftLimit)
            && (bits_q >= 4'd2) && (64'(bits_q) <= 64'(ActW))
            && !(unsigned_q && 64'(bits_q) >= 64'(ActW));
     fmap_ok = (h64 >= 64'd1) && (w64 >= 64'd1) && (ch64 >= 64'd1) && (h64 * w64 * ch64 <= 64'(ActBytes));

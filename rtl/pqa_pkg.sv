@@ -54,6 +54,7 @@ package pqa_pkg;
   localparam int QuantUnsignedW = 1;
   localparam int QuantShiftLsb = 8;
   localparam int QuantShiftW = 6;
+  localparam int QuantShiftLimit = 47;  // larger values stop with `limit`
   localparam int QuantMultLsb = 16;
   localparam int QuantMultW = 16;
   localparam int QuantBitsLsb = 32;

@@ -7,7 +7,7 @@
 // unsigned_i (bits_i < ActW, checked by the controller; relu_i is then irrelevant), and stored in ActW
 // bits (sign-extended, or zero-extended for unsigned outputs).
 // The product is formed at AccW + 32 bits, wide enough for a 16-bit unsigned multiplier, the rounding
-// term (shift <= 47, checked by the controller) and the sign, so nothing overflows before the clamp.
+// term (shift <= pqa_pkg::QuantShiftLimit, checked by the controller) and the sign, so nothing overflows before the clamp.
 
 `default_nettype none
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pqcompile import backend, quantize, sim
-from pqcompile.isa import encode
+from pqcompile.isa import encode, field_limit
 from pqcompile.spec import HwConfig, load
 
 
@@ -131,7 +131,7 @@ def calibrate(rng: np.random.Generator, acc: np.ndarray, bits: int) -> tuple[int
     """(mult, shift) taking max|acc| to about 2^(bits-1): most outputs inside the range, some saturating."""
     mult = int(rng.integers(1 << 14, 1 << 15))
     top = int(np.abs(acc).max(initial=1)) * mult
-    return mult, min(47, max(0, top.bit_length() - (bits - 1)))
+    return mult, min(field_limit("quant", "shift"), max(0, top.bit_length() - (bits - 1)))
 
 
 class _Mem:

@@ -7,7 +7,7 @@ the same build directory and knobs, so any failing job of a regression is reprod
 Job kinds:
 - ``legal``: 1..3 chained PQ layers with random shapes (d, m, K, v, both metrics, ReLU, tiling), random
   activation width (2..ActW: inputs and prototypes in that range, ``quant.bits``) and table width
-  (entries in 2..LutW bits), random biases and requantization (mult, shift 0..47); or (40%) a conv-mode
+  (entries in 2..LutW bits), random biases and requantization (mult, shift 0..the spec's limit); or (40%) a conv-mode
   layer (``conv_program``: random fmap / window / stride / padding / out_w, v across window rows and
   channels, signed / ReLU / unsigned outputs) followed by a ``pool`` of its output and / or an ``add``
   with a residual, the second operand left in the output buffer or loaded into it;
@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from pqcompile import backend, sim
-from pqcompile.isa import IllegalInstruction, decode, encode, reserved_mask, with_field
+from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, reserved_mask, with_field
 from pqcompile.spec import HwConfig, load
 
+SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift the hardware accepts
 STOP_ADDR = 0xFFFFFFF8  # an aligned address beyond every memory: a `stamp` there stops with `bus`
 
 
@@ -84,7 +85,7 @@ def random_layers(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bi
         if rng.random() < 0.8:  # calibrated: |acc| * mult / 2^shift about 2^(bits-1)
             mult = int(rng.integers(1 << 14, 1 << 15)) if rng.random() < 0.8 else int(rng.integers(1, 17))
             top = int(np.abs(acc).max(initial=1)) * mult
-            shift = min(47, max(0, top.bit_length() - (act_bits - 1) + int(rng.integers(-1, 2))))
+            shift = min(SHIFT_MAX, max(0, top.bit_length() - (act_bits - 1) + int(rng.integers(-1, 2))))
         else:
             mult = int(rng.integers(0, 1 << 16))
             shift = int(rng.choice([0, 1, int(rng.integers(0, 48))]))
@@ -149,7 +150,7 @@ def _calibrated(rng: np.random.Generator, acc: np.ndarray, bits: int) -> tuple[i
     if rng.random() < 0.8:
         mult = int(rng.integers(1 << 14, 1 << 15))
         top = int(np.abs(acc).max(initial=1)) * mult
-        return mult, min(47, max(0, top.bit_length() - (bits - 1) + int(rng.integers(-1, 2))))
+        return mult, min(SHIFT_MAX, max(0, top.bit_length() - (bits - 1) + int(rng.integers(-1, 2))))
     return int(rng.integers(0, 1 << 16)), int(rng.choice([0, 1, int(rng.integers(0, 48))]))
 
 

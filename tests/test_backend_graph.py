@@ -15,6 +15,7 @@ import torch
 
 from pqcompile import backend, ir, quantize, sim
 from pqcompile import build as pqbuild
+from pqcompile.isa import field_limit
 from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def ref_graph(g: ir.Graph, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _shift_for(top: int, mult: int, bits: int) -> int:
-    return min(47, max(0, (max(top, 1) * mult).bit_length() - (bits - 1)))
+    return min(field_limit("quant", "shift"), max(0, (max(top, 1) * mult).bit_length() - (bits - 1)))
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch
 
 from pqcompile import backend, cli, quantize
 from pqcompile import build as pqbuild
+from pqcompile.isa import field_limit
 from pqcompile.spec import load
 from pqtrain.model import build, save
 
@@ -28,7 +29,7 @@ from cases import LayerShape, random_float_layers  # noqa: E402
 @pytest.mark.parametrize("ratio", [1e-6, 0.0173, 0.5, 1.0, 3.7, 1000.0])
 def test_mult_shift_approximates_ratio(ratio: float) -> None:
     mult, shift = quantize.mult_shift(ratio)
-    assert 0 <= shift <= 47 and 0 < mult < 1 << 16
+    assert 0 <= shift <= field_limit("quant", "shift") and 0 < mult < 1 << 16
     assert abs(mult / 2**shift - ratio) <= ratio * 2**-14 + 2**-48
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from . import build, hexfmt, ir, sim
 from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
-from .isa import encode, field_max, listing
+from .isa import encode, field_limit, field_max, listing
 from .spec import HwConfig, load
 
 
@@ -91,7 +91,7 @@ def _check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: 
 
 
 def _check_post(cfg: HwConfig, where: str, mult: int, shift: int, bits: int, unsigned: bool) -> None:
-    if not (0 <= shift <= 47 and 0 <= mult <= field_max("quant", "mult")):
+    if not (0 <= shift <= field_limit("quant", "shift") and 0 <= mult <= field_max("quant", "mult")):
         raise CompileError(f"{where}: requantization mult={mult} shift={shift} out of range")
     if not 2 <= bits <= cfg.ActW:
         raise CompileError(f"{where}: activation width {bits} is outside 2..ActW={cfg.ActW}")

@@ -44,6 +44,8 @@ def sv_package(spec: Spec) -> str:
             n = f"{_camel(insn.mnemonic)}{_camel(f.name)}"
             out.append(f"  localparam int {n}Lsb = {f.lsb};")
             out.append(f"  localparam int {n}W = {f.width};")
+            if f.limit is not None:
+                out.append(f"  localparam int {n}Limit = {f.limit};  // larger values stop with `limit`")
     for insn in spec.instructions:
         mask = ((1 << spec.insn_bits) - 1) & ~(spec.opcode_field.mask << spec.opcode_field.lsb)
         for f in insn.fields:
@@ -105,7 +107,8 @@ def isa_doc(spec: Spec) -> str:
             out += ["| field | bits | meaning |", "|---|---|---|"]
             for f in insn.fields:
                 extra = (f" (enum `{f.enum}`)" if f.enum else "") + \
-                    (f" (default {f.default} when omitted)" if f.default is not None else "")
+                    (f" (default {f.default} when omitted)" if f.default is not None else "") + \
+                    (f" (at most {f.limit}: a larger value stops with `limit`)" if f.limit is not None else "")
                 out.append(f"| `{f.name}` | {_bits(f.lsb, f.width)} | {f.doc}{extra} |")
         out.append("")
         asm = " ".join([insn.mnemonic, *(f"{f.name}=..." for f in insn.fields)])

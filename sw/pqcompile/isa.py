@@ -75,6 +75,13 @@ def field_max(mnemonic: str, name: str) -> int:
     return load().by_mnemonic(mnemonic).field(name).mask
 
 
+def field_limit(mnemonic: str, name: str) -> int:
+    """The largest value of operand ``name`` the hardware accepts: the spec's ``limit`` where it has one (larger
+    values encode, and stop the accelerator with ``limit``), else the field's largest value."""
+    f = load().by_mnemonic(mnemonic).field(name)
+    return f.mask if f.limit is None else f.limit
+
+
 def reserved_mask(desc: Instruction) -> int:
     spec = load()
     used = spec.opcode_field.mask << spec.opcode_field.lsb

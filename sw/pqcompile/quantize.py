@@ -26,6 +26,7 @@ import torch
 
 from . import sim
 from .backend import CompileError, QLayer
+from .isa import field_limit
 from .spec import HwConfig
 
 SUPPORTED = "pq_linear (optionally followed by relu), flatten at the input"
@@ -104,7 +105,7 @@ def mult_shift(ratio: float) -> tuple[int, int]:
     if ratio <= 0 or not math.isfinite(ratio):
         raise CompileError(f"requantization ratio {ratio} is not a positive number")
     shift = 14 - math.floor(math.log2(ratio))
-    shift = min(max(shift, 0), 47)
+    shift = min(max(shift, 0), field_limit("quant", "shift"))
     mult = round(ratio * (1 << shift))
     if mult >= 1 << 16:
         raise CompileError(f"requantization ratio {ratio} is too large for a 16-bit multiplier")

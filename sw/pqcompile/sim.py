@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .isa import IllegalInstruction, decode
+from .isa import IllegalInstruction, decode, field_limit
 from .spec import HwConfig, load
 
 
@@ -254,7 +254,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
 
 def post_fits(cfg: HwConfig, st: _State) -> bool:
     """The ``quant`` state is usable: shift range, output width (unsigned needs bits < ActW)."""
-    return st.shift <= 47 and 2 <= st.bits <= cfg.ActW and not (st.unsigned and st.bits >= cfg.ActW)
+    return (st.shift <= field_limit("quant", "shift") and 2 <= st.bits <= cfg.ActW
+            and not (st.unsigned and st.bits >= cfg.ActW))
 
 
 def fmap_fits(cfg: HwConfig, g: ConvGeom) -> bool:

@@ -29,6 +29,7 @@ class Field:
     doc: str
     enum: str | None = None
     default: int | None = None  # value the assembler uses when the operand is omitted (None: required)
+    limit: int | None = None  # the largest value the hardware accepts (larger encodable ones stop with `limit`)
 
     @property
     def mask(self) -> int:
@@ -136,10 +137,13 @@ def _keys(where: str, d: Any, required: set[str], optional: set[str] = frozenset
 
 
 def _field(where: str, d: Any) -> Field:
-    d = _keys(where, d, {"name", "lsb", "width", "doc"}, {"enum", "default"})
-    dflt = d.get("default")
-    return Field(str(d["name"]), int(d["lsb"]), int(d["width"]), str(d["doc"]), d.get("enum"),
-                 None if dflt is None else int(dflt))
+    d = _keys(where, d, {"name", "lsb", "width", "doc"}, {"enum", "default", "limit"})
+    dflt, lim = d.get("default"), d.get("limit")
+    f = Field(str(d["name"]), int(d["lsb"]), int(d["width"]), str(d["doc"]), d.get("enum"),
+              None if dflt is None else int(dflt), None if lim is None else int(lim))
+    if f.limit is not None and not 0 <= f.limit < f.mask:
+        raise SpecError(f"{where}: limit {f.limit} must be below the field's largest value {f.mask}")
+    return f
 
 
 def parse(raw: dict[str, Any]) -> Spec:

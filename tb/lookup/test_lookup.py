@@ -17,7 +17,10 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from pqa_runner import TB, block_sources
 
 from pqcompile import backend, sim
+from pqcompile.isa import field_limit
 from pqcompile.spec import HwConfig
+
+SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift (the spec's limit)
 
 
 async def read_out(dut: object, start: int, n: int) -> bytes:
@@ -56,7 +59,7 @@ async def lookup_matches_golden(dut: object) -> None:
         lut = np_rng.choice([lo, hi], (c, k, m)) if extreme else np_rng.integers(lo, hi + 1, (c, k, m))
         bias = np_rng.choice([-(1 << 31), (1 << 31) - 1], m) if extreme else np_rng.integers(-(1 << 20), 1 << 20, m)
         idx = np_rng.integers(0, k, c)
-        mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, 47)])
+        mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, SHIFT_MAX)])
         relu, bits = rng.randint(0, 1), rng.randint(2, 8)
         await load_words(dut, 0, backend.lut_bytes(cfg, lut).tobytes())
         await load_words(dut, 1, bias.astype("<i4").tobytes())

@@ -16,6 +16,9 @@ from cocotb.triggers import Timer
 from pqa_runner import block_sources
 
 from pqcompile import sim
+from pqcompile.isa import field_limit
+
+SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift (the spec's limit)
 
 
 def corner_cases(accw: int, actw: int, rng: random.Random) -> list[tuple[int, int, int, int, int, int]]:
@@ -37,7 +40,7 @@ def corner_cases(accw: int, actw: int, rng: random.Random) -> list[tuple[int, in
             if lo <= acc <= hi:
                 for relu in (0, 1):
                     out.append((acc, 1, 0, relu, bits, 0))
-                    out.append((acc, 0xFFFF, 47, relu, bits, 0))
+                    out.append((acc, 0xFFFF, SHIFT_MAX, relu, bits, 0))
                     out.append((acc, 0xFFFF, 0, relu, bits, 0))
     for bits in range(2, actw):  # unsigned: [0, 2^bits - 1], bits < ActW
         for acc in (lo, hi, 0, -1, 1, (1 << bits) - 1, 1 << bits, (1 << bits) - 2, (1 << (bits - 1)) - 1,
@@ -45,7 +48,7 @@ def corner_cases(accw: int, actw: int, rng: random.Random) -> list[tuple[int, in
             if lo <= acc <= hi:
                 for relu in (0, 1):
                     out.append((acc, 1, 0, relu, bits, 1))
-                    out.append((acc, 0xFFFF, 47, relu, bits, 1))
+                    out.append((acc, 0xFFFF, SHIFT_MAX, relu, bits, 1))
                     out.append((acc * 2, 1, 1, relu, bits, 1) if lo <= acc * 2 <= hi else (acc, 3, 1, relu, bits, 1))
     return out
 
@@ -59,7 +62,8 @@ async def requantize_matches_golden(dut: object) -> None:
     for _ in range(1500):
         uns = rng.random() < 0.3
         cases.append((rng.randint(-(1 << (accw - 1)), (1 << (accw - 1)) - 1), rng.randint(0, 0xFFFF),
-                      rng.randint(0, 47), rng.randint(0, 1), rng.randint(2, actw - 1 if uns else actw), int(uns)))
+                      rng.randint(0, SHIFT_MAX), rng.randint(0, 1), rng.randint(2, actw - 1 if uns else actw),
+                      int(uns)))
     hit = {"round_up": 0, "sat_hi": 0, "sat_lo": 0, "relu": 0, "uns_hi": 0, "uns_top": 0, "uns_lo": 0}
     for acc, mult, shift, relu, bits, uns in cases:
         dut.acc_i.value = acc & ((1 << accw) - 1)

@@ -36,6 +36,9 @@ from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
 from pqa_runner import TB, block_sources
 
 from pqcompile import sim
+from pqcompile.isa import field_limit
+
+SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift (the spec's limit)
 
 ACT, OUT = 0, 1  # tb_vec's load_sel_i
 CLK_NS = 10  # block_util.start_clock's period
@@ -122,11 +125,12 @@ WIDTHS = [(b, 0) for b in range(2, 9)] + [(b, 1) for b in range(2, 8)]  # (bits,
 
 
 def pick_quant(rng: random.Random, mag: int, mult: int, width: tuple[int, int] | None = None) -> Quant:
-    """Output range ``width`` (bits, unsigned) or a random one; the shift is 0, 47, random, or set so that
+    """Output range ``width`` (bits, unsigned) or a random one; the shift is 0, SHIFT_MAX, random, or set so that
     |raw| <= ``mag`` spans about the output range (some rounding, some saturation)."""
     bits, unsigned = width or rng.choice(WIDTHS)
     span = max(1, mag).bit_length()
-    shift = rng.choice([0, 47, rng.randint(0, 47)] + [min(47, max(0, span - bits + rng.randint(-1, 2)))] * 5)
+    fitted = min(SHIFT_MAX, max(0, span - bits + rng.randint(-1, 2)))
+    shift = rng.choice([0, SHIFT_MAX, rng.randint(0, SHIFT_MAX)] + [fitted] * 5)
     return Quant(mult, shift, rng.randint(0, 1), unsigned, bits)
 
 
