@@ -150,3 +150,18 @@ def test_field_max_is_the_spec_width() -> None:
         for f in insn.fields:
             assert isa.field_max(insn.mnemonic, f.name) == (1 << f.width) - 1
     assert isa.field_max("conv", "stride") == 15 and isa.field_max("fmap", "h") == 0xFFFF
+
+
+def test_field_limit_comes_from_the_spec() -> None:
+    """A field's ``limit`` (quant.shift) bounds what the hardware accepts; it must lie below the field's
+    largest value, and fields without one are limited by their width."""
+    raw = yaml.safe_load(SPEC_PATH.read_text())
+    quant = next(i for i in raw["isa"]["instructions"] if i["mnemonic"] == "quant")
+    shift = next(f for f in quant["fields"] if f["name"] == "shift")
+    assert isa.field_limit("quant", "shift") == shift["limit"] < (1 << shift["width"]) - 1
+    assert isa.field_limit("quant", "mult") == isa.field_max("quant", "mult")
+    shift["limit"] = (1 << shift["width"]) - 1
+    with pytest.raises(SpecError, match="limit .* must be below"):
+        parse(raw)
+    pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
+    assert f"localparam int QuantShiftLimit = {isa.field_limit('quant', 'shift')};" in pkg
