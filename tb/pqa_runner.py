@@ -273,13 +273,11 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     import time
 
     from cocotb_tools.runner import get_runner
+    from pqa_env import Observed, check_run, expected_result
 
     from pqcompile import build as pqbuild
     from pqcompile import hexfmt
     from pqcompile.spec import load as load_spec
-
-    sys.path.insert(0, str(TB))
-    from pqa_env import Observed, check_run, expected_result
 
     build = Path(build).resolve()
     manifest, mem = pqbuild.load(build)  # verifies every file's digest and the image (file and line)

@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pqa_coverage
+from pqa_runner import run_random
 
-import pqa_coverage  # noqa: E402
-from pqa_runner import run_random  # noqa: E402
-
-from pqcompile.clitools import duration, eta  # noqa: E402
+from pqcompile.clitools import duration, eta
 
 MUTANTS = {"ties": "PQA_MUTANT_TIES", "trunc": "PQA_MUTANT_TRUNC"}
 

@@ -26,16 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pqa_runner import run, run_hdlmem
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from pqa_runner import run, run_hdlmem  # noqa: E402
-
-from pqcompile import build as pqbuild  # noqa: E402
-from pqcompile.backend import format_report  # noqa: E402
-from pqcompile.clitools import ArgumentParser, duration, printable  # noqa: E402
-from pqcompile.hexfmt import HexFormatError  # noqa: E402
-from pqcompile.spec import load  # noqa: E402
+from pqcompile import build as pqbuild
+from pqcompile.backend import format_report
+from pqcompile.clitools import ArgumentParser, duration, printable
+from pqcompile.hexfmt import HexFormatError
+from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
 WAVES_DEFAULT = Path("<default>")

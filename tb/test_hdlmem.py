@@ -8,21 +8,17 @@ file and line.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import STAMP_ADDR, raw_case
+from pqa_runner import HDLMEM_BYTES, HDLMEM_SOURCES, hdlmem_capacity, lint, run_hdlmem
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cases import STAMP_ADDR, raw_case  # noqa: E402
-from pqa_runner import HDLMEM_BYTES, HDLMEM_SOURCES, hdlmem_capacity, lint, run_hdlmem  # noqa: E402
-
-from pqcompile import backend, hexfmt, sim  # noqa: E402
-from pqcompile import build as pqbuild  # noqa: E402
-from pqcompile.isa import encode  # noqa: E402
-from pqcompile.spec import HwConfig, load  # noqa: E402
+from pqcompile import backend, hexfmt, sim
+from pqcompile import build as pqbuild
+from pqcompile.isa import encode
+from pqcompile.spec import HwConfig, load
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_mlp.pt"

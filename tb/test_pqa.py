@@ -7,22 +7,11 @@ pyuvm test ``PqaBuildTest`` (tb/pqa_env.py) over all of them in one simulator pr
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import pyuvm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from pqa_env import PqaBuildTest, PqaRandomTest  # noqa: E402
-
-pyuvm.test()(PqaBuildTest)
-pyuvm.test()(PqaRandomTest)
-
-SIMS = ["verilator", "icarus"]
-
-from cases import (  # noqa: E402
+from cases import (
     CONV_CASES,
     VEC_CASES,
     LayerShape,
@@ -34,10 +23,15 @@ from cases import (  # noqa: E402
     residual_case,
     vec_case,
 )
-from pqa_runner import run  # noqa: E402
+from pqa_env import PqaBuildTest, PqaRandomTest
+from pqa_runner import run
 
-from pqcompile.spec import load  # noqa: E402
+from pqcompile.spec import load
 
+pyuvm.test()(PqaBuildTest)
+pyuvm.test()(PqaRandomTest)
+
+SIMS = ["verilator", "icarus"]
 ROOT = Path(__file__).resolve().parents[1]
 
 # (name, layers, columns): v not dividing d, K not a power of two, M not a multiple of anything, both

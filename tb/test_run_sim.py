@@ -12,22 +12,18 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import run_sim
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import run_sim  # noqa: E402
-
-from pqcompile import build as pqbuild  # noqa: E402
-from pqcompile import sim  # noqa: E402
-from pqcompile.cli import compile_model  # noqa: E402
-from pqcompile.spec import load  # noqa: E402
+from pqcompile import build as pqbuild
+from pqcompile import sim
+from pqcompile.cli import compile_model
+from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_mlp.pt"

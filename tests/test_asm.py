@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import LayerShape, random_float_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from pqcompile import asm, backend, hexfmt, isa, quantize
 from pqcompile.spec import HwConfig, load
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tb"))
-from cases import LayerShape, random_float_layers  # noqa: E402
 
 SPEC = load()
 SMALL = SPEC.config("small")

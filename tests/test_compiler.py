@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import LayerShape, random_float_layers
 
 from pqcompile import backend, cli, quantize
 from pqcompile import build as pqbuild
@@ -22,8 +23,6 @@ from pqtrain.model import build, save
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_mlp.pt"
 SPEC = load()
-sys.path.insert(0, str(ROOT / "tb"))
-from cases import LayerShape, random_float_layers  # noqa: E402
 
 
 @pytest.mark.parametrize("ratio", [1e-6, 0.0173, 0.5, 1.0, 3.7, 1000.0])
