@@ -15,12 +15,14 @@ EXIT_FAILED = 1  # an internal error or a failed check
 EXIT_BAD_INPUT = 2
 
 
-def printable(text: object, limit: int = 200) -> str:
-    """``text`` for a one-line message or report: printable ASCII kept, anything else backslash-escaped (so a
-    user string can neither break a line nor send terminal control codes); cut to ``limit`` characters."""
-    s = str(text).encode("ascii", "backslashreplace").decode("ascii")
-    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
-    return out if len(out) <= limit else out[: limit - 3] + "..."
+def printable(text: object, limit: int | None = 200) -> str:
+    """``text`` as one line of printable ASCII, for a message, a report or a comment in a file: characters
+    0x20..0x7e pass (a backslash too, so escaping twice changes nothing), every other one (newline, CR, other
+    control characters, non-ASCII) becomes the backslash escape Python's ``unicode_escape`` writes (``\\n``,
+    ``\\x07``, ``\\xe9``, ``\\u2028``), so a user string can neither break a line nor send terminal control
+    codes; cut to ``limit`` characters (None: not cut)."""
+    out = "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    return out if limit is None or len(out) <= limit else out[: limit - 3] + "..."
 
 
 class ArgumentParser(argparse.ArgumentParser):

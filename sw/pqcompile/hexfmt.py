@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .clitools import printable
+
 WORD_BYTES = 8
 _ADDR = re.compile(r"@([0-9a-fA-F]+)$")
 _DATA = re.compile(r"[0-9a-fA-F]+$")
@@ -47,11 +49,8 @@ class Image(dict[int, int]):
 
 
 def escape_comment(text: object) -> str:
-    """``text`` as one line of printable ASCII: characters 0x20..0x7e pass (a backslash too, so text escaped
-    before, e.g. by ``clitools.printable``, is kept as it is), and every other character (newline, CR, other
-    control characters, non-ASCII) becomes a backslash escape as Python's ``unicode_escape`` writes it (``\\n``,
-    ``\\x07``, ``\\xe9``, ``\\u2028``, ``\\U0001f600``)."""
-    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    """``text`` as one line of printable ASCII (``clitools.printable``, not cut)."""
+    return printable(text, None)
 
 
 def format_image(
