@@ -3,12 +3,15 @@ quantizer and back end, and hand-written programs for the error paths."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pqcompile import backend, quantize, sim
+from pqcompile import build as pqbuild
 from pqcompile.isa import encode, field_limit
 from pqcompile.spec import HwConfig, load
 
@@ -21,6 +24,23 @@ class LayerShape:
     v: int
     metric: str
     relu: bool
+
+
+def copy_build(src: Path, dst: Path) -> Path:
+    """A copy of build directory ``src`` at ``dst`` (replaced if there), to damage in a test."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def reseal(b: Path) -> None:
+    """Recompute a build's digests after an edit, as a forger would (files no longer there are dropped from the
+    seal), so that the checks behind the digests are reached."""
+    man = json.loads((b / "manifest.json").read_text())
+    if isinstance(man, dict) and isinstance(man.get("sha256"), dict):
+        man["sha256"] = {k: v for k, v in man["sha256"].items() if (b / str(k)).is_file()}
+        (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
 
 
 def random_float_layers(rng: np.random.Generator, shapes: list[LayerShape]) -> list[quantize.FloatPQLayer]:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cases import STAMP_ADDR, raw_case
+from cases import STAMP_ADDR, copy_build, raw_case, reseal
 from pqa_runner import HDLMEM_BYTES, HDLMEM_SOURCES, hdlmem_capacity, lint, run_hdlmem
 
 from pqcompile import backend, hexfmt, sim
-from pqcompile import build as pqbuild
 from pqcompile.isa import encode
 from pqcompile.spec import HwConfig, load
 
@@ -121,21 +120,6 @@ def test_hdlmem_icarus(case: str, small_builds: dict[str, tuple[Path, str, int]]
     check(run_hdlmem("icarus", build), err, pc)
 
 
-def _reseal(b: Path) -> None:
-    """Recompute a build's digests after an edit (what a forger would do), so that the checks behind the
-    digests are reached."""
-    man = json.loads((b / "manifest.json").read_text())
-    (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
-
-
-def _copy_build(src: Path, dst: Path) -> Path:
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file():
-            (dst / f.name).write_bytes(f.read_bytes())
-    return dst
-
-
 @pytest.mark.parametrize("bad, message", [
     ("zz0000000000000000", "is not a hex word"),
     ("0123", "has 4 digits"),
@@ -143,22 +127,22 @@ def _copy_build(src: Path, dst: Path) -> Path:
 ])
 def test_malformed_image_is_refused(bad: str, message: str, small_builds: dict[str, tuple[Path, str, int]],
                                     tmp_path: Path) -> None:
-    b = _copy_build(small_builds["load_beyond"][0], tmp_path / "bad")
+    b = copy_build(small_builds["load_beyond"][0], tmp_path / "bad")
     lines = (b / "mem.hex").read_text().splitlines()
     lines.insert(3, bad)
     (b / "mem.hex").write_text("\n".join(lines) + "\n")
-    _reseal(b)  # past the digest check: the hex reader itself must name the line
+    reseal(b)  # past the digest check: the hex reader itself must name the line
     with pytest.raises(hexfmt.HexFormatError, match=rf"mem\.hex:4: .*{message}"):
         run_hdlmem("verilator", b)
 
 
 def test_image_beyond_memory_is_refused(small_builds: dict[str, tuple[Path, str, int]], tmp_path: Path) -> None:
-    b = _copy_build(small_builds["load_beyond"][0], tmp_path / "big")
+    b = copy_build(small_builds["load_beyond"][0], tmp_path / "big")
     man = json.loads((b / "manifest.json").read_text())
     man["mem_bytes"] = 1024  # the image holds words at 0x800 and beyond
     del man["stamps"]  # (its region lies beyond 1024 bytes too, which the manifest check would name first)
     (b / "manifest.json").write_text(json.dumps(man))
-    _reseal(b)
+    reseal(b)
     with pytest.raises(hexfmt.HexFormatError, match=r"mem\.hex:\d+: word address 0x[0-9a-f]+ .*beyond the 1024-byte"):
         run_hdlmem("verilator", b)
 

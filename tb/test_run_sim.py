@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import run_sim
+from cases import copy_build, reseal
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -35,20 +35,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runsim") / "mlp"
     compile_model(str(MODEL), str(out), config="small", count=3, quiet=True)
     return out
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    return dst
-
-
-def _reseal(b: Path) -> None:
-    man = json.loads((b / "manifest.json").read_text())
-    if isinstance(man, dict) and isinstance(man.get("sha256"), dict):
-        man["sha256"] = {k: v for k, v in man["sha256"].items() if (b / str(k)).is_file()}
-        (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
 
 
 def _run(b: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
@@ -71,7 +57,7 @@ def test_intact_build_passes(tiny: Path, tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize("damage", ["drop_last_line", "empty"])
 def test_damaged_image_is_refused(tiny: Path, tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's reproduction: before, both ran and printed MATCH with exit 0."""
-    b = _copy(tiny, tmp_path / "b")
+    b = copy_build(tiny, tmp_path / "b")
     lines = (b / "mem.hex").read_text().splitlines(keepends=True)
     (b / "mem.hex").write_text("".join(lines[:-1]) if damage == "drop_last_line" else "")
     rc, text, err = _run(b, capsys)
@@ -83,7 +69,7 @@ def test_damaged_image_is_refused(tiny: Path, tmp_path: Path, damage: str, capsy
 @pytest.mark.parametrize("edit", ["err_code", "insns", "output"])
 def test_resealed_build_with_wrong_expectations_fails(tiny: Path, tmp_path: Path, edit: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    b = _copy(tiny, tmp_path / "b")
+    b = copy_build(tiny, tmp_path / "b")
     man = json.loads((b / "manifest.json").read_text())
     if edit == "err_code":
         man["expected"]["sim_err_code"] = load().errors["illegal_insn"]
@@ -94,7 +80,7 @@ def test_resealed_build_with_wrong_expectations_fails(tiny: Path, tmp_path: Path
         y[-1, -1] = ~y[-1, -1]
         np.save(b / "expected_output.npy", y)
     (b / "manifest.json").write_text(json.dumps(man))
-    _reseal(b)
+    reseal(b)
     rc, text, _ = _run(b, capsys)
     assert rc == 1, text
     assert "golden simulator vs the build's expected results" in text and "MISMATCH" in text
@@ -153,11 +139,11 @@ def _damage(b: Path, data: st.DataObject) -> str:
 def test_run_sim_never_passes_a_build_that_disagrees(tiny: Path, tmp_path_factory: pytest.TempPathFactory,
                                                      capsys: pytest.CaptureFixture[str], data: st.DataObject,
                                                      reseal: bool) -> None:
-    b = _copy(tiny, tmp_path_factory.mktemp("damaged") / "b")
+    b = copy_build(tiny, tmp_path_factory.mktemp("damaged") / "b")
     what = _damage(b, data)
     if reseal and (b / "manifest.json").is_file():
         try:
-            _reseal(b)
+            reseal(b)
         except (ValueError, TypeError, KeyError, OSError):
             pass  # a manifest too damaged to reseal stays as it is
     out = b.parent / "rtl.npy"
@@ -246,10 +232,10 @@ def test_waves_trace_the_whole_design(tiny: Path, tmp_path: Path, sim_name: str,
 @pytest.mark.parametrize("mem", ["hdl", "axiram"])
 def test_build_for_another_configuration_is_refused(tiny: Path, tmp_path: Path, edit: dict, needle: str, mem: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    b = _copy(tiny, tmp_path / "b")
+    b = copy_build(tiny, tmp_path / "b")
     man = json.loads((b / "manifest.json").read_text())
     man.update(edit)
     (b / "manifest.json").write_text(json.dumps(man))
-    _reseal(b)
+    reseal(b)
     rc, _, err = _run(b, capsys, "--mem", mem)
     assert rc == 2 and err.count("\n") == 1 and needle in err, err

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases import copy_build
 
 from pqcompile import build as pqbuild
 from pqcompile import cli
@@ -31,13 +32,6 @@ def good_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("good") / "b"
     assert cli.main([str(MODEL), "-o", str(out), *ARGS]) == 0
     return out
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True)
-    for p in src.iterdir():
-        (dst / p.name).write_bytes(p.read_bytes())
-    return dst
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
@@ -62,7 +56,7 @@ def test_build_verifies_itself(good_build: Path) -> None:
 @pytest.mark.parametrize("damage", ["drop_last_hex_line", "empty_hex", "remove_expected", "edit_expected",
                                     "edit_manifest", "remove_manifest_digest", "bad_json"])
 def test_damaged_build_is_refused_naming_the_file(good_build: Path, tmp_path: Path, damage: str) -> None:
-    b = _copy(good_build, tmp_path / "b")
+    b = copy_build(good_build, tmp_path / "b")
     hexf, man = b / "mem.hex", json.loads((b / "manifest.json").read_text())
     if damage == "drop_last_hex_line":
         hexf.write_text("".join(hexf.read_text().splitlines(keepends=True)[:-1]))
@@ -99,7 +93,7 @@ def test_resealed_but_inconsistent_build_fails_expectations(good_build: Path, tm
     from pqcompile import sim
     from pqcompile.spec import load as load_spec
 
-    b = _copy(good_build, tmp_path / "b")
+    b = copy_build(good_build, tmp_path / "b")
     y = np.load(b / "expected_output.npy")
     y[1, 2] ^= 0x10
     np.save(b / "expected_output.npy", y)
@@ -124,7 +118,7 @@ def test_o_refuses_a_foreign_directory_with_a_manifest(tmp_path: Path, capsys: p
 
 
 def test_o_never_touches_a_sibling_old_directory(good_build: Path, tmp_path: Path) -> None:
-    b = _copy(good_build, tmp_path / "b")
+    b = copy_build(good_build, tmp_path / "b")
     sibling = tmp_path / ".b.old"
     sibling.mkdir()
     (sibling / "precious.txt").write_text("user data")
@@ -137,7 +131,7 @@ def test_o_never_touches_a_sibling_old_directory(good_build: Path, tmp_path: Pat
 @pytest.mark.parametrize("what", ["extra_file", "edited_file", "old_version"])
 def test_o_refuses_an_earlier_build_with_user_changes(good_build: Path, tmp_path: Path, what: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    b = _copy(good_build, tmp_path / "b")
+    b = copy_build(good_build, tmp_path / "b")
     if what == "extra_file":
         (b / "notes.txt").write_text("my notes")
         needle = "notes.txt"
@@ -286,7 +280,7 @@ def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Pat
 def test_forged_manifest_fields_are_refused(good_build: Path, tmp_path: Path, field: str, value: object,
                                             needle: str) -> None:
     """A manifest edited and resealed by hand still has to be well-formed (the readers trust its fields)."""
-    b = _copy(good_build, tmp_path / "b")
+    b = copy_build(good_build, tmp_path / "b")
     man = json.loads((b / "manifest.json").read_text())
     man[field] = value
     (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
@@ -296,7 +290,7 @@ def test_forged_manifest_fields_are_refused(good_build: Path, tmp_path: Path, fi
 
 
 def test_manifest_must_be_a_regular_file(good_build: Path, tmp_path: Path) -> None:
-    b = _copy(good_build, tmp_path / "b")
+    b = copy_build(good_build, tmp_path / "b")
     (b / "manifest.json").unlink()
     os.mkfifo(b / "manifest.json")  # reading it would block forever
     with pytest.raises(pqbuild.BuildError, match="not a regular file"):
