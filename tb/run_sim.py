@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        manifest, _ = pqbuild.load(args.build)  # refuses a damaged build before any simulator starts
+        manifest = pqbuild.read(args.build)  # refuses a damaged build at once (the runner reads the image)
         config = str(manifest["config"])
         print(f"run_sim: {printable(manifest.get('model', '?'))} on pqa_top (config "
               f"'{printable(config)}') under {args.sim}, memory {args.mem}, "
