@@ -1,15 +1,16 @@
 """Constrained-random regression of ``pqa_top`` against the golden simulator, with functional coverage.
 
     python tb/regress.py --seed 1 --count 200 --sim verilator [--config small] [--mutant ties|trunc]
-                         [--batch 100] [--coverage cov.json]
+                         [--batch 100] [--coverage cov.json] [--quiet]
 
 Jobs (seed, 0) .. (seed, count-1) of tb/pqa_gen.py (legal compiled programs, programs with one bad
 instruction, random instruction words; random AXI backpressure and latency, SLVERR injection, reset in
 the middle of a run, START while busy, back-to-back starts) run in the pyuvm environment of
-tb/pqa_env.py, ``--batch`` jobs per simulator process. Prints the programs checked, mismatches, hangs
-and the coverage summary; exits 1 on any mismatch or hang (with ``--mutant``: exits 1 when the mutant
-is *not* caught). A failing job's build directory is kept under sim_build/regress-failures/ and is
-reproduced by ``--seed S --first I --count 1``.
+tb/pqa_env.py, ``--batch`` jobs per simulator process. Shows progress as batches finish (a bar with ETA on a
+terminal, a few plain lines in a log or under CI=true; none with ``--quiet``: pqcompile.progress). Prints the
+programs checked, mismatches, hangs and the coverage summary; exits 1 on any mismatch or hang (with
+``--mutant``: exits 1 when the mutant is *not* caught). A failing job's build directory is kept under
+sim_build/regress-failures/ and is reproduced by ``--seed S --first I --count 1``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pqa_coverage
 from pqa_runner import run_random
 
-from pqcompile.clitools import duration, eta
+from pqcompile.progress import Progress
 
 MUTANTS = {"ties": "PQA_MUTANT_TIES", "trunc": "PQA_MUTANT_TRUNC"}
 
@@ -49,16 +50,13 @@ def regress(sim: str, config: str, seed: int, count: int, first: int = 0, mutant
     results: list[dict[str, Any]] = []
     cov: dict[str, Any] = {}
     t0 = time.time()
-    for start in range(first, first + count, batch):
-        n = min(batch, first + count - start)
-        res, c = run_random(sim, config, seed, n, first=start, defines=defines, tag=tag, kinds=kinds)
-        results += res
-        merge_coverage(cov, c)
-        if log:
-            bad = sum(1 for r in results if r["errors"])
-            el = time.time() - t0
-            print(f"  jobs {start}..{start + n - 1}: {len(results)}/{count} checked, {bad} failing, "
-                  f"{duration(el)}, {eta(len(results), count, el)}", flush=True)
+    with Progress("  regression", count, unit="jobs", quiet=not log) as progress:
+        for start in range(first, first + count, batch):
+            n = min(batch, first + count - start)
+            res, c = run_random(sim, config, seed, n, first=start, defines=defines, tag=tag, kinds=kinds)
+            results += res
+            merge_coverage(cov, c)
+            progress.update(n, f"{sum(1 for r in results if r['errors'])} failing")
     failing = [r for r in results if r["errors"]]
     hangs = [r for r in results if r["info"].get("hang")]
     kinds: dict[str, int] = {}
@@ -99,8 +97,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--coverage", type=Path, help="write the coverage summary (JSON) here")
     ap.add_argument("--kinds", default="", help="only these job kinds (legal,error,words), no fault injection")
+    ap.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress while the jobs run (default: a bar with ETA on a terminal, else a few lines)")
     a = ap.parse_args()
-    s = regress(a.sim, a.config, a.seed, a.count, a.first, a.mutant, a.batch, kinds=a.kinds)
+    s = regress(a.sim, a.config, a.seed, a.count, a.first, a.mutant, a.batch, log=not a.quiet, kinds=a.kinds)
     print(report(s))
     if a.coverage:
         a.coverage.write_text(json.dumps(s["coverage"], indent=1))
