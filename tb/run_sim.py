@@ -6,7 +6,9 @@ RTL equals the golden simulator (every memory byte but the cycle stamps; status,
 INSN_COUNT) and the golden simulator equals what the compiler wrote into the build (error state, retired
 instructions, ``expected_output.npy``). Prints per-layer and total cycles (from the RTL's own ``stamp``
 records and cycle counter) and the accuracy of the float model, the quantized model and the RTL on the
-build's inputs. Nothing is written into the build directory.
+build's inputs. Nothing is written into the build directory. While the simulation runs: a bar of the elapsed
+time against the expected one (the golden simulator's cycle estimate at the measured speed) on a terminal, a
+start and an end line in a log or under CI=true (``pqcompile.progress``; ``PQA_PROGRESS=0``: lines only).
 
 Exit status: 0 when every check passed; 1 when a check failed (a mismatch, a hang, an error state other
 than the expected one) or on an internal error; 2 when the input is refused (not a build directory, a
@@ -30,14 +32,15 @@ from pqa_runner import run, run_hdlmem
 
 from pqcompile import build as pqbuild
 from pqcompile.backend import format_report
-from pqcompile.clitools import ArgumentParser, duration, printable
+from pqcompile.clitools import ArgumentParser, printable
 from pqcompile.hexfmt import HexFormatError
+from pqcompile.progress import timed
 from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
 WAVES_DEFAULT = Path("<default>")
 # simulated cycles per second of wall time measured on the 2-core machine (docs/simulation.md, "Measured
-# speeds": 0.5-2.2 M under Verilator on the HDL memory with and without other load), for the ETA line
+# speeds": 0.5-2.2 M under Verilator on the HDL memory with and without other load), for the expected time
 SIM_RATE = {("verilator", "hdl"): 1e6, ("icarus", "hdl"): 12e3, ("verilator", "axiram"): 62e3,
             ("icarus", "axiram"): 3.7e3}
 
@@ -126,16 +129,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{manifest.get('n_columns', manifest.get('n_images', '?'))} input columns", flush=True)
         est = int(manifest["expected"]["sim_cycle_estimate"])
         rate = SIM_RATE.get((args.sim, args.mem), 0)
-        print(f"  the golden simulator estimates {est} cycles"
-              + (f"; at about {rate / 1e6:g} M cycles/s that is about {duration(est / rate)} of simulation"
-                 f"{' (plus the first build of the model)' if args.waves is None else ', longer with waves'}"
-                 if rate else ""), flush=True)
+        detail = f"{est} cycles estimated" + (f" at ~{rate / 1e6:g} M cycles/s, "
+                                               f"{'plus a first build' if args.waves is None else 'longer with waves'}"
+                                               if rate else "")
         t0 = time.perf_counter()
-        if args.mem == "hdl":
-            res = run_hdlmem(args.sim, args.build, config, waves=args.waves)
-        else:
-            pqbuild.config_of(args.build, manifest)
-            (res,) = run(args.sim, config, [args.build])
+        with timed("  simulation", est / rate if rate else None, detail=detail):
+            if args.mem == "hdl":
+                res = run_hdlmem(args.sim, args.build, config, waves=args.waves)
+            else:
+                pqbuild.config_of(args.build, manifest)
+                (res,) = run(args.sim, config, [args.build])
         wall = time.perf_counter() - t0
         ok = report(manifest, res, args.build, wall)
         if args.waves is not None:
