@@ -21,7 +21,8 @@ on re-run on the same machine at 1 thread; another thread count or CPU gives oth
 
 Usage: ``python benchmarks/train_report.py [--out-dir DIR] [--seeds S ...] [--quick] [--models NAME[:k=32,v=2] ...]``
 -> DIR/train_report.md (tables), .json (every per-seed figure) and .png
-(default DIR: benchmarks/out/, git-ignored)
+(default DIR: benchmarks/out/, git-ignored). While it runs: each run's steps and, after every run, its progress
+(a bar with ETA on a terminal; a line "train_report: 3/10 runs (30%), ..., ETA ..." in a log or under CI=true).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 import torch  # noqa: E402
 
+from pqcompile.progress import Progress  # noqa: E402
 from pqtrain import zoo  # noqa: E402
 from pqtrain.data import load_digits_split  # noqa: E402
 from pqtrain.integer import export_integer  # noqa: E402
@@ -363,18 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     specs = {parse_model(spec)[0]: spec for spec in args.models}  # label -> spec; checks every spec first
     torch.set_num_threads(1)  # 1 thread: 2 threads on a shared 2-core machine are ~10x slower
     t0 = time.perf_counter()
-    runs_total = len(seeds) * len(specs)
     by_model: dict[str, list[Result]] = {label: [] for label in specs}
-    done = 0
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:5.0f} s, run {done + 1}/{runs_total}] {msg}", flush=True)
-
-    for seed in seeds:
-        for label, spec in specs.items():
-            cfg, grid = model_config(spec, args.quick)
-            by_model[label].append(run_model(spec, replace(cfg, seed=seed), log, grid))
-            done += 1
+    # a line after every run in a log (a run takes minutes), a bar with ETA on a terminal
+    with Progress("train_report", len(seeds) * len(specs), unit="runs", every=0) as progress:
+        for seed in seeds:
+            for label, spec in specs.items():
+                cfg, grid = model_config(spec, args.quick)
+                by_model[label].append(run_model(spec, replace(cfg, seed=seed), progress.write, grid))
+                progress.update(1, f"last: {spec} seed {seed}")
     seconds = time.perf_counter() - t0
     env = environment()
     args.out_dir.mkdir(parents=True, exist_ok=True)
