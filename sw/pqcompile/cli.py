@@ -7,7 +7,9 @@ allocation, emission) -> the golden simulator -> the check that the quantized mo
 
 Exit status: 0 on success; 2 when the input is refused (bad model file, unsupported layer, bad option);
 1 when an internal check fails (the quantized torch model and the simulator disagree).
-Nothing is left behind on failure: the build directory appears only when complete.
+Nothing is left behind on failure: the build directory appears only when complete. On a terminal a bar names the
+phase running (load, quantize, emit, simulate, check, write); the last line gives the time of each
+(``pqcompile.progress``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from . import backend, build, graph
 from .clitools import ArgumentParser, printable
+from .progress import Phases
 from .spec import load as load_spec
 
 CALIB_MAX = 256  # calibration inputs taken from the training split or the .npy file
@@ -32,6 +35,8 @@ CALIB_RANDOM = 4  # calibration inputs drawn for --inputs random (cycle counts d
 # input elements of one build (count x input size): their int8 copy must fit the memory image's 32-bit address
 # space with room for tables and activations, and their float32 copies the compiling machine's memory
 MAX_INPUT_ELEMENTS = 1 << 26
+# the phases of a compile, as the progress bar names them (pqcompile.progress.Phases)
+PHASES = ("load", "quantize", "emit", "simulate", "check", "write")
 
 
 class UsageError(ValueError):
@@ -107,7 +112,6 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
                   host_layers: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
     from pqtrain.model import load as load_model
 
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
     try:
         cfg = load_spec().config(config)
@@ -118,53 +122,65 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
     if seed < 0:
         raise UsageError("--seed must be a non-negative integer")
     _check_out(out)
-    model, arch, meta = load_model(model_path)
-    name = str(arch.get("name", Path(model_path).stem))
-    say(f"pqcompile: {printable(model_path)} ({printable(name)}) for config '{cfg.name}'")
-    x, labels, calib = _inputs(inputs, arch, count, seed)
-    fe = graph.build_graph(arch, model.state_dict(), calib, cfg, act_bits=act_bits, lut_bits=lut_bits,
-                           act_calib=act_calib, lut_calib=lut_calib, host_layers=_host_layer_names(host_layers),
-                           name=name)
-    g = fe.graph
-    xq = fe.quantize_input(x)
-    prog = backend.emit_graph(cfg, g, xq, name=name)
-    res = backend.simulate(cfg, prog)
-    n = int(xq.shape[0])
-    y_sim = backend.read_output(prog.manifest, res.mem).reshape(n, *g.tensors[g.output].shape).astype(np.int64)
-    y_ref = np.asarray(graph.reference(g, xq, cfg.AccW)).reshape(y_sim.shape)
-    n_diff = int((y_ref != y_sim).sum())
-    if n_diff:
-        raise RuntimeError(f"quantized torch model and golden simulator differ in {n_diff} of {y_sim.size} outputs")
-    say(f"  quantized torch model == golden simulator: {y_sim.size} outputs, bit-exact")
-    tin = g.tensors[g.input]
-    flat_in = tin.shape[:2] == (1, 1)
-    extra = {"inputs_float": np.asarray(x, np.float32),
-             "inputs": (xq.reshape(n, -1) if flat_in else xq).astype(np.int8)}
-    acc: dict[str, float] = {}
-    if labels is not None:
-        with torch.no_grad():
-            y_float = model.eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
-        y_q = fe.finish(y_sim)
-        acc = {"float": float((y_float.argmax(1) == labels).mean()),
-               "quantized": float((y_q.argmax(1) == labels).mean())}
-        extra["labels"] = labels.astype(np.int64)
-    # "accuracy" is the accelerator output's own argmax (what tb/run_sim.py checks the RTL against); with host
-    # layers after the accelerator the classes come from the host, so the figures go to "accuracy_host"
-    acc_key = "accuracy_host" if g.host_suffix else "accuracy"
-    manifest = backend.write_build(out, cfg, prog, res, extra=extra, manifest_extra={
-        "source_model": str(model_path), "input_scale": tin.scale, "output_scale": g.tensors[g.output].scale,
-        "act_bits": tin.bits, "lut_bits": lut_bits or cfg.LutW, "act_calib": act_calib, "lut_calib": lut_calib,
-        acc_key: acc, **({"accuracy": {}} if g.host_suffix else {}),
-        "inputs": inputs if inputs in ("digits-test", "random") else str(Path(inputs)), "seed": seed,
-        "n_columns": n, "model_meta": meta,
-    })
+    # a bar over the phases on a terminal (a big network takes minutes: calibration and the golden simulation);
+    # in a log nothing but the lines below, the last one with the time of each phase
+    with Phases("pqcompile", PHASES, quiet=quiet) as phases:
+        say = (lambda text: None) if quiet else phases.write
+        with phases.phase("load"):
+            model, arch, meta = load_model(model_path)
+            name = str(arch.get("name", Path(model_path).stem))
+            say(f"pqcompile: {printable(model_path)} ({printable(name)}) for config '{cfg.name}'")
+            x, labels, calib = _inputs(inputs, arch, count, seed)
+        with phases.phase("quantize"):
+            fe = graph.build_graph(arch, model.state_dict(), calib, cfg, act_bits=act_bits, lut_bits=lut_bits,
+                                   act_calib=act_calib, lut_calib=lut_calib,
+                                   host_layers=_host_layer_names(host_layers), name=name)
+            g = fe.graph
+            xq = fe.quantize_input(x)
+        with phases.phase("emit"):
+            prog = backend.emit_graph(cfg, g, xq, name=name)
+        with phases.phase("simulate"):
+            res = backend.simulate(cfg, prog)
+        with phases.phase("check"):
+            n = int(xq.shape[0])
+            y_sim = backend.read_output(prog.manifest, res.mem).reshape(n, *g.tensors[g.output].shape)
+            y_sim = y_sim.astype(np.int64)
+            y_ref = np.asarray(graph.reference(g, xq, cfg.AccW)).reshape(y_sim.shape)
+            n_diff = int((y_ref != y_sim).sum())
+            if n_diff:
+                raise RuntimeError(f"quantized torch model and golden simulator differ in {n_diff} of {y_sim.size} "
+                                   "outputs")
+            say(f"  quantized torch model == golden simulator: {y_sim.size} outputs, bit-exact")
+            tin = g.tensors[g.input]
+            flat_in = tin.shape[:2] == (1, 1)
+            extra = {"inputs_float": np.asarray(x, np.float32),
+                     "inputs": (xq.reshape(n, -1) if flat_in else xq).astype(np.int8)}
+            acc: dict[str, float] = {}
+            if labels is not None:
+                with torch.no_grad():
+                    y_float = model.eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+                y_q = fe.finish(y_sim)
+                acc = {"float": float((y_float.argmax(1) == labels).mean()),
+                       "quantized": float((y_q.argmax(1) == labels).mean())}
+                extra["labels"] = labels.astype(np.int64)
+        # "accuracy" is the accelerator output's own argmax (what tb/run_sim.py checks the RTL against); with host
+        # layers after the accelerator the classes come from the host, so the figures go to "accuracy_host"
+        acc_key = "accuracy_host" if g.host_suffix else "accuracy"
+        with phases.phase("write"):
+            manifest = backend.write_build(out, cfg, prog, res, extra=extra, manifest_extra={
+                "source_model": str(model_path), "input_scale": tin.scale, "output_scale": g.tensors[g.output].scale,
+                "act_bits": tin.bits, "lut_bits": lut_bits or cfg.LutW, "act_calib": act_calib,
+                "lut_calib": lut_calib, acc_key: acc, **({"accuracy": {}} if g.host_suffix else {}),
+                "inputs": inputs if inputs in ("digits-test", "random") else str(Path(inputs)), "seed": seed,
+                "n_columns": n, "model_meta": meta,
+            })
     say(report(manifest))
     if acc:
         where = " (classes after the host layers)" if g.host_suffix else ""
         say(f"  accuracy on {n} inputs{where}: float PQ model {100 * acc['float']:.2f}%, "
             f"quantized (integer pipeline) {100 * acc['quantized']:.2f}%")
     say(f"  wrote {out}/ ({manifest['n_insns']} instructions, {manifest['mem_bytes']} bytes of memory image) "
-        f"in {time.perf_counter() - t0:.1f} s")
+        f"in {time.perf_counter() - t0:.1f} s ({phases.summary()})")
     return manifest
 
 
