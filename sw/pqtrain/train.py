@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pqcompile.progress import Progress
+
 from .integer import IntegerNet, calibrate_qat, clear_qat, export_integer
 from .model import PQNet, build, iter_layers, validate_arch
 
@@ -163,7 +165,8 @@ def fit(
     ``before_epoch(epoch)`` / ``before_batch()`` run before each epoch / optimizer step.
     The learning rate follows a cosine schedule to 5% of ``lr``. With a ``teacher`` and ``distill`` > 0 the
     loss adds ``distill * T^2 * KL(teacher || model)`` on logits softened by ``distill_t``.
-    Progress (epoch, loss, train and test accuracy) is logged every ``log_every`` epochs and at the end.
+    Progress (epoch, loss, train and test accuracy) is logged every ``log_every`` epochs and at the end; with
+    a ``log``, a terminal also shows a bar over the epochs with ETA (``pqcompile.progress``; none in a log or CI).
 
     With ``select`` (a score, higher is better, compared as a tuple: e.g. validation accuracy, then minus
     validation loss), the model is scored before training and after every epoch and the best-scoring state
@@ -192,36 +195,41 @@ def fit(
             best = (score, epoch, copy.deepcopy(model.state_dict()))
 
     consider(0)
-    for epoch in range(epochs):
-        if temperature is not None and isinstance(model, PQNet):
-            model.set_temperature(temperature(epoch))
-        if before_epoch is not None:
-            before_epoch(epoch)
-        model.train()
-        total = 0.0
-        for idx in _batches(x_tr.shape[0], batch_size, gen):
-            opt.zero_grad()
-            if before_batch is not None:
-                before_batch()
-            logits = model(x_tr[idx])
-            loss = nn.functional.cross_entropy(logits, y_tr[idx])
-            if teacher is not None and distill > 0:
-                with torch.no_grad():
-                    target = torch.log_softmax(teacher(x_tr[idx]) / distill_t, dim=-1)
-                kl = nn.functional.kl_div(torch.log_softmax(logits / distill_t, dim=-1), target,
-                                          reduction="batchmean", log_target=True)
-                loss = loss + distill * distill_t**2 * kl
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.shape[0]
-        sched.step()
-        losses.append(total / x_tr.shape[0])
-        if log is not None and ((epoch + 1) % log_every == 0 or epoch == epochs - 1):
-            t = f" T={temperature(epoch):.3f}" if temperature is not None else ""
-            log(f"[{tag}] epoch {epoch + 1:3d}/{epochs} loss {losses[-1]:.4f} "
-                f"train {accuracy(model, x_tr, y_tr):.4f} {'val' if select else 'test'} "
-                f"{accuracy(model, x_te, y_te):.4f}{t}")
-        consider(epoch + 1)
+    # on a terminal (and with a log), a bar over the epochs with ETA; the log lines print above it
+    with Progress(f"[{tag}]", epochs, unit="epochs", quiet=log is None, lines=False, leave=False) as bar:
+        for epoch in range(epochs):
+            if temperature is not None and isinstance(model, PQNet):
+                model.set_temperature(temperature(epoch))
+            if before_epoch is not None:
+                before_epoch(epoch)
+            model.train()
+            total = 0.0
+            for idx in _batches(x_tr.shape[0], batch_size, gen):
+                opt.zero_grad()
+                if before_batch is not None:
+                    before_batch()
+                logits = model(x_tr[idx])
+                loss = nn.functional.cross_entropy(logits, y_tr[idx])
+                if teacher is not None and distill > 0:
+                    with torch.no_grad():
+                        target = torch.log_softmax(teacher(x_tr[idx]) / distill_t, dim=-1)
+                    kl = nn.functional.kl_div(torch.log_softmax(logits / distill_t, dim=-1), target,
+                                              reduction="batchmean", log_target=True)
+                    loss = loss + distill * distill_t**2 * kl
+                loss.backward()
+                opt.step()
+                total += loss.item() * idx.shape[0]
+            sched.step()
+            losses.append(total / x_tr.shape[0])
+            if log is not None and ((epoch + 1) % log_every == 0 or epoch == epochs - 1):
+                t = f" T={temperature(epoch):.3f}" if temperature is not None else ""
+                msg = (f"[{tag}] epoch {epoch + 1:3d}/{epochs} loss {losses[-1]:.4f} "
+                       f"train {accuracy(model, x_tr, y_tr):.4f} {'val' if select else 'test'} "
+                       f"{accuracy(model, x_te, y_te):.4f}{t}")
+                with bar.suspend():
+                    log(msg)
+            consider(epoch + 1)
+            bar.update(1, f"loss {losses[-1]:.4f}")
     if best is not None:
         model.load_state_dict(best[2])
         if info is not None:
