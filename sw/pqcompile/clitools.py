@@ -39,7 +39,7 @@ def fail(prog: str, message: object, status: int = EXIT_BAD_INPUT) -> int:
 
 
 def duration(seconds: float) -> str:
-    """``95`` -> ``1m35s``; ``3700`` -> ``1h01m``."""
+    """``95`` -> ``1m35s``; ``3700`` -> ``1h01m`` (the times of ``pqcompile.progress``'s plain lines)."""
     s = max(0, round(seconds))
     if s < 60:
         return f"{s}s"
@@ -49,7 +49,9 @@ def duration(seconds: float) -> str:
 
 
 def eta(done: float, total: float, elapsed: float) -> str:
-    """The remaining time of work that went at a steady rate: ``"ETA 1m35s"`` (``"ETA ?"`` before any)."""
+    """The remaining time of work that went at a steady rate: ``"ETA 1m35s"`` (``"ETA ?"`` before any). Only
+    ``pqcompile.progress`` prints it (its plain lines; its bars use tqdm's own): a command shows progress through
+    that module, never with an ETA line of its own."""
     if done <= 0 or total <= 0:
         return "ETA ?"
     return f"ETA {duration(elapsed * (total - done) / done)}"
