@@ -1,5 +1,6 @@
-"""Build directories for the RTL tests: PQ layers of several shapes compiled through the project's own
-quantizer and back end, and hand-written programs for the error paths."""
+"""Build directories for the RTL tests: random PQ models compiled through the project's own front end
+(quantizer) and back end, random integer conv graphs (tb/graphgen.py) compiled by the back end's planner,
+and hand-written programs for single instructions (pool, add) and the error paths."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from graphgen import RandomGraph, calibrate
 
-from pqcompile import backend, quantize, sim
+from pqcompile import backend, graph, sim
 from pqcompile import build as pqbuild
-from pqcompile.isa import encode, field_limit
+from pqcompile.isa import encode
 from pqcompile.spec import HwConfig, load
 
 
@@ -43,26 +46,36 @@ def reseal(b: Path) -> None:
         (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
 
 
-def random_float_layers(rng: np.random.Generator, shapes: list[LayerShape]) -> list[quantize.FloatPQLayer]:
-    out = []
-    for i, s in enumerate(shapes):
+def random_mlp(rng: np.random.Generator, shapes: list[LayerShape]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A PQ MLP model (the architecture and state dict that pqtrain writes) with random weights: prototypes
+    N(0, 1) (zero in the padded dimensions), weights N(0, 1/d), biases N(0, 0.1)."""
+    layers: list[dict] = []
+    for s in shapes:
+        layers.append({"type": "pq_linear", "in_features": s.d, "out_features": s.m, "k": s.k, "v": s.v,
+                       "metric": s.metric})
+        if s.relu:
+            layers.append({"type": "relu"})
+    arch = {"name": "random_mlp", "input_shape": [shapes[0].d], "num_classes": shapes[-1].m, "layers": layers}
+    state: dict[str, torch.Tensor] = {}
+    for li, s in zip([i for i, lay in enumerate(layers) if lay["type"] == "pq_linear"], shapes, strict=True):
         c = -(-s.d // s.v)
         protos = rng.normal(0, 1, (c, s.k, s.v))
         protos[-1, :, s.d - (c - 1) * s.v :] = 0  # padded dimensions carry no information
-        out.append(quantize.FloatPQLayer(i, protos, rng.normal(0, 1 / np.sqrt(s.d), (s.m, s.d)),
-                                         rng.normal(0, 0.1, s.m), s.metric, s.relu))
-    return out
+        state[f"layers.{li}.prototypes"] = torch.tensor(protos, dtype=torch.float32)
+        state[f"layers.{li}.weight"] = torch.tensor(rng.normal(0, 1 / np.sqrt(s.d), (s.m, s.d)), dtype=torch.float32)
+        state[f"layers.{li}.bias"] = torch.tensor(rng.normal(0, 0.1, s.m), dtype=torch.float32)
+    return arch, state
 
 
 def compiled_case(outdir: Path, cfg: HwConfig, shapes: list[LayerShape], n: int, seed: int,
                   act_bits: int | None = None, lut_bits: int | None = None) -> dict:
-    """Random float PQ layers -> quantize (calibrated on random inputs) -> emit -> build directory."""
+    """A random PQ MLP -> the front end (calibrated on random inputs) -> the back end -> build directory."""
     rng = np.random.default_rng(seed)
-    layers = random_float_layers(rng, shapes)
-    calib = rng.normal(0, 1, (256, shapes[0].d))
-    q, s_in = quantize.quantize_layers(cfg, layers, calib, act_bits=act_bits, lut_bits=lut_bits)
-    x = quantize.quantize_act(rng.normal(0, 1, (n, shapes[0].d)), s_in, q[0].bits)
-    return backend.write_build(outdir, cfg, backend.emit(cfg, q, x, name=outdir.name))
+    arch, state = random_mlp(rng, shapes)
+    fe = graph.build_graph(arch, state, rng.normal(0, 1, (256, shapes[0].d)), cfg, act_bits=act_bits,
+                           lut_bits=lut_bits, name=outdir.name)
+    x = fe.quantize_input(rng.normal(0, 1, (n, shapes[0].d)))
+    return backend.write_build(outdir, cfg, backend.emit_graph(cfg, fe.graph, x, outdir.name))
 
 
 STAMP_ADDR = 0x800  # where the hand-written programs put their cycle stamps
@@ -105,16 +118,16 @@ def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Conv mode, pool, add, unsigned quant: hand-written programs over random integer data (the ISA's own
-# instructions; the golden simulator computes the expected memory)
+# Conv layers (compiled by the back end), and pool / add on their own: hand-written programs over random
+# integer data (the ISA's own instructions; the golden simulator computes the expected memory)
 # ------------------------------------------------------------------------------------------------------------
 DATA_ADDR = 0x1000  # data segments of the hand-written programs start here (instructions and stamps below)
 
 
 @dataclass(frozen=True)
 class ConvCase:
-    """One conv-mode ``run`` (``fmap`` h x w x ch, ``conv`` stride / kh x kw / pad_t, pad_l / out_w; n =
-    out_h * out_w columns of m outputs) followed by optional ``pool`` / ``add`` steps."""
+    """A conv layer over an h x w x ch fmap (stride, kh x kw window, symmetric padding; K, v, m), followed
+    by ``then``: "pool" (global pooling of its output), "add" (plus a second conv of the same geometry)."""
 
     h: int
     w: int
@@ -130,28 +143,23 @@ class ConvCase:
     relu: bool = False
     unsigned: bool = False
     bits: int = 8
-    pad_b: int | None = None  # bottom / right padding (default: pad), only through out_h / out_w
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        pb = self.pad if self.pad_b is None else self.pad_b
-        return ((self.h + self.pad + pb - self.kh) // self.stride + 1,
-                (self.w + self.pad + pb - self.kw) // self.stride + 1)
-
-    @property
-    def d(self) -> int:
-        return self.ch * self.kh * self.kw
-
-    @property
-    def c(self) -> int:
-        return -(-self.d // self.v)
 
 
-def calibrate(rng: np.random.Generator, acc: np.ndarray, bits: int) -> tuple[int, int]:
-    """(mult, shift) taking max|acc| to about 2^(bits-1): most outputs inside the range, some saturating."""
-    mult = int(rng.integers(1 << 14, 1 << 15))
-    top = int(np.abs(acc).max(initial=1)) * mult
-    return mult, min(field_limit("quant", "shift"), max(0, top.bit_length() - (bits - 1)))
+def conv_case(outdir: Path, cfg: HwConfig, cc: ConvCase, seed: int, then: str = "", images: int = 1) -> dict:
+    """A random integer conv graph (tb/graphgen.py) for ``cc``, compiled by the back end's planner."""
+    rng = np.random.default_rng(seed)
+    rg = RandomGraph(cfg, rng, (cc.h, cc.w, cc.ch), images, cc.bits, name=outdir.name, jitter=False)
+    geom = {"kh": cc.kh, "kw": cc.kw, "stride": cc.stride, "pad": cc.pad}
+    out = {"relu": cc.relu, "unsigned": cc.unsigned, "bits": cc.bits}
+    t = rg.pq("input", cc.m, cc.k, cc.v, cc.metric, **out, **geom)
+    if then == "pool":
+        rg.pool(t, relu=cc.relu, unsigned=cc.unsigned, bits=6)
+    elif then == "add":
+        rg.add(t, rg.pq("input", cc.m, cc.k, cc.v, cc.metric, **out, **geom), relu=cc.relu, unsigned=cc.unsigned,
+               bits=cc.bits)
+    elif then:
+        raise ValueError(then)
+    return backend.write_build(outdir, cfg, rg.emit())
 
 
 class _Mem:
@@ -180,85 +188,6 @@ def _i8(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.int64).astype(np.int8).view(np.uint8)
 
 
-def conv_words(cfg: HwConfig, cc: ConvCase, rng: np.random.Generator, mem: _Mem, fmap: np.ndarray
-               ) -> tuple[list[int], int]:
-    """Load the tables and the fmap, set fmap / conv / shape / quant and run: the words and n."""
-    bufs = load().enums["buffer"]
-    c, k, v, m, d = cc.c, cc.k, cc.v, cc.m, cc.d
-    out_h, out_w = cc.out_hw
-    n = out_h * out_w
-    amax = 1 << (cc.bits - 1)
-    protos = rng.integers(-amax, amax, (c, k, v))
-    if k > 1:
-        protos[:, -1] = protos[:, 0]  # duplicated prototypes: exact ties
-    lmax = 1 << (cfg.LutW - 1)
-    lut = rng.integers(-lmax, lmax, (c, k, m))
-    bias = rng.integers(-c * lmax, c * lmax + 1, m)
-    g = sim.ConvGeom(cc.h, cc.w, cc.ch, cc.stride, cc.kh, cc.kw, cc.pad, cc.pad, out_w)
-    x = np.zeros((n, c * v), np.int64)
-    x[:, :d] = sim.conv_gather(fmap.astype(np.int64), g, d, n)
-    metric = load().enums["metric"][cc.metric]
-    acc = sim.lookup(sim.encode(x.reshape(n, c, v), protos, metric), lut, bias, cfg.AccW)
-    mult, shift = calibrate(rng, acc, cc.bits)
-    ap = mem.put(_i8(protos), "prototypes [c][k][v]")
-    al = mem.put(backend.lut_bytes(cfg, lut), "table [c][k][m]")
-    ab = mem.put(bias.astype("<i4").view(np.uint8), "bias [m] int32")
-    aa = mem.put(_i8(fmap), "fmap [h][w][ch]")
-    words = [
-        encode("load", buf=bufs["proto"], nbytes=c * k * v, addr=ap),
-        encode("load", buf=bufs["lut"], nbytes=c * k * m * cfg.lut_bytes, addr=al),
-        encode("load", buf=bufs["bias"], nbytes=4 * m, addr=ab),
-        encode("load", buf=bufs["act"], nbytes=fmap.size, addr=aa),
-        encode("fmap", h=cc.h, w=cc.w, ch=cc.ch),
-        encode("conv", stride=cc.stride, kh=cc.kh, kw=cc.kw, pad_t=cc.pad, pad_l=cc.pad, out_w=out_w),
-        encode("shape", metric=cc.metric, conv=1, k=k, v=v, c=c, d=d, m=m),
-        encode("quant", relu=int(cc.relu), unsigned=int(cc.unsigned), shift=shift, mult=mult, bits=cc.bits),
-        encode("run", n=n),
-    ]
-    return words, n
-
-
-def conv_case(outdir: Path, cfg: HwConfig, cc: ConvCase, seed: int, then: str = "") -> dict:
-    """A conv-mode layer, its output stored; ``then`` = "pool": global pooling of the layer's output
-    (as the next fmap, channels m), relu / unsigned from the case; "add": the output plus a loaded
-    residual. Stamps before and after the run."""
-    rng = np.random.default_rng(seed)
-    mem = _Mem()
-    amax = 1 << (cc.bits - 1)
-    fmap = rng.integers(-amax, amax, cc.h * cc.w * cc.ch)
-    st = STAMP_ADDR
-    words, n = conv_words(cfg, cc, rng, mem, fmap)
-    words = [encode("stamp", addr=st), *words, encode("stamp", addr=st + 8)]
-    ao = mem.reserve(n * cc.m)
-    words.append(encode("store", nbytes=n * cc.m, addr=ao))
-    if then:
-        bufs = load().enums["buffer"]
-        out_h, out_w = cc.out_hw
-        y = sim.run(cfg, backend.raw_program(cfg, [*words, encode("end")], mem.segs, mem_bytes=mem.size()).mem,
-                    0, strict=True).mem[ao : ao + n * cc.m].view(np.int8).astype(np.int64)
-        ares = mem.reserve(n * cc.m)
-        if then == "pool":  # the stored layer output becomes the fmap of a global pooling
-            acc = y.reshape(n, cc.m).sum(0)
-            mult, shift = calibrate(rng, acc, 6)
-            words += [encode("load", buf=bufs["act"], nbytes=n * cc.m, addr=ao),
-                      encode("fmap", h=out_h, w=out_w, ch=cc.m),
-                      encode("quant", relu=int(cc.relu), unsigned=int(cc.unsigned), shift=shift, mult=mult, bits=6),
-                      encode("pool"), encode("stamp", addr=st + 16), encode("store", nbytes=cc.m, addr=ares)]
-        elif then == "add":  # out = act*ma + out*mb: the layer output (still in the output buffer) + a residual
-            res = rng.integers(-128, 128, n * cc.m)
-            ar = mem.put(_i8(res), "residual")
-            words += [encode("load", buf=bufs["act"], nbytes=n * cc.m, addr=ar),
-                      encode("quant", relu=int(cc.relu), unsigned=int(cc.unsigned), shift=15, mult=0, bits=cc.bits),
-                      encode("add", n=n * cc.m, ma=int(rng.integers(1 << 13, 1 << 15)),
-                             mb=int(rng.integers(1 << 13, 1 << 15))),
-                      encode("stamp", addr=st + 16), encode("store", nbytes=n * cc.m, addr=ares)]
-        else:
-            raise ValueError(then)
-    words.append(encode("end"))
-    labels = ("start", "run") + (("after",) if then else ())
-    return raw_case(outdir, cfg, words, mem.segs, mem_bytes=mem.size(), labels=labels)
-
-
 def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
     """``pool`` and ``add`` on their own: "pool_relu" / "pool_unsigned" / "pool_signed" over a random fmap;
     "add_<relu|unsigned|signed>" with the second operand loaded into the output buffer (``load`` buf=out),
@@ -273,7 +202,7 @@ def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
         h, w, ch = 5, 7, 11
         fmap = rng.integers(-128, 128, h * w * ch)
         acc = fmap.reshape(h * w, ch).sum(0)
-        mult, shift = calibrate(rng, acc, 5)
+        mult, shift = calibrate(rng, acc, 5, jitter=False)
         aa = mem.put(_i8(fmap), "fmap")
         ao = mem.reserve(ch)
         words += [encode("load", buf=bufs["act"], nbytes=fmap.size, addr=aa), encode("fmap", h=h, w=w, ch=ch),
@@ -298,7 +227,8 @@ def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
 
 # name -> (ConvCase, then): 3x3 s1 p1, 3x3 s2 p1, 1x1 s2 p0, odd channel counts (3, 5), v not dividing the
 # patch (27 with v=4, 16 with v=3, 12 with v=5), 144 with v=8 (subspaces across window rows and channels),
-# a flatten conv (the window is the whole fmap), unsigned outputs, pool and add after a conv.
+# a flatten conv (the window is the whole fmap), unsigned outputs, pool and add after a conv, and a fmap
+# larger than the act buffer of config 'small' (two bands).
 CONV_CASES: dict[str, tuple[ConvCase, str]] = {
     "conv3x3_s1_p1_ch3_v4": (ConvCase(8, 8, 3, 1, 3, 3, 1, k=8, v=4, m=8, relu=True), ""),
     "conv3x3_s2_p1_ch5_l1": (ConvCase(9, 7, 5, 2, 3, 3, 1, k=5, v=5, m=6, metric="l1"), ""),
@@ -307,6 +237,7 @@ CONV_CASES: dict[str, tuple[ConvCase, str]] = {
     "conv_flatten_4x4x3": (ConvCase(4, 4, 3, 1, 4, 4, 0, k=6, v=8, m=10), ""),
     "conv2x3_s3_p2_pool": (ConvCase(7, 8, 2, 3, 2, 3, 2, k=2, v=5, m=7, relu=True, unsigned=True, bits=6), "pool"),
     "conv3x3_s1_p1_add": (ConvCase(6, 5, 4, 1, 3, 3, 1, k=4, v=6, m=4, relu=True), "add"),
+    "conv3x3_s2_banded_20x16x13": (ConvCase(20, 16, 13, 2, 3, 3, 1, k=3, v=8, m=5, relu=True), ""),
 }
 VEC_CASES = ["pool_relu", "pool_unsigned", "pool_signed", "add_relu", "add_unsigned", "add_signed"]
 

@@ -5,8 +5,8 @@ simulator's trace of the run.
 Covered: opcodes executed (and illegal words), error codes, job kinds x error codes, metrics, ReLU,
 K / v / c / m ranges up to the synthesized limits, activation and table widths, chained layers, tiling,
 tied minima in the encoder, saturation at both ends, exact rounding halves, conv-mode layers (window
-1x1 / 3x3 / other / flatten, stride 1 / 2 / more, padding or none), unsigned outputs, pool, add (second
-operand left in the output buffer or loaded into it), and the stimulus: AXI
+1x1 / 3x3 / other / flatten, stride 1 / 2 / more, padding or none), unsigned outputs, pool, residual add
+(as the back end plans them: both operands loaded), and the stimulus: AXI
 backpressure, AR/AW latency, SLVERR injection, reset in the middle of a run, START while busy,
 back-to-back starts without reset.
 """
@@ -75,7 +75,7 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.conv_stride", xf=lambda s: s.get("conv_stride"), bins=["1", "2", ">2"])
     @CoverPoint("pqa.conv_pad", xf=lambda s: s.get("conv_pad"), bins=[False, True], bins_labels=["none", "padded"])
     @CoverPoint("pqa.unsigned", xf=lambda s: s.get("unsigned"), bins=[True])
-    @CoverPoint("pqa.vec", xf=many("vec"), rel=lambda v, b: b in v, bins=["pool", "add_in_place", "add_loaded"],
+    @CoverPoint("pqa.vec", xf=many("vec"), rel=lambda v, b: b in v, bins=["pool", "add"],
                 inj=False)
     def sample(s: dict[str, Any]) -> None:
         pass
@@ -103,7 +103,7 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
         s["conv_stride"] = str(conv["stride"]) if conv["stride"] <= 2 else ">2"
         s["conv_pad"] = conv["pad"] > 0
     s["unsigned"] = gen.get("unsigned") or None
-    s["vec"] = (["pool"] if gen.get("pool") else []) + ([f"add_{gen['add']}"] if gen.get("add") else [])
+    s["vec"] = [k for k in ("pool", "add") if gen.get(k)]
     s["stim"] = [k for k, on in (("pause", stim.get("pause")), ("latency", stim.get("latency")),
                                  ("poison", stim.get("poison")), ("reset_mid_run", "reset_after" in stim),
                                  ("start_while_busy", "restart_after" in stim),

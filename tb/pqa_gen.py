@@ -1,16 +1,18 @@
 """Constrained-random programs for ``pqa_top``, all built through the compiler's own back end
-(``pqcompile.backend.emit`` / ``raw_program`` / ``write_build``), and the stimulus knobs of each job.
+(``pqcompile.backend.emit_graph`` / ``raw_program`` / ``write_build``), and the stimulus knobs of each job.
 
 ``random_job(seed, index, cfg, outdir)`` is a pure function of (seed, index): the same pair always gives
 the same build directory and knobs, so any failing job of a regression is reproduced by its pair.
 
 Job kinds:
-- ``legal``: 1..3 chained PQ layers with random shapes (d, m, K, v, both metrics, ReLU, tiling), random
-  activation width (2..ActW: inputs and prototypes in that range, ``quant.bits``) and table width
-  (entries in 2..LutW bits), random biases and requantization (mult, shift 0..the spec's limit); or (40%) a conv-mode
-  layer (``conv_program``: random fmap / window / stride / padding / out_w, v across window rows and
-  channels, signed / ReLU / unsigned outputs) followed by a ``pool`` of its output and / or an ``add``
-  with a residual, the second operand left in the output buffer or loaded into it;
+- ``legal``: a random integer graph (tb/graphgen.py) compiled by the back end's planner: either (60%)
+  1..3 chained linear PQ layers with random shapes (d, m, K, v, both metrics, ReLU, signed or unsigned
+  outputs) on 1..12 columns or (15%) more than the buffers hold (tiling into column tiles); or (40%) a
+  conv layer (random fmap, window, stride, padding, flatten windows, v across window rows and channels;
+  sometimes a fmap or an output larger than the buffers: bands), then at random a residual add with a
+  second conv of the same geometry, a global pool and a linear classifier. Random activation width
+  (2..ActW) and table width (2..LutW), random biases, requantization calibrated on the data (or wild:
+  any mult, shift 0..the spec's limit);
 - ``error``: a legal program with one instruction replaced by an illegal / out-of-limit / misaligned /
   out-of-memory one, somewhere in the middle;
 - ``words``: random instruction words (fully random, random fields under a valid opcode, and legal
@@ -28,263 +30,120 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from graphgen import RandomGraph
 
 from pqcompile import backend, sim
-from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, reserved_mask, with_field
+from pqcompile.errors import CompileError
+from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, field_max, reserved_mask, with_field
 from pqcompile.spec import HwConfig, load
 
 SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift the hardware accepts
 STOP_ADDR = 0xFFFFFFF8  # an aligned address beyond every memory: a `stamp` there stops with `bus`
+WILD = 0.2  # share of requantizations with any mult and shift (mostly saturated or zero outputs)
 
 
-def _layer_shapes(rng: np.random.Generator, cfg: HwConfig, d0: int, nl: int) -> list[tuple[int, int, int, int]]:
-    """(d, m, k, v) per layer, inside the configuration's limits."""
-    out = []
-    d = d0
-    for i in range(nl):
-        m = int(rng.choice([1, 3, cfg.MMax, int(rng.integers(1, cfg.MMax + 1))])) if i == nl - 1 or rng.random() < 0.5 \
-            else int(rng.integers(2, cfg.MMax + 1))
-        vmin = -(-d // cfg.CMax)
-        v = int(rng.integers(vmin, cfg.VMax + 1))
-        c = -(-d // v)
-        k = int(rng.choice([1, 2, 3, 5, 7, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
-        while k > 1 and (c * k * v > cfg.ProtoBytes or c * k * m * cfg.lut_bytes > cfg.LutBytes):
-            k -= 1
-        while c * k * m * cfg.lut_bytes > cfg.LutBytes:
-            m -= 1
-        out.append((d, m, k, v))
-        d = m
-    return out
+def _metric(rng: np.random.Generator) -> str:
+    return str(rng.choice(list(load().enums["metric"])))
 
 
-def random_layers(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: int, nl: int,
-                  x: np.ndarray | None = None, n: int = 4) -> tuple[list[backend.QLayer], np.ndarray]:
-    """Random integer layers and input columns x [n, d0]. The requantization is calibrated on the data
-    (most outputs inside the ``bits`` range, some saturating), with occasional uncalibrated ones."""
+def _kvm(rng: np.random.Generator, cfg: HwConfig, d: int, m: int, kmax: int | None = None) -> tuple[int, int, int]:
+    """(k, v, m) for a PQ layer of column length d inside the configuration's limits (m lowered if needed)."""
+    v = int(rng.integers(-(-d // cfg.CMax), cfg.VMax + 1))
+    c = -(-d // v)
+    k = int(rng.choice([1, 2, 3, 5, 7, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
+    k = min(k, kmax or k)
+    while k > 1 and (c * k * v > cfg.ProtoBytes or c * k * m * cfg.lut_bytes > cfg.LutBytes):
+        k -= 1
+    while m > 1 and c * k * m * cfg.lut_bytes > cfg.LutBytes:
+        m -= 1
+    return k, v, m
+
+
+def _out(rng: np.random.Generator, cfg: HwConfig, bits: int) -> dict[str, Any]:
+    """Random output flags of an op: ReLU, unsigned (only below ActW bits), width."""
+    return {"relu": bool(rng.random() < 0.5), "unsigned": bool(bits < cfg.ActW and rng.random() < 0.3), "bits": bits}
+
+
+def mlp_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: int) -> RandomGraph:
+    """1..3 chained linear PQ layers on n columns; 15% with more columns than the buffers hold (tiling)."""
     dmax = min(cfg.ActBytes, cfg.CMax * cfg.VMax)
-    d0 = int(rng.choice([1, int(rng.integers(1, 40)), int(rng.integers(1, dmax + 1))]))
-    layers = []
-    amax, lmax = 1 << (act_bits - 1), 1 << (lut_bits - 1)
-    metrics = list(load().enums["metric"])
-    x = rng.integers(-amax, amax, (n, d0)) if x is None else x
-    y = x.astype(np.int64)
-    for d, m, k, v in _layer_shapes(rng, cfg, d0, nl):
-        c = -(-d // v)
-        protos = rng.integers(-amax, amax, (c, k, v))
-        if k > 1 and rng.random() < 0.5:  # duplicated prototypes: exact ties
-            protos[:, -1] = protos[:, 0]
-        protos[-1, :, d - (c - 1) * v :] = 0
-        lut = rng.integers(-lmax, lmax, (c, k, m))
-        bias = rng.integers(-c * lmax, c * lmax + 1, m) if rng.random() < 0.9 \
-            else rng.integers(-(1 << 31), 1 << 31, m)
-        metric = str(rng.choice(metrics))
-        relu = bool(rng.random() < 0.5)
-        xp = np.zeros((y.shape[0], c * v), np.int64)
-        xp[:, :d] = y
-        acc = sim.lookup(sim.encode(xp.reshape(-1, c, v), protos, load().enums["metric"][metric]), lut, bias, cfg.AccW)
-        if rng.random() < 0.8:  # calibrated: |acc| * mult / 2^shift about 2^(bits-1)
-            mult = int(rng.integers(1 << 14, 1 << 15)) if rng.random() < 0.8 else int(rng.integers(1, 17))
-            top = int(np.abs(acc).max(initial=1)) * mult
-            shift = min(SHIFT_MAX, max(0, top.bit_length() - (act_bits - 1) + int(rng.integers(-1, 2))))
-        else:
-            mult = int(rng.integers(0, 1 << 16))
-            shift = int(rng.choice([0, 1, int(rng.integers(0, 48))]))
-        q = backend.QLayer(protos, lut, bias, d, metric, mult, shift, relu, act_bits, name=f"rand{len(layers)}")
-        layers.append(q)
-        y = sim.requantize(acc, mult, shift, relu, act_bits)
-    return layers, x
-
-
-def features(cfg: HwConfig, layers: list[backend.QLayer], x: np.ndarray) -> dict[str, Any]:
-    """What the coverage model samples about the data: tied minima, saturation, rounding ties."""
-    spec = load()
-    ties = sat_hi = sat_lo = half = 0
-    for q in layers:
-        xp = np.zeros((x.shape[0], q.c * q.v), np.int64)
-        xp[:, : q.d] = x
-        diff = xp.reshape(-1, q.c, 1, q.v) - q.protos[None].astype(np.int64)
-        dist = np.abs(diff).sum(-1) if q.metric == "l1" else (diff * diff).sum(-1)
-        ties += int(((dist == dist.min(-1, keepdims=True)).sum(-1) > 1).sum())
-        idx = sim.encode(xp.reshape(-1, q.c, q.v), q.protos, spec.enums["metric"][q.metric])
-        acc = sim.lookup(idx, q.lut, q.bias, cfg.AccW)
-        wide = sim.requantize(acc, q.mult, q.shift, False, 63)  # rounded, not clamped
-        if q.shift:
-            half += int(((acc * q.mult) & ((1 << q.shift) - 1) == 1 << (q.shift - 1)).sum())
-        sat_hi += int((wide >= 1 << (q.bits - 1)).sum())
-        sat_lo += int((wide < (0 if q.relu else -(1 << (q.bits - 1)))).sum())
-        x = sim.requantize(acc, q.mult, q.shift, q.relu, q.bits)
-    return {"ties": ties, "sat_hi": sat_hi, "sat_lo": sat_lo, "round_half": half}
-
-
-def _program_info(cfg: HwConfig, layers: list[backend.QLayer], act_bits: int, lut_bits: int, n: int) -> dict:
-    return {"act_bits": act_bits, "lut_bits": lut_bits, "n": n,
-            "layers": [{"d": q.d, "m": q.m, "k": q.k, "v": q.v, "c": q.c, "metric": q.metric, "relu": q.relu,
-                        "bits": q.bits, "shift": q.shift} for q in layers]}
-
-
-def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Program, dict]:
-    if rng.random() < 0.4:
-        return conv_program(rng, cfg)
-    act_bits = int(rng.choice([2, 3, 8, int(rng.integers(2, cfg.ActW + 1))]))
-    lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
+    d = int(rng.choice([1, int(rng.integers(1, 40)), int(rng.integers(1, dmax + 1))]))
     nl = int(rng.choice([1, 1, 2, 3]))
-    layers, x = random_layers(rng, cfg, act_bits, lut_bits, nl, n=int(rng.integers(1, 13)))
-    fit = min(min(cfg.ActBytes // q.d, cfg.OutBytes // q.m) for q in layers)
-    if rng.random() < 0.15 and fit >= cfg.bus_bytes:  # more columns than the buffers hold: tiling
+    shapes = []
+    for i in range(nl):
+        last_or_any = i == nl - 1 or rng.random() < 0.5
+        m = int(rng.choice([1, 3, cfg.MMax, int(rng.integers(1, cfg.MMax + 1))])) if last_or_any \
+            else int(rng.integers(2, cfg.MMax + 1))
+        k, v, m = _kvm(rng, cfg, d, m)
+        shapes.append((d, m, k, v))
+        d = m
+    n = int(rng.integers(1, 13))
+    fit = min(min(cfg.ActBytes // d_, cfg.OutBytes // m_) for d_, m_, _, _ in shapes)
+    if rng.random() < 0.15 and fit >= cfg.bus_bytes:
         n = min(int(rng.integers(fit + 1, 2 * fit + 2)), 200)
-        x = np.concatenate([x] * (-(-n // x.shape[0])))[:n]
-    x = x[: max(1, min(x.shape[0], fit))] if fit < cfg.bus_bytes else x
-    n = int(x.shape[0])
-    prog = backend.emit(cfg, layers, x, name="random")
-    info = _program_info(cfg, layers, act_bits, lut_bits, n)
-    info.update(features(cfg, layers, x))
-    return prog, info
+    uns_in = bool(act_bits < cfg.ActW and rng.random() < 0.2)
+    rg = RandomGraph(cfg, rng, (1, 1, shapes[0][0]), n, act_bits, lut_bits, uns_in, "random", wild=WILD)
+    for _, m, k, v in shapes:
+        rg.pq(rg.last, m, k, v, _metric(rng), **_out(rng, cfg, act_bits))
+    return rg
 
 
-CONV_CODE_END = 0x400  # conv programs: instructions below, then the stamps, then the data
-CONV_STAMPS = 0x400
-
-
-def _calibrated(rng: np.random.Generator, acc: np.ndarray, bits: int) -> tuple[int, int]:
-    """(mult, shift): |acc| * mult / 2^shift about 2^(bits-1) (80%), or uncalibrated."""
-    if rng.random() < 0.8:
-        mult = int(rng.integers(1 << 14, 1 << 15))
-        top = int(np.abs(acc).max(initial=1)) * mult
-        return mult, min(SHIFT_MAX, max(0, top.bit_length() - (bits - 1) + int(rng.integers(-1, 2))))
-    return int(rng.integers(0, 1 << 16)), int(rng.choice([0, 1, int(rng.integers(0, 48))]))
-
-
-def _conv_geometry(rng: np.random.Generator, cfg: HwConfig) -> tuple[sim.ConvGeom, int, int, int]:
-    """(geometry, v, d, n) inside the configuration: h*w*ch <= ActBytes, d = ch*kh*kw <= CMax*VMax."""
+def conv_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: int) -> RandomGraph:
+    """A conv layer (sometimes larger than the buffers: bands), then at random a residual add with a second
+    conv of the same geometry, a global pool and a linear layer after the pool, on 1..3 images."""
+    big = rng.random() < 0.1
     while True:
-        ch = int(rng.choice([1, 2, 3, 5, 8, 16, int(rng.integers(1, 33))]))
-        h, w = int(rng.integers(1, 11)), int(rng.integers(1, 11))
+        if big:  # the fmap or the output exceeds the act / output buffer: the planner splits it into bands
+            h, w, ch = int(rng.integers(12, 29)), int(rng.integers(12, 29)), int(rng.integers(4, 13))
+        else:
+            ch = int(rng.choice([1, 2, 3, 5, 8, 16, int(rng.integers(1, 33))]))
+            h, w = int(rng.integers(1, 11)), int(rng.integers(1, 11))
         kh, kw = int(rng.integers(1, min(h + 2, 5) + 1)), int(rng.integers(1, min(w + 2, 5) + 1))
         r = rng.random()
-        if r < 0.1:
+        if r < 0.1 and not big:
             kh, kw = h, w  # flatten: the window is the whole fmap
         elif r < 0.35:
             kh, kw = 1, 1
         elif r < 0.6:
-            kh, kw = 3, 3
-        stride = int(rng.choice([1, 1, 2, 3, int(rng.integers(1, 16))]))
-        pt, pl = int(rng.integers(0, min(kh, 3))), int(rng.integers(0, min(kw, 3)))
-        out_h = max(1, (h + 2 * pt - kh) // stride + 1)
-        out_w = max(1, (w + 2 * pl - kw) // stride + 1)
-        if rng.random() < 0.1:
-            out_w = int(rng.integers(1, 12))  # any out_w is legal: rows wrap elsewhere
+            kh, kw = min(3, h + 2), min(3, w + 2)
+        stride = int(rng.choice([1, 1, 2, 3, int(rng.integers(1, field_max("conv", "stride") + 1))]))
+        pad = 0 if (kh, kw) == (h, w) and r < 0.1 else int(rng.integers(0, min(kh, kw, 3)))
+        oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
         d = ch * kh * kw
-        if h * w * ch > cfg.ActBytes or d > cfg.CMax * cfg.VMax:
-            continue
-        v = int(rng.integers(-(-d // cfg.CMax), cfg.VMax + 1))
-        n = out_h * out_w if rng.random() < 0.8 else int(rng.integers(1, out_h * out_w + 3))
-        return sim.ConvGeom(h, w, ch, stride, kh, kw, pt, pl, out_w), v, d, n
-
-
-def conv_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Program, dict]:
-    """A conv-mode layer over a random fmap, then (each at random) a ``pool`` of its output and an
-    ``add`` of a residual (second operand: the output left in the output buffer, or loaded into it).
-    Random activation / table widths, metric, ReLU, unsigned outputs, calibrated requantization."""
-    spec = load()
-    bufs = spec.enums["buffer"]
-    act_bits = int(rng.choice([2, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
-    lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
-    g, v, d, n = _conv_geometry(rng, cfg)
-    c = -(-d // v)
+        if oh >= 1 and ow >= 1 and (big or h * w * ch <= cfg.ActBytes) and d <= cfg.CMax * cfg.VMax:
+            break
     m = int(rng.choice([1, 3, int(rng.integers(1, cfg.MMax + 1))]))
-    m = max(1, min(m, cfg.OutBytes // n, cfg.MMax))
-    k = int(rng.choice([1, 2, 3, 5, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
-    while k > 1 and (c * k * v > cfg.ProtoBytes or c * k * m * cfg.lut_bytes > cfg.LutBytes):
-        k -= 1
-    while c * k * m * cfg.lut_bytes > cfg.LutBytes:
-        m -= 1
-    n = min(n, cfg.OutBytes // m)
-    amax, lmax = 1 << (act_bits - 1), 1 << (lut_bits - 1)
-    fmap = rng.integers(-amax, amax, g.h * g.w * g.ch)
-    protos = rng.integers(-amax, amax, (c, k, v))
-    if k > 1 and rng.random() < 0.5:
-        protos[:, -1] = protos[:, 0]  # exact ties
-    lut = rng.integers(-lmax, lmax, (c, k, m))
-    bias = rng.integers(-c * lmax, c * lmax + 1, m)
-    metric = str(rng.choice(list(spec.enums["metric"])))
-    relu = bool(rng.random() < 0.5)
-    uns = bool(act_bits < cfg.ActW and rng.random() < 0.3)
-    x = np.zeros((n, c * v), np.int64)
-    x[:, :d] = sim.conv_gather(fmap, g, d, n)
-    acc = sim.lookup(sim.encode(x.reshape(n, c, v), protos, spec.enums["metric"][metric]), lut, bias, cfg.AccW)
-    mult, shift = _calibrated(rng, acc, act_bits)
-    y = sim.requantize(acc, mult, shift, relu, act_bits, uns).reshape(-1)
+    m = max(1, min(m, cfg.MMax, 24 if big else cfg.MMax))
+    k, v, m = _kvm(rng, cfg, d, m, kmax=4 if big else None)
+    n = 1 if big else int(rng.choice([1, 1, 2, 3]))
+    uns_in = bool(act_bits < cfg.ActW and rng.random() < 0.2)
+    rg = RandomGraph(cfg, rng, (h, w, ch), n, act_bits, lut_bits, uns_in, "random_conv", wild=WILD)
+    geom = {"kh": kh, "kw": kw, "stride": stride, "pad": pad}
+    t = rg.pq("input", m, k, v, _metric(rng), **_out(rng, cfg, act_bits), **geom)
+    if rng.random() < 0.4:
+        s = rg.pq("input", m, k, v, _metric(rng), **_out(rng, cfg, act_bits), **geom)
+        t = rg.add(t, s, **_out(rng, cfg, int(rng.choice([act_bits, int(rng.integers(2, cfg.ActW + 1))]))))
+    if rng.random() < 0.5 and oh * ow * m <= cfg.ActBytes:
+        t = rg.pool(t, **_out(rng, cfg, int(rng.choice([act_bits, int(rng.integers(2, cfg.ActW + 1))]))))
+        if rng.random() < 0.5:
+            m2 = int(rng.integers(1, 17))
+            k2, v2, m2 = _kvm(rng, cfg, m, m2)
+            rg.pq(t, m2, k2, v2, _metric(rng), **_out(rng, cfg, act_bits))
+    return rg
 
-    segs: list[tuple[int, np.ndarray, str]] = []
-    top = CONV_STAMPS + 8 * 4
 
-    def put(data: np.ndarray, what: str) -> int:
-        nonlocal top
-        a = top
-        segs.append((a, np.asarray(data).astype(np.uint8).reshape(-1), what))
-        top = -(-(a + data.size) // 8) * 8
-        return a
-
-    def i8(a: np.ndarray) -> np.ndarray:
-        return np.asarray(a, np.int64).astype(np.int8).view(np.uint8)
-
-    labels = ["start", "conv"]
-    words = [
-        encode("stamp", addr=CONV_STAMPS),
-        encode("load", buf=bufs["proto"], nbytes=c * k * v, addr=put(i8(protos), "prototypes")),
-        encode("load", buf=bufs["lut"], nbytes=c * k * m * cfg.lut_bytes,
-               addr=put(backend.lut_bytes(cfg, lut), "table")),
-        encode("load", buf=bufs["bias"], nbytes=4 * m, addr=put(bias.astype("<i4").view(np.uint8), "bias")),
-        encode("load", buf=bufs["act"], nbytes=fmap.size, addr=put(i8(fmap), "fmap")),
-        encode("fmap", h=g.h, w=g.w, ch=g.ch),
-        encode("conv", stride=g.stride, kh=g.kh, kw=g.kw, pad_t=g.pad_t, pad_l=g.pad_l, out_w=g.out_w),
-        encode("shape", metric=metric, conv=1, k=k, v=v, c=c, d=d, m=m),
-        encode("quant", relu=int(relu), unsigned=int(uns), shift=shift, mult=mult, bits=act_bits),
-        encode("run", n=n),
-        encode("stamp", addr=CONV_STAMPS + 8),
-    ]
-    info: dict[str, Any] = {"act_bits": act_bits, "lut_bits": lut_bits, "n": n, "unsigned": uns,
-                            "conv": {"stride": g.stride, "kh": g.kh, "kw": g.kw, "pad": max(g.pad_t, g.pad_l),
-                                     "ch": g.ch, "flatten": g.kh == g.h and g.kw == g.w},
-                            "layers": [{"d": d, "m": m, "k": k, "v": v, "c": c, "metric": metric, "relu": relu,
-                                        "bits": act_bits, "shift": shift}]}
-    then = [t for t in ("pool", "add") if rng.random() < 0.6]
-    for t in then:
-        b2 = int(rng.choice([act_bits, int(rng.integers(2, cfg.ActW + 1))]))
-        u2 = int(b2 < cfg.ActW and rng.random() < 0.3)
-        r2 = int(rng.random() < 0.5)
-        if t == "pool":  # the layer output, stored and loaded back, as an fmap of 1 x n pixels of m channels
-            ao = top
-            top = -(-(top + n * m) // 8) * 8
-            words += [encode("store", nbytes=n * m, addr=ao), encode("load", buf=bufs["act"], nbytes=n * m, addr=ao),
-                      encode("fmap", h=1, w=n, ch=m)]
-            pm, ps = _calibrated(rng, y.reshape(n, m).sum(0), b2)
-            words += [encode("quant", relu=r2, unsigned=u2, shift=ps, mult=pm, bits=b2), encode("pool")]
-            y = sim.requantize(y.reshape(n, m).sum(0), pm, ps, bool(r2), b2, bool(u2))
-            info["pool"] = True
-        else:
-            na = int(rng.integers(1, y.size + 1)) if rng.random() < 0.3 else y.size
-            res = rng.integers(-128, 128, na)
-            loaded = rng.random() < 0.3
-            if loaded:  # the second operand loaded into the output buffer
-                other = rng.integers(-128, 128, na)
-                words.append(encode("load", buf=bufs["out"], nbytes=na, addr=put(i8(other), "add operand b")))
-            sh = int(rng.integers(0, 20))
-            words += [encode("load", buf=bufs["act"], nbytes=na, addr=put(i8(res), "add operand a")),
-                      encode("quant", relu=r2, unsigned=u2, shift=sh, mult=int(rng.integers(0, 1 << 16)), bits=b2),
-                      encode("add", n=na, ma=int(rng.integers(0, 1 << 16)) >> int(rng.integers(0, 16 - min(sh, 15))),
-                             mb=int(rng.integers(0, 1 << 16)) >> int(rng.integers(0, 16 - min(sh, 15))))]
-            info["add"] = "loaded" if loaded else "in_place"
-        labels.append(t)
-        words.append(encode("stamp", addr=CONV_STAMPS + 8 * (len(labels) - 1)))
-    ao = top  # the whole output buffer region the program wrote (pool and add write its first bytes)
-    top = -(-(top + n * m) // 8) * 8
-    words += [encode("store", nbytes=n * m, addr=ao), encode("end")]
-    assert 8 * len(words) <= CONV_STAMPS
-    mem_bytes = -(-(top + 64) // 4096) * 4096
-    prog = backend.raw_program(cfg, words, segs, mem_bytes=mem_bytes, name="random_conv")
-    prog.manifest["stamps"] = {"addr": CONV_STAMPS, "labels": labels}
-    return prog, info
+def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Program, dict]:
+    """A random graph compiled by the back end; graphs it refuses (a band that fits no buffer, a memory
+    image beyond the address space) are drawn again from the same generator (still a function of the seed)."""
+    for _ in range(50):
+        act_bits = int(rng.choice([2, 3, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
+        lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
+        rg = conv_graph(rng, cfg, act_bits, lut_bits) if rng.random() < 0.4 else mlp_graph(rng, cfg, act_bits, lut_bits)
+        try:
+            return rg.emit(), rg.info()
+        except CompileError:
+            continue
+    raise RuntimeError("no random graph of 50 compiled")  # the generator is broken, not the design
 
 
 ERROR_KINDS = ("illegal_opcode", "reserved_bit", "misaligned", "k_beyond", "bits_bad", "shift_bad",
@@ -325,7 +184,7 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
         words[i] = with_field(words[i], "bits", int(rng.choice([0, 1, *range(cfg.ActW + 1, 16)])))
     elif kind == "shift_bad":
         i = pick("quant")
-        words[i] = with_field(words[i], "shift", int(rng.integers(48, 64)))
+        words[i] = with_field(words[i], "shift", int(rng.integers(SHIFT_MAX + 1, field_max("quant", "shift") + 1)))
     elif kind == "load_beyond_buffer":
         i = pick("load")
         biggest = max(cfg.ProtoBytes, cfg.LutBytes, cfg.bias_bytes, cfg.ActBytes)  # beyond every buffer
@@ -396,7 +255,7 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
                            d=max(1, int(rng.integers((c - 1) * v, c * v + 2))), m=int(rng.integers(1, cfg.MMax + 2)))
             elif mn == "quant":
                 w = encode("quant", relu=int(rng.integers(0, 2)), unsigned=int(rng.random() < 0.3),
-                           shift=int(rng.integers(0, 50)), mult=int(rng.integers(0, 1 << 16)),
+                           shift=int(rng.integers(0, SHIFT_MAX + 3)), mult=int(rng.integers(0, 1 << 16)),
                            bits=int(rng.integers(1, cfg.ActW + 2)))
             elif mn == "fmap":
                 w = encode("fmap", h=int(rng.integers(0, 12)), w=int(rng.integers(0, 12)), ch=int(rng.integers(0, 20)))

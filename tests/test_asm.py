@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cases import LayerShape, random_float_layers
+from cases import LayerShape, random_mlp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pqcompile import asm, backend, hexfmt, isa, quantize
+from pqcompile import asm, backend, graph, hexfmt, isa
 from pqcompile.spec import HwConfig, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,9 +164,9 @@ def test_wider_bus_places_the_stream_inside_bus_words() -> None:
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, backend.Program]:
     rng = np.random.default_rng(5)
-    layers = random_float_layers(rng, [LayerShape(40, 24, 8, 4, "l2", True), LayerShape(24, 10, 4, 3, "l1", False)])
-    q, s_in = quantize.quantize_layers(SMALL, layers, rng.normal(0, 1, (64, 40)))
-    prog = backend.emit(SMALL, q, quantize.quantize_act(rng.normal(0, 1, (150, 40)), s_in))  # tiled: 2 tiles
+    arch, state = random_mlp(rng, [LayerShape(40, 24, 8, 4, "l2", True), LayerShape(24, 10, 4, 3, "l1", False)])
+    fe = graph.build_graph(arch, state, rng.normal(0, 1, (64, 40)), SMALL)
+    prog = backend.emit_graph(SMALL, fe.graph, fe.quantize_input(rng.normal(0, 1, (150, 40))))  # tiled: 2 tiles
     out = tmp_path_factory.mktemp("compiled") / "build"
     backend.write_build(out, SMALL, prog)
     return out, prog

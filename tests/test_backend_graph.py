@@ -2,7 +2,7 @@
 v not dividing the patch, flatten-linear, pool, add, a residual block) compiled, run on the golden simulator
 and compared exactly with a numpy reference composed of the simulator's own helper functions
 (sim.conv_gather / encode / lookup / requantize / round_shift_clamp); conv tiling into bands, the layout of
-padded tensors, memory reuse, the MLP path, errors and the report."""
+padded tensors, memory reuse, the shipped MLP, errors and the report."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pqcompile import backend, ir, quantize, sim
+from pqcompile import backend, ir, sim
 from pqcompile import build as pqbuild
 from pqcompile.isa import field_limit
 from pqcompile.spec import load
@@ -383,10 +383,11 @@ def test_bad_graphs_and_inputs() -> None:
 # ------------------------------------------------------------------------------------------------------------
 # the MLP path and the report
 # ------------------------------------------------------------------------------------------------------------
-def test_shipped_mlp_build_unchanged() -> None:
-    """models/digits_mlp.pt through quantize + emit: the instruction stream of the first back end
-    (1 + per layer (3 table loads, shape, quant, 3 per column tile, stamp) + end) and the quantized torch
-    model's outputs. Only the activation addresses may differ (memory reuse); with two layers they do not."""
+def test_shipped_mlp_build() -> None:
+    """models/digits_mlp.pt through the front end and the back end: the instruction stream of a chain of
+    linear ops (1 + per layer (3 table loads, shape, quant, 3 per column tile, stamp) + end) and the integer
+    reference's outputs. Input and output are pinned, so with two layers nothing is reused."""
+    from pqcompile import graph
     from pqtrain.data import load_digits_split
     from pqtrain.model import load as load_model
 
@@ -394,17 +395,17 @@ def test_shipped_mlp_build_unchanged() -> None:
     x_tr, _, x_te, _ = (np.asarray(t) for t in load_digits_split())
     for config, n in (("default", 450), ("small", 40)):
         cfg = SPEC.config(config)
-        q, s_in = quantize.quantize_layers(cfg, quantize.extract(arch, model.state_dict()), x_tr[:256])
-        x = quantize.quantize_act(x_te[:n], s_in, q[0].bits)
-        prog = backend.emit(cfg, q, x)
-        tiles = [-(-n // backend.tile_columns(cfg, ql, n)) for ql in q]
+        fe = graph.build_graph(arch, model.state_dict(), x_tr[:256], cfg)
+        x = fe.quantize_input(x_te[:n])
+        prog = backend.emit_graph(cfg, fe.graph, x)
+        tiles = [-(-n // backend.tile_columns_for(cfg, fe.graph.tensors[op.inp].size, op.m,
+                                                  n)) for op in fe.graph.ops]
         assert len(prog.words) == 1 + sum(5 + 3 * t + 1 for t in tiles) + 1
         ops = [w & 0xF for w in prog.words]
         per_layer = [[1, 1, 1, 3, 4] + [1, 5, 2] * t + [6] for t in tiles]
         assert ops == [6, *sum(per_layer, []), 15]
         y = backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem)
-        with torch.no_grad():
-            ref = quantize.QuantPQNet(q, cfg.AccW)(torch.from_numpy(x)).numpy()
+        ref = graph.reference(fe.graph, x, cfg.AccW).reshape(n, -1)
         assert y.shape == (n, 10) and np.array_equal(y, ref)
         mem = prog.manifest["memory"]
         assert mem["arena_peak"] == mem["arena_without_reuse"]  # input and output are pinned
@@ -442,33 +443,8 @@ def test_report_rows_and_text(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# the command line on graphs: MLP unchanged, CNNs, host layers, errors
+# the command line on graphs: CNNs, host layers, errors
 # ------------------------------------------------------------------------------------------------------------
-def test_cli_mlp_equals_the_first_compiler_path(tmp_path: Path) -> None:
-    """pqcompile on the shipped MLP (front end graph.build_graph) writes the program and expected output of
-    the first compiler's path (quantize.quantize_layers + emit): same instruction words, same outputs."""
-    import json
-
-    from pqcompile import cli
-    from pqtrain.data import load_digits_split
-    from pqtrain.model import load as load_model
-
-    out = tmp_path / "mlp"
-    assert cli.main([str(ROOT / "models" / "digits_mlp.pt"), "-o", str(out), "--count", "60", "-q"]) == 0
-    man = json.loads((out / "manifest.json").read_text())
-    model, arch, _ = load_model(ROOT / "models" / "digits_mlp.pt")
-    x_tr, _, x_te, _ = (np.asarray(t) for t in load_digits_split())
-    q, s_in = quantize.quantize_layers(DEFAULT, quantize.extract(arch, model.state_dict()), x_tr[:256])
-    prog = backend.emit(DEFAULT, q, quantize.quantize_act(x_te[:60], s_in, 8))
-    asm = (out / "program.asm").read_text().splitlines()
-    assert [int(line.split()[1], 16) for line in asm] == prog.words
-    assert np.array_equal(np.load(out / "expected_output.npy"),
-                          backend.read_output(prog.manifest, backend.simulate(DEFAULT, prog).mem))
-    assert man["output"]["shape"] == [60, 10] and np.load(out / "inputs.npy").shape == (60, 64)
-    assert man["stamps"]["labels"] == ["start", "layers.0", "layers.2"]
-    assert man["accuracy"]["quantized"] >= 0.9
-
-
 def _tiny_cnn(tmp_path: Path) -> Path:
     from pqtrain.model import build, save
 

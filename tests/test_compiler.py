@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import LayerShape, random_float_layers
+from cases import LayerShape, random_mlp
 
-from pqcompile import backend, cli, quantize
+from pqcompile import backend, cli, graph, quantize, sim
 from pqcompile import build as pqbuild
-from pqcompile.isa import field_limit
+from pqcompile.isa import clamp_range, field_limit
 from pqcompile.spec import load
 from pqtrain.model import build, save
 
@@ -32,6 +32,16 @@ def test_mult_shift_approximates_ratio(ratio: float) -> None:
     assert abs(mult / 2**shift - ratio) <= ratio * 2**-14 + 2**-48
 
 
+def _mlp(cfg_name: str, shapes: list[LayerShape], seed: int, act_bits: int | None = None,
+         lut_bits: int | None = None, calib: int = 200) -> tuple[graph.Frontend, dict[str, torch.Tensor], np.ndarray]:
+    """A random PQ MLP through the front end, calibrated on ``calib`` random inputs (returned)."""
+    rng = np.random.default_rng(seed)
+    arch, state = random_mlp(rng, shapes)
+    x = rng.normal(0, 1, (calib, shapes[0].d))
+    fe = graph.build_graph(arch, state, x, SPEC.config(cfg_name), act_bits=act_bits, lut_bits=lut_bits)
+    return fe, state, x
+
+
 @pytest.mark.parametrize(("config", "act_bits", "lut_bits"),
                          [("small", None, None), ("default", None, None), ("default", 4, 5), ("small", 2, 3)])
 @pytest.mark.parametrize("shapes", [
@@ -41,64 +51,60 @@ def test_mult_shift_approximates_ratio(ratio: float) -> None:
 ], ids=["v_not_dividing_d", "l1_m64", "chain"])
 def test_quantized_torch_model_equals_simulator(config: str, act_bits: int | None, lut_bits: int | None,
                                                shapes: list[LayerShape]) -> None:
+    """The integer reference (graph.reference, torch) equals the golden simulator running the emitted program;
+    activations and tables stay inside the requested widths, the logits keep ActW bits."""
     cfg = SPEC.config(config)
-    rng = np.random.default_rng(7)
-    layers = random_float_layers(rng, shapes)
-    q, s_in = quantize.quantize_layers(cfg, layers, rng.normal(0, 1, (200, shapes[0].d)), act_bits=act_bits,
-                                       lut_bits=lut_bits)
+    fe, _, _ = _mlp(config, shapes, 7, act_bits, lut_bits)
     bits = act_bits or cfg.ActW
-    x = quantize.quantize_act(rng.normal(0, 1, (300, shapes[0].d)), s_in, bits)
-    prog = backend.emit(cfg, q, x)
+    x = fe.quantize_input(np.random.default_rng(8).normal(0, 1, (300, shapes[0].d)))
+    prog = backend.emit_graph(cfg, fe.graph, x)
     y_sim = backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem)
-    y_torch = quantize.QuantPQNet(q, cfg.AccW)(torch.from_numpy(x)).numpy()
+    y_torch = graph.reference(fe.graph, x, cfg.AccW).reshape(300, -1)
     assert y_sim.shape == (300, shapes[-1].m)
     assert (y_sim == y_torch).all()
-    assert y_sim.min() >= -(1 << (bits - 1)) and y_sim.max() < 1 << (bits - 1)
+    assert y_sim.min() >= -(1 << (cfg.ActW - 1)) and y_sim.max() < 1 << (cfg.ActW - 1)
     assert len(np.unique(y_sim)) >= min(10, 1 << (bits - 1))  # the outputs carry information
     lmax = 1 << ((lut_bits or cfg.LutW) - 1)
-    assert all(-lmax <= int(ql.lut.min()) and int(ql.lut.max()) < lmax for ql in q)
+    for op in fe.graph.ops:
+        assert -lmax <= int(op.lut.min()) and int(op.lut.max()) < lmax
+        assert (op.post.bits == bits) == (op.out != fe.graph.output) or bits == cfg.ActW
+        lo, hi = clamp_range(False, bits, fe.graph.tensors[op.inp].unsigned)
+        assert lo <= int(op.protos.min()) and int(op.protos.max()) <= hi
 
 
 def test_quantization_tracks_the_float_layer() -> None:
     """The integer layer's dequantized output stays close to the float PQ layer on the same codes."""
-    cfg = SPEC.config("default")
-    rng = np.random.default_rng(3)
-    (fl,) = random_float_layers(rng, [LayerShape(24, 16, 8, 4, "l2", False)])
-    x = rng.normal(0, 1, (500, 24))
-    (q,), s_in = quantize.quantize_layers(cfg, [fl], x)
-    xq = quantize.quantize_act(x, s_in)
-    y_int = quantize.QuantPQNet([q], cfg.AccW)(torch.from_numpy(xq)).numpy() * q.info["out_scale"]
+    fe, state, x = _mlp("default", [LayerShape(24, 16, 8, 4, "l2", False)], 3, calib=500)
+    xq = fe.quantize_input(x)
+    (op,) = fe.graph.ops
+    s_in = fe.graph.tensors[fe.graph.input].scale
+    y_int = graph.reference(fe.graph, xq).reshape(500, -1) * fe.graph.tensors[fe.graph.output].scale
     # the float layer with the same (integer-domain) codes
-    idx = quantize.sim.encode(quantize.pad_columns(xq, 6, 4).reshape(-1, 6, 4), q.protos, 0)
-    lut_f = np.einsum("ckv,mcv->ckm", q.protos * s_in, fl.weight.reshape(16, 6, 4))
-    y_f = lut_f[np.arange(6)[None], idx].sum(1) + fl.bias
+    idx = sim.encode(xq.reshape(-1, 6, 4), op.protos, 0)
+    weight, bias = state["layers.0.weight"].double().numpy(), state["layers.0.bias"].double().numpy()
+    lut_f = np.einsum("ckv,mcv->ckm", op.protos * s_in, weight.reshape(16, 6, 4))
+    y_f = lut_f[np.arange(6)[None], idx].sum(1) + bias
     err = np.abs(y_int - y_f).max() / np.abs(y_f).max()
     assert err < 0.03
 
 
 def test_tiling_when_columns_exceed_the_buffers() -> None:
     cfg = SPEC.config("small")
-    rng = np.random.default_rng(1)
-    layers = random_float_layers(rng, [LayerShape(40, 50, 4, 8, "l2", True)])
-    q, s_in = quantize.quantize_layers(cfg, layers, rng.normal(0, 1, (64, 40)))
     n = 300  # 300 * 40 bytes > ActBytes = 4096
-    x = quantize.quantize_act(rng.normal(0, 1, (n, 40)), s_in)
-    prog = backend.emit(cfg, q, x)
+    fe, _, x = _mlp("small", [LayerShape(40, 50, 4, 8, "l2", True)], 1, calib=n)
+    x = fe.quantize_input(x)
+    prog = backend.emit_graph(cfg, fe.graph, x)
     lay = prog.manifest["layers"][0]
     assert lay["tile_columns"] == 80 and lay["tiles"] == 4  # min(4096 // 40, 4096 // 50) = 81 -> 80
     res = backend.simulate(cfg, prog)
     out = backend.read_output(prog.manifest, res.mem)
-    ref = quantize.QuantPQNet(q)(torch.from_numpy(x)).numpy()
-    assert (out == ref).all()
+    assert (out == graph.reference(fe.graph, x).reshape(n, -1)).all()
 
 
 def test_layer_beyond_limits_is_named() -> None:
-    cfg = SPEC.config("small")
-    rng = np.random.default_rng(2)
-    layers = random_float_layers(rng, [LayerShape(16, 8, 32, 4, "l2", False)])  # k=32 > KMax=16
-    q, s_in = quantize.quantize_layers(cfg, layers, rng.normal(0, 1, (64, 16)))
+    fe, _, _ = _mlp("small", [LayerShape(16, 8, 32, 4, "l2", False)], 2)  # k=32 > KMax=16
     with pytest.raises(backend.CompileError, match=r"layer 0 .*k=32 is beyond the hardware limit KMax=16"):
-        backend.emit(cfg, q, np.zeros((4, 16), np.int64))
+        backend.emit_graph(SPEC.config("small"), fe.graph, np.zeros((4, 16), np.int64))
 
 
 def _pqcompile(*args: str) -> subprocess.CompletedProcess[str]:

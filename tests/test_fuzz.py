@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import LayerShape, random_mlp
+from graphgen import RandomGraph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pqcompile import backend, hexfmt, ir, quantize, sim
+from pqcompile import backend, graph, hexfmt, ir, quantize, sim
 from pqcompile import build as pqbuild
-from pqcompile.isa import AsmError, IllegalInstruction, assemble, decode, disassemble, encode, field_limit
+from pqcompile.isa import AsmError, IllegalInstruction, assemble, clamp_range, decode, disassemble, encode, field_limit
 from pqcompile.spec import load
 
 SHIFT_MAX = field_limit("quant", "shift")
@@ -116,54 +118,51 @@ def test_assemble_garbage_is_a_clear_error(text: str) -> None:
 # back end: random integer layers, legal or not
 # ------------------------------------------------------------------------------------------------
 @st.composite
-def qlayers(draw: st.DrawFn, legal: bool = True) -> tuple[list[backend.QLayer], np.ndarray]:
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    nl = draw(st.integers(1, 2))
+def chains(draw: st.DrawFn, legal: bool = True) -> RandomGraph:
+    """1..2 chained linear PQ ops (tb/graphgen.py) with drawn shapes, widths, mult and shift: inside the
+    limits of config "small", or (``legal=False``) with K, v, shift and output width drawn beyond them."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     bits = draw(st.integers(2, CFG.ActW))
-    lut_bits = draw(st.integers(2, CFG.LutW))
     d = draw(st.integers(1, 40))
-    layers = []
-    for _ in range(nl):
+    rg = RandomGraph(CFG, rng, (1, 1, d), draw(st.integers(1, 20)), bits, draw(st.integers(2, CFG.LutW)))
+    for _ in range(draw(st.integers(1, 2))):
         v = draw(st.integers(-(-d // CFG.CMax), CFG.VMax if legal else CFG.VMax + 2))
-        c = -(-d // v)
-        k = draw(st.integers(1, CFG.KMax if legal else CFG.KMax + 2))
         m = draw(st.integers(1, 20))
-        protos = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (c, k, v))
-        protos[-1, :, d - (c - 1) * v :] = 0
-        lut = rng.integers(-(1 << (lut_bits - 1)), 1 << (lut_bits - 1), (c, k, m))
-        layers.append(backend.QLayer(protos, lut, rng.integers(-(1 << 20), 1 << 20, m), d,
-                                     draw(st.sampled_from(["l1", "l2"])), int(rng.integers(0, 1 << 16)),
-                                     draw(st.integers(0, SHIFT_MAX if legal else 60)), draw(st.booleans()),
-                                     draw(st.integers(2, CFG.ActW) if legal else st.integers(0, 15))))
+        rg.pq(rg.last, m, draw(st.integers(1, CFG.KMax if legal else CFG.KMax + 2)), v,
+              draw(st.sampled_from(["l1", "l2"])), draw(st.booleans()), bits, wide_bias=0.0,
+              mult=int(rng.integers(0, 1 << 16)), shift=draw(st.integers(0, SHIFT_MAX if legal else 60)))
         d = m
-    n = draw(st.integers(1, 20))
-    x = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (n, layers[0].d))
-    return layers, x
+    if not legal:
+        op = rg.ops[-1]
+        op.post = ir.Post(op.post.mult, op.post.shift, op.post.relu, draw(st.integers(0, 15)))
+    return rg
 
 
 @FAST
-@given(qlayers(legal=True))
-def test_emitted_program_computes_the_golden_functions(case: tuple[list[backend.QLayer], np.ndarray]) -> None:
+@given(chains(legal=True))
+def test_emitted_program_computes_the_golden_functions(rg: RandomGraph) -> None:
     """The instruction stream the back end emits, run on the simulator, equals the composition of the
-    golden functions sim.encode / lookup / requantize, layer after layer."""
-    layers, x = case
-    prog = backend.emit(CFG, layers, x)
+    golden functions sim.encode / lookup / requantize, layer after layer (and the torch integer reference)."""
+    prog = rg.emit()
     res = sim.run(CFG, prog.mem, prog.insn_base, strict=True)
-    y = x.astype(np.int64)
-    for q in layers:
-        xp = quantize.pad_columns(y, q.c, q.v).reshape(-1, q.c, q.v)
-        acc = sim.lookup(sim.encode(xp, q.protos, load().enums["metric"][q.metric]), q.lut, q.bias, CFG.AccW)
-        y = sim.requantize(acc, q.mult, q.shift, q.relu, q.bits)
-    assert np.array_equal(backend.read_output(prog.manifest, res.mem).astype(np.int64), y)
+    n = rg.x.shape[0]
+    y = rg.x.reshape(n, -1)
+    for op in rg.ops:
+        assert isinstance(op, ir.PQOp)
+        xp = np.zeros((n, op.c * op.v), np.int64)
+        xp[:, : y.shape[1]] = y
+        acc = sim.lookup(sim.encode(xp.reshape(-1, op.c, op.v), op.protos, load().enums["metric"][op.metric]), op.lut,
+                         op.bias, CFG.AccW)
+        y = sim.requantize(acc, op.post.mult, op.post.shift, op.post.relu, op.post.bits)
+    out = backend.read_output(prog.manifest, res.mem).astype(np.int64)
+    assert np.array_equal(out, y) and np.array_equal(out, rg.output().reshape(n, -1))
 
 
 @FAST
-@given(qlayers(legal=False))
-def test_emit_beyond_limits_is_a_compile_error(case: tuple[list[backend.QLayer], np.ndarray]) -> None:
-    layers, x = case
+@given(chains(legal=False))
+def test_emit_beyond_limits_is_a_compile_error(rg: RandomGraph) -> None:
     try:
-        prog = backend.emit(CFG, layers, x)
+        prog = rg.emit()
     except backend.CompileError as exc:
         assert "layer" in str(exc) or "inputs" in str(exc)
         return
@@ -171,13 +170,11 @@ def test_emit_beyond_limits_is_a_compile_error(case: tuple[list[backend.QLayer],
 
 
 @FAST
-@given(qlayers(legal=True), st.sampled_from(["hex", "manifest", "simulate"]))
-def test_write_build_is_atomic(tmp_path_factory: pytest.TempPathFactory, case: tuple[list[backend.QLayer], np.ndarray],
-                               where: str) -> None:
+@given(chains(legal=True), st.sampled_from(["hex", "manifest", "simulate"]))
+def test_write_build_is_atomic(tmp_path_factory: pytest.TempPathFactory, rg: RandomGraph, where: str) -> None:
     """A failure at any step of write_build leaves the previous build intact and nothing else behind."""
-    layers, x = case
     root = tmp_path_factory.mktemp("atomic")
-    prog = backend.emit(CFG, layers, x)
+    prog = rg.emit()
     out = root / "build"
     backend.write_build(out, CFG, prog)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -277,100 +274,23 @@ def test_mult_shift_any_ratio(ratio: float) -> None:
 
 @FAST
 @given(st.integers(0, 2**32 - 1), st.integers(0, 10), st.integers(0, 18), st.booleans())
-def test_quantize_layers_widths(seed: int, act_bits: int, lut_bits: int, relu: bool) -> None:
-    """Any requested width: integer layers inside the widths, or a CompileError naming them."""
+def test_quantize_widths(seed: int, act_bits: int, lut_bits: int, relu: bool) -> None:
+    """Any requested width: a random PQ layer through the front end gives integer ops inside the widths (and
+    inside the limits of config "small"), or a CompileError naming them."""
     rng = np.random.default_rng(seed)
     d, m, k, v = int(rng.integers(1, 20)), int(rng.integers(1, 12)), int(rng.integers(1, 6)), int(rng.integers(1, 5))
-    c = -(-d // v)
-    fl = quantize.FloatPQLayer(0, rng.normal(0, 1, (c, k, v)), rng.normal(0, 1, (m, d)), rng.normal(0, 0.1, m),
-                               "l2", relu)
+    arch, state = random_mlp(rng, [LayerShape(d, m, k, v, "l2", relu)])
     try:
-        q, s_in = quantize.quantize_layers(CFG, [fl], rng.normal(0, 1, (32, d)), act_bits=act_bits or None,
-                                           lut_bits=lut_bits or None)
+        g = graph.build_graph(arch, state, rng.normal(0, 1, (32, d)), CFG, act_bits=act_bits or None,
+                              lut_bits=lut_bits or None).graph
     except backend.CompileError as exc:
         assert "act_bits" in str(exc)
         assert not (2 <= (act_bits or CFG.ActW) <= CFG.ActW and 2 <= (lut_bits or CFG.LutW) <= CFG.LutW)
         return
     ab, lb = act_bits or CFG.ActW, lut_bits or CFG.LutW
-    assert s_in > 0 and q[0].bits == ab
-    assert np.abs(q[0].protos).max(initial=0) <= 1 << (ab - 1)
-    assert -(1 << (lb - 1)) <= q[0].lut.min() and q[0].lut.max() < 1 << (lb - 1)
-    backend.check_layer(CFG, 0, q[0])
-
-
-# ------------------------------------------------------------------------------------------------
-# whole networks: front end + back end + simulator against the integer reference
-# ------------------------------------------------------------------------------------------------
-def _pq_conv(cin: int, cout: int, ks: int, stride: int, pad: int, k: int, v: int, metric: str) -> dict:
-    return {"type": "pq_conv2d", "in_channels": cin, "out_channels": cout, "kernel_size": ks, "stride": stride,
-            "padding": pad, "k": k, "v": min(v, cin * ks * ks), "metric": metric}
-
-
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(1, 3), st.integers(1, 7), st.integers(1, 7), st.data())
-def test_network_compiles_to_the_reference(ch: int, h: int, w: int, data: st.DataObject) -> None:
-    """Any small PQ CNN (build_graph at 8 or fewer bits, unsigned ranges, any calibration flow) is compiled by
-    the back end into a program whose simulator output equals graph.reference bit for bit; the only refusals
-    are the configuration's limits (CompileError naming the layer)."""
-    import torch
-
-    from pqcompile import graph
-    from pqtrain.model import build
-
-    draw = data.draw
-    metric = draw(st.sampled_from(["l2", "l1"]))
-    layers: list[dict] = []
-    c, hh, ww = ch, h, w
-    for _ in range(draw(st.integers(1, 3))):
-        if draw(st.booleans()):
-            ks, s, p = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 3))
-            oh, ow = (hh + 2 * p - ks) // s + 1, (ww + 2 * p - ks) // s + 1
-            if oh < 1 or ow < 1:
-                continue
-            co = draw(st.integers(1, 5))
-            layers.append(_pq_conv(c, co, ks, s, p, draw(st.integers(1, 6)), draw(st.integers(1, 8)), metric))
-            if draw(st.booleans()):
-                layers.append({"type": "batchnorm2d", "num_features": co})
-            if draw(st.booleans()):
-                layers.append({"type": "relu"})
-            c, hh, ww = co, oh, ow
-        else:
-            body = [_pq_conv(c, c, 3, 1, 1, 4, 4, metric), {"type": "batchnorm2d", "num_features": c}]
-            short = [] if draw(st.booleans()) else [_pq_conv(c, c, 1, 1, 0, 3, 2, metric)]
-            layers.append({"type": "residual", "body": body, "shortcut": short})
-            if draw(st.booleans()):
-                layers.append({"type": "relu"})
-    pool = draw(st.booleans()) or c * hh * ww > CFG.CMax * 8
-    layers.append({"type": "global_avgpool"} if pool else {"type": "flatten"})
-    d = c if pool else c * hh * ww
-    v = draw(st.integers(max(1, -(-d // 32)), 8))
-    layers.append({"type": "pq_linear", "in_features": d, "out_features": 3, "k": draw(st.integers(1, 6)), "v": v,
-                   "metric": metric})
-    arch = {"name": "fz", "input_shape": [ch, h, w], "num_classes": 3, "layers": layers}
-    seed = draw(st.integers(0, 2**31 - 1))
-    torch.manual_seed(seed)
-    model = build(arch)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.3, 0.3)
-                mod.running_var.uniform_(0.5, 2.0)
-            if hasattr(mod, "prototypes"):
-                mod.prototypes.normal_(0, 1)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((draw(st.integers(1, 3)), ch, h, w))
-    if draw(st.booleans()):
-        x = np.abs(x)  # a non-negative input: unsigned below 8 bits
-    fe = graph.build_graph(arch, model.state_dict(), x, CFG, act_bits=draw(st.sampled_from([8, 6, 4, 3])),
-                           calib_flow=draw(st.sampled_from(graph.CALIB_FLOWS)),
-                           act_calib=draw(st.sampled_from(quantize.CALIB_METHODS)))
-    xq = fe.quantize_input(x)
-    y_ref = graph.reference(fe.graph, xq, CFG.AccW)
-    try:  # the limits are checked once, by the back end
-        backend.check_graph(CFG, fe.graph)
-    except backend.CompileError as exc:
-        assert "beyond the hardware limit" in str(exc) or "exceed" in str(exc), exc
-        return
-    prog = backend.emit_graph(CFG, fe.graph, xq)
-    res = backend.simulate(CFG, prog)
-    assert np.array_equal(backend.read_output(prog.manifest, res.mem).reshape(y_ref.shape), y_ref)
+    (op,) = g.ops
+    assert g.tensors[g.input].scale > 0 and g.tensors[g.input].bits == ab
+    lo, hi = clamp_range(False, ab, g.tensors[g.input].unsigned)
+    assert lo <= op.protos.min(initial=0) and op.protos.max(initial=0) <= hi
+    assert -(1 << (lb - 1)) <= op.lut.min() and op.lut.max() < 1 << (lb - 1)
+    backend.check_graph(CFG, g)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from pqtrain import zoo
 from pqtrain.data import load_digits_split
-from pqtrain.integer import calibrate_qat, clear_qat, export_integer
+from pqtrain.integer import IntegerNet, calibrate_qat, clear_qat, export_integer
 from pqtrain.layers import PQConv2d, PQLinear
 from pqtrain.model import ModelFormatError, build, load, save, validate_arch
 from pqtrain.train import (
@@ -193,22 +194,24 @@ def _trained_small_mlp() -> tuple[nn.Module, dict, tuple]:
     return convert_to_pq(fmodel, arch, data[0], kmeans_iters=5), arch, data
 
 
+def _on_simulator(inet: IntegerNet, x: torch.Tensor, config: str = "default") -> torch.Tensor:
+    """The exported graph compiled by pqcompile's back end and run on the golden simulator: outputs [N, M]."""
+    from pqcompile import backend
+    from pqcompile.spec import load as load_spec
+
+    cfg = load_spec().config(config)
+    prog = backend.emit_graph(cfg, inet.graph, inet.quantize_input(x).numpy())
+    y = backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem).astype(np.int64)
+    return torch.from_numpy(y.reshape(len(x), -1))
+
+
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_qat_forward_equals_exported_integer_pipeline(bits: int) -> None:
     pq, arch, (x_tr, _, x_te, _) = _trained_small_mlp()
     inet = calibrate_qat(pq, arch, x_tr[:256], bits)
     ints = inet(x_te)
-    if bits == 8:
-        # at ActW bits the export equals the legacy chained quantize_layers + QuantPQNet of pqcompile
-        from pqcompile import quantize
-        from pqcompile.spec import load as load_spec
-
-        cfg = load_spec().config("default")
-        qls, s0 = quantize.quantize_layers(cfg, quantize.extract(arch, pq.state_dict()), x_tr[:256].numpy(),
-                                           act_bits=bits, lut_bits=bits)
-        ref = quantize.QuantPQNet(qls, cfg.AccW)(torch.from_numpy(quantize.quantize_act(x_te.numpy(), s0, bits)))
-        assert torch.equal(ints, ref)
-    else:  # below ActW the non-negative digits input and the ReLU output are unsigned (quant.unsigned)
+    assert torch.equal(ints, _on_simulator(inet, x_te))  # the export is what the accelerator computes
+    if bits < 8:  # below ActW the non-negative digits input and the ReLU output are unsigned (quant.unsigned)
         g = inet.graph
         assert g.tensors[g.input].unsigned and g.tensors[g.ops[0].out].unsigned
         assert not g.tensors[g.output].unsigned
@@ -248,15 +251,7 @@ def test_shipped_mlp_export_matches_pqcompile_report() -> None:
     model, arch, meta = load(path)
     x_tr, _, x_te, y_te = load_digits_split(seed=meta["seed"])
     inet = export_integer(model, arch, x_tr[:256], 8)
-    # pqcompile's own chained pipeline on the same model and inputs ("small": its LUT is 8 bits wide)
-    from pqcompile import quantize
-    from pqcompile.spec import load as load_spec
-
-    cfg = load_spec().config("small")
-    qls, s0 = quantize.quantize_layers(cfg, quantize.extract(arch, model.state_dict()), x_tr[:256].numpy(),
-                                       act_bits=8, lut_bits=8)
-    ref = quantize.QuantPQNet(qls, cfg.AccW)(torch.from_numpy(quantize.quantize_act(x_te.numpy(), s0, 8)))
-    assert torch.equal(inet(x_te), ref)
+    assert torch.equal(inet(x_te), _on_simulator(inet, x_te, "small"))  # "small": its LUT is 8 bits wide
     acc = inet.accuracy(x_te, y_te)
     if "qat_bits" in meta:
         assert acc == pytest.approx(meta["int_test_acc"])

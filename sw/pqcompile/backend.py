@@ -19,7 +19,6 @@ The passes, each a function of its own (docs/programmers_guide.md, "The back end
 The build directory is the only thing the simulator and the testbench read (docs/file_formats.md):
 ``manifest.json``, ``mem.hex`` (the initial external memory: instructions, tables, inputs),
 ``program.asm`` (disassembly), ``expected_output.npy`` (the golden simulator's outputs).
-:func:`emit` keeps the MLP interface (a list of :class:`QLayer` and input columns ``[n, d]``).
 """
 
 from __future__ import annotations
@@ -37,23 +36,6 @@ from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the bui
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
 from .isa import encode, field_limit, field_max, listing
 from .spec import HwConfig, load
-
-
-@dataclass
-class QLayer(ir.TableShape):
-    """One PQ layer in the integer form the hardware runs (``run`` semantics in docs/isa.md)."""
-
-    protos: np.ndarray  # [c, k, v] int8
-    lut: np.ndarray  # [c, k, m] signed, fits LutW bits
-    bias: np.ndarray  # [m] int32
-    d: int
-    metric: str  # "l2" | "l1"
-    mult: int
-    shift: int
-    relu: bool
-    bits: int = 8  # output activation width (clamp range); stored as ActW-bit bytes
-    name: str = ""
-    info: dict[str, Any] = field(default_factory=dict)  # scales etc., copied into the manifest
 
 
 def _align(x: int, a: int = 8) -> int:
@@ -97,17 +79,6 @@ def _check_post(cfg: HwConfig, where: str, mult: int, shift: int, bits: int, uns
         raise CompileError(f"{where}: activation width {bits} is outside 2..ActW={cfg.ActW}")
     if unsigned and bits >= cfg.ActW:
         raise CompileError(f"{where}: an unsigned output needs bits < ActW={cfg.ActW}, got {bits}")
-
-
-def check_layer(cfg: HwConfig, i: int, q: QLayer) -> None:
-    """Raise CompileError naming the layer when it is beyond the configuration's synthesized limits."""
-    where = f"layer {i} ({q.name or 'pq_linear'} {q.d}->{q.m})"
-    _check_tables(cfg, where, q.c, q.k, q.v, q.m, q.d, q.lut, q.protos)
-    for what, need, have, key in (("input column", q.d, cfg.ActBytes, "ActBytes"),
-                                  ("output column", q.m, cfg.OutBytes, "OutBytes")):
-        if need > have:
-            raise CompileError(f"{where}: {what} needs {need} bytes, config '{cfg.name}' has {key}={have}")
-    _check_post(cfg, where, q.mult, q.shift, q.bits, False)
 
 
 def op_kind(g: ir.Graph, op: ir.Op) -> str:
@@ -316,11 +287,6 @@ def tile_columns_for(cfg: HwConfig, d: int, m: int, n: int, name: str = "") -> i
     if t < 1:
         raise CompileError(f"layer {name}: {cfg.bus_bytes} columns do not fit the activation buffers")
     return t
-
-
-def tile_columns(cfg: HwConfig, q: QLayer, n: int) -> int:
-    """:func:`tile_columns_for` of a :class:`QLayer`."""
-    return tile_columns_for(cfg, q.d, q.m, n, q.name)
 
 
 def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str = "") -> list[Band]:
@@ -688,41 +654,6 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "layers": [_op_entry(cfg, g, p, addr) for p in plans],
     }
     return Program(mem, 0, words, manifest, segs, plans, alloc)
-
-
-def graph_from_qlayers(layers: list[QLayer], name: str = "model") -> ir.Graph:
-    """The graph of a chain of linear PQ layers (an MLP): tensors ``input``, ``t0``, ``t1``, ..."""
-    tensors = {"input": ir.TensorInfo("input", (1, 1, layers[0].d), float(layers[0].info.get("in_scale", 1.0)),
-                                      8)}
-    ops: list[ir.Op] = []
-    prev = "input"
-    names: set[str] = set()
-    for i, q in enumerate(layers):
-        out = f"t{i}"
-        tensors[out] = ir.TensorInfo(out, (1, 1, q.m), float(q.info.get("out_scale", 1.0)), q.bits)
-        nm = q.name or f"layer{i}"
-        nm = nm if nm not in names else f"{nm}@{i}"
-        names.add(nm)
-        ops.append(ir.PQOp(nm, prev, out, q.protos, q.lut, q.bias, q.metric,
-                           ir.Post(q.mult, q.shift, q.relu, q.bits), info=dict(q.info)))
-        prev = out
-    return ir.Graph(name, tensors, ops, "input", prev)
-
-
-def emit(cfg: HwConfig, layers: list[QLayer], x: np.ndarray, name: str = "model") -> Program:
-    """Lay out memory and emit the instruction stream that runs the MLP ``layers`` on the int8 columns
-    ``x`` ([n, d0]): :func:`graph_from_qlayers` + :func:`emit_graph`."""
-    if not layers:
-        raise CompileError("nothing to compile: the model has no PQ layers")
-    x = np.asarray(x)
-    n = int(x.shape[0]) if x.ndim else 0
-    if n < 1 or x.ndim != 2 or x.shape[1] != layers[0].d:
-        raise CompileError(f"inputs must be [n, {layers[0].d}] with n >= 1, got {list(x.shape)}")
-    for i, q in enumerate(layers):
-        check_layer(cfg, i, q)
-        if i and q.d != layers[i - 1].m:
-            raise CompileError(f"layer {i}: input length {q.d} != previous layer's outputs {layers[i - 1].m}")
-    return emit_graph(cfg, graph_from_qlayers(layers, name), x.reshape(n, 1, 1, -1), name)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ arithmetic, written independently of the golden simulator (``sim.py``) so that t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from . import ir, quantize
 from .errors import CompileError
+from .isa import clamp_range
 from .spec import HwConfig
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default: the architecture format has no eps field
@@ -468,11 +469,7 @@ def _post(acc: Tensor, mult: int, shift: int, post: ir.Post) -> Tensor:
     y = acc * mult
     if shift:
         y = (y + (1 << (shift - 1))) >> shift
-    if post.unsigned:
-        lo, hi = 0, (1 << post.bits) - 1
-    else:
-        lo, hi = (0 if post.relu else -(1 << (post.bits - 1))), (1 << (post.bits - 1)) - 1
-    return y.clamp(lo, hi)
+    return y.clamp(*clamp_range(post.relu, post.bits, post.unsigned))
 
 
 def _pq_acc(op: ir.PQOp, x: Tensor, acc_w: int) -> Tensor:
@@ -492,12 +489,29 @@ def _pool_acc(x: Tensor) -> Tensor:
     return x.sum(dim=(1, 2), keepdim=True)
 
 
-def _run_op(op: ir.Op, vals: dict[str, Tensor], acc_w: int) -> Tensor:
+def op_columns(op: ir.PQOp, x: Tensor) -> Tensor:
+    """The columns a PQ op encodes from its int64 input ``x`` [N, h, w, ch]: [N * oh * ow, ch * kh * kw]."""
+    return _columns(x, op.kh, op.kw, op.stride, op.pad)[0]
+
+
+def accumulate(op: ir.Op, vals: Mapping[str, Tensor], acc_w: int) -> Tensor:
+    """The accumulators of ``op`` before its ``quant`` step (int64 [N, h, w, ch]), from the int64 values of its
+    input tensors in ``vals``: a PQ op's look-up sums plus bias (wrapped to ``acc_w`` bits), ``a * ma + b * mb``
+    of an add, the channel sums of a pool."""
     if isinstance(op, ir.PQOp):
-        return _post(_pq_acc(op, vals[op.inp], acc_w), op.post.mult, op.post.shift, op.post)
+        return _pq_acc(op, vals[op.inp], acc_w)
     if isinstance(op, ir.AddOp):
-        return _post(_add_acc(op, vals[op.a], vals[op.b]), 1, op.post.shift, op.post)
-    return _post(_pool_acc(vals[op.inp]), op.post.mult, op.post.shift, op.post)
+        return _add_acc(op, vals[op.a], vals[op.b])
+    return _pool_acc(vals[op.inp])
+
+
+def requantize(op: ir.Op, acc: Tensor) -> Tensor:
+    """``op``'s ``quant`` step on its accumulators (an add's multipliers are in :func:`accumulate`)."""
+    return _post(acc, 1 if isinstance(op, ir.AddOp) else op.post.mult, op.post.shift, op.post)
+
+
+def _run_op(op: ir.Op, vals: dict[str, Tensor], acc_w: int) -> Tensor:
+    return requantize(op, accumulate(op, vals, acc_w))
 
 
 def reference(graph: ir.Graph, xq: np.ndarray, acc_w: int = 32) -> np.ndarray:

@@ -46,7 +46,7 @@ class Post:
 
 
 class TableShape:
-    """c, k, v, m of a PQ layer from its prototypes [c, k, v] and table [c, k, m] (``PQOp``, ``backend.QLayer``)."""
+    """c, k, v, m of a PQ layer from its prototypes [c, k, v] and table [c, k, m] (``PQOp``)."""
 
     protos: np.ndarray
     lut: np.ndarray
