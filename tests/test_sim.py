@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from pqcompile import backend, sim
-from pqcompile.isa import encode
+from pqcompile.isa import encode, field_limit
 from pqcompile.spec import load
+
+SHIFT_MAX = field_limit("quant", "shift")
 
 SPEC = load()
 CFG = SPEC.config("small")
@@ -41,7 +45,8 @@ def test_lookup_and_wrap() -> None:
     (-1000, 1, 0, False, -128),
     (-1000, 1, 0, True, 0),   # ReLU
     (50, 3, 2, True, 38),     # 150/4 = 37.5 -> 38
-    (2**31 - 1, 65535, 47, False, 1),  # widest product: (2^31-1)*65535 / 2^47 = 0.99998 -> 1
+    # the widest product at the largest shift the spec allows, rounded exactly (no overflow anywhere)
+    (2**31 - 1, 65535, SHIFT_MAX, False, round(Fraction((2**31 - 1) * 65535, 1 << SHIFT_MAX))),
 ])
 def test_requantize_corners(acc: int, mult: int, shift: int, relu: bool, y: int) -> None:
     assert sim.requantize(np.array([acc]), mult, shift, relu).tolist() == [y]

@@ -82,6 +82,15 @@ def field_limit(mnemonic: str, name: str) -> int:
     return f.mask if f.limit is None else f.limit
 
 
+def clamp_range(relu: bool, bits: int, unsigned: bool = False) -> tuple[int, int]:
+    """The output range of ``quant`` (docs/isa.md): signed ``bits`` bits, [0, 2^(bits-1)-1] with ReLU,
+    [0, 2^bits-1] unsigned. The one rule for the simulator, the quantizer, the integer reference, QAT and the
+    testbenches (an activation's range is the clamp without ReLU)."""
+    if unsigned:
+        return 0, (1 << bits) - 1
+    return (0 if relu else -(1 << (bits - 1))), (1 << (bits - 1)) - 1
+
+
 def reserved_mask(desc: Instruction) -> int:
     spec = load()
     used = spec.opcode_field.mask << spec.opcode_field.lsb

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .isa import IllegalInstruction, decode, field_limit
+from .isa import IllegalInstruction, clamp_range, decode, field_limit
 from .spec import HwConfig, load
 
 
@@ -43,16 +43,9 @@ def lookup(idx: np.ndarray, lut: np.ndarray, bias: np.ndarray, acc_w: int = 32) 
     return wrap(acc, acc_w)
 
 
-def clamp_range(relu: bool, bits: int, unsigned: bool = False) -> tuple[int, int]:
-    """The output range of ``quant``: signed ``bits`` bits, [0, 2^(bits-1)-1] with relu, [0, 2^bits-1] unsigned."""
-    if unsigned:
-        return 0, (1 << bits) - 1
-    return (0 if relu else -(1 << (bits - 1))), (1 << (bits - 1)) - 1
-
-
 def requantize(acc: np.ndarray, mult: int, shift: int, relu: bool, bits: int = 8,
                unsigned: bool = False) -> np.ndarray:
-    """y = clamp((acc * mult + 2^(shift-1)) >> shift) to :func:`clamp_range`: round half up, arithmetic
+    """y = clamp((acc * mult + 2^(shift-1)) >> shift) to ``isa.clamp_range``: round half up, arithmetic
     shift."""
     return round_shift_clamp(np.asarray(acc, dtype=np.int64) * int(mult), shift, relu, bits, unsigned)
 

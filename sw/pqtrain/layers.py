@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from pqcompile.isa import clamp_range
+
 METRICS = ("l2", "l1")
 ASSIGN_MODES = ("ste", "soft")
 
@@ -235,10 +237,9 @@ class PQLinear(nn.Module):
         32-bit accumulator wrap is not modelled."""
         q = self.qat
         assert q is not None
-        amax = (1 << (q.act_bits - 1)) - 1
         qmax = (1 << (q.lut_bits - 1)) - 1
         xs = self._split(x.to(torch.float64))
-        lo_in, hi_in = (0, 2 * amax + 1) if q.in_unsigned else (-amax - 1, amax)
+        lo_in, hi_in = clamp_range(False, q.act_bits, q.in_unsigned)
         xq = ste_round_clamp(xs / q.in_scale, lo_in, hi_in)  # integer-valued
         pq = ste_round_clamp(self.prototypes.to(torch.float64) / q.in_scale, lo_in, hi_in)
         dist = pairwise_dist(xq.detach(), pq.detach(), self.metric)  # exact integers
@@ -256,11 +257,8 @@ class PQLinear(nn.Module):
         else:
             y = acc.detach() * q.mult
         y = lin + (y - lin).detach()
-        omax = (1 << ((q.out_bits or q.act_bits) - 1)) - 1
-        if q.out_unsigned:
-            y = torch.clamp(y, 0.0, float(2 * omax + 1))
-        else:
-            y = torch.clamp(y, 0.0 if q.relu else float(-omax - 1), float(omax))
+        lo, hi = clamp_range(q.relu, q.out_bits or q.act_bits, q.out_unsigned)
+        y = torch.clamp(y, float(lo), float(hi))
         return (y * q.out_scale).to(x.dtype)
 
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """Block bench of ``pqa_postproc`` (combinational requantizer) against ``pqcompile.sim.requantize``:
 rounding half up at every shift (exact halves, one below, one above, positive and negative), shift 0 and
-47, saturation at both ends for every output width 2..ActW, ReLU, the unsigned clamp [0, 2^bits-1] for
-every width 2..ActW-1 (with and without ReLU: unsigned wins), the extreme accumulators, plus random cases;
-parametrized over AccW / ActW (odd widths included)."""
+the spec's limit (``quant.shift``), saturation at both ends for every output width 2..ActW, ReLU, the
+unsigned clamp [0, 2^bits-1] for every width 2..ActW-1 (with and without ReLU: unsigned wins), the
+extreme accumulators, plus random cases; parametrized over AccW / ActW (odd widths included)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift (t
 def corner_cases(accw: int, actw: int, rng: random.Random) -> list[tuple[int, int, int, int, int, int]]:
     lo, hi = -(1 << (accw - 1)), (1 << (accw - 1)) - 1
     out = []
-    for shift in range(0, 48):
+    for shift in range(0, SHIFT_MAX + 1):
         half = 1 << (shift - 1) if shift else 0
         for mult in (1, 3, 0xFFFF):
             for base in (0, 5, -5):

@@ -1,11 +1,11 @@
 """Block bench of ``pqa_vec`` (the ``pool`` / ``add`` vector unit, with its ``pqa_postproc``) against the
-golden simulator's functions (``pqcompile.sim.requantize``, ``round_shift_clamp``, ``clamp_range``), on
+golden simulator's functions (``pqcompile.sim.requantize``, ``round_shift_clamp``, ``isa.clamp_range``), on
 the act and output buffers (``pqa_ram``, as in ``pqa_top``; wrapper ``tb_vec.sv``).
 
 - ``pool``: channels-last fmaps with h, w, ch of 1, odd values, one pixel of many channels, one channel of
   many pixels, fmaps filling the act buffer exactly; int8 extremes (all -128, all 127, mixed) and
   channel sums built to land on exact rounding halves (and one either side) at shifts >= 1; shift 0 and
-  47; mult 0, 1, 0xFFFF; every output width, ReLU, and the unsigned clamp at every width below ActW.
+  the spec's limit; mult 0, 1, 0xFFFF; every output width, ReLU, and the unsigned clamp at every width below ActW.
 - ``add``: n = 1, 2, 3, odd, the whole of the smaller buffer; ma / mb of 0, 1, 0x8000, 0xFFFF and random,
   int8 extremes, the second operand either loaded or left by the previous ``pool`` / ``add``; quant's mult
   driven with junk (it must be ignored), as are the fmap inputs during ``add`` and n / ma / mb during
@@ -36,7 +36,7 @@ from cocotb.triggers import FallingEdge, RisingEdge, with_timeout
 from pqa_runner import TB, block_sources
 
 from pqcompile import sim
-from pqcompile.isa import field_limit
+from pqcompile.isa import clamp_range, field_limit
 
 SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift (the spec's limit)
 
@@ -100,7 +100,7 @@ CORNERS = ("half_up_pos", "half_up_neg", "shift0", "sat_hi", "sat_lo", "relu", "
 
 def tally(hit: dict[str, int], widths: set[tuple[int, int]], op: Op, raw: np.ndarray) -> None:
     q = op.q
-    lo, hi = sim.clamp_range(bool(q.relu), q.bits, bool(q.unsigned))
+    lo, hi = clamp_range(bool(q.relu), q.bits, bool(q.unsigned))
     r = (raw + (1 << (q.shift - 1))) >> q.shift if q.shift else raw  # rounded, not clamped
     inside = (r >= lo) & (r <= hi)
     if q.shift:
@@ -183,7 +183,7 @@ def pool_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, o
     if vals == "halves":  # channel sums k*2^e + 2^(e-1) (+-1 sometimes), e = shift - log2(mult) >= 1
         bits, unsigned = WIDTHS[i % len(WIDTHS)]
         relu = rng.randint(0, 1)
-        lo, hi = sim.clamp_range(bool(relu), bits, bool(unsigned))
+        lo, hi = clamp_range(bool(relu), bits, bool(unsigned))
         j = rng.choice([0, 0, 1, 3])
         e = rng.randint(1, max(1, (127 * hw).bit_length() - bits))
         targets = []
