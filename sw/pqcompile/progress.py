@@ -68,8 +68,8 @@ class _Ticker:
     """Redraws a bar every ``TICK_S`` from a daemon thread (the work may block for minutes), after calling
     ``before`` (which may move the bar: elapsed time against an expected duration)."""
 
-    def __init__(self, bar: tqdm, before: Callable[[], None] | None = None, interval: float = TICK_S) -> None:
-        self._bar, self._before, self._interval = bar, before, interval
+    def __init__(self, bar: tqdm, before: Callable[[], None] | None = None, interval: float | None = None) -> None:
+        self._bar, self._before, self._interval = bar, before, TICK_S if interval is None else interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pqa-progress", daemon=True)
         self._thread.start()
