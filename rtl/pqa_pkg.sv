@@ -9,19 +9,20 @@ package pqa_pkg;
   localparam int InsnW = 64;
   localparam int OpcodeLsb = 0;
   localparam int OpcodeW = 4;
+  localparam int CyclesW = 64;  // the cycle counter (stamp, CYCLES_LO / CYCLES_HI)
 
   // Opcodes
-  localparam logic [3:0] OpcLoad = 4'h1;
-  localparam logic [3:0] OpcStore = 4'h2;
-  localparam logic [3:0] OpcShape = 4'h3;
-  localparam logic [3:0] OpcQuant = 4'h4;
-  localparam logic [3:0] OpcRun = 4'h5;
-  localparam logic [3:0] OpcStamp = 4'h6;
-  localparam logic [3:0] OpcFmap = 4'h7;
-  localparam logic [3:0] OpcConv = 4'h8;
-  localparam logic [3:0] OpcPool = 4'h9;
-  localparam logic [3:0] OpcAdd = 4'ha;
-  localparam logic [3:0] OpcEnd = 4'hf;
+  localparam logic [OpcodeW-1:0] OpcLoad = 4'h1;
+  localparam logic [OpcodeW-1:0] OpcStore = 4'h2;
+  localparam logic [OpcodeW-1:0] OpcShape = 4'h3;
+  localparam logic [OpcodeW-1:0] OpcQuant = 4'h4;
+  localparam logic [OpcodeW-1:0] OpcRun = 4'h5;
+  localparam logic [OpcodeW-1:0] OpcStamp = 4'h6;
+  localparam logic [OpcodeW-1:0] OpcFmap = 4'h7;
+  localparam logic [OpcodeW-1:0] OpcConv = 4'h8;
+  localparam logic [OpcodeW-1:0] OpcPool = 4'h9;
+  localparam logic [OpcodeW-1:0] OpcAdd = 4'ha;
+  localparam logic [OpcodeW-1:0] OpcEnd = 4'hf;
 
   // Operand fields: <Insn><Field>Lsb / <Insn><Field>W
   localparam int LoadBufLsb = 4;
@@ -87,17 +88,17 @@ package pqa_pkg;
   localparam int AddMaW = 16;
   localparam int AddMbLsb = 48;
   localparam int AddMbW = 16;
-  localparam logic [63:0] LoadRsvdMask = 64'h0000000000000000;
-  localparam logic [63:0] StoreRsvdMask = 64'h00000000000000f0;
-  localparam logic [63:0] ShapeRsvdMask = 64'h00000000000000c0;
-  localparam logic [63:0] QuantRsvdMask = 64'hfffffff00000c0c0;
-  localparam logic [63:0] RunRsvdMask = 64'hffffffff000000f0;
-  localparam logic [63:0] StampRsvdMask = 64'h00000000fffffff0;
-  localparam logic [63:0] FmapRsvdMask = 64'hff000000000000f0;
-  localparam logic [63:0] ConvRsvdMask = 64'hff00000000000000;
-  localparam logic [63:0] PoolRsvdMask = 64'hfffffffffffffff0;
-  localparam logic [63:0] AddRsvdMask = 64'h00000000000000f0;
-  localparam logic [63:0] EndRsvdMask = 64'hfffffffffffffff0;
+  localparam logic [InsnW-1:0] LoadRsvdMask = 64'h0000000000000000;
+  localparam logic [InsnW-1:0] StoreRsvdMask = 64'h00000000000000f0;
+  localparam logic [InsnW-1:0] ShapeRsvdMask = 64'h00000000000000c0;
+  localparam logic [InsnW-1:0] QuantRsvdMask = 64'hfffffff00000c0c0;
+  localparam logic [InsnW-1:0] RunRsvdMask = 64'hffffffff000000f0;
+  localparam logic [InsnW-1:0] StampRsvdMask = 64'h00000000fffffff0;
+  localparam logic [InsnW-1:0] FmapRsvdMask = 64'hff000000000000f0;
+  localparam logic [InsnW-1:0] ConvRsvdMask = 64'hff00000000000000;
+  localparam logic [InsnW-1:0] PoolRsvdMask = 64'hfffffffffffffff0;
+  localparam logic [InsnW-1:0] AddRsvdMask = 64'h00000000000000f0;
+  localparam logic [InsnW-1:0] EndRsvdMask = 64'hfffffffffffffff0;
 
   // Enumerations
   localparam int BufferProto = 0;
@@ -110,24 +111,25 @@ package pqa_pkg;
 
   // Error codes (ERR_CODE register)
   localparam int ErrW = 8;
-  localparam logic [7:0] ErrNone = 8'd0;
-  localparam logic [7:0] ErrIllegalInsn = 8'd1;
-  localparam logic [7:0] ErrLimit = 8'd2;
-  localparam logic [7:0] ErrAlign = 8'd3;
-  localparam logic [7:0] ErrBus = 8'd4;
+  localparam logic [ErrW-1:0] ErrNone = 8'd0;
+  localparam logic [ErrW-1:0] ErrIllegalInsn = 8'd1;
+  localparam logic [ErrW-1:0] ErrLimit = 8'd2;
+  localparam logic [ErrW-1:0] ErrAlign = 8'd3;
+  localparam logic [ErrW-1:0] ErrBus = 8'd4;
 
-  // AXI4-Lite register byte offsets
+  // AXI4-Lite registers: address and data widths, byte offsets
   localparam int RegAddrW = 8;
-  localparam logic [7:0] RegCtrl = 8'h00;
-  localparam logic [7:0] RegStatus = 8'h04;
-  localparam logic [7:0] RegErrCode = 8'h08;
-  localparam logic [7:0] RegInsnBase = 8'h0c;
-  localparam logic [7:0] RegCyclesLo = 8'h10;
-  localparam logic [7:0] RegCyclesHi = 8'h14;
-  localparam logic [7:0] RegErrPc = 8'h18;
-  localparam logic [7:0] RegInsnCount = 8'h1c;
-  localparam logic [7:0] RegId = 8'h20;
-  localparam logic [31:0] IdValue = 32'h50514131;
+  localparam int RegDataW = 32;
+  localparam logic [RegAddrW-1:0] RegCtrl = 8'h00;
+  localparam logic [RegAddrW-1:0] RegStatus = 8'h04;
+  localparam logic [RegAddrW-1:0] RegErrCode = 8'h08;
+  localparam logic [RegAddrW-1:0] RegInsnBase = 8'h0c;
+  localparam logic [RegAddrW-1:0] RegCyclesLo = 8'h10;
+  localparam logic [RegAddrW-1:0] RegCyclesHi = 8'h14;
+  localparam logic [RegAddrW-1:0] RegErrPc = 8'h18;
+  localparam logic [RegAddrW-1:0] RegInsnCount = 8'h1c;
+  localparam logic [RegAddrW-1:0] RegId = 8'h20;
+  localparam logic [RegDataW-1:0] IdValue = 32'h50514131;
   localparam int CtrlStartBit = 0;
   localparam int CtrlIrqEnBit = 1;
   localparam int StatusBusyBit = 0;

@@ -32,12 +32,13 @@ def sv_package(spec: Spec) -> str:
         f"  localparam int InsnW = {spec.insn_bits};",
         f"  localparam int OpcodeLsb = {spec.opcode_field.lsb};",
         f"  localparam int OpcodeW = {spec.opcode_field.width};",
+        f"  localparam int CyclesW = {spec.cycles_bits};  // the cycle counter (stamp, CYCLES_LO / CYCLES_HI)",
         "",
         "  // Opcodes",
     ]
     ow = spec.opcode_field.width
     for insn in spec.instructions:
-        out.append(f"  localparam logic [{ow - 1}:0] Opc{_camel(insn.mnemonic)} = {ow}'h{insn.opcode:x};")
+        out.append(f"  localparam logic [OpcodeW-1:0] Opc{_camel(insn.mnemonic)} = {ow}'h{insn.opcode:x};")
     out += ["", "  // Operand fields: <Insn><Field>Lsb / <Insn><Field>W"]
     for insn in spec.instructions:
         for f in insn.fields:
@@ -51,20 +52,23 @@ def sv_package(spec: Spec) -> str:
         for f in insn.fields:
             mask &= ~(f.mask << f.lsb)
         out.append(
-            f"  localparam logic [{spec.insn_bits - 1}:0] {_camel(insn.mnemonic)}RsvdMask = "
-            f"{spec.insn_bits}'h{mask:016x};"
+            f"  localparam logic [InsnW-1:0] {_camel(insn.mnemonic)}RsvdMask = "
+            f"{spec.insn_bits}'h{mask:0{spec.insn_bits // 4}x};"
         )
     out += ["", "  // Enumerations"]
     for ename, vals in spec.enums.items():
         for k, v in vals.items():
             out.append(f"  localparam int {_camel(ename)}{_camel(k)} = {v};")
-    out += ["", "  // Error codes (ERR_CODE register)", "  localparam int ErrW = 8;"]
+    ew, aw, dw = spec.err_bits, spec.reg_addr_bits, spec.reg_data_bits
+    out += ["", "  // Error codes (ERR_CODE register)", f"  localparam int ErrW = {ew};"]
     for k, v in spec.errors.items():
-        out.append(f"  localparam logic [7:0] Err{_camel(k)} = 8'd{v};")
-    out += ["", "  // AXI4-Lite register byte offsets", "  localparam int RegAddrW = 8;"]
+        out.append(f"  localparam logic [ErrW-1:0] Err{_camel(k)} = {ew}'d{v};")
+    out += ["", "  // AXI4-Lite registers: address and data widths, byte offsets",
+            f"  localparam int RegAddrW = {aw};", f"  localparam int RegDataW = {dw};"]
     for r in spec.registers:
-        out.append(f"  localparam logic [7:0] Reg{_camel(r['name'])} = 8'h{int(r['offset']):02x};")
-    out.append(f"  localparam logic [31:0] IdValue = 32'h{spec.reg_id_value:08x};")
+        out.append(f"  localparam logic [RegAddrW-1:0] Reg{_camel(r['name'])} = "
+                   f"{aw}'h{int(r['offset']):0{-(-aw // 4)}x};")
+    out.append(f"  localparam logic [RegDataW-1:0] IdValue = {dw}'h{spec.reg_id_value:0{dw // 4}x};")
     for k, v in spec.ctrl_bits.items():
         out.append(f"  localparam int Ctrl{_camel(k)}Bit = {v};")
     for k, v in spec.status_bits.items():
@@ -91,7 +95,8 @@ def isa_doc(spec: Spec) -> str:
         "fetched from `INSN_BASE` upwards. The opcode is bits "
         f"{_bits(spec.opcode_field.lsb, spec.opcode_field.width)}. Bits that no field of an instruction "
         "names are reserved and must be zero: an unknown opcode or a non-zero reserved bit stops the "
-        "accelerator with error `illegal_insn`.",
+        f"accelerator with error `illegal_insn`. The cycle counter (`stamp`, `CYCLES_LO` / `CYCLES_HI`) is "
+        f"{spec.cycles_bits} bits wide.",
         "",
         "## Summary",
         "",
@@ -116,14 +121,16 @@ def isa_doc(spec: Spec) -> str:
     out += ["", "## Enumerations", ""]
     for ename, vals in spec.enums.items():
         out.append(f"- `{ename}` ({spec.enum_docs[ename]}): " + ", ".join(f"`{k}` = {v}" for k, v in vals.items()))
-    out += ["", "## Error codes", "", "| code | name | meaning |", "|---|---|---|"]
+    out += ["", "## Error codes", "", f"{spec.err_bits}-bit codes, read from `ERR_CODE`.", "",
+            "| code | name | meaning |", "|---|---|---|"]
     for k, v in spec.errors.items():
         out.append(f"| {v} | `{k}` | {spec.error_docs[k]} |")
     out += [
         "",
         "## Register map (AXI4-Lite slave)",
         "",
-        f"32-bit registers at byte offsets. `ID` reads `{spec.reg_id_value:#010x}`.",
+        f"{spec.reg_data_bits}-bit registers at byte offsets, decoded on {spec.reg_addr_bits} address bits. "
+        f"`ID` reads `{spec.reg_id_value:#0{spec.reg_data_bits // 4 + 2}x}`.",
         "",
         "| offset | name | access | meaning |",
         "|---|---|---|---|",

@@ -87,13 +87,17 @@ CONFIG_KEYS = (
 @dataclass(frozen=True)
 class Spec:
     insn_bits: int
+    cycles_bits: int  # the cycle counter (`stamp`, CYCLES_LO / CYCLES_HI)
     opcode_field: Field
     instructions: tuple[Instruction, ...]
     enums: dict[str, dict[str, int]]
     enum_docs: dict[str, str]
     errors: dict[str, int]
     error_docs: dict[str, str]
+    err_bits: int  # width of an error code
     registers: tuple[dict[str, Any], ...]
+    reg_addr_bits: int  # AXI4-Lite address width of the register map
+    reg_data_bits: int  # register (AXI4-Lite data) width
     reg_id_value: int
     ctrl_bits: dict[str, int]
     status_bits: dict[str, int]
@@ -148,8 +152,10 @@ def _field(where: str, d: Any) -> Field:
 
 def parse(raw: dict[str, Any]) -> Spec:
     _keys("spec", raw, {"isa", "enums", "errors", "registers", "configs"})
-    isa = _keys("isa", raw["isa"], {"insn_bits", "opcode_field", "instructions"})
+    isa = _keys("isa", raw["isa"], {"insn_bits", "cycles_bits", "opcode_field", "instructions"})
     nbits = int(isa["insn_bits"])
+    if nbits % 8:
+        raise SpecError(f"isa.insn_bits: {nbits} is not a whole number of bytes")
     of = isa["opcode_field"]
     opf = Field("opcode", int(of["lsb"]), int(of["width"]), "operation code")
     insns = []
@@ -180,17 +186,39 @@ def parse(raw: dict[str, Any]) -> Spec:
         for f in insn.fields:
             if f.enum is not None and f.enum not in enums:
                 raise SpecError(f"{insn.mnemonic}.{f.name}: unknown enum {f.enum!r}")
-    err = _keys("errors", raw["errors"], {"doc", "values"})
+    err = _keys("errors", raw["errors"], {"doc", "bits", "values"})
+    err_bits = int(err["bits"])
     errors = {}
     error_docs = {}
     for name, e in err["values"].items():
         e = _keys(f"errors.{name}", e, {"code", "doc"})
         errors[str(name)] = int(e["code"])
         error_docs[str(name)] = str(e["doc"])
-    regs_raw = _keys("registers", raw["registers"], {"doc", "regs", "id_value", "ctrl_bits", "status_bits"})
+        if not 0 <= errors[str(name)] < 1 << err_bits:
+            raise SpecError(f"errors.{name}: code {errors[str(name)]} does not fit {err_bits} bits")
+    regs_raw = _keys("registers", raw["registers"],
+                     {"doc", "addr_bits", "data_bits", "regs", "id_value", "ctrl_bits", "status_bits"})
+    addr_bits, data_bits = int(regs_raw["addr_bits"]), int(regs_raw["data_bits"])
+    if data_bits not in (32, 64):
+        raise SpecError(f"registers.data_bits: AXI4-Lite data is 32 or 64 bits, not {data_bits}")
     regs = tuple(
         _keys(f"registers.regs[{i}]", r, {"name", "offset", "access", "doc"}) for i, r in enumerate(regs_raw["regs"])
     )
+    for r in regs:
+        off = int(r["offset"])
+        if not 0 <= off < 1 << addr_bits or off % (data_bits // 8):
+            raise SpecError(f"registers.{r['name']}: offset {off:#x} outside the {addr_bits}-bit map or not "
+                            f"{data_bits // 8}-byte aligned")
+    if not 0 <= int(regs_raw["id_value"]) < 1 << data_bits:
+        raise SpecError(f"registers.id_value: does not fit {data_bits} bits")
+    for group in ("ctrl_bits", "status_bits"):
+        for k, v in regs_raw[group].items():
+            if not 0 <= int(v) < data_bits:
+                raise SpecError(f"registers.{group}.{k}: bit {v} outside a {data_bits}-bit register")
+    cycles_bits = int(isa["cycles_bits"])
+    if cycles_bits != 2 * data_bits:
+        raise SpecError(f"isa.cycles_bits: {cycles_bits} must be twice registers.data_bits ({data_bits}): "
+                        "CYCLES_LO and CYCLES_HI hold it")
     configs = {}
     for name, c in raw["configs"].items():
         c = _keys(f"configs.{name}", c, set(CONFIG_KEYS) | {"doc"})
@@ -199,8 +227,9 @@ def parse(raw: dict[str, Any]) -> Spec:
             raise SpecError(f"configs.{name}: this datapath supports ActW = ProtoW = 8 only")
         if not 2 <= params["LutW"] <= 16:
             raise SpecError(f"configs.{name}: LutW must be 2..16")
-        if params["AxiDataWidth"] != 64:
-            raise SpecError(f"configs.{name}: this DMA supports AxiDataWidth = 64 only")
+        if params["AxiDataWidth"] != nbits or params["AxiDataWidth"] != cycles_bits:
+            raise SpecError(f"configs.{name}: this datapath supports AxiDataWidth = {nbits} only (one instruction "
+                            "and one stamp per bus word)")
         if params["KMax"] > 255 or params["VMax"] > 255 or params["CMax"] > 255:
             raise SpecError(f"configs.{name}: KMax, VMax and CMax must fit the 8-bit shape fields")
         for key in ("ProtoBytes", "LutBytes", "ActBytes", "OutBytes"):
@@ -209,13 +238,17 @@ def parse(raw: dict[str, Any]) -> Spec:
         configs[str(name)] = HwConfig(str(name), str(c["doc"]), params)
     return Spec(
         insn_bits=nbits,
+        cycles_bits=cycles_bits,
         opcode_field=opf,
         instructions=tuple(insns),
         enums=enums,
         enum_docs=enum_docs,
         errors=errors,
         error_docs=error_docs,
+        err_bits=err_bits,
         registers=regs,
+        reg_addr_bits=addr_bits,
+        reg_data_bits=data_bits,
         reg_id_value=int(regs_raw["id_value"]),
         ctrl_bits={k: int(v) for k, v in regs_raw["ctrl_bits"].items()},
         status_bits={k: int(v) for k, v in regs_raw["status_bits"].items()},
