@@ -14,41 +14,44 @@
 //     el_start_i: element 0 of the column; el_next_i: element e+1 (kx, then ky, then ci);
 //     el_save_i (with el_next_i): also remember the new position (the first element of a subspace);
 //     el_restore_i: back to the remembered position (the encoder walks a subspace once per prototype).
-// Address arithmetic is modulo 2^32: an inside element's address is below ActBytes, so its residue is
-// exact whatever the (possibly negative or huge) addresses of the outside elements in between.
+// Address arithmetic is modulo 2^OffW (32 bits in pqa_top): an inside element's address is below
+// ActBytes, so its residue is exact whatever the (possibly negative or huge) addresses of the outside
+// elements in between. Positions (iy, ix, oy0, ox0) are signed 32-bit.
 // The products w*ch, stride*ch, stride*w*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
 // the geometry inputs (two pipeline stages): the geometry is written by `fmap` / `conv` at least four
 // cycles before the decode of a `run` (retire, fetch, fetch wait, decode), so they are settled by then.
 
 `default_nettype none
 
-module pqa_convgen (
-  input  logic        clk_i,
-  input  logic        rst_ni,
+module pqa_convgen #(
+  parameter int OffW = 32  // act byte addresses (modulo 2^OffW, see the header)
+) (
+  input  logic                            clk_i,
+  input  logic                            rst_ni,
   // geometry (fmap, conv)
-  input  logic [15:0] h_i,
-  input  logic [15:0] w_i,
-  input  logic [15:0] ch_i,
-  input  logic [3:0]  stride_i,
-  input  logic [7:0]  kh_i,
-  input  logic [7:0]  kw_i,
-  input  logic [7:0]  pad_t_i,
-  input  logic [7:0]  pad_l_i,
-  input  logic [15:0] out_w_i,
+  input  logic [pqa_pkg::FmapHW-1:0]      h_i,
+  input  logic [pqa_pkg::FmapWW-1:0]      w_i,
+  input  logic [pqa_pkg::FmapChW-1:0]     ch_i,
+  input  logic [pqa_pkg::ConvStrideW-1:0] stride_i,
+  input  logic [pqa_pkg::ConvKhW-1:0]     kh_i,
+  input  logic [pqa_pkg::ConvKwW-1:0]     kw_i,
+  input  logic [pqa_pkg::ConvPadTW-1:0]   pad_t_i,
+  input  logic [pqa_pkg::ConvPadLW-1:0]   pad_l_i,
+  input  logic [pqa_pkg::ConvOutWW-1:0]   out_w_i,
   // column walk
-  input  logic        run_start_i,
-  input  logic        col_next_i,
+  input  logic                            run_start_i,
+  input  logic                            col_next_i,
   // element walk
-  input  logic        el_start_i,
-  input  logic        el_next_i,
-  input  logic        el_save_i,
-  input  logic        el_restore_i,
-  output logic [31:0] addr_o,
-  output logic        inside_o
+  input  logic                            el_start_i,
+  input  logic                            el_next_i,
+  input  logic                            el_save_i,
+  input  logic                            el_restore_i,
+  output logic [OffW-1:0]                 addr_o,
+  output logic                            inside_o
 );
 
   // Derived products, registered (see the header).
-  logic [31:0] wch_q, sch_q, swch_q, org0_q;
+  logic [OffW-1:0] wch_q, sch_q, swch_q, org0_q;
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       wch_q  <= '0;
@@ -56,24 +59,24 @@ module pqa_convgen (
       swch_q <= '0;
       org0_q <= '0;
     end else begin
-      wch_q  <= {16'd0, w_i} * {16'd0, ch_i};
-      sch_q  <= {28'd0, stride_i} * {16'd0, ch_i};
-      swch_q <= {28'd0, stride_i} * wch_q;
-      org0_q <= 32'd0 - ({24'd0, pad_t_i} * wch_q + {24'd0, pad_l_i} * {16'd0, ch_i});
+      wch_q  <= OffW'(w_i) * OffW'(ch_i);
+      sch_q  <= OffW'(stride_i) * OffW'(ch_i);
+      swch_q <= OffW'(stride_i) * wch_q;
+      org0_q <= OffW'(0) - (OffW'(pad_t_i) * wch_q + OffW'(pad_l_i) * OffW'(ch_i));
     end
   end
 
   // ---------------------------------------------------------------------------------------------
   // Column (output pixel) state
   // ---------------------------------------------------------------------------------------------
-  logic [15:0]        ox_q;
-  logic signed [31:0] oy0_q, ox0_q;
-  logic [31:0]        org_q, rorg_q;
-  logic signed [31:0] pad_t_s, pad_l_s, stride_s;
+  logic [pqa_pkg::ConvOutWW-1:0] ox_q;
+  logic signed [31:0]            oy0_q, ox0_q;
+  logic [OffW-1:0]               org_q, rorg_q;
+  logic signed [31:0]            pad_t_s, pad_l_s, stride_s;
 
-  assign pad_t_s  = {24'd0, pad_t_i};
-  assign pad_l_s  = {24'd0, pad_l_i};
-  assign stride_s = {28'd0, stride_i};
+  assign pad_t_s  = 32'(pad_t_i);
+  assign pad_l_s  = 32'(pad_l_i);
+  assign stride_s = 32'(stride_i);
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
@@ -89,14 +92,14 @@ module pqa_convgen (
       org_q  <= org0_q;
       rorg_q <= org0_q;
     end else if (col_next_i) begin
-      if (ox_q == out_w_i - 16'd1) begin
+      if (ox_q == out_w_i - pqa_pkg::ConvOutWW'(1)) begin
         ox_q   <= '0;
         oy0_q  <= oy0_q + stride_s;
         ox0_q  <= -pad_l_s;
         org_q  <= rorg_q + swch_q;
         rorg_q <= rorg_q + swch_q;
       end else begin
-        ox_q  <= ox_q + 16'd1;
+        ox_q  <= ox_q + pqa_pkg::ConvOutWW'(1);
         ox0_q <= ox0_q + stride_s;
         org_q <= org_q + sch_q;
       end
@@ -106,10 +109,12 @@ module pqa_convgen (
   // ---------------------------------------------------------------------------------------------
   // Element state: current (_q), next (_n), saved at the subspace start (_s)
   // ---------------------------------------------------------------------------------------------
-  logic [16:0]        ci_q, ci_n, ci_s;  // one bit more than ch: the walk runs past d by < v elements
-  logic [7:0]         ky_q, ky_n, ky_s, kx_q, kx_n, kx_s;
-  logic signed [31:0] iy_q, iy_n, iy_s, ix_q, ix_n, ix_s;
-  logic [31:0]        a_q, a_n, a_s, ra_q, ra_n, ra_s;
+  // ci: one bit more than ch (the walk runs past d by < v elements)
+  logic [pqa_pkg::FmapChW:0]    ci_q, ci_n, ci_s;
+  logic [pqa_pkg::ConvKhW-1:0]  ky_q, ky_n, ky_s;
+  logic [pqa_pkg::ConvKwW-1:0]  kx_q, kx_n, kx_s;
+  logic signed [31:0]           iy_q, iy_n, iy_s, ix_q, ix_n, ix_s;
+  logic [OffW-1:0]              a_q, a_n, a_s, ra_q, ra_n, ra_s;
 
   always_comb begin
     ci_n = ci_q;
@@ -119,13 +124,13 @@ module pqa_convgen (
     ix_n = ix_q;
     a_n  = a_q;
     ra_n = ra_q;
-    if (kx_q != kw_i - 8'd1) begin
-      kx_n = kx_q + 8'd1;
+    if (kx_q != kw_i - pqa_pkg::ConvKwW'(1)) begin
+      kx_n = kx_q + pqa_pkg::ConvKwW'(1);
       ix_n = ix_q + 32'sd1;
-      a_n  = a_q + {16'd0, ch_i};
-    end else if (ky_q != kh_i - 8'd1) begin
+      a_n  = a_q + OffW'(ch_i);
+    end else if (ky_q != kh_i - pqa_pkg::ConvKhW'(1)) begin
       kx_n = '0;
-      ky_n = ky_q + 8'd1;
+      ky_n = ky_q + pqa_pkg::ConvKhW'(1);
       ix_n = ox0_q;
       iy_n = iy_q + 32'sd1;
       ra_n = ra_q + wch_q;
@@ -133,11 +138,11 @@ module pqa_convgen (
     end else begin
       kx_n = '0;
       ky_n = '0;
-      ci_n = ci_q + 17'd1;
+      ci_n = ci_q + (pqa_pkg::FmapChW + 1)'(1);
       ix_n = ox0_q;
       iy_n = oy0_q;
-      ra_n = org_q + {15'd0, ci_q} + 32'd1;
-      a_n  = org_q + {15'd0, ci_q} + 32'd1;
+      ra_n = org_q + OffW'(ci_q) + OffW'(1);
+      a_n  = org_q + OffW'(ci_q) + OffW'(1);
     end
   end
 
@@ -201,8 +206,8 @@ module pqa_convgen (
   end
 
   assign addr_o   = a_q;
-  assign inside_o = (iy_q >= 32'sd0) && (iy_q < $signed({16'd0, h_i}))
-                 && (ix_q >= 32'sd0) && (ix_q < $signed({16'd0, w_i}));
+  assign inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)))
+                 && (ix_q >= 32'sd0) && (ix_q < $signed(32'(w_i)));
 
 `ifndef SYNTHESIS
   // Assertions (immediate). Checked for the element being issued (next / restore cycles) while it lies
@@ -220,15 +225,15 @@ module pqa_convgen (
     if (!rst_ni) begin
     end else begin
       if (run_start_i) begin
-        assert (wch_q == {16'd0, w_i} * {16'd0, ch_i} && sch_q == {28'd0, stride_i} * {16'd0, ch_i}
-                && swch_q == {28'd0, stride_i} * wch_q
-                && org0_q == 32'd0 - ({24'd0, pad_t_i} * wch_q + {24'd0, pad_l_i} * {16'd0, ch_i}))
+        assert (wch_q == OffW'(w_i) * OffW'(ch_i) && sch_q == OffW'(stride_i) * OffW'(ch_i)
+                && swch_q == OffW'(stride_i) * wch_q
+                && org0_q == OffW'(0) - (OffW'(pad_t_i) * wch_q + OffW'(pad_l_i) * OffW'(ch_i)))
           else $fatal(1, "pqa_convgen: derived geometry not settled at the start of a run");
       end
-      if ((el_next_i || el_restore_i) && ci_q < {1'b0, ch_i}) begin
+      if ((el_next_i || el_restore_i) && ci_q < (pqa_pkg::FmapChW + 1)'(ch_i)) begin
         assert (ky_q < kh_i && kx_q < kw_i && ox_q < out_w_i)
           else $fatal(1, "pqa_convgen: counter beyond the window ky=%0d kx=%0d ox=%0d", ky_q, kx_q, ox_q);
-        assert (iy_q == 32'(chk_iy) && ix_q == 32'(chk_ix) && a_q == 32'(chk_a))
+        assert (iy_q == 32'(chk_iy) && ix_q == 32'(chk_ix) && a_q == OffW'(chk_a))
           else $fatal(1, "pqa_convgen: walk state (%0d, %0d, %0d) != (%0d, %0d, %0d)", iy_q, ix_q, a_q,
                       chk_iy, chk_ix, chk_a);
         if (inside_o) begin

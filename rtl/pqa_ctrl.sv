@@ -1,6 +1,6 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Controller: fetches one 64-bit instruction at a time from INSN_BASE upwards, decodes it (unknown
+// Controller: fetches one instruction (one bus word) at a time from INSN_BASE upwards, decodes it (unknown
 // opcode or a non-zero reserved bit: illegal_insn), checks it in the order of pqcompile.sim (fetch
 // address, opcode, reserved bits; then alignment before limits for load/store/stamp; layer_fits at
 // `run`, pool_fits at `pool`, the count and post_fits at `add`), dispatches it to the DMA, to the
@@ -8,11 +8,14 @@
 // It holds the layer state of sim._State: shape, quant, fmap and conv. One instruction is in flight at
 // a time, so every unit is idle and no AXI transaction is outstanding when the controller stops on
 // `end` or on an error.
+// Widths: instruction fields, registers and error codes from pqa_pkg (the spec); bus words, strobes and
+// beat counts from AxiDataWidth (pqa_top accepts only AxiDataWidth = InsnW: one instruction per word).
 
 `default_nettype none
 
 module pqa_ctrl #(
   parameter int AxiAddrWidth = 32,
+  parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
   parameter int KMax       = 16,
   parameter int VMax       = 8,
   parameter int CMax       = 32,
@@ -24,77 +27,97 @@ module pqa_ctrl #(
   parameter int BiasBytes  = 256,
   parameter int ActBytes   = 4096,
   parameter int OutBytes   = 4096,
-  parameter int ClearAw    = 11     // log2 of the words of the largest buffer
+  parameter int ClearAw    = 11,    // log2 of the words of the largest buffer
+  parameter int OffW       = 32,    // byte offsets of a column in the act / out buffers
+  // Derived, do not override.
+  parameter int BeatsW     = pqa_pkg::LoadNbytesW - $clog2(AxiDataWidth / 8) + 1  // bus words of a transfer
 ) (
-  input  logic                    clk_i,
-  input  logic                    rst_ni,
+  input  logic                             clk_i,
+  input  logic                             rst_ni,
   // register file
-  input  logic                    start_i,
-  input  logic [31:0]             insn_base_i,
-  output logic                    busy_o,
-  output logic                    finish_o,      // single-cycle: the run stopped (err_code_o valid)
-  output logic [7:0]              err_code_o,
-  output logic [31:0]             err_pc_o,
-  output logic [31:0]             insn_count_o,
-  output logic [63:0]             cycles_o,
+  input  logic                             start_i,
+  input  logic [pqa_pkg::RegDataW-1:0]     insn_base_i,
+  output logic                             busy_o,
+  output logic                             finish_o,       // single-cycle: the run stopped (err_code_o valid)
+  output logic [pqa_pkg::ErrW-1:0]         err_code_o,
+  output logic [pqa_pkg::RegDataW-1:0]     err_pc_o,
+  output logic [pqa_pkg::RegDataW-1:0]     insn_count_o,
+  output logic [pqa_pkg::CyclesW-1:0]      cycles_o,
   // buffer clear sweep after start (every buffer reads 0 until loaded or computed, as in the ISS)
-  output logic                    clear_o,
-  output logic [ClearAw-1:0]      clear_addr_o,
+  output logic                             clear_o,
+  output logic [ClearAw-1:0]               clear_addr_o,
   // DMA
-  output logic                    dma_cmd_valid_o,
-  output logic                    dma_cmd_write_o,
-  output logic [AxiAddrWidth-1:0] dma_cmd_addr_o,
-  output logic [21:0]             dma_cmd_beats_o,
-  output logic [7:0]              dma_cmd_last_strb_o,
-  input  logic                    dma_done_i,
-  input  logic                    dma_err_i,
-  input  logic                    dma_rd_valid_i,
-  input  logic [63:0]             dma_rd_data_i,
-  output logic                    load_active_o,  // read beats go to buffer load_buf_o
-  output logic [2:0]              load_buf_o,
-  output logic                    stamp_sel_o,    // write data is stamp_value_o, not the out buffer
-  output logic [63:0]             stamp_value_o,
+  output logic                             dma_cmd_valid_o,
+  output logic                             dma_cmd_write_o,
+  output logic [AxiAddrWidth-1:0]          dma_cmd_addr_o,
+  output logic [BeatsW-1:0]                dma_cmd_beats_o,
+  output logic [AxiDataWidth/8-1:0]        dma_cmd_last_strb_o,
+  input  logic                             dma_done_i,
+  input  logic                             dma_err_i,
+  input  logic                             dma_rd_valid_i,
+  input  logic [AxiDataWidth-1:0]          dma_rd_data_i,
+  output logic                             load_active_o,  // read beats go to buffer load_buf_o
+  output logic [pqa_pkg::LoadBufW-1:0]     load_buf_o,
+  output logic                             stamp_sel_o,    // write data is stamp_value_o, not the out buffer
+  output logic [pqa_pkg::CyclesW-1:0]      stamp_value_o,
   // layer state
-  output logic                    metric_o,
-  output logic [7:0]              k_o,
-  output logic [7:0]              v_o,
-  output logic [7:0]              c_o,
-  output logic [15:0]             d_o,
-  output logic [15:0]             m_o,
-  output logic                    relu_o,
-  output logic                    unsigned_o,
-  output logic [5:0]              shift_o,
-  output logic [15:0]             mult_o,
-  output logic [3:0]              bits_o,
-  output logic [31:0]             col_act_o,
-  output logic [31:0]             col_out_o,
-  output logic                    conv_o,
-  output logic [15:0]             fmap_h_o,
-  output logic [15:0]             fmap_w_o,
-  output logic [15:0]             fmap_ch_o,
-  output logic [3:0]              stride_o,
-  output logic [7:0]              kh_o,
-  output logic [7:0]              kw_o,
-  output logic [7:0]              pad_t_o,
-  output logic [7:0]              pad_l_o,
-  output logic [15:0]             out_w_o,
-  output logic [23:0]             add_n_o,
-  output logic [15:0]             add_ma_o,
-  output logic [15:0]             add_mb_o,
+  output logic [pqa_pkg::ShapeMetricW-1:0] metric_o,
+  output logic [pqa_pkg::ShapeKW-1:0]      k_o,
+  output logic [pqa_pkg::ShapeVW-1:0]      v_o,
+  output logic [pqa_pkg::ShapeCW-1:0]      c_o,
+  output logic [pqa_pkg::ShapeDW-1:0]      d_o,
+  output logic [pqa_pkg::ShapeMW-1:0]      m_o,
+  output logic                             relu_o,
+  output logic                             unsigned_o,
+  output logic [pqa_pkg::QuantShiftW-1:0]  shift_o,
+  output logic [pqa_pkg::QuantMultW-1:0]   mult_o,
+  output logic [pqa_pkg::QuantBitsW-1:0]   bits_o,
+  output logic [OffW-1:0]                  col_act_o,
+  output logic [OffW-1:0]                  col_out_o,
+  output logic                             conv_o,
+  output logic [pqa_pkg::FmapHW-1:0]       fmap_h_o,
+  output logic [pqa_pkg::FmapWW-1:0]       fmap_w_o,
+  output logic [pqa_pkg::FmapChW-1:0]      fmap_ch_o,
+  output logic [pqa_pkg::ConvStrideW-1:0]  stride_o,
+  output logic [pqa_pkg::ConvKhW-1:0]      kh_o,
+  output logic [pqa_pkg::ConvKwW-1:0]      kw_o,
+  output logic [pqa_pkg::ConvPadTW-1:0]    pad_t_o,
+  output logic [pqa_pkg::ConvPadLW-1:0]    pad_l_o,
+  output logic [pqa_pkg::ConvOutWW-1:0]    out_w_o,
+  output logic [pqa_pkg::AddNW-1:0]        add_n_o,
+  output logic [pqa_pkg::AddMaW-1:0]       add_ma_o,
+  output logic [pqa_pkg::AddMbW-1:0]       add_mb_o,
   // compute units
-  output logic                    enc_start_o,
-  input  logic                    enc_done_i,
-  output logic                    lk_start_o,
-  input  logic                    lk_done_i,
-  output logic                    run_start_o,   // a conv-mode run starts (address generator: pixel 0)
-  output logic                    col_next_o,    // conv mode: the next output pixel
-  output logic                    vec_start_o,
-  output logic                    vec_add_o,     // the vector unit's operation: 0 pool, 1 add
-  output logic                    vec_active_o,  // the vector unit owns the act / out read ports
-  input  logic                    vec_done_i
+  output logic                             enc_start_o,
+  input  logic                             enc_done_i,
+  output logic                             lk_start_o,
+  input  logic                             lk_done_i,
+  output logic                             run_start_o,    // a conv-mode run starts (address generator: pixel 0)
+  output logic                             col_next_o,     // conv mode: the next output pixel
+  output logic                             vec_start_o,
+  output logic                             vec_add_o,      // the vector unit's operation: 0 pool, 1 add
+  output logic                             vec_active_o,   // the vector unit owns the act / out read ports
+  input  logic                             vec_done_i
 );
 
   localparam int LutEntryBytes = (LutW + 7) / 8;
+  localparam int BusBytes      = AxiDataWidth / 8;
+  localparam int BusAlign      = $clog2(BusBytes);            // byte-offset bits within a bus word
+  localparam int InsnBytes     = pqa_pkg::InsnW / 8;
+  localparam int InsnAlign     = $clog2(InsnBytes);           // byte-offset bits within an instruction
+
+  // load, store and stamp share one decode of `addr`, load and store one of `nbytes` (f_addr, f_nbytes
+  // below): the spec must place those fields alike.
+  if (pqa_pkg::StoreAddrLsb != pqa_pkg::LoadAddrLsb || pqa_pkg::StoreAddrW != pqa_pkg::LoadAddrW
+      || pqa_pkg::StampAddrLsb != pqa_pkg::LoadAddrLsb || pqa_pkg::StampAddrW != pqa_pkg::LoadAddrW
+      || pqa_pkg::StoreNbytesLsb != pqa_pkg::LoadNbytesLsb || pqa_pkg::StoreNbytesW != pqa_pkg::LoadNbytesW)
+  begin : gen_field_check
+`ifdef __ICARUS__
+    initial $fatal(1, "pqa_ctrl: the spec places addr / nbytes of load, store and stamp differently");
+`else
+    $error("pqa_ctrl: the spec places addr / nbytes of load, store and stamp differently");
+`endif
+  end
 
   typedef enum logic [3:0] {
     CtlIdle,
@@ -115,50 +138,62 @@ module pqa_ctrl #(
 
   ctl_state_e state_q, state_d;
 
-  logic [31:0] pc_q;
-  logic [63:0] insn_q;
-  logic [63:0] cycles_q;
-  logic [31:0] count_q;
-  logic [7:0]  err_code_q;
-  logic [31:0] err_pc_q;
-  logic        load_active_q, stamp_sel_q;
-  logic [2:0]  load_buf_q;
-  logic [63:0] stamp_q;
-  logic [23:0] n_q, j_q;
-  logic [31:0] col_act_q, col_out_q;
-  logic [ClearAw-1:0] clr_q;
+  logic [pqa_pkg::RegDataW-1:0] pc_q;      // instruction address (INSN_BASE upwards)
+  logic [pqa_pkg::InsnW-1:0]    insn_q;
+  logic [pqa_pkg::CyclesW-1:0]  cycles_q;
+  logic [pqa_pkg::RegDataW-1:0] count_q;
+  logic [pqa_pkg::ErrW-1:0]     err_code_q;
+  logic [pqa_pkg::RegDataW-1:0] err_pc_q;
+  logic                         load_active_q, stamp_sel_q;
+  logic [pqa_pkg::LoadBufW-1:0] load_buf_q;
+  logic [pqa_pkg::CyclesW-1:0]  stamp_q;
+  logic [pqa_pkg::RunNW-1:0]    n_q, j_q;
+  logic [OffW-1:0]              col_act_q, col_out_q;
+  logic [ClearAw-1:0]           clr_q;
 
-  logic        metric_q, conv_q, relu_q, unsigned_q;
-  logic [7:0]  k_q, v_q, c_q;
-  logic [15:0] d_q, m_q, mult_q;
-  logic [5:0]  shift_q;
-  logic [3:0]  bits_q;
-  logic [15:0] fmap_h_q, fmap_w_q, fmap_ch_q, out_w_q;
-  logic [3:0]  stride_q;
-  logic [7:0]  kh_q, kw_q, pad_t_q, pad_l_q;
-  logic        vec_add_q;
+  logic [pqa_pkg::ShapeMetricW-1:0] metric_q;
+  logic                             conv_q, relu_q, unsigned_q;
+  logic [pqa_pkg::ShapeKW-1:0]      k_q;
+  logic [pqa_pkg::ShapeVW-1:0]      v_q;
+  logic [pqa_pkg::ShapeCW-1:0]      c_q;
+  logic [pqa_pkg::ShapeDW-1:0]      d_q;
+  logic [pqa_pkg::ShapeMW-1:0]      m_q;
+  logic [pqa_pkg::QuantMultW-1:0]   mult_q;
+  logic [pqa_pkg::QuantShiftW-1:0]  shift_q;
+  logic [pqa_pkg::QuantBitsW-1:0]   bits_q;
+  logic [pqa_pkg::FmapHW-1:0]       fmap_h_q;
+  logic [pqa_pkg::FmapWW-1:0]       fmap_w_q;
+  logic [pqa_pkg::FmapChW-1:0]      fmap_ch_q;
+  logic [pqa_pkg::ConvOutWW-1:0]    out_w_q;
+  logic [pqa_pkg::ConvStrideW-1:0]  stride_q;
+  logic [pqa_pkg::ConvKhW-1:0]      kh_q;
+  logic [pqa_pkg::ConvKwW-1:0]      kw_q;
+  logic [pqa_pkg::ConvPadTW-1:0]    pad_t_q;
+  logic [pqa_pkg::ConvPadLW-1:0]    pad_l_q;
+  logic                             vec_add_q;
 
   // ---------------------------------------------------------------------------------------------
   // Decode
   // ---------------------------------------------------------------------------------------------
-  logic [3:0]  opcode;
-  logic        legal;
-  logic [31:0] f_addr;
-  logic [23:0] f_nbytes;
-  logic [3:0]  f_buf;
-  logic [21:0] f_beats;
-  logic [7:0]  f_last_strb;
-  logic [23:0] f_n;
-  logic        misaligned;
+  logic [pqa_pkg::OpcodeW-1:0]     opcode;
+  logic                            legal;
+  logic [pqa_pkg::LoadAddrW-1:0]   f_addr;
+  logic [pqa_pkg::LoadNbytesW-1:0] f_nbytes;
+  logic [pqa_pkg::LoadBufW-1:0]    f_buf;
+  logic [BeatsW-1:0]               f_beats;
+  logic [BusBytes-1:0]             f_last_strb;
+  logic [pqa_pkg::RunNW-1:0]       f_n;
+  logic                            misaligned;
 
   assign opcode      = insn_q[pqa_pkg::OpcodeLsb +: pqa_pkg::OpcodeW];
   assign f_addr      = insn_q[pqa_pkg::LoadAddrLsb +: pqa_pkg::LoadAddrW];  // same field in store/stamp
   assign f_nbytes    = insn_q[pqa_pkg::LoadNbytesLsb +: pqa_pkg::LoadNbytesW];
   assign f_buf       = insn_q[pqa_pkg::LoadBufLsb +: pqa_pkg::LoadBufW];
   assign f_n         = insn_q[pqa_pkg::RunNLsb +: pqa_pkg::RunNW];
-  assign f_beats     = f_nbytes[23:3] + {21'd0, (f_nbytes[2:0] != 3'd0)};
-  assign f_last_strb = (f_nbytes[2:0] == 3'd0) ? 8'hff : ((8'd1 << f_nbytes[2:0]) - 8'd1);
-  assign misaligned  = (f_addr[2:0] != 3'd0);
+  assign f_beats     = BeatsW'(f_nbytes >> BusAlign) + BeatsW'(f_nbytes[BusAlign-1:0] != '0);
+  assign f_last_strb = (f_nbytes[BusAlign-1:0] == '0) ? '1
+                     : ((BusBytes'(1) << f_nbytes[BusAlign-1:0]) - BusBytes'(1));
+  assign misaligned  = (f_addr[BusAlign-1:0] != '0);
 
   always_comb begin
     legal = 1'b0;
@@ -183,40 +218,40 @@ module pqa_ctrl #(
   logic        load_ok, store_ok;
   always_comb begin
     unique case (f_buf)
-      4'(pqa_pkg::BufferProto): buf_words = 64'(ProtoBytes / 8);
-      4'(pqa_pkg::BufferLut):   buf_words = 64'(LutBytes / 8);
-      4'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / 8);
-      4'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / 8);
-      4'(pqa_pkg::BufferOut):   buf_words = 64'(OutBytes / 8);
-      default:                  buf_words = 64'd0;
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferProto): buf_words = 64'(ProtoBytes / BusBytes);
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferLut):   buf_words = 64'(LutBytes / BusBytes);
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / BusBytes);
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / BusBytes);
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferOut):   buf_words = 64'(OutBytes / BusBytes);
+      default:                                  buf_words = 64'd0;
     endcase
   end
-  assign load_ok  = (f_nbytes != '0) && ({42'd0, f_beats} <= buf_words);
-  assign store_ok = (f_nbytes != '0) && ({40'd0, f_nbytes} <= 64'(OutBytes));
+  assign load_ok  = (f_nbytes != '0) && (64'(f_beats) <= buf_words);
+  assign store_ok = (f_nbytes != '0) && (64'(f_nbytes) <= 64'(OutBytes));
 
   // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
   // instead), sim.pool_fits and the limits of `add`, in 64-bit arithmetic.
   logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64;
   logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok;
   always_comb begin
-    k64     = {56'd0, k_q};
-    v64     = {56'd0, v_q};
-    c64     = {56'd0, c_q};
-    d64     = {48'd0, d_q};
-    m64     = {48'd0, m_q};
-    n64     = {40'd0, f_n};
+    k64     = 64'(k_q);
+    v64     = 64'(v_q);
+    c64     = 64'(c_q);
+    d64     = 64'(d_q);
+    m64     = 64'(m_q);
+    n64     = 64'(f_n);
     an64    = 64'(insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW]);
-    h64     = {48'd0, fmap_h_q};
-    w64     = {48'd0, fmap_w_q};
-    ch64    = {48'd0, fmap_ch_q};
-    kh64    = {56'd0, kh_q};
-    kw64    = {56'd0, kw_q};
+    h64     = 64'(fmap_h_q);
+    w64     = 64'(fmap_w_q);
+    ch64    = 64'(fmap_ch_q);
+    kh64    = 64'(kh_q);
+    kw64    = 64'(kw_q);
     cv      = c64 * v64;
-    post_ok = (int'(shift_q) <= pqa_pkg::QuantShiftLimit)
-           && (bits_q >= 4'd2) && (64'(bits_q) <= 64'(ActW))
+    post_ok = (64'(shift_q) <= 64'(pqa_pkg::QuantShiftLimit))
+           && (64'(bits_q) >= 64'd2) && (64'(bits_q) <= 64'(ActW))
            && !(unsigned_q && 64'(bits_q) >= 64'(ActW));
     fmap_ok = (h64 >= 64'd1) && (w64 >= 64'd1) && (ch64 >= 64'd1) && (h64 * w64 * ch64 <= 64'(ActBytes));
-    conv_ok = fmap_ok && (stride_q >= 4'd1) && (kh64 >= 64'd1) && (kw64 >= 64'd1) && (out_w_q >= 16'd1)
+    conv_ok = fmap_ok && (stride_q != '0) && (kh64 >= 64'd1) && (kw64 >= 64'd1) && (out_w_q != '0)
            && (d64 == ch64 * kh64 * kw64);
     fits    = (!conv_q || conv_ok)
            && (k64 >= 64'd1) && (k64 <= 64'(KMax))
@@ -237,8 +272,8 @@ module pqa_ctrl #(
   // ---------------------------------------------------------------------------------------------
   // State machine
   // ---------------------------------------------------------------------------------------------
-  logic       fail;       // stop with fail_code at this instruction (pc_q)
-  logic [7:0] fail_code;
+  logic                     fail;       // stop with fail_code at this instruction (pc_q)
+  logic [pqa_pkg::ErrW-1:0] fail_code;
 
   always_comb begin
     state_d             = state_q;
@@ -248,7 +283,7 @@ module pqa_ctrl #(
     dma_cmd_write_o     = 1'b0;
     dma_cmd_addr_o      = AxiAddrWidth'(f_addr);
     dma_cmd_beats_o     = f_beats;
-    dma_cmd_last_strb_o = 8'hff;
+    dma_cmd_last_strb_o = '1;
     unique case (state_q)
       CtlIdle: begin
         if (start_i) begin
@@ -261,14 +296,14 @@ module pqa_ctrl #(
         end
       end
       CtlFetch: begin
-        if (pc_q[2:0] != 3'd0) begin  // a misaligned INSN_BASE (the pc advances by whole words)
+        if (pc_q[InsnAlign-1:0] != '0) begin  // a misaligned INSN_BASE (the pc advances by whole instructions)
           fail      = 1'b1;
           state_d   = CtlFinish;
           fail_code = pqa_pkg::ErrAlign;
         end else begin
           dma_cmd_valid_o = 1'b1;
           dma_cmd_addr_o  = AxiAddrWidth'(pc_q);
-          dma_cmd_beats_o = 22'd1;
+          dma_cmd_beats_o = BeatsW'(1);  // one instruction, one bus word
           state_d         = CtlFetchWait;
         end
       end
@@ -304,7 +339,7 @@ module pqa_ctrl #(
                 dma_cmd_valid_o = 1'b1;
                 dma_cmd_write_o = (opcode != pqa_pkg::OpcLoad);
                 if (opcode == pqa_pkg::OpcStamp) begin
-                  dma_cmd_beats_o = 22'd1;
+                  dma_cmd_beats_o = BeatsW'(1);  // the cycle counter, one bus word
                 end
                 if (opcode == pqa_pkg::OpcStore) begin
                   dma_cmd_last_strb_o = f_last_strb;
@@ -356,7 +391,7 @@ module pqa_ctrl #(
       CtlLk:     state_d = CtlLkWait;
       CtlLkWait: begin
         if (lk_done_i) begin
-          if (j_q + 24'd1 == n_q) begin
+          if (j_q + pqa_pkg::RunNW'(1) == n_q) begin
             state_d = CtlRetire;
           end else begin
             state_d = CtlEnc;
@@ -392,7 +427,7 @@ module pqa_ctrl #(
       col_act_q     <= '0;
       col_out_q     <= '0;
       clr_q         <= '0;
-      metric_q      <= 1'b0;
+      metric_q      <= '0;
       conv_q        <= 1'b0;
       relu_q        <= 1'b0;
       unsigned_q    <= 1'b0;
@@ -417,7 +452,7 @@ module pqa_ctrl #(
     end else begin
       state_q <= state_d;
       if (state_q != CtlIdle) begin
-        cycles_q <= cycles_q + 64'd1;
+        cycles_q <= cycles_q + pqa_pkg::CyclesW'(1);
       end
       if (fail) begin
         err_code_q <= fail_code;
@@ -433,7 +468,7 @@ module pqa_ctrl #(
             count_q    <= '0;
             err_code_q <= pqa_pkg::ErrNone;
             err_pc_q   <= '0;
-            metric_q   <= 1'b0;
+            metric_q   <= '0;
             conv_q     <= 1'b0;
             relu_q     <= 1'b0;
             unsigned_q <= 1'b0;
@@ -463,7 +498,7 @@ module pqa_ctrl #(
         end
         CtlFetchWait: begin
           if (dma_rd_valid_i) begin
-            insn_q <= dma_rd_data_i;
+            insn_q <= pqa_pkg::InsnW'(dma_rd_data_i);  // one instruction per bus word
           end
         end
         CtlDecode: begin
@@ -471,15 +506,15 @@ module pqa_ctrl #(
             unique case (opcode)
               pqa_pkg::OpcLoad: begin
                 load_active_q <= 1'b1;
-                load_buf_q    <= f_buf[2:0];
+                load_buf_q    <= f_buf;
               end
               pqa_pkg::OpcStamp: begin
                 stamp_sel_q <= 1'b1;
                 stamp_q     <= cycles_q;
               end
               pqa_pkg::OpcShape: begin
-                metric_q <= insn_q[pqa_pkg::ShapeMetricLsb];
-                conv_q   <= insn_q[pqa_pkg::ShapeConvLsb];
+                metric_q <= insn_q[pqa_pkg::ShapeMetricLsb +: pqa_pkg::ShapeMetricW];
+                conv_q   <= insn_q[pqa_pkg::ShapeConvLsb +: pqa_pkg::ShapeConvW];
                 k_q      <= insn_q[pqa_pkg::ShapeKLsb +: pqa_pkg::ShapeKW];
                 v_q      <= insn_q[pqa_pkg::ShapeVLsb +: pqa_pkg::ShapeVW];
                 c_q      <= insn_q[pqa_pkg::ShapeCLsb +: pqa_pkg::ShapeCW];
@@ -487,8 +522,8 @@ module pqa_ctrl #(
                 m_q      <= insn_q[pqa_pkg::ShapeMLsb +: pqa_pkg::ShapeMW];
               end
               pqa_pkg::OpcQuant: begin
-                relu_q     <= insn_q[pqa_pkg::QuantReluLsb];
-                unsigned_q <= insn_q[pqa_pkg::QuantUnsignedLsb];
+                relu_q     <= insn_q[pqa_pkg::QuantReluLsb +: pqa_pkg::QuantReluW];
+                unsigned_q <= insn_q[pqa_pkg::QuantUnsignedLsb +: pqa_pkg::QuantUnsignedW];
                 shift_q    <= insn_q[pqa_pkg::QuantShiftLsb +: pqa_pkg::QuantShiftW];
                 mult_q     <= insn_q[pqa_pkg::QuantMultLsb +: pqa_pkg::QuantMultW];
                 bits_q     <= insn_q[pqa_pkg::QuantBitsLsb +: pqa_pkg::QuantBitsW];
@@ -514,21 +549,21 @@ module pqa_ctrl #(
                 col_act_q <= '0;
                 col_out_q <= '0;
               end
-              pqa_pkg::OpcEnd: count_q <= count_q + 32'd1;
+              pqa_pkg::OpcEnd: count_q <= count_q + pqa_pkg::RegDataW'(1);
               default: ;
             endcase
           end
         end
         CtlLkWait: begin
           if (lk_done_i) begin
-            j_q       <= j_q + 24'd1;
-            col_act_q <= col_act_q + {16'd0, d_q};
-            col_out_q <= col_out_q + {16'd0, m_q};
+            j_q       <= j_q + pqa_pkg::RunNW'(1);
+            col_act_q <= col_act_q + OffW'(d_q);
+            col_out_q <= col_out_q + OffW'(m_q);
           end
         end
         CtlRetire: begin
-          count_q <= count_q + 32'd1;
-          pc_q    <= pc_q + 32'd8;
+          count_q <= count_q + pqa_pkg::RegDataW'(1);
+          pc_q    <= pc_q + pqa_pkg::RegDataW'(InsnBytes);
         end
         default: ;
       endcase
@@ -597,8 +632,8 @@ module pqa_ctrl #(
       if (state_q == CtlEnc || state_q == CtlLk) begin
         // The column being computed lies inside the activation (but in conv mode, where pqa_convgen
         // checks its reads) and output buffers.
-        assert ((conv_q || {8'd0, col_act_q} + {24'd0, d_q} <= 40'(ActBytes))
-                && {8'd0, col_out_q} + {24'd0, m_q} <= 40'(OutBytes))
+        assert ((conv_q || (OffW + 8)'(col_act_q) + (OffW + 8)'(d_q) <= (OffW + 8)'(ActBytes))
+                && (OffW + 8)'(col_out_q) + (OffW + 8)'(m_q) <= (OffW + 8)'(OutBytes))
           else $fatal(1, "pqa_ctrl: column %0d beyond the act/out buffers", j_q);
       end
     end

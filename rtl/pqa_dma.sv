@@ -1,6 +1,6 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// AXI4 master DMA, one command at a time (read or write of `beats` 64-bit bus words from `addr`).
+// AXI4 master DMA, one command at a time (read or write of `beats` bus words from `addr`).
 // Transfers are split into INCR bursts of at most 256 beats that never cross a 4 KiB boundary.
 // Reads: one burst outstanding; every beat is handed out with its index (rd_valid_o, single cycle,
 // rready is held high while a burst is open). Writes: AW and W are driven concurrently (no wait for
@@ -8,12 +8,16 @@
 // from src_data_i one cycle later (registered-read RAM); the last beat of the command uses
 // last_strb. A non-OKAY response marks the command failed; the burst in flight is completed and no
 // further burst is issued, so the command always ends with nothing outstanding.
+// Bus words are AxiDataWidth bits (pqa_top accepts 64 only); AXI4 protocol fields have their standard
+// widths.
 
 `default_nettype none
 
 module pqa_dma #(
   parameter int AxiAddrWidth = 32,
-  parameter int AxiDataWidth = 64
+  parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
+  // Derived, do not override.
+  parameter int BeatsW       = pqa_pkg::LoadNbytesW - $clog2(AxiDataWidth / 8) + 1  // bus words of a command
 ) (
   input  logic                      clk_i,
   input  logic                      rst_ni,
@@ -21,17 +25,17 @@ module pqa_dma #(
   input  logic                      cmd_valid_i,
   input  logic                      cmd_write_i,
   input  logic [AxiAddrWidth-1:0]   cmd_addr_i,
-  input  logic [21:0]               cmd_beats_i,
-  input  logic [7:0]                cmd_last_strb_i,
+  input  logic [BeatsW-1:0]         cmd_beats_i,
+  input  logic [AxiDataWidth/8-1:0] cmd_last_strb_i,
   output logic                      done_o,
   output logic                      err_o,
   // read beats
   output logic                      rd_valid_o,
-  output logic [21:0]               rd_idx_o,
+  output logic [BeatsW-1:0]         rd_idx_o,
   output logic [AxiDataWidth-1:0]   rd_data_o,
   // write data source
   output logic                      src_req_o,
-  output logic [21:0]               src_idx_o,
+  output logic [BeatsW-1:0]         src_idx_o,
   input  logic [AxiDataWidth-1:0]   src_data_i,
   // AXI4 master
   output logic [0:0]                m_axi_awid,
@@ -90,9 +94,18 @@ module pqa_dma #(
   dma_state_e state_q;
   w_state_e   wst_q;
 
+  // AXI4: a burst moves at most 256 beats (8-bit len) and never crosses a 4 KiB page.
+  localparam int MaxBurst  = 256;
+  localparam int PageAw    = 12;                      // byte address bits of a 4 KiB page
+  localparam int BusBytes  = AxiDataWidth / 8;
+  localparam int BusAlign  = $clog2(BusBytes);        // byte-offset bits within a bus word
+  localparam int PageBeats = (1 << PageAw) / BusBytes;
+  localparam int PageBw    = PageAw - BusAlign + 1;   // bits of a beat count within a page (to4k)
+
   logic [AxiAddrWidth-1:0]   addr_q;
-  logic [21:0]               rem_q, beat_q;
-  logic [7:0]                last_strb_q, wcnt_q;
+  logic [BeatsW-1:0]         rem_q, beat_q;
+  logic [BusBytes-1:0]       last_strb_q;
+  logic [7:0]                wcnt_q;
   logic                      err_q;
   logic                      arvalid_q, awvalid_q, wvalid_q, wlast_q;
   logic [7:0]                len_q;
@@ -100,18 +113,21 @@ module pqa_dma #(
   logic [AxiDataWidth/8-1:0] wstrb_q;
 
   // Beats of the next burst: min(rem, 256, beats to the next 4 KiB boundary).
-  logic [9:0]  to4k;
-  logic [21:0] blen;
+  logic [PageBw-1:0] to4k;
+  logic [BeatsW-1:0] blen;
   always_comb begin
-    to4k = 10'd512 - {1'b0, addr_q[11:3]};
+    to4k = PageBw'(PageBeats) - PageBw'(addr_q[PageAw-1:BusAlign]);
     blen = rem_q;
-    if (blen > 22'd256) begin
-      blen = 22'd256;
+    if (blen > BeatsW'(MaxBurst)) begin
+      blen = BeatsW'(MaxBurst);
     end
-    if (blen > {12'd0, to4k}) begin
-      blen = {12'd0, to4k};
+    if (blen > BeatsW'(to4k)) begin
+      blen = BeatsW'(to4k);
     end
   end
+  // the next burst's address: past len + 1 beats
+  logic [AxiAddrWidth-1:0] next_addr;
+  assign next_addr = addr_q + (AxiAddrWidth'(len_q) << BusAlign) + AxiAddrWidth'(BusBytes);
 
   logic rresp_err, bresp_err;
   assign rresp_err = (m_axi_rresp != 2'b00);
@@ -147,7 +163,7 @@ module pqa_dma #(
           end
         end
         DmaRdStart: begin
-          len_q     <= 8'(blen - 22'd1);
+          len_q     <= 8'(blen - BeatsW'(1));
           arvalid_q <= 1'b1;
           rem_q     <= rem_q - blen;
           state_q   <= DmaRdData;
@@ -157,19 +173,19 @@ module pqa_dma #(
             arvalid_q <= 1'b0;
           end
           if (m_axi_rvalid) begin
-            beat_q <= beat_q + 22'd1;
+            beat_q <= beat_q + BeatsW'(1);
             if (rresp_err) begin
               err_q <= 1'b1;
             end
             if (m_axi_rlast) begin
-              addr_q  <= addr_q + AxiAddrWidth'({len_q, 3'b000}) + AxiAddrWidth'(8);
+              addr_q  <= next_addr;
               state_q <= (err_q || rresp_err || rem_q == '0) ? DmaDone : DmaRdStart;
             end
           end
         end
         DmaWrStart: begin
-          len_q     <= 8'(blen - 22'd1);
-          wcnt_q    <= 8'(blen - 22'd1);
+          len_q     <= 8'(blen - BeatsW'(1));
+          wcnt_q    <= 8'(blen - BeatsW'(1));
           awvalid_q <= 1'b1;
           rem_q     <= rem_q - blen;
           wst_q     <= WReq;
@@ -191,7 +207,7 @@ module pqa_dma #(
             WSend: begin
               if (m_axi_wready) begin
                 wvalid_q <= 1'b0;
-                beat_q   <= beat_q + 22'd1;
+                beat_q   <= beat_q + BeatsW'(1);
                 wcnt_q   <= wcnt_q - 8'd1;
                 wst_q    <= WReq;
                 if (wlast_q) begin
@@ -207,7 +223,7 @@ module pqa_dma #(
             awvalid_q <= 1'b0;
           end
           if (m_axi_bvalid) begin
-            addr_q <= addr_q + AxiAddrWidth'({len_q, 3'b000}) + AxiAddrWidth'(8);
+            addr_q <= next_addr;
             if (bresp_err) begin
               err_q <= 1'b1;
             end
@@ -233,7 +249,7 @@ module pqa_dma #(
   assign m_axi_awid    = 1'b0;
   assign m_axi_awaddr  = addr_q;
   assign m_axi_awlen   = len_q;
-  assign m_axi_awsize  = 3'($clog2(AxiDataWidth / 8));
+  assign m_axi_awsize  = 3'(BusAlign);
   assign m_axi_awburst = 2'b01;  // INCR
   assign m_axi_awlock  = 1'b0;
   assign m_axi_awcache = 4'b0011;
@@ -247,7 +263,7 @@ module pqa_dma #(
   assign m_axi_arid    = 1'b0;
   assign m_axi_araddr  = addr_q;
   assign m_axi_arlen   = len_q;
-  assign m_axi_arsize  = 3'($clog2(AxiDataWidth / 8));
+  assign m_axi_arsize  = 3'(BusAlign);
   assign m_axi_arburst = 2'b01;  // INCR
   assign m_axi_arlock  = 1'b0;
   assign m_axi_arcache = 4'b0011;
@@ -265,9 +281,11 @@ module pqa_dma #(
   logic                      ar_wait_q, aw_wait_q, w_wait_q;
   logic [AxiAddrWidth+7:0]   ar_pl_q, aw_pl_q;
   logic [AxiDataWidth+AxiDataWidth/8:0] w_pl_q;
-  logic [12:0]               ar_end, aw_end;
-  assign ar_end = {1'b0, m_axi_araddr[11:0]} + {2'b00, m_axi_arlen, 3'b000} + 13'd8;
-  assign aw_end = {1'b0, m_axi_awaddr[11:0]} + {2'b00, m_axi_awlen, 3'b000} + 13'd8;
+  logic [PageAw:0]           ar_end, aw_end;  // end of the burst in its page, in bytes
+  assign ar_end = (PageAw + 1)'(m_axi_araddr[PageAw-1:0]) + ((PageAw + 1)'(m_axi_arlen) << BusAlign)
+                + (PageAw + 1)'(BusBytes);
+  assign aw_end = (PageAw + 1)'(m_axi_awaddr[PageAw-1:0]) + ((PageAw + 1)'(m_axi_awlen) << BusAlign)
+                + (PageAw + 1)'(BusBytes);
   always @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       ar_wait_q <= 1'b0;
@@ -296,11 +314,11 @@ module pqa_dma #(
           else $fatal(1, "pqa_dma: WVALID dropped or W payload changed before WREADY");
       end
       if (m_axi_arvalid) begin
-        assert (m_axi_araddr[2:0] == 3'd0 && ar_end <= 13'd4096)
+        assert (m_axi_araddr[BusAlign-1:0] == '0 && ar_end <= (PageAw + 1)'(1 << PageAw))
           else $fatal(1, "pqa_dma: AR burst misaligned or crossing 4 KiB: %h len %0d", m_axi_araddr, m_axi_arlen);
       end
       if (m_axi_awvalid) begin
-        assert (m_axi_awaddr[2:0] == 3'd0 && aw_end <= 13'd4096)
+        assert (m_axi_awaddr[BusAlign-1:0] == '0 && aw_end <= (PageAw + 1)'(1 << PageAw))
           else $fatal(1, "pqa_dma: AW burst misaligned or crossing 4 KiB: %h len %0d", m_axi_awaddr, m_axi_awlen);
       end
       if (m_axi_wvalid && m_axi_wlast) begin

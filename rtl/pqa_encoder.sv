@@ -12,47 +12,53 @@
 // subspace's elements once per prototype: the generator saves its state at the first element of a
 // subspace and returns to it at the start of the next prototype, as xoff_q returns to sub_q.
 // Cycles per column: c*k*v + 2 (issue, drain, done), in both modes.
+// Buffers are read a bus word (AxiDataWidth bits) at a time; elements are bytes (int8).
 
 `default_nettype none
 
 module pqa_encoder #(
-  parameter int ActBytes   = 4096,
-  parameter int ProtoBytes = 4096,
+  parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
+  parameter int OffW         = 32,    // byte offsets in the act / proto buffers
+  parameter int ActBytes     = 4096,
+  parameter int ProtoBytes   = 4096,
   // Derived, do not override.
-  parameter int ActAw      = $clog2(ActBytes / 8),
-  parameter int ProtoAw    = $clog2(ProtoBytes / 8)
+  parameter int ActAw        = $clog2(ActBytes / (AxiDataWidth / 8)),
+  parameter int ProtoAw      = $clog2(ProtoBytes / (AxiDataWidth / 8))
 ) (
-  input  logic               clk_i,
-  input  logic               rst_ni,
-  input  logic               start_i,
-  input  logic               metric_i,     // pqa_pkg::MetricL1 selects L1
-  input  logic [7:0]         k_i,
-  input  logic [7:0]         v_i,
-  input  logic [7:0]         c_i,
-  input  logic [15:0]        d_i,
-  input  logic [31:0]        col_base_i,   // byte offset of the column in the act buffer
+  input  logic                             clk_i,
+  input  logic                             rst_ni,
+  input  logic                             start_i,
+  input  logic [pqa_pkg::ShapeMetricW-1:0] metric_i,
+  input  logic [pqa_pkg::ShapeKW-1:0]      k_i,
+  input  logic [pqa_pkg::ShapeVW-1:0]      v_i,
+  input  logic [pqa_pkg::ShapeCW-1:0]      c_i,
+  input  logic [pqa_pkg::ShapeDW-1:0]      d_i,
+  input  logic [OffW-1:0]                  col_base_i,   // byte offset of the column in the act buffer
   // conv mode: the column is output pixel j of the fmap / conv geometry (see pqa_convgen)
-  input  logic               conv_i,
-  input  logic [15:0]        fmap_h_i,
-  input  logic [15:0]        fmap_w_i,
-  input  logic [15:0]        fmap_ch_i,
-  input  logic [3:0]         stride_i,
-  input  logic [7:0]         kh_i,
-  input  logic [7:0]         kw_i,
-  input  logic [7:0]         pad_t_i,
-  input  logic [7:0]         pad_l_i,
-  input  logic [15:0]        out_w_i,
-  input  logic               run_start_i,  // a conv-mode run starts: pixel 0
-  input  logic               col_next_i,   // the next output pixel
-  output logic [ActAw-1:0]   act_raddr_o,
-  input  logic [63:0]        act_rdata_i,
-  output logic [ProtoAw-1:0] proto_raddr_o,
-  input  logic [63:0]        proto_rdata_i,
-  output logic               idx_we_o,
-  output logic [7:0]         idx_waddr_o,
-  output logic [7:0]         idx_wdata_o,
-  output logic               done_o
+  input  logic                             conv_i,
+  input  logic [pqa_pkg::FmapHW-1:0]       fmap_h_i,
+  input  logic [pqa_pkg::FmapWW-1:0]       fmap_w_i,
+  input  logic [pqa_pkg::FmapChW-1:0]      fmap_ch_i,
+  input  logic [pqa_pkg::ConvStrideW-1:0]  stride_i,
+  input  logic [pqa_pkg::ConvKhW-1:0]      kh_i,
+  input  logic [pqa_pkg::ConvKwW-1:0]      kw_i,
+  input  logic [pqa_pkg::ConvPadTW-1:0]    pad_t_i,
+  input  logic [pqa_pkg::ConvPadLW-1:0]    pad_l_i,
+  input  logic [pqa_pkg::ConvOutWW-1:0]    out_w_i,
+  input  logic                             run_start_i,  // a conv-mode run starts: pixel 0
+  input  logic                             col_next_i,   // the next output pixel
+  output logic [ActAw-1:0]                 act_raddr_o,
+  input  logic [AxiDataWidth-1:0]          act_rdata_i,
+  output logic [ProtoAw-1:0]               proto_raddr_o,
+  input  logic [AxiDataWidth-1:0]          proto_rdata_i,
+  output logic                             idx_we_o,
+  output logic [pqa_pkg::ShapeCW-1:0]      idx_waddr_o,  // subspace
+  output logic [pqa_pkg::ShapeKW-1:0]      idx_wdata_o,  // its nearest prototype
+  output logic                             done_o
 );
+
+  localparam int BusAlign = $clog2(AxiDataWidth / 8);               // byte-offset bits within a bus word
+  localparam int XoffW    = pqa_pkg::ShapeCW + pqa_pkg::ShapeVW;     // element offsets ci*v + e < c*v
 
   typedef enum logic [1:0] {
     EncIdle,
@@ -63,19 +69,22 @@ module pqa_encoder #(
   enc_state_e state_q, state_d;
 
   // Stage 0 counters.
-  logic [7:0]  e_q, ki_q, ci_q;
-  logic [15:0] sub_q;   // ci * v
-  logic [15:0] xoff_q;  // ci * v + e
-  logic [31:0] paddr_q; // prototype byte address
-  logic [31:0] aaddr;
-  logic        last_e, last_k, last_c;
+  logic [pqa_pkg::ShapeVW-1:0] e_q;
+  logic [pqa_pkg::ShapeKW-1:0] ki_q;
+  logic [pqa_pkg::ShapeCW-1:0] ci_q;
+  logic [XoffW-1:0]            sub_q;   // ci * v
+  logic [XoffW-1:0]            xoff_q;  // ci * v + e
+  logic [OffW-1:0]             paddr_q; // prototype byte address
+  logic [OffW-1:0]             aaddr;
+  logic                        last_e, last_k, last_c;
 
   // Stage 1.
-  logic        v1_q, pad1_q, first1_q, last1_q, kfirst1_q, klast1_q;
-  logic [7:0]  ki1_q, ci1_q;
-  logic [2:0]  asel1_q, psel1_q;
-  logic [31:0] acc_q, best_q;
-  logic [7:0]  bidx_q;
+  logic                        v1_q, pad1_q, first1_q, last1_q, kfirst1_q, klast1_q;
+  logic [pqa_pkg::ShapeKW-1:0] ki1_q;
+  logic [pqa_pkg::ShapeCW-1:0] ci1_q;
+  logic [BusAlign-1:0]         asel1_q, psel1_q;
+  logic [31:0]                 acc_q, best_q;
+  logic [pqa_pkg::ShapeKW-1:0] bidx_q;
 
   logic signed [8:0]  x, p, diff;
   logic signed [17:0] sq;
@@ -83,15 +92,15 @@ module pqa_encoder #(
   logic        better;
 
   // Convolution address generator: element walk in step with xoff_q.
-  logic        issue, gen_next, gen_save, gen_restore, gen_inside;
-  logic [31:0] gen_addr;
+  logic            issue, gen_next, gen_save, gen_restore, gen_inside;
+  logic [OffW-1:0] gen_addr;
 
   assign issue       = (state_q == EncIssue);
   assign gen_next    = issue && conv_i && (!last_e || last_k);
   assign gen_save    = last_e && last_k;            // the first element of the next subspace
   assign gen_restore = issue && conv_i && last_e && !last_k;
 
-  pqa_convgen u_convgen (
+  pqa_convgen #(.OffW(OffW)) u_convgen (
     .clk_i       (clk_i),
     .rst_ni      (rst_ni),
     .h_i         (fmap_h_i),
@@ -113,13 +122,13 @@ module pqa_encoder #(
     .inside_o    (gen_inside)
   );
 
-  assign aaddr  = conv_i ? gen_addr : col_base_i + {16'd0, xoff_q};
-  assign last_e = (e_q == v_i - 8'd1);
-  assign last_k = (ki_q == k_i - 8'd1);
-  assign last_c = (ci_q == c_i - 8'd1);
+  assign aaddr  = conv_i ? gen_addr : col_base_i + OffW'(xoff_q);
+  assign last_e = (e_q == v_i - pqa_pkg::ShapeVW'(1));
+  assign last_k = (ki_q == k_i - pqa_pkg::ShapeKW'(1));
+  assign last_c = (ci_q == c_i - pqa_pkg::ShapeCW'(1));
 
-  assign act_raddr_o   = aaddr[ActAw+2:3];
-  assign proto_raddr_o = paddr_q[ProtoAw+2:3];
+  assign act_raddr_o   = aaddr[ActAw+BusAlign-1:BusAlign];
+  assign proto_raddr_o = paddr_q[ProtoAw+BusAlign-1:BusAlign];
 
   always_comb begin
     state_d = state_q;
@@ -150,20 +159,20 @@ module pqa_encoder #(
         xoff_q  <= '0;
         paddr_q <= '0;
       end else if (state_q == EncIssue) begin
-        paddr_q <= paddr_q + 32'd1;
+        paddr_q <= paddr_q + OffW'(1);
         if (!last_e) begin
-          e_q    <= e_q + 8'd1;
-          xoff_q <= xoff_q + 16'd1;
+          e_q    <= e_q + pqa_pkg::ShapeVW'(1);
+          xoff_q <= xoff_q + XoffW'(1);
         end else begin
           e_q <= '0;
           if (!last_k) begin
-            ki_q   <= ki_q + 8'd1;
+            ki_q   <= ki_q + pqa_pkg::ShapeKW'(1);
             xoff_q <= sub_q;
           end else begin
             ki_q   <= '0;
-            ci_q   <= ci_q + 8'd1;
-            sub_q  <= sub_q + {8'd0, v_i};
-            xoff_q <= sub_q + {8'd0, v_i};
+            ci_q   <= ci_q + pqa_pkg::ShapeCW'(1);
+            sub_q  <= sub_q + XoffW'(v_i);
+            xoff_q <= sub_q + XoffW'(v_i);
           end
         end
       end
@@ -186,14 +195,14 @@ module pqa_encoder #(
     end else begin
       v1_q      <= (state_q == EncIssue);
       pad1_q    <= (xoff_q >= d_i) || (conv_i && !gen_inside);
-      first1_q  <= (e_q == 8'd0);
+      first1_q  <= (e_q == '0);
       last1_q   <= last_e;
-      kfirst1_q <= (ki_q == 8'd0);
+      kfirst1_q <= (ki_q == '0);
       klast1_q  <= last_k;
       ki1_q     <= ki_q;
       ci1_q     <= ci_q;
-      asel1_q   <= aaddr[2:0];
-      psel1_q   <= paddr_q[2:0];
+      asel1_q   <= aaddr[BusAlign-1:0];
+      psel1_q   <= paddr_q[BusAlign-1:0];
     end
   end
 
@@ -203,11 +212,11 @@ module pqa_encoder #(
     p      = {proto_rdata_i[psel1_q*8+7], proto_rdata_i[psel1_q*8 +: 8]};
     diff   = x - p;
     sq     = diff * diff;
-    if (metric_i) begin
-      term = diff[8] ? {23'd0, -diff} : {23'd0, diff};
-    end else begin
-      term = {14'd0, sq};
-    end
+    unique case (metric_i)
+      pqa_pkg::ShapeMetricW'(pqa_pkg::MetricL1): term = diff[8] ? {23'd0, -diff} : {23'd0, diff};
+      pqa_pkg::ShapeMetricW'(pqa_pkg::MetricL2): term = {14'd0, sq};
+      default:                                   term = {14'd0, sq};
+    endcase
     dist_sum   = (first1_q ? 32'd0 : acc_q) + term;
 `ifdef PQA_MUTANT_TIES
     better = kfirst1_q || (dist_sum <= best_q);  // deliberate bug: ties go to the highest index
@@ -253,8 +262,8 @@ module pqa_encoder #(
         // No read beyond the act / prototype buffers (padded elements, xoff >= d, and in conv mode the
         // elements outside the fmap read as 0 whatever the address: their read may fall beyond the buffer
         // and is harmless).
-        assert ((xoff_q >= d_i || (conv_i && !gen_inside) || {1'b0, aaddr} < 33'(ActBytes))
-                && {1'b0, paddr_q} < 33'(ProtoBytes))
+        assert ((xoff_q >= d_i || (conv_i && !gen_inside) || (OffW + 1)'(aaddr) < (OffW + 1)'(ActBytes))
+                && (OffW + 1)'(paddr_q) < (OffW + 1)'(ProtoBytes))
           else $fatal(1, "pqa_encoder: buffer read beyond the end (act %0d, proto %0d)", aaddr, paddr_q);
       end
       if (idx_we_o) begin

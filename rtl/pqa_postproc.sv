@@ -6,8 +6,9 @@
 // the controller), to [0, 2^(bits-1)-1] with relu_i, or to the unsigned range [0, 2^bits-1] with
 // unsigned_i (bits_i < ActW, checked by the controller; relu_i is then irrelevant), and stored in ActW
 // bits (sign-extended, or zero-extended for unsigned outputs).
-// The product is formed at AccW + 32 bits, wide enough for a 16-bit unsigned multiplier, the rounding
-// term (shift <= pqa_pkg::QuantShiftLimit, checked by the controller) and the sign, so nothing overflows before the clamp.
+// The product is formed at AccW + 32 bits, wide enough for a QuantMultW = 16-bit unsigned multiplier, the
+// rounding term (shift <= pqa_pkg::QuantShiftLimit, checked by the controller) and the sign, so nothing
+// overflows before the clamp.
 
 `default_nettype none
 
@@ -15,13 +16,13 @@ module pqa_postproc #(
   parameter int AccW = 32,
   parameter int ActW = 8
 ) (
-  input  logic [AccW-1:0] acc_i,
-  input  logic [15:0]     mult_i,
-  input  logic [5:0]      shift_i,
-  input  logic            relu_i,
-  input  logic            unsigned_i,
-  input  logic [3:0]      bits_i,
-  output logic [ActW-1:0] y_o
+  input  logic [AccW-1:0]                 acc_i,
+  input  logic [pqa_pkg::QuantMultW-1:0]  mult_i,
+  input  logic [pqa_pkg::QuantShiftW-1:0] shift_i,
+  input  logic                            relu_i,
+  input  logic                            unsigned_i,
+  input  logic [pqa_pkg::QuantBitsW-1:0]  bits_i,
+  output logic [ActW-1:0]                 y_o
 );
 
   localparam int PW = AccW + 32;
@@ -30,18 +31,18 @@ module pqa_postproc #(
 
   always_comb begin
     acc_x  = {{(PW - AccW){acc_i[AccW-1]}}, acc_i};
-    mult_x = {{(PW - 16){1'b0}}, mult_i};
+    mult_x = {{(PW - pqa_pkg::QuantMultW){1'b0}}, mult_i};
     prod   = acc_x * mult_x;
     rnd    = '0;
 `ifndef PQA_MUTANT_TRUNC
-    if (shift_i != 6'd0) begin
-      rnd[shift_i - 6'd1] = 1'b1;
+    if (shift_i != '0) begin
+      rnd[shift_i - pqa_pkg::QuantShiftW'(1)] = 1'b1;
     end
 `endif  // PQA_MUTANT_TRUNC (deliberate bug): no rounding term, the shift truncates
     sum     = prod + rnd;
     shifted = sum >>> shift_i;
     // 2^bits - 1 (unsigned) or 2^(bits-1) - 1; low end 0 (unsigned, ReLU) or -2^(bits-1).
-    hi      = {{(PW - 1){1'b0}}, 1'b1} << (unsigned_i ? bits_i : bits_i - 4'd1);
+    hi      = {{(PW - 1){1'b0}}, 1'b1} << (unsigned_i ? bits_i : bits_i - pqa_pkg::QuantBitsW'(1));
     hi      = hi - 1;
     lo      = (relu_i || unsigned_i) ? '0 : ~hi;
     if (shifted > hi) begin

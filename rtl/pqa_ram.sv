@@ -17,7 +17,7 @@ module pqa_ram #(
   input  logic [Width-1:0]   wdata_i,
   input  logic [Width/8-1:0] wbe_i,
   input  logic [Aw-1:0]      raddr_i,
-  output logic      [Width-1:0]   rdata_o
+  output logic [Width-1:0]   rdata_o
 );
 
   logic [Width-1:0] mem_q [Words];

@@ -10,6 +10,11 @@
 // pqa_convgen in conv mode) then looks it up and requantizes it (pqa_lookup) into the out buffer,
 // column after column; `pool` and `add` run on the vector unit (pqa_vec), which reads the act and out
 // buffers and writes the out buffer; `store` and `stamp` write through pqa_dma.
+//
+// Widths: instruction fields, registers and error codes come from pqa_pkg (generated from the spec),
+// bus words from AxiDataWidth; the AXI4 protocol fields (len, size, burst, cache, prot, resp, id) have
+// their standard widths. A configuration this datapath does not support stops elaboration with a
+// message naming it (below); sub-modules follow the parameters they are given and check nothing.
 
 `default_nettype none
 
@@ -29,83 +34,118 @@ module pqa_top #(
   parameter int ActBytes     = pqa_pkg::CfgDefaultActBytes,
   parameter int OutBytes     = pqa_pkg::CfgDefaultOutBytes
 ) (
-  input  logic                      clk_i,
-  input  logic                      rst_ni,
-  output logic                      irq_o,
+  input  logic                           clk_i,
+  input  logic                           rst_ni,
+  output logic                           irq_o,
   // AXI4-Lite slave: registers
-  input  logic [7:0]                s_axil_awaddr,
-  input  logic [2:0]                s_axil_awprot,
-  input  logic                      s_axil_awvalid,
-  output logic                      s_axil_awready,
-  input  logic [31:0]               s_axil_wdata,
-  input  logic [3:0]                s_axil_wstrb,
-  input  logic                      s_axil_wvalid,
-  output logic                      s_axil_wready,
-  output logic [1:0]                s_axil_bresp,
-  output logic                      s_axil_bvalid,
-  input  logic                      s_axil_bready,
-  input  logic [7:0]                s_axil_araddr,
-  input  logic [2:0]                s_axil_arprot,
-  input  logic                      s_axil_arvalid,
-  output logic                      s_axil_arready,
-  output logic [31:0]               s_axil_rdata,
-  output logic [1:0]                s_axil_rresp,
-  output logic                      s_axil_rvalid,
-  input  logic                      s_axil_rready,
+  input  logic [pqa_pkg::RegAddrW-1:0]   s_axil_awaddr,
+  input  logic [2:0]                     s_axil_awprot,
+  input  logic                           s_axil_awvalid,
+  output logic                           s_axil_awready,
+  input  logic [pqa_pkg::RegDataW-1:0]   s_axil_wdata,
+  input  logic [pqa_pkg::RegDataW/8-1:0] s_axil_wstrb,
+  input  logic                           s_axil_wvalid,
+  output logic                           s_axil_wready,
+  output logic [1:0]                     s_axil_bresp,
+  output logic                           s_axil_bvalid,
+  input  logic                           s_axil_bready,
+  input  logic [pqa_pkg::RegAddrW-1:0]   s_axil_araddr,
+  input  logic [2:0]                     s_axil_arprot,
+  input  logic                           s_axil_arvalid,
+  output logic                           s_axil_arready,
+  output logic [pqa_pkg::RegDataW-1:0]   s_axil_rdata,
+  output logic [1:0]                     s_axil_rresp,
+  output logic                           s_axil_rvalid,
+  input  logic                           s_axil_rready,
   // AXI4 master: external memory
-  output logic [0:0]                m_axi_awid,
-  output logic [AxiAddrWidth-1:0]   m_axi_awaddr,
-  output logic [7:0]                m_axi_awlen,
-  output logic [2:0]                m_axi_awsize,
-  output logic [1:0]                m_axi_awburst,
-  output logic                      m_axi_awlock,
-  output logic [3:0]                m_axi_awcache,
-  output logic [2:0]                m_axi_awprot,
-  output logic                      m_axi_awvalid,
-  input  logic                      m_axi_awready,
-  output logic [AxiDataWidth-1:0]   m_axi_wdata,
-  output logic [AxiDataWidth/8-1:0] m_axi_wstrb,
-  output logic                      m_axi_wlast,
-  output logic                      m_axi_wvalid,
-  input  logic                      m_axi_wready,
-  input  logic [0:0]                m_axi_bid,
-  input  logic [1:0]                m_axi_bresp,
-  input  logic                      m_axi_bvalid,
-  output logic                      m_axi_bready,
-  output logic [0:0]                m_axi_arid,
-  output logic [AxiAddrWidth-1:0]   m_axi_araddr,
-  output logic [7:0]                m_axi_arlen,
-  output logic [2:0]                m_axi_arsize,
-  output logic [1:0]                m_axi_arburst,
-  output logic                      m_axi_arlock,
-  output logic [3:0]                m_axi_arcache,
-  output logic [2:0]                m_axi_arprot,
-  output logic                      m_axi_arvalid,
-  input  logic                      m_axi_arready,
-  input  logic [0:0]                m_axi_rid,
-  input  logic [AxiDataWidth-1:0]   m_axi_rdata,
-  input  logic [1:0]                m_axi_rresp,
-  input  logic                      m_axi_rlast,
-  input  logic                      m_axi_rvalid,
-  output logic                      m_axi_rready
+  output logic [0:0]                     m_axi_awid,
+  output logic [AxiAddrWidth-1:0]        m_axi_awaddr,
+  output logic [7:0]                     m_axi_awlen,
+  output logic [2:0]                     m_axi_awsize,
+  output logic [1:0]                     m_axi_awburst,
+  output logic                           m_axi_awlock,
+  output logic [3:0]                     m_axi_awcache,
+  output logic [2:0]                     m_axi_awprot,
+  output logic                           m_axi_awvalid,
+  input  logic                           m_axi_awready,
+  output logic [AxiDataWidth-1:0]        m_axi_wdata,
+  output logic [AxiDataWidth/8-1:0]      m_axi_wstrb,
+  output logic                           m_axi_wlast,
+  output logic                           m_axi_wvalid,
+  input  logic                           m_axi_wready,
+  input  logic [0:0]                     m_axi_bid,
+  input  logic [1:0]                     m_axi_bresp,
+  input  logic                           m_axi_bvalid,
+  output logic                           m_axi_bready,
+  output logic [0:0]                     m_axi_arid,
+  output logic [AxiAddrWidth-1:0]        m_axi_araddr,
+  output logic [7:0]                     m_axi_arlen,
+  output logic [2:0]                     m_axi_arsize,
+  output logic [1:0]                     m_axi_arburst,
+  output logic                           m_axi_arlock,
+  output logic [3:0]                     m_axi_arcache,
+  output logic [2:0]                     m_axi_arprot,
+  output logic                           m_axi_arvalid,
+  input  logic                           m_axi_arready,
+  input  logic [0:0]                     m_axi_rid,
+  input  logic [AxiDataWidth-1:0]        m_axi_rdata,
+  input  logic [1:0]                     m_axi_rresp,
+  input  logic                           m_axi_rlast,
+  input  logic                           m_axi_rvalid,
+  output logic                           m_axi_rready
 );
 
-  // This datapath supports the widths that sw/pqcompile/spec.py accepts (64-bit bus, int8
-  // activations and prototypes); anything else is caught here at elaboration.
-  localparam bit CfgOk = (AxiDataWidth == 64) && (ActW == 8) && (ProtoW == 8)
-                         && (LutW >= 2) && (LutW <= 16) && (AccW >= LutW) && (AxiAddrWidth >= 12)
-                         && (AxiAddrWidth <= 32);
-  if (!CfgOk) begin : gen_cfg_check
-    pqa_unsupported_configuration u_unsupported_configuration ();
+  // ---------------------------------------------------------------------------------------------
+  // Configuration check: this datapath supports the configurations that sw/pqcompile/spec.py accepts
+  // (one instruction and one stamp per bus word, int8 activations and prototypes, table entries of
+  // one or two bytes); anything else stops elaboration here with a message: $error in a generate
+  // block (Verilator, Yosys); Icarus 11 has no elaboration-time tasks, so there it is a $fatal at
+  // time 0, before the first clock.
+  // ---------------------------------------------------------------------------------------------
+  // One instruction and one stamp per bus word (pqa_ctrl fetches and stamps single beats).
+  if (AxiDataWidth != pqa_pkg::InsnW || AxiDataWidth != pqa_pkg::CyclesW) begin : gen_bus_check
+`ifdef __ICARUS__
+    initial $fatal(1, "pqa_top: AxiDataWidth=%0d is not supported, only pqa_pkg::InsnW = %0d",
+                   AxiDataWidth, pqa_pkg::InsnW);
+`else
+    $error("pqa_top: AxiDataWidth=%0d is not supported, only pqa_pkg::InsnW = %0d",
+           AxiDataWidth, pqa_pkg::InsnW);
+`endif
+  end
+  if (ActW != 8 || ProtoW != 8) begin : gen_elem_check
+`ifdef __ICARUS__
+    initial $fatal(1, "pqa_top: ActW=%0d, ProtoW=%0d are not supported, only 8 (int8 elements)", ActW, ProtoW);
+`else
+    $error("pqa_top: ActW=%0d, ProtoW=%0d are not supported, only 8 (int8 elements)", ActW, ProtoW);
+`endif
+  end
+  if (LutW < 2 || LutW > 16 || AccW < LutW) begin : gen_lut_check
+`ifdef __ICARUS__
+    initial $fatal(1, "pqa_top: LutW=%0d, AccW=%0d are not supported: LutW 2..16, AccW >= LutW", LutW, AccW);
+`else
+    $error("pqa_top: LutW=%0d, AccW=%0d are not supported: LutW 2..16, AccW >= LutW", LutW, AccW);
+`endif
+  end
+  if (AxiAddrWidth < 12 || AxiAddrWidth > pqa_pkg::LoadAddrW) begin : gen_addr_check
+`ifdef __ICARUS__
+    initial $fatal(1, "pqa_top: AxiAddrWidth=%0d is not supported: 12 .. pqa_pkg::LoadAddrW = %0d",
+                   AxiAddrWidth, pqa_pkg::LoadAddrW);
+`else
+    $error("pqa_top: AxiAddrWidth=%0d is not supported: 12 .. pqa_pkg::LoadAddrW = %0d",
+           AxiAddrWidth, pqa_pkg::LoadAddrW);
+`endif
   end
 
+  localparam int BusBytes  = AxiDataWidth / 8;
+  localparam int OffW      = 32;  // byte offsets of a column in the act / out buffers (pqa_ctrl)
+  localparam int BeatsW    = pqa_pkg::LoadNbytesW - $clog2(BusBytes) + 1;  // bus words of a transfer
   localparam int BiasBytes = 4 * MMax;
-  localparam int BiasWords = (BiasBytes + 7) / 8;
-  localparam int ProtoAw   = $clog2(ProtoBytes / 8);
-  localparam int LutAw     = $clog2(LutBytes / 8);
+  localparam int BiasWords = (BiasBytes + BusBytes - 1) / BusBytes;
+  localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
+  localparam int LutAw     = $clog2(LutBytes / BusBytes);
   localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
-  localparam int ActAw     = $clog2(ActBytes / 8);
-  localparam int OutAw     = $clog2(OutBytes / 8);
+  localparam int ActAw     = $clog2(ActBytes / BusBytes);
+  localparam int OutAw     = $clog2(OutBytes / BusBytes);
   localparam int ClearAw   = (ProtoAw > LutAw && ProtoAw > BiasAw && ProtoAw > ActAw && ProtoAw > OutAw) ? ProtoAw
                            : (LutAw > BiasAw && LutAw > ActAw && LutAw > OutAw) ? LutAw
                            : (BiasAw > ActAw && BiasAw > OutAw) ? BiasAw
@@ -114,12 +154,12 @@ module pqa_top #(
   // ---------------------------------------------------------------------------------------------
   // Register file and controller
   // ---------------------------------------------------------------------------------------------
-  logic        start, busy, finish;
-  logic [31:0] insn_base, err_pc, insn_count;
-  logic [7:0]  err_code;
-  logic [63:0] cycles;
-  logic               clear;
-  logic [ClearAw-1:0] clear_addr;
+  logic                         start, busy, finish;
+  logic [pqa_pkg::RegDataW-1:0] insn_base, err_pc, insn_count;
+  logic [pqa_pkg::ErrW-1:0]     err_code;
+  logic [pqa_pkg::CyclesW-1:0]  cycles;
+  logic                         clear;
+  logic [ClearAw-1:0]           clear_addr;
 
   pqa_regs u_regs (
     .clk_i         (clk_i),
@@ -154,30 +194,44 @@ module pqa_top #(
     .cycles_i      (cycles)
   );
 
-  logic                    dma_cmd_valid, dma_cmd_write, dma_done, dma_err;
-  logic [AxiAddrWidth-1:0] dma_cmd_addr;
-  logic [21:0]             dma_cmd_beats, dma_rd_idx, dma_src_idx;
-  logic [7:0]              dma_cmd_last_strb;
-  logic                    dma_rd_valid, dma_src_req;
-  logic [63:0]             dma_rd_data, dma_src_data;
-  logic                    load_active, stamp_sel;
-  logic [2:0]              load_buf;
-  logic [63:0]             stamp_value;
-  logic                    metric, relu, act_unsigned, conv;
-  logic [15:0]             fmap_h, fmap_w, fmap_ch, out_w, add_ma, add_mb;
-  logic [3:0]              stride;
-  logic [7:0]              kh, kw, pad_t, pad_l;
-  logic [23:0]             add_n;
-  logic                    run_start, col_next, vec_start, vec_add, vec_active, vec_done;
-  logic [7:0]              k, v, c;
-  logic [15:0]             d, m, mult;
-  logic [5:0]              shift;
-  logic [3:0]              act_bits;
-  logic [31:0]             col_act, col_out;
-  logic                    enc_start, enc_done, lk_start, lk_done;
+  logic                             dma_cmd_valid, dma_cmd_write, dma_done, dma_err;
+  logic [AxiAddrWidth-1:0]          dma_cmd_addr;
+  logic [BeatsW-1:0]                dma_cmd_beats, dma_rd_idx, dma_src_idx;
+  logic [BusBytes-1:0]              dma_cmd_last_strb;
+  logic                             dma_rd_valid, dma_src_req;
+  logic [AxiDataWidth-1:0]          dma_rd_data, dma_src_data;
+  logic                             load_active, stamp_sel;
+  logic [pqa_pkg::LoadBufW-1:0]     load_buf;
+  logic [pqa_pkg::CyclesW-1:0]      stamp_value;
+  logic [pqa_pkg::ShapeMetricW-1:0] metric;
+  logic                             relu, act_unsigned, conv;
+  logic [pqa_pkg::FmapHW-1:0]       fmap_h;
+  logic [pqa_pkg::FmapWW-1:0]       fmap_w;
+  logic [pqa_pkg::FmapChW-1:0]      fmap_ch;
+  logic [pqa_pkg::ConvStrideW-1:0]  stride;
+  logic [pqa_pkg::ConvKhW-1:0]      kh;
+  logic [pqa_pkg::ConvKwW-1:0]      kw;
+  logic [pqa_pkg::ConvPadTW-1:0]    pad_t;
+  logic [pqa_pkg::ConvPadLW-1:0]    pad_l;
+  logic [pqa_pkg::ConvOutWW-1:0]    out_w;
+  logic [pqa_pkg::AddNW-1:0]        add_n;
+  logic [pqa_pkg::AddMaW-1:0]       add_ma;
+  logic [pqa_pkg::AddMbW-1:0]       add_mb;
+  logic                             run_start, col_next, vec_start, vec_add, vec_active, vec_done;
+  logic [pqa_pkg::ShapeKW-1:0]      k;
+  logic [pqa_pkg::ShapeVW-1:0]      v;
+  logic [pqa_pkg::ShapeCW-1:0]      c;
+  logic [pqa_pkg::ShapeDW-1:0]      d;
+  logic [pqa_pkg::ShapeMW-1:0]      m;
+  logic [pqa_pkg::QuantMultW-1:0]   mult;
+  logic [pqa_pkg::QuantShiftW-1:0]  shift;
+  logic [pqa_pkg::QuantBitsW-1:0]   act_bits;
+  logic [OffW-1:0]                  col_act, col_out;
+  logic                             enc_start, enc_done, lk_start, lk_done;
 
   pqa_ctrl #(
     .AxiAddrWidth(AxiAddrWidth),
+    .AxiDataWidth(AxiDataWidth),
     .KMax        (KMax),
     .VMax        (VMax),
     .CMax        (CMax),
@@ -189,7 +243,8 @@ module pqa_top #(
     .BiasBytes   (BiasBytes),
     .ActBytes    (ActBytes),
     .OutBytes    (OutBytes),
-    .ClearAw     (ClearAw)
+    .ClearAw     (ClearAw),
+    .OffW        (OffW)
   ) u_ctrl (
     .clk_i              (clk_i),
     .rst_ni             (rst_ni),
@@ -321,19 +376,19 @@ module pqa_top #(
   logic [LutAw-1:0]   lut_raddr;
   logic [BiasAw-1:0]  bias_raddr;
   logic [ActAw-1:0]   act_raddr, enc_act_raddr, vec_act_raddr;
-  logic [OutAw-1:0]   out_raddr, vec_out_raddr;
-  logic [63:0]        proto_rdata, lut_rdata, bias_rdata, act_rdata, out_rdata;
-  logic               lk_out_we, vec_out_we;
-  logic [OutAw-1:0]   lk_out_waddr, vec_out_waddr, out_waddr;
-  logic [63:0]        lk_out_wdata, vec_out_wdata, out_wdata;
-  logic [7:0]         lk_out_wbe, vec_out_wbe, out_wbe;
-  logic               we_proto, we_lut, we_bias, we_act, we_out;
+  logic [OutAw-1:0]        out_raddr, vec_out_raddr;
+  logic [AxiDataWidth-1:0] proto_rdata, lut_rdata, bias_rdata, act_rdata, out_rdata;
+  logic                    lk_out_we, vec_out_we;
+  logic [OutAw-1:0]        lk_out_waddr, vec_out_waddr, out_waddr;
+  logic [AxiDataWidth-1:0] lk_out_wdata, vec_out_wdata, out_wdata;
+  logic [BusBytes-1:0]     lk_out_wbe, vec_out_wbe, out_wbe;
+  logic                    we_proto, we_lut, we_bias, we_act, we_out;
 
-  assign we_proto = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferProto));
-  assign we_lut   = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferLut));
-  assign we_bias  = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferBias));
-  assign we_act   = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferAct));
-  assign we_out   = dma_rd_valid && load_active && (load_buf == 3'(pqa_pkg::BufferOut));
+  assign we_proto = dma_rd_valid && load_active && (load_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferProto));
+  assign we_lut   = dma_rd_valid && load_active && (load_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferLut));
+  assign we_bias  = dma_rd_valid && load_active && (load_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferBias));
+  assign we_act   = dma_rd_valid && load_active && (load_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferAct));
+  assign we_out   = dma_rd_valid && load_active && (load_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut));
 
   // Shared ports (one unit at a time, sequenced by pqa_ctrl): the act read port belongs to the vector
   // unit during `pool` / `add` and to the encoder otherwise; the out read port to the vector unit
@@ -344,12 +399,12 @@ module pqa_top #(
   always_comb begin
     if (clear) begin
       out_waddr = clear_addr[OutAw-1:0];
-      out_wdata = 64'd0;
-      out_wbe   = 8'hff;
+      out_wdata = '0;
+      out_wbe   = '1;
     end else if (we_out) begin
       out_waddr = dma_rd_idx[OutAw-1:0];
       out_wdata = dma_rd_data;
-      out_wbe   = 8'hff;  // loads write whole words
+      out_wbe   = '1;  // loads write whole words
     end else if (vec_out_we) begin
       out_waddr = vec_out_waddr;
       out_wdata = vec_out_wdata;
@@ -361,47 +416,47 @@ module pqa_top #(
     end
   end
 
-  pqa_ram #(.Words(ProtoBytes / 8)) u_proto_ram (
+  pqa_ram #(.Words(ProtoBytes / BusBytes), .Width(AxiDataWidth)) u_proto_ram (
     .clk_i  (clk_i),
     .we_i   (clear || we_proto),
     .waddr_i(clear ? clear_addr[ProtoAw-1:0] : dma_rd_idx[ProtoAw-1:0]),
-    .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (8'hff),  // loads and the clear write whole words
+    .wdata_i(clear ? '0 : dma_rd_data),
+    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
     .raddr_i(proto_raddr),
     .rdata_o(proto_rdata)
   );
 
-  pqa_ram #(.Words(LutBytes / 8)) u_lut_ram (
+  pqa_ram #(.Words(LutBytes / BusBytes), .Width(AxiDataWidth)) u_lut_ram (
     .clk_i  (clk_i),
     .we_i   (clear || we_lut),
     .waddr_i(clear ? clear_addr[LutAw-1:0] : dma_rd_idx[LutAw-1:0]),
-    .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (8'hff),  // loads and the clear write whole words
+    .wdata_i(clear ? '0 : dma_rd_data),
+    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
     .raddr_i(lut_raddr),
     .rdata_o(lut_rdata)
   );
 
-  pqa_ram #(.Words(BiasWords)) u_bias_ram (
+  pqa_ram #(.Words(BiasWords), .Width(AxiDataWidth)) u_bias_ram (
     .clk_i  (clk_i),
     .we_i   (clear || we_bias),
     .waddr_i(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]),
-    .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (8'hff),  // loads and the clear write whole words
+    .wdata_i(clear ? '0 : dma_rd_data),
+    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
     .raddr_i(bias_raddr),
     .rdata_o(bias_rdata)
   );
 
-  pqa_ram #(.Words(ActBytes / 8)) u_act_ram (
+  pqa_ram #(.Words(ActBytes / BusBytes), .Width(AxiDataWidth)) u_act_ram (
     .clk_i  (clk_i),
     .we_i   (clear || we_act),
     .waddr_i(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]),
-    .wdata_i(clear ? 64'd0 : dma_rd_data),
-    .wbe_i  (8'hff),  // loads and the clear write whole words
+    .wdata_i(clear ? '0 : dma_rd_data),
+    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
     .raddr_i(act_raddr),
     .rdata_o(act_rdata)
   );
 
-  pqa_ram #(.Words(OutBytes / 8)) u_out_ram (
+  pqa_ram #(.Words(OutBytes / BusBytes), .Width(AxiDataWidth)) u_out_ram (
     .clk_i  (clk_i),
     .we_i   (clear || we_out || lk_out_we || vec_out_we),
     .waddr_i(out_waddr),
@@ -411,17 +466,20 @@ module pqa_top #(
     .rdata_o(out_rdata)
   );
 
-  assign dma_src_data = stamp_sel ? stamp_value : out_rdata;
+  assign dma_src_data = stamp_sel ? AxiDataWidth'(stamp_value) : out_rdata;  // a stamp is one bus word
 
   // ---------------------------------------------------------------------------------------------
   // Compute
   // ---------------------------------------------------------------------------------------------
-  logic       idx_we;
-  logic [7:0] idx_waddr, idx_wdata;
+  logic                        idx_we;
+  logic [pqa_pkg::ShapeCW-1:0] idx_waddr;  // subspace
+  logic [pqa_pkg::ShapeKW-1:0] idx_wdata;  // prototype index
 
   pqa_encoder #(
-    .ActBytes  (ActBytes),
-    .ProtoBytes(ProtoBytes)
+    .AxiDataWidth(AxiDataWidth),
+    .OffW        (OffW),
+    .ActBytes    (ActBytes),
+    .ProtoBytes  (ProtoBytes)
   ) u_encoder (
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),
@@ -455,6 +513,8 @@ module pqa_top #(
   );
 
   pqa_lookup #(
+    .AxiDataWidth(AxiDataWidth),
+    .OffW     (OffW),
     .LutW     (LutW),
     .AccW     (AccW),
     .ActW     (ActW),
@@ -490,6 +550,7 @@ module pqa_top #(
   );
 
   pqa_vec #(
+    .AxiDataWidth(AxiDataWidth),
     .ActW    (ActW),
     .ActBytes(ActBytes),
     .OutBytes(OutBytes)

@@ -1,12 +1,17 @@
 """The RTL is lint-clean under ``verilator --lint-only -Wall`` (waivers in lint/verilator_waiver.vlt) and
-compiles under Icarus 11, for every named configuration."""
+compiles under Icarus 11, for every named configuration; its port lists take their widths from parameters
+(pqa_pkg, generated from the spec, or the module's own), never from literals; and pqa_top refuses a bus
+width it does not support with a message, under both simulators."""
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
-from pqa_runner import hdl_parameters, lint, sources
+from pqa_runner import ROOT, hdl_parameters, lint, sources
 
 from pqcompile.spec import load
 
@@ -18,11 +23,148 @@ def test_verilator_lint_clean(config: str) -> None:
     assert r.returncode == 0 and "%Warning" not in r.stderr, r.stderr
 
 
+def _icarus(params: dict[str, int], out: Path) -> subprocess.CompletedProcess[str]:
+    args = [f"-Ppqa_top.{k}={v}" for k, v in params.items()]
+    return subprocess.run(["iverilog", "-g2012", "-o", str(out), "-s", "pqa_top", *args, *map(str, sources())],
+                          capture_output=True, text=True)
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("config", list(load().configs))
-def test_icarus_compiles(config: str, tmp_path) -> None:  # noqa: ANN001
-    params = [f"-Ppqa_top.{k}={v}" for k, v in hdl_parameters(config).items()]
-    r = subprocess.run(["iverilog", "-g2012", "-o", str(tmp_path / "a.vvp"), "-s", "pqa_top", *params,
-                        *map(str, sources())], capture_output=True, text=True)
+def test_icarus_compiles(config: str, tmp_path: Path) -> None:
+    r = _icarus(hdl_parameters(config), tmp_path / "a.vvp")
     assert r.returncode == 0, r.stderr
     assert "error" not in r.stderr.lower()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Port widths come from parameters
+# ---------------------------------------------------------------------------------------------------------
+
+GENERATED = {"pqa_pkg.sv"}  # generated from the spec, where the numbers live
+# AXI4 protocol fields keep their standard widths (AMBA AXI4, ARM IHI 0022): the only literal port widths.
+AXI_FIELD_WIDTHS = {"len": 8, "size": 3, "burst": 2, "cache": 4, "prot": 3, "resp": 2, "id": 1}
+_AXI_PORT = re.compile(r"[ms]_axil?_(?:aw|ar|b|r)?(len|size|burst|cache|prot|resp|id)")
+_LITERAL_RANGE = re.compile(r"\[(\s*[0-9(][0-9_\s+\-*/()]*):([0-9_\s+\-*/()]+)\]\s*(\w*)")
+_MODULE = re.compile(r"\bmodule\s+\w+")
+
+
+def _blank_comments(text: str) -> str:
+    """``text`` with comments replaced by spaces (line numbers and offsets kept)."""
+    def blank(m: re.Match[str]) -> str:
+        return re.sub(r"[^\n]", " ", m.group())
+    return re.sub(r"/\*.*?\*/|//[^\n]*", blank, text, flags=re.S)
+
+
+def _header_end(text: str, start: int) -> int:
+    """Offset of the ``;`` that ends the module header (``#(...)`` parameter list and ``(...)`` port list)
+    beginning at ``start``."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+        elif text[i] == ";" and depth == 0:
+            return i
+    raise ValueError("module header without its closing ');'")
+
+
+def _value(expr: str) -> int:
+    """An integer expression of literals (+ - * /), as in a packed range."""
+    ops = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.Div: int.__floordiv__}
+
+    def ev(n: ast.AST) -> int:
+        if isinstance(n, ast.Constant) and isinstance(n.value, int):
+            return n.value
+        if isinstance(n, ast.BinOp) and type(n.op) in ops:
+            return ops[type(n.op)](ev(n.left), ev(n.right))
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -ev(n.operand)
+        raise ValueError(f"not a literal range bound: {expr!r}")
+    return ev(ast.parse(expr.replace("_", ""), mode="eval").body)
+
+
+def literal_port_widths(text: str, name: str) -> list[str]:
+    """``name:line: [msb:lsb] on 'port'`` for every packed range written with literals only in the module
+    headers (parameter and port lists) of SystemVerilog source ``text``, except the AXI4 protocol fields
+    at their standard widths (``m_axi_awlen [7:0]``, ``m_axi_awid [0:0]`` ...)."""
+    src = _blank_comments(text)
+    bad = []
+    for mod in _MODULE.finditer(src):
+        end = _header_end(src, mod.end())
+        for m in _LITERAL_RANGE.finditer(src, mod.end(), end):
+            port = m.group(3)
+            axi = _AXI_PORT.fullmatch(port)
+            if axi and _value(m.group(1)) - _value(m.group(2)) + 1 == AXI_FIELD_WIDTHS[axi.group(1)]:
+                continue
+            line = src.count("\n", 0, m.start()) + 1
+            rng = f"[{m.group(1).strip()}:{m.group(2).strip()}]"
+            bad.append(f"{name}:{line}: {rng} on '{port}'")
+    return bad
+
+
+def test_rtl_port_widths_come_from_parameters() -> None:
+    """A literal width in a port list restates a number that the spec (pqa_pkg) or a module parameter owns;
+    such a width drifts silently when the spec changes (`load_buf` was 3 bits where the ISA field is 4)."""
+    bad = []
+    for path in sorted((ROOT / "rtl").glob("*.sv")):
+        if path.name not in GENERATED:
+            bad += literal_port_widths(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    assert not bad, ("literal widths in RTL port lists; use a pqa_pkg parameter (make gen adds one from the "
+                     "spec) or a module parameter:\n" + "\n".join(bad))
+
+
+def test_literal_port_width_check_finds_a_literal() -> None:
+    src = """// a module [7:0] in a comment
+module pqa_x #(
+  parameter int W = 8,              // [3:0] in a comment
+  parameter int D = $clog2(W / 2)
+) (
+  input  logic [pqa_pkg::ShapeKW-1:0] k_i,
+  input  logic [15:0]                 d_i,
+  output logic [0:0]                  m_axi_awid,
+  output logic [7:0]                  m_axi_awlen,
+  output logic [6:0]                  m_axi_arlen,  /* [5:0] */
+  input  logic [1:0]                  s_axil_bresp,
+  output logic [16-1:0]               m_o
+);
+  logic [15:0] body_q;  // declarations in the body are not checked
+endmodule
+module pqa_y (input logic [W-1:0] a_i, output logic [3:0] b_o);
+endmodule
+"""
+    assert literal_port_widths(src, "x.sv") == [
+        "x.sv:7: [15:0] on 'd_i'", "x.sv:10: [6:0] on 'm_axi_arlen'", "x.sv:12: [16-1:0] on 'm_o'",
+        "x.sv:16: [3:0] on 'b_o'"]
+    # the RTL as it is passes; the same file with one port width typed by hand does not
+    top = (ROOT / "rtl" / "pqa_ctrl.sv").read_text(encoding="utf-8")
+    assert literal_port_widths(top, "pqa_ctrl.sv") == []
+    typed, n = re.subn(r"\[pqa_pkg::ShapeDW-1:0\](\s+d_o)", r"[15:0]\1", top)
+    assert n == 1
+    assert [b.split(":", 2)[2] for b in literal_port_widths(typed, "pqa_ctrl.sv")] == [" [15:0] on 'd_o'"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# An unsupported bus width is refused with a message
+# ---------------------------------------------------------------------------------------------------------
+
+BUS_REFUSAL = "pqa_top: AxiDataWidth=32 is not supported"
+
+
+@pytest.mark.rtl
+def test_verilator_refuses_an_unsupported_bus_width() -> None:
+    r = lint(args=["-GAxiDataWidth=32"])
+    assert r.returncode != 0
+    first = next(line for line in r.stderr.splitlines() if line.startswith("%"))
+    assert BUS_REFUSAL in first, r.stderr  # the first message, before any other complaint
+
+
+@pytest.mark.rtl
+def test_icarus_refuses_an_unsupported_bus_width(tmp_path: Path) -> None:
+    """Icarus 11 has no elaboration-time $error: the design compiles and stops at time 0 with the message."""
+    c = _icarus({"AxiDataWidth": 32}, tmp_path / "a.vvp")
+    assert c.returncode == 0, c.stderr
+    r = subprocess.run(["vvp", "-n", str(tmp_path / "a.vvp")], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert BUS_REFUSAL in r.stdout + r.stderr, r.stdout + r.stderr
