@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pqa_runner import ROOT, hdl_parameters, lint, sources
+from pqa_runner import ROOT, hdl_parameters, lint, sources, verilator_env
 
+from pqcompile import gen
 from pqcompile.spec import load
 
 
@@ -21,6 +22,22 @@ from pqcompile.spec import load
 def test_verilator_lint_clean(config: str) -> None:
     r = lint(config)
     assert r.returncode == 0 and "%Warning" not in r.stderr, r.stderr
+
+
+@pytest.mark.rtl
+def test_waiver_hides_only_the_package_parameters_it_names(tmp_path: Path) -> None:
+    """lint/verilator_waiver.vlt waives, by name, the pqa_pkg parameters that the RTL leaves unused by design
+    (gen.rtl_unused); any other unused package parameter, and an unused parameter of a module, still warns."""
+    waived = gen.rtl_unused(load())[0]
+    pkg, mod = tmp_path / "pqa_pkg.sv", tmp_path / "pqa_t.sv"
+    pkg.write_text(f"package pqa_pkg;\n  localparam int {waived} = 1;\n  localparam int ShapeNewW = 3;\nendpackage\n")
+    mod.write_text("module pqa_t #(parameter int Spare = 1) (input logic a_i, output logic y_o);\n"
+                   "  assign y_o = a_i;\nendmodule\n")
+    verilator_env()
+    r = subprocess.run(["verilator", "--lint-only", "-Wall", str(ROOT / "lint" / "verilator_waiver.vlt"),
+                        str(pkg), str(mod), "--top-module", "pqa_t"], capture_output=True, text=True)
+    warned = set(re.findall(r"Parameter is not used: '(\w+)'", r.stderr))
+    assert warned == {"ShapeNewW", "Spare"}, r.stderr
 
 
 def _icarus(params: dict[str, int], out: Path) -> subprocess.CompletedProcess[str]:
