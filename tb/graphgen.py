@@ -20,6 +20,7 @@ import torch
 
 from pqcompile import backend, graph, ir
 from pqcompile.isa import clamp_range, field_limit, field_max
+from pqcompile.ops import pq
 from pqcompile.spec import HwConfig
 
 SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift the hardware accepts
@@ -108,7 +109,7 @@ class RandomGraph:
         op = ir.PQOp(name, inp, out, protos.astype(np.int8), lut.astype(np.int32), bias.astype(np.int32), metric,
                      ir.Post(1, 0, relu, bits or ti.bits, unsigned), kh, kw, stride, pad)
         self._count_ties(op)
-        oh, ow = backend.conv_out_shape(op, h, w)
+        oh, ow = pq.conv_out_shape(op, h, w)
         return self._new(op, (oh, ow, m), mult, shift)
 
     def _count_ties(self, op: ir.PQOp) -> None:

@@ -16,6 +16,7 @@ import torch
 from pqcompile import backend, ir, sim
 from pqcompile import build as pqbuild
 from pqcompile.isa import field_limit
+from pqcompile.ops import pq
 from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +246,7 @@ def test_conv_bands_equal_the_untiled_result(stride: int, pad: int, kh: int) -> 
 def test_conv_bands_unit() -> None:
     op = ir.PQOp("c", "x", "y", np.zeros((9, 2, 8)), np.zeros((9, 2, 8)), np.zeros(8), "l2",
                  ir.Post(1, 0, False, 8), 3, 3, 1, 1)
-    bands = backend.conv_bands(SMALL, op, 32, 32, 8)
+    bands = pq.conv_bands(SMALL, op, 32, 32, 8)
     for bd in bands:
         assert (bd.b - bd.a) * 32 * 8 <= SMALL.ActBytes and (bd.r1 - bd.r0) * 32 * 8 <= SMALL.OutBytes
         assert bd.a == max(0, bd.r0 - 1) and bd.pad_t == (1 if bd.r0 == 0 else 0)
@@ -270,7 +271,7 @@ def test_conv_rows_that_see_only_padding(shape: tuple[int, int, int], kh: int, s
     rows = prog.manifest["layers"][0]["band_rows"]
     assert rows[0][0] == 0 and rows[-1][1] == g.tensors[t].shape[0]
     if cfg is SMALL:
-        bands = backend.conv_bands(SMALL, g.ops[0], *shape)  # type: ignore[arg-type]
+        bands = pq.conv_bands(SMALL, g.ops[0], *shape)  # type: ignore[arg-type]
         assert len(bands) > 1 and all(bd.a < bd.b <= shape[0] for bd in bands)
 
 
@@ -398,7 +399,7 @@ def test_shipped_mlp_build() -> None:
         fe = graph.build_graph(arch, model.state_dict(), x_tr[:256], cfg)
         x = fe.quantize_input(x_te[:n])
         prog = backend.emit_graph(cfg, fe.graph, x)
-        tiles = [-(-n // backend.tile_columns_for(cfg, fe.graph.tensors[op.inp].size, op.m,
+        tiles = [-(-n // pq.tile_columns(cfg, fe.graph.tensors[op.inp].size, op.m,
                                                   n)) for op in fe.graph.ops]
         assert len(prog.words) == 1 + sum(5 + 3 * t + 1 for t in tiles) + 1
         ops = [w & 0xF for w in prog.words]

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pqcompile import backend, graph, ir, quantize, sim
+from pqcompile import backend, graph, ir, plan, quantize, sim
 from pqcompile.backend import CompileError
 from pqcompile.isa import encode
+from pqcompile.ops import pq as pq_op
 from pqcompile.spec import HwConfig, load
 from pqtrain import zoo
 from pqtrain.data import load_digits_split
@@ -102,7 +103,7 @@ def sim_op(cfg: HwConfig, g: ir.Graph, op: ir.Op, vals: dict[str, np.ndarray]) -
         n_out = oh * ow * och
         if isinstance(op, ir.PQOp):
             h, w, ch = g.tensors[op.inp].shape
-            pa, la = mem.put(_i8(op.protos)), mem.put(backend.lut_bytes(cfg, op.lut))
+            pa, la = mem.put(_i8(op.protos)), mem.put(plan.lut_bytes(cfg, op.lut))
             ba, xa = mem.put(op.bias.astype("<i4").view(np.uint8)), mem.put(_i8(vals[op.inp][x]))
             words = [encode("load", buf=BUF["proto"], nbytes=op.protos.size, addr=pa),
                      encode("load", buf=BUF["lut"], nbytes=op.lut.size * cfg.lut_bytes, addr=la),
@@ -182,9 +183,9 @@ def test_reference_add_and_pool_by_hand() -> None:
     xa, xb = np.array([10, -20, 100]).reshape(1, 1, 1, 3), np.array([3, 5, 100]).reshape(1, 1, 1, 3)
     vals = {"x": torch.from_numpy(xa), "z": torch.from_numpy(xb)}
     # (30 + 15 + 2) >> 2 = 11; (-60 + 25 + 2) >> 2 = -33 >> 2 = -9 (arithmetic); (300 + 500 + 2) >> 2 = 200 -> 127
-    assert graph._run_op(add, vals, 32).reshape(-1).tolist() == [11, -9, 127]
+    assert graph.run_op(add, vals, 32).reshape(-1).tolist() == [11, -9, 127]
     add.post = ir.Post(0, 2, True, 8)
-    assert graph._run_op(add, vals, 32).reshape(-1).tolist() == [11, 0, 127]
+    assert graph.run_op(add, vals, 32).reshape(-1).tolist() == [11, 0, 127]
     pool = ir.PoolOp("p", "x", "y", ir.Post(3, 3, False, 8))
     g = _one_op_graph(pool, {"x": (2, 2, 2), "y": (1, 1, 2)})
     x = np.array([1, -1, 2, -2, 3, -3, 4, -5]).reshape(1, 2, 2, 2)
@@ -273,7 +274,7 @@ def test_reference_add_and_pool_equal_simulator(relu: bool, unsigned: bool, bits
                    post=ir.Post(0, 16, relu, bits, unsigned))
     g = _one_op_graph(add, {"x": (3, 5, 7), "z": (3, 5, 7), "y": (3, 5, 7)}, bits)
     vals = {"x": xa, "z": xb}
-    want = graph._run_op(add, {k: torch.from_numpy(v) for k, v in vals.items()}, 32).numpy()
+    want = graph.run_op(add, {k: torch.from_numpy(v) for k, v in vals.items()}, 32).numpy()
     assert np.array_equal(want, sim_op(SMALL, g, add, vals))
     # the formula in numpy: clamp((a*ma + b*mb + 2^15) >> 16)
     ref = np.clip((xa * add.ma + xb * add.mb + (1 << 15)) >> 16, *sim.clamp_range(relu, bits, unsigned))
@@ -305,7 +306,7 @@ def test_batchnorm_folding_equals_float_conv_and_bn() -> None:
     folded = graph.fold_batchnorm(fg)
     assert [type(op).__name__ for op in folded.ops] == ["FPQ", "FRelu", "FPQ"]
     pq = folded.ops[0]
-    assert isinstance(pq, graph.FPQ) and pq.bn == "layers.1"
+    assert isinstance(pq, pq_op.FPQ) and pq.bn == "layers.1"
     g, b, mean, var, b0 = (state[f"layers.{k}"].double().numpy() for k in
                            ("1.weight", "1.bias", "1.running_mean", "1.running_var", "0.bias"))
     mul = g / np.sqrt(var + 1e-5)

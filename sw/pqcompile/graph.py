@@ -17,11 +17,13 @@ The hardware configuration's limits are checked once, by the back end (``backend
 quantization, output dequantization, host layers). :func:`reference` is the quantized model in torch integer
 arithmetic, written independently of the golden simulator (``sim.py``) so that the two check each other;
 :func:`float_forward` is the float graph's own forward pass.
+
+What each kind of op does in these passes (extraction, forward, quantization, integer reference) is its
+handler's (:mod:`pqcompile.ops`); the passes here are generic.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,182 +32,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import ir, quantize
+from . import ir, kernels, ops, quantize
 from .errors import CompileError
-from .isa import clamp_range
+from .fgraph import Extraction, FloatGraph, FOp, FTensor, to_channels_last
+from .ops.batchnorm import FBatchNorm
+from .ops.pq import FPQ
+from .ops.relu import FRelu
 from .spec import HwConfig
 
-BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default: the architecture format has no eps field
 SUPPORTED = ("pq_linear, pq_conv2d, batchnorm2d after a PQ layer, relu after a PQ layer / residual add / "
              "global_avgpool, residual (add), global_avgpool, flatten")
 CALIB_FLOWS = ("quantized", "float")
-_CHUNK = 1 << 22  # elements per intermediate tensor in the PQ forward passes (bounds memory)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# the float graph
+# extraction
 # ------------------------------------------------------------------------------------------------------------
-@dataclass
-class FTensor:
-    """A float tensor: channels-last shape (h, w, ch) and the shape PyTorch sees ((C, H, W) or (d,))."""
-
-    name: str
-    shape: tuple[int, int, int]
-    arch_shape: tuple[int, ...]
-
-
-@dataclass
-class FPQ:
-    """A PQ layer as a conv on a channels-last tensor (a linear layer's window is the whole fmap)."""
-
-    name: str
-    kind: str  # "pq_conv2d" | "pq_linear"
-    inp: str
-    out: str
-    protos: np.ndarray  # [c, k, v] float64
-    weight: np.ndarray  # [m, d] float64, d in (ci, ky, kx) order (PyTorch's unfold / CHW flatten)
-    bias: np.ndarray  # [m] float64
-    metric: str
-    kh: int = 1
-    kw: int = 1
-    stride: int = 1
-    pad: int = 0
-    relu: bool = False
-    bn: str = ""  # the batch norm folded into weight and bias
-
-    @property
-    def d(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def m(self) -> int:
-        return int(self.weight.shape[0])
-
-
-@dataclass
-class FBatchNorm:
-    """y = x * mul + add per channel (eval-mode batch norm)."""
-
-    name: str
-    inp: str
-    out: str
-    mul: np.ndarray
-    add: np.ndarray
-
-
-@dataclass
-class FRelu:
-    name: str
-    inp: str
-    out: str
-
-
-@dataclass
-class FAdd:
-    name: str
-    a: str
-    b: str
-    out: str
-    relu: bool = False
-
-
-@dataclass
-class FPool:
-    """Global average pooling: (h, w, ch) -> (1, 1, ch)."""
-
-    name: str
-    inp: str
-    out: str
-    relu: bool = False
-
-
-FOp = FPQ | FBatchNorm | FRelu | FAdd | FPool
-
-
-def _kind(op: FOp) -> str:
-    """The model layer type an op comes from."""
-    if isinstance(op, FPQ):
-        return op.kind
-    return {FBatchNorm: "batchnorm2d", FRelu: "relu", FAdd: "residual", FPool: "global_avgpool"}[type(op)]
-
-
-def _inputs(op: FOp) -> list[str]:
-    return [op.a, op.b] if isinstance(op, FAdd) else [op.inp]
-
-
-@dataclass
-class FloatGraph:
-    """The accelerator part of a network in float, channels-last, ops in execution order."""
-
-    name: str
-    tensors: dict[str, FTensor]
-    ops: list[FOp]
-    input: str
-    output: str
-    layer_types: list[str]  # the types of the top-level layers (for the host-layer hints)
-    host_prefix: list[str] = field(default_factory=list)
-    host_suffix: list[str] = field(default_factory=list)
-
-    def producer(self, t: str) -> FOp | None:
-        return next((op for op in self.ops if op.out == t), None)
-
-    def consumers(self, t: str) -> list[FOp]:
-        return [op for op in self.ops if t in _inputs(op)]
-
-    def rename(self, old: str, new: str) -> None:
-        """Every use of tensor ``old`` becomes a use of ``new`` (``old`` is dropped)."""
-        for op in self.ops:
-            if isinstance(op, FAdd):
-                op.a = new if op.a == old else op.a
-                op.b = new if op.b == old else op.b
-            elif op.inp == old:
-                op.inp = new
-        if self.output == old:
-            self.output = new
-        gone = self.tensors.pop(old, None)
-        if gone is not None and new in self.tensors:
-            self.tensors[new].arch_shape = gone.arch_shape  # a flatten seen by the later name
-
-    def host_hint(self, name: str) -> str:
-        """What to do about a layer the accelerator cannot run: the --host-layers that would take it."""
-        top = int(name.split(".")[1])
-        pq = [i for i, t in enumerate(self.layer_types) if t in ("pq_linear", "pq_conv2d", "residual")]
-        first, last = (pq[0], pq[-1]) if pq else (len(self.layer_types), -1)
-        if top < first:
-            names = [f"layers.{i}" for i in range(first)]
-        elif top > last:
-            names = [f"layers.{i}" for i in range(top, len(self.layer_types))]
-        else:
-            where = f" (it is inside layers.{top})" if name != f"layers.{top}" else ""
-            return (f"it lies between accelerator layers{where}, and only a leading prefix and a trailing suffix "
-                    "of the network can run on the host")
-        return f"run it on the host with --host-layers {','.join(names)}"
-
-
-def _state(state: dict[str, Tensor], name: str, kind: str, key: str, shape: tuple[int, ...],
-           optional: bool = False) -> np.ndarray | None:
-    """Parameter ``key`` of layer ``name``: present (unless ``optional``), of the ``shape`` the architecture gives,
-    finite; else a CompileError naming it."""
-    t = state.get(f"{name}.{key}")
-    if t is None:
-        if optional:
-            return None
-        raise CompileError(f"{name} ({kind}): the state dict has no '{name}.{key}'")
-    if tuple(t.shape) != shape:
-        raise CompileError(f"{name} ({kind}): '{name}.{key}' has shape {list(t.shape)}, the architecture gives "
-                           f"{list(shape)}")
-    arr = t.detach().to(torch.float64).cpu().numpy()
-    if not np.isfinite(arr).all():
-        raise CompileError(f"{name} ({kind}): '{name}.{key}' holds NaN or infinite values")
-    return arr
-
-
-def _to_channels_last(shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(shape) == 3:
-        return (int(shape[1]), int(shape[2]), int(shape[0]))
-    return (1, 1, math.prod(int(s) for s in shape))
-
-
 def host_split(arch: dict[str, Any], host_layers: Sequence[str]) -> tuple[list[int], list[int]]:
     """The top-level layer indices of the host prefix and suffix; a host layer elsewhere is an error."""
     n = len(arch["layers"])
@@ -272,77 +114,24 @@ def extract(arch: dict[str, Any], state: dict[str, Tensor], host_layers: Sequenc
     fg = FloatGraph(str(arch.get("name", "model")), {}, [], "input", "input",
                     [str(lay["type"]) for lay in layers], [f"layers.{i}" for i in prefix],
                     [f"layers.{i}" for i in suffix])
-    fg.tensors["input"] = FTensor("input", _to_channels_last(shape), shape)
+    fg.tensors["input"] = FTensor("input", to_channels_last(shape), shape)
     start, stop = len(prefix), len(layers) - len(suffix)
+
+    def layer(lay: dict[str, Any], name: str, t: str) -> str:
+        h = ops.for_layer(str(lay["type"]))
+        if h is None:
+            raise CompileError(f"{name} ({lay['type']}): not supported by the accelerator (it runs {SUPPORTED}); "
+                               f"{fg.host_hint(name)}")
+        return h.extract(ex, lay, name, t)
+
+    ex = Extraction(fg, state, layer)
     t = "input"
     for i in range(start, stop):
-        t = _extract_layer(fg, layers[i], f"layers.{i}", t, state)
+        t = layer(layers[i], f"layers.{i}", t)
     fg.output = t
     if not any(isinstance(op, FPQ) for op in fg.ops):
         raise CompileError("the accelerator part of the model has no PQ layer")
     return fg
-
-
-def _new(fg: FloatGraph, name: str, shape: tuple[int, int, int], arch_shape: tuple[int, ...]) -> str:
-    fg.tensors[name] = FTensor(name, shape, arch_shape)
-    return name
-
-
-def _extract_layer(fg: FloatGraph, lay: dict[str, Any], name: str, t: str, state: dict[str, Tensor]) -> str:
-    kind = lay["type"]
-    h, w, ch = fg.tensors[t].shape
-    if kind in ("pq_linear", "pq_conv2d"):
-        ks = lay.get("kernel_size", 1)
-        kh, kw = (int(ks[0]), int(ks[1])) if isinstance(ks, list) else (int(ks), int(ks))
-        m = int(lay["out_features" if kind == "pq_linear" else "out_channels"])
-        d = h * w * ch if kind == "pq_linear" else ch * kh * kw
-        v = int(lay["v"])
-        protos = _state(state, name, kind, "prototypes", (-(-d // v), int(lay["k"]), v))
-        weight = _state(state, name, kind, "weight", (m, d) if kind == "pq_linear" else (m, ch, kh, kw))
-        assert protos is not None and weight is not None
-        bias = _state(state, name, kind, "bias", (m,), optional=not lay.get("bias", True))
-        if kind == "pq_linear":  # the window is the whole fmap: element order = PyTorch's CHW flatten
-            op = FPQ(name, kind, t, name, protos, weight.reshape(m, -1), np.zeros(m) if bias is None else bias,
-                     lay["metric"], kh=h, kw=w)
-            fg.ops.append(op)
-            return _new(fg, name, (1, 1, m), (m,))
-        s, p = int(lay.get("stride", 1)), int(lay.get("padding", 0))
-        oh, ow = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
-        fg.ops.append(FPQ(name, kind, t, name, protos, weight.reshape(m, -1), np.zeros(m) if bias is None else bias,
-                          lay["metric"], kh=kh, kw=kw, stride=s, pad=p))
-        return _new(fg, name, (oh, ow, m), (m, oh, ow))
-    if kind == "batchnorm2d":
-        g, b = _state(state, name, kind, "weight", (ch,)), _state(state, name, kind, "bias", (ch,))
-        mean, var = _state(state, name, kind, "running_mean", (ch,)), _state(state, name, kind, "running_var", (ch,))
-        assert g is not None and b is not None and mean is not None and var is not None
-        if (var + BN_EPS <= 0).any():
-            raise CompileError(f"{name} (batchnorm2d): '{name}.running_var' has values <= -eps ({BN_EPS}): not a "
-                               "variance")
-        mul = g / np.sqrt(var + BN_EPS)
-        fg.ops.append(FBatchNorm(name, t, name, mul, b - mean * mul))
-        return _new(fg, name, (h, w, ch), fg.tensors[t].arch_shape)
-    if kind == "relu":
-        fg.ops.append(FRelu(name, t, name))
-        return _new(fg, name, (h, w, ch), fg.tensors[t].arch_shape)
-    if kind == "global_avgpool":
-        fg.ops.append(FPool(name, t, name))
-        return _new(fg, name, (1, 1, ch), (ch,))
-    if kind == "flatten":  # no op: channels-last (h, w, ch) read in CHW order by the next PQ layer's window
-        if ".body." in name or ".shortcut." in name:
-            raise CompileError(f"{name} (flatten): a flatten inside a residual block is not supported")
-        fg.tensors[t].arch_shape = (h * w * ch,)
-        return t
-    if kind == "residual":
-        a = t
-        for j, sub in enumerate(lay["body"]):
-            a = _extract_layer(fg, sub, f"{name}.body.{j}", a, state)
-        b = t
-        for j, sub in enumerate(lay.get("shortcut", [])):
-            b = _extract_layer(fg, sub, f"{name}.shortcut.{j}", b, state)
-        fg.ops.append(FAdd(name, a, b, name))
-        return _new(fg, name, fg.tensors[a].shape, fg.tensors[a].arch_shape)
-    raise CompileError(f"{name} ({kind}): not supported by the accelerator (it runs {SUPPORTED}); "
-                       f"{fg.host_hint(name)}")
 
 
 def fold_batchnorm(fg: FloatGraph) -> FloatGraph:
@@ -351,7 +140,7 @@ def fold_batchnorm(fg: FloatGraph) -> FloatGraph:
     for bn in [op for op in fg.ops if isinstance(op, FBatchNorm)]:
         prod = fg.producer(bn.inp)
         if not isinstance(prod, FPQ) or prod.bn:
-            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({_kind(prod)})"
+            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({prod.kind()})"
             raise CompileError(f"{bn.name} (batchnorm2d): follows {what}, not a PQ layer, so it cannot be folded; "
                                f"{fg.host_hint(bn.name)}")
         if len(fg.consumers(bn.inp)) != 1:
@@ -370,7 +159,7 @@ def fuse_relu(fg: FloatGraph) -> FloatGraph:
     for r in [op for op in fg.ops if isinstance(op, FRelu)]:
         prod = fg.producer(r.inp)
         if prod is None or isinstance(prod, FBatchNorm | FRelu):
-            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({_kind(prod)})"
+            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({prod.kind()})"
             raise CompileError(f"{r.name} (relu): its input comes from {what}, which has no post-processing to fuse "
                                f"it into; {fg.host_hint(r.name)}")
         if not prod.relu and len(fg.consumers(r.inp)) != 1:
@@ -383,134 +172,36 @@ def fuse_relu(fg: FloatGraph) -> FloatGraph:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# forward passes (float graph and integer graph share the column gathering and the encoder)
+# forward passes (the float graph and the integer reference; the kernels are shared: pqcompile.kernels)
 # ------------------------------------------------------------------------------------------------------------
-def _columns(x: Tensor, kh: int, kw: int, stride: int, pad: int) -> tuple[Tensor, int, int]:
-    """Channels-last [N, h, w, ch] -> columns [N * oh * ow, ch * kh * kw] (element (ci * kh + ky) * kw + kx,
-    zero padding; PyTorch's unfold order), oh, ow."""
-    xc = x.permute(0, 3, 1, 2)
-    if pad:
-        xc = nn.functional.pad(xc, (pad, pad, pad, pad))
-    cols = xc.unfold(2, kh, stride).unfold(3, kw, stride)  # [N, ch, oh, ow, kh, kw]
-    n, ch, oh, ow = cols.shape[:4]
-    return cols.permute(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, ch * kh * kw), oh, ow
-
-
-def _encode(cols: Tensor, protos: Tensor, metric: str) -> Tensor:
-    """Nearest prototype per subspace, lowest index on ties: cols [B, d] (zero-padded to c*v) -> [B, c]."""
-    c, k, v = protos.shape
-    if cols.shape[1] < c * v:
-        cols = nn.functional.pad(cols, (0, c * v - cols.shape[1]))
-    xs = cols.reshape(-1, c, 1, v)
-    fast = metric == "l2" and not cols.is_floating_point()
-    if fast:  # integers: |p|^2 - 2 x.p ranks like |x - p|^2 and is exact in float64 (|values| < 2^53)
-        pf = protos.to(torch.float64)
-        # times k plus the index: one unique minimum per subspace, the lowest index among equal distances
-        p2 = ((pf * pf).sum(-1) * k + torch.arange(k, dtype=torch.float64)).unsqueeze(1)  # [c, 1, k]
-        pt = pf.transpose(1, 2) * (2 * k)  # [c, v, k]
-        xf = xs[:, :, 0, :].to(torch.float64).transpose(0, 1)  # [c, B, v]
-    step = max(1, _CHUNK // (c * k * (1 if fast else v)))
-    out = []
-    for i in range(0, xs.shape[0], step):
-        if fast:
-            out.append((p2 - torch.bmm(xf[:, i : i + step], pt)).argmin(-1).transpose(0, 1))
-            continue
-        diff = xs[i : i + step] - protos.unsqueeze(0)
-        dist = diff.abs().sum(-1) if metric == "l1" else (diff * diff).sum(-1)
-        best = dist.min(-1, keepdim=True).values
-        ks = torch.arange(k).expand_as(dist)
-        out.append(torch.where(dist == best, ks, k).min(-1).values)
-    return torch.cat(out) if out else torch.zeros(0, c, dtype=torch.int64)
-
-
-def _lookup(idx: Tensor, lut: Tensor) -> Tensor:
-    """sum_c lut[c, idx[:, c], :] -> [B, m] (lut int64 or float64)."""
-    c = lut.shape[0]
-    step = max(1, _CHUNK // (c * lut.shape[2]))
-    cs = torch.arange(c).unsqueeze(0)
-    return torch.cat([lut[cs, idx[i : i + step]].sum(1) for i in range(0, idx.shape[0], step)])
-
-
 def float_forward(fg: FloatGraph, x: np.ndarray | Tensor) -> dict[str, Tensor]:
     """The float graph's own forward pass (float64) on channels-last inputs [N, h, w, ch]: every tensor."""
     vals: dict[str, Tensor] = {fg.input: torch.as_tensor(np.asarray(x), dtype=torch.float64)}
     for op in fg.ops:
-        if isinstance(op, FPQ):
-            xi = vals[op.inp]
-            cols, oh, ow = _columns(xi, op.kh, op.kw, op.stride, op.pad)
-            protos = torch.from_numpy(op.protos)
-            c, _, v = protos.shape
-            wpad = np.zeros((op.m, c * v))
-            wpad[:, : op.d] = op.weight
-            lut = torch.einsum("ckv,mcv->ckm", protos, torch.from_numpy(wpad).reshape(op.m, c, v))
-            y = _lookup(_encode(cols, protos, op.metric), lut) + torch.from_numpy(op.bias)
-            y = y.reshape(xi.shape[0], oh, ow, op.m)
-        elif isinstance(op, FBatchNorm):
-            y = vals[op.inp] * torch.from_numpy(op.mul) + torch.from_numpy(op.add)
-        elif isinstance(op, FRelu):
-            y = vals[op.inp].clamp(min=0)
-        elif isinstance(op, FAdd):
-            y = vals[op.a] + vals[op.b]
-        else:
-            y = vals[op.inp].mean(dim=(1, 2), keepdim=True)
-        if not isinstance(op, FBatchNorm | FRelu) and op.relu:
-            y = y.clamp(min=0)
-        vals[op.out] = y
+        y = ops.of(op).forward(op, vals)
+        vals[op.out] = y.clamp(min=0) if op.relu else y
     return vals
-
-
-def _wrap(x: Tensor, bits: int) -> Tensor:
-    x = x & ((1 << bits) - 1)
-    return torch.where(x >= 1 << (bits - 1), x - (1 << bits), x)
-
-
-def _post(acc: Tensor, mult: int, shift: int, post: ir.Post) -> Tensor:
-    """clamp((acc * mult + 2^(shift-1)) >> shift): round half up, arithmetic shift, the ``quant`` clamp."""
-    y = acc * mult
-    if shift:
-        y = (y + (1 << (shift - 1))) >> shift
-    return y.clamp(*clamp_range(post.relu, post.bits, post.unsigned))
-
-
-def _pq_acc(op: ir.PQOp, x: Tensor, acc_w: int) -> Tensor:
-    """A PQ op's accumulators [N, oh, ow, m] (bias included, wrapped to ``acc_w`` bits) on int64 input x."""
-    cols, oh, ow = _columns(x, op.kh, op.kw, op.stride, op.pad)
-    protos = torch.from_numpy(op.protos.astype(np.int64))
-    acc = _lookup(_encode(cols, protos, op.metric), torch.from_numpy(op.lut.astype(np.int64)))
-    acc = _wrap(acc + torch.from_numpy(op.bias.astype(np.int64)), acc_w)
-    return acc.reshape(x.shape[0], oh, ow, op.m)
-
-
-def _add_acc(op: ir.AddOp, a: Tensor, b: Tensor) -> Tensor:
-    return a * op.ma + b * op.mb
-
-
-def _pool_acc(x: Tensor) -> Tensor:
-    return x.sum(dim=(1, 2), keepdim=True)
 
 
 def op_columns(op: ir.PQOp, x: Tensor) -> Tensor:
     """The columns a PQ op encodes from its int64 input ``x`` [N, h, w, ch]: [N * oh * ow, ch * kh * kw]."""
-    return _columns(x, op.kh, op.kw, op.stride, op.pad)[0]
+    return kernels.columns(x, op.kh, op.kw, op.stride, op.pad)[0]
 
 
 def accumulate(op: ir.Op, vals: Mapping[str, Tensor], acc_w: int) -> Tensor:
     """The accumulators of ``op`` before its ``quant`` step (int64 [N, h, w, ch]), from the int64 values of its
     input tensors in ``vals``: a PQ op's look-up sums plus bias (wrapped to ``acc_w`` bits), ``a * ma + b * mb``
     of an add, the channel sums of a pool."""
-    if isinstance(op, ir.PQOp):
-        return _pq_acc(op, vals[op.inp], acc_w)
-    if isinstance(op, ir.AddOp):
-        return _add_acc(op, vals[op.a], vals[op.b])
-    return _pool_acc(vals[op.inp])
+    return ops.of(op).accumulate(op, dict(vals), acc_w)
 
 
 def requantize(op: ir.Op, acc: Tensor) -> Tensor:
     """``op``'s ``quant`` step on its accumulators (an add's multipliers are in :func:`accumulate`)."""
-    return _post(acc, 1 if isinstance(op, ir.AddOp) else op.post.mult, op.post.shift, op.post)
+    return kernels.post(acc, ops.of(op).post_mult(op), op.post.shift, op.post)
 
 
-def _run_op(op: ir.Op, vals: dict[str, Tensor], acc_w: int) -> Tensor:
+def run_op(op: ir.Op, vals: Mapping[str, Tensor], acc_w: int) -> Tensor:
+    """``op``'s output from the values of its inputs."""
     return requantize(op, accumulate(op, vals, acc_w))
 
 
@@ -526,7 +217,7 @@ def reference(graph: ir.Graph, xq: np.ndarray, acc_w: int = 32) -> np.ndarray:
             last_use[t] = i
     vals = {graph.input: x}
     for i, op in enumerate(graph.ops):
-        vals[op.out] = _run_op(op, vals, acc_w)
+        vals[op.out] = run_op(op, vals, acc_w)
         for t in graph.op_inputs(op):
             if last_use[t] == i and t != graph.output:
                 vals.pop(t, None)
@@ -582,71 +273,30 @@ def quantize_graph(fg: FloatGraph, calib: np.ndarray, cfg: HwConfig, *, act_bits
     tensors = {fg.input: ir.TensorInfo(fg.input, fg.tensors[fg.input].shape, s0, act_bits, in_uns)}
     nonneg = {fg.input: float(calib.min()) >= 0}
     ints: dict[str, Tensor] = {fg.input: torch.from_numpy(quantize.quantize_act(calib, s0, act_bits, in_uns))}
-    ops: list[ir.Op] = []
+    qops: list[ir.Op] = []
 
     def calibrated(op: FOp, y_quant: Tensor, relu: bool) -> Tensor:
         y = fvals[op.out] if calib_flow == "float" else y_quant
         return y.clamp(min=0) if relu else y
 
     for op in fg.ops:
-        if isinstance(op, FBatchNorm | FRelu):
+        h = ops.of(op)
+        if h.float_type is not None and h.ir_type is None:
             raise CompileError(f"{op.name}: quantize_graph needs a graph after fold_batchnorm and fuse_relu")
-        where = f"{op.name} ({_kind(op)})"
-        out_nonneg = op.relu or (isinstance(op, FPool) and nonneg[op.inp])
+        out_nonneg = op.relu or h.nonneg(op, nonneg)
         bits = out_bits if op.out == fg.output else act_bits
-        out_uns = out_nonneg and bits < cfg.ActW
+        q = ops.QuantContext(cfg, tensors, ints, bits, out_nonneg and bits < cfg.ActW, lut_bits, lut_calib, scale_of,
+                             calibrated)
         try:
-            if isinstance(op, FPQ):
-                ti = tensors[op.inp]
-                pq, lut, bias, s_lut = quantize.quantize_table(
-                    op.protos, op.weight, op.bias, ti.scale, quantize.act_range(ti.bits, ti.unsigned), lut_bits,
-                    lut_calib)
-                qop = ir.PQOp(op.name, op.inp, op.out, pq.astype(np.int8), lut.astype(np.int32),
-                              bias.astype(np.int32), op.metric, ir.Post(1, 0, op.relu, bits, out_uns),
-                              op.kh, op.kw, op.stride, op.pad)
-                acc = _pq_acc(qop, ints[op.inp], cfg.AccW)
-                s_out = scale_of(calibrated(op, acc.to(torch.float64) * s_lut, op.relu), out_uns, s_lut, bits)
-                mult, shift = quantize.mult_shift(s_lut / s_out)
-                qop.post = ir.Post(mult, shift, op.relu, bits, out_uns)
-                out_scale = s_lut * (1 << shift) / mult
-                qop.info = {"kind": op.kind, "in_scale": ti.scale, "lut_scale": s_lut, "out_scale": out_scale,
-                            "d": op.d, "bn": op.bn or None}
-                ints[op.out] = _post(acc, mult, shift, qop.post)
-                ops.append(qop)
-            elif isinstance(op, FAdd):
-                ta, tb = tensors[op.a], tensors[op.b]
-                y = ints[op.a].to(torch.float64) * ta.scale + ints[op.b].to(torch.float64) * tb.scale
-                s_out = scale_of(calibrated(op, y, op.relu), out_uns, max(ta.scale, tb.scale), bits)
-                ma, mb, shift = quantize.add_mult_shift(ta.scale / s_out, tb.scale / s_out)
-                # the scale the integer output really has, from the larger (more precise) multiplier
-                out_scale = ta.scale * (1 << shift) / ma if ma >= mb else tb.scale * (1 << shift) / mb
-                aop = ir.AddOp(op.name, op.a, op.b, op.out, ma, mb, ir.Post(0, shift, op.relu, bits, out_uns),
-                               info={"kind": "add", "a_scale": ta.scale, "b_scale": tb.scale, "out_scale": out_scale})
-                ints[op.out] = _post(_add_acc(aop, ints[op.a], ints[op.b]), 1, shift, aop.post)
-                ops.append(aop)
-            else:
-                assert isinstance(op, FPool)
-                ti = tensors[op.inp]
-                h, w, _ = ti.shape
-                acc = _pool_acc(ints[op.inp])
-                s_out = scale_of(calibrated(op, acc.to(torch.float64) * (ti.scale / (h * w)), op.relu), out_uns,
-                                 ti.scale, bits)
-                mult, shift = quantize.mult_shift(ti.scale / (h * w) / s_out)
-                out_scale = ti.scale / (h * w) * (1 << shift) / mult
-                pop = ir.PoolOp(op.name, op.inp, op.out, ir.Post(mult, shift, op.relu, bits, out_uns),
-                                info={"kind": "global_avgpool", "in_scale": ti.scale, "out_scale": out_scale})
-                ints[op.out] = _post(acc, mult, shift, pop.post)
-                ops.append(pop)
+            qop, ints[op.out], out_scale = h.quantize(op, q)
         except CompileError as exc:
-            raise CompileError(f"{where}: {exc}") from None
-        tensors[op.out] = ir.TensorInfo(op.out, fg.tensors[op.out].shape, out_scale, bits, out_uns)
+            raise CompileError(f"{op.name} ({op.kind()}): {exc}") from None
+        qops.append(qop)
+        tensors[op.out] = ir.TensorInfo(op.out, fg.tensors[op.out].shape, out_scale, bits, q.unsigned)
         nonneg[op.out] = out_nonneg
-    return ir.Graph(fg.name, tensors, ops, fg.input, fg.output, list(fg.host_prefix), list(fg.host_suffix))
+    return ir.Graph(fg.name, tensors, qops, fg.input, fg.output, list(fg.host_prefix), list(fg.host_suffix))
 
 
-# ------------------------------------------------------------------------------------------------------------
-# limits
-# ------------------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------------------
 # the front end
 # ------------------------------------------------------------------------------------------------------------
@@ -697,7 +347,6 @@ class Frontend:
     def report(self) -> list[dict[str, Any]]:
         """One row per op (name, kind, shapes, K, v, c, m, table bytes, scales, post); host layers separately."""
         g = self.graph
-        lut_bytes = self.cfg.lut_bytes if self.cfg is not None else 2
         rows: list[dict[str, Any]] = [{"name": n, "kind": "host", "type": self.host_types.get(n, ""),
                                        "where": "prefix"} for n in g.host_prefix]
         for op in g.ops:
@@ -707,15 +356,7 @@ class Frontend:
                 "out_shape": list(g.tensors[op.out].shape), "in_scales": [g.tensors[t].scale for t in ins],
                 "out_scale": g.tensors[op.out].scale, "relu": op.post.relu, "bits": op.post.bits,
                 "unsigned": op.post.unsigned, "shift": op.post.shift}
-            if isinstance(op, ir.PQOp):
-                row.update({"K": op.k, "v": op.v, "c": op.c, "m": op.m, "d": op.info.get("d"), "metric": op.metric,
-                            "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad, "mult": op.post.mult,
-                            "lut_scale": op.info.get("lut_scale"), "bn": op.info.get("bn"),
-                            "table_bytes": op.c * op.k * op.v + op.c * op.k * op.m * lut_bytes + 4 * op.m})
-            elif isinstance(op, ir.AddOp):
-                row.update({"ma": op.ma, "mb": op.mb, "table_bytes": 0})
-            else:
-                row.update({"mult": op.post.mult, "table_bytes": 0})
+            row.update(ops.of(op).report(op, self.cfg))
             rows.append(row)
         rows += [{"name": n, "kind": "host", "type": self.host_types.get(n, ""), "where": "suffix"}
                  for n in g.host_suffix]

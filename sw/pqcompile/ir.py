@@ -87,6 +87,9 @@ class PQOp(TableShape):
     pad: int = 0
     info: dict[str, Any] = field(default_factory=dict)  # scales etc., copied into the manifest and report
 
+    def inputs(self) -> list[str]:
+        return [self.inp]
+
 
 @dataclass
 class AddOp:
@@ -101,6 +104,9 @@ class AddOp:
     post: Post  # mult unused
     info: dict[str, Any] = field(default_factory=dict)
 
+    def inputs(self) -> list[str]:
+        return [self.a, self.b]
+
 
 @dataclass
 class PoolOp:
@@ -112,8 +118,11 @@ class PoolOp:
     post: Post
     info: dict[str, Any] = field(default_factory=dict)
 
+    def inputs(self) -> list[str]:
+        return [self.inp]
 
-Op = PQOp | AddOp | PoolOp
+
+Op = PQOp | AddOp | PoolOp  # an op kind's handler (pqcompile.ops) is found by its class
 
 
 @dataclass
@@ -130,4 +139,4 @@ class Graph:
     host_suffix: list[str] = field(default_factory=list)
 
     def op_inputs(self, op: Op) -> list[str]:
-        return [op.a, op.b] if isinstance(op, AddOp) else [op.inp]
+        return op.inputs()

@@ -16,7 +16,7 @@ from block_util import SIMS, check_block, load_words, params, start_clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from pqa_runner import TB, block_sources
 
-from pqcompile import backend, sim
+from pqcompile import plan, sim
 from pqcompile.isa import field_limit
 from pqcompile.spec import HwConfig
 
@@ -37,7 +37,7 @@ async def read_out(dut: object, start: int, n: int) -> bytes:
 async def lookup_matches_golden(dut: object) -> None:
     p = params()
     lutw, accw, cmax = p["LutW"], p["AccW"], p["CMax"]
-    cfg = HwConfig("tb", "block bench", {"LutW": lutw})  # only for backend.lut_bytes (LUT_BYTES packing)
+    cfg = HwConfig("tb", "block bench", {"LutW": lutw})  # only for plan.lut_bytes (LUT_BYTES packing)
     rng = random.Random(cocotb.RANDOM_SEED)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
     dut.start_i.value = 0
@@ -61,7 +61,7 @@ async def lookup_matches_golden(dut: object) -> None:
         idx = np_rng.integers(0, k, c)
         mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, SHIFT_MAX)])
         relu, bits = rng.randint(0, 1), rng.randint(2, 8)
-        await load_words(dut, 0, backend.lut_bytes(cfg, lut).tobytes())
+        await load_words(dut, 0, plan.lut_bytes(cfg, lut).tobytes())
         await load_words(dut, 1, bias.astype("<i4").tobytes())
         dut.idx_we_i.value = 1
         for ci in range(c):

@@ -1,0 +1,383 @@
+"""The PQ layer (``pq_linear``, ``pq_conv2d``; instruction ``run``): nearest-prototype encoding of each
+column and the sum of the table rows it selects. A linear layer is a conv whose window is its whole input
+(a (1, 1, d) vector, or the fmap before a flatten); the back end runs it as ``linear`` (all images as
+columns, in column tiles), ``flatten-linear`` (images stacked as one conv-mode fmap) or ``conv`` (per image,
+in bands of output rows)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import ir, kernels, quantize
+from ..errors import CompileError
+from ..fgraph import Extraction, FOp
+from ..isa import field_max
+from ..plan import OpPlan, PInsn, Ref, buffer, check_fits, check_post, lut_bytes, quant, tensor
+from ..spec import HwConfig
+from .base import OpHandler, QuantContext, register
+
+
+@dataclass
+class FPQ(FOp):
+    """A PQ layer as a conv on a channels-last tensor (a linear layer's window is the whole fmap)."""
+
+    name: str
+    pq_kind: str  # "pq_conv2d" | "pq_linear"
+    inp: str
+    out: str
+    protos: np.ndarray  # [c, k, v] float64
+    weight: np.ndarray  # [m, d] float64, d in (ci, ky, kx) order (PyTorch's unfold / CHW flatten)
+    bias: np.ndarray  # [m] float64
+    metric: str
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad: int = 0
+    relu: bool = False
+    bn: str = ""  # the batch norm folded into weight and bias
+
+    @property
+    def d(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def m(self) -> int:
+        return int(self.weight.shape[0])
+
+    def kind(self) -> str:
+        return self.pq_kind
+
+
+@dataclass
+class Band:
+    """Output rows [r0, r1) of a conv computed from input rows [a, b) (loaded as the fmap), with ``pad_t``
+    zero rows above them inside the band's window."""
+
+    r0: int
+    r1: int
+    a: int
+    b: int
+    pad_t: int
+
+
+def conv_out_shape(op: ir.PQOp, h: int, w: int) -> tuple[int, int]:
+    return (h + 2 * op.pad - op.kh) // op.stride + 1, (w + 2 * op.pad - op.kw) // op.stride + 1
+
+
+def tile_columns(cfg: HwConfig, d: int, m: int, n: int, name: str = "") -> int:
+    """Columns per tile of a linear op: as many as the activation buffers hold, a multiple of the bus width
+    in bytes (so every tile's address stays bus aligned) unless one tile holds all ``n``."""
+    fit = min(cfg.ActBytes // d, cfg.OutBytes // m)
+    if n <= fit:
+        return n
+    t = fit - fit % cfg.bus_bytes
+    if t < 1:
+        raise CompileError(f"layer {name}: {cfg.bus_bytes} columns do not fit the activation buffers")
+    return t
+
+
+def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str = "") -> list[Band]:
+    """Split a conv's output rows into bands whose input rows (halo included) fit the act buffer and whose
+    outputs fit the output buffer; every band but the first starts at bus-aligned input and output byte
+    offsets. A band reads rows beyond its loaded ones only where they are the fmap's bottom padding.
+
+    With padding >= kernel some output rows see only zero padding: a band whose windows all lie in the top
+    padding still loads one (unread) fmap row, and no band starts inside the bottom padding (its fmap would
+    be empty and ``pad_t`` cannot reach below it), so such rows join the band above them."""
+    oh, ow = conv_out_shape(op, h, w)
+    s, p, kh = op.stride, op.pad, op.kh
+    row_in, row_out, bus = w * ch, ow * op.m, cfg.bus_bytes
+
+    def rows_in(r0: int, r1: int) -> tuple[int, int]:
+        a = max(0, r0 * s - p)  # < h: a band never starts inside the bottom padding
+        return a, max(a + 1, min(h, (r1 - 1) * s - p + kh))
+
+    bands: list[Band] = []
+    r0 = 0
+    while r0 < oh:
+        for r1 in range(oh, r0, -1):
+            a, b = rows_in(r0, r1)
+            if (b - a) * row_in > cfg.ActBytes or (r1 - r0) * row_out > cfg.OutBytes:
+                continue
+            if r1 < oh and (r1 * s - p >= h or (r1 * row_out) % bus or (rows_in(r1, r1 + 1)[0] * row_in) % bus):
+                continue
+            bands.append(Band(r0, r1, a, b, a - (r0 * s - p)))
+            r0 = r1
+            break
+        else:
+            raise CompileError(
+                f"{where}: no band of output rows from row {r0} fits: one input row is {row_in} bytes "
+                f"(kernel {op.kh} rows, act buffer ActBytes={cfg.ActBytes}), one output row {row_out} bytes "
+                f"(OutBytes={cfg.OutBytes}), bands must start at {bus}-byte aligned rows")
+    return bands
+
+
+def _group_step(bus: int, *sizes: int) -> int:
+    """The smallest number of images whose bytes are a whole number of bus words for every size."""
+    step = 1
+    for s in sizes:
+        step = math.lcm(step, bus // math.gcd(s, bus))
+    return step
+
+
+def flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
+    """Images per conv-mode run of a flatten-linear op on dense tensors (0: one image at a time)."""
+    h, w, ch = g.tensors[op.inp].shape
+    size = h * w * ch
+    if h > field_max("conv", "stride"):  # the images are stacked as fmap rows and the window steps by h
+        return 0
+    fit = min(cfg.ActBytes // size, cfg.OutBytes // op.m, (field_max("fmap", "h") + 1) // h - 1)
+    if n <= fit:
+        return n
+    grp = fit - fit % _group_step(cfg.bus_bytes, size, op.m)
+    return max(grp, 0)
+
+
+def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: int, lut: np.ndarray,
+                 protos: np.ndarray) -> None:
+    lim = [("k", k, cfg.KMax, "KMax"), ("v", v, cfg.VMax, "VMax"), ("c", c, cfg.CMax, "CMax"),
+           ("m", m, cfg.MMax, "MMax")]
+    for what, val, mx, key in lim:
+        if not 1 <= val <= mx:
+            raise CompileError(f"{where}: {what}={val} is beyond the hardware limit {key}={mx} of config '{cfg.name}'")
+    tables = [
+        ("prototypes", c * k * v, cfg.ProtoBytes, "ProtoBytes", "proto"),
+        ("table (LUT)", c * k * m * cfg.lut_bytes, cfg.LutBytes, "LutBytes", "lut"),
+        ("bias", 4 * m, cfg.bias_bytes, "bias buffer", "bias"),
+    ]
+    for what, need, have, key, buf in tables:
+        if need > have:
+            raise CompileError(f"{where}: {what} needs {need} bytes, more than buffer '{buf}' of config "
+                               f"'{cfg.name}' holds ({key}={have})")
+    if not (c - 1) * v < d <= c * v:
+        raise CompileError(f"{where}: d={d} does not match c={c} subspaces of v={v}")
+    if d > field_max("shape", "d"):
+        raise CompileError(f"{where}: column length d={d} does not fit the shape.d field")
+    lo, hi = -(1 << (cfg.LutW - 1)), (1 << (cfg.LutW - 1)) - 1
+    if lut.min(initial=0) < lo or lut.max(initial=0) > hi:
+        raise CompileError(f"{where}: table entries exceed LutW={cfg.LutW} bits")
+    if protos.min(initial=0) < -(1 << (cfg.ProtoW - 1)) or protos.max(initial=0) >= 1 << (cfg.ProtoW - 1):
+        raise CompileError(f"{where}: prototypes exceed ProtoW={cfg.ProtoW} bits")
+
+
+@register
+class PQHandler(OpHandler):
+    name = "pq"
+    ir_type = ir.PQOp
+    float_type = FPQ
+    layer_types = ("pq_linear", "pq_conv2d")
+
+    # ---- front end ---------------------------------------------------------------------------------------
+    def extract(self, ex: Extraction, lay: dict[str, Any], name: str, t: str) -> str:
+        kind = lay["type"]
+        h, w, ch = ex.fg.tensors[t].shape
+        ks = lay.get("kernel_size", 1)
+        kh, kw = (int(ks[0]), int(ks[1])) if isinstance(ks, list) else (int(ks), int(ks))
+        m = int(lay["out_features" if kind == "pq_linear" else "out_channels"])
+        d = h * w * ch if kind == "pq_linear" else ch * kh * kw
+        v = int(lay["v"])
+        protos = ex.param(name, kind, "prototypes", (-(-d // v), int(lay["k"]), v))
+        weight = ex.param(name, kind, "weight", (m, d) if kind == "pq_linear" else (m, ch, kh, kw))
+        assert protos is not None and weight is not None
+        bias = ex.param(name, kind, "bias", (m,), optional=not lay.get("bias", True))
+        b = np.zeros(m) if bias is None else bias
+        if kind == "pq_linear":  # the window is the whole fmap: element order = PyTorch's CHW flatten
+            ex.fg.ops.append(FPQ(name, kind, t, name, protos, weight.reshape(m, -1), b, lay["metric"], kh=h, kw=w))
+            return ex.fg.new_tensor(name, (1, 1, m), (m,))
+        s, p = int(lay.get("stride", 1)), int(lay.get("padding", 0))
+        oh, ow = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+        ex.fg.ops.append(FPQ(name, kind, t, name, protos, weight.reshape(m, -1), b, lay["metric"], kh=kh, kw=kw,
+                             stride=s, pad=p))
+        return ex.fg.new_tensor(name, (oh, ow, m), (m, oh, ow))
+
+    def forward(self, op: FPQ, vals: dict[str, Tensor]) -> Tensor:
+        xi = vals[op.inp]
+        cols, oh, ow = kernels.columns(xi, op.kh, op.kw, op.stride, op.pad)
+        protos = torch.from_numpy(op.protos)
+        y = kernels.lookup(kernels.encode(cols, protos, op.metric), kernels.float_lut(op.protos, op.weight))
+        return (y + torch.from_numpy(op.bias)).reshape(xi.shape[0], oh, ow, op.m)
+
+    def quantize(self, op: FPQ, q: QuantContext) -> tuple[ir.Op, Tensor, float]:
+        ti = q.tensors[op.inp]
+        pq, lut, bias, s_lut = quantize.quantize_table(op.protos, op.weight, op.bias, ti.scale,
+                                                       quantize.act_range(ti.bits, ti.unsigned), q.lut_bits,
+                                                       q.lut_calib)
+        qop = ir.PQOp(op.name, op.inp, op.out, pq.astype(np.int8), lut.astype(np.int32), bias.astype(np.int32),
+                      op.metric, ir.Post(1, 0, op.relu, q.bits, q.unsigned), op.kh, op.kw, op.stride, op.pad)
+        acc = self.accumulate(qop, q.ints, q.cfg.AccW)
+        s_out = q.out_scale(op, acc.to(torch.float64) * s_lut, s_lut)
+        mult, shift = quantize.mult_shift(s_lut / s_out)
+        qop.post = ir.Post(mult, shift, op.relu, q.bits, q.unsigned)
+        out_scale = s_lut * (1 << shift) / mult
+        qop.info = {"kind": op.pq_kind, "in_scale": ti.scale, "lut_scale": s_lut, "out_scale": out_scale,
+                    "d": op.d, "bn": op.bn or None}
+        return qop, kernels.post(acc, mult, shift, qop.post), out_scale
+
+    def accumulate(self, op: ir.PQOp, vals: dict[str, Tensor], acc_w: int) -> Tensor:
+        """A PQ op's accumulators [N, oh, ow, m] (bias included, wrapped to ``acc_w`` bits)."""
+        x = vals[op.inp]
+        cols, oh, ow = kernels.columns(x, op.kh, op.kw, op.stride, op.pad)
+        protos = torch.from_numpy(op.protos.astype(np.int64))
+        acc = kernels.lookup(kernels.encode(cols, protos, op.metric), torch.from_numpy(op.lut.astype(np.int64)))
+        acc = kernels.wrap(acc + torch.from_numpy(op.bias.astype(np.int64)), acc_w)
+        return acc.reshape(x.shape[0], oh, ow, op.m)
+
+    def report(self, op: ir.PQOp, cfg: HwConfig | None) -> dict[str, Any]:
+        lut_b = cfg.lut_bytes if cfg is not None else 2
+        return {"K": op.k, "v": op.v, "c": op.c, "m": op.m, "d": op.info.get("d"), "metric": op.metric,
+                "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad, "mult": op.post.mult,
+                "lut_scale": op.info.get("lut_scale"), "bn": op.info.get("bn"),
+                "table_bytes": op.c * op.k * op.v + op.c * op.k * op.m * lut_b + 4 * op.m}
+
+    # ---- back end ----------------------------------------------------------------------------------------
+    def kind(self, g: ir.Graph, op: ir.PQOp) -> str:
+        """``linear`` (on a (1, 1, d) tensor: all images as columns), ``flatten-linear`` (the window is the
+        whole fmap) or ``conv``."""
+        h, w, _ = g.tensors[op.inp].shape
+        if h == w == 1 and op.kh == op.kw == 1 and op.pad == 0:
+            return "linear"
+        if (op.kh, op.kw, op.pad) == (h, w, 0):
+            return "flatten-linear"
+        return "conv"
+
+    def check(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp) -> None:
+        h, w, ch = g.tensors[op.inp].shape
+        out = g.tensors[op.out]
+        d = ch * op.kh * op.kw
+        where = f"layer {i} ({op.name} {d}->{op.m})"
+        if not (1 <= op.stride <= field_max("conv", "stride") and 1 <= op.kh <= field_max("conv", "kh")
+                and 1 <= op.kw <= field_max("conv", "kw") and 0 <= op.pad <= field_max("conv", "pad_t")):
+            raise CompileError(f"{where}: conv geometry stride={op.stride} kernel={op.kh}x{op.kw} pad={op.pad} "
+                               "is beyond the conv instruction's fields")
+        oh, ow = conv_out_shape(op, h, w)
+        if oh < 1 or ow < 1 or out.shape != (oh, ow, op.m):
+            raise CompileError(f"{where}: output tensor {op.out} has shape {out.shape}, the op gives {(oh, ow, op.m)}")
+        check_tables(cfg, where, op.c, op.k, op.v, op.m, d, op.lut, op.protos)
+        if op.metric not in ("l1", "l2"):
+            raise CompileError(f"{where}: metric {op.metric!r} is not supported (l2, l1)")
+        if self.kind(g, op) == "linear":
+            check_fits(cfg, where, [("input column", d, cfg.ActBytes, "ActBytes"),
+                                    ("output column", op.m, cfg.OutBytes, "OutBytes")])
+        elif h > field_max("fmap", "h") or w > field_max("fmap", "w") or ch > field_max("fmap", "ch"):
+            raise CompileError(f"{where}: fmap {h}x{w}x{ch} is beyond the fmap instruction's fields")
+        check_post(cfg, where, op.post.mult, op.post.shift, op.post.bits, op.post.unsigned)
+
+    def per_image(self, cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> bool:
+        kind = self.kind(g, op)
+        return kind == "conv" or (kind == "flatten-linear" and flatten_group(cfg, g, op, n) == 0)
+
+    def tables(self, cfg: HwConfig, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
+        return [("proto", op.protos.astype(np.int8).view(np.uint8).reshape(-1),
+                 f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8"),
+                ("lut", lut_bytes(cfg, op.lut), f"table [c][k][m={op.m}] {cfg.LutW}-bit"),
+                ("bias", op.bias.astype("<i4").view(np.uint8).reshape(-1), "bias [m] int32")]
+
+    def _prelude(self, op: ir.PQOp, i: int, conv: bool, cfg: HwConfig, d: int) -> list[PInsn]:
+        return [
+            PInsn("load", {"buf": buffer("proto"), "nbytes": op.c * op.k * op.v, "addr": Ref(f"proto:{i}")}),
+            PInsn("load", {"buf": buffer("lut"), "nbytes": op.c * op.k * op.m * cfg.lut_bytes,
+                           "addr": Ref(f"lut:{i}")}),
+            PInsn("load", {"buf": buffer("bias"), "nbytes": 4 * op.m, "addr": Ref(f"bias:{i}")}),
+            PInsn("shape", {"metric": op.metric, "conv": int(conv), "k": op.k, "v": op.v, "c": op.c, "d": d,
+                            "m": op.m}),
+            quant(op.post),
+        ]
+
+    def plan(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp, n: int, strides: dict[str, int]) -> OpPlan:
+        kind = self.kind(g, op)
+        act = buffer("act")
+        h, w, ch = g.tensors[op.inp].shape
+        s_in, s_out = strides[op.inp], strides[op.out]
+        d, m = ch * op.kh * op.kw, op.m
+        where = f"layer {i} ({op.name})"
+        if kind == "linear" and s_in == d and s_out == m:  # all images as columns, non-conv mode
+            t = tile_columns(cfg, d, m, n, op.name)
+            insns = self._prelude(op, i, False, cfg, d)
+            for j in range(0, n, t):
+                tn = min(t, n - j)
+                insns += [PInsn("load", {"buf": act, "nbytes": tn * d, "addr": tensor(op.inp, j * d)}),
+                          PInsn("run", {"n": tn}),
+                          PInsn("store", {"nbytes": tn * m, "addr": tensor(op.out, j * m)})]
+            return OpPlan(i, op, kind, insns, -(-n // t), {"tile_columns": t})
+        if kind == "linear":  # a padded tensor: one image at a time
+            insns = self._prelude(op, i, False, cfg, d)
+            for im in range(n):
+                insns += [PInsn("load", {"buf": act, "nbytes": d, "addr": tensor(op.inp, im * s_in)}),
+                          PInsn("run", {"n": 1}),
+                          PInsn("store", {"nbytes": m, "addr": tensor(op.out, im * s_out)})]
+            return OpPlan(i, op, kind, insns, n, {"tile_columns": 1})
+        if kind == "flatten-linear":
+            return self._plan_flatten(cfg, g, i, op, n, s_in, s_out, where)
+        return self._plan_conv(cfg, i, op, n, (h, w, ch), s_in, s_out, where)
+
+    def _plan_flatten(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp, n: int, s_in: int, s_out: int,
+                      where: str) -> OpPlan:
+        act = buffer("act")
+        h, w, ch = g.tensors[op.inp].shape
+        size, m = h * w * ch, op.m
+        if size > cfg.ActBytes:
+            raise CompileError(f"{where}: the flattened fmap {h}x{w}x{ch} = {size} bytes does not fit buffer 'act' "
+                               f"(ActBytes={cfg.ActBytes} of config '{cfg.name}'); tiling over d is not supported")
+        grp = flatten_group(cfg, g, op, n) if (s_in, s_out) == (size, m) else 0
+        insns = self._prelude(op, i, True, cfg, size)
+        if grp:  # images stacked as fmap rows; the window (h x w, stride h) takes one image per column
+            last = None
+            for j in range(0, n, grp):
+                gn = min(grp, n - j)
+                if gn != last:
+                    insns += [PInsn("fmap", {"h": gn * h, "w": w, "ch": ch}),
+                              PInsn("conv", {"stride": h, "kh": h, "kw": w, "pad_t": 0, "pad_l": 0, "out_w": 1})]
+                    last = gn
+                insns += [PInsn("load", {"buf": act, "nbytes": gn * size, "addr": tensor(op.inp, j * size)}),
+                          PInsn("run", {"n": gn}),
+                          PInsn("store", {"nbytes": gn * m, "addr": tensor(op.out, j * m)})]
+            return OpPlan(i, op, "flatten-linear", insns, -(-n // grp), {"images_per_run": grp})
+        insns += [PInsn("fmap", {"h": h, "w": w, "ch": ch}),
+                  PInsn("conv", {"stride": 1, "kh": h, "kw": w, "pad_t": 0, "pad_l": 0, "out_w": 1})]
+        for im in range(n):
+            insns += [PInsn("load", {"buf": act, "nbytes": size, "addr": tensor(op.inp, im * s_in)}),
+                      PInsn("run", {"n": 1}),
+                      PInsn("store", {"nbytes": m, "addr": tensor(op.out, im * s_out)})]
+        return OpPlan(i, op, "flatten-linear", insns, n, {"images_per_run": 1})
+
+    def _plan_conv(self, cfg: HwConfig, i: int, op: ir.PQOp, n: int, shape: tuple[int, int, int], s_in: int,
+                   s_out: int, where: str) -> OpPlan:
+        """Per image, in bands of output rows; ``fmap`` / ``conv`` only where they change."""
+        h, w, ch = shape
+        m = op.m
+        bands = conv_bands(cfg, op, h, w, ch, where)
+        _oh, ow = conv_out_shape(op, h, w)
+        insns = self._prelude(op, i, True, cfg, ch * op.kh * op.kw)
+        state: tuple[int, int] | None = None
+        for im in range(n):
+            for bd in bands:
+                if state is None or state[0] != bd.b - bd.a:
+                    insns.append(PInsn("fmap", {"h": bd.b - bd.a, "w": w, "ch": ch}))
+                if state is None or state[1] != bd.pad_t:
+                    insns.append(PInsn("conv", {"stride": op.stride, "kh": op.kh, "kw": op.kw, "pad_t": bd.pad_t,
+                                                "pad_l": op.pad, "out_w": ow}))
+                state = (bd.b - bd.a, bd.pad_t)
+                rows = bd.r1 - bd.r0
+                insns += [PInsn("load", {"buf": buffer("act"), "nbytes": (bd.b - bd.a) * w * ch,
+                                         "addr": tensor(op.inp, im * s_in + bd.a * w * ch)}),
+                          PInsn("run", {"n": rows * ow}),
+                          PInsn("store", {"nbytes": rows * ow * m,
+                                          "addr": tensor(op.out, im * s_out + bd.r0 * ow * m)})]
+        return OpPlan(i, op, "conv", insns, n * len(bands),
+                      {"bands": len(bands), "band_rows": [[bd.r0, bd.r1] for bd in bands]})
+
+    def entry(self, cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
+        op, i = plan.op, plan.index
+        assert isinstance(op, ir.PQOp)
+        tb = op.c * op.k * op.v + op.c * op.k * op.m * cfg.lut_bytes + 4 * op.m
+        return {"d": g.tensors[op.inp].shape[2] * op.kh * op.kw, "m": op.m, "c": op.c, "k": op.k, "v": op.v,
+                "metric": op.metric, "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad,
+                "relu": op.post.relu, "unsigned": op.post.unsigned, "mult": op.post.mult, "shift": op.post.shift,
+                "bits": op.post.bits, "proto_addr": addr[f"proto:{i}"], "lut_addr": addr[f"lut:{i}"],
+                "bias_addr": addr[f"bias:{i}"], "table_bytes": tb}
