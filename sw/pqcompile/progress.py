@@ -94,7 +94,42 @@ def _bar(stream: TextIO, total: float | None, desc: str, unit: str, leave: bool,
                 dynamic_ncols=True, mininterval=0.2, bar_format=fmt)
 
 
-class Progress:
+class _Live:
+    """What a :class:`Progress` and a :class:`Phases` share: the stream and its mode, the bar (bar mode) with
+    its ticker, the caller's own lines printed above the bar, and closing once."""
+
+    def __init__(self, stream: TextIO | None, quiet: bool) -> None:
+        self.stream = sys.stdout if stream is None else stream
+        self.mode: Mode = mode(self.stream, quiet)
+        self._closed = False
+        self._bar: tqdm | None = None
+        self._ticker: _Ticker | None = None
+
+    def _start_bar(self, bar: tqdm) -> None:
+        self._bar = bar
+        self._ticker = _Ticker(bar)
+
+    def write(self, text: str) -> None:
+        """Print a line of the caller's own (above the bar, which is redrawn below it)."""
+        if self._bar is not None and not self._closed:
+            tqdm.write(text, file=self.stream)
+            self.stream.flush()
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _finish(self) -> bool:
+        """Stop the ticker and close the bar; False when already closed."""
+        if self._closed:
+            return False
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self._bar is not None:
+            self._bar.close()
+        return True
+
+
+class Progress(_Live):
     """Counted work (``total`` units: jobs, runs, epochs): ``update(n, note)`` as units finish, ``close()``
     (or use it as a context manager). Lines mode (with ``lines``): ``"<desc>: 50/200 jobs (25%), <note>,
     1m02s, ETA 3m06s"`` each time another ``every`` fraction is passed (``every=0``: at every update) and
@@ -104,19 +139,14 @@ class Progress:
 
     def __init__(self, desc: str, total: int | None = None, *, unit: str = "", stream: TextIO | None = None,
                  quiet: bool = False, every: float = 0.25, lines: bool = True, leave: bool = True) -> None:
-        self.stream = sys.stdout if stream is None else stream
-        self.mode: Mode = mode(self.stream, quiet)
+        super().__init__(stream, quiet)
         self.desc, self.total, self.unit, self.every, self.lines = desc, total, unit, every, lines
         self.n = 0
         self.note = ""
         self._t0 = time.perf_counter()
         self._next = every  # the next fraction of the total that prints a line
-        self._closed = False
-        self._bar: tqdm | None = None
-        self._ticker: _Ticker | None = None
         if self.mode == "bar":
-            self._bar = _bar(self.stream, total, desc, unit, leave)
-            self._ticker = _Ticker(self._bar)
+            self._start_bar(_bar(self.stream, total, desc, unit, leave))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._t0
@@ -150,14 +180,6 @@ class Progress:
         self._say(f"{self.desc}: {self._count()} ({100 * frac:.0f}%){note_s}, {duration(el)}, "
                   f"{eta(self.n, self.total, el)}")
 
-    def write(self, text: str) -> None:
-        """Print a line of the caller's own (above the bar, which is redrawn below it)."""
-        if self._bar is not None and not self._closed:
-            tqdm.write(text, file=self.stream)
-            self.stream.flush()
-        else:
-            self._say(text)
-
     def suspend(self) -> AbstractContextManager[None]:
         """A context in which the caller may print as it likes (the bar is cleared, then redrawn)."""
         if self._bar is not None and not self._closed:
@@ -165,14 +187,7 @@ class Progress:
         return nullcontext()
 
     def close(self, ok: bool = True) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._ticker is not None:
-            self._ticker.stop()
-        if self._bar is not None:
-            self._bar.close()
-        elif self.mode == "lines" and self.lines:
+        if self._finish() and self._bar is None and self.mode == "lines" and self.lines:
             note_s = f", {self.note}" if self.note else ""
             self._say(f"{self.desc}: {self._count()}{note_s}, {'done in' if ok else 'stopped after'} "
                       f"{duration(self.elapsed())}")
@@ -233,7 +248,7 @@ def timed(desc: str, expected_s: float | None, *, detail: str = "", stream: Text
                   file=out, flush=True)
 
 
-class Phases:
+class Phases(_Live):
     """Named steps in order (compiling a network: load, quantize, emit, simulate, check, write). Bar mode: a
     bar over the steps naming the one running and the elapsed time, cleared at the end. Lines mode: nothing
     while it runs (the caller prints its own start and end); :meth:`summary` gives the time of each step
@@ -241,17 +256,12 @@ class Phases:
 
     def __init__(self, desc: str, names: Sequence[str], *, stream: TextIO | None = None,
                  quiet: bool = False) -> None:
-        self.stream = sys.stdout if stream is None else stream
-        self.mode: Mode = mode(self.stream, quiet)
+        super().__init__(stream, quiet)
         self.desc, self.names = desc, list(names)
         self.times: dict[str, float] = {}
-        self._bar: tqdm | None = None
-        self._ticker: _Ticker | None = None
-        self._closed = False
         if self.mode == "bar":
-            self._bar = _bar(self.stream, len(self.names), desc, "step", leave=False,
-                             fmt="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}")
-            self._ticker = _Ticker(self._bar)
+            self._start_bar(_bar(self.stream, len(self.names), desc, "step", leave=False,
+                                 fmt="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}"))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -266,25 +276,11 @@ class Phases:
         if self._bar is not None:
             self._bar.update(1)
 
-    def write(self, text: str) -> None:
-        """Print a line of the caller's own (above the bar)."""
-        if self._bar is not None and not self._closed:
-            tqdm.write(text, file=self.stream)
-            self.stream.flush()
-        else:
-            print(text, file=self.stream, flush=True)
-
     def summary(self) -> str:
         return ", ".join(f"{name} {seconds(t)}" for name, t in self.times.items())
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._ticker is not None:
-            self._ticker.stop()
-        if self._bar is not None:
-            self._bar.close()
+        self._finish()
 
     def __enter__(self) -> Phases:
         return self
