@@ -309,6 +309,7 @@ def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:
     import torch
 
     from pqcompile.cli import compile_model
+    from pqcompile.options import BuildConfig
     from pqtrain.model import build, save
 
     torch.manual_seed(seed)
@@ -324,4 +325,5 @@ def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     path = outdir.parent / f"{outdir.name}.pt"
     save(model.eval(), arch, path, {"seed": seed})
-    compile_model(str(path), str(outdir), config=config, inputs="random", count=count, seed=seed, quiet=True)
+    compile_model(str(path), str(outdir), BuildConfig(config=config, inputs="random", count=count, seed=seed),
+                  quiet=True)

@@ -68,8 +68,9 @@ def small_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
     out["misaligned_base"] = (root / "misaligned_base", "align", 4)
     if MODEL.exists():
         from pqcompile.cli import compile_model
+        from pqcompile.options import BuildConfig
 
-        compile_model(str(MODEL), str(root / "digits_mlp"), config="small", count=24, quiet=True)
+        compile_model(str(MODEL), str(root / "digits_mlp"), BuildConfig(config="small", count=24), quiet=True)
         out["digits_mlp"] = (root / "digits_mlp", "none", 0)
     return out
 
@@ -169,13 +170,14 @@ def test_resnet20_on_rtl(tmp_path: Path) -> None:
     checked against the quantized torch model), per-op cycles within 3% of the cycle model for the convs.
     About 1.5 min on the 2-core machine once the Verilator model is built (`make sim-resnet20` does the same)."""
     from pqcompile.cli import compile_model
+    from pqcompile.options import BuildConfig
     from pqtrain import zoo
     from pqtrain.cli import main as pqtrain_main
 
     model = tmp_path / "resnet20.pt"
     assert pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) == 0
-    manifest = compile_model(str(model), str(tmp_path / "r20"), config="default", inputs="random", count=1,
-                             quiet=True, host_layers=zoo.HOST_LAYERS["resnet20"])
+    manifest = compile_model(str(model), str(tmp_path / "r20"), BuildConfig(
+        config="default", inputs="random", count=1, host_layers=tuple(zoo.HOST_LAYERS["resnet20"])), quiet=True)
     kinds = [lay["kind"] for lay in manifest["layers"]]
     assert kinds.count("conv") == 20 and kinds.count("add") == 9 and kinds.count("pool") == 1
     res = run_hdlmem("verilator", tmp_path / "r20", config="default")

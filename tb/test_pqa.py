@@ -69,8 +69,9 @@ def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
     model = ROOT / "models" / "digits_mlp.pt"
     if model.exists():
         from pqcompile.cli import compile_model
+        from pqcompile.options import BuildConfig
 
-        compile_model(str(model), str(root / "digits_mlp"), config="small", count=24, quiet=True)
+        compile_model(str(model), str(root / "digits_mlp"), BuildConfig(config="small", count=24), quiet=True)
         out["digits_mlp"] = (root / "digits_mlp", "none", 0)
     return out
 
@@ -118,8 +119,9 @@ def test_digits_cnn_default_config(sim_name: str, tmp_path: Path) -> None:
     if not model.exists():
         pytest.skip("models/digits_cnn.pt is missing")
     from pqcompile.cli import compile_model
+    from pqcompile.options import BuildConfig
 
-    compile_model(str(model), str(tmp_path / "digits_cnn"), config="default", count=1, quiet=True)
+    compile_model(str(model), str(tmp_path / "digits_cnn"), BuildConfig(config="default", count=1), quiet=True)
     res = run(sim_name, "default", [tmp_path / "digits_cnn"])[0]
     assert res["errors"] == [], res["errors"]
     assert res["info"]["done"] and res["info"]["err_code"] == 0

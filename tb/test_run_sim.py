@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pqcompile import build as pqbuild
 from pqcompile import sim
 from pqcompile.cli import compile_model
+from pqcompile.options import BuildConfig
 from pqcompile.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ FILES = ["mem.hex", "manifest.json", "expected_output.npy", "program.asm", "labe
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runsim") / "mlp"
-    compile_model(str(MODEL), str(out), config="small", count=3, quiet=True)
+    compile_model(str(MODEL), str(out), BuildConfig(config="small", count=3), quiet=True)
     return out
 
 

@@ -478,7 +478,7 @@ def test_cli_cnn_with_host_layers(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [lay["kind"] for lay in man["layers"]] == ["conv", "pool"]
     assert man["host_layers"] == {"prefix": ["layers.0", "layers.1", "layers.2"], "suffix": ["layers.6"]}
     assert man["input"]["tensor"] == [8, 8, 8] and man["output"]["shape"] == [3, 8]
-    assert np.load(out / "inputs.npy").shape == (3, 8, 8, 8) and man["inputs"] == "random"
+    assert np.load(out / "inputs.npy").shape == (3, 8, 8, 8) and man["build_config"]["inputs"] == "random"
     # the same seed gives the same build
     out2 = tmp_path / "b2"
     assert cli.main([*args[:2], str(out2), *args[3:], "--host-layers", "layers.0", "layers.1", "layers.2",

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from . import backend, build, graph
 from .clitools import ArgumentParser, printable
+from .options import BuildConfig, OptionError
 from .progress import Phases
 from .spec import load as load_spec
 
@@ -101,26 +102,18 @@ def _check_out(out: str) -> None:
         raise UsageError(str(exc)) from None
 
 
-def _host_layer_names(host_layers: Sequence[str]) -> list[str]:
-    """``--host-layers a b`` and ``--host-layers a,b`` alike."""
-    return [h for item in host_layers for h in item.split(",") if h]
-
-
-def compile_model(model_path: str, out: str, config: str = "default", inputs: str = "digits-test",
-                  count: int = 100, quiet: bool = False, act_bits: int | None = None,
-                  lut_bits: int | None = None, act_calib: str = "max", lut_calib: str = "max",
-                  host_layers: Sequence[str] = (), seed: int = 0) -> dict[str, Any]:
+def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, quiet: bool = False
+                  ) -> dict[str, Any]:
+    """Compile ``model_path`` into build directory ``out`` as ``bc`` says (default: :class:`BuildConfig`'s
+    defaults); the manifest it wrote."""
     from pqtrain.model import load as load_model
 
     t0 = time.perf_counter()
+    bc = bc or BuildConfig()
     try:
-        cfg = load_spec().config(config)
+        cfg = load_spec().config(bc.config)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
-    if count < 1:
-        raise UsageError("--count must be at least 1")
-    if seed < 0:
-        raise UsageError("--seed must be a non-negative integer")
     _check_out(out)
     # a bar over the phases on a terminal (a big network takes minutes: calibration and the golden simulation);
     # in a log nothing but the lines below, the last one with the time of each phase
@@ -130,11 +123,11 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
             model, arch, meta = load_model(model_path)
             name = str(arch.get("name", Path(model_path).stem))
             say(f"pqcompile: {printable(model_path)} ({printable(name)}) for config '{cfg.name}'")
-            x, labels, calib = _inputs(inputs, arch, count, seed)
+            x, labels, calib = _inputs(bc.inputs, arch, bc.count, bc.seed)
         with phases.phase("quantize"):
-            fe = graph.build_graph(arch, model.state_dict(), calib, cfg, act_bits=act_bits, lut_bits=lut_bits,
-                                   act_calib=act_calib, lut_calib=lut_calib,
-                                   host_layers=_host_layer_names(host_layers), name=name)
+            fe = graph.build_graph(arch, model.state_dict(), calib, cfg, act_bits=bc.act_bits, lut_bits=bc.lut_bits,
+                                   act_calib=bc.act_calib, lut_calib=bc.lut_calib, host_layers=bc.host_layers,
+                                   name=name)
             g = fe.graph
             xq = fe.quantize_input(x)
         with phases.phase("emit"):
@@ -169,10 +162,10 @@ def compile_model(model_path: str, out: str, config: str = "default", inputs: st
         with phases.phase("write"):
             manifest = backend.write_build(out, cfg, prog, res, extra=extra, manifest_extra={
                 "source_model": str(model_path), "input_scale": tin.scale, "output_scale": g.tensors[g.output].scale,
-                "act_bits": tin.bits, "lut_bits": lut_bits or cfg.LutW, "act_calib": act_calib,
-                "lut_calib": lut_calib, acc_key: acc, **({"accuracy": {}} if g.host_suffix else {}),
-                "inputs": inputs if inputs in ("digits-test", "random") else str(Path(inputs)), "seed": seed,
-                "n_columns": n, "model_meta": meta,
+                "act_bits": tin.bits, "lut_bits": bc.lut_bits or cfg.LutW, acc_key: acc,
+                **({"accuracy": {}} if g.host_suffix else {}), "n_columns": n, "model_meta": meta,
+                "build_config": replace(bc, inputs=bc.inputs if bc.inputs in ("digits-test", "random")
+                                        else str(Path(bc.inputs))).to_json(),
             })
     say(report(manifest))
     if acc:
@@ -218,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
-        compile_model(args.model, args.out, args.config, args.inputs, args.count, args.quiet, args.act_bits,
-                      args.lut_bits, args.act_calib, args.lut_calib, args.host_layers, args.seed)
-    except (ModelFormatError, backend.CompileError, UsageError, build.BuildError) as exc:
+        bc = BuildConfig(args.config, args.inputs, args.count, args.seed, args.act_bits, args.lut_bits,
+                         args.act_calib, args.lut_calib, tuple(args.host_layers))
+        compile_model(args.model, args.out, bc, quiet=args.quiet)
+    except (ModelFormatError, backend.CompileError, UsageError, OptionError, build.BuildError) as exc:
         print(f"pqcompile: error: {printable(exc, 1000)}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. no permission to write beside -o, disk full
