@@ -388,9 +388,10 @@ def test_shipped_mlp_build() -> None:
     """models/digits_mlp.pt through the front end and the back end: the instruction stream of a chain of
     linear ops (1 + per layer (3 table loads, shape, quant, 3 per column tile, stamp) + end) and the integer
     reference's outputs. Input and output are pinned, so with two layers nothing is reused."""
+    from pqmodel.data import load_digits_split
+    from pqmodel.model import load as load_model
+
     from pqcompile import graph
-    from pqtrain.data import load_digits_split
-    from pqtrain.model import load as load_model
 
     model, arch, _ = load_model(ROOT / "models" / "digits_mlp.pt")
     x_tr, _, x_te, _ = (np.asarray(t) for t in load_digits_split())
@@ -447,7 +448,7 @@ def test_report_rows_and_text(tmp_path: Path) -> None:
 # the command line on graphs: CNNs, host layers, errors
 # ------------------------------------------------------------------------------------------------------------
 def _tiny_cnn(tmp_path: Path) -> Path:
-    from pqtrain.model import build, save
+    from pqmodel.model import build, save
 
     arch = {"name": "tiny_cnn", "input_shape": [3, 8, 8], "num_classes": 10, "layers": [
         {"type": "conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "padding": 1, "bias": False},
@@ -534,7 +535,7 @@ def test_cli_digits_cnn(tmp_path: Path) -> None:
 
 def _pq_cnn(path: Path, tweak: str = "") -> Path:
     """A model the accelerator runs whole (PQ conv + BN + ReLU, pool, PQ classifier), optionally broken."""
-    from pqtrain.model import build, save
+    from pqmodel.model import build, save
 
     arch = {"name": "pq_cnn", "input_shape": [3, 8, 8], "num_classes": 10, "layers": [
         {"type": "pq_conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1,

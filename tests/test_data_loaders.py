@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pqtrain.data import DataError, load_cifar10, load_emnist, load_speech_commands
+from pqmodel.data import DataError, load_cifar10, load_emnist, load_speech_commands
 
 
 def _cifar_batch(path: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,12 +20,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from pqcompile import cli as pqcompile_cli
-from pqtrain import cli as pqtrain_cli
-from pqtrain import zoo
-from pqtrain.data import DataError
-from pqtrain.model import (
+from pqmodel.data import DataError
+from pqmodel.model import (
     MAX_JSON_DEPTH,
     MAX_JSON_NODES,
     MAX_LAYERS,
@@ -37,6 +33,10 @@ from pqtrain.model import (
     state_layout,
     validate_arch,
 )
+
+from pqcompile import cli as pqcompile_cli
+from pqtrain import cli as pqtrain_cli
+from pqtrain import zoo
 from pqtrain.train import float_arch, mlp_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,7 +350,7 @@ def test_oversized_declarations_are_refused_without_allocating(tmp_path: Path) -
     script = (
         "import json, resource, sys\n"
         "from pqcompile.cli import main\n"
-        "import pqcompile.graph, pqtrain.model, torch\n"
+        "import pqcompile.graph, pqmodel.model, torch\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "rcs = [main([p, '-o', p + '.build', '--config', 'small', '-q']) for p in sys.argv[1:]]\n"
         "print(json.dumps({'rcs': rcs, 'grew_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}))\n"

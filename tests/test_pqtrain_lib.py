@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pqmodel.data import load_digits_split
+from pqmodel.layers import PQConv2d, PQLinear
+from pqmodel.model import ModelFormatError, build, load, save, validate_arch
 from torch import nn
 
 from pqtrain import zoo
-from pqtrain.data import load_digits_split
 from pqtrain.integer import IntegerNet, calibrate_qat, clear_qat, export_integer
-from pqtrain.layers import PQConv2d, PQLinear
-from pqtrain.model import ModelFormatError, build, load, save, validate_arch
 from pqtrain.train import (
     TrainConfig,
     convert_to_pq,

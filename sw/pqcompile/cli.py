@@ -57,7 +57,7 @@ def _inputs(spec: str, arch: dict[str, Any], count: int, seed: int = 0
         x = rng.standard_normal((count, *shape)).astype(np.float32)
         return x, None, rng.standard_normal((CALIB_RANDOM, *shape)).astype(np.float32)
     if spec == "digits-test":
-        from pqtrain.data import load_digits_split
+        from pqmodel.data import load_digits_split
 
         x_tr, _y_tr, x_te, y_te = (np.asarray(t) for t in load_digits_split())
         if int(np.prod(shape)) != x_te.shape[1] or shape not in ([x_te.shape[1]], [1, 8, 8]):
@@ -106,7 +106,7 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
                   ) -> dict[str, Any]:
     """Compile ``model_path`` into build directory ``out`` as ``bc`` says (default: :class:`BuildConfig`'s
     defaults); the manifest it wrote."""
-    from pqtrain.model import load as load_model
+    from pqmodel.model import load as load_model
 
     t0 = time.perf_counter()
     bc = bc or BuildConfig()
@@ -183,7 +183,7 @@ def report(manifest: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pqtrain.model import ModelFormatError
+    from pqmodel.model import ModelFormatError
 
     ap = ArgumentParser(prog="pqcompile", description="Compile a saved PQ model for the PQA accelerator.")
     ap.add_argument("model", help="model file written by pqtrain (state dict + architecture, loaded weights-only)")

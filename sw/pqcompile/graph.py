@@ -77,7 +77,7 @@ def host_modules(arch: dict[str, Any], state: dict[str, Tensor], indices: Sequen
     """The float64 torch modules (eval mode) of the given top-level layers, with the model's weights."""
     if not indices:
         return []
-    from pqtrain.model import build
+    from pqmodel.model import build
 
     model = build(arch)
     try:
@@ -98,7 +98,7 @@ def extract(arch: dict[str, Any], state: dict[str, Tensor], host_layers: Sequenc
             prefix_modules: Sequence[nn.Module] | None = None) -> FloatGraph:
     """Pass 1: the float graph of the accelerator part of the network (batch norms and ReLUs still separate).
     ``prefix_modules``: the host prefix's modules when already built (:func:`host_modules`)."""
-    from pqtrain.model import ModelFormatError, validate_arch
+    from pqmodel.model import ModelFormatError, validate_arch
 
     try:
         validate_arch(arch)

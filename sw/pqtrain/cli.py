@@ -20,14 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pqmodel.data import DataError, load_digits_split
+from pqmodel.model import ModelFormatError, build, check_output, iter_layers, load, save, validate_arch
 
 from pqcompile.backend import CompileError
 from pqcompile.clitools import EXIT_FAILED, EXIT_OK, ArgumentParser, fail, printable
 
 from . import zoo
-from .data import DataError, load_digits_split
 from .integer import export_integer
-from .model import ModelFormatError, build, check_output, iter_layers, load, save, validate_arch
 from .train import (
     METHODS,
     TrainConfig,

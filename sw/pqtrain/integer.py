@@ -18,15 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from pqmodel.layers import PQLinear, QatParams
+from pqmodel.model import PQNet
 from torch import Tensor, nn
 
 from pqcompile import ir
 from pqcompile.backend import CompileError
 from pqcompile.graph import Frontend, build_graph, reference
 from pqcompile.spec import load as load_spec
-
-from .layers import PQLinear, QatParams
-from .model import PQNet
 
 DEFAULT_CONFIG = "default"  # ActW 8, LutW 16, AccW 32: every act/lut width from 2 to 8 is allowed
 

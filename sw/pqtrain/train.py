@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+from pqmodel.model import PQNet, build, iter_layers, validate_arch
 from torch import Tensor, nn
 
 from pqcompile.progress import Progress
 
 from .integer import IntegerNet, calibrate_qat, clear_qat, export_integer
-from .model import PQNet, build, iter_layers, validate_arch
 
 METHODS = ("ste", "ste-prototypes", "ste-weights", "soft", "lutnn", "kmeans")
 
@@ -106,7 +106,7 @@ def pq_arch_from_float(
 ) -> dict[str, Any]:
     """Replace the chosen ``linear``/``conv2d`` layers of a float architecture by PQ layers.
 
-    ``select(path, layer)`` (path as in :func:`pqtrain.model.iter_layers`, e.g. ``"layers.3"``) picks the
+    ``select(path, layer)`` (path as in :func:`pqmodel.model.iter_layers`, e.g. ``"layers.3"``) picks the
     layers; default: all of them.
     """
     paths = {id(layer): path for path, layer in iter_layers(arch)}

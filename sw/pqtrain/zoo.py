@@ -9,12 +9,12 @@
   with v=``proj_v`` (4); the stem conv and the classifier stay float (run them on the host:
   ``pqcompile --host-layers``).
 - ``kws``: a keyword-spotting network with PQA's KWS PQ layer shapes (1x1 convs on [84, 5, 25]: 84->120->84->84
-  ->84->196, K=16, v=4) behind a float stem on 10x50 MFCC features (:func:`pqtrain.data.load_speech_commands`).
+  ->84->196, K=16, v=4) behind a float stem on 10x50 MFCC features (:func:`pqmodel.data.load_speech_commands`).
 - ``emnist``: PQA's EMNIST PQ layer shapes (1x1 convs 64->96->120->150 at 14x14, 150->187->234->292 at 7x7,
   292->366->457->572 at 4x4, 572->512 at 2x2; K=12, v=4) with the down-sampling in float pooling layers,
   behind a float stem on 1x28x28 images, 47 classes (EMNIST balanced).
 
-``arch(name)`` returns the PQ description, ``build_model(name)`` an untrained :class:`pqtrain.model.PQNet`.
+``arch(name)`` returns the PQ description, ``build_model(name)`` an untrained :class:`pqmodel.model.PQNet`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .model import PQNet, build
+from pqmodel.model import PQNet, build
+
 from .train import mlp_arch
 
 Arch = dict[str, Any]
