@@ -95,12 +95,13 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
     spec = load_spec()
     err = spec.errors
     size = int(mem.size)
+    bus = cfg.bus_bytes  # bytes of a bus word: the unit of the AXI responses
 
     def bad_word(w: int) -> bool:
-        return (w + 1) * 8 > size or w in poison
+        return (w + 1) * bus > size or w in poison
 
     def bad(a: int, nbytes: int) -> bool:
-        return any(bad_word(w) for w in range(a // 8, -(-(a + nbytes) // 8)))
+        return any(bad_word(w) for w in range(a // bus, -(-(a + nbytes) // bus)))
 
     first = sim.run(cfg, mem, insn_base, trace=True)
     steps = [parse_trace(line) for line in first.trace]
@@ -113,7 +114,7 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
             break  # refused before any transfer
         if mn in ("load", "store", "stamp"):
             nb = 8 if mn == "stamp" else ops["nbytes"]
-            if bad(ops["addr"], -(-nb // 8) * 8):
+            if bad(ops["addr"], -(-nb // bus) * bus):
                 fault = (pc, mn, ops)
                 break
     else:
@@ -135,13 +136,13 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
             m3[pc : pc + 8] = np.frombuffer(encode("store", nbytes=nb, addr=scratch).to_bytes(8, "little"), np.uint8)
             m3[pc + 8 : pc + 16] = stop
             out = sim.run(cfg, m3, insn_base).mem[scratch : scratch + nb]
-            for ba, bn in pqa_gen.bursts(addr, -(-nb // 8)):
+            for ba, bn in pqa_gen.bursts(addr, -(-nb // bus)):
                 failed = False
-                for w in range(ba // 8, ba // 8 + bn):
+                for w in range(ba // bus, ba // bus + bn):
                     if bad_word(w):
                         failed = True
                         continue
-                    lo, hi = 8 * w, min(8 * w + 8, addr + nb)
+                    lo, hi = bus * w, min(bus * w + bus, addr + nb)
                     res.mem[lo:hi] = out[lo - addr : hi - addr]
                 if failed:
                     break
@@ -257,10 +258,11 @@ class HostDriver(uvm_driver):
     def _wrap_ram(self) -> None:
         """SLVERR on poisoned words and beyond the job's memory; random AR/AW latency."""
         rd, wr = self.ram.read_if._read, self.ram.write_if._write
+        bus = len(self.dut.m_axi_wdata) // 8  # bytes of a bus word (poison is a set of bus-word addresses)
 
         def check(address: int, length: int) -> None:
             if address + length > self.mem_limit or any(w in self.poison for w in
-                                                        range(address // 8, -(-(address + length) // 8))):
+                                                        range(address // bus, -(-(address + length) // bus))):
                 raise OSError(f"SLVERR at {address:#x}")
 
         async def read(address: int, length: int) -> bytes:
