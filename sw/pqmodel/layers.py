@@ -13,20 +13,20 @@ Training-time assignment (``assign_mode``): ``"ste"`` (value: hard one-hot; grad
 ``softmax(-dist / temperature)``, as in LUT-NN) or ``"soft"`` (value and gradient: the softmax). Evaluation is
 always hard. ``temperature`` may be a float or a tensor (a learned temperature, LUT-NN style).
 
-Quantization-aware training: :meth:`PQLinear.set_qat` installs the integer parameters of the compiler's
-pipeline (``pqcompile.graph``: input scale, table scale, mult/shift, widths and ranges, fused ReLU); the forward pass
-then computes exactly that pipeline's arithmetic with straight-through estimators (see docs/training.md).
+Quantization-aware training replaces a layer's forward on its columns by a hook (:attr:`PQLinear.qat`, an object
+with ``forward(layer, columns)``): ``pqtrain.qat`` installs there the integer parameters of the compiler's pipeline
+(``pqcompile.graph``: input scale, table scale, mult/shift, widths and ranges, fused ReLU), whose forward computes
+exactly that pipeline's arithmetic with straight-through estimators (see docs/training.md). The hook may use the
+layer's :meth:`PQLinear._split`, :meth:`PQLinear._combine` and :meth:`PQLinear.padded_weight`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
-
-from pqcompile.isa import clamp_range
 
 METRICS = ("l2", "l1")
 ASSIGN_MODES = ("ste", "soft")
@@ -39,27 +39,12 @@ def first_argmin(dist: Tensor) -> Tensor:
     return torch.where(dist == best, ks, dist.shape[-1]).min(-1).values
 
 
-def ste_round_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
-    """clamp(round(x), lo, hi) in value (round half to even, as numpy); identity gradient inside [lo, hi]."""
-    y = torch.clamp(x, lo, hi)
-    return y + (torch.round(y) - y).detach()
+class ColumnsHook(Protocol):
+    """A replacement for a PQ layer's forward on its columns (:attr:`PQLinear.qat`; ``pqtrain.qat.QatParams``)."""
 
-
-@dataclass
-class QatParams:
-    """One layer's integer-pipeline parameters, as the compiler (``pqcompile.graph.build_graph``) chose them."""
-
-    in_scale: float  # scale of the layer's integer input (and of its prototypes)
-    lut_scale: float  # scale of the table entries and the bias
-    mult: int
-    shift: int
-    out_scale: float  # the scale the integer output really has: lut_scale * 2^shift / mult
-    act_bits: int  # width of activations and prototypes
-    lut_bits: int  # width of the table entries
-    relu: bool  # the ReLU that follows is fused into the requantization clamp
-    in_unsigned: bool = False  # the input (and the prototypes) are unsigned act_bits-bit: [0, 2^act_bits-1]
-    out_unsigned: bool = False  # the output clamp is unsigned [0, 2^out_bits-1] (quant.unsigned)
-    out_bits: int = 0  # width of the output clamp (0: act_bits; the network's last layer returns ActW-bit logits)
+    def forward(self, layer: PQLinear, x: Tensor) -> Tensor:
+        """``layer``'s columns ``x`` [N, D] -> outputs [N, M]."""
+        ...
 
 
 def pairwise_dist(xs: Tensor, protos: Tensor, metric: str) -> Tensor:
@@ -145,7 +130,7 @@ class PQLinear(nn.Module):
         self.metric = metric
         self.temperature: float | Tensor = 1.0
         self.assign_mode = "ste"
-        self.qat: QatParams | None = None
+        self.qat: ColumnsHook | None = None  # the fake-quant forward of quantization-aware training (pqtrain.qat)
         self.prototypes = nn.Parameter(torch.randn(self.c, k, v) * 0.1)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -213,9 +198,9 @@ class PQLinear(nn.Module):
         return self._combine(self.distances(x))
 
     def forward_columns(self, x: Tensor) -> Tensor:
-        """[N, D] columns -> [N, M] outputs (fake-quantized when QAT parameters are set)."""
+        """[N, D] columns -> [N, M] outputs (the :attr:`qat` hook's, fake-quantized, when one is set)."""
         if self.qat is not None:
-            return self._qat_forward(x)
+            return self.qat.forward(self, x)
         y = torch.einsum("bck,ckm->bm", self.assignment(x), self.lut())
         if self.bias is not None:
             y = y + self.bias
@@ -223,43 +208,6 @@ class PQLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_columns(x)
-
-    def set_qat(self, params: QatParams | None) -> None:
-        """Install (or, with None, remove) the integer-pipeline parameters used by the fake-quant forward."""
-        self.qat = params
-
-    def _qat_forward(self, x: Tensor) -> Tensor:
-        """The compiler's integer pipeline (docs/compiler.md, "Quantization") in float64 with straight-through
-        estimators. The value returned is the integer output times ``out_scale``; the hard assignment and
-        every rounding are the pipeline's (activations, prototypes, table, bias: round half to even;
-        requantization: round half up), so after :meth:`set_qat` with freshly calibrated parameters the
-        output equals the compiler's integer reference (``pqcompile.graph.reference``) dequantized. The
-        32-bit accumulator wrap is not modelled."""
-        q = self.qat
-        assert q is not None
-        qmax = (1 << (q.lut_bits - 1)) - 1
-        xs = self._split(x.to(torch.float64))
-        lo_in, hi_in = clamp_range(False, q.act_bits, q.in_unsigned)
-        xq = ste_round_clamp(xs / q.in_scale, lo_in, hi_in)  # integer-valued
-        pq = ste_round_clamp(self.prototypes.to(torch.float64) / q.in_scale, lo_in, hi_in)
-        dist = pairwise_dist(xq.detach(), pq.detach(), self.metric)  # exact integers
-        soft_dist = pairwise_dist(xq * q.in_scale, pq * q.in_scale, self.metric)  # real units, carries gradient
-        a = self._combine(dist, soft_dist)
-        w = self.padded_weight().to(torch.float64).reshape(self.out_features, self.c, self.v)
-        lut = ste_round_clamp(torch.einsum("ckv,mcv->ckm", pq * q.in_scale, w) / q.lut_scale, -qmax - 1, qmax)
-        acc = torch.einsum("bck,ckm->bm", a, lut)
-        if self.bias is not None:
-            lim = (1 << 31) - 1 - self.c * (qmax + 1)
-            acc = acc + ste_round_clamp(self.bias.to(torch.float64) / q.lut_scale, -lim, lim)
-        lin = acc * (q.mult / float(1 << q.shift))
-        if q.shift:
-            y = torch.floor((acc.detach() * q.mult + float(1 << (q.shift - 1))) / float(1 << q.shift))
-        else:
-            y = acc.detach() * q.mult
-        y = lin + (y - lin).detach()
-        lo, hi = clamp_range(q.relu, q.out_bits or q.act_bits, q.out_unsigned)
-        y = torch.clamp(y, float(lo), float(hi))
-        return (y * q.out_scale).to(x.dtype)
 
     @torch.no_grad()
     def init_from_linear(self, linear: nn.Module, activations: Tensor, iters: int = 25, seed: int = 0,

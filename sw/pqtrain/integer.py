@@ -5,7 +5,7 @@ ReLU fusion, scales, unsigned ranges, integer prototypes, tables, biases, mult/s
 :func:`pqcompile.graph.reference` (the integer forward pass in torch, checked bit for bit against the golden
 simulator). This module only wraps them for training: :class:`IntegerNet` maps float inputs to the integer
 outputs, and :func:`calibrate_qat` installs each PQ layer's integer parameters (:class:`QatParams`) so that the
-fake-quant forward of ``pqtrain.layers`` computes the same integers.
+fake-quant forward of ``pqtrain.qat`` computes the same integers.
 
 Export works for every network the accelerator runs without host layers; quantization-aware training covers
 chains of PQ layers (``pq_linear``, ``pq_conv2d``, each optionally followed by ``relu``, and ``flatten``), not
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pqmodel.layers import PQLinear, QatParams
+from pqmodel.layers import PQLinear
 from pqmodel.model import PQNet
 from torch import Tensor, nn
 
@@ -26,6 +26,8 @@ from pqcompile import ir
 from pqcompile.backend import CompileError
 from pqcompile.graph import Frontend, build_graph, reference
 from pqcompile.spec import load as load_spec
+
+from .qat import QatParams, set_qat
 
 DEFAULT_CONFIG = "default"  # ActW 8, LutW 16, AccW 32: every act/lut width from 2 to 8 is allowed
 
@@ -134,14 +136,14 @@ def calibrate_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: i
     was = model.training
     model.eval()
     for m in model.pq_layers():
-        m.set_qat(None)
+        set_qat(m, None)
     inet = export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib, lut_calib=lut_calib,
                           out_bits=out_bits)
     params = qat_params(inet)
     for idx, p in params.items():
         layer = model.layers[idx]
         assert isinstance(layer, PQLinear)
-        layer.set_qat(p)
+        set_qat(layer, p)
     model.train(was)
     return inet
 
@@ -149,4 +151,4 @@ def calibrate_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: i
 def clear_qat(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, PQLinear):
-            m.set_qat(None)
+            set_qat(m, None)
