@@ -35,9 +35,7 @@ from torch import Tensor, nn
 from . import ir, kernels, ops, quantize
 from .errors import CompileError
 from .fgraph import Extraction, FloatGraph, FOp, FTensor, to_channels_last
-from .ops.batchnorm import FBatchNorm
 from .ops.pq import FPQ
-from .ops.relu import FRelu
 from .spec import HwConfig
 
 SUPPORTED = ("pq_linear, pq_conv2d, batchnorm2d after a PQ layer, relu after a PQ layer / residual add / "
@@ -129,46 +127,28 @@ def extract(arch: dict[str, Any], state: dict[str, Tensor], host_layers: Sequenc
     for i in range(start, stop):
         t = layer(layers[i], f"layers.{i}", t)
     fg.output = t
-    if not any(isinstance(op, FPQ) for op in fg.ops):
+    if not any(type(op) is FPQ for op in fg.ops):
         raise CompileError("the accelerator part of the model has no PQ layer")
     return fg
 
 
-def fold_batchnorm(fg: FloatGraph) -> FloatGraph:
-    """Pass 2: each batch norm becomes part of the PQ layer before it: W'[m] = W[m] * mul[m],
-    b'[m] = b[m] * mul[m] + add[m] (the encoder does not see W, so the fold is exact in float)."""
-    for bn in [op for op in fg.ops if isinstance(op, FBatchNorm)]:
-        prod = fg.producer(bn.inp)
-        if not isinstance(prod, FPQ) or prod.bn:
-            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({prod.kind()})"
-            raise CompileError(f"{bn.name} (batchnorm2d): follows {what}, not a PQ layer, so it cannot be folded; "
-                               f"{fg.host_hint(bn.name)}")
-        if len(fg.consumers(bn.inp)) != 1:
-            raise CompileError(f"{bn.name} (batchnorm2d): the output of {prod.name} is also used without the batch "
-                               "norm, so it cannot be folded")
-        prod.weight = prod.weight * bn.mul[:, None]
-        prod.bias = prod.bias * bn.mul + bn.add
-        prod.bn = bn.name
-        fg.ops.remove(bn)
-        fg.rename(bn.out, prod.out)
+def _rewrite(fg: FloatGraph, layer_type: str) -> FloatGraph:
+    h = ops.for_layer(layer_type)
+    assert h is not None and h.float_type is not None
+    for op in [op for op in fg.ops if type(op) is h.float_type]:
+        h.rewrite(fg, op)
     return fg
+
+
+def fold_batchnorm(fg: FloatGraph) -> FloatGraph:
+    """Pass 2: each batch norm becomes part of the PQ layer before it (``ops.batchnorm``)."""
+    return _rewrite(fg, "batchnorm2d")
 
 
 def fuse_relu(fg: FloatGraph) -> FloatGraph:
-    """Pass 3: each ReLU becomes the ``relu`` of the post-processing of the op that produces its input."""
-    for r in [op for op in fg.ops if isinstance(op, FRelu)]:
-        prod = fg.producer(r.inp)
-        if prod is None or isinstance(prod, FBatchNorm | FRelu):
-            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({prod.kind()})"
-            raise CompileError(f"{r.name} (relu): its input comes from {what}, which has no post-processing to fuse "
-                               f"it into; {fg.host_hint(r.name)}")
-        if not prod.relu and len(fg.consumers(r.inp)) != 1:
-            raise CompileError(f"{r.name} (relu): the output of {prod.name} is also used without the ReLU, so the "
-                               "ReLU cannot be fused into it")
-        prod.relu = True
-        fg.ops.remove(r)
-        fg.rename(r.out, prod.out)
-    return fg
+    """Pass 3: each ReLU becomes the ``relu`` of the post-processing of the op that produces its input
+    (``ops.relu``)."""
+    return _rewrite(fg, "relu")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 An op kind is one module of :mod:`pqcompile.ops` with one :class:`OpHandler` subclass, registered with
 :func:`register`. The handler holds everything the compiler does with that kind of op, pass by pass:
 
-- front end: ``layer_types`` / :meth:`~OpHandler.extract` (model layer -> float op), :meth:`~OpHandler.forward`
+- front end: ``layer_types`` / :meth:`~OpHandler.extract` (model layer -> float op), :meth:`~OpHandler.rewrite`
+  (a float-only op folded into its neighbours: batch norm, ReLU), :meth:`~OpHandler.forward`
   (the float op's value), :meth:`~OpHandler.quantize` (float op -> integer op, with its calibrated
   requantization), :meth:`~OpHandler.accumulate` / :meth:`~OpHandler.post_mult` (the integer reference);
 - back end: :meth:`~OpHandler.check` (the limits of a configuration), :meth:`~OpHandler.kind`,
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from .. import ir
 from ..errors import CompileError
-from ..fgraph import Extraction, FOp
+from ..fgraph import Extraction, FloatGraph, FOp
 from ..plan import OpPlan
 from ..spec import HwConfig
 
@@ -63,6 +64,10 @@ class OpHandler:
     # ---- front end ---------------------------------------------------------------------------------------
     def extract(self, ex: Extraction, lay: dict[str, Any], name: str, t: str) -> str:
         """Append the float op(s) of model layer ``lay`` (named ``name``) reading tensor ``t``; its output."""
+        raise NotImplementedError(self.name)
+
+    def rewrite(self, fg: FloatGraph, op: Any) -> None:
+        """Fold a float-only op (one without an integer op: ``ir_type`` None) into the ops around it."""
         raise NotImplementedError(self.name)
 
     def forward(self, op: Any, vals: dict[str, Tensor]) -> Tensor:

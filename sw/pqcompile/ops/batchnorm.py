@@ -1,5 +1,6 @@
 """Batch norm (``batchnorm2d``, eval mode): extracted as y = x * mul + add per channel, then folded into the
-PQ layer before it (:func:`pqcompile.graph.fold_batchnorm`); it never reaches the integer graph."""
+PQ layer before it (``rewrite``, run by :func:`pqcompile.graph.fold_batchnorm`); it never reaches the integer
+graph."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch
 from torch import Tensor
 
 from ..errors import CompileError
-from ..fgraph import Extraction, FOp
+from ..fgraph import Extraction, FloatGraph, FOp
 from .base import OpHandler, register
+from .pq import FPQ
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default: the architecture format has no eps field
 
@@ -47,6 +49,23 @@ class BatchNormHandler(OpHandler):
         mul = g / np.sqrt(var + BN_EPS)
         ex.fg.ops.append(FBatchNorm(name, t, name, mul, b - mean * mul))
         return ex.fg.new_tensor(name, (h, w, ch), ex.fg.tensors[t].arch_shape)
+
+    def rewrite(self, fg: FloatGraph, bn: FBatchNorm) -> None:
+        """Fold into the PQ layer before it: W'[m] = W[m] * mul[m], b'[m] = b[m] * mul[m] + add[m] (the encoder
+        does not see W, so the fold is exact in float)."""
+        prod = fg.producer(bn.inp)
+        if not isinstance(prod, FPQ) or prod.bn:
+            what = "the network input (or a host layer)" if prod is None else f"{prod.name} ({prod.kind()})"
+            raise CompileError(f"{bn.name} (batchnorm2d): follows {what}, not a PQ layer, so it cannot be folded; "
+                               f"{fg.host_hint(bn.name)}")
+        if len(fg.consumers(bn.inp)) != 1:
+            raise CompileError(f"{bn.name} (batchnorm2d): the output of {prod.name} is also used without the batch "
+                               "norm, so it cannot be folded")
+        prod.weight = prod.weight * bn.mul[:, None]
+        prod.bias = prod.bias * bn.mul + bn.add
+        prod.bn = bn.name
+        fg.ops.remove(bn)
+        fg.rename(bn.out, prod.out)
 
     def forward(self, op: FBatchNorm, vals: dict[str, Tensor]) -> Tensor:
         return vals[op.inp] * torch.from_numpy(op.mul) + torch.from_numpy(op.add)
