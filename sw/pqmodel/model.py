@@ -587,7 +587,7 @@ def is_model_file(path: str | os.PathLike[str]) -> bool:
 
 def check_output(path: str | os.PathLike[str]) -> None:
     """Refuse an output path that :func:`save` must not write: a directory, a path in a missing or unwritable
-    directory, or an existing file that is not a PQA model file (pqtrain never replaces what it did not write).
+    directory, or an existing file that is not a PQA model file (:func:`save` never replaces what it did not write).
     Raises :class:`ModelFormatError` naming the path."""
     p = Path(path)
     if p.is_dir():
