@@ -47,9 +47,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 import torch  # noqa: E402
-from pqmodel.data import load_digits_split  # noqa: E402
 
 from pqcompile.progress import Progress  # noqa: E402
+from pqmodel.data import load_digits_split  # noqa: E402
 from pqtrain import zoo  # noqa: E402
 from pqtrain.integer import export_integer  # noqa: E402
 from pqtrain.train import (  # noqa: E402

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
+
 from pqmodel.data import load_digits_split
 from pqmodel.model import load, save
-
 from pqtrain import zoo
 from pqtrain.integer import export_integer
 from pqtrain.train import METHODS, TrainConfig, accuracy, reshape_inputs, train_pipeline

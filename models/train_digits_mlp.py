@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import torch
+
 from pqmodel.data import load_digits_split
 from pqmodel.model import load, save
-
 from pqtrain.train import TrainConfig, accuracy, mlp_arch, train_pipeline
 
 HERE = Path(__file__).resolve().parent

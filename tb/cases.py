@@ -307,10 +307,10 @@ def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:
     project's compiler (pqcompile.cli.compile_model: graph extraction, batch-norm folding, quantization,
     tiling, emission; bit-exact check of the quantized torch model against the golden simulator)."""
     import torch
-    from pqmodel.model import build, save
 
     from pqcompile.cli import compile_model
     from pqcompile.options import BuildConfig
+    from pqmodel.model import build, save
 
     torch.manual_seed(seed)
     arch = residual_arch()

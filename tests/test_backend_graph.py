@@ -388,10 +388,9 @@ def test_shipped_mlp_build() -> None:
     """models/digits_mlp.pt through the front end and the back end: the instruction stream of a chain of
     linear ops (1 + per layer (3 table loads, shape, quant, 3 per column tile, stamp) + end) and the integer
     reference's outputs. Input and output are pinned, so with two layers nothing is reused."""
+    from pqcompile import graph
     from pqmodel.data import load_digits_split
     from pqmodel.model import load as load_model
-
-    from pqcompile import graph
 
     model, arch, _ = load_model(ROOT / "models" / "digits_mlp.pt")
     x_tr, _, x_te, _ = (np.asarray(t) for t in load_digits_split())

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from cases import LayerShape, random_mlp
-from pqmodel.model import build, save
 
 from pqcompile import backend, cli, graph, quantize, sim
 from pqcompile import build as pqbuild
 from pqcompile.isa import clamp_range, field_limit
 from pqcompile.spec import load
+from pqmodel.model import build, save
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_mlp.pt"

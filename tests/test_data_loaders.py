@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pqmodel.data import DataError, load_cifar10, load_emnist, load_speech_commands
 
 

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from pqmodel.data import load_digits_split
-from pqmodel.model import build
-from pqmodel.model import load as load_model
 
 from pqcompile import backend, graph, ir, plan, quantize, sim
 from pqcompile.backend import CompileError
 from pqcompile.isa import encode
 from pqcompile.ops import pq as pq_op
 from pqcompile.spec import HwConfig, load
+from pqmodel.data import load_digits_split
+from pqmodel.model import build
+from pqmodel.model import load as load_model
 from pqtrain import zoo
 from pqtrain.integer import calibrate_qat, clear_qat
 from pqtrain.train import convert_to_pq, float_arch

@@ -20,6 +20,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from pqcompile import cli as pqcompile_cli
 from pqmodel.data import DataError
 from pqmodel.model import (
     MAX_JSON_DEPTH,
@@ -33,8 +35,6 @@ from pqmodel.model import (
     state_layout,
     validate_arch,
 )
-
-from pqcompile import cli as pqcompile_cli
 from pqtrain import cli as pqtrain_cli
 from pqtrain import zoo
 from pqtrain.train import float_arch, mlp_arch

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
+
 from pqmodel.data import load_digits_split
 from pqmodel.layers import PQLinear, kmeans
 from pqmodel.model import ModelFormatError, build, load, load_raw, save
-from torch import nn
-
 from pqtrain.train import TrainConfig, fit, mlp_arch, train_pipeline
 
 MARKER_ENV = "PQTRAIN_TEST_MARKER"

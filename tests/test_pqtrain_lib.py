@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from pqmodel.data import load_digits_split
 from pqmodel.layers import PQConv2d, PQLinear
 from pqmodel.model import ModelFormatError, build, load, save, validate_arch
-from torch import nn
-
 from pqtrain import zoo
 from pqtrain.integer import IntegerNet, calibrate_qat, clear_qat, export_integer
 from pqtrain.train import (

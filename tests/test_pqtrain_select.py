@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pqmodel.data import load_digits_split
 
 from pqcompile import quantize
 from pqcompile.backend import CompileError
+from pqmodel.data import load_digits_split
 from pqtrain.train import TrainConfig, fit, mlp_arch, split_validation, train_pipeline
 
 
@@ -60,7 +60,6 @@ def test_shipped_cnn_loads_and_is_accurate() -> None:
     from pathlib import Path
 
     from pqmodel.model import load
-
     from pqtrain.train import accuracy, reshape_inputs
 
     path = Path(__file__).resolve().parents[1] / "models" / "digits_cnn.pt"

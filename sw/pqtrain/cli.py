@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pqmodel.data import DataError, load_digits_split
-from pqmodel.model import ModelFormatError, build, check_output, iter_layers, load, save, validate_arch
 
 from pqcompile.backend import CompileError
 from pqcompile.clitools import EXIT_FAILED, EXIT_OK, ArgumentParser, fail, printable
+from pqmodel.data import DataError, load_digits_split
+from pqmodel.model import ModelFormatError, build, check_output, iter_layers, load, save, validate_arch
 
 from . import zoo
 from .integer import export_integer

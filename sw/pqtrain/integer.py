@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pqmodel.layers import PQLinear
-from pqmodel.model import PQNet
 from torch import Tensor, nn
 
 from pqcompile import ir
 from pqcompile.backend import CompileError
 from pqcompile.graph import Frontend, build_graph, reference
 from pqcompile.spec import load as load_spec
+from pqmodel.layers import PQLinear
+from pqmodel.model import PQNet
 
 from .qat import QatParams, set_qat
 

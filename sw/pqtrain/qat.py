@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pqmodel.layers import PQLinear, pairwise_dist
 from torch import Tensor
 
 from pqcompile.isa import clamp_range
+from pqmodel.layers import PQLinear, pairwise_dist
 
 
 def ste_round_clamp(x: Tensor, lo: float, hi: float) -> Tensor:

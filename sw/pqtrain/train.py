@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-from pqmodel.model import PQNet, build, iter_layers, validate_arch
 from torch import Tensor, nn
 
 from pqcompile.progress import Progress
+from pqmodel.model import PQNet, build, iter_layers, validate_arch
 
 from .integer import IntegerNet, calibrate_qat, clear_qat, export_integer
 
