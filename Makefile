@@ -27,7 +27,7 @@ help:
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator)"
 	@echo "make train-report  training methods and integer widths on digits, 5 seeds (~23 min; benchmarks/out/)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
-	@echo "make gen       regenerate rtl/pqa_pkg.sv and docs/isa.md from the spec"
+	@echo "make gen       regenerate rtl/pqa_pkg.sv, docs/isa.md and the generated block of lint/verilator_waiver.vlt from the spec"
 	@echo "make model     retrain models/digits_mlp.pt and models/digits_cnn.pt"
 
 setup: $(STAMP)

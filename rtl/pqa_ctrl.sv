@@ -100,7 +100,7 @@ module pqa_ctrl #(
   input  logic                             vec_done_i
 );
 
-  localparam int LutEntryBytes = (LutW + 7) / 8;
+  localparam int LutEntryBytes = pqa_pkg::elem_bytes(LutW);  // bytes of a table entry
   localparam int BusBytes      = AxiDataWidth / 8;
   localparam int BusAlign      = $clog2(BusBytes);            // byte-offset bits within a bus word
   localparam int InsnBytes     = pqa_pkg::InsnW / 8;

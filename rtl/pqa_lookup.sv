@@ -9,7 +9,7 @@
 // reads (registered-read RAMs); stage 1 extracts and accumulates; stage 2 requantizes and writes.
 // Cycles per column: m*c + 3 (issue, two drain cycles, done).
 // Buffers are read and written a bus word (AxiDataWidth bits) at a time; table entries are one or two
-// bytes (LutW <= 16), biases int32, outputs ActW = 8-bit bytes (pqa_top checks these).
+// bytes (LutW <= 16), biases BufBiasElemW = 32 bits, outputs ActW = 8-bit bytes (pqa_top checks these).
 
 `default_nettype none
 
@@ -57,11 +57,11 @@ module pqa_lookup #(
   output logic                            done_o
 );
 
-  localparam int LutEntryBytes = (LutW + 7) / 8;
+  localparam int LutEntryBytes = pqa_pkg::elem_bytes(LutW);  // bytes of a table entry
   localparam int CAw = (CMax > 1) ? $clog2(CMax) : 1;
   localparam int BusBytes  = AxiDataWidth / 8;
   localparam int BusAlign  = $clog2(BusBytes);        // byte-offset bits within a bus word
-  localparam int BiasW     = 32;                      // biases are int32 (docs/isa.md, `run`)
+  localparam int BiasW     = pqa_pkg::BufBiasElemW;  // bias width (docs/isa.md, "On-chip buffers")
   localparam int BiasPerW  = AxiDataWidth / BiasW;    // biases per bus word
   localparam int BselW     = (BiasPerW > 1) ? $clog2(BiasPerW) : 1;
 
@@ -221,7 +221,7 @@ module pqa_lookup #(
   );
 
   assign out_we_o    = v2_q;
-  assign out_waddr_o = obyte2_q[OutAw+2:3];
+  assign out_waddr_o = obyte2_q[OutAw+BusAlign-1:BusAlign];
   assign out_wdata_o = {(AxiDataWidth / ActW){y}};
   assign out_wbe_o   = BusBytes'(1) << obyte2_q[BusAlign-1:0];
   assign done_o      = (state_q == LkDrain2);

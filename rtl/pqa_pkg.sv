@@ -136,6 +136,63 @@ package pqa_pkg;
   localparam int StatusDoneBit = 1;
   localparam int StatusErrorBit = 2;
 
+  // On-chip buffers (`load`'s buf = Buffer<Name>): an element of W bits takes elem_bytes(W) bytes,
+  // little-endian, in layout order (last index fastest) from byte 0. Buf<Name>ElemW: a width fixed
+  // by the spec (the others are a configuration parameter).
+  //   proto: [c][k][v] signed prototype element, ProtoW bits; ProtoBytes bytes
+  //   lut: [c][k][m] signed table entry, LutW bits; LutBytes bytes
+  //   bias: [m] signed bias, 32 bits; MMax elements
+  //   act: [pixel][channel] (channels-last) signed activation, ActW bits; ActBytes bytes
+  //   out: [pixel][channel] (channels-last) activation, ActW bits; OutBytes bytes
+  localparam int BufBiasElemW = 32;
+  function automatic int elem_bytes(input int bits);  // ceil(bits / 8)
+    elem_bytes = (bits + 7) / 8;
+  endfunction
+
+  // Configuration rules: what pqa_top's parameters may be, CfgRule<Param>Min / Max / Eq / Pow2
+  function automatic bit is_pow2(input int n);  // the rule pow2
+    is_pow2 = n > 0 && (n & (n - 1)) == 0;
+  endfunction
+  // AxiDataWidth: = isa.insn_bits (64): one instruction per bus word: pqa_ctrl fetches single beats (and
+  //   isa.cycles_bits = isa.insn_bits: one stamp per bus word)
+  localparam int CfgRuleAxiDataWidthEq = InsnW;
+  // AxiAddrWidth: 12 .. load.addr.width (32): at least one 4 KiB page (AXI4 bursts stay inside one), at most
+  //   the address field of `load` / `store` / `stamp`
+  localparam int CfgRuleAxiAddrWidthMin = 12;
+  localparam int CfgRuleAxiAddrWidthMax = LoadAddrW;
+  // ActW: = 8: int8 activations: the encoder, the vector unit and the output bytes are 8 bits
+  localparam int CfgRuleActWEq = 8;
+  // ProtoW: = 8: int8 prototypes: the encoder's distance is 8 bits wide
+  localparam int CfgRuleProtoWEq = 8;
+  // LutW: 2 .. 16: signed table entries of one or two bytes (the look-up unit reads at most two)
+  localparam int CfgRuleLutWMin = 2;
+  localparam int CfgRuleLutWMax = 16;
+  // AccW: >= LutW: the accumulator holds at least one table entry
+  // KMax: 1 .. shape.k.max (255): fits the `shape` field k
+  localparam int CfgRuleKMaxMin = 1;
+  localparam int CfgRuleKMaxMax = (1 << ShapeKW) - 1;
+  // VMax: 1 .. shape.v.max (255): fits the `shape` field v
+  localparam int CfgRuleVMaxMin = 1;
+  localparam int CfgRuleVMaxMax = (1 << ShapeVW) - 1;
+  // CMax: 1 .. shape.c.max (255): fits the `shape` field c
+  localparam int CfgRuleCMaxMin = 1;
+  localparam int CfgRuleCMaxMax = (1 << ShapeCW) - 1;
+  // MMax: 1 .. shape.m.max (65535): fits the `shape` field m
+  localparam int CfgRuleMMaxMin = 1;
+  localparam int CfgRuleMMaxMax = (1 << ShapeMW) - 1;
+  // ProtoBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  localparam int CfgRuleProtoBytesMin = 8;
+  localparam bit CfgRuleProtoBytesPow2 = 1'b1;
+  // LutBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  localparam int CfgRuleLutBytesMin = 8;
+  localparam bit CfgRuleLutBytesPow2 = 1'b1;
+  // ActBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  localparam int CfgRuleActBytesMin = 8;
+  localparam bit CfgRuleActBytesPow2 = 1'b1;
+  // OutBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  localparam int CfgRuleOutBytesMin = 8;
+  localparam bit CfgRuleOutBytesPow2 = 1'b1;
+
   // Named hardware configurations: Cfg<Name><Param>
   localparam int CfgSmallAxiDataWidth = 64;
   localparam int CfgSmallAxiAddrWidth = 32;

@@ -96,50 +96,87 @@ module pqa_top #(
 );
 
   // ---------------------------------------------------------------------------------------------
-  // Configuration check: this datapath supports the configurations that sw/pqcompile/spec.py accepts
-  // (one instruction and one stamp per bus word, int8 activations and prototypes, table entries of
-  // one or two bytes); anything else stops elaboration here with a message: $error in a generate
-  // block (Verilator, Yosys); Icarus 11 has no elaboration-time tasks, so there it is a $fatal at
-  // time 0, before the first clock.
+  // Configuration check: this datapath supports the configurations that sw/pqcompile/spec.py accepts:
+  // those that keep the spec's config_rules (docs/isa.md, "Hardware configurations"), whose bounds are
+  // the pqa_pkg::CfgRule<Param>* constants. Any other stops elaboration here with a message naming the
+  // parameter and its value: $error in a generate block (Verilator, Yosys); Icarus 11 has no
+  // elaboration-time tasks, so there it is a $fatal at time 0, before the first clock.
   // ---------------------------------------------------------------------------------------------
   // One instruction and one stamp per bus word (pqa_ctrl fetches and stamps single beats).
-  if (AxiDataWidth != pqa_pkg::InsnW || AxiDataWidth != pqa_pkg::CyclesW) begin : gen_bus_check
+  if (AxiDataWidth != pqa_pkg::CfgRuleAxiDataWidthEq) begin : gen_bus_check
 `ifdef __ICARUS__
-    initial $fatal(1, "pqa_top: AxiDataWidth=%0d is not supported, only pqa_pkg::InsnW = %0d",
-                   AxiDataWidth, pqa_pkg::InsnW);
+    initial $fatal(1,
 `else
-    $error("pqa_top: AxiDataWidth=%0d is not supported, only pqa_pkg::InsnW = %0d",
-           AxiDataWidth, pqa_pkg::InsnW);
+    $error(
 `endif
+      "pqa_top: AxiDataWidth=%0d is not supported, only pqa_pkg::InsnW = %0d",
+      AxiDataWidth, pqa_pkg::CfgRuleAxiDataWidthEq);
   end
-  if (ActW != 8 || ProtoW != 8) begin : gen_elem_check
+  // int8 activations and prototypes, table entries of one or two bytes.
+  if (ActW != pqa_pkg::CfgRuleActWEq || ProtoW != pqa_pkg::CfgRuleProtoWEq) begin : gen_elem_check
 `ifdef __ICARUS__
-    initial $fatal(1, "pqa_top: ActW=%0d, ProtoW=%0d are not supported, only 8 (int8 elements)", ActW, ProtoW);
+    initial $fatal(1,
 `else
-    $error("pqa_top: ActW=%0d, ProtoW=%0d are not supported, only 8 (int8 elements)", ActW, ProtoW);
+    $error(
 `endif
+      "pqa_top: ActW=%0d, ProtoW=%0d are not supported, only %0d, %0d",
+      ActW, ProtoW, pqa_pkg::CfgRuleActWEq, pqa_pkg::CfgRuleProtoWEq);
   end
-  if (LutW < 2 || LutW > 16 || AccW < LutW) begin : gen_lut_check
+  if (LutW < pqa_pkg::CfgRuleLutWMin || LutW > pqa_pkg::CfgRuleLutWMax || AccW < LutW) begin : gen_lut_check
 `ifdef __ICARUS__
-    initial $fatal(1, "pqa_top: LutW=%0d, AccW=%0d are not supported: LutW 2..16, AccW >= LutW", LutW, AccW);
+    initial $fatal(1,
 `else
-    $error("pqa_top: LutW=%0d, AccW=%0d are not supported: LutW 2..16, AccW >= LutW", LutW, AccW);
+    $error(
 `endif
+      "pqa_top: LutW=%0d, AccW=%0d are not supported: LutW %0d..%0d, AccW >= LutW",
+      LutW, AccW, pqa_pkg::CfgRuleLutWMin, pqa_pkg::CfgRuleLutWMax);
   end
-  if (AxiAddrWidth < 12 || AxiAddrWidth > pqa_pkg::LoadAddrW) begin : gen_addr_check
+  if (AxiAddrWidth < pqa_pkg::CfgRuleAxiAddrWidthMin || AxiAddrWidth > pqa_pkg::CfgRuleAxiAddrWidthMax)
+  begin : gen_addr_check
 `ifdef __ICARUS__
-    initial $fatal(1, "pqa_top: AxiAddrWidth=%0d is not supported: 12 .. pqa_pkg::LoadAddrW = %0d",
-                   AxiAddrWidth, pqa_pkg::LoadAddrW);
+    initial $fatal(1,
 `else
-    $error("pqa_top: AxiAddrWidth=%0d is not supported: 12 .. pqa_pkg::LoadAddrW = %0d",
-           AxiAddrWidth, pqa_pkg::LoadAddrW);
+    $error(
 `endif
+      "pqa_top: AxiAddrWidth=%0d is not supported: %0d..%0d",
+      AxiAddrWidth, pqa_pkg::CfgRuleAxiAddrWidthMin, pqa_pkg::CfgRuleAxiAddrWidthMax);
+  end
+  // The shape limits fit the fields of `shape`.
+  if (KMax < pqa_pkg::CfgRuleKMaxMin || KMax > pqa_pkg::CfgRuleKMaxMax
+      || VMax < pqa_pkg::CfgRuleVMaxMin || VMax > pqa_pkg::CfgRuleVMaxMax
+      || CMax < pqa_pkg::CfgRuleCMaxMin || CMax > pqa_pkg::CfgRuleCMaxMax
+      || MMax < pqa_pkg::CfgRuleMMaxMin || MMax > pqa_pkg::CfgRuleMMaxMax)
+  begin : gen_shape_check
+`ifdef __ICARUS__
+    initial $fatal(1,
+`else
+    $error(
+`endif
+      "pqa_top: KMax=%0d, VMax=%0d, CMax=%0d, MMax=%0d are not supported: %0d..%0d, %0d..%0d, %0d..%0d, %0d..%0d",
+      KMax, VMax, CMax, MMax, pqa_pkg::CfgRuleKMaxMin, pqa_pkg::CfgRuleKMaxMax, pqa_pkg::CfgRuleVMaxMin,
+      pqa_pkg::CfgRuleVMaxMax, pqa_pkg::CfgRuleCMaxMin, pqa_pkg::CfgRuleCMaxMax, pqa_pkg::CfgRuleMMaxMin,
+      pqa_pkg::CfgRuleMMaxMax);
+  end
+  // Buffers of whole bus words, addressed by a bit slice.
+  if (ProtoBytes < pqa_pkg::CfgRuleProtoBytesMin || (pqa_pkg::CfgRuleProtoBytesPow2 && !pqa_pkg::is_pow2(ProtoBytes))
+      || LutBytes < pqa_pkg::CfgRuleLutBytesMin || (pqa_pkg::CfgRuleLutBytesPow2 && !pqa_pkg::is_pow2(LutBytes))
+      || ActBytes < pqa_pkg::CfgRuleActBytesMin || (pqa_pkg::CfgRuleActBytesPow2 && !pqa_pkg::is_pow2(ActBytes))
+      || OutBytes < pqa_pkg::CfgRuleOutBytesMin || (pqa_pkg::CfgRuleOutBytesPow2 && !pqa_pkg::is_pow2(OutBytes)))
+  begin : gen_buf_check
+`ifdef __ICARUS__
+    initial $fatal(1,
+`else
+    $error(
+`endif
+      "pqa_top: ProtoBytes=%0d, LutBytes=%0d, ActBytes=%0d, OutBytes=%0d are not supported: 2^n >= %0d/%0d/%0d/%0d",
+      ProtoBytes, LutBytes, ActBytes, OutBytes, pqa_pkg::CfgRuleProtoBytesMin, pqa_pkg::CfgRuleLutBytesMin,
+      pqa_pkg::CfgRuleActBytesMin, pqa_pkg::CfgRuleOutBytesMin);
   end
 
   localparam int BusBytes  = AxiDataWidth / 8;
   localparam int OffW      = 32;  // byte offsets of a column in the act / out buffers (pqa_ctrl)
   localparam int BeatsW    = pqa_pkg::LoadNbytesW - $clog2(BusBytes) + 1;  // bus words of a transfer
-  localparam int BiasBytes = 4 * MMax;
+  localparam int BiasBytes = pqa_pkg::elem_bytes(pqa_pkg::BufBiasElemW) * MMax;  // MMax int32 biases
   localparam int BiasWords = (BiasBytes + BusBytes - 1) / BusBytes;
   localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
   localparam int LutAw     = $clog2(LutBytes / BusBytes);

@@ -210,7 +210,7 @@ module pqa_vec #(
   );
 
   assign out_we_o    = v2_q;
-  assign out_waddr_o = obyte2_q[OutAw+2:3];
+  assign out_waddr_o = obyte2_q[OutAw+BusAlign-1:BusAlign];
   assign out_wdata_o = {(AxiDataWidth / ActW){y}};
   assign out_wbe_o   = BusBytes'(1) << obyte2_q[BusAlign-1:0];
   assign done_o      = (state_q == VecDrain2);

@@ -1,7 +1,8 @@
 """The RTL is lint-clean under ``verilator --lint-only -Wall`` (waivers in lint/verilator_waiver.vlt) and
 compiles under Icarus 11, for every named configuration; its port lists take their widths from parameters
-(pqa_pkg, generated from the spec, or the module's own), never from literals; and pqa_top refuses a bus
-width it does not support with a message, under both simulators."""
+(pqa_pkg, generated from the spec, or the module's own), never from literals; and pqa_top refuses a
+configuration that breaks one of the spec's config_rules with a message naming the parameter and its value,
+under both simulators, its checks bounded by the pqa_pkg::CfgRule* constants, never by literals."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from pqa_runner import ROOT, hdl_parameters, lint, sources, verilator_env
 
 from pqcompile import gen
-from pqcompile.spec import load
+from pqcompile.spec import SpecError, check_config, load
 
 
 @pytest.mark.rtl
@@ -185,3 +186,75 @@ def test_icarus_refuses_an_unsupported_bus_width(tmp_path: Path) -> None:
     r = subprocess.run(["vvp", "-n", str(tmp_path / "a.vvp")], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert BUS_REFUSAL in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A configuration that breaks a rule of the spec is refused with a message, the same ones spec.py refuses
+# ---------------------------------------------------------------------------------------------------------
+
+def breaking_values(param: str, params: dict[str, int]) -> list[int]:
+    """Values of ``param`` that break its rule (spec config_rules), next to the configuration ``params``:
+    one past each bound, twice an `eq`, three times the least power of two."""
+    r = load().config_rules[param]
+    out = []
+    if r.max is not None:
+        out.append(r.max.resolve(params) + 1)
+    if r.eq is not None:
+        out.append(2 * r.eq.resolve(params))
+    if r.pow2:
+        out.append(3 * r.min.resolve(params) if r.min is not None else 3)
+    if r.min is not None:
+        out.append(r.min.resolve(params) - 1)
+    return out
+
+
+BROKEN = [(p, v) for p in load().config_rules for v in breaking_values(p, hdl_parameters("small"))]
+
+
+def _refusal(param: str, value: int, text: str) -> list[str]:
+    return [line for line in text.splitlines() if "pqa_top: " in line and f"{param}={value}" in line
+            and "not supported" in line]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("param", "value"), BROKEN, ids=[f"{p}={v}" for p, v in BROKEN])
+def test_verilator_refuses_a_broken_rule(param: str, value: int) -> None:
+    params = {**hdl_parameters("small"), param: value}
+    with pytest.raises(SpecError, match=rf"{param} = {value} breaks config_rules\.{param}"):
+        check_config("t", params, load().config_rules)  # spec.py refuses it too
+    r = lint(args=[f"-G{k}={v}" for k, v in params.items()])
+    assert r.returncode != 0 and _refusal(param, value, r.stderr), r.stderr
+
+
+# Icarus compiles a sub-module before pqa_top's time-0 message: with AccW < LutW, pqa_lookup's sign extension
+# has a negative width, a compile error (still a refusal, without the message).
+ICARUS_COMPILE_ERROR = {"AccW"}
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("param", list(load().config_rules))
+def test_icarus_refuses_a_broken_rule(param: str, tmp_path: Path) -> None:
+    value = breaking_values(param, hdl_parameters("small"))[0]
+    c = _icarus({**hdl_parameters("small"), param: value}, tmp_path / "a.vvp")
+    if param in ICARUS_COMPILE_ERROR:
+        assert c.returncode != 0
+        return
+    assert c.returncode == 0, c.stderr
+    r = subprocess.run(["vvp", "-n", str(tmp_path / "a.vvp")], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and _refusal(param, value, r.stdout + r.stderr), r.stdout + r.stderr
+
+
+_CHECK = re.compile(r"\bif\s*\((.*?)\)\s*begin\s*:\s*(gen_\w+_check)", re.S)
+
+
+def test_pqa_top_checks_use_the_package_rules() -> None:
+    """pqa_top's configuration checks compare its parameters with the pqa_pkg::CfgRule* constants (or with
+    each other), never with a literal; and every CfgRule constant of the package is checked there."""
+    top = _blank_comments((ROOT / "rtl" / "pqa_top.sv").read_text(encoding="utf-8"))
+    checks = _CHECK.findall(top)
+    assert len(checks) >= 4
+    for cond, name in checks:
+        assert not re.search(r"(?<![\w'])\d+", cond), f"{name}: a literal bound in ({cond})"
+    consts = set(re.findall(r"localparam (?:int|bit) (CfgRule\w+) =", gen.sv_package(load())))
+    used = set(re.findall(r"pqa_pkg::(CfgRule\w+)", " ".join(c for c, _ in checks)))
+    assert used == consts

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pqcompile import isa
-from pqcompile.spec import SPEC_PATH, SpecError, load, parse
+from pqcompile.spec import CONFIG_KEYS, SPEC_PATH, Bound, HwConfig, SpecError, check_config, elem_bytes, load, parse
 
 SPEC = load()
 
@@ -165,3 +165,119 @@ def test_field_limit_comes_from_the_spec() -> None:
         parse(raw)
     pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
     assert f"localparam int QuantShiftLimit = {isa.field_limit('quant', 'shift')};" in pkg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration rules and buffers (spec `config_rules`, `buffers`)
+# ---------------------------------------------------------------------------------------------------------
+
+def _raw() -> dict:
+    return yaml.safe_load(SPEC_PATH.read_text())
+
+
+@pytest.mark.parametrize(("param", "value", "rule"), [
+    ("ActW", 7, "must equal 8"),                                   # eq, a number
+    ("AxiDataWidth", 32, "must equal isa.insn_bits = 64"),         # eq, a spec value
+    ("AxiAddrWidth", 11, "at least 12"),                           # min, a number
+    ("AxiAddrWidth", 33, "at most load.addr.width = 32"),          # max, a field's width
+    ("LutW", 17, "at most 16"),                                    # max, a number
+    ("AccW", 7, "at least LutW = 8"),                              # min, another parameter
+    ("KMax", 256, "at most shape.k.max = 255"),                    # max, a field's largest value
+    ("MMax", 0, "at least 1"),
+    ("LutBytes", 3 << 10, "a power of two"),                       # pow2
+    ("ProtoBytes", 4, "at least 8"),                               # min of a pow2 parameter
+])
+def test_a_configuration_breaking_a_rule_is_refused(param: str, value: int, rule: str) -> None:
+    """Every configuration goes through one check (spec.check_config) over the spec's rules; the message
+    names the configuration, the parameter, its value, the rule and its reason."""
+    raw = _raw()
+    raw["configs"]["small"][param] = value
+    doc = raw["config_rules"][param]["doc"]
+    with pytest.raises(SpecError) as exc:
+        parse(raw)
+    assert str(exc.value) == f"configs.small: {param} = {value} breaks config_rules.{param}: {rule} ({doc})"
+
+
+def test_every_broken_rule_is_named() -> None:
+    params = dict(SPEC.config("small").params, LutW=1, OutBytes=100)
+    with pytest.raises(SpecError, match=r"^here: LutW = 1 breaks config_rules\.LutW: at least 2 \(.*\); "
+                                        r"OutBytes = 100 breaks config_rules\.OutBytes: a power of two \(.*\)$"):
+        check_config("here", params, SPEC.config_rules)
+    for cfg in SPEC.configs.values():
+        check_config(cfg.name, cfg.params, SPEC.config_rules)  # the named ones keep them
+
+
+def test_config_rules_cover_every_parameter_and_only_known_bounds() -> None:
+    assert list(SPEC.config_rules) == list(CONFIG_KEYS)
+    raw = _raw()
+    del raw["config_rules"]["LutW"]
+    with pytest.raises(SpecError, match=r"config_rules: missing keys \['LutW'\]"):
+        parse(raw)
+    for rule, msg in [
+        ({"max": "shape.q.max", "doc": "x"}, r"config_rules.KMax.max: 'shape.q.max' is neither an integer"),
+        ({"max": "KMax", "doc": "x"}, r"config_rules.KMax.max: a parameter cannot bound itself"),
+        ({"eq": 8, "min": 1, "doc": "x"}, r"config_rules.KMax: eq excludes min and max"),
+        ({"doc": "x"}, r"config_rules.KMax: no rule"),
+        ({"pow2": "yes", "doc": "x"}, r"config_rules.KMax.pow2: true or false"),
+        ({"min": 1, "mx": 3, "doc": "x"}, r"config_rules.KMax: unknown keys \['mx'\]"),
+    ]:
+        raw = _raw()
+        raw["config_rules"]["KMax"] = rule
+        with pytest.raises(SpecError, match=msg):
+            parse(raw)
+    rules = SPEC.config_rules
+    assert rules["AccW"].min == Bound("LutW", param="LutW")
+    assert rules["AxiAddrWidth"].max == Bound("load.addr.width", value=SPEC.by_mnemonic("load").field("addr").width)
+    assert rules["CMax"].describe() == "1 .. shape.c.max (255)"
+
+
+def test_cycle_counter_is_one_instruction_word() -> None:
+    raw = _raw()
+    raw["isa"]["insn_bits"] = 128
+    with pytest.raises(SpecError, match=r"isa.cycles_bits: 64 must equal isa.insn_bits \(128\)"):
+        parse(raw)
+
+
+def test_a_configuration_may_not_be_named_rule() -> None:
+    raw = _raw()
+    raw["configs"]["rule"] = raw["configs"]["small"]
+    with pytest.raises(SpecError, match="configs.rule: the name is taken"):
+        parse(raw)
+
+
+def test_buffers_follow_the_buffer_enum() -> None:
+    """One buffer per value of enum `buffer`, in its order, each with its layout, element width and size."""
+    assert [(b.name, b.value) for b in SPEC.buffers.values()] == sorted(SPEC.enums["buffer"].items(),
+                                                                        key=lambda kv: kv[1])
+    for change, msg in [
+        (lambda r: r["buffers"].pop("bias"), r"buffers: missing keys \['bias'\]"),
+        (lambda r: r["buffers"].update(scratch=r["buffers"]["act"]), r"buffers: unknown keys \['scratch'\]"),
+        (lambda r: r["buffers"]["bias"].update(bytes="OutBytes"), "buffers.bias: give exactly one of bytes and"),
+        (lambda r: r["buffers"]["lut"].update(elem_bits="LutBits"), "buffers.lut.elem_bits: 'LutBits' is neither"),
+        (lambda r: r["buffers"]["lut"].update(elem_bits=0), "buffers.lut.elem_bits: 0 is neither"),
+        (lambda r: r["buffers"]["act"].update(bytes="ActSize"), "buffers.act: 'ActSize' is not a configuration"),
+        (lambda r: r["buffers"]["act"].pop("layout"), r"buffers.act: missing keys \['layout'\]"),
+    ]:
+        raw = _raw()
+        change(raw)
+        with pytest.raises(SpecError, match=msg):
+            parse(raw)
+
+
+def test_buffer_sizes_come_from_the_spec() -> None:
+    """HwConfig.buffer_bytes / elem_bytes are the one definition of the buffer geometry: an element of W bits
+    takes ceil(W / 8) bytes; a buffer is a parameter's bytes or a parameter's count of elements."""
+    for cfg in SPEC.configs.values():
+        assert cfg.buffer_bytes("proto") == cfg.ProtoBytes and cfg.buffer_bytes("out") == cfg.OutBytes
+        assert cfg.elem_bytes("lut") == cfg.lut_bytes == -(-cfg.LutW // 8)
+        assert cfg.bias_bytes == cfg.buffer_bytes("bias") == 4 * cfg.MMax  # int32 biases
+        assert cfg.elem_bytes("act") == cfg.elem_bytes("proto") == 1
+    assert [elem_bytes(b) for b in (1, 8, 9, 16, 17, 32)] == [1, 1, 2, 2, 3, 4]
+    raw = _raw()
+    raw["buffers"]["bias"]["elem_bits"] = 16  # a change of the spec reaches every user
+    small = parse(raw).config("small")
+    assert small.bias_bytes == 2 * small.MMax and small.elem_bytes("bias") == 2
+    by_hand = HwConfig("t", "made by hand", {"LutW": 12, "MMax": 10})  # the spec file's buffers
+    assert by_hand.lut_bytes == 2 and by_hand.bias_bytes == 40
+    with pytest.raises(KeyError, match="unknown buffer 'scratch'"):
+        by_hand.buffer_bytes("scratch")

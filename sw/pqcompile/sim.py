@@ -140,7 +140,7 @@ def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State
 
 def start_cycles(cfg: HwConfig) -> int:
     """Cycles a start spends clearing the on-chip buffers (one word per cycle over the largest buffer)."""
-    return max(cfg.ProtoBytes, cfg.LutBytes, cfg.ActBytes, cfg.OutBytes, cfg.bias_bytes) // cfg.bus_bytes
+    return max(cfg.buffer_bytes(b) for b in load().buffers) // cfg.bus_bytes
 
 
 def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_000,
@@ -148,14 +148,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     """Execute from ``insn_base`` until ``end`` or an error. ``mem`` (uint8) is copied, not changed."""
     spec = load()
     err = spec.errors
-    bufs = {
-        "proto": np.zeros(cfg.ProtoBytes, np.uint8),
-        "lut": np.zeros(cfg.LutBytes, np.uint8),
-        "bias": np.zeros(cfg.bias_bytes, np.uint8),
-        "act": np.zeros(cfg.ActBytes, np.uint8),
-        "out": np.zeros(cfg.OutBytes, np.uint8),
-    }
-    buf_names = {v: k for k, v in spec.enums["buffer"].items()}
+    bufs = {b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in spec.buffers}  # the spec's sizes
+    buf_names = {b.value: b.name for b in spec.buffers.values()}
     out = bufs["out"]
     mem = np.array(mem, dtype=np.uint8, copy=True)
     st = _State()

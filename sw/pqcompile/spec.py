@@ -1,13 +1,14 @@
 """Loader and validator of the one PQA specification (``spec/pqa.yml``).
 
-Everything that names an opcode, a field, a register, an error code or a hardware limit reads it from
-here; nothing restates those numbers by hand.
+Everything that names an opcode, a field, a register, an error code, an on-chip buffer's layout and size,
+or a hardware limit reads it from here; nothing restates those numbers by hand. Every named configuration
+is checked against the spec's ``config_rules`` by one helper, :func:`check_config`.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,26 @@ class Instruction:
         raise KeyError(f"{self.mnemonic} has no field {name!r}")
 
 
+def elem_bytes(bits: int) -> int:
+    """Bytes that an element of ``bits`` bits takes in an on-chip buffer and in memory: ceil(bits / 8),
+    little-endian (the spec's ``buffers`` rule; pqa_pkg::elem_bytes is the RTL's copy)."""
+    return (bits + 7) // 8
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One on-chip buffer (spec ``buffers``): what ``load`` writes with ``buf`` = ``value``."""
+
+    name: str
+    value: int  # its value of enum `buffer` (load's `buf` field)
+    layout: str  # element order, last index fastest: "[c][k][v]"
+    elem: str  # what an element is
+    elem_bits: int | str  # element width: a number, or the configuration parameter that sets it
+    bytes: str | None  # the configuration parameter that gives its size in bytes ...
+    entries: str | None  # ... or the one that gives its size in elements
+    doc: str
+
+
 @dataclass(frozen=True)
 class HwConfig:
     """One named hardware configuration: the elaboration parameters of ``pqa_top``."""
@@ -57,6 +78,8 @@ class HwConfig:
     name: str
     doc: str
     params: dict[str, int]
+    # the spec's buffers (None: those of the spec file, for configurations made by hand in tests)
+    buffers: dict[str, Buffer] | None = field(default=None, compare=False, repr=False)
 
     def __getattr__(self, key: str) -> int:
         try:
@@ -68,20 +91,118 @@ class HwConfig:
     def bus_bytes(self) -> int:
         return self.params["AxiDataWidth"] // 8
 
+    def buffer(self, name: str) -> Buffer:
+        bufs = self.buffers if self.buffers is not None else load().buffers
+        try:
+            return bufs[name]
+        except KeyError:
+            raise KeyError(f"unknown buffer {name!r}; known: {', '.join(bufs)}") from None
+
+    def elem_bits(self, buf: str) -> int:
+        """Bits of an element of buffer ``buf``."""
+        b = self.buffer(buf)
+        return b.elem_bits if isinstance(b.elem_bits, int) else self.params[b.elem_bits]
+
+    def elem_bytes(self, buf: str) -> int:
+        """Bytes an element of buffer ``buf`` takes (in the buffer and in memory)."""
+        return elem_bytes(self.elem_bits(buf))
+
+    def buffer_bytes(self, buf: str) -> int:
+        """Size of buffer ``buf`` in bytes."""
+        b = self.buffer(buf)
+        return self.params[b.bytes] if b.bytes is not None else self.params[str(b.entries)] * self.elem_bytes(buf)
+
     @property
     def lut_bytes(self) -> int:
         """Bytes one table entry occupies in memory and in the on-chip table buffer."""
-        return (self.params["LutW"] + 7) // 8
+        return self.elem_bytes("lut")
 
     @property
     def bias_bytes(self) -> int:
-        return 4 * self.params["MMax"]
+        """Size of the bias buffer in bytes."""
+        return self.buffer_bytes("bias")
 
 
 CONFIG_KEYS = (
     "AxiDataWidth", "AxiAddrWidth", "ActW", "ProtoW", "LutW", "AccW", "KMax", "VMax", "CMax", "MMax",
     "ProtoBytes", "LutBytes", "ActBytes", "OutBytes",
 )
+RULE_KINDS = ("min", "max", "eq", "pow2")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A bound of a configuration rule as the spec writes it (``text``): a number or a spec value
+    (``value``, resolved when the spec is loaded), or another configuration parameter (``param``)."""
+
+    text: str
+    value: int | None = None
+    param: str | None = None
+
+    def resolve(self, params: dict[str, int]) -> int:
+        """The bound's value in the configuration ``params``."""
+        if self.param is not None:
+            return params[self.param]
+        assert self.value is not None
+        return self.value
+
+    def describe(self, params: dict[str, int]) -> str:
+        """The bound and its value for ``params``: "16", "LutW = 8", "load.addr.width = 32"."""
+        n = self.resolve(params)
+        return str(n) if self.text == str(n) else f"{self.text} = {n}"
+
+    def __str__(self) -> str:
+        """The bound as the spec writes it, with the value of a spec value: "12", "LutW",
+        "load.addr.width (32)"."""
+        return self.text if self.value is None or self.text == str(self.value) else f"{self.text} ({self.value})"
+
+
+@dataclass(frozen=True)
+class ConfigRule:
+    """What a configuration may set for one parameter (spec ``config_rules``)."""
+
+    param: str
+    doc: str
+    min: Bound | None = None
+    max: Bound | None = None
+    eq: Bound | None = None
+    pow2: bool = False
+
+    def failures(self, params: dict[str, int]) -> list[str]:
+        """The parts of this rule that ``params`` breaks, in words ("at most 16")."""
+        v = params[self.param]
+        out = []
+        if self.eq is not None and v != self.eq.resolve(params):
+            out.append(f"must equal {self.eq.describe(params)}")
+        if self.min is not None and v < self.min.resolve(params):
+            out.append(f"at least {self.min.describe(params)}")
+        if self.max is not None and v > self.max.resolve(params):
+            out.append(f"at most {self.max.describe(params)}")
+        if self.pow2 and (v < 1 or v & (v - 1)):
+            out.append("a power of two")
+        return out
+
+    def describe(self) -> str:
+        """The rule in words: "12 .. load.addr.width (32)", "= 8", ">= LutW", "power of two, >= 8"."""
+        parts = ["power of two"] if self.pow2 else []
+        if self.eq is not None:
+            parts.append(f"= {self.eq}")
+        if self.min is not None and self.max is not None:
+            parts.append(f"{self.min} .. {self.max}")
+        elif self.min is not None:
+            parts.append(f">= {self.min}")
+        elif self.max is not None:
+            parts.append(f"<= {self.max}")
+        return ", ".join(parts)
+
+
+def check_config(where: str, params: dict[str, int], rules: dict[str, ConfigRule]) -> None:
+    """Raise SpecError, naming ``where``, each parameter, its value and the rule it breaks, unless
+    ``params`` (a configuration: pqa_top's parameters) keeps every rule. The one check of a configuration."""
+    bad = [f"{r.param} = {params[r.param]} breaks config_rules.{r.param}: {' and '.join(f)} ({r.doc})"
+           for r in rules.values() if (f := r.failures(params))]
+    if bad:
+        raise SpecError(f"{where}: " + "; ".join(bad))
 
 
 @dataclass(frozen=True)
@@ -101,6 +222,8 @@ class Spec:
     reg_id_value: int
     ctrl_bits: dict[str, int]
     status_bits: dict[str, int]
+    buffers: dict[str, Buffer]  # in enum `buffer` order
+    config_rules: dict[str, ConfigRule]  # one per configuration parameter, in CONFIG_KEYS order
     configs: dict[str, HwConfig]
 
     def by_mnemonic(self, mnemonic: str) -> Instruction:
@@ -128,6 +251,11 @@ class Spec:
             raise KeyError(f"unknown hardware configuration {name!r}; known: {', '.join(self.configs)}") from None
 
 
+def camel(name: str) -> str:
+    """``name`` as pqa_pkg spells it: ``small_fast`` -> ``SmallFast``."""
+    return "".join(p.capitalize() for p in name.split("_"))
+
+
 def _keys(where: str, d: Any, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
     if not isinstance(d, dict):
         raise SpecError(f"{where}: expected a mapping, got {type(d).__name__}")
@@ -150,8 +278,72 @@ def _field(where: str, d: Any) -> Field:
     return f
 
 
+def _bound(where: str, text: Any, isa: dict[str, int], insns: list[Instruction], param: str) -> Bound:
+    """A rule bound: an integer, another configuration parameter, ``isa.insn_bits`` / ``isa.cycles_bits``,
+    or ``<insn>.<field>.width`` / ``<insn>.<field>.max``."""
+    if isinstance(text, bool):
+        raise SpecError(f"{where}: {text!r} is not a bound")
+    if isinstance(text, int):
+        return Bound(str(text), value=text)
+    s = str(text)
+    if s in CONFIG_KEYS:
+        if s == param:
+            raise SpecError(f"{where}: a parameter cannot bound itself")
+        return Bound(s, param=s)
+    if s in isa:
+        return Bound(s, value=isa[s])
+    parts = s.split(".")
+    if len(parts) == 3 and parts[2] in ("width", "max"):
+        for insn in insns:
+            if insn.mnemonic == parts[0]:
+                for f in insn.fields:
+                    if f.name == parts[1]:
+                        return Bound(s, value=f.width if parts[2] == "width" else f.mask)
+    raise SpecError(f"{where}: {s!r} is neither an integer, a configuration parameter, {' nor '.join(isa)}, "
+                    "nor <insn>.<field>.width / .max of an instruction field")
+
+
+def _config_rules(raw: Any, isa: dict[str, int], insns: list[Instruction]) -> dict[str, ConfigRule]:
+    raw = _keys("config_rules", raw, set(CONFIG_KEYS))
+    rules = {}
+    for p in CONFIG_KEYS:
+        where = f"config_rules.{p}"
+        d = _keys(where, raw[p], {"doc"}, set(RULE_KINDS))
+        if not set(RULE_KINDS) & d.keys():
+            raise SpecError(f"{where}: no rule (give one of {', '.join(RULE_KINDS)})")
+        if "eq" in d and ("min" in d or "max" in d):
+            raise SpecError(f"{where}: eq excludes min and max")
+        if "pow2" in d and not isinstance(d["pow2"], bool):
+            raise SpecError(f"{where}.pow2: true or false, not {d['pow2']!r}")
+        b = {k: _bound(f"{where}.{k}", d[k], isa, insns, p) for k in ("min", "max", "eq") if k in d}
+        rules[p] = ConfigRule(p, str(d["doc"]), b.get("min"), b.get("max"), b.get("eq"), bool(d.get("pow2", False)))
+    return rules
+
+
+def _buffers(raw: Any, enum: dict[str, int] | None) -> dict[str, Buffer]:
+    if enum is None:
+        raise SpecError("buffers: enum `buffer` (the values of load's `buf`) is missing")
+    raw = _keys("buffers", raw, set(enum))
+    out = {}
+    for name, value in sorted(enum.items(), key=lambda kv: kv[1]):
+        where = f"buffers.{name}"
+        d = _keys(where, raw[name], {"layout", "elem", "elem_bits", "doc"}, {"bytes", "entries"})
+        if ("bytes" in d) == ("entries" in d):
+            raise SpecError(f"{where}: give exactly one of bytes and entries")
+        bits = d["elem_bits"]
+        if not (isinstance(bits, int) and not isinstance(bits, bool) and bits > 0 or bits in CONFIG_KEYS):
+            raise SpecError(f"{where}.elem_bits: {bits!r} is neither a positive integer nor a configuration "
+                            "parameter")
+        size = d.get("bytes", d.get("entries"))
+        if size not in CONFIG_KEYS:
+            raise SpecError(f"{where}: {size!r} is not a configuration parameter")
+        out[name] = Buffer(name, value, str(d["layout"]), str(d["elem"]), bits, d.get("bytes"), d.get("entries"),
+                           str(d["doc"]))
+    return out
+
+
 def parse(raw: dict[str, Any]) -> Spec:
-    _keys("spec", raw, {"isa", "enums", "errors", "registers", "configs"})
+    _keys("spec", raw, {"isa", "enums", "errors", "registers", "buffers", "config_rules", "configs"})
     isa = _keys("isa", raw["isa"], {"insn_bits", "cycles_bits", "opcode_field", "instructions"})
     nbits = int(isa["insn_bits"])
     if nbits % 8:
@@ -219,23 +411,19 @@ def parse(raw: dict[str, Any]) -> Spec:
     if cycles_bits != 2 * data_bits:
         raise SpecError(f"isa.cycles_bits: {cycles_bits} must be twice registers.data_bits ({data_bits}): "
                         "CYCLES_LO and CYCLES_HI hold it")
+    if cycles_bits != nbits:
+        raise SpecError(f"isa.cycles_bits: {cycles_bits} must equal isa.insn_bits ({nbits}): a bus word is one "
+                        "instruction (config_rules.AxiDataWidth) and `stamp` writes the counter as one bus word")
+    buffers = _buffers(raw["buffers"], enums.get("buffer"))
+    rules = _config_rules(raw["config_rules"], {"isa.insn_bits": nbits, "isa.cycles_bits": cycles_bits}, insns)
     configs = {}
     for name, c in raw["configs"].items():
+        if camel(str(name)) == "Rule":
+            raise SpecError(f"configs.{name}: the name is taken (pqa_pkg's CfgRule<Param> constants)")
         c = _keys(f"configs.{name}", c, set(CONFIG_KEYS) | {"doc"})
         params = {k: int(c[k]) for k in CONFIG_KEYS}
-        if params["ActW"] != 8 or params["ProtoW"] != 8:
-            raise SpecError(f"configs.{name}: this datapath supports ActW = ProtoW = 8 only")
-        if not 2 <= params["LutW"] <= 16:
-            raise SpecError(f"configs.{name}: LutW must be 2..16")
-        if params["AxiDataWidth"] != nbits or params["AxiDataWidth"] != cycles_bits:
-            raise SpecError(f"configs.{name}: this datapath supports AxiDataWidth = {nbits} only (one instruction "
-                            "and one stamp per bus word)")
-        if params["KMax"] > 255 or params["VMax"] > 255 or params["CMax"] > 255:
-            raise SpecError(f"configs.{name}: KMax, VMax and CMax must fit the 8-bit shape fields")
-        for key in ("ProtoBytes", "LutBytes", "ActBytes", "OutBytes"):
-            if params[key] % 8 or params[key] & (params[key] - 1):
-                raise SpecError(f"configs.{name}: {key} must be a power of two, at least 8")
-        configs[str(name)] = HwConfig(str(name), str(c["doc"]), params)
+        check_config(f"configs.{name}", params, rules)
+        configs[str(name)] = HwConfig(str(name), str(c["doc"]), params, buffers)
     return Spec(
         insn_bits=nbits,
         cycles_bits=cycles_bits,
@@ -252,6 +440,8 @@ def parse(raw: dict[str, Any]) -> Spec:
         reg_id_value=int(regs_raw["id_value"]),
         ctrl_bits={k: int(v) for k, v in regs_raw["ctrl_bits"].items()},
         status_bits={k: int(v) for k, v in regs_raw["status_bits"].items()},
+        buffers=buffers,
+        config_rules=rules,
         configs=configs,
     )
 
