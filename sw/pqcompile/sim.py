@@ -287,7 +287,8 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     lb = cfg.lut_bytes
     raw = bufs["lut"][: c * k * m * lb].reshape(c * k * m, lb).astype(np.int64)
     lut = wrap(sum(raw[:, i] << (8 * i) for i in range(lb)), cfg.LutW).reshape(c, k, m)
-    bias = bufs["bias"][: 4 * m].view("<i4").astype(np.int64)
+    eb = cfg.elem_bytes("bias")
+    bias = bufs["bias"][: eb * m].view(f"<i{eb}").astype(np.int64)
     idx = encode(x.reshape(n, c, v), protos, st.metric)
     acc = lookup(idx, lut, bias, cfg.AccW)
     y = requantize(acc, st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))

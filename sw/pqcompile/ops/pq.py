@@ -19,7 +19,7 @@ from ..errors import CompileError
 from ..fgraph import Extraction, FOp
 from ..isa import field_max
 from ..plan import OpPlan, PInsn, Ref, buffer, check_fits, check_post, lut_bytes, quant, tensor
-from ..spec import HwConfig
+from ..spec import HwConfig, load
 from .base import OpHandler, QuantContext, register
 
 
@@ -139,6 +139,13 @@ def flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
     return max(grp, 0)
 
 
+def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int) -> dict[str, int]:
+    """Bytes of a PQ op's tables, by buffer: prototypes [c][k][v], table [c][k][m], bias [m] (the spec's
+    element sizes, docs/isa.md "On-chip buffers")."""
+    return {"proto": c * k * v * cfg.elem_bytes("proto"), "lut": c * k * m * cfg.elem_bytes("lut"),
+            "bias": m * cfg.elem_bytes("bias")}
+
+
 def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: int, lut: np.ndarray,
                  protos: np.ndarray) -> None:
     lim = [("k", k, cfg.KMax, "KMax"), ("v", v, cfg.VMax, "VMax"), ("c", c, cfg.CMax, "CMax"),
@@ -146,14 +153,15 @@ def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: i
     for what, val, mx, key in lim:
         if not 1 <= val <= mx:
             raise CompileError(f"{where}: {what}={val} is beyond the hardware limit {key}={mx} of config '{cfg.name}'")
+    need = table_bytes(cfg, c, k, v, m)
     tables = [
-        ("prototypes", c * k * v, cfg.ProtoBytes, "ProtoBytes", "proto"),
-        ("table (LUT)", c * k * m * cfg.lut_bytes, cfg.LutBytes, "LutBytes", "lut"),
-        ("bias", 4 * m, cfg.bias_bytes, "bias buffer", "bias"),
+        ("prototypes", need["proto"], cfg.ProtoBytes, "ProtoBytes", "proto"),
+        ("table (LUT)", need["lut"], cfg.LutBytes, "LutBytes", "lut"),
+        ("bias", need["bias"], cfg.bias_bytes, "bias buffer", "bias"),
     ]
-    for what, need, have, key, buf in tables:
-        if need > have:
-            raise CompileError(f"{where}: {what} needs {need} bytes, more than buffer '{buf}' of config "
+    for what, need_b, have, key, buf in tables:
+        if need_b > have:
+            raise CompileError(f"{where}: {what} needs {need_b} bytes, more than buffer '{buf}' of config "
                                f"'{cfg.name}' holds ({key}={have})")
     if not (c - 1) * v < d <= c * v:
         raise CompileError(f"{where}: d={d} does not match c={c} subspaces of v={v}")
@@ -229,11 +237,10 @@ class PQHandler(OpHandler):
         return acc.reshape(x.shape[0], oh, ow, op.m)
 
     def report(self, op: ir.PQOp, cfg: HwConfig | None) -> dict[str, Any]:
-        lut_b = cfg.lut_bytes if cfg is not None else 2
+        tb = table_bytes(cfg or load().config("default"), op.c, op.k, op.v, op.m)
         return {"K": op.k, "v": op.v, "c": op.c, "m": op.m, "d": op.info.get("d"), "metric": op.metric,
                 "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad, "mult": op.post.mult,
-                "lut_scale": op.info.get("lut_scale"), "bn": op.info.get("bn"),
-                "table_bytes": op.c * op.k * op.v + op.c * op.k * op.m * lut_b + 4 * op.m}
+                "lut_scale": op.info.get("lut_scale"), "bn": op.info.get("bn"), "table_bytes": sum(tb.values())}
 
     # ---- back end ----------------------------------------------------------------------------------------
     def kind(self, g: ir.Graph, op: ir.PQOp) -> str:
@@ -276,14 +283,14 @@ class PQHandler(OpHandler):
         return [("proto", op.protos.astype(np.int8).view(np.uint8).reshape(-1),
                  f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8"),
                 ("lut", lut_bytes(cfg, op.lut), f"table [c][k][m={op.m}] {cfg.LutW}-bit"),
-                ("bias", op.bias.astype("<i4").view(np.uint8).reshape(-1), "bias [m] int32")]
+                ("bias", op.bias.astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
+                 f"bias [m] int{cfg.elem_bits('bias')}")]
 
     def _prelude(self, op: ir.PQOp, i: int, conv: bool, cfg: HwConfig, d: int) -> list[PInsn]:
+        tb = table_bytes(cfg, op.c, op.k, op.v, op.m)
         return [
-            PInsn("load", {"buf": buffer("proto"), "nbytes": op.c * op.k * op.v, "addr": Ref(f"proto:{i}")}),
-            PInsn("load", {"buf": buffer("lut"), "nbytes": op.c * op.k * op.m * cfg.lut_bytes,
-                           "addr": Ref(f"lut:{i}")}),
-            PInsn("load", {"buf": buffer("bias"), "nbytes": 4 * op.m, "addr": Ref(f"bias:{i}")}),
+            *(PInsn("load", {"buf": buffer(t), "nbytes": tb[t], "addr": Ref(f"{t}:{i}")})
+              for t in ("proto", "lut", "bias")),
             PInsn("shape", {"metric": op.metric, "conv": int(conv), "k": op.k, "v": op.v, "c": op.c, "d": d,
                             "m": op.m}),
             quant(op.post),
@@ -375,7 +382,7 @@ class PQHandler(OpHandler):
     def entry(self, cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
         op, i = plan.op, plan.index
         assert isinstance(op, ir.PQOp)
-        tb = op.c * op.k * op.v + op.c * op.k * op.m * cfg.lut_bytes + 4 * op.m
+        tb = sum(table_bytes(cfg, op.c, op.k, op.v, op.m).values())
         return {"d": g.tensors[op.inp].shape[2] * op.kh * op.kw, "m": op.m, "c": op.c, "k": op.k, "v": op.v,
                 "metric": op.metric, "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad,
                 "relu": op.post.relu, "unsigned": op.post.unsigned, "mult": op.post.mult, "shift": op.post.shift,
