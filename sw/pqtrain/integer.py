@@ -7,13 +7,16 @@ simulator). This module only wraps them for training: :class:`IntegerNet` maps f
 outputs, and :func:`calibrate_qat` installs each PQ layer's integer parameters (:class:`QatParams`) so that the
 fake-quant forward of ``pqtrain.qat`` computes the same integers.
 
-Export works for every network the accelerator runs without host layers; quantization-aware training covers
-chains of PQ layers (``pq_linear``, ``pq_conv2d``, each optionally followed by ``relu``, and ``flatten``), not
-batch norm, residual blocks or pooling.
+Export works for every network the accelerator runs, with host layers (``host_layers``, as ``pqcompile
+--host-layers``: a float prefix and suffix run on the host); it always reads the weights back to the CPU, so the
+integer model depends on the weights only, not on the device that trained them. Quantization-aware training
+covers chains of PQ layers (``pq_linear``, ``pq_conv2d``, each optionally followed by ``relu``, and
+``flatten``), not batch norm, residual blocks or pooling.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,7 @@ from pqmodel.model import PQNet
 from .qat import QatParams, set_qat
 
 DEFAULT_CONFIG = "default"  # ActW 8, LutW 16, AccW 32: every act/lut width from 2 to 8 is allowed
+CHUNK = 256  # inputs per pass of the integer reference (its im2col columns are int64)
 
 
 class IntegerNet:
@@ -57,42 +61,64 @@ class IntegerNet:
         """Float inputs [N, *input_shape] -> the integer graph input [N, h, w, ch] (channels-last, int64)."""
         return torch.from_numpy(self.frontend.quantize_input(x.detach().cpu().numpy()))
 
+    @property
+    def host_suffix(self) -> bool:
+        """Layers after the accelerator run on the host (the classes come from them)."""
+        return bool(self.frontend.suffix)
+
+    def _reference(self, x: Tensor) -> np.ndarray:
+        """The accelerator's integer outputs [N, h, w, ch] (int64), ``CHUNK`` inputs at a time."""
+        if x.shape[0] <= CHUNK:
+            return reference(self.graph, self.quantize_input(x).numpy(), self.acc_w)
+        return np.concatenate([reference(self.graph, self.quantize_input(x[i : i + CHUNK]).numpy(), self.acc_w)
+                               for i in range(0, x.shape[0], CHUNK)])
+
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        """Float inputs [N, ...] -> integer outputs [N, M] (int64; a feature map flattened in CHW order)."""
-        y = reference(self.graph, self.quantize_input(x).numpy(), self.acc_w)
+        """Float inputs [N, ...] -> the accelerator's integer outputs [N, M] (int64; a feature map flattened in
+        CHW order)."""
+        y = self._reference(x)
         return torch.from_numpy(y.transpose(0, 3, 1, 2).reshape(y.shape[0], -1).copy())
 
     __call__ = forward
 
     def dequantized(self, x: Tensor) -> Tensor:
-        """The integer outputs times their scale (float64)."""
+        """The network's float outputs: the integer outputs times their scale (float64), then the host layers
+        after the accelerator, if any (``Frontend.finish``)."""
+        if self.host_suffix:
+            return torch.from_numpy(self.frontend.finish(self._reference(x))).to(torch.float64)
         return self.forward(x).to(torch.float64) * self.output_scale
 
     def accuracy(self, x: Tensor, y: Tensor) -> float:
-        """Top-1 accuracy; ties go to the lowest class, as numpy's argmax (``pqcompile``'s report) does."""
-        pred = np.argmax(self.forward(x).numpy(), axis=1)
-        return float((pred == y.numpy()).mean())
+        """Top-1 accuracy; ties go to the lowest class, as numpy's argmax (``pqcompile``'s report) does. With host
+        layers after the accelerator, of their outputs (as ``pqcompile``'s ``accuracy_host``)."""
+        out = self.dequantized(x) if self.host_suffix else self.forward(x)
+        pred = np.argmax(out.numpy(), axis=1)
+        return float((pred == y.cpu().numpy()).mean())
 
 
 @torch.no_grad()
 def export_integer(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: int = 8,
                    lut_bits: int | None = None, config: str = DEFAULT_CONFIG, act_calib: str = "max",
-                   lut_calib: str = "max", out_bits: int | None = None) -> IntegerNet:
+                   lut_calib: str = "max", out_bits: int | None = None,
+                   host_layers: Sequence[str] = ()) -> IntegerNet:
     """Quantize ``model`` for the integer pipeline with calibration inputs ``calib`` (float, [n, *input_shape]).
 
     ``act_bits`` is the width of activations and prototypes, ``lut_bits`` (default ``act_bits``) that of the
     table entries; ``act_calib`` / ``lut_calib`` the calibration of the activation / table scales
     (``pqcompile.quantize.calib_range``: ``"max"``, ``"percentile"`` or ``"mse"``); ``out_bits`` the width of the
-    network's output (default the config's ActW: 8-bit logits whatever ``act_bits`` is). Raises ``ValueError``
-    (``CompileError``) for a network the accelerator cannot run on its own.
+    network's output (default the config's ActW: 8-bit logits whatever ``act_bits`` is); ``host_layers`` the
+    top-level layers run on the host (``pqcompile --host-layers``). Raises ``ValueError`` (``CompileError``) for a
+    network the accelerator cannot run. The weights are read back to the CPU first (the export is the same
+    whichever device holds the model).
     """
     cfg = load_spec().config(config)
     lut_bits = lut_bits or act_bits
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     try:
-        fe = build_graph(arch, model.state_dict(), calib.detach().cpu().to(torch.float64).numpy(), cfg,
+        fe = build_graph(arch, state, calib.detach().cpu().to(torch.float64).numpy(), cfg,
                          act_bits=act_bits, lut_bits=lut_bits, act_calib=act_calib, lut_calib=lut_calib,
-                         name=str(arch.get("name", "model")), out_bits=out_bits)
+                         name=str(arch.get("name", "model")), out_bits=out_bits, host_layers=tuple(host_layers))
     except CompileError as exc:
         raise CompileError(f"not supported by the integer pipeline: {exc}") from None
     return IntegerNet(fe, act_bits, lut_bits, cfg.AccW)
@@ -133,19 +159,29 @@ def calibrate_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: i
                   out_bits: int | None = None) -> IntegerNet:
     """Export the current weights with ``pqcompile.graph`` and install the resulting integer parameters
     in every PQ layer, switching on its fake-quant forward. Returns the exported model."""
-    was = model.training
-    model.eval()
     for m in model.pq_layers():
         set_qat(m, None)
     inet = export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib, lut_calib=lut_calib,
                           out_bits=out_bits)
-    params = qat_params(inet)
+    install_qat(model, qat_params(inet))
+    return inet
+
+
+def compute_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: int, lut_bits: int | None = None,
+                act_calib: str = "max", lut_calib: str = "max", out_bits: int | None = None) -> dict[int, QatParams]:
+    """The fake-quant parameters :func:`calibrate_qat` would install, without installing them (to compute them
+    in one process and broadcast them to the others)."""
+    return qat_params(export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib,
+                                     lut_calib=lut_calib, out_bits=out_bits))
+
+
+def install_qat(model: PQNet, params: dict[int, QatParams]) -> None:
+    """Install :func:`compute_qat`'s parameters (by top-level layer index), removing any others."""
+    clear_qat(model)
     for idx, p in params.items():
         layer = model.layers[idx]
         assert isinstance(layer, PQLinear)
         set_qat(layer, p)
-    model.train(was)
-    return inet
 
 
 def clear_qat(model: nn.Module) -> None:
