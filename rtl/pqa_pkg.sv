@@ -192,6 +192,22 @@ package pqa_pkg;
   // OutBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
   localparam int CfgRuleOutBytesMin = 8;
   localparam bit CfgRuleOutBytesPow2 = 1'b1;
+  // NS: 1 .. 1: subspace lanes of the encoder and the look-up (subspaces per cycle); the narrow datapath has
+  //   one; more need the parallel PQ engine (issue 11)
+  localparam int CfgRuleNSMin = 1;
+  localparam int CfgRuleNSMax = 1;
+  // NP: 1 .. 1: distance units per subspace lane (prototypes compared per cycle); the narrow datapath has
+  //   one; more need the parallel PQ engine (issue 11)
+  localparam int CfgRuleNPMin = 1;
+  localparam int CfgRuleNPMax = 1;
+  // PL: 1 .. 1: elements per distance unit and cycle; the narrow datapath has one; more need the parallel PQ
+  //   engine (issue 11)
+  localparam int CfgRulePLMin = 1;
+  localparam int CfgRulePLMax = 1;
+  // NOUT: 1 .. 1: output lanes of the look-up and post-processing (outputs per cycle); the narrow datapath
+  //   has one; more need the parallel PQ engine (issue 11)
+  localparam int CfgRuleNOUTMin = 1;
+  localparam int CfgRuleNOUTMax = 1;
 
   // Named hardware configurations: Cfg<Name><Param>
   localparam int CfgSmallAxiDataWidth = 64;
@@ -208,6 +224,10 @@ package pqa_pkg;
   localparam int CfgSmallLutBytes = 16384;
   localparam int CfgSmallActBytes = 4096;
   localparam int CfgSmallOutBytes = 4096;
+  localparam int CfgSmallNS = 1;
+  localparam int CfgSmallNP = 1;
+  localparam int CfgSmallPL = 1;
+  localparam int CfgSmallNOUT = 1;
   localparam int CfgDefaultAxiDataWidth = 64;
   localparam int CfgDefaultAxiAddrWidth = 32;
   localparam int CfgDefaultActW = 8;
@@ -222,6 +242,10 @@ package pqa_pkg;
   localparam int CfgDefaultLutBytes = 131072;
   localparam int CfgDefaultActBytes = 16384;
   localparam int CfgDefaultOutBytes = 16384;
+  localparam int CfgDefaultNS = 1;
+  localparam int CfgDefaultNP = 1;
+  localparam int CfgDefaultPL = 1;
+  localparam int CfgDefaultNOUT = 1;
 
 endpackage
 

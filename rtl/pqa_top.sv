@@ -32,7 +32,13 @@ module pqa_top #(
   parameter int ProtoBytes   = pqa_pkg::CfgDefaultProtoBytes,
   parameter int LutBytes     = pqa_pkg::CfgDefaultLutBytes,
   parameter int ActBytes     = pqa_pkg::CfgDefaultActBytes,
-  parameter int OutBytes     = pqa_pkg::CfgDefaultOutBytes
+  parameter int OutBytes     = pqa_pkg::CfgDefaultOutBytes,
+  // Lanes of the PQ engine (docs/isa.md, "Hardware configurations"): subspaces, distance units per
+  // subspace, elements per distance and outputs per cycle. The narrow datapath is NS = NP = PL = NOUT = 1.
+  parameter int NS           = pqa_pkg::CfgDefaultNS,
+  parameter int NP           = pqa_pkg::CfgDefaultNP,
+  parameter int PL           = pqa_pkg::CfgDefaultPL,
+  parameter int NOUT         = pqa_pkg::CfgDefaultNOUT
 ) (
   input  logic                           clk_i,
   input  logic                           rst_ni,
@@ -171,6 +177,22 @@ module pqa_top #(
       "pqa_top: ProtoBytes=%0d, LutBytes=%0d, ActBytes=%0d, OutBytes=%0d are not supported: 2^n >= %0d/%0d/%0d/%0d",
       ProtoBytes, LutBytes, ActBytes, OutBytes, pqa_pkg::CfgRuleProtoBytesMin, pqa_pkg::CfgRuleLutBytesMin,
       pqa_pkg::CfgRuleActBytesMin, pqa_pkg::CfgRuleOutBytesMin);
+  end
+  // Lanes: the narrow datapath (one subspace, one prototype, one element, one output per cycle) until the
+  // parallel PQ engine exists.
+  if (NS < pqa_pkg::CfgRuleNSMin || NS > pqa_pkg::CfgRuleNSMax || NP < pqa_pkg::CfgRuleNPMin
+      || NP > pqa_pkg::CfgRuleNPMax || PL < pqa_pkg::CfgRulePLMin || PL > pqa_pkg::CfgRulePLMax
+      || NOUT < pqa_pkg::CfgRuleNOUTMin || NOUT > pqa_pkg::CfgRuleNOUTMax)
+  begin : gen_lane_check
+`ifdef __ICARUS__
+    initial $fatal(1,
+`else
+    $error(
+`endif
+      "pqa_top: NS=%0d, NP=%0d, PL=%0d, NOUT=%0d are not supported: %0d..%0d, %0d..%0d, %0d..%0d, %0d..%0d",
+      NS, NP, PL, NOUT, pqa_pkg::CfgRuleNSMin, pqa_pkg::CfgRuleNSMax, pqa_pkg::CfgRuleNPMin,
+      pqa_pkg::CfgRuleNPMax, pqa_pkg::CfgRulePLMin, pqa_pkg::CfgRulePLMax, pqa_pkg::CfgRuleNOUTMin,
+      pqa_pkg::CfgRuleNOUTMax);
   end
 
   localparam int BusBytes  = AxiDataWidth / 8;

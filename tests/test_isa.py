@@ -8,7 +8,18 @@ import pytest
 import yaml
 
 from pqcompile import isa
-from pqcompile.spec import CONFIG_KEYS, SPEC_PATH, Bound, HwConfig, SpecError, check_config, elem_bytes, load, parse
+from pqcompile.spec import (
+    CONFIG_KEYS,
+    SPEC_PATH,
+    Bound,
+    HwConfig,
+    SpecError,
+    camel,
+    check_config,
+    elem_bytes,
+    load,
+    parse,
+)
 
 SPEC = load()
 
@@ -281,3 +292,40 @@ def test_buffer_sizes_come_from_the_spec() -> None:
     assert by_hand.lut_bytes == 2 and by_hand.bias_bytes == 40
     with pytest.raises(KeyError, match="unknown buffer 'scratch'"):
         by_hand.buffer_bytes("scratch")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lane parameters (NS, NP, PL, NOUT)
+# ---------------------------------------------------------------------------------------------------------
+
+LANES = ("NS", "NP", "PL", "NOUT")
+
+
+def test_lane_parameters_are_in_every_configuration() -> None:
+    """NS, NP, PL and NOUT are keys of every named configuration (HwConfig exposes them), each with a rule of
+    min 1 and, until the parallel PQ engine exists, max 1, whose reason says so; pqa_pkg carries the bounds
+    and every configuration's values."""
+    assert set(LANES) <= set(CONFIG_KEYS)
+    for cfg in SPEC.configs.values():
+        assert (cfg.NS, cfg.NP, cfg.PL, cfg.NOUT) == (1, 1, 1, 1)  # today's narrow datapath
+    pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
+    for p in LANES:
+        r = SPEC.config_rules[p]
+        assert r.describe() == "1 .. 1" and "parallel PQ engine" in r.doc
+        assert f"localparam int CfgRule{p}Min = 1;" in pkg and f"localparam int CfgRule{p}Max = 1;" in pkg
+        for cfg in SPEC.configs.values():
+            assert f"localparam int Cfg{camel(cfg.name)}{p} = 1;" in pkg
+    raw = _raw()
+    del raw["configs"]["small"]["NOUT"]
+    with pytest.raises(SpecError, match=r"configs.small: missing keys \['NOUT'\]"):
+        parse(raw)
+
+
+@pytest.mark.parametrize(("param", "value", "rule"), [
+    ("NS", 16, "at most 1"), ("NP", 0, "at least 1"), ("PL", 9, "at most 1"), ("NOUT", 32, "at most 1")])
+def test_lanes_beyond_the_narrow_datapath_are_refused(param: str, value: int, rule: str) -> None:
+    raw = _raw()
+    raw["configs"]["default"][param] = value
+    with pytest.raises(SpecError, match=rf"^configs.default: {param} = {value} breaks config_rules.{param}: {rule} "
+                                        r"\(.*parallel PQ engine"):
+        parse(raw)

@@ -126,6 +126,7 @@ class HwConfig:
 CONFIG_KEYS = (
     "AxiDataWidth", "AxiAddrWidth", "ActW", "ProtoW", "LutW", "AccW", "KMax", "VMax", "CMax", "MMax",
     "ProtoBytes", "LutBytes", "ActBytes", "OutBytes",
+    "NS", "NP", "PL", "NOUT",  # lanes: subspaces, distance units, elements per distance, outputs per cycle
 )
 RULE_KINDS = ("min", "max", "eq", "pow2")
 

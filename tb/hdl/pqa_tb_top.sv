@@ -29,6 +29,10 @@ module pqa_tb_top #(
   parameter int LutBytes     = pqa_pkg::CfgDefaultLutBytes,
   parameter int ActBytes     = pqa_pkg::CfgDefaultActBytes,
   parameter int OutBytes     = pqa_pkg::CfgDefaultOutBytes,
+  parameter int NS           = pqa_pkg::CfgDefaultNS,
+  parameter int NP           = pqa_pkg::CfgDefaultNP,
+  parameter int PL           = pqa_pkg::CfgDefaultPL,
+  parameter int NOUT         = pqa_pkg::CfgDefaultNOUT,
   parameter int MemBytes     = 1 << 24,
   parameter bit HdlClock     = 1'b1,
   parameter int ClkPeriodNs  = 10
@@ -91,7 +95,7 @@ module pqa_tb_top #(
   pqa_top #(
     .AxiDataWidth(AxiDataWidth), .AxiAddrWidth(AxiAddrWidth), .ActW(ActW), .ProtoW(ProtoW), .LutW(LutW),
     .AccW(AccW), .KMax(KMax), .VMax(VMax), .CMax(CMax), .MMax(MMax), .ProtoBytes(ProtoBytes),
-    .LutBytes(LutBytes), .ActBytes(ActBytes), .OutBytes(OutBytes)
+    .LutBytes(LutBytes), .ActBytes(ActBytes), .OutBytes(OutBytes), .NS(NS), .NP(NP), .PL(PL), .NOUT(NOUT)
   ) u_dut (
     .clk_i(clk), .rst_ni(rst_n), .irq_o(irq_o),
     .s_axil_awaddr(s_axil_awaddr), .s_axil_awprot(3'b000), .s_axil_awvalid(s_axil_awvalid),
