@@ -8,6 +8,10 @@
 // It holds the layer state of sim._State: shape, quant, fmap and conv. One instruction is in flight at
 // a time, so every unit is idle and no AXI transaction is outstanding when the controller stops on
 // `end` or on an error.
+// Performance counters (docs/isa.md, "Performance counters"; cleared by START): cycles, compute cycles
+// (the states that wait on the encoder, the look-up unit or the vector unit), and the bytes read and
+// written over the AXI master (accepted beats x bus bytes, from pqa_top's AXI handshakes). A `stamp`
+// samples them at its decode into a record of PerfWords bus words, which the DMA writes in one command.
 // Widths: instruction fields, registers and error codes from pqa_pkg (the spec); bus words, strobes and
 // beat counts from AxiDataWidth (pqa_top accepts only AxiDataWidth = InsnW: one instruction per word).
 
@@ -58,8 +62,10 @@ module pqa_ctrl #(
   input  logic [AxiDataWidth-1:0]          dma_rd_data_i,
   output logic                             load_active_o,  // read beats go to buffer load_buf_o
   output logic [pqa_pkg::LoadBufW-1:0]     load_buf_o,
-  output logic                             stamp_sel_o,    // write data is stamp_value_o, not the out buffer
-  output logic [pqa_pkg::CyclesW-1:0]      stamp_value_o,
+  output logic                             stamp_sel_o,    // write data is stamp_rec_o, not the out buffer
+  output logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec_o,  // counter Perf<Name>: word Perf<Name>
+  input  logic                             rd_beat_i,      // a read beat accepted on the AXI master
+  input  logic                             wr_beat_i,      // a write beat accepted on the AXI master
   // layer state
   output logic [pqa_pkg::ShapeMetricW-1:0] metric_o,
   output logic [pqa_pkg::ShapeKW-1:0]      k_o,
@@ -146,7 +152,8 @@ module pqa_ctrl #(
   logic [pqa_pkg::RegDataW-1:0] err_pc_q;
   logic                         load_active_q, stamp_sel_q;
   logic [pqa_pkg::LoadBufW-1:0] load_buf_q;
-  logic [pqa_pkg::CyclesW-1:0]  stamp_q;
+  logic [pqa_pkg::CyclesW-1:0]  compute_q, rd_bytes_q, wr_bytes_q;  // performance counters
+  logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_q;         // the record of the last stamp
   logic [pqa_pkg::RunNW-1:0]    n_q, j_q;
   logic [OffW-1:0]              col_act_q, col_out_q;
   logic [ClearAw-1:0]           clr_q;
@@ -269,6 +276,12 @@ module pqa_ctrl #(
     add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok;
   end
 
+  // The compute units are busy (counted in compute_cycles): a `run`, `pool` or `add` from the cycle after
+  // its decode to the cycle its last unit reports done.
+  logic computing;
+  assign computing = (state_q == CtlEnc) || (state_q == CtlEncWait) || (state_q == CtlLk)
+                  || (state_q == CtlLkWait) || (state_q == CtlVec) || (state_q == CtlVecWait);
+
   // ---------------------------------------------------------------------------------------------
   // State machine
   // ---------------------------------------------------------------------------------------------
@@ -339,7 +352,7 @@ module pqa_ctrl #(
                 dma_cmd_valid_o = 1'b1;
                 dma_cmd_write_o = (opcode != pqa_pkg::OpcLoad);
                 if (opcode == pqa_pkg::OpcStamp) begin
-                  dma_cmd_beats_o = BeatsW'(1);  // the cycle counter, one bus word
+                  dma_cmd_beats_o = BeatsW'(pqa_pkg::PerfWords);  // the record, one counter per bus word
                 end
                 if (opcode == pqa_pkg::OpcStore) begin
                   dma_cmd_last_strb_o = f_last_strb;
@@ -415,6 +428,9 @@ module pqa_ctrl #(
       pc_q          <= '0;
       insn_q        <= '0;
       cycles_q      <= '0;
+      compute_q     <= '0;
+      rd_bytes_q    <= '0;
+      wr_bytes_q    <= '0;
       count_q       <= '0;
       err_code_q    <= pqa_pkg::ErrNone;
       err_pc_q      <= '0;
@@ -454,6 +470,15 @@ module pqa_ctrl #(
       if (state_q != CtlIdle) begin
         cycles_q <= cycles_q + pqa_pkg::CyclesW'(1);
       end
+      if (computing) begin
+        compute_q <= compute_q + pqa_pkg::CyclesW'(1);
+      end
+      if (rd_beat_i) begin
+        rd_bytes_q <= rd_bytes_q + pqa_pkg::CyclesW'(BusBytes);
+      end
+      if (wr_beat_i) begin
+        wr_bytes_q <= wr_bytes_q + pqa_pkg::CyclesW'(BusBytes);
+      end
       if (fail) begin
         err_code_q <= fail_code;
         err_pc_q   <= pc_q;
@@ -465,6 +490,9 @@ module pqa_ctrl #(
             pc_q       <= insn_base_i;
             clr_q      <= '0;
             cycles_q   <= '0;
+            compute_q  <= '0;
+            rd_bytes_q <= '0;
+            wr_bytes_q <= '0;
             count_q    <= '0;
             err_code_q <= pqa_pkg::ErrNone;
             err_pc_q   <= '0;
@@ -510,7 +538,10 @@ module pqa_ctrl #(
               end
               pqa_pkg::OpcStamp: begin
                 stamp_sel_q <= 1'b1;
-                stamp_q     <= cycles_q;
+                stamp_q[pqa_pkg::PerfCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]        <= cycles_q;
+                stamp_q[pqa_pkg::PerfComputeCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW] <= compute_q;
+                stamp_q[pqa_pkg::PerfRdBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= rd_bytes_q;
+                stamp_q[pqa_pkg::PerfWrBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= wr_bytes_q;
               end
               pqa_pkg::OpcShape: begin
                 metric_q <= insn_q[pqa_pkg::ShapeMetricLsb +: pqa_pkg::ShapeMetricW];
@@ -588,7 +619,7 @@ module pqa_ctrl #(
   assign load_active_o = load_active_q;
   assign load_buf_o    = load_buf_q;
   assign stamp_sel_o   = stamp_sel_q;
-  assign stamp_value_o = stamp_q;
+  assign stamp_rec_o   = stamp_q;
   assign metric_o      = metric_q;
   assign k_o           = k_q;
   assign v_o           = v_q;

@@ -9,7 +9,14 @@ package pqa_pkg;
   localparam int InsnW = 64;
   localparam int OpcodeLsb = 0;
   localparam int OpcodeW = 4;
-  localparam int CyclesW = 64;  // the cycle counter (stamp, CYCLES_LO / CYCLES_HI)
+  localparam int CyclesW = 64;  // every performance counter (CYCLES_LO / CYCLES_HI: cycles)
+
+  // Performance counters: a `stamp` record is PerfWords bus words, counter Perf<Name> in word Perf<Name>
+  localparam int PerfWords = 4;
+  localparam int PerfCycles = 0;
+  localparam int PerfComputeCycles = 1;
+  localparam int PerfRdBytes = 2;
+  localparam int PerfWrBytes = 3;
 
   // Opcodes
   localparam logic [OpcodeW-1:0] OpcLoad = 4'h1;
@@ -154,7 +161,7 @@ package pqa_pkg;
     is_pow2 = n > 0 && (n & (n - 1)) == 0;
   endfunction
   // AxiDataWidth: = isa.insn_bits (64): one instruction per bus word: pqa_ctrl fetches single beats (and
-  //   isa.cycles_bits = isa.insn_bits: one stamp per bus word)
+  //   isa.cycles_bits = isa.insn_bits: one performance counter per bus word of a stamp record)
   localparam int CfgRuleAxiDataWidthEq = InsnW;
   // AxiAddrWidth: 12 .. load.addr.width (32): at least one 4 KiB page (AXI4 bursts stay inside one), at most
   //   the address field of `load` / `store` / `stamp`

@@ -9,7 +9,8 @@
 // bias, act or out buffer, `run` encodes a column (pqa_encoder, with the convolution address generator
 // pqa_convgen in conv mode) then looks it up and requantizes it (pqa_lookup) into the out buffer,
 // column after column; `pool` and `add` run on the vector unit (pqa_vec), which reads the act and out
-// buffers and writes the out buffer; `store` and `stamp` write through pqa_dma.
+// buffers and writes the out buffer; `store` and `stamp` write through pqa_dma (a stamp writes the
+// controller's record of performance counters, one bus word per counter).
 //
 // Widths: instruction fields, registers and error codes come from pqa_pkg (generated from the spec),
 // bus words from AxiDataWidth; the AXI4 protocol fields (len, size, burst, cache, prot, resp, id) have
@@ -261,7 +262,8 @@ module pqa_top #(
   logic [AxiDataWidth-1:0]          dma_rd_data, dma_src_data;
   logic                             load_active, stamp_sel;
   logic [pqa_pkg::LoadBufW-1:0]     load_buf;
-  logic [pqa_pkg::CyclesW-1:0]      stamp_value;
+  logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec;  // the performance counters of a stamp
+  logic [pqa_pkg::CyclesW-1:0]      stamp_word;                 // the record's word that the DMA writes
   logic [pqa_pkg::ShapeMetricW-1:0] metric;
   logic                             relu, act_unsigned, conv;
   logic [pqa_pkg::FmapHW-1:0]       fmap_h;
@@ -329,7 +331,9 @@ module pqa_top #(
     .load_active_o      (load_active),
     .load_buf_o         (load_buf),
     .stamp_sel_o        (stamp_sel),
-    .stamp_value_o      (stamp_value),
+    .stamp_rec_o        (stamp_rec),
+    .rd_beat_i          (m_axi_rvalid && m_axi_rready),  // accepted beats on the AXI master
+    .wr_beat_i          (m_axi_wvalid && m_axi_wready),
     .metric_o           (metric),
     .k_o                (k),
     .v_o                (v),
@@ -525,7 +529,16 @@ module pqa_top #(
     .rdata_o(out_rdata)
   );
 
-  assign dma_src_data = stamp_sel ? AxiDataWidth'(stamp_value) : out_rdata;  // a stamp is one bus word
+  // A stamp record is PerfWords bus words (one counter each, CyclesW = AxiDataWidth): beat i is word i.
+  always_comb begin
+    stamp_word = '0;
+    for (int i = 0; i < pqa_pkg::PerfWords; i++) begin
+      if (dma_src_idx == BeatsW'(i)) begin
+        stamp_word = stamp_rec[i*pqa_pkg::CyclesW +: pqa_pkg::CyclesW];
+      end
+    end
+  end
+  assign dma_src_data = stamp_sel ? AxiDataWidth'(stamp_word) : out_rdata;
 
   // ---------------------------------------------------------------------------------------------
   // Compute

@@ -78,15 +78,20 @@ def compiled_case(outdir: Path, cfg: HwConfig, shapes: list[LayerShape], n: int,
     return backend.write_build(outdir, cfg, backend.emit_graph(cfg, fe.graph, x, outdir.name))
 
 
-STAMP_ADDR = 0x800  # where the hand-written programs put their cycle stamps
+STAMP_ADDR = 0x800  # where the hand-written programs put their stamp records (below DATA_ADDR: 64 of them)
+
+
+def stamp_at(i: int) -> int:
+    """The address of stamp record ``i`` of a hand-written program: STAMP_ADDR + i records."""
+    return pqbuild.stamp_addr(pqbuild.stamps_entry(STAMP_ADDR, []), i)
 
 
 def raw_case(outdir: Path, cfg: HwConfig, words: list[int], data: list | None = None, mem_bytes: int = 4096,
              labels: tuple[str, ...] = ("start",)) -> dict:
-    """A hand-written program; its ``stamp`` instructions write ``labels`` at STAMP_ADDR, STAMP_ADDR + 8 ..
-    (RTL cycles: not compared)."""
+    """A hand-written program; its ``stamp`` instructions write the records of ``labels`` at ``stamp_at(0)``,
+    ``stamp_at(1)`` .. (RTL cycles and compute cycles: not compared; byte counts: exactly)."""
     prog = backend.raw_program(cfg, words, data, mem_bytes=mem_bytes, name=outdir.name)
-    prog.manifest["stamps"] = {"addr": STAMP_ADDR, "labels": list(labels)}
+    prog.manifest["stamps"] = pqbuild.stamps_entry(STAMP_ADDR, list(labels))
     res = sim.run(cfg, prog.mem, prog.insn_base)
     return backend.write_build(outdir, cfg, prog, res)
 
@@ -122,6 +127,7 @@ def error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
 # integer data (the ISA's own instructions; the golden simulator computes the expected memory)
 # ------------------------------------------------------------------------------------------------------------
 DATA_ADDR = 0x1000  # data segments of the hand-written programs start here (instructions and stamps below)
+assert stamp_at(64) <= DATA_ADDR
 
 
 @dataclass(frozen=True)
@@ -195,9 +201,8 @@ def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     bufs = load().enums["buffer"]
     mem = _Mem()
-    st = STAMP_ADDR
     flags = {"relu": (1, 0), "unsigned": (0, 1), "signed": (0, 0)}[kind.split("_")[1]]
-    words = [encode("stamp", addr=st)]
+    words = [encode("stamp", addr=stamp_at(0))]
     if kind.startswith("pool"):
         h, w, ch = 5, 7, 11
         fmap = rng.integers(-128, 128, h * w * ch)
@@ -207,7 +212,7 @@ def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
         ao = mem.reserve(ch)
         words += [encode("load", buf=bufs["act"], nbytes=fmap.size, addr=aa), encode("fmap", h=h, w=w, ch=ch),
                   encode("quant", relu=flags[0], unsigned=flags[1], shift=shift, mult=mult, bits=5),
-                  encode("pool"), encode("stamp", addr=st + 8), encode("store", nbytes=ch, addr=ao)]
+                  encode("pool"), encode("stamp", addr=stamp_at(1)), encode("store", nbytes=ch, addr=ao)]
     else:
         n = 203
         a, b = rng.integers(-128, 128, n), rng.integers(-128, 128, n)
@@ -217,7 +222,7 @@ def vec_case(outdir: Path, cfg: HwConfig, kind: str, seed: int) -> dict:
                   encode("load", buf=bufs["out"], nbytes=n, addr=ab),
                   encode("quant", relu=flags[0], unsigned=flags[1], shift=14, mult=12345, bits=7),
                   encode("add", n=n, ma=int(rng.integers(1 << 12, 1 << 14)), mb=int(rng.integers(1 << 12, 1 << 14))),
-                  encode("stamp", addr=st + 8),
+                  encode("stamp", addr=stamp_at(1)),
                   encode("quant", relu=0, unsigned=0, shift=1, mult=0, bits=8),
                   encode("add", n=n - 6, ma=1, mb=1),
                   encode("store", nbytes=n, addr=ao)]

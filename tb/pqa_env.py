@@ -10,8 +10,9 @@ as for the golden simulator), resets the design in the middle of a run, writes S
 starts back to back without a reset.
 The reference model runs the golden simulator (``pqcompile.sim``) on the same image, with the fault
 model of ``expected_result`` for injected SLVERRs; the scoreboard compares every memory byte (but the
-cycle stamps, which only the RTL measures) and the status, error code, error PC and retired-instruction
-count; the coverage subscriber samples tb/pqa_coverage.py.
+cycle and compute-cycle words of the stamp records, which only the RTL measures; their byte counters are
+compared exactly) and the status, error code, error PC and retired-instruction count; the coverage
+subscriber samples tb/pqa_coverage.py.
 Sequences: ``BuildSeq`` (build directories named in $PQA_BUILDS) and ``RandomSeq`` (constrained-random
 jobs generated in the simulator process by tb/pqa_gen.py from $PQA_RANDOM = "seed:count[:first[:kinds]]").
 """
@@ -69,10 +70,18 @@ def parse_trace(line: str) -> tuple[int, str, dict[str, int]]:
     return int(pc, 16), mn, ast.literal_eval(ops)
 
 
+def estimated_words(addr: int) -> list[tuple[int, int]]:
+    """Byte ranges [lo, hi) of the stamp record at ``addr`` whose counters the golden simulator only estimates
+    (its cycle model: ``cycles``, ``compute_cycles``); the others (the byte counters) are exact."""
+    spec = load_spec()
+    nb = spec.cycles_bits // 8
+    return [(addr + nb * c.index, addr + nb * c.index + nb) for c in spec.perf_counters if not c.exact]
+
+
 @dataclass
 class Expected:
     res: sim.Result
-    mask: np.ndarray  # bytes to compare (False: written by an executed `stamp`, only the RTL knows the value)
+    mask: np.ndarray  # bytes to compare (False: an estimated counter of a stamp record, or unspecified)
     opcodes: list[str]
     fault: str = ""  # "", or "<mnemonic>@<pc>" of the instruction that met an injected / out-of-range SLVERR
     plain: sim.Result | None = None  # the golden simulator on the image as it is (what the build expects)
@@ -89,8 +98,9 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
     with ``bus`` at the same address, after the same retired instructions). A failing *store* has
     written, in the RTL, every beat of its INCR bursts (256 beats at most, never across 4 KiB) up to and
     including the first burst that meets a bad word, except the refused beats; those bytes are taken
-    from a third run that stores the output buffer to scratch memory. Programs must not write their own
-    instruction stream (tb/pqa_gen.py guarantees it).
+    from a third run that stores the output buffer to scratch memory. A failing *stamp* leaves its record's
+    bytes unspecified (not compared). Programs must not write their own instruction stream (tb/pqa_gen.py
+    guarantees it).
     """
     spec = load_spec()
     err = spec.errors
@@ -113,7 +123,7 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
         if i == len(steps) - 1 and first.err_code in (err["align"], err["limit"]):
             break  # refused before any transfer
         if mn in ("load", "store", "stamp"):
-            nb = 8 if mn == "stamp" else ops["nbytes"]
+            nb = spec.perf_bytes if mn == "stamp" else ops["nbytes"]
             if bad(ops["addr"], -(-nb // bus) * bus):
                 fault = (pc, mn, ops)
                 break
@@ -149,9 +159,12 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
     mask = np.ones(size, bool)
     for _pc, mn, ops in steps[: res.insn_count]:
         if mn == "stamp":
-            mask[ops["addr"] : ops["addr"] + 8] = False
+            for lo, hi in estimated_words(ops["addr"]):
+                mask[lo:hi] = False
         elif mn == "store":
             mask[ops["addr"] : ops["addr"] + ops["nbytes"]] = True
+    if fault is not None and fault[1] == "stamp":  # the failing stamp's record: unspecified
+        mask[fault[2]["addr"] : fault[2]["addr"] + spec.perf_bytes] = False
     opcodes = sorted({mn for _, mn, _ in steps} | ({"illegal"} if res.err_code == err["illegal_insn"] else set()))
     return Expected(res, mask, opcodes, f"{fault[1]}@{fault[0]:#x}" if fault else "", first)
 
@@ -439,8 +452,10 @@ class Scoreboard(uvm_component):
 
 def check_run(builddir: str | Path, manifest: dict[str, Any], expected: Expected, obs: Observed) -> JobResult:
     """The one pass/fail rule of the testbench (pyuvm scoreboard and the HDL-memory runner alike): the RTL's
-    status, ERR_CODE, ERR_PC, INSN_COUNT and every memory byte (but the cycle stamps) equal the golden
-    simulator's, and the golden simulator's run equals what the compiler wrote into the build
+    status, ERR_CODE, ERR_PC, INSN_COUNT and every memory byte equal the golden simulator's, but the
+    counters of the stamp records that the simulator only estimates (cycles, compute cycles: compared in the
+    benchmarks); the byte counters of every record (``rd_bytes``, ``wr_bytes``) are compared exactly, and
+    named record by record. And the golden simulator's run equals what the compiler wrote into the build
     (``pqcompile.build.check_expected``: error state, retired instructions, ``expected_output.npy``).
     ``JobResult.output`` is the RTL's output region when the program completed."""
     ref = expected.res
@@ -462,7 +477,15 @@ def check_run(builddir: str | Path, manifest: dict[str, Any], expected: Expected
     mask = expected.mask.copy()
     st = manifest.get("stamps")
     if st:
-        mask[st["addr"] : st["addr"] + 8 * len(st["labels"])] = False
+        for i in range(len(st["labels"])):
+            for lo, hi in estimated_words(pqbuild.stamp_addr(st, i)):
+                mask[lo:hi] = False
+        if ref.done and obs.done:
+            got, want = pqbuild.read_perf(manifest, obs.mem), pqbuild.read_perf(manifest, ref.mem)
+            for c in load_spec().perf_counters:
+                for label, g, w in zip(st["labels"], got[c.name], want[c.name], strict=True):
+                    if c.exact and g != w:
+                        err.append(f"stamp '{label}': {c.name} = {g}, golden simulator {w}")
     diff = np.flatnonzero((obs.mem != ref.mem) & mask)
     if diff.size:
         a = int(diff[0])
@@ -472,6 +495,7 @@ def check_run(builddir: str | Path, manifest: dict[str, Any], expected: Expected
     res.info = {
         "done": obs.done, "err_code": obs.err_code, "err_pc": obs.err_pc, "insn_count": obs.insn_count,
         "cycles": obs.cycles, "stamps": pqbuild.read_stamps(manifest, obs.mem) if st and ref.done else [],
+        "perf": pqbuild.read_perf(manifest, obs.mem) if st and ref.done else {},
         "bytes_compared": int(mask.sum()), "sim_cycle_estimate": ref.cycles, "hang": obs.hang,
         "fault": expected.fault, "build_mismatches": len(build_errors),
     }

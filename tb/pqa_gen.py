@@ -288,7 +288,8 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
 
 
 def _no_self_modify(w: int, code_end: int, mem_bytes: int) -> int:
-    """Move a store / stamp that would write the instruction stream into the data region."""
+    """Move a store / stamp that would write the instruction stream into the data region (which starts at
+    ``code_end``: a store or a stamp record from there on never reaches the instructions below it)."""
     try:
         insn = decode(w)
     except IllegalInstruction:
@@ -306,7 +307,7 @@ def accessed_words(prog: backend.Program, cfg: HwConfig) -> list[int]:
         pc, mn, ops = _parse_trace(line)
         out.append(pc // 8)
         if mn in ("load", "store", "stamp") and ops["addr"] % 8 == 0:
-            nb = 8 if mn == "stamp" else ops["nbytes"]
+            nb = load().perf_bytes if mn == "stamp" else ops["nbytes"]
             out += [a for a in range(ops["addr"] // 8, -(-(ops["addr"] + nb) // 8)) if a * 8 < prog.mem.size][:600]
     return out
 

@@ -2,13 +2,14 @@
 
 The build directory is verified first (``pqcompile.build``: the manifest's own digest and the digest of every
 file it names), so a damaged or edited build is refused before anything runs. The run passes only when the
-RTL equals the golden simulator (every memory byte but the cycle stamps; status, ERR_CODE, ERR_PC,
-INSN_COUNT) and the golden simulator equals what the compiler wrote into the build (error state, retired
-instructions, ``expected_output.npy``). Prints per-layer and total cycles (from the RTL's own ``stamp``
-records and cycle counter) and the accuracy of the float model, the quantized model and the RTL on the
-build's inputs. Nothing is written into the build directory. While the simulation runs: a bar of the elapsed
-time against the expected one (the golden simulator's cycle estimate at the measured speed) on a terminal, a
-start and an end line in a log or under CI=true (``pqcompile.progress``; ``PQA_PROGRESS=0``: lines only).
+RTL equals the golden simulator (every memory byte but the cycle and compute-cycle words of the stamp
+records; status, ERR_CODE, ERR_PC, INSN_COUNT) and the golden simulator equals what the compiler wrote into the
+build (error state, retired instructions, ``expected_output.npy``). Prints per-layer and total cycles, compute
+cycles and bytes moved over the AXI master (from the RTL's own ``stamp`` records and cycle counter) and the
+accuracy of the float model, the quantized model and the RTL on the build's inputs. Nothing is written into
+the build directory. While the simulation runs: a bar of the elapsed time against the expected one (the golden
+simulator's cycle estimate at the measured speed) on a terminal, a start and an end line in a log or under
+CI=true (``pqcompile.progress``; ``PQA_PROGRESS=0``: lines only).
 
 Exit status: 0 when every check passed; 1 when a check failed (a mismatch, a hang, an error state other
 than the expected one) or on an internal error; 2 when the input is refused (not a build directory, a
@@ -52,7 +53,8 @@ def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: 
     n = int(manifest.get("n_columns", manifest.get("n_images", 1)) or 1)
     if stamps and manifest["layers"]:
         measured = [stamps[i + 1] - stamps[i] for i in range(len(manifest["layers"]))]
-        print(format_report(manifest, measured=measured, total_measured=int(info["cycles"])))
+        print(format_report(manifest, measured=measured, total_measured=int(info["cycles"]),
+                            perf_records=info.get("perf") or None))
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "
           f"simulator's estimate {info['sim_cycle_estimate']}; wall time {wall:.1f} s")
     if info.get("run_wall_s", 0) > 0:

@@ -1,5 +1,6 @@
 """The HDL external-memory testbench (tb/hdl/, ``pqa_runner.run_hdlmem``) for long runs: the shipped digits
-MLP runs on it and the final memory equals the golden simulator's byte for byte (but the cycle stamps);
+MLP runs on it and the final memory equals the golden simulator's byte for byte (but the cycle words of the
+stamp records; their byte counters exactly);
 accesses beyond the memory answer DECERR and stop the program with ERR_CODE ``bus`` at the right ERR_PC,
 as the golden simulator says; a malformed memory image is refused before any simulator starts, naming the
 file and line.
@@ -35,6 +36,10 @@ def bus_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         # written, the others answer DECERR
         "store_across_end": ([st, quant, encode("store", nbytes=64, addr=MEM - 32), encode("end")], "bus", 16),
         "stamp_beyond": ([st, quant, encode("stamp", addr=MEM), encode("end")], "bus", 16),
+        # a record whose last words lie beyond the end: `bus`, the record's bytes unspecified (the RTL writes
+        # the words inside), the 0xaa bytes before it unchanged
+        "stamp_across_end": ([st, quant, encode("stamp", addr=MEM - load().perf_bytes // 2), encode("end")], "bus",
+                             16),
     }
 
 
@@ -98,6 +103,8 @@ def test_hdlmem_verilator(case: str, small_builds: dict[str, tuple[Path, str, in
     if case == "digits_mlp":
         stamps = res["info"]["stamps"]
         assert stamps == sorted(stamps) and stamps[-1] > 0
+        perf = res["info"]["perf"]  # the byte counters equal the golden simulator's (check_run), and grow
+        assert perf["rd_bytes"] == sorted(perf["rd_bytes"]) and perf["wr_bytes"][-1] > perf["wr_bytes"][0] == 0
         assert res["info"]["bytes_compared"] > 0
 
 

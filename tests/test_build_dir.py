@@ -128,7 +128,7 @@ def test_o_never_touches_a_sibling_old_directory(good_build: Path, tmp_path: Pat
     pqbuild.load(b)
 
 
-@pytest.mark.parametrize("what", ["extra_file", "edited_file", "old_version"])
+@pytest.mark.parametrize("what", ["extra_file", "edited_file", "newer_version"])
 def test_o_refuses_an_earlier_build_with_user_changes(good_build: Path, tmp_path: Path, what: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     b = copy_build(good_build, tmp_path / "b")
@@ -138,15 +138,36 @@ def test_o_refuses_an_earlier_build_with_user_changes(good_build: Path, tmp_path
     elif what == "edited_file":
         (b / "program.asm").write_text("my own program\n")
         needle = "program.asm"
-    else:
+    else:  # a sealed build of a format this pqcompile does not know
         man = json.loads((b / "manifest.json").read_text())
-        man["version"] = 1
-        (b / "manifest.json").write_text(json.dumps(man))
+        man["version"] = pqbuild.VERSION + 1
+        (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
         needle = "version"
     before = {p.name: p.read_bytes() for p in b.iterdir()}
     assert cli.main([str(MODEL), "-o", str(b), *ARGS]) == 2
     _one_line_error(capsys, needle, "refusing to replace")
     assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+
+
+def test_o_replaces_an_intact_build_of_an_older_version(good_build: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A build that an earlier pqcompile wrote (an older format version, its seal intact) is replaced; the
+    readers refuse it ("compile the model again"); edited, it is refused like any other."""
+    b = copy_build(good_build, tmp_path / "b")
+    man = json.loads((b / "manifest.json").read_text())
+    man["version"] = pqbuild.VERSION - 1
+    del man["stamps"]["counters"]  # an older layout: the reader does not look at its fields
+    (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
+    with pytest.raises(pqbuild.BuildError, match="compile the model again"):
+        pqbuild.read(b)
+    assert cli.main([str(MODEL), "-o", str(b), *ARGS]) == 0
+    assert pqbuild.read(b)["version"] == pqbuild.VERSION
+    man = json.loads((b / "manifest.json").read_text())
+    man["version"] = pqbuild.VERSION - 1
+    (b / "manifest.json").write_text(json.dumps(man))  # not resealed: the digest no longer matches
+    capsys.readouterr()
+    assert cli.main([str(MODEL), "-o", str(b), *ARGS]) == 2
+    _one_line_error(capsys, "digest", "refusing to replace")
 
 
 @pytest.mark.parametrize("what", ["file", "symlink_to_dir", "below_a_file"])

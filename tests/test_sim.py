@@ -122,3 +122,58 @@ def test_error_codes_and_pc() -> None:
     for base in (1, 4, 7):  # an unaligned INSN_BASE is the spec's `align`, at the first fetch (was `bus`)
         res = sim.run(CFG, backend.raw_program(CFG, [encode("end")] * 2).mem, base)
         assert (res.done, res.err_code, res.err_pc, res.insn_count) == (False, err["align"], base, 0)
+
+
+def _perf(mem: np.ndarray, addr: int) -> dict[str, int]:
+    """The stamp record at ``addr`` by counter name (docs/isa.md, "Performance counters")."""
+    nb = SPEC.cycles_bits // 8
+    return {c.name: int.from_bytes(mem[addr + nb * c.index : addr + nb * (c.index + 1)].tobytes(), "little")
+            for c in SPEC.perf_counters}
+
+
+def test_stamp_record_counts_bytes_exactly() -> None:
+    """The record of the stamp at 0x308 in :func:`_program`: 9 fetches of one bus word (the 8 instructions
+    before it and its own) and 4 loads of one word each (8, 8, 8 and 3 bytes) read; the 2-byte store wrote one
+    word; the run's compute cycles are c*k*v + m*c + 5 = 8 + 4 + 5; cycles as the cycle model says. After it the
+    end's fetch is read and the record (4 words) written."""
+    bb = CFG.bus_bytes
+    res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
+    rec = _perf(res.mem, 0x308)
+    assert rec["rd_bytes"] == 9 * bb + 4 * bb and rec["wr_bytes"] == bb
+    assert rec["compute_cycles"] == 2 * 2 * 2 + 2 * 2 + sim.RUN_COLUMN_CYCLES
+    assert 0 < rec["cycles"] < res.cycles
+    assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
+    assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]
+    assert SPEC.perf_bytes == len(SPEC.perf_counters) * bb == 32
+    assert res.mem[0x308 + SPEC.perf_bytes : 0x400].tolist() == [0] * (0x400 - 0x308 - SPEC.perf_bytes)
+
+
+def test_stamp_records_of_consecutive_stamps() -> None:
+    """Two stamps around a load of 17 bytes (3 bus words), a pool (h*w*ch + 3 compute cycles) and an add
+    (n + 3): the differences of the records are the instructions' own counts; a stamp's own write counts in
+    the next record."""
+    bb = CFG.bus_bytes
+    words = [encode("stamp", addr=0x100), encode("load", buf=BUF["act"], nbytes=17, addr=0x200),
+             encode("fmap", h=2, w=3, ch=2), encode("quant", relu=0, shift=0, mult=1, bits=8), encode("pool"),
+             encode("add", n=5, ma=1, mb=1), encode("stamp", addr=0x140), encode("end")]
+    res = sim.run(CFG, backend.raw_program(CFG, words).mem, 0)
+    a, b = _perf(res.mem, 0x100), _perf(res.mem, 0x140)
+    assert a == {"cycles": a["cycles"], "compute_cycles": 0, "rd_bytes": bb, "wr_bytes": 0}
+    assert b["rd_bytes"] - a["rd_bytes"] == 6 * bb + 3 * bb  # 6 fetches (5 instructions and the stamp), 3 words
+    assert b["wr_bytes"] - a["wr_bytes"] == SPEC.perf_bytes  # the first stamp's record
+    assert b["compute_cycles"] - a["compute_cycles"] == (2 * 3 * 2 + sim.VEC_CYCLES) + (5 + sim.VEC_CYCLES)
+    assert b["cycles"] - a["cycles"] == sum(sim.cycle_estimate(CFG, m, o, sim._State(geom=sim.ConvGeom(2, 3, 2)))
+                                            for m, o in [("load", {"nbytes": 17}), ("fmap", {}), ("quant", {}),
+                                                         ("pool", {}), ("add", {"n": 5}), ("stamp", {})])
+
+
+def test_stamp_record_beyond_memory_is_a_bus_error() -> None:
+    """A record that does not fit the memory (even partly) stops with `bus` at the stamp, writing nothing."""
+    size = 4096
+    for addr in (size - SPEC.perf_bytes + 8, size - 8, size):
+        mem = backend.raw_program(CFG, [encode("stamp", addr=addr), encode("end")], mem_bytes=size).mem
+        res = sim.run(CFG, mem, 0)
+        assert (res.done, res.err_code, res.err_pc) == (False, SPEC.errors["bus"], 0)
+        assert (res.mem == mem).all()
+    res = sim.run(CFG, backend.raw_program(CFG, [encode("stamp", addr=size - SPEC.perf_bytes), encode("end")]).mem, 0)
+    assert res.done

@@ -13,7 +13,7 @@ The passes, each a function of its own (docs/programmers_guide.md, "The back end
 4. :func:`allocate`: activation tensors get addresses by liveness over the op list (first fit, freed after
    the last use), tables and the graph input are pinned;
 5. :func:`emit_graph`: resolve the addresses, encode, build the memory image and the manifest; one ``stamp``
-   at the start and after each op (per-op cycles), ``end``;
+   at the start and after each op (per-op performance records: cycles, compute cycles, bytes), ``end``;
 6. :func:`report_rows` / :func:`format_report`: the per-op report from a written manifest.
 
 The build directory is the only thing the simulator and the testbench read (docs/file_formats.md):
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import build, hexfmt, ir, ops, sim
-from .build import read_output, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
+from .build import read_output, read_perf, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
 from .isa import encode, listing
 from .plan import OpPlan, PInsn, Ref, align, shape_str
@@ -228,7 +228,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     plans = [plan_op(cfg, g, i, op, n, strides) for i, op in enumerate(g.ops)]
     n_insns = 1 + sum(len(p.insns) + 1 for p in plans) + 1
     addr: dict[str, int] = {"stamps": align(n_insns * 8, bus)}
-    at = addr["stamps"] + 8 * (1 + len(g.ops))
+    stamps = build.stamps_entry(addr["stamps"], ["start"] + [op.name for op in g.ops])
+    at = build.stamp_addr(stamps, 1 + len(g.ops))
     segs: list[tuple[int, np.ndarray, str]] = []
     table_base = at
     for i, op in enumerate(g.ops):
@@ -256,10 +257,10 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         ops = {k: (addr[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()}
         return encode(p.mnemonic, **ops)
 
-    words: list[int] = [encode("stamp", addr=addr["stamps"])]
+    words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
     for i, p in enumerate(plans):
         words += [resolve(q) for q in p.insns]
-        words.append(encode("stamp", addr=addr["stamps"] + 8 * (i + 1)))
+        words.append(encode("stamp", addr=build.stamp_addr(stamps, i + 1)))
     words.append(encode("end"))
     assert len(words) == n_insns
     ib = np.frombuffer(b"".join(w.to_bytes(8, "little") for w in words), np.uint8)
@@ -285,7 +286,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "n_images": n,
         "input": region(g.input),
         "output": region(g.output),
-        "stamps": {"addr": addr["stamps"], "labels": ["start"] + [op.name for op in g.ops]},
+        "stamps": stamps,
         "host_layers": {"prefix": list(g.host_prefix), "suffix": list(g.host_suffix)},
         "memory": {
             "instructions": len(words) * 8, "tables": table_bytes, "arena_addr": arena,
@@ -297,6 +298,18 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "layers": [_op_entry(cfg, g, p, addr) for p in plans],
     }
     return Program(mem, 0, words, manifest, segs, plans, alloc)
+
+
+def op_perf(manifest: dict[str, Any], mem: np.ndarray, prefix: str = "predicted_") -> list[dict[str, int]]:
+    """Per op, the differences of the stamp records around it in ``mem`` (the golden simulator's or the
+    RTL's final memory): ``<prefix>cycles``, ``<prefix>compute_cycles`` and the exact ``rd_bytes`` /
+    ``wr_bytes`` (never prefixed: the RTL must move exactly these)."""
+    perf = read_perf(manifest, mem)
+    out = []
+    for i in range(len(manifest["layers"])):
+        d = {k: v[i + 1] - v[i] for k, v in perf.items()}
+        out.append({(k if k.endswith("_bytes") else prefix + k): n for k, n in d.items()})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -332,13 +345,17 @@ def report_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 MEASURED_COLUMNS = [("RTL cycles", ">11"), ("per input", ">10"), ("RTL/pred.", ">9")]
+PERF_COLUMNS = [("compute", ">11"), ("RTL bytes", ">10")]
 
 
 def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = None,
-                  measured: list[int] | None = None, total_measured: int | None = None) -> str:
+                  measured: list[int] | None = None, total_measured: int | None = None,
+                  perf_records: dict[str, list[int]] | None = None) -> str:
     """The report as text: a table of :func:`report_rows`, the host layers and the memory figures.
     ``measured`` (one cycle count per op, e.g. from the RTL's stamps) and ``total_measured`` add the columns
-    of :data:`MEASURED_COLUMNS`: cycles, cycles per input and the ratio to the prediction."""
+    of :data:`MEASURED_COLUMNS`: cycles, cycles per input and the ratio to the prediction. ``perf_records``
+    (the RTL's stamp records, :func:`pqcompile.build.read_perf`) adds :data:`PERF_COLUMNS`: each op's compute
+    cycles and the bytes it read and wrote over the AXI master (totals: their sums)."""
     rows = [dict(r) for r in (rows if rows is not None else report_rows(manifest))]
     cols = list(REPORT_COLUMNS)
     if measured is not None:
@@ -348,6 +365,14 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
             pred = int(r["pred. cycles"] or 0)
             r.update({"RTL cycles": "" if cyc is None else cyc, "per input": "" if cyc is None else f"{cyc / n:.0f}",
                       "RTL/pred.": f"{cyc / pred:.3f}" if cyc is not None and pred else "-"})
+    if perf_records is not None:
+        cols += PERF_COLUMNS
+        pr = perf_records
+        comp = [pr["compute_cycles"][i + 1] - pr["compute_cycles"][i] for i in range(len(rows) - 1)]
+        moved = [pr["rd_bytes"][i + 1] - pr["rd_bytes"][i] + pr["wr_bytes"][i + 1] - pr["wr_bytes"][i]
+                 for i in range(len(rows) - 1)]
+        for r, c, b in zip(rows, [*comp, sum(comp)], [*moved, sum(moved)], strict=True):
+            r.update({"compute": c, "RTL bytes": b})
     lines = ["  " + " ".join(f"{k:{f}}" for k, f in cols)]
     for r in rows:
         if r["op"] == "total":
@@ -384,10 +409,10 @@ def write_build(outdir: str | Path, cfg: HwConfig, prog: Program, res: sim.Resul
     manifest["expected"] = {"sim_insns": res.insn_count, "sim_cycle_estimate": res.cycles,
                             "sim_err_code": res.err_code, "sim_err_pc": res.err_pc}
     if "stamps" in manifest and manifest["layers"] and res.done:
-        # the simulator's stamps hold its cycle model: per-layer predictions for the reports
-        st = read_stamps(manifest, res.mem)
-        manifest["layers"] = [{**lay, "predicted_cycles": st[i + 1] - st[i]}
-                              for i, lay in enumerate(manifest["layers"])]
+        # the simulator's stamp records: its cycle model (per-layer predictions for the reports) and the exact
+        # bytes each op reads and writes over the AXI master (fetches and stamp records included)
+        manifest["layers"] = [{**lay, **rec} for lay, rec in zip(manifest["layers"], op_perf(manifest, res.mem),
+                                                                  strict=True)]
     expected = read_output(prog.manifest, res.mem) if "output" in manifest else None
     if expected is not None:
         manifest["expected"]["output"] = "expected_output.npy"

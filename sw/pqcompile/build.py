@@ -36,7 +36,7 @@ from .spec import HwConfig
 from .spec import load as load_spec
 
 FORMAT = "pqa-build"
-VERSION = 2
+VERSION = 3  # 3: a stamp writes a record of performance counters (``stamps.counters``), not one cycle word
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 64 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file name inside the build directory
@@ -78,9 +78,11 @@ def _where(builddir: Path, field: str = "") -> str:
     return f"{printable(builddir)}/{MANIFEST}" + (f": field '{field}'" if field else "")
 
 
-def read(builddir: str | Path) -> dict[str, Any]:
+def read(builddir: str | Path, older: bool = False) -> dict[str, Any]:
     """The verified manifest of ``builddir``: format and version, its own digest, and the digest of every file
-    it names. Raises :class:`BuildError` naming the file (and field) on anything else."""
+    it names. Raises :class:`BuildError` naming the file (and field) on anything else. ``older``: accept a
+    sealed build of an older format version too (its seal verified, its fields not: :func:`check_target`
+    replaces such a build)."""
     builddir = Path(builddir)
     path = builddir / MANIFEST
     if not builddir.is_dir():
@@ -107,7 +109,9 @@ def read(builddir: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise BuildError(f"{_where(builddir, 'format')} is {printable(repr(manifest.get('format')))}, not "
                          f"'{FORMAT}' (not a pqcompile build directory)")
-    if manifest.get("version") != VERSION:
+    version = manifest.get("version")
+    old = older and isinstance(version, int) and not isinstance(version, bool) and 1 <= version < VERSION
+    if version != VERSION and not old:
         raise BuildError(f"{_where(builddir, 'version')} is {printable(repr(manifest.get('version')))}; this "
                          f"pqcompile reads version {VERSION}: compile the model again")
     digest = manifest.get("digest")
@@ -126,7 +130,8 @@ def read(builddir: str | Path) -> dict[str, Any]:
         if sha256_file(f) != want:
             raise BuildError(f"{printable(f)}: contents differ from the digest in {MANIFEST} field 'sha256' (the "
                              "file was changed or damaged after pqcompile wrote it)")
-    _check_fields(manifest, builddir)
+    if not old:
+        _check_fields(manifest, builddir)
     return manifest
 
 
@@ -179,9 +184,13 @@ def _check_fields(m: dict[str, Any], builddir: Path) -> None:
     st = m.get("stamps")
     if st is not None and not (isinstance(st, dict) and num(st.get("addr")) and isinstance(st.get("labels"), list)
                                and all(isinstance(x, str) for x in st["labels"])):
-        raise bad("stamps", "an object {addr, labels}")
+        raise bad("stamps", "an object {addr, labels, counters, record_bytes}")
     if st is not None:
-        _region_index({"shape": [len(st["labels"]), 8], "addr": st["addr"]}, m["mem_bytes"], "stamps")
+        want = stamps_entry(0, [])
+        for key in ("counters", "record_bytes"):
+            if st.get(key) != want[key]:
+                raise bad(f"stamps.{key}", f"{want[key]!r} (the stamp record of this spec: compile the model again)")
+        _region_index(_stamps_region(st), m["mem_bytes"], "stamps")
     layers = m.get("layers")
     if not isinstance(layers, list) or not all(
             isinstance(lay, dict) and isinstance(lay.get("name"), str)
@@ -264,11 +273,38 @@ def read_output(manifest: Mapping[str, Any], mem: np.ndarray) -> np.ndarray:
     return read_tensor(manifest["output"], mem, "output")
 
 
-def read_stamps(manifest: Mapping[str, Any], mem: np.ndarray) -> list[int]:
-    """The cycle-stamp words (``stamps`` region): one per label."""
+def stamps_entry(addr: int, labels: list[str]) -> dict[str, Any]:
+    """The manifest's ``stamps`` object: ``len(labels)`` stamp records from ``addr`` on, one after the other,
+    each the spec's performance counters (docs/isa.md, "Performance counters") in ``counters`` order, one
+    ``cycles_bits`` word each, ``record_bytes`` in all."""
+    spec = load_spec()
+    return {"addr": int(addr), "labels": list(labels), "counters": [c.name for c in spec.perf_counters],
+            "record_bytes": spec.perf_bytes}
+
+
+def stamp_addr(stamps: Mapping[str, Any], i: int) -> int:
+    """The byte address of stamp record ``i`` (label ``i``) of a ``stamps`` object."""
+    return int(stamps["addr"]) + i * int(stamps["record_bytes"])
+
+
+def _stamps_region(s: Mapping[str, Any]) -> dict[str, Any]:
+    return {"shape": [len(s["labels"]), int(s["record_bytes"])], "addr": s["addr"]}
+
+
+def read_perf(manifest: Mapping[str, Any], mem: np.ndarray) -> dict[str, list[int]]:
+    """The stamp records (``stamps`` region) as one list per performance counter (``cycles``,
+    ``compute_cycles``, ``rd_bytes``, ``wr_bytes``, in the spec's order), one value per label."""
     s = manifest["stamps"]
-    idx = _region_index({"shape": [len(s["labels"]), 8], "addr": s["addr"]}, int(mem.size), "stamps")
-    return [int.from_bytes(mem[row].tobytes(), "little") for row in idx]
+    idx = _region_index(_stamps_region(s), int(mem.size), "stamps")
+    nb = int(s["record_bytes"]) // len(s["counters"])
+    words = [[int.from_bytes(mem[row[nb * i : nb * i + nb]].tobytes(), "little") for row in idx]
+             for i in range(len(s["counters"]))]
+    return dict(zip(s["counters"], words, strict=True))
+
+
+def read_stamps(manifest: Mapping[str, Any], mem: np.ndarray) -> list[int]:
+    """The ``cycles`` counter of every stamp record (``stamps`` region): one per label."""
+    return read_perf(manifest, mem)["cycles"]
 
 
 def check_expected(builddir: str | Path, manifest: Mapping[str, Any], res: sim.Result) -> list[str]:
@@ -306,7 +342,8 @@ def _files_of(builddir: Path) -> set[str]:
 
 def check_target(out: str | Path) -> None:
     """Raise :class:`BuildError` unless ``out`` may receive a build: a new path (below directories or nothing),
-    an empty directory, or an earlier build that verifies and holds nothing but its own files."""
+    an empty directory, or an earlier build (of this or an older format version) whose seal verifies and that
+    holds nothing but its own files."""
     path = Path(out)
     if path.name in ("", ".", ".."):
         raise BuildError(f"-o {printable(out)}: name a build directory (e.g. build/<model>), not {printable(out)!r}")
@@ -323,7 +360,7 @@ def check_target(out: str | Path) -> None:
     if not names:
         return
     try:
-        manifest = read(path)
+        manifest = read(path, older=True)
     except BuildError as exc:
         reason = str(exc)
         for prefix in (f"{printable(path)}/", f"{printable(path)}: "):

@@ -50,10 +50,13 @@ def sv_package(spec: Spec) -> str:
         f"  localparam int InsnW = {spec.insn_bits};",
         f"  localparam int OpcodeLsb = {spec.opcode_field.lsb};",
         f"  localparam int OpcodeW = {spec.opcode_field.width};",
-        f"  localparam int CyclesW = {spec.cycles_bits};  // the cycle counter (stamp, CYCLES_LO / CYCLES_HI)",
+        f"  localparam int CyclesW = {spec.cycles_bits};  // every performance counter (CYCLES_LO / CYCLES_HI: cycles)",
         "",
-        "  // Opcodes",
+        "  // Performance counters: a `stamp` record is PerfWords bus words, counter Perf<Name> in word Perf<Name>",
+        f"  localparam int PerfWords = {len(spec.perf_counters)};",
     ]
+    out += [f"  localparam int Perf{_camel(c.name)} = {c.index};" for c in spec.perf_counters]
+    out += ["", "  // Opcodes"]
     ow = spec.opcode_field.width
     for insn in spec.instructions:
         out.append(f"  localparam logic [OpcodeW-1:0] Opc{_camel(insn.mnemonic)} = {ow}'h{insn.opcode:x};")
@@ -138,8 +141,8 @@ def isa_doc(spec: Spec) -> str:
         "fetched from `INSN_BASE` upwards. The opcode is bits "
         f"{_bits(spec.opcode_field.lsb, spec.opcode_field.width)}. Bits that no field of an instruction "
         "names are reserved and must be zero: an unknown opcode or a non-zero reserved bit stops the "
-        f"accelerator with error `illegal_insn`. The cycle counter (`stamp`, `CYCLES_LO` / `CYCLES_HI`) is "
-        f"{spec.cycles_bits} bits wide.",
+        f"accelerator with error `illegal_insn`. The performance counters (a `stamp` record; `CYCLES_LO` / "
+        f"`CYCLES_HI` read `cycles`) are {spec.cycles_bits} bits wide.",
         "",
         "## Summary",
         "",
@@ -161,6 +164,17 @@ def isa_doc(spec: Spec) -> str:
         out.append("")
         asm = " ".join([insn.mnemonic, *(f"{f.name}=..." for f in insn.fields)])
         out.append(f"Assembly: `{asm}`")
+    bw = spec.cycles_bits // 8
+    out += ["", "## Performance counters", "",
+            f"A `stamp` writes a record of {len(spec.perf_counters)} counters, {spec.perf_bytes} bytes: counter i "
+            f"is the {spec.cycles_bits}-bit little-endian word at byte `addr` + {bw}\\*i (one bus word each). "
+            "Every counter starts at 0 with START. The golden simulator (`pqcompile.sim`) models each: exactly "
+            "(the testbench requires the RTL's value to equal it) or by its cycle model (an estimate, compared "
+            "with the RTL's in the benchmarks).", "",
+            "| word | byte offset | counter | golden simulator | meaning |", "|---|---|---|---|---|"]
+    for c in spec.perf_counters:
+        out.append(f"| {c.index} | {bw * c.index} | `{c.name}` | {'exact' if c.exact else 'cycle model'} | "
+                   f"{c.doc} |")
     out += ["", "## Enumerations", ""]
     for ename, vals in spec.enums.items():
         out.append(f"- `{ename}` ({spec.enum_docs[ename]}): " + ", ".join(f"`{k}` = {v}" for k, v in vals.items()))

@@ -76,7 +76,8 @@ def conv_gather(act: np.ndarray, g: ConvGeom, d: int, n: int) -> np.ndarray:
 
 @dataclass
 class Result:
-    """Outcome of a run: the final memory, status and counters."""
+    """Outcome of a run: the final memory, status and counters (``perf``: every performance counter of the
+    spec by name, as a ``stamp`` at the stop would sample it; ``cycles`` is ``perf["cycles"]``)."""
 
     mem: np.ndarray
     done: bool
@@ -85,6 +86,7 @@ class Result:
     insn_count: int
     cycles: int
     trace: list[str] = field(default_factory=list)
+    perf: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,23 +121,50 @@ class _State:
     geom: ConvGeom = field(default_factory=ConvGeom)
 
 
-def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
-    """Cycle model of the narrow datapath (one element, one prototype, one table entry per cycle):
-    a column costs c*k*v encode cycles plus m*c look-up cycles plus a few of control, in both modes of
-    ``run`` (the convolution address generator keeps the encoder at one element per cycle); ``pool``
-    costs one cycle per act byte of the fmap (h*w*ch) and ``add`` one per element, plus the vector
-    unit's start and drain; a transfer costs its bus words plus the fetch and handshake overhead of an
-    unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the RTL's
-    cycles are measured, not modelled (docs/theory.md, "Cycles")."""
-    if mnemonic in ("load", "store"):
-        return 12 + -(-ops["nbytes"] // cfg.bus_bytes)
+RUN_COLUMN_CYCLES = 5  # per column of a `run`: the encoder's 2 and the look-up's 2 fixed cycles, a hand-over
+VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
+INSN_CYCLES = 8  # fetch, decode and retire of an instruction (a compute instruction adds its compute cycles)
+XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besides one cycle per bus word
+
+
+def compute_estimate(mnemonic: str, ops: dict[str, int], st: _State) -> int:
+    """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
+    the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
+    done. ``run n``: n*(c*k*v + m*c + 5) (per column the encoder's c*k*v and the look-up's m*c, plus their
+    fixed cycles and hand-overs); ``pool``: h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction.
+    Exact for the narrow datapath on any memory (the compute units never wait on it)."""
     if mnemonic == "run":
-        return 8 + ops["n"] * (st.c * st.k * st.v + st.m * st.c + 5)
+        return ops["n"] * (st.c * st.k * st.v + st.m * st.c + RUN_COLUMN_CYCLES)
     if mnemonic == "add":
-        return 11 + ops["n"]
+        return ops["n"] + VEC_CYCLES
     if mnemonic == "pool":
-        return 11 + st.geom.h * st.geom.w * st.geom.ch
-    return 8
+        return st.geom.h * st.geom.w * st.geom.ch + VEC_CYCLES
+    return 0
+
+
+def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
+    """Cycle model of the narrow datapath (one element, one prototype, one table entry per cycle): an
+    instruction costs INSN_CYCLES plus its compute cycles (:func:`compute_estimate`: a column costs c*k*v
+    encode cycles plus m*c look-up cycles plus a few of control, in both modes of ``run``, the convolution
+    address generator keeping the encoder at one element per cycle; ``pool`` one cycle per act byte of the
+    fmap, ``add`` one per element, plus the vector unit's start and drain); a transfer (``load``, ``store``,
+    ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead
+    of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the
+    RTL's cycles are measured, not modelled (docs/theory.md, "Cycles")."""
+    if mnemonic in ("load", "store"):
+        return XFER_CYCLES + -(-ops["nbytes"] // cfg.bus_bytes)
+    if mnemonic == "stamp":
+        return XFER_CYCLES + len(load().perf_counters)
+    return INSN_CYCLES + compute_estimate(mnemonic, ops, st)
+
+
+def perf_record(counters: dict[str, int]) -> np.ndarray:
+    """The bytes of a ``stamp`` record (docs/isa.md, "Performance counters"): each counter of the spec, in
+    its order, as a little-endian word of ``cycles_bits``."""
+    spec = load()
+    nb = spec.cycles_bits // 8
+    return np.frombuffer(b"".join(int(counters[c.name]).to_bytes(nb, "little") for c in spec.perf_counters),
+                         np.uint8).copy()
 
 
 def start_cycles(cfg: HwConfig) -> int:
@@ -155,14 +184,19 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     st = _State()
     bb = cfg.bus_bytes
     pc = insn_base
-    cycles = start_cycles(cfg)
+    # the performance counters (docs/isa.md): cycles and compute cycles from the cycle model, bytes exact
+    perf = {"cycles": start_cycles(cfg), "compute_cycles": 0, "rd_bytes": 0, "wr_bytes": 0}
+    unmodelled = sorted({c.name for c in spec.perf_counters} - perf.keys())
+    if unmodelled:  # a counter the spec adds needs its model here
+        raise SimError(f"the golden simulator does not model the performance counters {unmodelled}")
     count = 0
     log: list[str] = []
 
     def stop(code: str) -> Result:
         if strict and code != "none":
             raise SimError(f"stopped with error {code} at pc {pc:#x}")
-        return Result(mem, code == "none", err[code], pc if code != "none" else 0, count, cycles, log)
+        return Result(mem, code == "none", err[code], pc if code != "none" else 0, count, perf["cycles"], log,
+                      dict(perf))
 
     while count < max_insns:
         if pc % 8:  # only INSN_BASE can be misaligned: the pc then advances by whole words
@@ -170,6 +204,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         if pc + 8 > mem.size:
             return stop("bus")
         word = int.from_bytes(mem[pc : pc + 8].tobytes(), "little")
+        perf["rd_bytes"] += bb  # the fetch: one bus word
         try:
             insn = decode(word)
         except IllegalInstruction:
@@ -177,7 +212,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         ops = insn.ops
         if trace:
             log.append(f"{pc:#010x} {insn.mnemonic} {ops}")
-        cycles += cycle_estimate(cfg, insn.mnemonic, ops, st)
+        perf["cycles"] += cycle_estimate(cfg, insn.mnemonic, ops, st)
+        perf["compute_cycles"] += compute_estimate(insn.mnemonic, ops, st)
         name = insn.mnemonic
         if name in ("load", "store", "stamp") and ops["addr"] % bb:
             return stop("align")
@@ -189,6 +225,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             if ops["addr"] + span > mem.size:
                 return stop("bus")
             buf[:span] = mem[ops["addr"] : ops["addr"] + span]
+            perf["rd_bytes"] += span
         elif name == "store":
             nb = ops["nbytes"]
             if nb == 0 or nb > out.size:
@@ -196,10 +233,13 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             if ops["addr"] + -(-nb // bb) * bb > mem.size:
                 return stop("bus")
             mem[ops["addr"] : ops["addr"] + nb] = out[:nb]
+            perf["wr_bytes"] += -(-nb // bb) * bb
         elif name == "stamp":
-            if ops["addr"] + 8 > mem.size:
+            rec = perf_record(perf)
+            if ops["addr"] + rec.size > mem.size:
                 return stop("bus")
-            mem[ops["addr"] : ops["addr"] + 8] = np.frombuffer(cycles.to_bytes(8, "little"), np.uint8)
+            mem[ops["addr"] : ops["addr"] + rec.size] = rec
+            perf["wr_bytes"] += rec.size
         elif name == "shape":
             st.metric, st.conv, st.k, st.v, st.c, st.d, st.m = (
                 ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m"))

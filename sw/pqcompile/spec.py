@@ -8,6 +8,7 @@ is checked against the spec's ``config_rules`` by one helper, :func:`check_confi
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -207,9 +208,20 @@ def check_config(where: str, params: dict[str, int], rules: dict[str, ConfigRule
 
 
 @dataclass(frozen=True)
+class PerfCounter:
+    """One performance counter of a ``stamp`` record (spec ``isa.perf_counters``): bus word ``index``."""
+
+    name: str
+    index: int
+    doc: str
+    exact: bool  # the golden simulator's value is exact (the RTL must equal it), else its cycle model's estimate
+
+
+@dataclass(frozen=True)
 class Spec:
     insn_bits: int
-    cycles_bits: int  # the cycle counter (`stamp`, CYCLES_LO / CYCLES_HI)
+    cycles_bits: int  # the width of every performance counter (the cycle counter: CYCLES_LO / CYCLES_HI)
+    perf_counters: tuple[PerfCounter, ...]  # a `stamp` record, in order: one counter per bus word
     opcode_field: Field
     instructions: tuple[Instruction, ...]
     enums: dict[str, dict[str, int]]
@@ -226,6 +238,17 @@ class Spec:
     buffers: dict[str, Buffer]  # in enum `buffer` order
     config_rules: dict[str, ConfigRule]  # one per configuration parameter, in CONFIG_KEYS order
     configs: dict[str, HwConfig]
+
+    @property
+    def perf_bytes(self) -> int:
+        """Bytes of a ``stamp`` record: one counter of ``cycles_bits`` (a bus word) per performance counter."""
+        return len(self.perf_counters) * self.cycles_bits // 8
+
+    def perf_counter(self, name: str) -> PerfCounter:
+        for c in self.perf_counters:
+            if c.name == name:
+                return c
+        raise KeyError(f"unknown performance counter {name!r}; known: {', '.join(c.name for c in self.perf_counters)}")
 
     def by_mnemonic(self, mnemonic: str) -> Instruction:
         for insn in self.instructions:
@@ -321,6 +344,28 @@ def _config_rules(raw: Any, isa: dict[str, int], insns: list[Instruction]) -> di
     return rules
 
 
+_IDENT = re.compile(r"[a-z][a-z0-9_]*$")
+
+
+def _perf_counters(raw: Any) -> tuple[PerfCounter, ...]:
+    """The performance counters of a ``stamp`` record: at least one, ``cycles`` among them (the CYCLES
+    register's counter), unique lower-case names."""
+    if not isinstance(raw, list) or not raw:
+        raise SpecError("isa.perf_counters: expected a non-empty list of {name, exact, doc}")
+    out = []
+    for i, d in enumerate(raw):
+        d = _keys(f"isa.perf_counters[{i}]", d, {"name", "exact", "doc"})
+        name = str(d["name"])
+        if not _IDENT.match(name) or name in {c.name for c in out}:
+            raise SpecError(f"isa.perf_counters[{i}]: name {name!r} repeated or not a lower-case identifier")
+        if not isinstance(d["exact"], bool):
+            raise SpecError(f"isa.perf_counters[{i}].exact: true or false, not {d['exact']!r}")
+        out.append(PerfCounter(name, i, str(d["doc"]), d["exact"]))
+    if "cycles" not in {c.name for c in out}:
+        raise SpecError("isa.perf_counters: no counter 'cycles' (the counter CYCLES_LO / CYCLES_HI read)")
+    return tuple(out)
+
+
 def _buffers(raw: Any, enum: dict[str, int] | None) -> dict[str, Buffer]:
     if enum is None:
         raise SpecError("buffers: enum `buffer` (the values of load's `buf`) is missing")
@@ -345,7 +390,7 @@ def _buffers(raw: Any, enum: dict[str, int] | None) -> dict[str, Buffer]:
 
 def parse(raw: dict[str, Any]) -> Spec:
     _keys("spec", raw, {"isa", "enums", "errors", "registers", "buffers", "config_rules", "configs"})
-    isa = _keys("isa", raw["isa"], {"insn_bits", "cycles_bits", "opcode_field", "instructions"})
+    isa = _keys("isa", raw["isa"], {"insn_bits", "cycles_bits", "perf_counters", "opcode_field", "instructions"})
     nbits = int(isa["insn_bits"])
     if nbits % 8:
         raise SpecError(f"isa.insn_bits: {nbits} is not a whole number of bytes")
@@ -414,7 +459,9 @@ def parse(raw: dict[str, Any]) -> Spec:
                         "CYCLES_LO and CYCLES_HI hold it")
     if cycles_bits != nbits:
         raise SpecError(f"isa.cycles_bits: {cycles_bits} must equal isa.insn_bits ({nbits}): a bus word is one "
-                        "instruction (config_rules.AxiDataWidth) and `stamp` writes the counter as one bus word")
+                        "instruction (config_rules.AxiDataWidth) and a `stamp` record holds one counter per bus "
+                        "word")
+    perf = _perf_counters(isa["perf_counters"])
     buffers = _buffers(raw["buffers"], enums.get("buffer"))
     rules = _config_rules(raw["config_rules"], {"isa.insn_bits": nbits, "isa.cycles_bits": cycles_bits}, insns)
     configs = {}
@@ -428,6 +475,7 @@ def parse(raw: dict[str, Any]) -> Spec:
     return Spec(
         insn_bits=nbits,
         cycles_bits=cycles_bits,
+        perf_counters=perf,
         opcode_field=opf,
         instructions=tuple(insns),
         enums=enums,

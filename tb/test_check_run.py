@@ -1,0 +1,63 @@
+"""The testbench's one rule (``pqa_env.check_run``) on the stamp records, without a simulator: the golden
+simulator's final memory stands in for the RTL's, then one word of a record is changed. The cycle and
+compute-cycle words (the simulator's estimates) are not compared; the byte counters are, record by record,
+named; a stamp that fails with `bus` leaves its record unspecified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from cases import raw_case, stamp_at
+from pqa_env import Observed, check_run, expected_result
+
+from pqcompile import build as pqbuild
+from pqcompile.isa import encode
+from pqcompile.spec import load
+
+SPEC = load()
+CFG = SPEC.config("small")
+WORD = SPEC.cycles_bits // 8
+
+
+def _observed(mem: np.ndarray, res) -> Observed:  # noqa: ANN001
+    return Observed(done=res.done, error=not res.done, err_code=res.err_code, err_pc=res.err_pc,
+                    insn_count=res.insn_count, cycles=res.cycles, mem=mem)
+
+
+def _case(tmp_path: Path, words: list[int], labels: tuple[str, ...]) -> tuple[Path, dict, np.ndarray]:
+    b = tmp_path / "b"
+    raw_case(b, CFG, words, labels=labels)
+    man, mem = pqbuild.load(b)
+    return b, man, mem
+
+
+def test_byte_counters_compared_exactly_cycles_not(tmp_path: Path) -> None:
+    words = [encode("stamp", addr=stamp_at(0)), encode("quant", relu=0, shift=0, mult=1, bits=8),
+             encode("store", nbytes=3, addr=0xC00), encode("stamp", addr=stamp_at(1)), encode("end")]
+    b, man, mem = _case(tmp_path, words, ("start", "store"))
+    exp = expected_result(CFG, mem, 0)
+    assert check_run(b, man, exp, _observed(exp.res.mem.copy(), exp.res)).passed
+    for counter, ok in (("cycles", True), ("compute_cycles", True), ("rd_bytes", False), ("wr_bytes", False)):
+        got = exp.res.mem.copy()
+        at = stamp_at(1) + WORD * SPEC.perf_counter(counter).index
+        got[at] ^= 0x40  # the RTL's record differs in one counter
+        r = check_run(b, man, exp, _observed(got, exp.res))
+        assert r.passed == ok, (counter, r.errors)
+        if not ok:
+            want = pqbuild.read_perf(man, exp.res.mem)[counter][1]
+            assert f"stamp 'store': {counter} = {want ^ 0x40}, golden simulator {want}" in r.errors
+    assert exp.res.perf["wr_bytes"] == 8 + 2 * SPEC.perf_bytes
+
+
+def test_a_failing_stamp_leaves_its_record_unspecified(tmp_path: Path) -> None:
+    size = 4096  # raw_case's memory: the record's last half lies beyond it
+    addr = size - SPEC.perf_bytes // 2
+    b, man, mem = _case(tmp_path, [encode("stamp", addr=stamp_at(0)), encode("stamp", addr=addr), encode("end")],
+                        ("start",))
+    exp = expected_result(CFG, mem, 0)
+    assert exp.res.err_code == SPEC.errors["bus"] and exp.fault == "stamp@0x8"
+    assert not exp.mask[addr:size].any() and exp.mask[: addr].sum() == addr - 2 * WORD  # start's cycle words
+    got = exp.res.mem.copy()
+    got[addr:size] = 0x5A  # what the RTL may have written of it
+    assert check_run(b, man, exp, _observed(got, exp.res)).passed
