@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import build, hexfmt, ir, ops, sim
+from . import build, hexfmt, ir, ops, perf, sim
 from .build import read_output, read_perf, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
 from .isa import encode, listing
@@ -317,14 +317,21 @@ def op_perf(manifest: dict[str, Any], mem: np.ndarray, prefix: str = "predicted_
 # ------------------------------------------------------------------------------------------------------------
 REPORT_COLUMNS = [("op", "<24"), ("kind", "<15"), ("in", "<9"), ("out", "<9"), ("K", ">3"), ("v", ">3"),
                   ("c", ">4"), ("m", ">4"), ("table B", ">8"), ("loaded B", ">9"), ("stored B", ">9"),
-                  ("tiles", ">6"), ("pred. cycles", ">13")]
+                  ("tiles", ">6"), ("pred. cycles", ">13"), ("formula", ">10")]
 
 
 def report_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per op (and a ``total`` row) from a manifest written by :func:`write_build` (predicted cycles
-    are the golden simulator's stamps; 0 when the program was not simulated)."""
+    are the golden simulator's stamps; 0 when the program was not simulated; ``formula``: PQA's formula at the
+    configuration's lanes, :func:`pqcompile.perf.op_cycles`, over all images)."""
     rows = []
+    params = manifest.get("config_params", {})
+    images = int(manifest.get("n_images", 1) or 1)
     for lay in manifest["layers"]:
+        try:
+            formula: int | str = perf.op_cycles(params, lay, images)
+        except (KeyError, ValueError):
+            formula = "-"  # a hand-made manifest without lanes or shapes
         rows.append({
             "op": lay["name"], "kind": lay.get("kind", "linear"),
             "in": shape_str(lay.get("in_shape", [1, 1, lay["d"]])), "out": shape_str(lay.get("out_shape",
@@ -332,12 +339,13 @@ def report_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             "K": lay["k"] or "-", "v": lay["v"] or "-", "c": lay["c"] or "-",
             "m": lay.get("out_shape", [0, 0, lay["m"]])[2], "table B": lay["table_bytes"],
             "loaded B": lay.get("loaded_bytes", 0), "stored B": lay.get("stored_bytes", 0),
-            "tiles": lay["tiles"], "pred. cycles": lay.get("predicted_cycles", 0),
+            "tiles": lay["tiles"], "pred. cycles": lay.get("predicted_cycles", 0), "formula": formula,
         })
     tot: dict[str, Any] = {k: "" for k, _ in REPORT_COLUMNS}
     tot["op"] = "total"
     for k in ("table B", "loaded B", "stored B", "tiles", "pred. cycles"):
         tot[k] = sum(int(r[k]) for r in rows)
+    tot["formula"] = sum(int(r["formula"]) for r in rows) if all(r["formula"] != "-" for r in rows) else "-"
     exp = manifest.get("expected", {})
     if exp.get("sim_cycle_estimate") is not None:
         tot["pred. cycles"] = int(exp["sim_cycle_estimate"])  # includes the start and the stamps

@@ -1,0 +1,195 @@
+"""``make bench-resnet20``: ResNet-20 on the RTL against PQA's formula and the memory roofline, op by op.
+
+ResNet-20 (CIFAR-10 shapes, untrained weights: ``pqtrain init --model resnet20``; stem and classifier on the
+host, ``pqtrain.zoo.HOST_LAYERS``, as ``make sim-resnet20``) is compiled for a configuration (``--config``)
+on ``--batch`` random images and run on the RTL under Verilator on the HDL memory
+(``pqa_runner.run_hdlmem``), bit-exact against the golden simulator (the testbench's one rule; the byte
+counters of every stamp record included). From the RTL's stamp records (docs/isa.md, "Performance
+counters") it prints one row per op and writes ``benchmarks/out/resnet20-<config>-b<batch>.csv`` with the
+columns of :data:`CSV_COLUMNS`. Per image (the batch's figure divided by the batch):
+
+- ``rtl_cycles``: the op's cycles (the stamps around it; the rows sum to the stamped span, the run minus its
+  start and its end), ``compute_cycles``: its ``compute_cycles`` counter;
+- ``formula_cycles``: PQA's formula at the configuration's lanes (``pqcompile.perf.op_cycles``: a PQ op
+  ``columns * ceil(C/NS) * max(ceil(v/PL) * ceil(K/NP), ceil(M/NOUT))``, an add output pixels x
+  ceil(ch/NOUT), a pool input pixels x ceil(ch/NOUT));
+- ``predicted_cycles``: the golden simulator's cycle model (``sim.cycle_estimate``);
+- ``bytes_moved``: bytes read plus written over the AXI master (``rd_bytes`` + ``wr_bytes``: fetches,
+  loads, stores and stamp records); ``mem_cycles`` = bytes_moved / ``bytes_per_cycle`` (the HDL memory
+  takes one bus word a cycle: the bus bytes); ``roofline`` = max(formula_cycles, mem_cycles).
+
+``columns`` is the batch's (output pixels x batch). Exit status 0 when the run passed, 1 when it did not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "benchmarks" / "out"
+CSV_COLUMNS = ("op", "kind", "c", "k", "v", "m", "columns", "ns", "np", "pl", "nout", "batch", "bytes_per_cycle",
+               "rtl_cycles", "compute_cycles", "formula_cycles", "predicted_cycles", "bytes_moved", "mem_cycles",
+               "roofline")
+PER_IMAGE = ("rtl_cycles", "compute_cycles", "formula_cycles", "predicted_cycles", "bytes_moved")
+
+
+def hdl_bytes_per_cycle(params: Mapping[str, int]) -> int:
+    """Bytes per cycle of the HDL memory (tb/hdl/pqa_axi_mem.sv): one bus word a cycle in each direction,
+    one transfer at a time, so the bus bytes."""
+    return int(params["AxiDataWidth"]) // 8
+
+
+def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], batch: int,
+               bytes_per_cycle: float) -> list[dict[str, Any]]:
+    """One row per op of a build (``manifest``, written by pqcompile) from the stamp records ``perf``
+    (``pqcompile.build.read_perf`` of the RTL's final memory: one list per counter, one value per label), the
+    columns of :data:`CSV_COLUMNS`, cycle and byte figures per image."""
+    from pqcompile import perf as pqperf
+
+    params = manifest["config_params"]
+    rows = []
+    for i, lay in enumerate(manifest["layers"]):
+        d = {k: int(v[i + 1]) - int(v[i]) for k, v in perf.items()}
+        moved = (d["rd_bytes"] + d["wr_bytes"]) / batch
+        formula = pqperf.op_cycles(params, lay, batch) / batch
+        mem = moved / bytes_per_cycle
+        rows.append({
+            "op": lay["name"], "kind": lay["kind"], "c": lay["c"], "k": lay["k"], "v": lay["v"],
+            "m": int(lay["out_shape"][2]), "columns": pqperf.columns(lay, batch),
+            "ns": params["NS"], "np": params["NP"], "pl": params["PL"], "nout": params["NOUT"], "batch": batch,
+            "bytes_per_cycle": bytes_per_cycle, "rtl_cycles": d["cycles"] / batch,
+            "compute_cycles": d["compute_cycles"] / batch, "formula_cycles": formula,
+            "predicted_cycles": int(lay["predicted_cycles"]) / batch, "bytes_moved": moved, "mem_cycles": mem,
+            "roofline": max(formula, mem),
+        })
+    return rows
+
+
+def total(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sums of a table's cycle and byte columns (the roofline: the sum of the per-op rooflines)."""
+    out: dict[str, Any] = {"op": "total", "kind": ""}
+    for k in (*PER_IMAGE, "mem_cycles", "roofline"):
+        out[k] = sum(float(r[k]) for r in rows)
+    return out
+
+
+def _num(x: Any) -> str:
+    """A figure as the CSV and the table write it: an integer when it is one, else 2 decimals."""
+    if isinstance(x, float):
+        return str(int(x)) if x.is_integer() else f"{x:.2f}"
+    return str(x)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The rows as CSV with exactly the columns of :data:`CSV_COLUMNS` (a header line, then one line per op)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="ascii") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            w.writerow([_num(r[k]) for k in CSV_COLUMNS])
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+TABLE = [("op", "<21"), ("kind", "<7"), ("c", ">3"), ("k", ">3"), ("v", ">3"), ("m", ">3"), ("columns", ">7"),
+         ("rtl_cycles", ">11"), ("compute_cycles", ">11"), ("formula_cycles", ">10"), ("predicted_cycles", ">11"),
+         ("bytes_moved", ">9"), ("mem_cycles", ">9"), ("roofline", ">10"), ("rtl/formula", ">8"),
+         ("rtl/roofline", ">8"), ("pred/rtl", ">8")]
+HEAD = {"rtl_cycles": "RTL", "compute_cycles": "compute", "formula_cycles": "formula", "predicted_cycles": "predicted",
+        "bytes_moved": "bytes", "mem_cycles": "mem", "rtl/formula": "RTL/form", "rtl/roofline": "RTL/roof",
+        "pred/rtl": "pred/RTL"}
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The per-op table with the ratios RTL / formula, RTL / roofline and predicted / RTL, and a total row."""
+    lines = [" ".join(f"{HEAD.get(k, k):{f}}" for k, f in TABLE)]
+    for r in [*rows, total(rows)]:
+        if r["op"] == "total":
+            lines.append("-" * len(lines[0]))
+        cells = dict(r)
+        cells.update({"rtl/formula": _ratio(r["rtl_cycles"], r["formula_cycles"]),
+                      "rtl/roofline": _ratio(r["rtl_cycles"], r["roofline"]),
+                      "pred/rtl": _ratio(r["predicted_cycles"], r["rtl_cycles"])})
+        lines.append(" ".join(f"{_num(cells.get(k, '')) if k not in ('op', 'kind') else cells[k]:{f}}"
+                              for k, f in TABLE))
+    return "\n".join(lines)
+
+
+def compile_resnet20(config: str, batch: int, build_root: Path) -> Path:
+    """ResNet-20 (untrained, ``pqtrain init``) compiled for ``config`` on ``batch`` random images (stem and
+    classifier on the host) into ``build_root/resnet20-<config>-b<batch>``."""
+    from pqcompile.cli import compile_model
+    from pqcompile.options import BuildConfig
+    from pqtrain import zoo
+    from pqtrain.cli import main as pqtrain_main
+
+    build_root.mkdir(parents=True, exist_ok=True)
+    model = build_root / "resnet20.pt"
+    if pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) != 0:
+        raise SystemExit(1)
+    out = build_root / f"resnet20-{config}-b{batch}"
+    compile_model(str(model), str(out), BuildConfig(config=config, inputs="random", count=batch,
+                                                    host_layers=tuple(zoo.HOST_LAYERS["resnet20"])))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench_resnet20", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="default", help="hardware configuration (spec configs)")
+    ap.add_argument("--batch", type=int, default=1, help="images (random inputs)")
+    ap.add_argument("--build-root", type=Path, default=ROOT / "build", help="where the model and build go")
+    ap.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the CSV goes")
+    args = ap.parse_args(argv)
+    if args.batch < 1:
+        ap.error("--batch: at least 1")
+    sys.path.insert(0, str(ROOT / "tb"))
+    from pqa_runner import run_hdlmem
+
+    from pqcompile import build as pqbuild
+
+    builddir = compile_resnet20(args.config, args.batch, args.build_root)
+    manifest = pqbuild.read(builddir)
+    print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
+          f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
+    t0 = time.perf_counter()
+    res = run_hdlmem("verilator", builddir, args.config)
+    wall = time.perf_counter() - t0
+    info = res["info"]
+    if not res["passed"] or not info.get("perf"):
+        for e in res["errors"]:
+            print(f"  {e}")
+        print("bench_resnet20: FAIL (the RTL does not equal the golden simulator)")
+        return 1
+    bpc = hdl_bytes_per_cycle(manifest["config_params"])
+    rows = bench_rows(manifest, info["perf"], args.batch, bpc)
+    p = manifest["config_params"]
+    print(f"config '{args.config}': NS={p['NS']} NP={p['NP']} PL={p['PL']} NOUT={p['NOUT']}, batch {args.batch}, "
+          f"{bpc} bytes per cycle (HDL memory); cycles and bytes per image")
+    print(format_table(rows))
+    tot = total(rows)
+    print(f"RTL {_num(tot['rtl_cycles'])} cycles per image over the ops ({info['cycles'] / args.batch:.0f} for the "
+          f"whole run: the start's buffer clearing, the first stamp and `end` besides); compute "
+          f"{_num(tot['compute_cycles'])} ({_ratio(tot['compute_cycles'], tot['formula_cycles'])} x the formula); "
+          f"PQA's formula {_num(tot['formula_cycles'])}; roofline "
+          f"{_num(tot['roofline'])}; ratios RTL/formula {_ratio(tot['rtl_cycles'], tot['formula_cycles'])}, "
+          f"RTL/roofline {_ratio(tot['rtl_cycles'], tot['roofline'])}, predicted/RTL "
+          f"{_ratio(tot['predicted_cycles'], tot['rtl_cycles'])}")
+    print(f"RTL == golden simulator: MATCH ({info['bytes_compared']} memory bytes compared); simulated "
+          f"{info['cycles']} cycles in {wall:.0f} s")
+    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}.csv"
+    write_csv(path, rows)
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

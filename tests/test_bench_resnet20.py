@@ -1,0 +1,84 @@
+"""benchmarks/bench_resnet20.py: the per-op rows and the CSV writer on a small compiled residual network, with
+the golden simulator's stamp records standing in for the RTL's (the benchmark itself runs ResNet-20 on the
+RTL: `make bench-resnet20`)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from cases import residual_case
+
+from pqcompile import build as pqbuild
+from pqcompile import perf, sim
+from pqcompile.spec import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_resnet20", ROOT / "benchmarks" / "bench_resnet20.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_resnet20"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench = _load()
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, list[int]]]:
+    """The small residual CNN of tb/cases.py compiled for config 'small' on 2 images, and the golden
+    simulator's stamp records of its run."""
+    out = tmp_path_factory.mktemp("bench") / "residual"
+    residual_case(out, "small", seed=3, count=BATCH)
+    manifest, mem = pqbuild.load(out)
+    res = sim.run(load().config("small"), mem, manifest["insn_base"])
+    assert res.done
+    return manifest, pqbuild.read_perf(manifest, res.mem)
+
+
+def test_rows_and_csv(residual: tuple[dict, dict[str, list[int]]], tmp_path: Path) -> None:
+    manifest, recs = residual
+    bpc = bench.hdl_bytes_per_cycle(manifest["config_params"])
+    assert bpc == 8  # the HDL memory takes one 64-bit word a cycle
+    rows = bench.bench_rows(manifest, recs, BATCH, bpc)
+    assert [r["op"] for r in rows] == [lay["name"] for lay in manifest["layers"]]
+    kinds = {r["kind"] for r in rows}
+    assert {"conv", "add", "pool", "linear"} <= kinds
+    # the rows sum to the stamped span, per image; the simulator's records equal its predictions
+    assert sum(r["rtl_cycles"] for r in rows) == (recs["cycles"][-1] - recs["cycles"][0]) / BATCH
+    for r, lay in zip(rows, manifest["layers"], strict=True):
+        assert r["predicted_cycles"] == r["rtl_cycles"] == lay["predicted_cycles"] / BATCH
+        assert r["compute_cycles"] == lay["predicted_compute_cycles"] / BATCH > 0
+        assert r["bytes_moved"] == (lay["rd_bytes"] + lay["wr_bytes"]) / BATCH
+        assert r["formula_cycles"] == perf.op_cycles(manifest["config_params"], lay, BATCH) / BATCH
+        assert r["mem_cycles"] == r["bytes_moved"] / bpc and r["roofline"] == max(r["formula_cycles"],
+                                                                                   r["mem_cycles"])
+        assert r["columns"] == lay["out_shape"][0] * lay["out_shape"][1] * BATCH and r["batch"] == BATCH
+        assert (r["ns"], r["np"], r["pl"], r["nout"]) == (1, 1, 1, 1)
+    path = tmp_path / "out" / "resnet20-small-b2.csv"
+    bench.write_csv(path, rows)
+    with open(path, newline="") as fh:
+        got = list(csv.reader(fh))
+    assert tuple(got[0]) == bench.CSV_COLUMNS == (
+        "op", "kind", "c", "k", "v", "m", "columns", "ns", "np", "pl", "nout", "batch", "bytes_per_cycle",
+        "rtl_cycles", "compute_cycles", "formula_cycles", "predicted_cycles", "bytes_moved", "mem_cycles",
+        "roofline")
+    assert len(got) == 1 + len(rows)
+    for line, r in zip(got[1:], rows, strict=True):
+        assert line[0] == r["op"] and float(line[13]) == pytest.approx(r["rtl_cycles"], abs=0.005)
+        assert all(x != "" for x in line)
+    table = bench.format_table(rows)
+    assert table.splitlines()[-1].startswith("total") and "RTL/form" in table.splitlines()[0]
+
+
+def test_number_format() -> None:
+    assert [bench._num(x) for x in (3, 4.0, 2.5, 1 / 3, "conv")] == ["3", "4", "2.50", "0.33", "conv"]
