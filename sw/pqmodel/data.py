@@ -1,12 +1,15 @@
 """Data sets for training PQA models: sklearn digits (shipped with scikit-learn), and loaders for CIFAR-10
-(binary version), EMNIST (IDX files) and Speech Commands features (.npy) from a local directory."""
+(binary or python version), EMNIST (IDX files) and Speech Commands features (.npy) from a local directory."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
+import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,19 +60,89 @@ def read_cifar10_bin(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     return rec[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(root: str | os.PathLike[str], train_batches: int = 5) -> Split:
-    """CIFAR-10, binary version, from ``root`` (or ``root/cifar-10-batches-bin``): (x_train, y_train, x_test,
-    y_test); x float32 [N, 3, 32, 32] in [0, 1], y int64. ``train_batches`` (1..5) limits the training files."""
+CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_PY_TEST = "test_batch"
+CIFAR_DIRS = ("cifar-10-batches-bin", "cifar-10-batches-py")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch (a dict of a uint8 array, a list of labels and names) and nothing
+    else: only numpy's array reconstruction is allowed, no other global (no code is run)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        from numpy._core import multiarray
+
+        allowed: dict[tuple[str, str], Any] = {
+            ("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
+            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): _latin1_encode,  # how protocol-2 pickles of Python 3 write bytes
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not part of a CIFAR-10 batch")
+        return allowed[(module, name)]
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def read_cifar10_py(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch (``data_batch_1`` ... ``test_batch`` of cifar-10-python.tar.gz, as torchvision
+    downloads it): a pickled dict with ``data`` (uint8 [N, 3072]: R, G, B planes of 32x32) and ``labels``.
+    Read with an unpickler that allows numpy arrays only. Returns (images uint8 [N, 3, 32, 32], labels int64)."""
+    path = Path(path)
+    try:
+        obj = _CifarUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (holds a {type(obj).__name__}, not a dict)")
+    obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    data, labels = obj.get("data"), obj.get("labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' is not a uint8 array [N, 3072] (not a CIFAR-10 python batch?)")
+    try:
+        lab = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: 'labels' is not a list of integers") from None
+    if lab.shape != (data.shape[0],):
+        raise DataError(f"{path}: {lab.size} labels for {data.shape[0]} images")
+    if lab.size and (lab.min() < 0 or lab.max() > 9):
+        raise DataError(f"{path}: label {int(lab.max()) if lab.max() > 9 else int(lab.min())} out of range 0..9")
+    return data.reshape(-1, 3, 32, 32), lab
+
+
+def cifar10_files(root: str | os.PathLike[str], train_batches: int = 5) -> tuple[list[Path], Path]:
+    """The training batches and the test batch of CIFAR-10 under ``root``: the binary version
+    (``data_batch_1.bin`` ...) or the python version (``data_batch_1`` ...), in ``root`` itself or in
+    ``cifar-10-batches-bin`` / ``cifar-10-batches-py`` below it. Raises :class:`DataError` naming what is
+    missing."""
     base = Path(root)
-    if (base / "cifar-10-batches-bin").is_dir():
-        base = base / "cifar-10-batches-bin"
-    names = [*CIFAR_TRAIN[:train_batches], CIFAR_TEST]
-    missing = [n for n in names if not (base / n).is_file()]
-    if missing:
-        raise DataError(f"CIFAR-10 (binary version) not found in {base}: missing {', '.join(missing)} "
-                        "(get cifar-10-binary.tar.gz and unpack it there)")
-    parts = [read_cifar10_bin(base / n) for n in CIFAR_TRAIN[:train_batches]]
-    x_te, y_te = read_cifar10_bin(base / CIFAR_TEST)
+    if not base.is_dir():
+        raise DataError(f"CIFAR-10 not found: directory {base} does not exist")
+    for where in (base, *(base / d for d in CIFAR_DIRS)):
+        for train, test in ((CIFAR_TRAIN, CIFAR_TEST), (CIFAR_PY_TRAIN, CIFAR_PY_TEST)):
+            if (where / train[0]).is_file() or (where / test).is_file():
+                names = [*train[:train_batches], test]
+                missing = [n for n in names if not (where / n).is_file()]
+                if missing:
+                    raise DataError(f"CIFAR-10 in {where} is incomplete: missing {', '.join(missing)}")
+                return [where / n for n in train[:train_batches]], where / test
+    raise DataError(f"CIFAR-10 not found in {base}: expected data_batch_1..5 and test_batch, binary (.bin, "
+                    "cifar-10-binary.tar.gz) or python version (cifar-10-python.tar.gz), in it or in "
+                    f"{' or '.join(CIFAR_DIRS)}/")
+
+
+def load_cifar10(root: str | os.PathLike[str], train_batches: int = 5) -> Split:
+    """CIFAR-10 from ``root`` (:func:`cifar10_files`: binary or python version): (x_train, y_train, x_test,
+    y_test); x float32 [N, 3, 32, 32] in [0, 1], y int64. ``train_batches`` (1..5) limits the training files."""
+    train, test = cifar10_files(root, train_batches)
+    read = read_cifar10_bin if test.suffix == ".bin" else read_cifar10_py
+    parts = [read(p) for p in train]
+    x_te, y_te = read(test)
     x_tr = np.concatenate([p[0] for p in parts])
     y_tr = np.concatenate([p[1] for p in parts])
     f = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)  # noqa: E731

@@ -34,6 +34,7 @@ from pqmodel.model import ModelFormatError, build, check_output, iter_layers, lo
 
 from . import zoo
 from .integer import export_integer
+from .recipes import DEFAULT_WORKERS, RECIPES
 from .run import (
     DEVICES,
     Checkpoints,
@@ -64,17 +65,6 @@ MAX_SEED = (1 << 32) - 1  # scikit-learn's split takes a 32-bit seed
 Data = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 DATASETS = ("digits", "cifar10")
 
-# The recipe of each data set: the defaults of ``pqtrain train --data NAME`` (any option overrides its field).
-# cifar10: ResNet-20's standard float recipe (SGD, momentum 0.9, weight decay 5e-4, batch 128, pad-4 crop + flip,
-# cosine schedule; 45k/5k train/validation split), then PQ fine-tuning and QAT with Adam (docs/training.md).
-RECIPES: dict[str, TrainConfig] = {
-    "digits": TrainConfig(),
-    "cifar10": TrainConfig(
-        dataset="cifar10", float_epochs=200, float_lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-        batch_size=128, augment=True, val_fraction=0.1, pq_epochs=40, pq_lr=1e-3, pq_weight_decay=0.0,
-        qat_epochs=10, qat_lr=1e-4, kmeans_images=1024, calib="max"),
-}
-DEFAULT_WORKERS = {"digits": 0, "cifar10": 4}
 
 
 class UsageError(ValueError):
@@ -169,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=_fraction, default=None,
                    help="part of the training split held out for model selection (0: none)")
     t.add_argument("--kmeans-images", type=nonneg, default=None, help="inputs k-means sees (0: all)")
+    t.add_argument("--kmeans-iters", type=pos, default=None)
+    t.add_argument("--fast-dist", action=argparse.BooleanOptionalAction, default=None,
+                   help="L2 distances by matrix product in fine-tuning and QAT (faster; default: the recipe's)")
     t.add_argument("--float-only", action="store_true", help="train and save the float model only")
     t.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available, else the CPU")
     t.add_argument("--workers", type=nonneg, default=None,
@@ -204,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=seed, default=0, help="split seed")
     e.add_argument("--bits", type=_int_arg(2, 8), nargs="*", default=[],
                    help="also the integer pipeline at these widths (2..8)")
+    e.add_argument("--count", type=pos, default=None, help="the first COUNT test inputs only (default: all)")
     return p
 
 
@@ -378,8 +372,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     model, arch, meta = load(args.model)
     data = _data(args.data, args.data_dir, arch, args.model, args.seed)
+    if args.count is not None:
+        data = (data[0], data[1], data[2][: args.count], data[3][: args.count])
     model.to(resolve_device(args.device))
-    out = {"name": arch["name"], "test_acc": accuracy(model, data[2], data[3])}
+    out = {"name": arch["name"], "test_inputs": int(data[2].shape[0]), "test_acc": accuracy(model, data[2], data[3])}
     hosts = zoo.HOST_LAYERS.get(str(arch.get("name")), [])
     for b in args.bits:
         out[f"int{b}_test_acc"] = export_integer(model, arch, data[0][:256], b, host_layers=hosts).accuracy(

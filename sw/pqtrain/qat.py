@@ -52,7 +52,8 @@ class QatParams:
         xq = ste_round_clamp(xs / self.in_scale, lo_in, hi_in)  # integer-valued
         pq = ste_round_clamp(layer.prototypes.to(torch.float64) / self.in_scale, lo_in, hi_in)
         dist = pairwise_dist(xq.detach(), pq.detach(), layer.metric)  # exact integers
-        soft_dist = pairwise_dist(xq * self.in_scale, pq * self.in_scale, layer.metric)  # real units, carries gradient
+        soft_dist = pairwise_dist(xq * self.in_scale, pq * self.in_scale, layer.metric,  # real units, carries gradient
+                                  fast=layer.fast_dist)
         a = layer._combine(dist, soft_dist)
         w = layer.padded_weight().to(torch.float64).reshape(layer.out_features, layer.c, layer.v)
         lut = ste_round_clamp(torch.einsum("ckv,mcv->ckm", pq * self.in_scale, w) / self.lut_scale, -qmax - 1, qmax)

@@ -52,7 +52,8 @@ METHODS = ("ste", "ste-prototypes", "ste-weights", "soft", "lutnn", "kmeans")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step")
 STAGES = ("float", "pq", "qat")  # the trained stages of train_pipeline, in order (checkpoints name them)
-EVAL_BATCH = 2048  # evaluation forward passes take at most this many inputs at a time
+EVAL_BATCH = 2048  # evaluation forward passes take at most this many inputs at a time (fewer for big inputs)
+EVAL_ELEMENTS = 1 << 21  # ... and about this many input elements (CIFAR-10: 682 images)
 
 Log = Callable[[str], None]
 Data = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -93,6 +94,7 @@ class TrainConfig:
     pq_weight_decay: float | None = None  # of fine-tuning (None: weight_decay)
     augment: bool = False  # pad-4 random crop + horizontal flip of image inputs (the CIFAR-10 augmentation)
     kmeans_images: int = 0  # k-means sees the first this many fit inputs (0: all of them)
+    fast_dist: bool = False  # fine-tuning and QAT: L2 distances by matrix product (pqmodel.layers.pairwise_dist)
     host_layers: list[str] = field(default_factory=list)  # run on the host (pqcompile --host-layers) in the export
 
 
@@ -169,10 +171,13 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = EVAL_BATCH) -> Tensor:
+def predict(model: nn.Module, x: Tensor, batch_size: int | None = None) -> Tensor:
     """``model``'s outputs for inputs ``x`` (on any device) in its current mode, on the CPU; at most
-    ``batch_size`` inputs go through the model at a time (all at once when they fit)."""
+    ``batch_size`` inputs go through the model at a time (all at once when they fit; default: ``EVAL_BATCH``
+    inputs or ``EVAL_ELEMENTS`` input elements, the fewer)."""
     dev = model_device(model)
+    if batch_size is None:
+        batch_size = max(1, min(EVAL_BATCH, EVAL_ELEMENTS // max(1, x[0].numel() if x.shape[0] else 1)))
     if x.shape[0] <= batch_size:
         return model(x.to(dev)).cpu()
     return torch.cat([model(x[s].to(dev)).cpu() for s in iter_chunks(x.shape[0], batch_size)])
@@ -449,12 +454,16 @@ def convert_to_pq(
 
 def split_validation(data: Data, fraction: float, seed: int = 0) -> Data:
     """(x_fit, y_fit, x_val, y_val): a stratified, seeded split of the TRAIN part of ``data`` only (its test
-    part is ignored), ``fraction`` of it held out for validation / model selection."""
+    part is ignored), ``fraction`` of it held out for validation / model selection (not stratified when the
+    sample is too small for every class to be in both parts)."""
     from sklearn.model_selection import train_test_split
 
     x_tr, y_tr = data[0], data[1]
     idx = torch.arange(x_tr.shape[0]).numpy()
-    fit_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y_tr.numpy())
+    try:
+        fit_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y_tr.numpy())
+    except ValueError:  # too few inputs to hold every class out (a tiny sample): a plain seeded split
+        fit_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed)
     fi, vi = torch.from_numpy(fit_idx), torch.from_numpy(val_idx)
     return x_tr[fi], y_tr[fi], x_tr[vi], y_tr[vi]
 
@@ -696,6 +705,12 @@ def integer_accuracy(model: PQNet, arch: dict[str, Any], data: Data, bits: int, 
                           host_layers=host_layers).accuracy(x_te, y_te)
 
 
+def set_fast_dist(model: PQNet, on: bool) -> None:
+    """Switch the matrix-product L2 distances of every PQ layer on or off (``TrainConfig.fast_dist``)."""
+    for m in model.pq_layers():
+        m.fast_dist = on
+
+
 def _identity(arch: dict[str, Any], cfg: TrainConfig, run: Run, float_model: PQNet | None) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it."""
     return {"config": asdict(cfg), "arch": arch, "processes": run.dist.world,
@@ -766,6 +781,7 @@ def train_pipeline(
         done["kmeans_acc"] = kmeans_acc
         if log is not None:
             log(f"[convert] float test {float_acc:.4f} -> PQ k-means test {kmeans_acc:.4f}")
+    set_fast_dist(pq, cfg.fast_dist)
     if not finished("pq"):
         finetune(pq, data, cfg, teacher=fmodel, log=log, run=run)
     meta_int: dict[str, Any] = {}
@@ -790,6 +806,7 @@ def train_pipeline(
             log(f"[qat] integer pipeline ({cfg.qat_bits} bits) test {post:.4f} "
                 f"(calibration {qr.act_calib}/{qr.lut_calib}; PTQ max/max before QAT: {pre:.4f})")
     pq.eval()
+    set_fast_dist(pq, False)  # the accuracies below are those of the exact distances (as pqcompile's)
     if log is not None:
         log(f"[done] {time.perf_counter() - t0:.1f} s")
     meta = {
