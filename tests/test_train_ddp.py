@@ -1,7 +1,8 @@
 """Training in several processes (DistributedDataParallel, gloo on the CPU): two processes started with
 ``torch.multiprocessing.spawn`` run ``pqtrain train`` as ``torchrun`` would (RANK, WORLD_SIZE, MASTER_ADDR in
-the environment): train, checkpoint, stop, resume and export; both ranks end with identical weights, the model
-rank 0 wrote compiles and runs on the ISS; k-means conversion and calibration equal those of one process."""
+the environment): train, checkpoint, stop, resume and export; both ranks end with identical weights, those of
+an uninterrupted two-process run; the model rank 0 wrote compiles and runs on the ISS; k-means conversion and
+calibration equal those of one process."""
 
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ def test_two_process_train_checkpoint_resume_export(tmp_path: Path) -> None:
     w0 = torch.load(tmp_path / "b" / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "b" / "rank1.pt", weights_only=True)
     assert _equal(w0, w1)
+    whole = [a for a in argv if a != str(ck)]
+    whole[whole.index(str(model))] = str(tmp_path / "whole.pt")
+    assert _spawn([a for a in whole if a != "--checkpoint-dir"], tmp_path / "u") == [0, 0]  # never interrupted
+    assert _equal(torch.load(tmp_path / "u" / "rank0.pt", weights_only=True), w0)
     net, arch, meta = load(model)  # written by rank 0 alone
     assert _equal(net.state_dict(), w0) and meta["processes"] == 2 and meta["qat_bits"] == 8
     rows = list(csv.DictReader((ck / "log.csv").open()))
