@@ -1,7 +1,8 @@
 """The CIFAR-10 recipe end to end on a small data set written here in the real file format (the python
 version's pickled batches): ``pqtrain train --model resnet20 --data cifar10`` for one epoch per stage with tiny
-settings and worker processes, then ``pqcompile`` with the host layers of ``pqtrain.zoo.HOST_LAYERS`` and the
-ISS; plus the reader's refusals (missing, truncated, foreign pickles) as one-line errors."""
+settings (float, PQ fine-tuning, 8-bit QAT) and worker processes, then ``pqcompile`` with the host layers of
+``pqtrain.zoo.HOST_LAYERS`` and the ISS; plus the reader's refusals (missing, truncated, foreign pickles) as
+one-line errors."""
 
 from __future__ import annotations
 
@@ -70,25 +71,28 @@ def test_missing_or_corrupt_data_set_is_one_line(tmp_path: Path, capsys: pytest.
 
 
 def test_resnet20_recipe_end_to_end_then_compiled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_cifar_py(tmp_path / "data")
+    write_cifar_py(tmp_path / "data", per_batch=4, test=8)
     model, ck = tmp_path / "resnet20.pt", tmp_path / "ck"
     assert cli.main(["train", "--model", "resnet20", "--data", "cifar10", "--data-dir", str(tmp_path / "data"),
-                     "-o", str(model), "--float-epochs", "1", "--pq-epochs", "1", "--batch-size", "16",
-                     "--workers", "2", "--kmeans-images", "8", "--kmeans-iters", "3",
+                     "-o", str(model), "--float-epochs", "1", "--pq-epochs", "1", "--qat-epochs", "1",
+                     "--batch-size", "8", "--workers", "2", "--kmeans-images", "4", "--kmeans-iters", "3",
                      "--checkpoint-dir", str(ck)]) == 0
     out = capsys.readouterr().out
-    assert "[float] epoch   1/1" in out and "[pq-ste] epoch   1/1" in out and f"wrote {model}" in out
+    for stage in ("[float] epoch   1/1", "[pq-ste] epoch   1/1", "[qat-8b] epoch   1/1", f"wrote {model}"):
+        assert stage in out, out
     net, arch, meta = load(model)
     cfg = meta["config"]
-    assert arch["name"] == "resnet20" and meta["dataset"] == "cifar10"
+    assert arch["name"] == "resnet20" and meta["dataset"] == "cifar10" and meta["qat_bits"] == 8
     assert (cfg["optimizer"], cfg["momentum"], cfg["weight_decay"], cfg["augment"], cfg["batch_size"]) == \
-        ("sgd", 0.9, 5e-4, True, 16)
+        ("sgd", 0.9, 5e-4, True, 8)
+    assert meta["compile_hint"].endswith("--host-layers " + " ".join(HOST_LAYERS["resnet20"]))
     assert {(p.k, p.v) for p in net.pq_layers()} == {(16, 9), (16, 4)}  # the paper's K=16 v=9; 1x1 projections v=4
-    assert [r["stage"] for r in csv.DictReader((ck / "log.csv").open())] == ["float", "pq-ste"]
+    assert [r["stage"] for r in csv.DictReader((ck / "log.csv").open())] == ["float", "pq-ste", "qat-8b"]
     inputs = tmp_path / "test.npy"
     np.save(inputs, load_cifar10(tmp_path / "data")[2][:2].numpy())
     man = compile_model(str(model), str(tmp_path / "build"),
-                        BuildConfig(inputs=str(inputs), count=1, host_layers=tuple(HOST_LAYERS["resnet20"])),
+                        BuildConfig(inputs=str(inputs), count=1, act_bits=8, lut_bits=8,
+                                    host_layers=tuple(HOST_LAYERS["resnet20"])),
                         quiet=True)  # runs the golden ISS and checks it against the integer reference
     assert (tmp_path / "build" / "expected_output.npy").is_file() and man["n_columns"] == 1
     assert man["model_meta"]["dataset"] == "cifar10"

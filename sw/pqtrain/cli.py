@@ -147,9 +147,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--pq-weight-decay", type=_float_arg(), default=None, help="of fine-tuning (default: the recipe's)")
     t.add_argument("--distill", type=_float_arg(), default=None,
                    help="weight of distillation from the float model")
-    t.add_argument("--qat-bits", type=_qat_bits, default=0, help="quantization-aware training at this width (2..8)")
+    t.add_argument("--qat-bits", type=_qat_bits, default=None,
+                   help="quantization-aware training at this width (2..8; 0: none; default: the recipe's)")
     t.add_argument("--qat-epochs", type=nonneg, default=None)
     t.add_argument("--qat-lr", type=_float_arg(), default=None)
+    t.add_argument("--qat-val-images", type=nonneg, default=None,
+                   help="QAT's epoch selection scores the integer model on this many validation inputs (0: all)")
     t.add_argument("--batch-size", type=pos, default=None, help="per process")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="of the float stage")
     t.add_argument("--momentum", type=_float_arg(), default=None)
@@ -300,9 +303,6 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"{source}: the architecture is refused: {exc}") from None
     if cfg.augment and len(arch["input_shape"]) != 3:
         raise UsageError(f"--augment: crops and flips images; {source} takes inputs of shape {arch['input_shape']}")
-    if args.qat_bits and cfg.host_layers:
-        raise UsageError(f"--qat-bits: quantization-aware training covers chains of PQ layers, not {source} "
-                         "(batch norm, residual adds); train without it and compile with --act-bits/--lut-bits")
     check_output(args.out)  # before training, not after it
     data = _data(args.data, args.data_dir, arch, source, cfg.seed)
     run = _run(args)

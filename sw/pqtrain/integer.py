@@ -9,14 +9,17 @@ fake-quant forward of ``pqtrain.qat`` computes the same integers.
 
 Export works for every network the accelerator runs, with host layers (``host_layers``, as ``pqcompile
 --host-layers``: a float prefix and suffix run on the host); it always reads the weights back to the CPU, so the
-integer model depends on the weights only, not on the device that trained them. Quantization-aware training
-covers chains of PQ layers (``pq_linear``, ``pq_conv2d``, each optionally followed by ``relu``, and
-``flatten``), not batch norm, residual blocks or pooling.
+integer model depends on the weights only, not on the device that trained them. :func:`calibrate_qat` (and
+:func:`qat_params`) cover chains of PQ layers (``pq_linear``, ``pq_conv2d``, each optionally followed by
+``relu``, and ``flatten``); :func:`compute_qat` / :func:`install_qat` (:class:`QatPlan`, what
+:func:`pqtrain.train.train_qat` uses) cover every op of the integer graph: PQ layers with batch norm folded in,
+residual adds and global average pooling, behind and before host layers (ResNet-20).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,9 +31,9 @@ from pqcompile.backend import CompileError
 from pqcompile.graph import Frontend, build_graph, reference
 from pqcompile.spec import load as load_spec
 from pqmodel.layers import PQLinear
-from pqmodel.model import PQNet
+from pqmodel.model import PQNet, Residual
 
-from .qat import QatParams, set_qat
+from .qat import AddQat, Folded, InputQat, PoolQat, QatParams, set_qat
 
 DEFAULT_CONFIG = "default"  # ActW 8, LutW 16, AccW 32: every act/lut width from 2 to 8 is allowed
 CHUNK = 256  # inputs per pass of the integer reference (its im2col columns are int64)
@@ -145,46 +148,136 @@ def qat_params(inet: IntegerNet) -> dict[int, QatParams]:
         if op.info.get("bn"):
             raise ValueError(f"{op.info['bn']} (batchnorm2d): quantization-aware training does not cover batch norm "
                              f"(it is folded into {op.name} at compile time)")
-        ti, to = g.tensors[op.inp], g.tensors[op.out]
-        out[_layer_index(op.name)] = QatParams(
-            in_scale=float(ti.scale), lut_scale=float(op.info["lut_scale"]), mult=int(op.post.mult),
-            shift=int(op.post.shift), out_scale=float(to.scale), act_bits=inet.act_bits, lut_bits=inet.lut_bits,
-            relu=bool(op.post.relu), in_unsigned=bool(ti.unsigned), out_unsigned=bool(op.post.unsigned),
-            out_bits=0 if op.post.bits == inet.act_bits else int(op.post.bits))
+        out[_layer_index(op.name)] = _pq_params(inet, op)
     return out
+
+
+def _pq_params(inet: IntegerNet, op: ir.PQOp) -> QatParams:
+    g = inet.graph
+    ti, to = g.tensors[op.inp], g.tensors[op.out]
+    return QatParams(
+        in_scale=float(ti.scale), lut_scale=float(op.info["lut_scale"]), mult=int(op.post.mult),
+        shift=int(op.post.shift), out_scale=float(to.scale), act_bits=inet.act_bits, lut_bits=inet.lut_bits,
+        relu=bool(op.post.relu), in_unsigned=bool(ti.unsigned), out_unsigned=bool(op.post.unsigned),
+        out_bits=0 if op.post.bits == inet.act_bits else int(op.post.bits), bn=str(op.info.get("bn") or ""))
 
 
 def calibrate_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: int,
                   lut_bits: int | None = None, act_calib: str = "max", lut_calib: str = "max",
                   out_bits: int | None = None) -> IntegerNet:
     """Export the current weights with ``pqcompile.graph`` and install the resulting integer parameters
-    in every PQ layer, switching on its fake-quant forward. Returns the exported model."""
-    for m in model.pq_layers():
-        set_qat(m, None)
+    in every PQ layer of a chain (:func:`qat_params`), switching on its fake-quant forward. Returns the exported
+    model."""
+    clear_qat(model)
     inet = export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib, lut_calib=lut_calib,
                           out_bits=out_bits)
-    install_qat(model, qat_params(inet))
+    install_qat(model, QatPlan(layers={f"layers.{i}": p for i, p in qat_params(inet).items()}))
     return inet
 
 
+@dataclass
+class QatPlan:
+    """The fake-quant parameters of every op of an exported integer graph, by module path (plain data: it is
+    computed on rank 0 and broadcast)."""
+
+    layers: dict[str, QatParams] = field(default_factory=dict)  # PQ layers (QatParams.bn: the folded batch norm)
+    adds: dict[str, AddQat] = field(default_factory=dict)  # residual blocks
+    pools: dict[str, PoolQat] = field(default_factory=dict)  # global average pooling
+    inputs: dict[str, InputQat] = field(default_factory=dict)  # the layer whose output is the accelerator's input
+
+
+def qat_plan(inet: IntegerNet) -> QatPlan:
+    """The :class:`QatPlan` of an exported integer model: every PQ op (batch norm folded), add and pool op, and
+    the input quantization after the host layers before the accelerator."""
+    g = inet.graph
+    plan = QatPlan()
+    for op in g.ops:
+        post = op.post
+        if isinstance(op, ir.PQOp):
+            plan.layers[op.name] = _pq_params(inet, op)
+        elif isinstance(op, ir.AddOp):
+            plan.adds[op.name] = AddQat(float(g.tensors[op.a].scale), float(g.tensors[op.b].scale), int(op.ma),
+                                        int(op.mb), int(post.shift), float(g.tensors[op.out].scale), bool(post.relu),
+                                        int(post.bits), bool(post.unsigned))
+        elif isinstance(op, ir.PoolOp):
+            plan.pools[op.name] = PoolQat(float(g.tensors[op.inp].scale), int(post.mult), int(post.shift),
+                                          float(g.tensors[op.out].scale), bool(post.relu), int(post.bits),
+                                          bool(post.unsigned))
+        else:
+            raise ValueError(f"{op.name} ({op.info.get('kind')}): quantization-aware training does not model this op")
+    if g.host_prefix:
+        ti = g.tensors[g.input]
+        plan.inputs[g.host_prefix[-1]] = InputQat(float(ti.scale), int(ti.bits), bool(ti.unsigned))
+    return plan
+
+
 def compute_qat(model: PQNet, arch: dict[str, Any], calib: Tensor, act_bits: int, lut_bits: int | None = None,
-                act_calib: str = "max", lut_calib: str = "max", out_bits: int | None = None) -> dict[int, QatParams]:
-    """The fake-quant parameters :func:`calibrate_qat` would install, without installing them (to compute them
-    in one process and broadcast them to the others)."""
-    return qat_params(export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib,
-                                     lut_calib=lut_calib, out_bits=out_bits))
+                act_calib: str = "max", lut_calib: str = "max", out_bits: int | None = None,
+                host_layers: Sequence[str] = ()) -> QatPlan:
+    """The fake-quant parameters of the current weights (export with ``pqcompile.graph``, then
+    :func:`qat_plan`), without installing them (to compute them in one process and broadcast them)."""
+    return qat_plan(export_integer(model, arch, calib, act_bits, lut_bits, act_calib=act_calib,
+                                   lut_calib=lut_calib, out_bits=out_bits, host_layers=host_layers))
 
 
-def install_qat(model: PQNet, params: dict[int, QatParams]) -> None:
-    """Install :func:`compute_qat`'s parameters (by top-level layer index), removing any others."""
+def _output(fn: Any) -> Any:
+    return lambda _m, _args, out: fn(out)
+
+
+class _AddHooks:
+    """A residual block's add: its body's (and shortcut's) outputs kept by forward hooks, then :class:`AddQat`
+    replaces the block's float sum (an identity shortcut's operand is the block's input)."""
+
+    def __init__(self, add: AddQat, shortcut: bool) -> None:
+        self.add, self.shortcut = add, shortcut
+        self.got: dict[str, Tensor] = {}
+
+    def keep(self, key: str) -> Any:
+        return lambda _m, _args, out: self.got.__setitem__(key, out)
+
+    def __call__(self, _m: nn.Module, args: tuple[Tensor, ...], _out: Tensor) -> Tensor:
+        return self.add.forward(self.got.pop("a"), self.got.pop("b") if self.shortcut else args[0])
+
+
+def install_qat(model: PQNet, plan: QatPlan) -> None:
+    """Switch on the fake-quant forward of :func:`compute_qat`'s plan, removing any earlier one: each PQ layer's
+    ``qat`` hook (with its batch norm folded in, the batch norm module then passes its input through), and
+    forward hooks on residual blocks (the add), pooling layers and the last host layer before the accelerator
+    (the input quantization). The batch norms should be in eval mode while it is on (frozen statistics: the
+    fold uses the running ones, :func:`pqtrain.train.train_qat` does so)."""
     clear_qat(model)
-    for idx, p in params.items():
-        layer = model.layers[idx]
-        assert isinstance(layer, PQLinear)
-        set_qat(layer, p)
+    handles: list[Any] = []
+    for path, p in plan.layers.items():
+        layer = model.get_submodule(path)
+        assert isinstance(layer, PQLinear), path
+        if p.bn:
+            bn = model.get_submodule(p.bn)
+            set_qat(layer, Folded(p, bn))
+            handles.append(bn.register_forward_hook(lambda _m, args, _out: args[0]))  # folded: pass through
+        else:
+            set_qat(layer, p)
+    for path, a in plan.adds.items():
+        block = model.get_submodule(path)
+        assert isinstance(block, Residual), path
+        add = _AddHooks(a, len(block.shortcut) > 0)
+        handles.append(block.body[len(block.body) - 1].register_forward_hook(add.keep("a")))
+        if add.shortcut:
+            handles.append(block.shortcut[len(block.shortcut) - 1].register_forward_hook(add.keep("b")))
+        handles.append(block.register_forward_hook(add))
+    for path, pl in plan.pools.items():  # from the pool's input (the float mean is replaced)
+        pool = model.get_submodule(path)
+        handles.append(pool.register_forward_hook(lambda _m, args, _out, pl=pl: pl.forward(args[0])))
+    for path, iq in plan.inputs.items():
+        handles.append(model.get_submodule(path).register_forward_hook(_output(iq.forward)))
+    model._qat_handles = handles  # type: ignore[assignment]
 
 
 def clear_qat(model: nn.Module) -> None:
+    """Switch the fake-quant forward off (every hook :func:`install_qat` added)."""
     for m in model.modules():
         if isinstance(m, PQLinear):
             set_qat(m, None)
+    for h in getattr(model, "_qat_handles", []):
+        h.remove()
+    if hasattr(model, "_qat_handles"):
+        del model._qat_handles

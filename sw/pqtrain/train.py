@@ -95,6 +95,7 @@ class TrainConfig:
     augment: bool = False  # pad-4 random crop + horizontal flip of image inputs (the CIFAR-10 augmentation)
     kmeans_images: int = 0  # k-means sees the first this many fit inputs (0: all of them)
     fast_dist: bool = False  # fine-tuning and QAT: L2 distances by matrix product (pqmodel.layers.pairwise_dist)
+    qat_val_images: int = 0  # QAT's epoch selection scores the integer model on this many validation inputs (0: all)
     host_layers: list[str] = field(default_factory=list)  # run on the host (pqcompile --host-layers) in the export
 
 
@@ -653,22 +654,31 @@ def train_qat(pq: PQNet, arch: dict[str, Any], data: Data, cfg: TrainConfig,
     info: dict[str, Any] = {}
     if cfg.val_fraction > 0:
         data = split_validation(data, cfg.val_fraction, cfg.seed)
-        x_val, y_val = data[2], data[3]
+        n_val = cfg.qat_val_images or data[2].shape[0]
+        x_val, y_val = data[2][:n_val], data[3][:n_val]
 
         def select() -> tuple[float, ...]:
             return integer_score(export_integer(pq, arch, calib, bits, act_calib=act_calib, lut_calib=lut_calib,
                                                 host_layers=cfg.host_layers), x_val, y_val)
 
     def recalibrate(_epoch: int) -> None:
-        params = compute_qat(pq, arch, calib, bits, act_calib=act_calib, lut_calib=lut_calib) \
-            if run.dist.main else None
-        install_qat(pq, broadcast_object(params, run.dist))
+        plan = compute_qat(pq, arch, calib, bits, act_calib=act_calib, lut_calib=lut_calib,
+                           host_layers=cfg.host_layers) if run.dist.main else None
+        install_qat(pq, broadcast_object(plan, run.dist))
+
+    norms = [m for m in pq.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    freeze = None
+    if norms:  # batch norm frozen (running statistics, as folded into the PQ layers and run on the host)
+
+        def freeze() -> None:
+            for m in norms:
+                m.eval()
 
     try:
         losses = fit(pq, list(pq.parameters()), data, cfg.qat_epochs, cfg.qat_lr, cfg.batch_size, 0.0,
                      cfg.seed + 2, log=log, tag=f"qat-{bits}b", teacher=teacher, distill=cfg.distill,
-                     distill_t=cfg.distill_t, before_epoch=recalibrate, log_every=5, select=select, info=info,
-                     run=run, stage="qat", schedule=cfg.schedule, augment=cfg.augment)
+                     distill_t=cfg.distill_t, before_epoch=recalibrate, before_batch=freeze, log_every=5,
+                     select=select, info=info, run=run, stage="qat", schedule=cfg.schedule, augment=cfg.augment)
     finally:
         clear_qat(pq)
     return QatResult(losses, act_calib, lut_calib, info.get("selected_epoch"), info.get("selected_score"))
