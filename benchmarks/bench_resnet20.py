@@ -102,21 +102,30 @@ def _ratio(a: float, b: float) -> str:
 
 TABLE = [("op", "<21"), ("kind", "<7"), ("c", ">3"), ("k", ">3"), ("v", ">3"), ("m", ">3"), ("columns", ">7"),
          ("rtl_cycles", ">11"), ("compute_cycles", ">11"), ("formula_cycles", ">10"), ("predicted_cycles", ">11"),
-         ("bytes_moved", ">9"), ("mem_cycles", ">9"), ("roofline", ">10"), ("rtl/formula", ">8"),
-         ("rtl/roofline", ">8"), ("pred/rtl", ">8")]
+         ("bytes_moved", ">9"), ("mem_cycles", ">9"), ("roofline", ">10"), ("compute/formula", ">9"),
+         ("rtl/formula", ">8"), ("rtl/roofline", ">8"), ("pred/rtl", ">8")]
 HEAD = {"rtl_cycles": "RTL", "compute_cycles": "compute", "formula_cycles": "formula", "predicted_cycles": "predicted",
-        "bytes_moved": "bytes", "mem_cycles": "mem", "rtl/formula": "RTL/form", "rtl/roofline": "RTL/roof",
-        "pred/rtl": "pred/RTL"}
+        "bytes_moved": "bytes", "mem_cycles": "mem", "compute/formula": "comp/form", "rtl/formula": "RTL/form",
+        "rtl/roofline": "RTL/roof", "pred/rtl": "pred/RTL"}
+COMPUTE_TARGET = 1.05  # issue 11: every PQ op's compute cycles within 1.05 x PQA's formula
+
+
+def pq_within_target(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(PQ ops whose compute cycles are at most COMPUTE_TARGET x the formula, PQ ops)."""
+    pq = [r for r in rows if r["kind"] not in ("add", "pool") and r["formula_cycles"]]
+    return sum(r["compute_cycles"] <= COMPUTE_TARGET * r["formula_cycles"] for r in pq), len(pq)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The per-op table with the ratios RTL / formula, RTL / roofline and predicted / RTL, and a total row."""
+    """The per-op table with the ratios compute / formula, RTL / formula, RTL / roofline and predicted / RTL, and a
+    total row."""
     lines = [" ".join(f"{HEAD.get(k, k):{f}}" for k, f in TABLE)]
     for r in [*rows, total(rows)]:
         if r["op"] == "total":
             lines.append("-" * len(lines[0]))
         cells = dict(r)
-        cells.update({"rtl/formula": _ratio(r["rtl_cycles"], r["formula_cycles"]),
+        cells.update({"compute/formula": _ratio(r["compute_cycles"], r["formula_cycles"]),
+                      "rtl/formula": _ratio(r["rtl_cycles"], r["formula_cycles"]),
                       "rtl/roofline": _ratio(r["rtl_cycles"], r["roofline"]),
                       "pred/rtl": _ratio(r["predicted_cycles"], r["rtl_cycles"])})
         lines.append(" ".join(f"{_num(cells.get(k, '')) if k not in ('op', 'kind') else cells[k]:{f}}"
@@ -183,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{_num(tot['roofline'])}; ratios RTL/formula {_ratio(tot['rtl_cycles'], tot['formula_cycles'])}, "
           f"RTL/roofline {_ratio(tot['rtl_cycles'], tot['roofline'])}, predicted/RTL "
           f"{_ratio(tot['predicted_cycles'], tot['rtl_cycles'])}")
+    ok, n_pq = pq_within_target(rows)
+    print(f"PQ ops with compute <= {COMPUTE_TARGET} x the formula: {ok} of {n_pq}")
     print(f"RTL == golden simulator: MATCH ({info['bytes_compared']} memory bytes compared); simulated "
           f"{info['cycles']} cycles in {wall:.0f} s")
     path = args.out_dir / f"resnet20-{args.config}-b{args.batch}.csv"

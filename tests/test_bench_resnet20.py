@@ -78,6 +78,15 @@ def test_rows_and_csv(residual: tuple[dict, dict[str, list[int]]], tmp_path: Pat
         assert all(x != "" for x in line)
     table = bench.format_table(rows)
     assert table.splitlines()[-1].startswith("total") and "RTL/form" in table.splitlines()[0]
+    assert "comp/form" in table.splitlines()[0]
+
+
+def test_pq_ops_within_the_compute_target() -> None:
+    rows = [{"kind": "conv", "compute_cycles": 105, "formula_cycles": 100},
+            {"kind": "linear", "compute_cycles": 106, "formula_cycles": 100},
+            {"kind": "add", "compute_cycles": 500, "formula_cycles": 100},
+            {"kind": "flatten-linear", "compute_cycles": 90, "formula_cycles": 100}]
+    assert bench.pq_within_target(rows) == (2, 3)
 
 
 def test_number_format() -> None:
