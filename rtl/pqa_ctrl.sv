@@ -33,6 +33,9 @@ module pqa_ctrl #(
   parameter int OutBytes   = 4096,
   parameter int ClearAw    = 11,    // log2 of the words of the largest buffer
   parameter int OffW       = 32,    // byte offsets of a column in the act / out buffers
+  parameter int NS         = 1,     // encoder lanes: subspaces, prototypes, elements per prototype row
+  parameter int NP         = 1,
+  parameter int PL         = 1,
   // Derived, do not override.
   parameter int BeatsW     = pqa_pkg::LoadNbytesW - $clog2(AxiDataWidth / 8) + 1  // bus words of a transfer
 ) (
@@ -220,12 +223,23 @@ module pqa_ctrl #(
     endcase
   end
 
+  // The prototype buffer (pqa_protomem): rows of NS*NP*PL int8 elements every ProtoStride bytes, whole rows
+  // only; a `run` reads ceil(c/NS) * ceil(k/NP) * ceil(v/PL) rows (HwConfig.proto_rows / proto_cap).
+  localparam int ProtoStride = pqa_pkg::proto_row_stride(NS * NP * PL, BusBytes);
+  localparam int ProtoCap    = ProtoBytes / ProtoStride * ProtoStride;
+  logic [pqa_pkg::ShapeCW:0] rows_g;
+  logic [pqa_pkg::ShapeKW:0] rows_k;
+  logic [pqa_pkg::ShapeVW:0] rows_e;
+  assign rows_g = ({1'b0, c_q} + (pqa_pkg::ShapeCW + 1)'(NS - 1)) / (pqa_pkg::ShapeCW + 1)'(NS);
+  assign rows_k = ({1'b0, k_q} + (pqa_pkg::ShapeKW + 1)'(NP - 1)) / (pqa_pkg::ShapeKW + 1)'(NP);
+  assign rows_e = ({1'b0, v_q} + (pqa_pkg::ShapeVW + 1)'(PL - 1)) / (pqa_pkg::ShapeVW + 1)'(PL);
+
   // Limits of `load` (buffer and length) and `store`: sim.run.
   logic [63:0] buf_words;
   logic        load_ok, store_ok;
   always_comb begin
     unique case (f_buf)
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferProto): buf_words = 64'(ProtoBytes / BusBytes);
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferProto): buf_words = 64'(ProtoCap / BusBytes);
       pqa_pkg::LoadBufW'(pqa_pkg::BufferLut):   buf_words = 64'(LutBytes / BusBytes);
       pqa_pkg::LoadBufW'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / BusBytes);
       pqa_pkg::LoadBufW'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / BusBytes);
@@ -266,7 +280,7 @@ module pqa_ctrl #(
            && (c64 >= 64'd1) && (c64 <= 64'(CMax))
            && (m64 >= 64'd1) && (m64 <= 64'(MMax))
            && (d64 + v64 > cv) && (d64 <= cv)          // (c-1)*v < d <= c*v
-           && (cv * k64 <= 64'(ProtoBytes))
+           && (64'(rows_g) * 64'(rows_k) * 64'(rows_e) * 64'(ProtoStride) <= 64'(ProtoCap))
            && (c64 * k64 * m64 * 64'(LutEntryBytes) <= 64'(LutBytes))
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))

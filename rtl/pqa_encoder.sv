@@ -1,29 +1,38 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
 // Encoder: for one input column, finds for each of the c subspaces the nearest of the k prototypes
-// (squared L2 or L1 distance over v int8 elements; elements at index >= d read as 0), lowest index on ties
-// (strict less-than), and writes the index to idx[ci].
+// (squared L2 or L1 distance over v int8 elements; elements at index >= d read as 0), lowest index on ties,
+// and hands the indices to the look-up unit, NS subspaces at a time.
 //
-// Narrow datapath: one element per cycle. Stage 0 walks (ci, ki, e) and issues the reads of the act
-// and prototype buffers (registered-read RAMs); stage 1 accumulates the distance and keeps the running
-// minimum. Prototypes are laid out [c][k][v], so their byte address is a running counter.
-// Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte that the
-// convolution address generator (pqa_convgen) points at, read as 0 outside the fmap. The walk visits a
-// subspace's elements once per prototype: the generator saves its state at the first element of a
-// subspace and returns to it at the start of the next prototype, as xoff_q returns to sub_q.
-// Cycles per column: c*k*v + 2 (issue, drain, done), in both modes.
-// Buffers are read a bus word (AxiDataWidth bits) at a time; elements are bytes (int8).
+// Parallel datapath of NS subspace lanes x NP distance units x PL elements:
+//   gather: the column's c*v elements are read one per cycle into the column register col_q, element e of
+//     subspace ci at byte ci*VPad + e (VPad: VMax rounded up to whole element groups of PL). Column element x = ci*v + e is act byte
+//     col_base + x, or, in conv mode (conv_i), the byte that the convolution address generator (pqa_convgen)
+//     points at, read as 0 outside the fmap; x >= d reads as 0.
+//   encode: one prototype row per cycle (pqa_protomem; docs/isa.md, "On-chip buffers"), walking subspace
+//     groups g, prototype groups kg and element groups eg (row (g*ceil(k/NP) + kg)*ceil(v/PL) + eg). Stage 0
+//     issues the row read and registers the NS x PL column elements of (g, eg); stage 1 adds PL terms into
+//     each of the NS x NP distances and, at the last element group, reduces each lane's NP distances in a
+//     comparator tree (the left, lower-index operand wins ties; prototypes at k or beyond are excluded) and
+//     keeps the running minimum over the prototype groups (strict less-than: earlier groups have lower
+//     indices). After the last prototype group the NS indices of group g go to the look-up unit.
+// Cycles per column: c*v (gather) + rows + 2, rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
+// The narrow datapath is NS = NP = PL = 1. Act buffer reads are bus words (AxiDataWidth bits).
 
 `default_nettype none
 
 module pqa_encoder #(
   parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
-  parameter int OffW         = 32,    // byte offsets in the act / proto buffers
+  parameter int OffW         = 32,    // byte offsets in the act buffer
   parameter int ActBytes     = 4096,
-  parameter int ProtoBytes   = 4096,
+  parameter int CMax         = 32,
+  parameter int VMax         = 8,
+  parameter int NS           = 1,
+  parameter int NP           = 1,
+  parameter int PL           = 1,
+  parameter int RowAw        = 8,     // bits of a prototype row index (pqa_protomem)
   // Derived, do not override.
-  parameter int ActAw        = $clog2(ActBytes / (AxiDataWidth / 8)),
-  parameter int ProtoAw      = $clog2(ProtoBytes / (AxiDataWidth / 8))
+  parameter int ActAw        = $clog2(ActBytes / (AxiDataWidth / 8))
 ) (
   input  logic                             clk_i,
   input  logic                             rst_ni,
@@ -49,56 +58,61 @@ module pqa_encoder #(
   input  logic                             col_next_i,   // the next output pixel
   output logic [ActAw-1:0]                 act_raddr_o,
   input  logic [AxiDataWidth-1:0]          act_rdata_i,
-  output logic [ProtoAw-1:0]               proto_raddr_o,
-  input  logic [AxiDataWidth-1:0]          proto_rdata_i,
+  output logic [RowAw-1:0]                 proto_raddr_o,  // prototype row
+  input  logic [NS*NP*PL*8-1:0]            proto_rdata_i,
   output logic                             idx_we_o,
-  output logic [pqa_pkg::ShapeCW-1:0]      idx_waddr_o,  // subspace
-  output logic [pqa_pkg::ShapeKW-1:0]      idx_wdata_o,  // its nearest prototype
+  output logic [pqa_pkg::ShapeCW-1:0]      idx_group_o,  // subspace group g: subspaces g*NS .. g*NS+NS-1
+  output logic [NS*pqa_pkg::ShapeKW-1:0]   idx_wdata_o,  // lane s: the nearest prototype of subspace g*NS+s
   output logic                             done_o
 );
 
   localparam int BusAlign = $clog2(AxiDataWidth / 8);               // byte-offset bits within a bus word
   localparam int XoffW    = pqa_pkg::ShapeCW + pqa_pkg::ShapeVW;     // element offsets ci*v + e < c*v
+  localparam int KW       = pqa_pkg::ShapeKW;
+  localparam int VW       = pqa_pkg::ShapeVW;
+  localparam int CW       = pqa_pkg::ShapeCW;
+  localparam int GMax     = (CMax + NS - 1) / NS;                    // subspace groups
+  localparam int EGMax    = (VMax + PL - 1) / PL;                    // element groups
+  localparam int VPad     = EGMax * PL;                             // column register bytes per subspace
+  localparam int GroupBits = NS * VPad * 8;                          // column register bits per group
+  localparam int PosW     = $clog2(GMax * NS * VPad);                // column register byte positions
+  localparam int GW       = (GMax > 1) ? $clog2(GMax) : 1;
+  localparam int EGW      = (EGMax > 1) ? $clog2(EGMax) : 1;
+  localparam int NPP      = 1 << $clog2(NP);                         // comparator tree leaves
+  localparam int DistW    = 32;
 
-  typedef enum logic [1:0] {
+  typedef enum logic [2:0] {
     EncIdle,
-    EncIssue,
+    EncGather,
+    EncGatherDrain,
+    EncEncode,
     EncDrain
   } enc_state_e;
 
   enc_state_e state_q, state_d;
 
-  // Stage 0 counters.
-  logic [pqa_pkg::ShapeVW-1:0] e_q;
-  logic [pqa_pkg::ShapeKW-1:0] ki_q;
-  logic [pqa_pkg::ShapeCW-1:0] ci_q;
-  logic [XoffW-1:0]            sub_q;   // ci * v
-  logic [XoffW-1:0]            xoff_q;  // ci * v + e
-  logic [OffW-1:0]             paddr_q; // prototype byte address
-  logic [OffW-1:0]             aaddr;
-  logic                        last_e, last_k, last_c;
+  // ---------------------------------------------------------------------------------------------
+  // Gather: (ci, e) walk, one act byte per cycle into the column register
+  // ---------------------------------------------------------------------------------------------
+  logic [CW-1:0]    ci_q;
+  logic [VW-1:0]    e_q;
+  logic [PosW-1:0]  cpos_q;  // ci * VPad
+  logic [XoffW-1:0] xoff_q;  // ci * v + e
+  logic [OffW-1:0]  aaddr;
+  logic             gather, g_last_e, g_last_c;
 
-  // Stage 1.
-  logic                        v1_q, pad1_q, first1_q, last1_q, kfirst1_q, klast1_q;
-  logic [pqa_pkg::ShapeKW-1:0] ki1_q;
-  logic [pqa_pkg::ShapeCW-1:0] ci1_q;
-  logic [BusAlign-1:0]         asel1_q, psel1_q;
-  logic [31:0]                 acc_q, best_q;
-  logic [pqa_pkg::ShapeKW-1:0] bidx_q;
+  // Gather stage 1 (the act read is registered): write the byte.
+  logic                gv1_q, gpad1_q;
+  logic [PosW-1:0]     gpos1_q;  // ci * VPad + e
+  logic [BusAlign-1:0] asel1_q;
 
-  logic signed [8:0]  x, p, diff;
-  logic signed [17:0] sq;
-  logic [31:0] term, dist_sum;
-  logic        better;
+  logic [GMax*GroupBits-1:0] col_q;  // flat (Icarus 11 selects only the last dimension of a packed array)
 
-  // Convolution address generator: element walk in step with xoff_q.
-  logic            issue, gen_next, gen_save, gen_restore, gen_inside;
+  // Convolution address generator: one element per gather cycle, in the order of x.
+  logic            gen_inside;
   logic [OffW-1:0] gen_addr;
 
-  assign issue       = (state_q == EncIssue);
-  assign gen_next    = issue && conv_i && (!last_e || last_k);
-  assign gen_save    = last_e && last_k;            // the first element of the next subspace
-  assign gen_restore = issue && conv_i && last_e && !last_k;
+  assign gather = (state_q == EncGather);
 
   pqa_convgen #(.OffW(OffW)) u_convgen (
     .clk_i       (clk_i),
@@ -115,114 +129,261 @@ module pqa_encoder #(
     .run_start_i (run_start_i),
     .col_next_i  (col_next_i),
     .el_start_i  (state_q == EncIdle),
-    .el_next_i   (gen_next),
-    .el_save_i   (gen_save),
-    .el_restore_i(gen_restore),
+    .el_next_i   (gather && conv_i),
+    .el_save_i   (1'b0),
+    .el_restore_i(1'b0),
     .addr_o      (gen_addr),
     .inside_o    (gen_inside)
   );
 
-  assign aaddr  = conv_i ? gen_addr : col_base_i + OffW'(xoff_q);
-  assign last_e = (e_q == v_i - pqa_pkg::ShapeVW'(1));
-  assign last_k = (ki_q == k_i - pqa_pkg::ShapeKW'(1));
-  assign last_c = (ci_q == c_i - pqa_pkg::ShapeCW'(1));
+  assign aaddr       = conv_i ? gen_addr : col_base_i + OffW'(xoff_q);
+  assign act_raddr_o = aaddr[ActAw+BusAlign-1:BusAlign];
+  assign g_last_e    = (e_q == v_i - VW'(1));
+  assign g_last_c    = (ci_q == c_i - CW'(1));
 
-  assign act_raddr_o   = aaddr[ActAw+BusAlign-1:BusAlign];
-  assign proto_raddr_o = paddr_q[ProtoAw+BusAlign-1:BusAlign];
+  // ---------------------------------------------------------------------------------------------
+  // Encode stage 0: (g, kg, eg) walk, one prototype row per cycle
+  // ---------------------------------------------------------------------------------------------
+  logic [GW-1:0]   g_q;
+  logic [EGW-1:0]  eg_q;
+  logic [CW:0]     cb_q;   // g * NS
+  logic [KW:0]     kb_q;   // kg * NP
+  logic [VW:0]     eb_q;   // eg * PL
+  logic [RowAw-1:0] row_q;
+  logic            encode, last_eg, last_kg, last_g;
+
+  assign encode  = (state_q == EncEncode);
+  assign last_eg = (eb_q + (VW + 1)'(PL) >= {1'b0, v_i});
+  assign last_kg = (kb_q + (KW + 1)'(NP) >= {1'b0, k_i});
+  assign last_g  = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
+  assign proto_raddr_o = row_q;
 
   always_comb begin
     state_d = state_q;
     unique case (state_q)
-      EncIdle:  if (start_i) state_d = EncIssue;
-      EncIssue: if (last_e && last_k && last_c) state_d = EncDrain;
-      EncDrain: state_d = EncIdle;
-      default:  state_d = EncIdle;
+      EncIdle:        if (start_i) state_d = EncGather;
+      EncGather:      if (g_last_e && g_last_c) state_d = EncGatherDrain;
+      EncGatherDrain: state_d = EncEncode;
+      EncEncode:      if (last_eg && last_kg && last_g) state_d = EncDrain;
+      EncDrain:       state_d = EncIdle;
+      default:        state_d = EncIdle;
     endcase
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       state_q <= EncIdle;
-      e_q     <= '0;
-      ki_q    <= '0;
       ci_q    <= '0;
-      sub_q   <= '0;
+      e_q     <= '0;
+      cpos_q  <= '0;
       xoff_q  <= '0;
-      paddr_q <= '0;
+      g_q     <= '0;
+      eg_q    <= '0;
+      cb_q    <= '0;
+      kb_q    <= '0;
+      eb_q    <= '0;
+      row_q   <= '0;
     end else begin
       state_q <= state_d;
       if (state_q == EncIdle) begin
-        e_q     <= '0;
-        ki_q    <= '0;
-        ci_q    <= '0;
-        sub_q   <= '0;
-        xoff_q  <= '0;
-        paddr_q <= '0;
-      end else if (state_q == EncIssue) begin
-        paddr_q <= paddr_q + OffW'(1);
-        if (!last_e) begin
-          e_q    <= e_q + pqa_pkg::ShapeVW'(1);
-          xoff_q <= xoff_q + XoffW'(1);
+        ci_q   <= '0;
+        e_q    <= '0;
+        cpos_q <= '0;
+        xoff_q <= '0;
+        g_q    <= '0;
+        eg_q   <= '0;
+        cb_q   <= '0;
+        kb_q   <= '0;
+        eb_q   <= '0;
+        row_q  <= '0;
+      end
+      if (gather) begin
+        xoff_q <= xoff_q + XoffW'(1);
+        if (!g_last_e) begin
+          e_q <= e_q + VW'(1);
         end else begin
-          e_q <= '0;
-          if (!last_k) begin
-            ki_q   <= ki_q + pqa_pkg::ShapeKW'(1);
-            xoff_q <= sub_q;
+          e_q    <= '0;
+          ci_q   <= ci_q + CW'(1);
+          cpos_q <= cpos_q + PosW'(VPad);
+        end
+      end
+      if (encode) begin
+        row_q <= row_q + RowAw'(1);
+        if (!last_eg) begin
+          eg_q <= eg_q + EGW'(1);
+          eb_q <= eb_q + (VW + 1)'(PL);
+        end else begin
+          eg_q <= '0;
+          eb_q <= '0;
+          if (!last_kg) begin
+            kb_q <= kb_q + (KW + 1)'(NP);
           end else begin
-            ki_q   <= '0;
-            ci_q   <= ci_q + pqa_pkg::ShapeCW'(1);
-            sub_q  <= sub_q + XoffW'(v_i);
-            xoff_q <= sub_q + XoffW'(v_i);
+            kb_q <= '0;
+            g_q  <= g_q + GW'(1);
+            cb_q <= cb_q + (CW + 1)'(NS);
           end
         end
       end
     end
   end
 
-  // Stage 0 -> stage 1 pipeline registers.
+  // Gather stage 1 and the column register (no reset: every element a run reads is written first).
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      gv1_q   <= 1'b0;
+      gpad1_q <= 1'b0;
+      gpos1_q <= '0;
+      asel1_q <= '0;
+    end else begin
+      gv1_q   <= gather;
+      gpad1_q <= (xoff_q >= XoffW'(d_i)) || (conv_i && !gen_inside);
+      gpos1_q <= cpos_q + PosW'(e_q);
+      asel1_q <= aaddr[BusAlign-1:0];
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (gv1_q) begin
+      col_q[32'(gpos1_q)*8 +: 8] <= gpad1_q ? 8'd0 : act_rdata_i[asel1_q*8 +: 8];
+    end
+  end
+
+  // ---------------------------------------------------------------------------------------------
+  // Encode stage 0 -> 1: the column elements of (g, eg), masked past c and v; the row's valid bits
+  // ---------------------------------------------------------------------------------------------
+  logic                          v1_q, first1_q, last1_q, kfirst1_q, klast1_q;
+  logic [GW-1:0]                 g1_q;
+  logic [KW-1:0]                 kb1_q;
+  logic [PL-1:0]                 ev1_q;   // element eg*PL + l < v
+  logic [NP-1:0]                 kv1_q;   // prototype kg*NP + p < k
+  logic [NS*PL*8-1:0]            xs_q;    // lane s, element l at byte s*PL + l
+  logic [GroupBits-1:0]          gsl;     // the column register's group g
+  logic [NS*PL*8-1:0]            xsel;    // its element group eg, lane by lane
+
+  assign gsl = col_q[32'(g_q)*GroupBits +: GroupBits];
+  always_comb begin
+    for (int s = 0; s < NS; s++) begin
+      xsel[s*PL*8 +: PL*8] = gsl[s*VPad*8 + 32'(eg_q)*PL*8 +: PL*8];
+    end
+  end
+
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       v1_q      <= 1'b0;
-      pad1_q    <= 1'b0;
       first1_q  <= 1'b0;
       last1_q   <= 1'b0;
       kfirst1_q <= 1'b0;
       klast1_q  <= 1'b0;
-      ki1_q     <= '0;
-      ci1_q     <= '0;
-      asel1_q   <= '0;
-      psel1_q   <= '0;
+      g1_q      <= '0;
+      kb1_q     <= '0;
+      ev1_q     <= '0;
+      kv1_q     <= '0;
+      xs_q      <= '0;
     end else begin
-      v1_q      <= (state_q == EncIssue);
-      pad1_q    <= (xoff_q >= d_i) || (conv_i && !gen_inside);
-      first1_q  <= (e_q == '0);
-      last1_q   <= last_e;
-      kfirst1_q <= (ki_q == '0);
-      klast1_q  <= last_k;
-      ki1_q     <= ki_q;
-      ci1_q     <= ci_q;
-      asel1_q   <= aaddr[BusAlign-1:0];
-      psel1_q   <= paddr_q[BusAlign-1:0];
+      v1_q      <= encode;
+      first1_q  <= (eb_q == '0);
+      last1_q   <= last_eg;
+      kfirst1_q <= (kb_q == '0);
+      klast1_q  <= last_kg;
+      g1_q      <= g_q;
+      kb1_q     <= kb_q[KW-1:0];
+      for (int l = 0; l < PL; l++) begin
+        ev1_q[l] <= (eb_q + (VW + 1)'(l) < {1'b0, v_i});
+      end
+      for (int p = 0; p < NP; p++) begin
+        kv1_q[p] <= (kb_q + (KW + 1)'(p) < {1'b0, k_i});
+      end
+      for (int s = 0; s < NS; s++) begin
+        for (int l = 0; l < PL; l++) begin
+          xs_q[(s*PL + l)*8 +: 8] <= (eb_q + (VW + 1)'(l) < {1'b0, v_i} && cb_q + (CW + 1)'(s) < {1'b0, c_i})
+                                     ? xsel[(s*PL + l)*8 +: 8] : 8'd0;
+        end
+      end
     end
   end
 
-  // Stage 1: distance term, accumulation and running minimum.
+  // ---------------------------------------------------------------------------------------------
+  // Encode stage 1: NS x NP distances of PL terms, comparator trees, running minimum per lane
+  // ---------------------------------------------------------------------------------------------
+  // Flat vectors (Icarus 11): distance (s, p) at word s*NP + p, tree node (s, n) at word s*2*NPP + n.
+  logic [NS*NP*DistW-1:0]     acc_q, dist_d, sum;
+  logic [NS*DistW-1:0]        best_q;
+  logic [NS*KW-1:0]           bidx_q, cand;  // cand: the tree's winner as a prototype index
+  logic [NS*2*NPP*DistW-1:0]  td;
+  logic [NS*2*NPP*KW-1:0]     ti;
+  logic [NS*2*NPP-1:0]        tv;
+  logic [NS-1:0]              better;
+
+  // One element's distance term: (x - q)^2 (L2) or |x - q| (L1) of two int8 values.
+  function automatic logic [DistW-1:0] dist_term(input logic [7:0] x, input logic [7:0] q, input logic l1);
+    logic signed [8:0]  diff;
+    logic signed [17:0] sq;
+    diff = {x[7], x} - {q[7], q};
+    sq   = diff * diff;
+    if (l1) begin
+      dist_term = diff[8] ? DistW'(-diff) : DistW'(diff);
+    end else begin
+      dist_term = DistW'(sq);
+    end
+  endfunction
+
+  logic l1;
   always_comb begin
-    x      = pad1_q ? 9'sd0 : {act_rdata_i[asel1_q*8+7], act_rdata_i[asel1_q*8 +: 8]};
-    p      = {proto_rdata_i[psel1_q*8+7], proto_rdata_i[psel1_q*8 +: 8]};
-    diff   = x - p;
-    sq     = diff * diff;
     unique case (metric_i)
-      pqa_pkg::ShapeMetricW'(pqa_pkg::MetricL1): term = diff[8] ? {23'd0, -diff} : {23'd0, diff};
-      pqa_pkg::ShapeMetricW'(pqa_pkg::MetricL2): term = {14'd0, sq};
-      default:                                   term = {14'd0, sq};
+      pqa_pkg::ShapeMetricW'(pqa_pkg::MetricL1): l1 = 1'b1;
+      pqa_pkg::ShapeMetricW'(pqa_pkg::MetricL2): l1 = 1'b0;
+      default:                                   l1 = 1'b0;
     endcase
-    dist_sum   = (first1_q ? 32'd0 : acc_q) + term;
-`ifdef PQA_MUTANT_TIES
-    better = kfirst1_q || (dist_sum <= best_q);  // deliberate bug: ties go to the highest index
+  end
+
+  always_comb begin
+    for (int s = 0; s < NS; s++) begin
+      for (int p = 0; p < NP; p++) begin
+        sum[(s*NP + p)*DistW +: DistW] = '0;
+        for (int l = 0; l < PL; l++) begin
+          sum[(s*NP + p)*DistW +: DistW] = sum[(s*NP + p)*DistW +: DistW]
+            + dist_term(xs_q[(s*PL + l)*8 +: 8], ev1_q[l] ? proto_rdata_i[((s*NP + p)*PL + l)*8 +: 8] : 8'd0, l1);
+        end
+        dist_d[(s*NP + p)*DistW +: DistW] = (first1_q ? '0 : acc_q[(s*NP + p)*DistW +: DistW])
+                                            + sum[(s*NP + p)*DistW +: DistW];
+      end
+      // Comparator tree over the NP distance units: leaves NPP..2*NPP-1, node n has children 2n, 2n+1; the
+      // left child (lower indices) wins unless the right one is valid and strictly nearer.
+      for (int n = 0; n < 2 * NPP; n++) begin
+        td[(s*2*NPP + n)*DistW +: DistW] = '0;
+        ti[(s*2*NPP + n)*KW +: KW]       = '0;
+        tv[s*2*NPP + n]                  = 1'b0;
+      end
+      for (int p = 0; p < NP; p++) begin
+        td[(s*2*NPP + NPP + p)*DistW +: DistW] = dist_d[(s*NP + p)*DistW +: DistW];
+        ti[(s*2*NPP + NPP + p)*KW +: KW]       = KW'(p);
+        tv[s*2*NPP + NPP + p]                  = kv1_q[p];
+      end
+      for (int n = NPP - 1; n >= 1; n--) begin
+`ifdef PQA_MUTANT_TREE
+        // Deliberate bug: on a tie between distance units the higher index wins.
+        if (tv[s*2*NPP + 2*n + 1] && (!tv[s*2*NPP + 2*n]
+            || td[(s*2*NPP + 2*n + 1)*DistW +: DistW] <= td[(s*2*NPP + 2*n)*DistW +: DistW])) begin
 `else
-    better = kfirst1_q || (dist_sum < best_q);
+        if (tv[s*2*NPP + 2*n + 1] && (!tv[s*2*NPP + 2*n]
+            || td[(s*2*NPP + 2*n + 1)*DistW +: DistW] < td[(s*2*NPP + 2*n)*DistW +: DistW])) begin
 `endif
+          td[(s*2*NPP + n)*DistW +: DistW] = td[(s*2*NPP + 2*n + 1)*DistW +: DistW];
+          ti[(s*2*NPP + n)*KW +: KW]       = ti[(s*2*NPP + 2*n + 1)*KW +: KW];
+        end else begin
+          td[(s*2*NPP + n)*DistW +: DistW] = td[(s*2*NPP + 2*n)*DistW +: DistW];
+          ti[(s*2*NPP + n)*KW +: KW]       = ti[(s*2*NPP + 2*n)*KW +: KW];
+        end
+        tv[s*2*NPP + n] = tv[s*2*NPP + 2*n] || tv[s*2*NPP + 2*n + 1];
+      end
+      cand[s*KW +: KW] = kb1_q + ti[(s*2*NPP + 1)*KW +: KW];
+`ifdef PQA_MUTANT_TIES
+      // Deliberate bug: ties across prototype groups go to the highest index.
+      better[s] = kfirst1_q || (td[(s*2*NPP + 1)*DistW +: DistW] <= best_q[s*DistW +: DistW]);
+`else
+      better[s] = kfirst1_q || (td[(s*2*NPP + 1)*DistW +: DistW] < best_q[s*DistW +: DistW]);
+`endif
+    end
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -231,43 +392,55 @@ module pqa_encoder #(
       best_q <= '0;
       bidx_q <= '0;
     end else if (v1_q) begin
-      acc_q <= dist_sum;
-      if (last1_q && better) begin
-        best_q <= dist_sum;
-        bidx_q <= ki1_q;
+      acc_q <= dist_d;
+      if (last1_q) begin
+        for (int s = 0; s < NS; s++) begin
+          if (better[s]) begin
+            best_q[s*DistW +: DistW] <= td[(s*2*NPP + 1)*DistW +: DistW];
+            bidx_q[s*KW +: KW]       <= cand[s*KW +: KW];
+          end
+        end
       end
     end
   end
 
+  always_comb begin
+    for (int s = 0; s < NS; s++) begin
+      idx_wdata_o[s*KW +: KW] = better[s] ? cand[s*KW +: KW] : bidx_q[s*KW +: KW];
+    end
+  end
+
   assign idx_we_o    = v1_q && last1_q && klast1_q;
-  assign idx_waddr_o = ci1_q;
-  assign idx_wdata_o = better ? ki1_q : bidx_q;
+  assign idx_group_o = CW'(g1_q);
   assign done_o      = (state_q == EncDrain);
 
-  // High address bits beyond the buffers (kept in range by the controller's limit checks).
-  logic unused_addr;
-  assign unused_addr = ^{aaddr, paddr_q};
+  // High address bits beyond the buffers (kept in range by the controller's limit checks); tree nodes
+  // that only the reduction reads.
+  logic unused;
+  assign unused = ^{aaddr, td, ti, tv, sum, cb_q[CW], eb_q[VW], kb_q[KW]};
 
 `ifndef SYNTHESIS
   // Assertions (immediate, so that Icarus 11 runs them too; Verilator needs --assert).
   always @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
     end else begin
-      assert (state_q == EncIdle || state_q == EncIssue || state_q == EncDrain)
-        else $fatal(1, "pqa_encoder: illegal state %0d", state_q);
-      if (state_q == EncIssue) begin
-        // Walk counters stay inside the shape (the controller checked it before `run`).
-        assert (e_q < v_i && ki_q < k_i && ci_q < c_i)
-          else $fatal(1, "pqa_encoder: counter beyond shape e=%0d k=%0d c=%0d", e_q, ki_q, ci_q);
-        // No read beyond the act / prototype buffers (padded elements, xoff >= d, and in conv mode the
-        // elements outside the fmap read as 0 whatever the address: their read may fall beyond the buffer
-        // and is harmless).
-        assert ((xoff_q >= d_i || (conv_i && !gen_inside) || (OffW + 1)'(aaddr) < (OffW + 1)'(ActBytes))
-                && (OffW + 1)'(paddr_q) < (OffW + 1)'(ProtoBytes))
-          else $fatal(1, "pqa_encoder: buffer read beyond the end (act %0d, proto %0d)", aaddr, paddr_q);
+      if (gather) begin
+        // The walk stays inside the shape (the controller checked it before `run`), and no read beyond
+        // the act buffer (padded elements read as 0 whatever the address).
+        assert (e_q < v_i && ci_q < c_i && 32'(ci_q) < CMax && 32'(e_q) < VMax)
+          else $fatal(1, "pqa_encoder: gather beyond shape e=%0d c=%0d", e_q, ci_q);
+        assert (xoff_q >= XoffW'(d_i) || (conv_i && !gen_inside) || (OffW + 1)'(aaddr) < (OffW + 1)'(ActBytes))
+          else $fatal(1, "pqa_encoder: act read beyond the end (byte %0d)", aaddr);
+      end
+      if (encode) begin
+        assert (cb_q < {1'b0, c_i} && kb_q < {1'b0, k_i} && eb_q < {1'b0, v_i})
+          else $fatal(1, "pqa_encoder: row walk beyond shape c=%0d k=%0d e=%0d", cb_q, kb_q, eb_q);
       end
       if (idx_we_o) begin
-        assert (idx_wdata_o < k_i) else $fatal(1, "pqa_encoder: index %0d >= k", idx_wdata_o);
+        for (int s = 0; s < NS; s++) begin
+          assert (32'(g1_q) * NS + s >= 32'(c_i) || idx_wdata_o[s*KW +: KW] < k_i)
+            else $fatal(1, "pqa_encoder: index %0d >= k", idx_wdata_o[s*KW +: KW]);
+        end
       end
     end
   end

@@ -3,7 +3,7 @@
 // Look-up and accumulate: for each output m of one column,
 //   acc = bias[m] + sum_c lut[c][idx[c]][m]   (AccW-bit wrap-around)
 // then requantize (pqa_postproc) and write the byte to the output buffer.
-// Holds the idx[] register file that the encoder writes.
+// Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time.
 //
 // Narrow datapath: one table entry per cycle. Stage 0 walks (mi, ci) and issues the table and bias
 // reads (registered-read RAMs); stage 1 extracts and accumulates; stage 2 requantizes and writes.
@@ -20,6 +20,7 @@ module pqa_lookup #(
   parameter int AccW     = 32,
   parameter int ActW     = 8,
   parameter int CMax     = 32,
+  parameter int NS       = 1,   // subspaces per idx[] write (the encoder's lanes)
   parameter int LutBytes = 16384,
   parameter int BiasWords = 32,
   parameter int OutBytes = 4096,
@@ -40,10 +41,10 @@ module pqa_lookup #(
   input  logic                            unsigned_i,  // unsigned clamp (bits_i < ActW, checked by pqa_ctrl)
   input  logic [pqa_pkg::QuantBitsW-1:0]  bits_i,      // output activation width, 2..ActW (checked by pqa_ctrl)
   input  logic [OffW-1:0]                 col_out_i,   // byte offset of the column in the output buffer
-  // idx[] write port (from the encoder)
+  // idx[] write port (from the encoder): subspaces g*NS .. g*NS+NS-1 of group g
   input  logic                            idx_we_i,
-  input  logic [pqa_pkg::ShapeCW-1:0]     idx_waddr_i,
-  input  logic [pqa_pkg::ShapeKW-1:0]     idx_wdata_i,
+  input  logic [pqa_pkg::ShapeCW-1:0]     idx_group_i,
+  input  logic [NS*pqa_pkg::ShapeKW-1:0]  idx_wdata_i,
   // table and bias buffers
   output logic [LutAw-1:0]                lut_raddr_o,
   input  logic [AxiDataWidth-1:0]         lut_rdata_i,
@@ -58,7 +59,8 @@ module pqa_lookup #(
 );
 
   localparam int LutEntryBytes = pqa_pkg::elem_bytes(LutW);  // bytes of a table entry
-  localparam int CAw = (CMax > 1) ? $clog2(CMax) : 1;
+  localparam int CPad = (CMax + NS - 1) / NS * NS;   // idx[] entries: whole groups
+  localparam int CAw  = (CPad > 1) ? $clog2(CPad) : 1;
   localparam int BusBytes  = AxiDataWidth / 8;
   localparam int BusAlign  = $clog2(BusBytes);        // byte-offset bits within a bus word
   localparam int BiasW     = pqa_pkg::BufBiasElemW;  // bias width (docs/isa.md, "On-chip buffers")
@@ -74,11 +76,13 @@ module pqa_lookup #(
 
   lk_state_e state_q, state_d;
 
-  logic [pqa_pkg::ShapeKW-1:0] idx_q [CMax];
+  logic [pqa_pkg::ShapeKW-1:0] idx_q [CPad];
 
   always_ff @(posedge clk_i) begin
     if (idx_we_i) begin
-      idx_q[idx_waddr_i[CAw-1:0]] <= idx_wdata_i;
+      for (int s = 0; s < NS; s++) begin
+        idx_q[CAw'(32'(idx_group_i) * NS + s)] <= idx_wdata_i[s*pqa_pkg::ShapeKW +: pqa_pkg::ShapeKW];
+      end
     end
   end
 
@@ -228,7 +232,7 @@ module pqa_lookup #(
 
   // High address bits beyond the buffers (kept in range by the controller's limit checks).
   logic unused_addr;
-  assign unused_addr = ^{idx_waddr_i, lbyte, bbyte, obyte2_q};
+  assign unused_addr = ^{idx_group_i, lbyte, bbyte, obyte2_q};
 
 `ifndef SYNTHESIS
   // Assertions: legal state, no index beyond CMax, no table / bias / output access beyond its buffer.
@@ -238,7 +242,7 @@ module pqa_lookup #(
       assert (state_q == LkIdle || state_q == LkIssue || state_q == LkDrain1 || state_q == LkDrain2)
         else $fatal(1, "pqa_lookup: illegal state %0d", state_q);
       if (idx_we_i) begin
-        assert (32'(idx_waddr_i) < 32'(CMax)) else $fatal(1, "pqa_lookup: idx write %0d >= CMax", idx_waddr_i);
+        assert (32'(idx_group_i) * NS < CPad) else $fatal(1, "pqa_lookup: idx write of group %0d >= CMax", idx_group_i);
       end
       if (state_q == LkIssue) begin
         assert (idx_q[ci_q[CAw-1:0]] < k_i

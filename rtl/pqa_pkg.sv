@@ -146,7 +146,7 @@ package pqa_pkg;
   // On-chip buffers (`load`'s buf = Buffer<Name>): an element of W bits takes elem_bytes(W) bytes,
   // little-endian, in layout order (last index fastest) from byte 0. Buf<Name>ElemW: a width fixed
   // by the spec (the others are a configuration parameter).
-  //   proto: [c][k][v] signed prototype element, ProtoW bits; ProtoBytes bytes
+  //   proto: rows [c/NS][k/NP][v/PL] of [NS][NP][PL] signed prototype element, ProtoW bits; ProtoBytes bytes
   //   lut: [c][k][m] signed table entry, LutW bits; LutBytes bytes
   //   bias: [m] signed bias, 32 bits; MMax elements
   //   act: [pixel][channel] (channels-last) signed activation, ActW bits; ActBytes bytes
@@ -154,6 +154,18 @@ package pqa_pkg;
   localparam int BufBiasElemW = 32;
   function automatic int elem_bytes(input int bits);  // ceil(bits / 8)
     elem_bytes = (bits + 7) / 8;
+  endfunction
+  // Bytes from one prototype row to the next (spec.proto_row_stride): the row bytes rounded up to a
+  // power of two below a bus word, else to whole bus words.
+  function automatic int proto_row_stride(input int row_bytes, input int bus_bytes);
+    if (row_bytes <= bus_bytes) begin
+      proto_row_stride = 1;
+      for (int i = 0; i < 31; i++) begin
+        if (proto_row_stride < row_bytes) proto_row_stride = proto_row_stride * 2;
+      end
+    end else begin
+      proto_row_stride = (row_bytes + bus_bytes - 1) / bus_bytes * bus_bytes;
+    end
   endfunction
 
   // Configuration rules: what pqa_top's parameters may be, CfgRule<Param>Min / Max / Eq / Pow2
@@ -199,20 +211,14 @@ package pqa_pkg;
   // OutBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
   localparam int CfgRuleOutBytesMin = 8;
   localparam bit CfgRuleOutBytesPow2 = 1'b1;
-  // NS: 1 .. 1: subspace lanes of the encoder and the look-up (subspaces per cycle); the narrow datapath has
-  //   one; more need the parallel PQ engine (issue 11)
+  // NS: 1 .. CMax: subspace lanes of the encoder (subspaces per cycle)
   localparam int CfgRuleNSMin = 1;
-  localparam int CfgRuleNSMax = 1;
-  // NP: 1 .. 1: distance units per subspace lane (prototypes compared per cycle); the narrow datapath has
-  //   one; more need the parallel PQ engine (issue 11)
+  // NP: 1 .. KMax: distance units per subspace lane (prototypes compared per cycle)
   localparam int CfgRuleNPMin = 1;
-  localparam int CfgRuleNPMax = 1;
-  // PL: 1 .. 1: elements per distance unit and cycle; the narrow datapath has one; more need the parallel PQ
-  //   engine (issue 11)
+  // PL: 1 .. VMax: elements per distance unit and cycle
   localparam int CfgRulePLMin = 1;
-  localparam int CfgRulePLMax = 1;
-  // NOUT: 1 .. 1: output lanes of the look-up and post-processing (outputs per cycle); the narrow datapath
-  //   has one; more need the parallel PQ engine (issue 11)
+  // NOUT: 1 .. 1: output lanes of the look-up and post-processing (outputs per cycle); the look-up unit has
+  //   one until its parallel version lands (issue 11)
   localparam int CfgRuleNOUTMin = 1;
   localparam int CfgRuleNOUTMax = 1;
 
@@ -227,13 +233,13 @@ package pqa_pkg;
   localparam int CfgSmallVMax = 8;
   localparam int CfgSmallCMax = 32;
   localparam int CfgSmallMMax = 64;
-  localparam int CfgSmallProtoBytes = 4096;
+  localparam int CfgSmallProtoBytes = 8192;
   localparam int CfgSmallLutBytes = 16384;
   localparam int CfgSmallActBytes = 4096;
   localparam int CfgSmallOutBytes = 4096;
-  localparam int CfgSmallNS = 1;
-  localparam int CfgSmallNP = 1;
-  localparam int CfgSmallPL = 1;
+  localparam int CfgSmallNS = 2;
+  localparam int CfgSmallNP = 3;
+  localparam int CfgSmallPL = 2;
   localparam int CfgSmallNOUT = 1;
   localparam int CfgDefaultAxiDataWidth = 64;
   localparam int CfgDefaultAxiAddrWidth = 32;
@@ -253,6 +259,24 @@ package pqa_pkg;
   localparam int CfgDefaultNP = 1;
   localparam int CfgDefaultPL = 1;
   localparam int CfgDefaultNOUT = 1;
+  localparam int CfgPqaAxiDataWidth = 64;
+  localparam int CfgPqaAxiAddrWidth = 32;
+  localparam int CfgPqaActW = 8;
+  localparam int CfgPqaProtoW = 8;
+  localparam int CfgPqaLutW = 16;
+  localparam int CfgPqaAccW = 32;
+  localparam int CfgPqaKMax = 16;
+  localparam int CfgPqaVMax = 16;
+  localparam int CfgPqaCMax = 64;
+  localparam int CfgPqaMMax = 256;
+  localparam int CfgPqaProtoBytes = 16384;
+  localparam int CfgPqaLutBytes = 131072;
+  localparam int CfgPqaActBytes = 16384;
+  localparam int CfgPqaOutBytes = 16384;
+  localparam int CfgPqaNS = 16;
+  localparam int CfgPqaNP = 16;
+  localparam int CfgPqaPL = 9;
+  localparam int CfgPqaNOUT = 1;
 
 endpackage
 

@@ -179,10 +179,10 @@ module pqa_top #(
       ProtoBytes, LutBytes, ActBytes, OutBytes, pqa_pkg::CfgRuleProtoBytesMin, pqa_pkg::CfgRuleLutBytesMin,
       pqa_pkg::CfgRuleActBytesMin, pqa_pkg::CfgRuleOutBytesMin);
   end
-  // Lanes: the narrow datapath (one subspace, one prototype, one element, one output per cycle) until the
-  // parallel PQ engine exists.
-  if (NS < pqa_pkg::CfgRuleNSMin || NS > pqa_pkg::CfgRuleNSMax || NP < pqa_pkg::CfgRuleNPMin
-      || NP > pqa_pkg::CfgRuleNPMax || PL < pqa_pkg::CfgRulePLMin || PL > pqa_pkg::CfgRulePLMax
+  // Lanes: NS <= CMax subspaces, NP <= KMax prototypes, PL <= VMax elements per cycle; one output lane
+  // until the parallel look-up unit exists.
+  if (NS < pqa_pkg::CfgRuleNSMin || NS > CMax || NP < pqa_pkg::CfgRuleNPMin || NP > KMax
+      || PL < pqa_pkg::CfgRulePLMin || PL > VMax
       || NOUT < pqa_pkg::CfgRuleNOUTMin || NOUT > pqa_pkg::CfgRuleNOUTMax)
   begin : gen_lane_check
 `ifdef __ICARUS__
@@ -190,10 +190,9 @@ module pqa_top #(
 `else
     $error(
 `endif
-      "pqa_top: NS=%0d, NP=%0d, PL=%0d, NOUT=%0d are not supported: %0d..%0d, %0d..%0d, %0d..%0d, %0d..%0d",
-      NS, NP, PL, NOUT, pqa_pkg::CfgRuleNSMin, pqa_pkg::CfgRuleNSMax, pqa_pkg::CfgRuleNPMin,
-      pqa_pkg::CfgRuleNPMax, pqa_pkg::CfgRulePLMin, pqa_pkg::CfgRulePLMax, pqa_pkg::CfgRuleNOUTMin,
-      pqa_pkg::CfgRuleNOUTMax);
+      "pqa_top: NS=%0d, NP=%0d, PL=%0d, NOUT=%0d are not supported: %0d..CMax, %0d..KMax, %0d..VMax, %0d..%0d",
+      NS, NP, PL, NOUT, pqa_pkg::CfgRuleNSMin, pqa_pkg::CfgRuleNPMin, pqa_pkg::CfgRulePLMin,
+      pqa_pkg::CfgRuleNOUTMin, pqa_pkg::CfgRuleNOUTMax);
   end
 
   localparam int BusBytes  = AxiDataWidth / 8;
@@ -202,6 +201,10 @@ module pqa_top #(
   localparam int BiasBytes = pqa_pkg::elem_bytes(pqa_pkg::BufBiasElemW) * MMax;  // MMax int32 biases
   localparam int BiasWords = (BiasBytes + BusBytes - 1) / BusBytes;
   localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
+  // Prototype rows (pqa_protomem): NS*NP*PL int8 elements every ProtoStride bytes, whole rows only.
+  localparam int ProtoRowBytes = NS * NP * PL;
+  localparam int ProtoRows     = ProtoBytes / pqa_pkg::proto_row_stride(ProtoRowBytes, BusBytes);
+  localparam int ProtoRowAw    = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
   localparam int LutAw     = $clog2(LutBytes / BusBytes);
   localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
   localparam int ActAw     = $clog2(ActBytes / BusBytes);
@@ -305,7 +308,10 @@ module pqa_top #(
     .ActBytes    (ActBytes),
     .OutBytes    (OutBytes),
     .ClearAw     (ClearAw),
-    .OffW        (OffW)
+    .OffW        (OffW),
+    .NS          (NS),
+    .NP          (NP),
+    .PL          (PL)
   ) u_ctrl (
     .clk_i              (clk_i),
     .rst_ni             (rst_ni),
@@ -435,12 +441,13 @@ module pqa_top #(
   // On-chip buffers: bus-word memories, written by `load` beat by beat (word index = beat index),
   // cleared to zero by a sweep after each start (the ISS starts every run from zeroed buffers)
   // ---------------------------------------------------------------------------------------------
-  logic [ProtoAw-1:0] proto_raddr;
+  logic [ProtoRowAw-1:0]    proto_raddr;
+  logic [ProtoRowBytes*8-1:0] proto_rdata;
   logic [LutAw-1:0]   lut_raddr;
   logic [BiasAw-1:0]  bias_raddr;
   logic [ActAw-1:0]   act_raddr, enc_act_raddr, vec_act_raddr;
   logic [OutAw-1:0]        out_raddr, vec_out_raddr;
-  logic [AxiDataWidth-1:0] proto_rdata, lut_rdata, bias_rdata, act_rdata, out_rdata;
+  logic [AxiDataWidth-1:0] lut_rdata, bias_rdata, act_rdata, out_rdata;
   logic                    lk_out_we, vec_out_we;
   logic [OutAw-1:0]        lk_out_waddr, vec_out_waddr, out_waddr;
   logic [AxiDataWidth-1:0] lk_out_wdata, vec_out_wdata, out_wdata;
@@ -479,12 +486,15 @@ module pqa_top #(
     end
   end
 
-  pqa_ram #(.Words(ProtoBytes / BusBytes), .Width(AxiDataWidth)) u_proto_ram (
+  pqa_protomem #(
+    .AxiDataWidth(AxiDataWidth),
+    .ProtoBytes  (ProtoBytes),
+    .RowBytes    (ProtoRowBytes)
+  ) u_proto_mem (
     .clk_i  (clk_i),
     .we_i   (clear || we_proto),
     .waddr_i(clear ? clear_addr[ProtoAw-1:0] : dma_rd_idx[ProtoAw-1:0]),
     .wdata_i(clear ? '0 : dma_rd_data),
-    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
     .raddr_i(proto_raddr),
     .rdata_o(proto_rdata)
   );
@@ -543,15 +553,20 @@ module pqa_top #(
   // ---------------------------------------------------------------------------------------------
   // Compute
   // ---------------------------------------------------------------------------------------------
-  logic                        idx_we;
-  logic [pqa_pkg::ShapeCW-1:0] idx_waddr;  // subspace
-  logic [pqa_pkg::ShapeKW-1:0] idx_wdata;  // prototype index
+  logic                           idx_we;
+  logic [pqa_pkg::ShapeCW-1:0]    idx_group;  // subspace group
+  logic [NS*pqa_pkg::ShapeKW-1:0] idx_wdata;  // its NS prototype indices
 
   pqa_encoder #(
     .AxiDataWidth(AxiDataWidth),
     .OffW        (OffW),
     .ActBytes    (ActBytes),
-    .ProtoBytes  (ProtoBytes)
+    .CMax        (CMax),
+    .VMax        (VMax),
+    .NS          (NS),
+    .NP          (NP),
+    .PL          (PL),
+    .RowAw       (ProtoRowAw)
   ) u_encoder (
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),
@@ -579,7 +594,7 @@ module pqa_top #(
     .proto_raddr_o(proto_raddr),
     .proto_rdata_i(proto_rdata),
     .idx_we_o     (idx_we),
-    .idx_waddr_o  (idx_waddr),
+    .idx_group_o  (idx_group),
     .idx_wdata_o  (idx_wdata),
     .done_o       (enc_done)
   );
@@ -591,6 +606,7 @@ module pqa_top #(
     .AccW     (AccW),
     .ActW     (ActW),
     .CMax     (CMax),
+    .NS       (NS),
     .LutBytes (LutBytes),
     .BiasWords(BiasWords),
     .OutBytes (OutBytes)
@@ -608,7 +624,7 @@ module pqa_top #(
     .bits_i      (act_bits),
     .col_out_i   (col_out),
     .idx_we_i    (idx_we),
-    .idx_waddr_i (idx_waddr),
+    .idx_group_i (idx_group),
     .idx_wdata_i (idx_wdata),
     .lut_raddr_o (lut_raddr),
     .lut_rdata_i (lut_rdata),

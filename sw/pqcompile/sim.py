@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import IllegalInstruction, clamp_range, decode, field_limit
+from .layout import unpack_protos
 from .spec import HwConfig, load
 
 
@@ -127,14 +128,16 @@ INSN_CYCLES = 8  # fetch, decode and retire of an instruction (a compute instruc
 XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besides one cycle per bus word
 
 
-def compute_estimate(mnemonic: str, ops: dict[str, int], st: _State) -> int:
+def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
     the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
-    done. ``run n``: n*(c*k*v + m*c + 5) (per column the encoder's c*k*v and the look-up's m*c, plus their
-    fixed cycles and hand-overs); ``pool``: h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction.
-    Exact for the narrow datapath on any memory (the compute units never wait on it)."""
+    done. ``run n``: n*(c*v + rows + m*c + 5): per column the encoder gathers the c*v column elements (one
+    per cycle) and then reads one prototype row per cycle (rows = ceil(c/NS) ceil(k/NP) ceil(v/PL),
+    :meth:`HwConfig.proto_rows`), the look-up takes m*c, plus their fixed cycles and hand-overs; ``pool``:
+    h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction. Exact on any memory (the compute units
+    never wait on it)."""
     if mnemonic == "run":
-        return ops["n"] * (st.c * st.k * st.v + st.m * st.c + RUN_COLUMN_CYCLES)
+        return ops["n"] * (st.c * st.v + cfg.proto_rows(st.c, st.k, st.v) + st.m * st.c + RUN_COLUMN_CYCLES)
     if mnemonic == "add":
         return ops["n"] + VEC_CYCLES
     if mnemonic == "pool":
@@ -143,10 +146,9 @@ def compute_estimate(mnemonic: str, ops: dict[str, int], st: _State) -> int:
 
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
-    """Cycle model of the narrow datapath (one element, one prototype, one table entry per cycle): an
-    instruction costs INSN_CYCLES plus its compute cycles (:func:`compute_estimate`: a column costs c*k*v
-    encode cycles plus m*c look-up cycles plus a few of control, in both modes of ``run``, the convolution
-    address generator keeping the encoder at one element per cycle; ``pool`` one cycle per act byte of the
+    """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
+    (:func:`compute_estimate`: a column costs c*v gather cycles, one cycle per prototype row and m*c look-up
+    cycles plus a few of control, in both modes of ``run``; ``pool`` one cycle per act byte of the
     fmap, ``add`` one per element, plus the vector unit's start and drain); a transfer (``load``, ``store``,
     ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead
     of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the
@@ -155,7 +157,7 @@ def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State
         return XFER_CYCLES + -(-ops["nbytes"] // cfg.bus_bytes)
     if mnemonic == "stamp":
         return XFER_CYCLES + len(load().perf_counters)
-    return INSN_CYCLES + compute_estimate(mnemonic, ops, st)
+    return INSN_CYCLES + compute_estimate(cfg, mnemonic, ops, st)
 
 
 def perf_record(counters: dict[str, int]) -> np.ndarray:
@@ -169,7 +171,7 @@ def perf_record(counters: dict[str, int]) -> np.ndarray:
 
 def start_cycles(cfg: HwConfig) -> int:
     """Cycles a start spends clearing the on-chip buffers (one word per cycle over the largest buffer)."""
-    return max(cfg.buffer_bytes(b) for b in load().buffers) // cfg.bus_bytes
+    return max(cfg.ProtoBytes, *(cfg.buffer_bytes(b) for b in load().buffers)) // cfg.bus_bytes
 
 
 def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_000,
@@ -213,7 +215,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         if trace:
             log.append(f"{pc:#010x} {insn.mnemonic} {ops}")
         perf["cycles"] += cycle_estimate(cfg, insn.mnemonic, ops, st)
-        perf["compute_cycles"] += compute_estimate(insn.mnemonic, ops, st)
+        perf["compute_cycles"] += compute_estimate(cfg, insn.mnemonic, ops, st)
         name = insn.mnemonic
         if name in ("load", "store", "stamp") and ops["addr"] % bb:
             return stop("align")
@@ -306,7 +308,7 @@ def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
         and 1 <= st.c <= cfg.CMax
         and 1 <= st.m <= cfg.MMax
         and (st.c - 1) * st.v < st.d <= st.c * st.v
-        and st.c * st.k * st.v <= cfg.ProtoBytes
+        and cfg.proto_rows(st.c, st.k, st.v) * cfg.proto_row_stride <= cfg.proto_cap
         and st.c * st.k * st.m * cfg.lut_bytes <= cfg.LutBytes
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
@@ -323,7 +325,7 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
         x[:, :d] = conv_gather(bufs["act"][: g.h * g.w * g.ch].view(np.int8).astype(np.int64), g, d, n)
     else:
         x[:, :d] = bufs["act"][: n * d].view(np.int8).reshape(n, d)
-    protos = bufs["proto"][: c * k * v].view(np.int8).reshape(c, k, v)
+    protos = unpack_protos(cfg, bufs["proto"], c, k, v)
     lb = cfg.lut_bytes
     raw = bufs["lut"][: c * k * m * lb].reshape(c * k * m, lb).astype(np.int64)
     lut = wrap(sum(raw[:, i] << (8 * i) for i in range(lb)), cfg.LutW).reshape(c, k, m)

@@ -58,6 +58,14 @@ def elem_bytes(bits: int) -> int:
     return (bits + 7) // 8
 
 
+def proto_row_stride(row_bytes: int, bus_bytes: int) -> int:
+    """Bytes from one prototype row to the next: ``row_bytes`` rounded up to a power of two below a bus word
+    (rows never straddle a bus word), else to whole bus words (a row is whole words of the banked buffer)."""
+    if row_bytes <= bus_bytes:
+        return 1 << (row_bytes - 1).bit_length()
+    return -(-row_bytes // bus_bytes) * bus_bytes
+
+
 @dataclass(frozen=True)
 class Buffer:
     """One on-chip buffer (spec ``buffers``): what ``load`` writes with ``buf`` = ``value``."""
@@ -109,9 +117,36 @@ class HwConfig:
         return elem_bytes(self.elem_bits(buf))
 
     def buffer_bytes(self, buf: str) -> int:
-        """Size of buffer ``buf`` in bytes."""
+        """Usable size of buffer ``buf`` in bytes: its parameter (or entries x element bytes); the prototype
+        buffer holds whole rows only (:attr:`proto_cap`)."""
+        if buf == "proto":
+            return self.proto_cap
         b = self.buffer(buf)
         return self.params[b.bytes] if b.bytes is not None else self.params[str(b.entries)] * self.elem_bytes(buf)
+
+    # The prototype buffer's row layout (spec ``buffers.proto``): the encoder reads one row per cycle, the
+    # NS x NP x PL prototype elements of NS subspaces, NP prototypes and PL elements.
+    @property
+    def proto_row_bytes(self) -> int:
+        """Bytes of the elements of one prototype row: NS * NP * PL elements."""
+        return self.params["NS"] * self.params["NP"] * self.params["PL"] * self.elem_bytes("proto")
+
+    @property
+    def proto_row_stride(self) -> int:
+        """Bytes from one prototype row to the next: the row bytes rounded up to a power of two when they are
+        less than a bus word, else to whole bus words (pqa_pkg::proto_row_stride)."""
+        return proto_row_stride(self.proto_row_bytes, self.bus_bytes)
+
+    @property
+    def proto_cap(self) -> int:
+        """Bytes of the prototype buffer that hold rows: the whole rows that fit ProtoBytes."""
+        stride = self.proto_row_stride
+        return self.params["ProtoBytes"] // stride * stride
+
+    def proto_rows(self, c: int, k: int, v: int) -> int:
+        """Rows a `run` with c subspaces, k prototypes and v elements reads: ceil(c/NS) ceil(k/NP) ceil(v/PL)."""
+        p = self.params
+        return -(-c // p["NS"]) * -(-k // p["NP"]) * -(-v // p["PL"])
 
     @property
     def lut_bytes(self) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import ir, kernels, quantize
+from .. import ir, kernels, layout, quantize
 from ..errors import CompileError
 from ..fgraph import Extraction, FOp
 from ..isa import field_max
@@ -140,9 +140,9 @@ def flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
 
 
 def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int) -> dict[str, int]:
-    """Bytes of a PQ op's tables, by buffer: prototypes [c][k][v], table [c][k][m], bias [m] (the spec's
-    element sizes, docs/isa.md "On-chip buffers")."""
-    return {"proto": c * k * v * cfg.elem_bytes("proto"), "lut": c * k * m * cfg.elem_bytes("lut"),
+    """Bytes of a PQ op's tables, by buffer: prototype rows (:mod:`pqcompile.layout`), table [c][k][m], bias
+    [m] (the spec's element sizes, docs/isa.md "On-chip buffers")."""
+    return {"proto": layout.proto_bytes(cfg, c, k, v), "lut": c * k * m * cfg.elem_bytes("lut"),
             "bias": m * cfg.elem_bytes("bias")}
 
 
@@ -155,7 +155,7 @@ def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: i
             raise CompileError(f"{where}: {what}={val} is beyond the hardware limit {key}={mx} of config '{cfg.name}'")
     need = table_bytes(cfg, c, k, v, m)
     tables = [
-        ("prototypes", need["proto"], cfg.ProtoBytes, "ProtoBytes", "proto"),
+        ("prototypes", need["proto"], cfg.proto_cap, "whole rows of ProtoBytes", "proto"),
         ("table (LUT)", need["lut"], cfg.LutBytes, "LutBytes", "lut"),
         ("bias", need["bias"], cfg.bias_bytes, "bias buffer", "bias"),
     ]
@@ -280,8 +280,8 @@ class PQHandler(OpHandler):
         return kind == "conv" or (kind == "flatten-linear" and flatten_group(cfg, g, op, n) == 0)
 
     def tables(self, cfg: HwConfig, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
-        return [("proto", op.protos.astype(np.int8).view(np.uint8).reshape(-1),
-                 f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8"),
+        return [("proto", layout.pack_protos(cfg, op.protos),
+                 f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8 in rows of NS={cfg.NS} x NP={cfg.NP} x PL={cfg.PL}"),
                 ("lut", lut_bytes(cfg, op.lut), f"table [c][k][m={op.m}] {cfg.LutW}-bit"),
                 ("bias", op.bias.astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
                  f"bias [m] int{cfg.elem_bits('bias')}")]
