@@ -16,7 +16,7 @@
 //     comparator tree (the left, lower-index operand wins ties; prototypes at k or beyond are excluded) and
 //     keeps the running minimum over the prototype groups (strict less-than: earlier groups have lower
 //     indices). After the last prototype group the NS indices of group g go to the look-up unit.
-// Cycles per column: c*v (gather) + rows + 2, rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
+// Cycles per column: c*v (gather) + rows + 3 (start, two drains), rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
 // The narrow datapath is NS = NP = PL = 1. Act buffer reads are bus words (AxiDataWidth bits).
 
 `default_nettype none

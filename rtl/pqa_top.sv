@@ -195,6 +195,12 @@ module pqa_top #(
       pqa_pkg::CfgRuleNOUTMin, pqa_pkg::CfgRuleNOUTMax);
   end
 
+  // Lane counts as the compute units see them: at least 1, so that a refused configuration elaborates far
+  // enough to print the refusal above.
+  localparam int LaneNS = (NS > 1) ? NS : 1;
+  localparam int LaneNP = (NP > 1) ? NP : 1;
+  localparam int LanePL = (PL > 1) ? PL : 1;
+
   localparam int BusBytes  = AxiDataWidth / 8;
   localparam int OffW      = 32;  // byte offsets of a column in the act / out buffers (pqa_ctrl)
   localparam int BeatsW    = pqa_pkg::LoadNbytesW - $clog2(BusBytes) + 1;  // bus words of a transfer
@@ -202,7 +208,7 @@ module pqa_top #(
   localparam int BiasWords = (BiasBytes + BusBytes - 1) / BusBytes;
   localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
   // Prototype rows (pqa_protomem): NS*NP*PL int8 elements every ProtoStride bytes, whole rows only.
-  localparam int ProtoRowBytes = NS * NP * PL;
+  localparam int ProtoRowBytes = LaneNS * LaneNP * LanePL;
   localparam int ProtoRows     = ProtoBytes / pqa_pkg::proto_row_stride(ProtoRowBytes, BusBytes);
   localparam int ProtoRowAw    = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
   localparam int LutAw     = $clog2(LutBytes / BusBytes);
@@ -309,9 +315,9 @@ module pqa_top #(
     .OutBytes    (OutBytes),
     .ClearAw     (ClearAw),
     .OffW        (OffW),
-    .NS          (NS),
-    .NP          (NP),
-    .PL          (PL)
+    .NS          (LaneNS),
+    .NP          (LaneNP),
+    .PL          (LanePL)
   ) u_ctrl (
     .clk_i              (clk_i),
     .rst_ni             (rst_ni),
@@ -555,7 +561,7 @@ module pqa_top #(
   // ---------------------------------------------------------------------------------------------
   logic                           idx_we;
   logic [pqa_pkg::ShapeCW-1:0]    idx_group;  // subspace group
-  logic [NS*pqa_pkg::ShapeKW-1:0] idx_wdata;  // its NS prototype indices
+  logic [LaneNS*pqa_pkg::ShapeKW-1:0] idx_wdata;  // its NS prototype indices
 
   pqa_encoder #(
     .AxiDataWidth(AxiDataWidth),
@@ -563,9 +569,9 @@ module pqa_top #(
     .ActBytes    (ActBytes),
     .CMax        (CMax),
     .VMax        (VMax),
-    .NS          (NS),
-    .NP          (NP),
-    .PL          (PL),
+    .NS          (LaneNS),
+    .NP          (LaneNP),
+    .PL          (LanePL),
     .RowAw       (ProtoRowAw)
   ) u_encoder (
     .clk_i        (clk_i),
@@ -606,7 +612,7 @@ module pqa_top #(
     .AccW     (AccW),
     .ActW     (ActW),
     .CMax     (CMax),
-    .NS       (NS),
+    .NS       (LaneNS),
     .LutBytes (LutBytes),
     .BiasWords(BiasWords),
     .OutBytes (OutBytes)

@@ -135,7 +135,7 @@ def _perf(mem: np.ndarray, addr: int) -> dict[str, int]:
 def test_stamp_record_counts_bytes_exactly() -> None:
     """The record of the stamp at 0x308 in :func:`_program`: 9 fetches of one bus word (the 8 instructions
     before it and its own) and 5 bus words of loads (16 bytes of prototype rows, 8, 8 and 3 bytes) read; the
-    2-byte store wrote one word; the run's compute cycles are c*v + rows + m*c + 5 = 4 + 1 + 4 + 5 (config small:
+    2-byte store wrote one word; the run's compute cycles are c*v + rows + m*c + 6 = 4 + 1 + 4 + 6 (config small:
     c=2, k=2, v=2 is one row of 2 x 3 x 2); cycles as the cycle model says. After it the end's fetch is read and
     the record (4 words) written."""
     bb = CFG.bus_bytes
@@ -143,7 +143,7 @@ def test_stamp_record_counts_bytes_exactly() -> None:
     rec = _perf(res.mem, 0x308)
     assert rec["rd_bytes"] == 9 * bb + 5 * bb and rec["wr_bytes"] == bb
     assert CFG.proto_rows(2, 2, 2) == 1
-    assert rec["compute_cycles"] == 2 * 2 + 1 + 2 * 2 + sim.RUN_COLUMN_CYCLES
+    assert rec["compute_cycles"] == 2 * 2 + 1 + 2 * 2 + sim.RUN_COLUMN_CYCLES == 15
     assert 0 < rec["cycles"] < res.cycles
     assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
     assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]

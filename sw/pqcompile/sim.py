@@ -122,7 +122,7 @@ class _State:
     geom: ConvGeom = field(default_factory=ConvGeom)
 
 
-RUN_COLUMN_CYCLES = 5  # per column of a `run`: the encoder's 2 and the look-up's 2 fixed cycles, a hand-over
+RUN_COLUMN_CYCLES = 6  # per column of a `run`: the encoder's 3 and the look-up's 2 fixed cycles, a hand-over
 VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
 INSN_CYCLES = 8  # fetch, decode and retire of an instruction (a compute instruction adds its compute cycles)
 XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besides one cycle per bus word

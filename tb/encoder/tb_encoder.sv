@@ -1,14 +1,20 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Testbench wrapper of pqa_encoder (with its convolution address generator): the act and prototype
-// buffers (pqa_ram, as in pqa_top) with a load port for the test, and a capture of the indices the encoder writes, exposed as one flat vector, so that
-// the test touches no signal per cycle while the encoder runs.
+// Testbench wrapper of pqa_encoder (with its convolution address generator): the act buffer (pqa_ram) and
+// the prototype buffer (pqa_protomem, prototype rows of NS x NP x PL), as in pqa_top, with a load port for
+// the test, and a capture of the indices the encoder writes (NS per group), exposed as one flat vector, so
+// that the test touches no signal per cycle while the encoder runs.
 
 `default_nettype none
 
 module tb_encoder #(
   parameter int ActBytes   = 4096,
   parameter int ProtoBytes = 4096,
+  parameter int CMax       = 64,
+  parameter int VMax       = 9,
+  parameter int NS         = 1,
+  parameter int NP         = 1,
+  parameter int PL         = 1,
   parameter int CCap       = 64     // subspaces captured
 ) (
   input  logic              clk_i,
@@ -37,36 +43,41 @@ module tb_encoder #(
   input  logic [15:0]       load_addr_i,  // word address
   input  logic [63:0]       load_data_i,
   output logic [8*CCap-1:0] idx_o,
-  output logic [15:0]       idx_writes_o,
+  output logic [15:0]       idx_writes_o, // groups written
   output logic [31:0]       cycles_o,     // cycles from start to done
   output logic              done_o
 );
 
-  localparam int ActAw   = $clog2(ActBytes / 8);
-  localparam int ProtoAw = $clog2(ProtoBytes / 8);
+  localparam int ActAw     = $clog2(ActBytes / 8);
+  localparam int ProtoAw   = $clog2(ProtoBytes / 8);
+  localparam int RowBytes  = NS * NP * PL;
+  localparam int ProtoRows = ProtoBytes / pqa_pkg::proto_row_stride(RowBytes, 8);
+  localparam int RowAw     = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
 
-  logic [ActAw-1:0]   act_raddr;
-  logic [ProtoAw-1:0] proto_raddr;
-  logic [63:0]        act_rdata, proto_rdata;
-  logic               idx_we, done, busy_q;
-  logic [7:0]         idx_waddr, idx_wdata;
+  logic [ActAw-1:0]      act_raddr;
+  logic [RowAw-1:0]      proto_raddr;
+  logic [63:0]           act_rdata;
+  logic [RowBytes*8-1:0] proto_rdata;
+  logic                  idx_we, done, busy_q;
+  logic [7:0]            idx_group;
+  logic [NS*8-1:0]       idx_wdata;
 
   pqa_ram #(.Words(ActBytes / 8)) u_act (
     .clk_i(clk_i), .we_i(load_we_i && !load_sel_i), .waddr_i(load_addr_i[ActAw-1:0]), .wdata_i(load_data_i),
     .wbe_i(8'hff), .raddr_i(act_raddr), .rdata_o(act_rdata)
   );
-  pqa_ram #(.Words(ProtoBytes / 8)) u_proto (
+  pqa_protomem #(.ProtoBytes(ProtoBytes), .RowBytes(RowBytes)) u_proto (
     .clk_i(clk_i), .we_i(load_we_i && load_sel_i), .waddr_i(load_addr_i[ProtoAw-1:0]), .wdata_i(load_data_i),
-    .wbe_i(8'hff), .raddr_i(proto_raddr), .rdata_o(proto_rdata)
+    .raddr_i(proto_raddr), .rdata_o(proto_rdata)
   );
 
-  pqa_encoder #(.ActBytes(ActBytes), .ProtoBytes(ProtoBytes)) u_dut (
+  pqa_encoder #(.ActBytes(ActBytes), .CMax(CMax), .VMax(VMax), .NS(NS), .NP(NP), .PL(PL), .RowAw(RowAw)) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
     .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
     .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),
     .col_next_i(col_next_i),
     .act_raddr_o(act_raddr), .act_rdata_i(act_rdata), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
-    .idx_we_o(idx_we), .idx_waddr_o(idx_waddr), .idx_wdata_o(idx_wdata), .done_o(done)
+    .idx_we_o(idx_we), .idx_group_o(idx_group), .idx_wdata_o(idx_wdata), .done_o(done)
   );
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
@@ -87,8 +98,12 @@ module tb_encoder #(
         busy_q <= 1'b0;
       end
       if (idx_we) begin
-        idx_o[8*idx_waddr +: 8] <= idx_wdata;
-        idx_writes_o            <= idx_writes_o + 16'd1;
+        for (int s = 0; s < NS; s++) begin
+          if (32'(idx_group) * NS + s < CCap) begin
+            idx_o[8*(32'(idx_group)*NS + s) +: 8] <= idx_wdata[s*8 +: 8];
+          end
+        end
+        idx_writes_o <= idx_writes_o + 16'd1;
       end
     end
   end

@@ -2,7 +2,9 @@
 both metrics, exact ties (duplicated prototypes, prototypes mirrored around the input, all-equal
 prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
 act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
-walks, the extreme int8 values; and the documented cycle count (c*k*v + 2 per column, start cycle included).
+walks, the extreme int8 values; and the documented cycle count (c*v + rows + 3 per column, start cycle
+included). The prototypes are packed into rows by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL:
+odd counts by default, so that k, v and c leave lanes partially full and ties fall between distance units).
 Conv mode (the convolution address generator, pqa_convgen): random fmap / window / stride / padding
 geometries, column after column (run_start, col_next), against ``sim.encode`` of ``sim.conv_gather``, with
 junk beyond the fmap in the act buffer; v across window rows and channels; same cycle count.
@@ -19,11 +21,21 @@ from block_util import SIMS, check_block, load_words, params, start_clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from pqa_runner import TB, block_sources
 
-from pqcompile import sim
-from pqcompile.spec import load
+from pqcompile import layout, sim
+from pqcompile.spec import HwConfig, load
 
 
-def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, proto_bytes: int,
+def lanes(p: dict[str, int]) -> HwConfig:
+    """The bench's parameters as a configuration: lanes and the 64-bit bus (for the prototype layout)."""
+    return HwConfig("bench", "", {**load().config("small").params, **p})
+
+
+def rows_cycles(cfg: HwConfig, c: int, k: int, v: int) -> int:
+    """Cycles from the start cycle to done: the gather (c*v), a drain, the rows, a drain (pqa_encoder header)."""
+    return c * v + cfg.proto_rows(c, k, v) + 2
+
+
+def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, cfg: HwConfig,
               kind: str) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
     """(x [d] int8, protos [c, k, v] int8, d, v, col_base, metric)."""
     while True:
@@ -32,7 +44,7 @@ def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, p
         k = rng.choice([1, 2, 3, 5, 7, 16])
         d = rng.randint((c - 1) * v + 1, c * v)
         base = rng.randint(0, 37)
-        if c * k * v <= proto_bytes and base + d <= act_bytes:
+        if layout.proto_bytes(cfg, c, k, v) <= cfg.proto_cap and base + d <= act_bytes:
             break
     metric = rng.randint(0, 1)
     x = np_rng.integers(-128, 128, d)
@@ -61,6 +73,7 @@ def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, p
 @cocotb.test()
 async def encoder_matches_golden(dut: object) -> None:
     p = params()
+    cfg = lanes(p)
     rng = random.Random(cocotb.RANDOM_SEED)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
     idle_conv(dut)
@@ -68,13 +81,13 @@ async def encoder_matches_golden(dut: object) -> None:
     kinds = ["random", "small", "dup", "mirror", "equal", "extreme"]
     ties = 0
     for i in range(48):
-        x, protos, d, v, base, metric = make_case(rng, np_rng, p["ActBytes"], p["ProtoBytes"], kinds[i % len(kinds)])
+        x, protos, d, v, base, metric = make_case(rng, np_rng, p["ActBytes"], cfg, kinds[i % len(kinds)])
         c, k, _ = protos.shape
         # act buffer: junk everywhere, the column at byte `base`; padded elements must still read as 0
         act = bytearray(np_rng.integers(0, 256, min(p["ActBytes"], base + c * v + 16), dtype=np.uint8).tobytes())
         act[base : base + d] = x.astype(np.int8).tobytes()
         await load_words(dut, 0, bytes(act))
-        await load_words(dut, 1, protos.astype(np.int8).tobytes())
+        await load_words(dut, 1, layout.pack_protos(cfg, protos).tobytes())
         dut.metric_i.value = metric
         dut.k_i.value, dut.v_i.value, dut.c_i.value, dut.d_i.value = k, v, c, d
         dut.col_base_i.value = base
@@ -89,9 +102,9 @@ async def encoder_matches_golden(dut: object) -> None:
         flat = int(dut.idx_o.value)
         got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
         assert got == [int(e) for e in exp], f"case {i}: c={c} k={k} v={v} d={d} metric={metric}: {got} != {exp}"
-        assert int(dut.idx_writes_o.value) == c
-        # done_o comes c*k*v + 1 cycles after the start cycle (the file header's "+2" counts that cycle)
-        assert int(dut.cycles_o.value) == c * k * v + 1, f"cycles {int(dut.cycles_o.value)} != c*k*v+1"
+        assert int(dut.idx_writes_o.value) == -(-c // cfg.NS)  # one write per group of NS subspaces
+        # done_o comes c*v + rows + 2 cycles after the start cycle (the file header's "+3" counts that cycle)
+        assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v), f"cycles {int(dut.cycles_o.value)}"
         diff = xp.reshape(c, 1, v) - protos
         dist = np.abs(diff).sum(-1) if metric == load().enums["metric"]["l1"] else (diff * diff).sum(-1)
         ties += int(((dist == dist.min(-1, keepdims=True)).sum(-1) > 1).sum())
@@ -111,7 +124,7 @@ def idle_conv(dut: object) -> None:
         getattr(dut, g).value = 0
 
 
-def conv_geometry(rng: random.Random, act_bytes: int, proto_bytes: int) -> tuple[sim.ConvGeom, int, int, int]:
+def conv_geometry(rng: random.Random, act_bytes: int, cfg: HwConfig) -> tuple[sim.ConvGeom, int, int, int]:
     """(geometry, v, k, n columns) with h*w*ch inside the act buffer, the prototypes inside theirs."""
     while True:
         ch = rng.choice([1, 2, 3, 5, 8, 16])
@@ -127,7 +140,7 @@ def conv_geometry(rng: random.Random, act_bytes: int, proto_bytes: int) -> tuple
         v = rng.randint(-(-d // 60), 9)
         k = rng.choice([1, 2, 3, 5])
         c = -(-d // v)
-        if v >= 1 and c <= 60 and c * k * v <= proto_bytes and h * w * ch <= act_bytes:
+        if v >= 1 and c <= 60 and layout.proto_bytes(cfg, c, k, v) <= cfg.proto_cap and h * w * ch <= act_bytes:
             n = min(out_h * out_w + rng.randint(0, 2), 40)  # sometimes pixels below the fmap (all padding)
             return sim.ConvGeom(h, w, ch, stride, kh, kw, pt, pl, out_w), v, k, n
 
@@ -135,12 +148,13 @@ def conv_geometry(rng: random.Random, act_bytes: int, proto_bytes: int) -> tuple
 @cocotb.test()
 async def encoder_conv_matches_golden(dut: object) -> None:
     p = params()
+    cfg = lanes(p)
     rng = random.Random(cocotb.RANDOM_SEED + 1)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED + 1)
     idle_conv(dut)
     await start_clock(dut)
     for i in range(10):
-        g, v, k, n = conv_geometry(rng, p["ActBytes"], p["ProtoBytes"])
+        g, v, k, n = conv_geometry(rng, p["ActBytes"], cfg)
         d = g.ch * g.kh * g.kw
         c = -(-d // v)
         fmap = np_rng.integers(-128, 128, g.h * g.w * g.ch)
@@ -148,7 +162,7 @@ async def encoder_conv_matches_golden(dut: object) -> None:
         act[: fmap.size] = fmap.astype(np.int8).view(np.uint8)
         protos = np_rng.integers(-128, 128, (c, k, v))
         await load_words(dut, 0, act.tobytes())
-        await load_words(dut, 1, protos.astype(np.int8).tobytes())
+        await load_words(dut, 1, layout.pack_protos(cfg, protos).tobytes())
         metric = rng.randint(0, 1)
         dut.metric_i.value = metric
         dut.k_i.value, dut.v_i.value, dut.c_i.value, dut.d_i.value = k, v, c, d
@@ -172,29 +186,39 @@ async def encoder_conv_matches_golden(dut: object) -> None:
             flat = int(dut.idx_o.value)
             got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
             assert got == [int(e) for e in exp[j]], f"case {i} {g} v={v} k={k}: column {j}: {got} != {exp[j]}"
-            assert int(dut.cycles_o.value) == c * k * v + 1
+            assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v)
             dut.col_next_i.value = 1
             await RisingEdge(dut.clk_i)
             dut.col_next_i.value = 0
     dut.conv_i.value = 0
 
 
-PARAMS = [pytest.param({"ActBytes": 4096, "ProtoBytes": 4096}, marks=pytest.mark.slow),
-          {"ActBytes": 520, "ProtoBytes": 1000}]
+# Lanes: odd counts (partially full lanes, a comparator tree of 3 leaves padded to 4), the narrow datapath,
+# and more lanes than most shapes fill; buffer sizes that are not powers of two.
+FAST = {"ActBytes": 520, "ProtoBytes": 1000, "NS": 2, "NP": 3, "PL": 2}
+PARAMS = [FAST,
+          pytest.param({"ActBytes": 4096, "ProtoBytes": 4096, "NS": 1, "NP": 1, "PL": 1}, marks=pytest.mark.slow),
+          pytest.param({"ActBytes": 4096, "ProtoBytes": 8192, "NS": 5, "NP": 4, "PL": 3}, marks=pytest.mark.slow)]
+SRCS = ["pqa_ram", "pqa_protomem", "pqa_convgen", "pqa_encoder"]
+
+
+def _id(p: dict[str, int]) -> str:
+    return f"act{p['ActBytes']}_proto{p['ProtoBytes']}_ns{p['NS']}_np{p['NP']}_pl{p['PL']}"
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("sim_name", SIMS)
-@pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"act{p['ActBytes']}_proto{p['ProtoBytes']}")
+@pytest.mark.parametrize("parameters", PARAMS, ids=_id)
 def test_encoder(sim_name: str, parameters: dict[str, int]) -> None:
-    srcs = block_sources("pqa_ram", "pqa_convgen", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
+    srcs = block_sources(*SRCS, extra=[TB / "encoder" / "tb_encoder.sv"])
     check_block(sim_name, "tb_encoder", __file__, srcs, parameters)
 
 
 @pytest.mark.rtl
-def test_encoder_bench_catches_tie_mutant() -> None:
-    """The bench can fail: with PQA_MUTANT_TIES (ties to the highest index) it must report a mismatch."""
-    srcs = block_sources("pqa_ram", "pqa_convgen", "pqa_encoder", extra=[TB / "encoder" / "tb_encoder.sv"])
+@pytest.mark.parametrize("mutant", ["PQA_MUTANT_TIES", "PQA_MUTANT_TREE"])
+def test_encoder_bench_catches_tie_mutants(mutant: str) -> None:
+    """The bench can fail: ties to the highest index across prototype groups (PQA_MUTANT_TIES) or between
+    the distance units of one group (PQA_MUTANT_TREE, the comparator tree) must be reported as mismatches."""
+    srcs = block_sources(*SRCS, extra=[TB / "encoder" / "tb_encoder.sv"])
     with pytest.raises(AssertionError, match="cocotb tests failed"):
-        check_block("icarus", "tb_encoder", __file__, srcs, PARAMS[1],
-                    defines={"PQA_MUTANT_TIES": 1})
+        check_block("icarus", "tb_encoder", __file__, srcs, FAST, defines={mutant: 1})

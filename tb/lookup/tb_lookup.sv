@@ -25,7 +25,7 @@ module tb_lookup #(
   input  logic [3:0]  bits_i,
   input  logic [31:0] col_out_i,
   input  logic        idx_we_i,
-  input  logic [7:0]  idx_waddr_i,
+  input  logic [7:0]  idx_waddr_i,  // subspace (one-lane groups: NS = 1)
   input  logic [7:0]  idx_wdata_i,
   input  logic        load_we_i,
   input  logic [1:0]  load_sel_i,    // 0: table, 1: bias, 2: output buffer (to clear it)
@@ -68,7 +68,7 @@ module tb_lookup #(
   ) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .k_i(k_i), .c_i(c_i), .m_i(m_i), .mult_i(mult_i),
     .shift_i(shift_i), .relu_i(relu_i), .unsigned_i(1'b0), .bits_i(bits_i), .col_out_i(col_out_i), .idx_we_i(idx_we_i),
-    .idx_waddr_i(idx_waddr_i), .idx_wdata_i(idx_wdata_i), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
+    .idx_group_i(idx_waddr_i), .idx_wdata_i(idx_wdata_i), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
     .bias_raddr_o(bias_raddr), .bias_rdata_i(bias_rdata), .out_we_o(out_we), .out_waddr_o(out_waddr),
     .out_wdata_o(out_wdata), .out_wbe_o(out_wbe), .done_o(done_o)
   );
