@@ -36,6 +36,7 @@ module pqa_ctrl #(
   parameter int NS         = 1,     // encoder lanes: subspaces, prototypes, elements per prototype row
   parameter int NP         = 1,
   parameter int PL         = 1,
+  parameter int NOUT       = 1,     // look-up output lanes (table rows of NS lane words of NOUT entries)
   // Derived, do not override.
   parameter int BeatsW     = pqa_pkg::LoadNbytesW - $clog2(AxiDataWidth / 8) + 1  // bus words of a transfer
 ) (
@@ -225,7 +226,7 @@ module pqa_ctrl #(
 
   // The prototype buffer (pqa_protomem): rows of NS*NP*PL int8 elements every ProtoStride bytes, whole rows
   // only; a `run` reads ceil(c/NS) * ceil(k/NP) * ceil(v/PL) rows (HwConfig.proto_rows / proto_cap).
-  localparam int ProtoStride = pqa_pkg::proto_row_stride(NS * NP * PL, BusBytes);
+  localparam int ProtoStride = pqa_pkg::row_stride(NS * NP * PL, BusBytes);
   localparam int ProtoCap    = ProtoBytes / ProtoStride * ProtoStride;
   logic [pqa_pkg::ShapeCW:0] rows_g;
   logic [pqa_pkg::ShapeKW:0] rows_k;
@@ -234,13 +235,21 @@ module pqa_ctrl #(
   assign rows_k = ({1'b0, k_q} + (pqa_pkg::ShapeKW + 1)'(NP - 1)) / (pqa_pkg::ShapeKW + 1)'(NP);
   assign rows_e = ({1'b0, v_q} + (pqa_pkg::ShapeVW + 1)'(PL - 1)) / (pqa_pkg::ShapeVW + 1)'(PL);
 
+  // The table buffer (pqa_lutmem): rows of NS lane words (NOUT entries each, LutLane bytes) every LutStride
+  // bytes, whole rows only; a `run` reads ceil(c/NS) * k * ceil(m/NOUT) rows (HwConfig.lut_rows / lut_cap).
+  localparam int LutLane   = pqa_pkg::row_stride(NOUT * LutEntryBytes, BusBytes);
+  localparam int LutStride = pqa_pkg::row_stride(NS * LutLane, BusBytes);
+  localparam int LutCap    = LutBytes / LutStride * LutStride;
+  logic [pqa_pkg::ShapeMW:0] rows_m;
+  assign rows_m = ({1'b0, m_q} + (pqa_pkg::ShapeMW + 1)'(NOUT - 1)) / (pqa_pkg::ShapeMW + 1)'(NOUT);
+
   // Limits of `load` (buffer and length) and `store`: sim.run.
   logic [63:0] buf_words;
   logic        load_ok, store_ok;
   always_comb begin
     unique case (f_buf)
       pqa_pkg::LoadBufW'(pqa_pkg::BufferProto): buf_words = 64'(ProtoCap / BusBytes);
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferLut):   buf_words = 64'(LutBytes / BusBytes);
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferLut):   buf_words = 64'(LutCap / BusBytes);
       pqa_pkg::LoadBufW'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / BusBytes);
       pqa_pkg::LoadBufW'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / BusBytes);
       pqa_pkg::LoadBufW'(pqa_pkg::BufferOut):   buf_words = 64'(OutBytes / BusBytes);
@@ -281,7 +290,7 @@ module pqa_ctrl #(
            && (m64 >= 64'd1) && (m64 <= 64'(MMax))
            && (d64 + v64 > cv) && (d64 <= cv)          // (c-1)*v < d <= c*v
            && (64'(rows_g) * 64'(rows_k) * 64'(rows_e) * 64'(ProtoStride) <= 64'(ProtoCap))
-           && (c64 * k64 * m64 * 64'(LutEntryBytes) <= 64'(LutBytes))
+           && (64'(rows_g) * k64 * 64'(rows_m) * 64'(LutStride) <= 64'(LutCap))
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))
            && (n64 * m64 <= 64'(OutBytes))

@@ -5,11 +5,13 @@
 // then requantize (pqa_postproc) and write the byte to the output buffer.
 // Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time.
 //
-// Narrow datapath: one table entry per cycle. Stage 0 walks (mi, ci) and issues the table and bias
-// reads (registered-read RAMs); stage 1 extracts and accumulates; stage 2 requantizes and writes.
-// Cycles per column: m*c + 3 (issue, two drain cycles, done).
-// Buffers are read and written a bus word (AxiDataWidth bits) at a time; table entries are one or two
-// bytes (LutW <= 16), biases BufBiasElemW = 32 bits, outputs ActW = 8-bit bytes (pqa_top checks these).
+// NS lanes: stage 0 walks (mi, g) and issues, for each lane s (subspace g*NS + s), the read of its table
+// bank (pqa_lutmem) at row (g*k + idx[g*NS+s]) * m + mi, and the bias read; stage 1 sums the NS entries
+// (lanes past c add 0) into the accumulator; stage 2 requantizes and writes. One output per cycle group
+// (NOUT = 1: a lane word's first entry).
+// Cycles per column: m * ceil(c/NS) + 3 (issue, two drain cycles, done).
+// Biases are BufBiasElemW = 32 bits, read a bus word at a time; outputs ActW = 8-bit bytes written a bus
+// word at a time; table entries are one or two bytes (LutW <= 16; pqa_top checks these).
 
 `default_nettype none
 
@@ -20,12 +22,12 @@ module pqa_lookup #(
   parameter int AccW     = 32,
   parameter int ActW     = 8,
   parameter int CMax     = 32,
-  parameter int NS       = 1,   // subspaces per idx[] write (the encoder's lanes)
-  parameter int LutBytes = 16384,
+  parameter int NS       = 1,   // subspace lanes (table banks read per cycle)
+  parameter int LaneBytes = 1,  // bytes of a table lane word (pqa_lutmem)
+  parameter int LutRowAw = 8,   // bits of a table row index (pqa_lutmem)
   parameter int BiasWords = 32,
   parameter int OutBytes = 4096,
   // Derived, do not override.
-  parameter int LutAw    = $clog2(LutBytes / (AxiDataWidth / 8)),
   parameter int BiasAw   = (BiasWords > 1) ? $clog2(BiasWords) : 1,
   parameter int OutAw    = $clog2(OutBytes / (AxiDataWidth / 8))
 ) (
@@ -45,9 +47,9 @@ module pqa_lookup #(
   input  logic                            idx_we_i,
   input  logic [pqa_pkg::ShapeCW-1:0]     idx_group_i,
   input  logic [NS*pqa_pkg::ShapeKW-1:0]  idx_wdata_i,
-  // table and bias buffers
-  output logic [LutAw-1:0]                lut_raddr_o,
-  input  logic [AxiDataWidth-1:0]         lut_rdata_i,
+  // table (NS lanes) and bias buffers
+  output logic [NS*LutRowAw-1:0]          lut_raddr_o,
+  input  logic [NS*LaneBytes*8-1:0]       lut_rdata_i,
   output logic [BiasAw-1:0]               bias_raddr_o,
   input  logic [AxiDataWidth-1:0]         bias_rdata_i,
   // output buffer write port
@@ -58,14 +60,17 @@ module pqa_lookup #(
   output logic                            done_o
 );
 
-  localparam int LutEntryBytes = pqa_pkg::elem_bytes(LutW);  // bytes of a table entry
-  localparam int CPad = (CMax + NS - 1) / NS * NS;   // idx[] entries: whole groups
-  localparam int CAw  = (CPad > 1) ? $clog2(CPad) : 1;
+  localparam int KW        = pqa_pkg::ShapeKW;
+  localparam int CW        = pqa_pkg::ShapeCW;
+  localparam int MW        = pqa_pkg::ShapeMW;
+  localparam int CPad      = (CMax + NS - 1) / NS * NS;   // idx[] entries: whole groups
+  localparam int CAw       = (CPad > 1) ? $clog2(CPad) : 1;
   localparam int BusBytes  = AxiDataWidth / 8;
   localparam int BusAlign  = $clog2(BusBytes);        // byte-offset bits within a bus word
   localparam int BiasW     = pqa_pkg::BufBiasElemW;  // bias width (docs/isa.md, "On-chip buffers")
   localparam int BiasPerW  = AxiDataWidth / BiasW;    // biases per bus word
   localparam int BselW     = (BiasPerW > 1) ? $clog2(BiasPerW) : 1;
+  localparam int RowW      = CW + KW + MW + 1;        // (g*k + idx) * m + mi < c*k*m
 
   typedef enum logic [1:0] {
     LkIdle,
@@ -76,39 +81,41 @@ module pqa_lookup #(
 
   lk_state_e state_q, state_d;
 
-  logic [pqa_pkg::ShapeKW-1:0] idx_q [CPad];
+  logic [KW-1:0] idx_q [CPad];
 
   always_ff @(posedge clk_i) begin
     if (idx_we_i) begin
       for (int s = 0; s < NS; s++) begin
-        idx_q[CAw'(32'(idx_group_i) * NS + s)] <= idx_wdata_i[s*pqa_pkg::ShapeKW +: pqa_pkg::ShapeKW];
+        idx_q[CAw'(32'(idx_group_i) * NS + s)] <= idx_wdata_i[s*KW +: KW];
       end
     end
   end
 
   // Stage 0.
-  logic [pqa_pkg::ShapeMW-1:0] mi_q;
-  logic [pqa_pkg::ShapeCW-1:0] ci_q;
-  logic [OffW-1:0]             row_q;    // ci * k * m (table entries)
-  logic [OffW-1:0]             km;       // k * m
-  logic [OffW-1:0]             entry, lbyte, bbyte;
-  logic                        last_c, last_m;
+  logic [MW-1:0]   mi_q;
+  logic [CW:0]     cb_q;     // g * NS
+  logic [RowW-1:0] gk_q;     // g * k
+  logic [OffW-1:0] bbyte;
+  logic            last_g, last_m;
 
-  assign km     = OffW'(k_i) * OffW'(m_i);
-  assign entry  = row_q + OffW'(idx_q[ci_q[CAw-1:0]]) * OffW'(m_i) + OffW'(mi_q);
-  assign lbyte  = (LutEntryBytes == 2) ? {entry[OffW-2:0], 1'b0} : entry;
   assign bbyte  = OffW'(mi_q) << $clog2(BiasW / 8);
-  assign last_c = (ci_q == c_i - pqa_pkg::ShapeCW'(1));
-  assign last_m = (mi_q == m_i - pqa_pkg::ShapeMW'(1));
+  assign last_g = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
+  assign last_m = (mi_q == m_i - MW'(1));
 
-  assign lut_raddr_o  = lbyte[LutAw+BusAlign-1:BusAlign];
+  logic [NS*RowW-1:0] rows;   // lane s: its table row
+  always_comb begin
+    for (int s = 0; s < NS; s++) begin
+      rows[s*RowW +: RowW] = (gk_q + RowW'(idx_q[CAw'(32'(cb_q) + s)])) * RowW'(m_i) + RowW'(mi_q);
+      lut_raddr_o[s*LutRowAw +: LutRowAw] = rows[s*RowW +: LutRowAw];
+    end
+  end
   assign bias_raddr_o = bbyte[BiasAw+BusAlign-1:BusAlign];
 
   always_comb begin
     state_d = state_q;
     unique case (state_q)
       LkIdle:   if (start_i) state_d = LkIssue;
-      LkIssue:  if (last_c && last_m) state_d = LkDrain1;
+      LkIssue:  if (last_g && last_m) state_d = LkDrain1;
       LkDrain1: state_d = LkDrain2;
       LkDrain2: state_d = LkIdle;
       default:  state_d = LkIdle;
@@ -119,59 +126,63 @@ module pqa_lookup #(
     if (!rst_ni) begin
       state_q <= LkIdle;
       mi_q    <= '0;
-      ci_q    <= '0;
-      row_q   <= '0;
+      cb_q    <= '0;
+      gk_q    <= '0;
     end else begin
       state_q <= state_d;
       if (state_q == LkIdle) begin
-        mi_q  <= '0;
-        ci_q  <= '0;
-        row_q <= '0;
+        mi_q <= '0;
+        cb_q <= '0;
+        gk_q <= '0;
       end else if (state_q == LkIssue) begin
-        if (!last_c) begin
-          ci_q  <= ci_q + pqa_pkg::ShapeCW'(1);
-          row_q <= row_q + km;
+        if (!last_g) begin
+          cb_q <= cb_q + (CW + 1)'(NS);
+          gk_q <= gk_q + RowW'(k_i);
         end else begin
-          ci_q  <= '0;
-          row_q <= '0;
-          mi_q  <= mi_q + pqa_pkg::ShapeMW'(1);
+          cb_q <= '0;
+          gk_q <= '0;
+          mi_q <= mi_q + MW'(1);
         end
       end
     end
   end
 
-  // Stage 1: extract the table entry and the bias, accumulate.
-  logic                        v1_q, first1_q, last1_q;
-  logic [BselW-1:0]            bsel1_q;  // the bias within its bus word
-  logic [BusAlign-1:0]         lsel1_q;  // the table entry's first byte within its bus word
-  logic [pqa_pkg::ShapeMW-1:0] mi1_q;
-  logic [AxiDataWidth+7:0]     lword;    // a byte beyond the word: a one-byte entry may be the last byte
-  logic [15:0]                 lraw;     // one or two bytes
-  logic [BiasW-1:0]            bias32;
-  logic [AccW-1:0]             ent, bias, acc_q, acc_d;
+  // Stage 1: extract the NS table entries and the bias, sum, accumulate.
+  logic                 v1_q, first1_q, last1_q;
+  logic [NS-1:0]        lv1_q;    // lane s holds a subspace (g*NS + s < c)
+  logic [BselW-1:0]     bsel1_q;  // the bias within its bus word
+  logic [MW-1:0]        mi1_q;
+  logic [BiasW-1:0]     bias32;
+  logic [AccW-1:0]      sum, bias, acc_q, acc_d;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       v1_q     <= 1'b0;
       first1_q <= 1'b0;
       last1_q  <= 1'b0;
-      bsel1_q  <= 1'b0;
-      lsel1_q  <= '0;
+      lv1_q    <= '0;
+      bsel1_q  <= '0;
       mi1_q    <= '0;
     end else begin
       v1_q     <= (state_q == LkIssue);
-      first1_q <= (ci_q == '0);
-      last1_q  <= last_c;
+      first1_q <= (cb_q == '0);
+      last1_q  <= last_g;
+      for (int s = 0; s < NS; s++) begin
+        lv1_q[s] <= (cb_q + (CW + 1)'(s) < {1'b0, c_i});
+      end
       bsel1_q  <= BselW'(mi_q);  // unused when a bus word holds one bias
-      lsel1_q  <= lbyte[BusAlign-1:0];
       mi1_q    <= mi_q;
     end
   end
 
   always_comb begin
-    lword  = {8'd0, lut_rdata_i};
-    lraw   = lword[lsel1_q*8 +: 16];
-    ent    = {{(AccW - LutW){lraw[LutW-1]}}, lraw[LutW-1:0]};
+    sum = '0;
+    for (int s = 0; s < NS; s++) begin
+      // the lane word's first entry (NOUT = 1), sign-extended; lanes past c add 0
+      if (lv1_q[s]) begin
+        sum = sum + {{(AccW - LutW){lut_rdata_i[s*LaneBytes*8 + LutW - 1]}}, lut_rdata_i[s*LaneBytes*8 +: LutW]};
+      end
+    end
     bias32 = (BiasPerW > 1) ? bias_rdata_i[bsel1_q*BiasW +: BiasW] : bias_rdata_i[BiasW-1:0];
   end
 
@@ -181,7 +192,7 @@ module pqa_lookup #(
     assign bias = bias32[AccW-1:0];
   end
 
-  assign acc_d = (first1_q ? bias : acc_q) + ent;
+  assign acc_d = (first1_q ? bias : acc_q) + sum;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
@@ -230,9 +241,10 @@ module pqa_lookup #(
   assign out_wbe_o   = BusBytes'(1) << obyte2_q[BusAlign-1:0];
   assign done_o      = (state_q == LkDrain2);
 
-  // High address bits beyond the buffers (kept in range by the controller's limit checks).
+  // High address bits beyond the buffers (kept in range by the controller's limit checks); table bytes
+  // past the first entry of a lane word.
   logic unused_addr;
-  assign unused_addr = ^{idx_group_i, lbyte, bbyte, obyte2_q};
+  assign unused_addr = ^{idx_group_i, bbyte, obyte2_q, lut_rdata_i, rows};
 
 `ifndef SYNTHESIS
   // Assertions: legal state, no index beyond CMax, no table / bias / output access beyond its buffer.
@@ -245,10 +257,12 @@ module pqa_lookup #(
         assert (32'(idx_group_i) * NS < CPad) else $fatal(1, "pqa_lookup: idx write of group %0d >= CMax", idx_group_i);
       end
       if (state_q == LkIssue) begin
-        assert (idx_q[ci_q[CAw-1:0]] < k_i
-                && (OffW + 1)'(lbyte) + (OffW + 1)'(LutEntryBytes) <= (OffW + 1)'(LutBytes)
-                && (OffW + 1)'(bbyte) < (OffW + 1)'(BiasWords * BusBytes))
-          else $fatal(1, "pqa_lookup: table read beyond the buffer (entry %0d)", entry);
+        for (int s = 0; s < NS; s++) begin
+          assert (32'(cb_q) + s >= 32'(c_i) || idx_q[CAw'(32'(cb_q) + s)] < k_i)
+            else $fatal(1, "pqa_lookup: lane %0d: index %0d >= k", s, idx_q[CAw'(32'(cb_q) + s)]);
+        end
+        assert ((OffW + 1)'(bbyte) < (OffW + 1)'(BiasWords * BusBytes))
+          else $fatal(1, "pqa_lookup: bias read beyond the buffer (byte %0d)", bbyte);
       end
       if (out_we_o) begin
         assert ((OffW + 1)'(obyte2_q) < (OffW + 1)'(OutBytes))

@@ -147,7 +147,7 @@ package pqa_pkg;
   // little-endian, in layout order (last index fastest) from byte 0. Buf<Name>ElemW: a width fixed
   // by the spec (the others are a configuration parameter).
   //   proto: rows [c/NS][k/NP][v/PL] of [NS][NP][PL] signed prototype element, ProtoW bits; ProtoBytes bytes
-  //   lut: [c][k][m] signed table entry, LutW bits; LutBytes bytes
+  //   lut: rows [c/NS][k][m/NOUT] of [NS][NOUT] signed table entry, LutW bits; LutBytes bytes
   //   bias: [m] signed bias, 32 bits; MMax elements
   //   act: [pixel][channel] (channels-last) signed activation, ActW bits; ActBytes bytes
   //   out: [pixel][channel] (channels-last) activation, ActW bits; OutBytes bytes
@@ -155,16 +155,16 @@ package pqa_pkg;
   function automatic int elem_bytes(input int bits);  // ceil(bits / 8)
     elem_bytes = (bits + 7) / 8;
   endfunction
-  // Bytes from one prototype row to the next (spec.proto_row_stride): the row bytes rounded up to a
-  // power of two below a bus word, else to whole bus words.
-  function automatic int proto_row_stride(input int row_bytes, input int bus_bytes);
+  // Bytes from one row of a banked buffer to the next (spec.row_stride): the row bytes rounded up to a
+  // power of two up to a bus word, else to whole bus words.
+  function automatic int row_stride(input int row_bytes, input int bus_bytes);
     if (row_bytes <= bus_bytes) begin
-      proto_row_stride = 1;
+      row_stride = 1;
       for (int i = 0; i < 31; i++) begin
-        if (proto_row_stride < row_bytes) proto_row_stride = proto_row_stride * 2;
+        if (row_stride < row_bytes) row_stride = row_stride * 2;
       end
     end else begin
-      proto_row_stride = (row_bytes + bus_bytes - 1) / bus_bytes * bus_bytes;
+      row_stride = (row_bytes + bus_bytes - 1) / bus_bytes * bus_bytes;
     end
   endfunction
 

@@ -21,7 +21,7 @@ module pqa_protomem #(
   parameter int RowBytes     = 1,
   // Derived, do not override (Icarus 11 rejects localparams in the parameter port list).
   parameter int BusBytes     = AxiDataWidth / 8,
-  parameter int Stride       = pqa_pkg::proto_row_stride(RowBytes, AxiDataWidth / 8),
+  parameter int Stride       = pqa_pkg::row_stride(RowBytes, AxiDataWidth / 8),
   parameter int Rows         = ProtoBytes / Stride,
   parameter int WAw          = $clog2(ProtoBytes / (AxiDataWidth / 8)),
   parameter int RowAw        = (Rows > 1) ? $clog2(Rows) : 1

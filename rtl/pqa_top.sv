@@ -209,8 +209,12 @@ module pqa_top #(
   localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
   // Prototype rows (pqa_protomem): NS*NP*PL int8 elements every ProtoStride bytes, whole rows only.
   localparam int ProtoRowBytes = LaneNS * LaneNP * LanePL;
-  localparam int ProtoRows     = ProtoBytes / pqa_pkg::proto_row_stride(ProtoRowBytes, BusBytes);
+  localparam int ProtoRows     = ProtoBytes / pqa_pkg::row_stride(ProtoRowBytes, BusBytes);
   localparam int ProtoRowAw    = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
+  // Table rows (pqa_lutmem): NS lane words of NOUT entries, whole rows only.
+  localparam int LutLaneBytes  = pqa_pkg::row_stride(NOUT * pqa_pkg::elem_bytes(LutW), BusBytes);
+  localparam int LutRows       = LutBytes / pqa_pkg::row_stride(LaneNS * LutLaneBytes, BusBytes);
+  localparam int LutRowAw      = (LutRows > 1) ? $clog2(LutRows) : 1;
   localparam int LutAw     = $clog2(LutBytes / BusBytes);
   localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
   localparam int ActAw     = $clog2(ActBytes / BusBytes);
@@ -317,7 +321,8 @@ module pqa_top #(
     .OffW        (OffW),
     .NS          (LaneNS),
     .NP          (LaneNP),
-    .PL          (LanePL)
+    .PL          (LanePL),
+    .NOUT        (NOUT)
   ) u_ctrl (
     .clk_i              (clk_i),
     .rst_ni             (rst_ni),
@@ -449,11 +454,12 @@ module pqa_top #(
   // ---------------------------------------------------------------------------------------------
   logic [ProtoRowAw-1:0]    proto_raddr;
   logic [ProtoRowBytes*8-1:0] proto_rdata;
-  logic [LutAw-1:0]   lut_raddr;
+  logic [LaneNS*LutRowAw-1:0]       lut_raddr;
+  logic [LaneNS*LutLaneBytes*8-1:0] lut_rdata;
   logic [BiasAw-1:0]  bias_raddr;
   logic [ActAw-1:0]   act_raddr, enc_act_raddr, vec_act_raddr;
   logic [OutAw-1:0]        out_raddr, vec_out_raddr;
-  logic [AxiDataWidth-1:0] lut_rdata, bias_rdata, act_rdata, out_rdata;
+  logic [AxiDataWidth-1:0] bias_rdata, act_rdata, out_rdata;
   logic                    lk_out_we, vec_out_we;
   logic [OutAw-1:0]        lk_out_waddr, vec_out_waddr, out_waddr;
   logic [AxiDataWidth-1:0] lk_out_wdata, vec_out_wdata, out_wdata;
@@ -505,12 +511,16 @@ module pqa_top #(
     .rdata_o(proto_rdata)
   );
 
-  pqa_ram #(.Words(LutBytes / BusBytes), .Width(AxiDataWidth)) u_lut_ram (
+  pqa_lutmem #(
+    .AxiDataWidth(AxiDataWidth),
+    .LutBytes    (LutBytes),
+    .NS          (LaneNS),
+    .LaneBytes   (LutLaneBytes)
+  ) u_lut_mem (
     .clk_i  (clk_i),
     .we_i   (clear || we_lut),
     .waddr_i(clear ? clear_addr[LutAw-1:0] : dma_rd_idx[LutAw-1:0]),
     .wdata_i(clear ? '0 : dma_rd_data),
-    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
     .raddr_i(lut_raddr),
     .rdata_o(lut_rdata)
   );
@@ -613,7 +623,8 @@ module pqa_top #(
     .ActW     (ActW),
     .CMax     (CMax),
     .NS       (LaneNS),
-    .LutBytes (LutBytes),
+    .LaneBytes(LutLaneBytes),
+    .LutRowAw (LutRowAw),
     .BiasWords(BiasWords),
     .OutBytes (OutBytes)
   ) u_lookup (

@@ -6,7 +6,8 @@ Covered: opcodes executed (and illegal words), error codes, job kinds x error co
 K / v / c / m ranges up to the synthesized limits, activation and table widths, chained layers, tiling,
 tied minima in the encoder, saturation at both ends, exact rounding halves, conv-mode layers (window
 1x1 / 3x3 / other / flatten, stride 1 / 2 / more, padding or none), unsigned outputs, pool, residual add
-(as the back end plans them: both operands loaded), and the stimulus: AXI
+(as the back end plans them: both operands loaded), the encoder's lanes filled partially and wholly (c
+against NS, k against NP, v against PL, on configurations with more than one), and the stimulus: AXI
 backpressure, AR/AW latency, SLVERR injection, reset in the middle of a run, START while busy,
 back-to-back starts without reset.
 """
@@ -80,8 +81,30 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     def sample(s: dict[str, Any]) -> None:
         pass
 
+    bins = lane_bins(cfg)
+    if bins:
+        sample = CoverPoint("pqa.lanes", xf=lambda s: lanes_hit(cfg, s), rel=lambda v, b: b in v, bins=bins,
+                            inj=False)(sample)
     _SAMPLE = sample
     return sample
+
+
+_LANES = (("c", "NS"), ("k", "NP"), ("v", "PL"))
+
+
+def lane_bins(cfg: HwConfig) -> list[str]:
+    """Bins of the encoder's lanes: for each dimension whose lane count is above 1, a layer that fills its
+    last group partially ("c%NS": c not a multiple of NS) and one that fills every group ("c=j*NS")."""
+    return [f"{d}{op}{lane}" for d, lane in _LANES if cfg.params[lane] > 1 for op in ("%", "=j*")]
+
+
+def lanes_hit(cfg: HwConfig, s: dict[str, Any]) -> list[str]:
+    out = []
+    for d, lane in _LANES:
+        n = cfg.params[lane]
+        for val in s.get(d, []):
+            out.append(f"{d}{'%' if val % n else '=j*'}{lane}")
+    return out
 
 
 def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> dict[str, Any]:

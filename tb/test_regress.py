@@ -24,17 +24,18 @@ def test_random_regression_fast(sim_name: str) -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("mutant", ["ties", "trunc"])
+@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc"])
 def test_random_regression_catches_mutant(mutant: str) -> None:
-    """A deliberately broken RTL (argmin ties to the highest index; truncating requantizer) must give
-    scoreboard mismatches on a handful of random jobs (Icarus: its build takes a fraction of a second)."""
+    """A deliberately broken RTL (argmin ties to the highest index across prototype groups, or between the
+    distance units of a comparator tree; truncating requantizer) must give scoreboard mismatches on a handful
+    of random jobs at config small (2 x 3 x 2 lanes; Icarus: its build takes a fraction of a second)."""
     s = regress("icarus", "small", seed=5, count=6, mutant=mutant, log=False, kinds="legal")
     assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"
 
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("mutant", ["ties", "trunc"])
+@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc"])
 def test_random_regression_catches_mutant_verilator(mutant: str) -> None:
     s = regress("verilator", "small", seed=5, count=12, mutant=mutant, log=False, kinds="legal")
     assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"
@@ -47,5 +48,5 @@ def test_random_regression_long(sim_name: str) -> None:
     s = regress(sim_name, "small", seed=1, count=200 if sim_name == "verilator" else 60, log=False)
     _check_clean(s)
     cov = s["coverage"]
-    for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers"):
+    for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers", "pqa.lanes"):
         assert cov[point]["percent"] == 100.0, report(s)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pqcompile import backend, graph, ir, layout, plan, quantize, sim
+from pqcompile import backend, graph, ir, layout, quantize, sim
 from pqcompile.backend import CompileError
 from pqcompile.isa import encode
 from pqcompile.ops import pq as pq_op
@@ -104,10 +104,11 @@ def sim_op(cfg: HwConfig, g: ir.Graph, op: ir.Op, vals: dict[str, np.ndarray]) -
         if isinstance(op, ir.PQOp):
             h, w, ch = g.tensors[op.inp].shape
             packed = layout.pack_protos(cfg, op.protos)
-            pa, la = mem.put(packed), mem.put(plan.lut_bytes(cfg, op.lut))
+            table = layout.pack_lut(cfg, op.lut)
+            pa, la = mem.put(packed), mem.put(table)
             ba, xa = mem.put(op.bias.astype("<i4").view(np.uint8)), mem.put(_i8(vals[op.inp][x]))
             words = [encode("load", buf=BUF["proto"], nbytes=len(packed), addr=pa),
-                     encode("load", buf=BUF["lut"], nbytes=op.lut.size * cfg.lut_bytes, addr=la),
+                     encode("load", buf=BUF["lut"], nbytes=len(table), addr=la),
                      encode("load", buf=BUF["bias"], nbytes=4 * op.m, addr=ba),
                      encode("load", buf=BUF["act"], nbytes=h * w * ch, addr=xa),
                      encode("shape", metric=op.metric, conv=1, k=op.k, v=op.v, c=op.c, d=ch * op.kh * op.kw, m=op.m),

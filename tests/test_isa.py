@@ -19,7 +19,7 @@ from pqcompile.spec import (
     elem_bytes,
     load,
     parse,
-    proto_row_stride,
+    row_stride,
 )
 
 SPEC = load()
@@ -282,7 +282,8 @@ def test_buffer_sizes_come_from_the_spec() -> None:
     for cfg in SPEC.configs.values():
         assert cfg.buffer_bytes("out") == cfg.OutBytes
         # the prototype buffer holds whole rows: pqa's 2304-byte rows, 7 of them in 16 KiB
-        assert cfg.buffer_bytes("proto") == cfg.proto_cap == cfg.ProtoBytes // cfg.proto_row_stride * cfg.proto_row_stride
+        stride = cfg.proto_row_stride
+        assert cfg.buffer_bytes("proto") == cfg.proto_cap == cfg.ProtoBytes // stride * stride
         assert cfg.elem_bytes("lut") == cfg.lut_bytes == -(-cfg.LutW // 8)
         assert cfg.bias_bytes == cfg.buffer_bytes("bias") == 4 * cfg.MMax  # int32 biases
         assert cfg.elem_bytes("act") == cfg.elem_bytes("proto") == 1
@@ -338,7 +339,7 @@ def test_lanes_beyond_their_bounds_are_refused(param: str, value: int, rule: str
 def test_proto_row_geometry() -> None:
     """The prototype row stride: the row bytes rounded up to a power of two below a bus word, else to whole
     bus words; the buffer holds whole rows; a run reads ceil(c/NS) ceil(k/NP) ceil(v/PL) rows."""
-    assert [proto_row_stride(r, 8) for r in (1, 2, 3, 5, 8, 9, 12, 24, 2304)] == [1, 2, 4, 8, 8, 16, 16, 24, 2304]
+    assert [row_stride(r, 8) for r in (1, 2, 3, 5, 8, 9, 12, 24, 2304)] == [1, 2, 4, 8, 8, 16, 16, 24, 2304]
     small, pqa = SPEC.config("small"), SPEC.config("pqa")
     assert (small.proto_row_bytes, small.proto_row_stride, small.proto_cap) == (12, 16, 8192)
     assert (pqa.proto_row_bytes, pqa.proto_row_stride, pqa.proto_cap) == (2304, 2304, 7 * 2304)

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from . import ir
 from .errors import CompileError
 from .isa import field_limit, field_max
@@ -67,12 +65,6 @@ def buffer(name: str) -> int:
 def quant(p: ir.Post, mult: int | None = None) -> PInsn:
     return PInsn("quant", {"relu": int(p.relu), "unsigned": int(p.unsigned), "shift": p.shift,
                            "mult": p.mult if mult is None else mult, "bits": p.bits})
-
-
-def lut_bytes(cfg: HwConfig, lut: np.ndarray) -> np.ndarray:
-    """Table entries as LUT_BYTES little-endian bytes each (two's complement)."""
-    v = lut.astype(np.int64).reshape(-1) & ((1 << (8 * cfg.lut_bytes)) - 1)
-    return np.stack([(v >> (8 * i)) & 0xFF for i in range(cfg.lut_bytes)], axis=1).astype(np.uint8).reshape(-1)
 
 
 # ------------------------------------------------------------------------------------------------------------

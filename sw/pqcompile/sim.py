@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .isa import IllegalInstruction, clamp_range, decode, field_limit
-from .layout import unpack_protos
+from .layout import unpack_lut, unpack_protos
 from .spec import HwConfig, load
 
 
@@ -131,13 +131,15 @@ XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besid
 def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
     the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
-    done. ``run n``: n*(c*v + rows + m*c + 5): per column the encoder gathers the c*v column elements (one
-    per cycle) and then reads one prototype row per cycle (rows = ceil(c/NS) ceil(k/NP) ceil(v/PL),
-    :meth:`HwConfig.proto_rows`), the look-up takes m*c, plus their fixed cycles and hand-overs; ``pool``:
+    done. ``run n``: n*(c*v + rows + ceil(m/NOUT) ceil(c/NS) + 6): per column the encoder gathers the c*v
+    column elements (one per cycle) and then reads one prototype row per cycle (rows = ceil(c/NS) ceil(k/NP)
+    ceil(v/PL), :meth:`HwConfig.proto_rows`), the look-up sums NS table lanes per cycle for NOUT outputs at a
+    time, plus their fixed cycles and hand-overs; ``pool``:
     h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction. Exact on any memory (the compute units
     never wait on it)."""
     if mnemonic == "run":
-        return ops["n"] * (st.c * st.v + cfg.proto_rows(st.c, st.k, st.v) + st.m * st.c + RUN_COLUMN_CYCLES)
+        lk = -(-st.m // cfg.NOUT) * -(-st.c // cfg.NS)
+        return ops["n"] * (st.c * st.v + cfg.proto_rows(st.c, st.k, st.v) + lk + RUN_COLUMN_CYCLES)
     if mnemonic == "add":
         return ops["n"] + VEC_CYCLES
     if mnemonic == "pool":
@@ -147,8 +149,9 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
-    (:func:`compute_estimate`: a column costs c*v gather cycles, one cycle per prototype row and m*c look-up
-    cycles plus a few of control, in both modes of ``run``; ``pool`` one cycle per act byte of the
+    (:func:`compute_estimate`: a column costs c*v gather cycles, one cycle per prototype row and
+    ceil(m/NOUT) ceil(c/NS) look-up cycles plus a few of control, in both modes of ``run``; ``pool`` one
+    cycle per act byte of the
     fmap, ``add`` one per element, plus the vector unit's start and drain); a transfer (``load``, ``store``,
     ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead
     of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the
@@ -171,7 +174,7 @@ def perf_record(counters: dict[str, int]) -> np.ndarray:
 
 def start_cycles(cfg: HwConfig) -> int:
     """Cycles a start spends clearing the on-chip buffers (one word per cycle over the largest buffer)."""
-    return max(cfg.ProtoBytes, *(cfg.buffer_bytes(b) for b in load().buffers)) // cfg.bus_bytes
+    return max(cfg.ProtoBytes, cfg.LutBytes, *(cfg.buffer_bytes(b) for b in load().buffers)) // cfg.bus_bytes
 
 
 def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_000,
@@ -309,7 +312,7 @@ def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
         and 1 <= st.m <= cfg.MMax
         and (st.c - 1) * st.v < st.d <= st.c * st.v
         and cfg.proto_rows(st.c, st.k, st.v) * cfg.proto_row_stride <= cfg.proto_cap
-        and st.c * st.k * st.m * cfg.lut_bytes <= cfg.LutBytes
+        and cfg.lut_rows(st.c, st.k, st.m) * cfg.lut_row_stride <= cfg.lut_cap
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
         and n * st.m <= cfg.OutBytes
@@ -326,9 +329,7 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     else:
         x[:, :d] = bufs["act"][: n * d].view(np.int8).reshape(n, d)
     protos = unpack_protos(cfg, bufs["proto"], c, k, v)
-    lb = cfg.lut_bytes
-    raw = bufs["lut"][: c * k * m * lb].reshape(c * k * m, lb).astype(np.int64)
-    lut = wrap(sum(raw[:, i] << (8 * i) for i in range(lb)), cfg.LutW).reshape(c, k, m)
+    lut = unpack_lut(cfg, bufs["lut"], c, k, m)
     eb = cfg.elem_bytes("bias")
     bias = bufs["bias"][: eb * m].view(f"<i{eb}").astype(np.int64)
     idx = encode(x.reshape(n, c, v), protos, st.metric)

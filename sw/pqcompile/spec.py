@@ -58,9 +58,10 @@ def elem_bytes(bits: int) -> int:
     return (bits + 7) // 8
 
 
-def proto_row_stride(row_bytes: int, bus_bytes: int) -> int:
-    """Bytes from one prototype row to the next: ``row_bytes`` rounded up to a power of two below a bus word
-    (rows never straddle a bus word), else to whole bus words (a row is whole words of the banked buffer)."""
+def row_stride(row_bytes: int, bus_bytes: int) -> int:
+    """Bytes from one row of a banked buffer (prototype rows, table rows, a table lane's word) to the next:
+    ``row_bytes`` rounded up to a power of two up to a bus word (rows never straddle a bus word), else to
+    whole bus words (a row is whole words of the banked buffer); pqa_pkg::row_stride is the RTL's copy."""
     if row_bytes <= bus_bytes:
         return 1 << (row_bytes - 1).bit_length()
     return -(-row_bytes // bus_bytes) * bus_bytes
@@ -121,6 +122,8 @@ class HwConfig:
         buffer holds whole rows only (:attr:`proto_cap`)."""
         if buf == "proto":
             return self.proto_cap
+        if buf == "lut":
+            return self.lut_cap
         b = self.buffer(buf)
         return self.params[b.bytes] if b.bytes is not None else self.params[str(b.entries)] * self.elem_bytes(buf)
 
@@ -135,7 +138,7 @@ class HwConfig:
     def proto_row_stride(self) -> int:
         """Bytes from one prototype row to the next: the row bytes rounded up to a power of two when they are
         less than a bus word, else to whole bus words (pqa_pkg::proto_row_stride)."""
-        return proto_row_stride(self.proto_row_bytes, self.bus_bytes)
+        return row_stride(self.proto_row_bytes, self.bus_bytes)
 
     @property
     def proto_cap(self) -> int:
@@ -147,6 +150,29 @@ class HwConfig:
         """Rows a `run` with c subspaces, k prototypes and v elements reads: ceil(c/NS) ceil(k/NP) ceil(v/PL)."""
         p = self.params
         return -(-c // p["NS"]) * -(-k // p["NP"]) * -(-v // p["PL"])
+
+    # The table buffer's row layout (spec ``buffers.lut``): NS lanes, each reading one lane word (NOUT table
+    # entries) per cycle from its own bank, at its own row.
+    @property
+    def lut_lane_bytes(self) -> int:
+        """Bytes of a table lane word: NOUT entries, rounded as a row (:func:`row_stride`)."""
+        return row_stride(self.params["NOUT"] * self.elem_bytes("lut"), self.bus_bytes)
+
+    @property
+    def lut_row_stride(self) -> int:
+        """Bytes from one table row (NS lane words) to the next (:func:`row_stride`)."""
+        return row_stride(self.params["NS"] * self.lut_lane_bytes, self.bus_bytes)
+
+    @property
+    def lut_cap(self) -> int:
+        """Bytes of the table buffer that hold rows: the whole rows that fit LutBytes."""
+        stride = self.lut_row_stride
+        return self.params["LutBytes"] // stride * stride
+
+    def lut_rows(self, c: int, k: int, m: int) -> int:
+        """Table rows of a `run` with c subspaces, k prototypes and m outputs: ceil(c/NS) k ceil(m/NOUT)."""
+        p = self.params
+        return -(-c // p["NS"]) * k * -(-m // p["NOUT"])
 
     @property
     def lut_bytes(self) -> int:

@@ -51,7 +51,7 @@ module tb_encoder #(
   localparam int ActAw     = $clog2(ActBytes / 8);
   localparam int ProtoAw   = $clog2(ProtoBytes / 8);
   localparam int RowBytes  = NS * NP * PL;
-  localparam int ProtoRows = ProtoBytes / pqa_pkg::proto_row_stride(RowBytes, 8);
+  localparam int ProtoRows = ProtoBytes / pqa_pkg::row_stride(RowBytes, 8);
   localparam int RowAw     = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
 
   logic [ActAw-1:0]      act_raddr;

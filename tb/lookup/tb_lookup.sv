@@ -1,7 +1,8 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Testbench wrapper of pqa_lookup: table, bias and output buffers (pqa_ram, as in pqa_top) with a load
-// port and an output read port for the test; the idx[] write port is driven by the test.
+// Testbench wrapper of pqa_lookup: table (pqa_lutmem, NS lanes), bias and output buffers (pqa_ram), as in
+// pqa_top, with a load port and an output read port for the test; the idx[] write port (a group of NS
+// subspaces per write) is driven by the test.
 
 `default_nettype none
 
@@ -9,6 +10,7 @@ module tb_lookup #(
   parameter int LutW      = 8,
   parameter int AccW      = 32,
   parameter int CMax      = 32,
+  parameter int NS        = 1,
   parameter int LutBytes  = 16384,
   parameter int BiasWords = 32,
   parameter int OutBytes  = 4096
@@ -25,8 +27,8 @@ module tb_lookup #(
   input  logic [3:0]  bits_i,
   input  logic [31:0] col_out_i,
   input  logic        idx_we_i,
-  input  logic [7:0]  idx_waddr_i,  // subspace (one-lane groups: NS = 1)
-  input  logic [7:0]  idx_wdata_i,
+  input  logic [7:0]  idx_group_i,  // subspaces g*NS .. g*NS+NS-1
+  input  logic [NS*8-1:0] idx_wdata_i,
   input  logic        load_we_i,
   input  logic [1:0]  load_sel_i,    // 0: table, 1: bias, 2: output buffer (to clear it)
   input  logic [15:0] load_addr_i,   // word address
@@ -36,20 +38,24 @@ module tb_lookup #(
   output logic        done_o
 );
 
-  localparam int LutAw  = $clog2(LutBytes / 8);
-  localparam int BiasAw = (BiasWords > 1) ? $clog2(BiasWords) : 1;
-  localparam int OutAw  = $clog2(OutBytes / 8);
+  localparam int LutAw     = $clog2(LutBytes / 8);
+  localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
+  localparam int OutAw     = $clog2(OutBytes / 8);
+  localparam int LaneBytes = pqa_pkg::row_stride(pqa_pkg::elem_bytes(LutW), 8);  // NOUT = 1
+  localparam int LutRows   = LutBytes / pqa_pkg::row_stride(NS * LaneBytes, 8);
+  localparam int LutRowAw  = (LutRows > 1) ? $clog2(LutRows) : 1;
 
-  logic [LutAw-1:0]  lut_raddr;
+  logic [NS*LutRowAw-1:0]    lut_raddr;
+  logic [NS*LaneBytes*8-1:0] lut_rdata;
   logic [BiasAw-1:0] bias_raddr;
-  logic [63:0]       lut_rdata, bias_rdata, out_wdata;
+  logic [63:0]       bias_rdata, out_wdata;
   logic              out_we;
   logic [OutAw-1:0]  out_waddr;
   logic [7:0]        out_wbe;
 
-  pqa_ram #(.Words(LutBytes / 8)) u_lut (
+  pqa_lutmem #(.LutBytes(LutBytes), .NS(NS), .LaneBytes(LaneBytes)) u_lut (
     .clk_i(clk_i), .we_i(load_we_i && load_sel_i == 2'd0), .waddr_i(load_addr_i[LutAw-1:0]), .wdata_i(load_data_i),
-    .wbe_i(8'hff), .raddr_i(lut_raddr), .rdata_o(lut_rdata)
+    .raddr_i(lut_raddr), .rdata_o(lut_rdata)
   );
   pqa_ram #(.Words(BiasWords)) u_bias (
     .clk_i(clk_i), .we_i(load_we_i && load_sel_i == 2'd1), .waddr_i(load_addr_i[BiasAw-1:0]), .wdata_i(load_data_i),
@@ -63,12 +69,12 @@ module tb_lookup #(
   );
 
   pqa_lookup #(
-    .LutW(LutW), .AccW(AccW), .ActW(8), .CMax(CMax), .LutBytes(LutBytes), .BiasWords(BiasWords),
-    .OutBytes(OutBytes)
+    .LutW(LutW), .AccW(AccW), .ActW(8), .CMax(CMax), .NS(NS), .LaneBytes(LaneBytes), .LutRowAw(LutRowAw),
+    .BiasWords(BiasWords), .OutBytes(OutBytes)
   ) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .k_i(k_i), .c_i(c_i), .m_i(m_i), .mult_i(mult_i),
     .shift_i(shift_i), .relu_i(relu_i), .unsigned_i(1'b0), .bits_i(bits_i), .col_out_i(col_out_i), .idx_we_i(idx_we_i),
-    .idx_group_i(idx_waddr_i), .idx_wdata_i(idx_wdata_i), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
+    .idx_group_i(idx_group_i), .idx_wdata_i(idx_wdata_i), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
     .bias_raddr_o(bias_raddr), .bias_rdata_i(bias_rdata), .out_we_o(out_we), .out_waddr_o(out_waddr),
     .out_wdata_o(out_wdata), .out_wbe_o(out_wbe), .done_o(done_o)
   );

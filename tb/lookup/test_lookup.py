@@ -2,8 +2,10 @@
 ``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes),
 int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned,
 column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and ReLU; and the documented
-cycle count (m*c + 3 per column, start cycle included). Parametrized over LutW (8, and 12 stored in two
-bytes), AccW (32, 20), CMax (32, 5) and buffer sizes that are not powers of two."""
+cycle count (m*ceil(c/NS) + 3 per column, start cycle included). The table is packed into rows of NS lanes
+by ``pqcompile.layout`` (c leaves the last group partially full). Parametrized over LutW (8, and 12 stored
+in two bytes), AccW (32, 20), CMax (32, 5), the lanes NS (3 and 2; slow: 1 and 5, the three layouts of
+pqa_lutmem's writes) and buffer sizes that are not powers of two."""
 
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ from block_util import SIMS, check_block, load_words, params, start_clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from pqa_runner import TB, block_sources
 
-from pqcompile import plan, sim
+from pqcompile import layout, sim
 from pqcompile.isa import field_limit
-from pqcompile.spec import HwConfig
+from pqcompile.spec import HwConfig, load
 
 SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift (the spec's limit)
 
@@ -37,7 +39,10 @@ async def read_out(dut: object, start: int, n: int) -> bytes:
 async def lookup_matches_golden(dut: object) -> None:
     p = params()
     lutw, accw, cmax = p["LutW"], p["AccW"], p["CMax"]
-    cfg = HwConfig("tb", "block bench", {"LutW": lutw})  # only for plan.lut_bytes (LUT_BYTES packing)
+    ns = p["NS"]
+    # the table layout of the bench's lanes (a 64-bit bus, NOUT = 1)
+    cfg = HwConfig("tb", "block bench", {**load().config("small").params, "LutW": lutw, "NS": ns, "NOUT": 1,
+                                         "LutBytes": p["LutBytes"]})
     rng = random.Random(cocotb.RANDOM_SEED)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
     dut.start_i.value = 0
@@ -52,7 +57,7 @@ async def lookup_matches_golden(dut: object) -> None:
             c = rng.choice([1, cmax, rng.randint(1, cmax)])
             k = rng.choice([1, 2, 3, 7, 16])
             m = rng.randint(1, min(2 * p["BiasWords"], 70))
-            if c * k * m * cfg.lut_bytes <= p["LutBytes"] and m <= p["OutBytes"] - 8:
+            if layout.lut_bytes(cfg, c, k, m) <= cfg.lut_cap and m <= p["OutBytes"] - 8:
                 break
         col_out = rng.randint(0, p["OutBytes"] - m)
         extreme = i % 3 == 0
@@ -61,11 +66,14 @@ async def lookup_matches_golden(dut: object) -> None:
         idx = np_rng.integers(0, k, c)
         mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, SHIFT_MAX)])
         relu, bits = rng.randint(0, 1), rng.randint(2, 8)
-        await load_words(dut, 0, plan.lut_bytes(cfg, lut).tobytes())
+        await load_words(dut, 0, layout.pack_lut(cfg, lut).tobytes())
         await load_words(dut, 1, bias.astype("<i4").tobytes())
         dut.idx_we_i.value = 1
-        for ci in range(c):
-            dut.idx_waddr_i.value, dut.idx_wdata_i.value = ci, int(idx[ci])
+        groups = -(-c // ns)
+        for g in range(groups):  # lanes past c get junk: the unit must ignore them
+            lanes = [int(idx[g * ns + s]) if g * ns + s < c else rng.randrange(256) for s in range(ns)]
+            dut.idx_group_i.value = g
+            dut.idx_wdata_i.value = sum(v << (8 * s) for s, v in enumerate(lanes))
             await RisingEdge(dut.clk_i)
         dut.idx_we_i.value = 0
         before = await read_out(dut, col_out - 1, 1) if col_out else b""
@@ -76,13 +84,13 @@ async def lookup_matches_golden(dut: object) -> None:
         await RisingEdge(dut.clk_i)
         dut.start_i.value = 0
         cycles = 0
-        while cycles < m * c + 10:
+        while cycles < m * groups + 10:
             await RisingEdge(dut.clk_i)
             cycles += 1
             if dut.done_o.value:
                 break
-        # done_o m*c + 2 cycles after the start cycle (the file header's "+3" counts that cycle)
-        assert cycles == m * c + 2, f"done after {cycles} cycles, expected m*c+2 = {m * c + 2}"
+        # done_o m*ceil(c/NS) + 2 cycles after the start cycle (the file header's "+3" counts that cycle)
+        assert cycles == m * groups + 2, f"done after {cycles} cycles, expected {m * groups + 2}"
         acc = sim.lookup(idx[None, :], lut, bias, accw)
         exp = sim.requantize(acc, mult, shift, bool(relu), bits)[0].astype(np.int8).tobytes()
         got = await read_out(dut, col_out, m)
@@ -96,15 +104,22 @@ async def lookup_matches_golden(dut: object) -> None:
 
 
 PARAMS = [
-    pytest.param({"LutW": 8, "AccW": 32, "CMax": 32, "LutBytes": 16384, "BiasWords": 32, "OutBytes": 4096},
+    {"LutW": 12, "AccW": 20, "CMax": 5, "NS": 3, "LutBytes": 3000, "BiasWords": 7, "OutBytes": 200},
+    {"LutW": 8, "AccW": 32, "CMax": 32, "NS": 2, "LutBytes": 4096, "BiasWords": 32, "OutBytes": 512},
+    pytest.param({"LutW": 8, "AccW": 32, "CMax": 32, "NS": 1, "LutBytes": 16384, "BiasWords": 32, "OutBytes": 4096},
                  marks=pytest.mark.slow),
-    {"LutW": 12, "AccW": 20, "CMax": 5, "LutBytes": 3000, "BiasWords": 7, "OutBytes": 200},
+    pytest.param({"LutW": 16, "AccW": 32, "CMax": 32, "NS": 5, "LutBytes": 16384, "BiasWords": 32, "OutBytes": 4096},
+                 marks=pytest.mark.slow),
 ]
+
+
+def _id(p: dict[str, int]) -> str:
+    return f"lutw{p['LutW']}_accw{p['AccW']}_cmax{p['CMax']}_ns{p['NS']}"
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("sim_name", SIMS)
-@pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"lutw{p['LutW']}_accw{p['AccW']}_cmax{p['CMax']}")
+@pytest.mark.parametrize("parameters", PARAMS, ids=_id)
 def test_lookup(sim_name: str, parameters: dict[str, int]) -> None:
-    srcs = block_sources("pqa_ram", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
+    srcs = block_sources("pqa_ram", "pqa_lutmem", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
     check_block(sim_name, "tb_lookup", __file__, srcs, parameters)

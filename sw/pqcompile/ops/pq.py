@@ -18,7 +18,7 @@ from .. import ir, kernels, layout, quantize
 from ..errors import CompileError
 from ..fgraph import Extraction, FOp
 from ..isa import field_max
-from ..plan import OpPlan, PInsn, Ref, buffer, check_fits, check_post, lut_bytes, quant, tensor
+from ..plan import OpPlan, PInsn, Ref, buffer, check_fits, check_post, quant, tensor
 from ..spec import HwConfig, load
 from .base import OpHandler, QuantContext, register
 
@@ -140,9 +140,9 @@ def flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
 
 
 def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int) -> dict[str, int]:
-    """Bytes of a PQ op's tables, by buffer: prototype rows (:mod:`pqcompile.layout`), table [c][k][m], bias
-    [m] (the spec's element sizes, docs/isa.md "On-chip buffers")."""
-    return {"proto": layout.proto_bytes(cfg, c, k, v), "lut": c * k * m * cfg.elem_bytes("lut"),
+    """Bytes of a PQ op's tables, by buffer: prototype rows and table rows (:mod:`pqcompile.layout`), bias [m]
+    (the spec's element sizes, docs/isa.md "On-chip buffers")."""
+    return {"proto": layout.proto_bytes(cfg, c, k, v), "lut": layout.lut_bytes(cfg, c, k, m),
             "bias": m * cfg.elem_bytes("bias")}
 
 
@@ -156,7 +156,7 @@ def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: i
     need = table_bytes(cfg, c, k, v, m)
     tables = [
         ("prototypes", need["proto"], cfg.proto_cap, "whole rows of ProtoBytes", "proto"),
-        ("table (LUT)", need["lut"], cfg.LutBytes, "LutBytes", "lut"),
+        ("table (LUT)", need["lut"], cfg.lut_cap, "whole rows of LutBytes", "lut"),
         ("bias", need["bias"], cfg.bias_bytes, "bias buffer", "bias"),
     ]
     for what, need_b, have, key, buf in tables:
@@ -282,7 +282,8 @@ class PQHandler(OpHandler):
     def tables(self, cfg: HwConfig, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
         return [("proto", layout.pack_protos(cfg, op.protos),
                  f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8 in rows of NS={cfg.NS} x NP={cfg.NP} x PL={cfg.PL}"),
-                ("lut", lut_bytes(cfg, op.lut), f"table [c][k][m={op.m}] {cfg.LutW}-bit"),
+                ("lut", layout.pack_lut(cfg, op.lut),
+                 f"table [c][k][m={op.m}] {cfg.LutW}-bit in rows of NS={cfg.NS} lanes x NOUT={cfg.NOUT}"),
                 ("bias", op.bias.astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
                  f"bias [m] int{cfg.elem_bits('bias')}")]
 
