@@ -235,7 +235,7 @@ module pqa_ctrl #(
   assign rows_k = ({1'b0, k_q} + (pqa_pkg::ShapeKW + 1)'(NP - 1)) / (pqa_pkg::ShapeKW + 1)'(NP);
   assign rows_e = ({1'b0, v_q} + (pqa_pkg::ShapeVW + 1)'(PL - 1)) / (pqa_pkg::ShapeVW + 1)'(PL);
 
-  // The table buffer (pqa_lutmem): rows of NS lane words (NOUT entries each, LutLane bytes) every LutStride
+  // The table buffer (pqa_rowmem): rows of NS lane words (NOUT entries each, LutLane bytes) every LutStride
   // bytes, whole rows only; a `run` reads ceil(c/NS) * k * ceil(m/NOUT) rows (HwConfig.lut_rows / lut_cap).
   localparam int LutLane   = pqa_pkg::row_stride(NOUT * LutEntryBytes, BusBytes);
   localparam int LutStride = pqa_pkg::row_stride(NS * LutLane, BusBytes);

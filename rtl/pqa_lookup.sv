@@ -6,7 +6,7 @@
 // Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time.
 //
 // NS lanes: stage 0 walks (mi, g) and issues, for each lane s (subspace g*NS + s), the read of its table
-// bank (pqa_lutmem) at row (g*k + idx[g*NS+s]) * m + mi, and the bias read; stage 1 sums the NS entries
+// bank (pqa_rowmem) at row (g*k + idx[g*NS+s]) * m + mi, and the bias read; stage 1 sums the NS entries
 // (lanes past c add 0) into the accumulator; stage 2 requantizes and writes. One output per cycle group
 // (NOUT = 1: a lane word's first entry).
 // Cycles per column: m * ceil(c/NS) + 3 (issue, two drain cycles, done).
@@ -23,8 +23,8 @@ module pqa_lookup #(
   parameter int ActW     = 8,
   parameter int CMax     = 32,
   parameter int NS       = 1,   // subspace lanes (table banks read per cycle)
-  parameter int LaneBytes = 1,  // bytes of a table lane word (pqa_lutmem)
-  parameter int LutRowAw = 8,   // bits of a table row index (pqa_lutmem)
+  parameter int LaneBytes = 1,  // bytes of a table lane word (pqa_rowmem)
+  parameter int LutRowAw = 8,   // bits of a table row index (pqa_rowmem)
   parameter int BiasWords = 32,
   parameter int OutBytes = 4096,
   // Derived, do not override.

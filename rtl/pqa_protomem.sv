@@ -4,14 +4,13 @@
 // per cycle by the encoder (docs/isa.md, "On-chip buffers"): a row is RowBytes = NS*NP*PL bytes and starts
 // every Stride bytes (pqa_pkg::proto_row_stride: RowBytes rounded up to a power of two below a bus word,
 // else to whole bus words).
-//   Stride <= bus word: one bank of bus words, RPW = BusBytes / Stride rows per word; row r is slot r % RPW
-//     of word r / RPW.
-//   Stride > bus word: NB = Stride / BusBytes banks of bus words read in parallel; bus word w of the buffer
-//     is word w / NB of bank w % NB, so row r is word r of every bank. The buffer holds Rows = ProtoBytes /
-//     Stride whole rows; words past them (only the clear sweep reaches them) are dropped. Writes come in
-//     order from word 0 (a `load` starts at buffer byte 0, the sweep at word 0), so the bank and its
-//     address are counters: no divider.
-// Reads are registered (one cycle), so that each bank maps onto block RAM.
+//   Stride <= bus word: one bank of bus words, BusBytes / Stride rows per word; row r is slot r % RPW of
+//     word r / RPW.
+//   Stride > bus word: NB = Stride / BusBytes banks of bus words read in parallel at the same address; bus
+//     word w of the buffer is word w / NB of bank w % NB, so row r is word r of every bank. The buffer
+//     holds Rows = ProtoBytes / Stride whole rows.
+// Both are pqa_rowmem with NB lanes of bus words (or one lane of a row) that all read the same row; reads
+// are registered (one cycle), so that each bank maps onto block RAM.
 
 `default_nettype none
 
@@ -34,93 +33,30 @@ module pqa_protomem #(
   output logic [RowBytes*8-1:0]   rdata_o
 );
 
+  // Banks of bus words (rows of whole bus words), or one bank of packed rows: pqa_rowmem with every lane at
+  // the same row.
   localparam int NB        = (Stride > BusBytes) ? Stride / BusBytes : 1;
-  localparam int RPW       = (Stride < BusBytes) ? BusBytes / Stride : 1;
-  localparam int BankWords = (NB > 1) ? Rows : ProtoBytes / BusBytes;
-  localparam int BankAw    = (BankWords > 1) ? $clog2(BankWords) : 1;
-  localparam int SlotW     = (RPW > 1) ? $clog2(RPW) : 1;
+  localparam int LaneBytes = (Stride > BusBytes) ? BusBytes : Stride;
 
-  logic [NB*AxiDataWidth-1:0] word;
+  logic [NB*LaneBytes*8-1:0] word;
 
-  if (NB == 1) begin : gen_one_bank
-    // Rows of at most a bus word: the bus-word memory of the narrow datapath, a row slot selected.
-    logic [BankAw-1:0] rword;
-    logic [SlotW-1:0]  slot_q;
+  pqa_rowmem #(
+    .AxiDataWidth(AxiDataWidth),
+    .Bytes       (ProtoBytes),
+    .NS          (NB),
+    .LaneBytes   (LaneBytes)
+  ) u_rows (
+    .clk_i  (clk_i),
+    .we_i   (we_i),
+    .waddr_i(waddr_i),
+    .wdata_i(wdata_i),
+    .raddr_i({NB{raddr_i}}),
+    .rdata_o(word)
+  );
 
-    if (RPW > 1) begin : gen_slots
-      assign rword = BankAw'(raddr_i >> SlotW);
-      always_ff @(posedge clk_i) slot_q <= raddr_i[SlotW-1:0];
-    end else begin : gen_no_slots
-      assign rword  = BankAw'(raddr_i);
-      assign slot_q = '0;
-    end
+  assign rdata_o = word[RowBytes*8-1:0];
 
-    pqa_ram #(.Words(BankWords), .Width(AxiDataWidth)) u_bank (
-      .clk_i  (clk_i),
-      .we_i   (we_i),
-      .waddr_i(BankAw'(waddr_i)),
-      .wdata_i(wdata_i),
-      .wbe_i  ({BusBytes{1'b1}}),
-      .raddr_i(rword),
-      .rdata_o(word)
-    );
-
-    assign rdata_o = word[32'(slot_q) * Stride * 8 +: RowBytes * 8];
-
-    logic unused_slot;
-    assign unused_slot = ^slot_q;
-  end else begin : gen_banks
-    // Rows of whole bus words, NB banks; the write position is a counter restarted by word 0.
-    localparam int BankSelW = $clog2(NB);
-    logic [BankSelW-1:0] wbank_q, wbank;
-    logic [WAw-1:0]      waddr_q, wa;     // word within the bank (counts past BankWords: dropped)
-
-    always_comb begin
-      wbank = (waddr_i == '0) ? '0 : wbank_q;
-      wa    = (waddr_i == '0) ? '0 : waddr_q;
-    end
-
-    always_ff @(posedge clk_i) begin
-      if (we_i) begin
-        if (32'(wbank) == NB - 1) begin
-          wbank_q <= '0;
-          waddr_q <= wa + WAw'(1);
-        end else begin
-          wbank_q <= wbank + BankSelW'(1);
-          waddr_q <= wa;
-        end
-      end
-    end
-
-    for (genvar b = 0; b < NB; b++) begin : gen_bank
-      pqa_ram #(.Words(BankWords), .Width(AxiDataWidth)) u_bank (
-        .clk_i  (clk_i),
-        .we_i   (we_i && 32'(wbank) == b && 32'(wa) < BankWords),
-        .waddr_i(BankAw'(wa)),
-        .wdata_i(wdata_i),
-        .wbe_i  ({BusBytes{1'b1}}),
-        .raddr_i(BankAw'(raddr_i)),
-        .rdata_o(word[b*AxiDataWidth +: AxiDataWidth])
-      );
-    end
-
-    assign rdata_o = word[RowBytes*8-1:0];
-
-`ifndef SYNTHESIS
-    // Writes come in order from word 0 (see the header).
-    logic [WAw:0] next_q;
-    always @(posedge clk_i) begin
-      if (we_i) begin
-        assert (waddr_i == '0 || {1'b0, waddr_i} == next_q)
-          else $fatal(1, "pqa_protomem: write at word %0d out of order (expected 0 or %0d)", waddr_i, next_q);
-        next_q <= {1'b0, waddr_i} + (WAw + 1)'(1);
-      end
-    end
-`endif
-  end
-
-  // Bytes of a word past the row (Stride > RowBytes), and row addresses past the buffer (kept in range by
-  // the controller's limit check).
+  // Bytes of a row's words past the row (Stride > RowBytes).
   logic unused_word;
   assign unused_word = ^word;
 

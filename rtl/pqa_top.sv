@@ -211,7 +211,7 @@ module pqa_top #(
   localparam int ProtoRowBytes = LaneNS * LaneNP * LanePL;
   localparam int ProtoRows     = ProtoBytes / pqa_pkg::row_stride(ProtoRowBytes, BusBytes);
   localparam int ProtoRowAw    = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
-  // Table rows (pqa_lutmem): NS lane words of NOUT entries, whole rows only.
+  // Table rows (pqa_rowmem): NS lane words of NOUT entries, whole rows only.
   localparam int LutLaneBytes  = pqa_pkg::row_stride(NOUT * pqa_pkg::elem_bytes(LutW), BusBytes);
   localparam int LutRows       = LutBytes / pqa_pkg::row_stride(LaneNS * LutLaneBytes, BusBytes);
   localparam int LutRowAw      = (LutRows > 1) ? $clog2(LutRows) : 1;
@@ -511,9 +511,9 @@ module pqa_top #(
     .rdata_o(proto_rdata)
   );
 
-  pqa_lutmem #(
+  pqa_rowmem #(
     .AxiDataWidth(AxiDataWidth),
-    .LutBytes    (LutBytes),
+    .Bytes       (LutBytes),
     .NS          (LaneNS),
     .LaneBytes   (LutLaneBytes)
   ) u_lut_mem (

@@ -137,14 +137,16 @@ class HwConfig:
     @property
     def proto_row_stride(self) -> int:
         """Bytes from one prototype row to the next: the row bytes rounded up to a power of two when they are
-        less than a bus word, else to whole bus words (pqa_pkg::proto_row_stride)."""
+        less than a bus word, else to whole bus words (pqa_pkg::row_stride)."""
         return row_stride(self.proto_row_bytes, self.bus_bytes)
+
+    def _whole_rows(self, size_param: str, stride: int) -> int:
+        return self.params[size_param] // stride * stride
 
     @property
     def proto_cap(self) -> int:
         """Bytes of the prototype buffer that hold rows: the whole rows that fit ProtoBytes."""
-        stride = self.proto_row_stride
-        return self.params["ProtoBytes"] // stride * stride
+        return self._whole_rows("ProtoBytes", self.proto_row_stride)
 
     def proto_rows(self, c: int, k: int, v: int) -> int:
         """Rows a `run` with c subspaces, k prototypes and v elements reads: ceil(c/NS) ceil(k/NP) ceil(v/PL)."""
@@ -166,8 +168,7 @@ class HwConfig:
     @property
     def lut_cap(self) -> int:
         """Bytes of the table buffer that hold rows: the whole rows that fit LutBytes."""
-        stride = self.lut_row_stride
-        return self.params["LutBytes"] // stride * stride
+        return self._whole_rows("LutBytes", self.lut_row_stride)
 
     def lut_rows(self, c: int, k: int, m: int) -> int:
         """Table rows of a `run` with c subspaces, k prototypes and m outputs: ceil(c/NS) k ceil(m/NOUT)."""

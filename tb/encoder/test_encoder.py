@@ -199,7 +199,7 @@ FAST = {"ActBytes": 520, "ProtoBytes": 1000, "NS": 2, "NP": 3, "PL": 2}
 PARAMS = [FAST,
           pytest.param({"ActBytes": 4096, "ProtoBytes": 4096, "NS": 1, "NP": 1, "PL": 1}, marks=pytest.mark.slow),
           pytest.param({"ActBytes": 4096, "ProtoBytes": 8192, "NS": 5, "NP": 4, "PL": 3}, marks=pytest.mark.slow)]
-SRCS = ["pqa_ram", "pqa_protomem", "pqa_convgen", "pqa_encoder"]
+SRCS = ["pqa_ram", "pqa_rowmem", "pqa_protomem", "pqa_convgen", "pqa_encoder"]
 
 
 def _id(p: dict[str, int]) -> str:

@@ -1,6 +1,6 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Testbench wrapper of pqa_lookup: table (pqa_lutmem, NS lanes), bias and output buffers (pqa_ram), as in
+// Testbench wrapper of pqa_lookup: table (pqa_rowmem, NS lanes), bias and output buffers (pqa_ram), as in
 // pqa_top, with a load port and an output read port for the test; the idx[] write port (a group of NS
 // subspaces per write) is driven by the test.
 
@@ -53,7 +53,7 @@ module tb_lookup #(
   logic [OutAw-1:0]  out_waddr;
   logic [7:0]        out_wbe;
 
-  pqa_lutmem #(.LutBytes(LutBytes), .NS(NS), .LaneBytes(LaneBytes)) u_lut (
+  pqa_rowmem #(.Bytes(LutBytes), .NS(NS), .LaneBytes(LaneBytes)) u_lut (
     .clk_i(clk_i), .we_i(load_we_i && load_sel_i == 2'd0), .waddr_i(load_addr_i[LutAw-1:0]), .wdata_i(load_data_i),
     .raddr_i(lut_raddr), .rdata_o(lut_rdata)
   );

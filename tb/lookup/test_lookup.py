@@ -5,7 +5,7 @@ column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and R
 cycle count (m*ceil(c/NS) + 3 per column, start cycle included). The table is packed into rows of NS lanes
 by ``pqcompile.layout`` (c leaves the last group partially full). Parametrized over LutW (8, and 12 stored
 in two bytes), AccW (32, 20), CMax (32, 5), the lanes NS (3 and 2; slow: 1 and 5, the three layouts of
-pqa_lutmem's writes) and buffer sizes that are not powers of two."""
+pqa_rowmem's writes) and buffer sizes that are not powers of two."""
 
 from __future__ import annotations
 
@@ -121,5 +121,5 @@ def _id(p: dict[str, int]) -> str:
 @pytest.mark.parametrize("sim_name", SIMS)
 @pytest.mark.parametrize("parameters", PARAMS, ids=_id)
 def test_lookup(sim_name: str, parameters: dict[str, int]) -> None:
-    srcs = block_sources("pqa_ram", "pqa_lutmem", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
+    srcs = block_sources("pqa_ram", "pqa_rowmem", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
     check_block(sim_name, "tb_lookup", __file__, srcs, parameters)

@@ -1,12 +1,13 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Table buffer: written a bus word at a time by `load` (and the clear sweep), read by the look-up unit in
-// NS lanes, each at its own row in the same cycle (docs/isa.md, "On-chip buffers"). A row holds NS lane
-// words of LaneBytes (NOUT table entries, rounded by pqa_pkg::row_stride) and starts every Stride =
-// row_stride(NS * LaneBytes) bytes; lane s of every row lives in bank s.
+// Banked row memory, the table buffer and (through pqa_protomem) the prototype buffer: written a bus word at a
+// time by `load` (and the clear sweep), read in NS lanes, each at its own row in the same cycle (docs/isa.md,
+// "On-chip buffers"). A row holds NS lane words of LaneBytes (the table: NOUT entries, rounded by
+// pqa_pkg::row_stride; the prototypes: bus words of a row, all lanes at the same row) and starts every
+// Stride = row_stride(NS * LaneBytes) bytes; lane s of every row lives in bank s.
 //   Stride <= bus word: a bus word holds RPL = BusBytes / Stride whole rows; bank s's word w holds lane s of
 //     rows w*RPL .. w*RPL+RPL-1 (all banks are written by every beat); a read selects the row's slot.
-//   Stride > bus word: a row is WPR = Stride / BusBytes bus words; the buffer holds Rows = LutBytes / Stride
+//   Stride > bus word: a row is WPR = Stride / BusBytes bus words; the buffer holds Rows = Bytes / Stride
 //     whole rows (words past them, only the clear sweep reaches them, are dropped). A bus word holds LPW =
 //     BusBytes / LaneBytes whole lane words, or part WPL = LaneBytes / BusBytes of one; bank s's word r is
 //     lane s of row r. Writes come in order from word 0 (a `load` starts at buffer byte 0, the sweep at word
@@ -15,16 +16,16 @@
 
 `default_nettype none
 
-module pqa_lutmem #(
+module pqa_rowmem #(
   parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
-  parameter int LutBytes     = 16384,
+  parameter int Bytes        = 16384,
   parameter int NS           = 1,
   parameter int LaneBytes    = 1,
   // Derived, do not override (Icarus 11 rejects localparams in the parameter port list).
   parameter int BusBytes     = AxiDataWidth / 8,
   parameter int Stride       = pqa_pkg::row_stride(NS * LaneBytes, AxiDataWidth / 8),
-  parameter int Rows         = LutBytes / Stride,
-  parameter int WAw          = $clog2(LutBytes / (AxiDataWidth / 8)),
+  parameter int Rows         = Bytes / Stride,
+  parameter int WAw          = $clog2(Bytes / (AxiDataWidth / 8)),
   parameter int RowAw        = (Rows > 1) ? $clog2(Rows) : 1
 ) (
   input  logic                      clk_i,
@@ -40,7 +41,7 @@ module pqa_lutmem #(
   localparam int LPW       = (LaneBytes < BusBytes) ? BusBytes / LaneBytes : 1;  // lane words per bus word
   localparam int WPL       = (LaneBytes > BusBytes) ? LaneBytes / BusBytes : 1;  // bus words per lane word
   localparam int BankBytes = LaneBytes * RPL;
-  localparam int BankWords = (RPL > 1) ? LutBytes / BusBytes : Rows;
+  localparam int BankWords = (RPL > 1) ? Bytes / BusBytes : Rows;
   localparam int BankAw    = (BankWords > 1) ? $clog2(BankWords) : 1;
   localparam int SlotW     = (RPL > 1) ? $clog2(RPL) : 1;
   localparam int CntW      = 32;
@@ -152,7 +153,7 @@ module pqa_lutmem #(
   always @(posedge clk_i) begin
     if (we_i) begin
       assert (waddr_i == '0 || {1'b0, waddr_i} == next_q)
-        else $fatal(1, "pqa_lutmem: write at word %0d out of order (expected 0 or %0d)", waddr_i, next_q);
+        else $fatal(1, "pqa_rowmem: write at word %0d out of order (expected 0 or %0d)", waddr_i, next_q);
       next_q <= {1'b0, waddr_i} + (WAw + 1)'(1);
     end
   end
