@@ -13,6 +13,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 SEED    ?= 1
 RCOUNT  ?= 200
+RCONFIG ?= small
 SIM     ?= verilator
 
 .PHONY: all setup sim sim-resnet20 bench-resnet20 test test-all regress train-report area lint gen model clean help
@@ -26,7 +27,7 @@ help:
 	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1; benchmarks/out/)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
-	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator)"
+	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|default|pqa)"
 	@echo "make train-report  training methods and integer widths on digits, 5 seeds (~23 min; benchmarks/out/)"
 	@echo "make area      FPGA area of pqa_top (Yosys synth_xilinx, xc7): LUTs, FFs, BRAM, DSPs (CONFIG=small|default|all)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
@@ -69,7 +70,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 regress: $(STAMP)
-	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM)
+	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM) --config $(RCONFIG)
 
 train-report: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/train_report.py --out-dir benchmarks/out
