@@ -4,19 +4,23 @@
 // (squared L2 or L1 distance over v int8 elements; elements at index >= d read as 0), lowest index on ties,
 // and hands the indices to the look-up unit, NS subspaces at a time.
 //
-// Parallel datapath of NS subspace lanes x NP distance units x PL elements:
-//   gather: the column's c*v elements are read one per cycle into the column register col_q, element e of
-//     subspace ci at byte ci*VPad + e (VPad: VMax rounded up to whole element groups of PL). Column element x = ci*v + e is act byte
-//     col_base + x, or, in conv mode (conv_i), the byte that the convolution address generator (pqa_convgen)
-//     points at, read as 0 outside the fmap; x >= d reads as 0.
-//   encode: one prototype row per cycle (pqa_protomem; docs/isa.md, "On-chip buffers"), walking subspace
-//     groups g, prototype groups kg and element groups eg (row (g*ceil(k/NP) + kg)*ceil(v/PL) + eg). Stage 0
-//     issues the row read and registers the NS x PL column elements of (g, eg); stage 1 adds PL terms into
-//     each of the NS x NP distances and, at the last element group, reduces each lane's NP distances in a
-//     comparator tree (the left, lower-index operand wins ties; prototypes at k or beyond are excluded) and
-//     keeps the running minimum over the prototype groups (strict less-than: earlier groups have lower
-//     indices). After the last prototype group the NS indices of group g go to the look-up unit.
-// Cycles per column: c*v (gather) + rows + 3 (start, two drains), rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
+// Parallel datapath of NS subspace lanes x NP distance units x PL elements, one subspace group (subspaces
+// g*NS .. g*NS+NS-1) at a time:
+//   gather: the group's elements are read one per cycle into the column register col_q (one group: NS x VPad
+//     bytes, VPad = VMax rounded up to whole element groups of PL), element e of the group's lane s at byte
+//     s*VPad + e. Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte
+//     that the convolution address generator (pqa_convgen) points at, read as 0 outside the fmap; x >= d
+//     reads as 0. Groups are gathered in the order of x, so the generator walks the column once.
+//   encode: one prototype row per cycle (pqa_protomem; docs/isa.md, "On-chip buffers"), walking prototype
+//     groups kg and element groups eg of group g (row (g*ceil(k/NP) + kg)*ceil(v/PL) + eg). Stage 0 issues
+//     the row read and registers the NS x PL column elements of eg; stage 1 adds PL terms into each of the
+//     NS x NP distances and, at the last element group, reduces each lane's NP distances in a comparator
+//     tree (the left, lower-index operand wins ties; prototypes at k or beyond are excluded) and keeps the
+//     running minimum over the prototype groups (strict less-than: earlier groups have lower indices).
+//     After the last prototype group the NS indices of group g go to the look-up unit, and the next group
+//     is gathered (the column register is free: stage 1 no longer reads it).
+// Cycles per column: c*v (gather) + ceil(c/NS) (a drain per group) + rows + 2 (start, last drain),
+// rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
 // The narrow datapath is NS = NP = PL = 1. Act buffer reads are bus words (AxiDataWidth bits).
 
 `default_nettype none
@@ -75,7 +79,7 @@ module pqa_encoder #(
   localparam int EGMax    = (VMax + PL - 1) / PL;                    // element groups
   localparam int VPad     = EGMax * PL;                             // column register bytes per subspace
   localparam int GroupBits = NS * VPad * 8;                          // column register bits per group
-  localparam int PosW     = $clog2(GMax * NS * VPad);                // column register byte positions
+  localparam int PosW     = (NS * VPad > 1) ? $clog2(NS * VPad) : 1; // column register byte positions
   localparam int GW       = (GMax > 1) ? $clog2(GMax) : 1;
   localparam int EGW      = (EGMax > 1) ? $clog2(EGMax) : 1;
   localparam int NPP      = 1 << $clog2(NP);                         // comparator tree leaves
@@ -96,17 +100,17 @@ module pqa_encoder #(
   // ---------------------------------------------------------------------------------------------
   logic [CW-1:0]    ci_q;
   logic [VW-1:0]    e_q;
-  logic [PosW-1:0]  cpos_q;  // ci * VPad
+  logic [PosW-1:0]  cpos_q;  // (ci - g*NS) * VPad: the subspace's lane in the group
   logic [XoffW-1:0] xoff_q;  // ci * v + e
   logic [OffW-1:0]  aaddr;
-  logic             gather, g_last_e, g_last_c;
+  logic             gather, g_last_e, g_last_c, g_last_s;
 
   // Gather stage 1 (the act read is registered): write the byte.
   logic                gv1_q, gpad1_q;
-  logic [PosW-1:0]     gpos1_q;  // ci * VPad + e
+  logic [PosW-1:0]     gpos1_q;  // (ci - g*NS) * VPad + e
   logic [BusAlign-1:0] asel1_q;
 
-  logic [GMax*GroupBits-1:0] col_q;  // flat (Icarus 11 selects only the last dimension of a packed array)
+  logic [GroupBits-1:0] col_q;  // one group's NS x VPad bytes, flat (Icarus 11 selects only a packed array's last dimension)
 
   // Convolution address generator: one element per gather cycle, in the order of x.
   logic            gen_inside;
@@ -140,6 +144,7 @@ module pqa_encoder #(
   assign act_raddr_o = aaddr[ActAw+BusAlign-1:BusAlign];
   assign g_last_e    = (e_q == v_i - VW'(1));
   assign g_last_c    = (ci_q == c_i - CW'(1));
+  assign g_last_s    = ({1'b0, ci_q} + (CW + 1)'(1) == cb_q + (CW + 1)'(NS));  // the group's last lane
 
   // ---------------------------------------------------------------------------------------------
   // Encode stage 0: (g, kg, eg) walk, one prototype row per cycle
@@ -162,9 +167,15 @@ module pqa_encoder #(
     state_d = state_q;
     unique case (state_q)
       EncIdle:        if (start_i) state_d = EncGather;
-      EncGather:      if (g_last_e && g_last_c) state_d = EncGatherDrain;
+      EncGather:      if (g_last_e && (g_last_c || g_last_s)) state_d = EncGatherDrain;
       EncGatherDrain: state_d = EncEncode;
-      EncEncode:      if (last_eg && last_kg && last_g) state_d = EncDrain;
+      EncEncode: begin
+        if (last_eg && last_kg && last_g) begin
+          state_d = EncDrain;
+        end else if (last_eg && last_kg) begin
+          state_d = EncGather;  // the next group
+        end
+      end
       EncDrain:       state_d = EncIdle;
       default:        state_d = EncIdle;
     endcase
@@ -204,7 +215,7 @@ module pqa_encoder #(
         end else begin
           e_q    <= '0;
           ci_q   <= ci_q + CW'(1);
-          cpos_q <= cpos_q + PosW'(VPad);
+          cpos_q <= g_last_s ? '0 : cpos_q + PosW'(VPad);
         end
       end
       if (encode) begin
@@ -257,13 +268,11 @@ module pqa_encoder #(
   logic [PL-1:0]                 ev1_q;   // element eg*PL + l < v
   logic [NP-1:0]                 kv1_q;   // prototype kg*NP + p < k
   logic [NS*PL*8-1:0]            xs_q;    // lane s, element l at byte s*PL + l
-  logic [GroupBits-1:0]          gsl;     // the column register's group g
   logic [NS*PL*8-1:0]            xsel;    // its element group eg, lane by lane
 
-  assign gsl = col_q[32'(g_q)*GroupBits +: GroupBits];
   always_comb begin
     for (int s = 0; s < NS; s++) begin
-      xsel[s*PL*8 +: PL*8] = gsl[s*VPad*8 + 32'(eg_q)*PL*8 +: PL*8];
+      xsel[s*PL*8 +: PL*8] = col_q[s*VPad*8 + 32'(eg_q)*PL*8 +: PL*8];
     end
   end
 

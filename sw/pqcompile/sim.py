@@ -131,15 +131,16 @@ XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besid
 def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
     the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
-    done. ``run n``: n*(c*v + rows + ceil(m/NOUT) ceil(c/NS) + 6): per column the encoder gathers the c*v
-    column elements (one per cycle) and then reads one prototype row per cycle (rows = ceil(c/NS) ceil(k/NP)
-    ceil(v/PL), :meth:`HwConfig.proto_rows`), the look-up sums NS table lanes per cycle for NOUT outputs at a
-    time, plus their fixed cycles and hand-overs; ``pool``:
+    done. ``run n``: n*(c*v + G - 1 + rows + ceil(m/NOUT) G + 6), G = ceil(c/NS) subspace groups: per group
+    the encoder gathers the group's column elements (one per cycle), drains a cycle and reads one prototype
+    row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all, :meth:`HwConfig.proto_rows`), the look-up sums NS
+    table lanes per cycle for NOUT outputs at a time, plus their fixed cycles and hand-overs; ``pool``:
     h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction. Exact on any memory (the compute units
     never wait on it)."""
     if mnemonic == "run":
-        lk = -(-st.m // cfg.NOUT) * -(-st.c // cfg.NS)
-        return ops["n"] * (st.c * st.v + cfg.proto_rows(st.c, st.k, st.v) + lk + RUN_COLUMN_CYCLES)
+        groups = -(-st.c // cfg.NS)
+        lk = -(-st.m // cfg.NOUT) * groups
+        return ops["n"] * (st.c * st.v + groups - 1 + cfg.proto_rows(st.c, st.k, st.v) + lk + RUN_COLUMN_CYCLES)
     if mnemonic == "add":
         return ops["n"] + VEC_CYCLES
     if mnemonic == "pool":

@@ -2,7 +2,7 @@
 both metrics, exact ties (duplicated prototypes, prototypes mirrored around the input, all-equal
 prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
 act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
-walks, the extreme int8 values; and the documented cycle count (c*v + rows + 3 per column, start cycle
+walks, the extreme int8 values; and the documented cycle count (c*v + ceil(c/NS) + rows + 2 per column, start cycle
 included). The prototypes are packed into rows by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL:
 odd counts by default, so that k, v and c leave lanes partially full and ties fall between distance units).
 Conv mode (the convolution address generator, pqa_convgen): random fmap / window / stride / padding
@@ -31,8 +31,9 @@ def lanes(p: dict[str, int]) -> HwConfig:
 
 
 def rows_cycles(cfg: HwConfig, c: int, k: int, v: int) -> int:
-    """Cycles from the start cycle to done: the gather (c*v), a drain, the rows, a drain (pqa_encoder header)."""
-    return c * v + cfg.proto_rows(c, k, v) + 2
+    """Cycles from the start cycle to done: per group of NS subspaces its gather and a drain, the rows, then a
+    final drain (pqa_encoder header)."""
+    return c * v + -(-c // cfg.NS) + cfg.proto_rows(c, k, v) + 1
 
 
 def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, cfg: HwConfig,
@@ -103,7 +104,7 @@ async def encoder_matches_golden(dut: object) -> None:
         got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
         assert got == [int(e) for e in exp], f"case {i}: c={c} k={k} v={v} d={d} metric={metric}: {got} != {exp}"
         assert int(dut.idx_writes_o.value) == -(-c // cfg.NS)  # one write per group of NS subspaces
-        # done_o comes c*v + rows + 2 cycles after the start cycle (the file header's "+3" counts that cycle)
+        # done_o comes c*v + ceil(c/NS) + rows + 1 cycles after the start cycle (the header counts that cycle)
         assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v), f"cycles {int(dut.cycles_o.value)}"
         diff = xp.reshape(c, 1, v) - protos
         dist = np.abs(diff).sum(-1) if metric == load().enums["metric"]["l1"] else (diff * diff).sum(-1)
