@@ -2,6 +2,7 @@ rtl/pqa_pkg.sv
 rtl/pqa_ram.sv
 rtl/pqa_protomem.sv
 rtl/pqa_rowmem.sv
+rtl/pqa_widemem.sv
 rtl/pqa_postproc.sv
 rtl/pqa_convgen.sv
 rtl/pqa_encoder.sv

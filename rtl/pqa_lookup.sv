@@ -5,31 +5,30 @@
 // then requantize (pqa_postproc) and write the byte to the output buffer.
 // Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time.
 //
-// NS lanes: stage 0 walks (mi, g) and issues, for each lane s (subspace g*NS + s), the read of its table
-// bank (pqa_rowmem) at row (g*k + idx[g*NS+s]) * m + mi, and the bias read; stage 1 sums the NS entries
-// (lanes past c add 0) into the accumulator; stage 2 requantizes and writes. One output per cycle group
-// (NOUT = 1: a lane word's first entry).
-// Cycles per column: m * ceil(c/NS) + 3 (issue, two drain cycles, done).
-// Biases are BufBiasElemW = 32 bits, read a bus word at a time; outputs ActW = 8-bit bytes written a bus
-// word at a time; table entries are one or two bytes (LutW <= 16; pqa_top checks these).
+// NS subspace lanes x NOUT output lanes: stage 0 walks output groups mg (outputs mg*NOUT ..
+// mg*NOUT+NOUT-1) and subspace groups g, and issues, for each lane s (subspace g*NS + s), the read of its
+// table bank (pqa_rowmem) at row (g*k + idx[g*NS+s]) * ceil(m/NOUT) + mg (a lane word: the NOUT entries of
+// the group's outputs), and the read of the group's NOUT biases (pqa_widemem); stage 1 sums, per output
+// lane, the NS entries (lanes past c add 0) in an adder tree into its accumulator; stage 2 requantizes the
+// NOUT accumulators (NOUT pqa_postproc) and writes the outputs below m as one NOUT-byte write.
+// Cycles per column: ceil(m/NOUT) * ceil(c/NS) + 3 (issue, two drain cycles, done).
+// Biases are BufBiasElemW = 32 bits; outputs ActW = 8-bit bytes; table entries are one or two bytes
+// (LutW <= 16; pqa_top checks these).
 
 `default_nettype none
 
 module pqa_lookup #(
-  parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
   parameter int OffW     = 32,  // byte offsets in the output buffer
   parameter int LutW     = 8,
   parameter int AccW     = 32,
   parameter int ActW     = 8,
   parameter int CMax     = 32,
   parameter int NS       = 1,   // subspace lanes (table banks read per cycle)
-  parameter int LaneBytes = 1,  // bytes of a table lane word (pqa_rowmem)
+  parameter int NOUT     = 1,   // output lanes (outputs per cycle)
+  parameter int LaneBytes = 1,  // bytes of a table lane word (pqa_rowmem): NOUT entries
   parameter int LutRowAw = 8,   // bits of a table row index (pqa_rowmem)
-  parameter int BiasWords = 32,
-  parameter int OutBytes = 4096,
-  // Derived, do not override.
-  parameter int BiasAw   = (BiasWords > 1) ? $clog2(BiasWords) : 1,
-  parameter int OutAw    = $clog2(OutBytes / (AxiDataWidth / 8))
+  parameter int BiasBytes = 128,
+  parameter int OutBytes = 4096
 ) (
   input  logic                            clk_i,
   input  logic                            rst_ni,
@@ -50,13 +49,13 @@ module pqa_lookup #(
   // table (NS lanes) and bias buffers
   output logic [NS*LutRowAw-1:0]          lut_raddr_o,
   input  logic [NS*LaneBytes*8-1:0]       lut_rdata_i,
-  output logic [BiasAw-1:0]               bias_raddr_o,
-  input  logic [AxiDataWidth-1:0]         bias_rdata_i,
-  // output buffer write port
+  output logic [OffW-1:0]                 bias_roff_o,   // byte offset of the output group's biases
+  input  logic [NOUT*pqa_pkg::BufBiasElemW-1:0] bias_rdata_i,  // its NOUT biases (pqa_widemem)
+  // output buffer write port (pqa_widemem): NOUT bytes at a byte offset
   output logic                            out_we_o,
-  output logic [OutAw-1:0]                out_waddr_o,
-  output logic [AxiDataWidth-1:0]         out_wdata_o,
-  output logic [AxiDataWidth/8-1:0]       out_wbe_o,
+  output logic [OffW-1:0]                 out_woff_o,
+  output logic [NOUT*ActW-1:0]            out_wdata_o,
+  output logic [NOUT-1:0]                 out_wbe_o,
   output logic                            done_o
 );
 
@@ -65,12 +64,9 @@ module pqa_lookup #(
   localparam int MW        = pqa_pkg::ShapeMW;
   localparam int CPad      = (CMax + NS - 1) / NS * NS;   // idx[] entries: whole groups
   localparam int CAw       = (CPad > 1) ? $clog2(CPad) : 1;
-  localparam int BusBytes  = AxiDataWidth / 8;
-  localparam int BusAlign  = $clog2(BusBytes);        // byte-offset bits within a bus word
   localparam int BiasW     = pqa_pkg::BufBiasElemW;  // bias width (docs/isa.md, "On-chip buffers")
-  localparam int BiasPerW  = AxiDataWidth / BiasW;    // biases per bus word
-  localparam int BselW     = (BiasPerW > 1) ? $clog2(BiasPerW) : 1;
-  localparam int RowW      = CW + KW + MW + 1;        // (g*k + idx) * m + mi < c*k*m
+  localparam int EB        = (LutW > 8) ? 2 : 1;      // bytes of a table entry
+  localparam int RowW      = CW + KW + MW + 1;        // (g*k + idx) * ceil(m/NOUT) + mg < c*k*m
 
   typedef enum logic [1:0] {
     LkIdle,
@@ -92,24 +88,25 @@ module pqa_lookup #(
   end
 
   // Stage 0.
-  logic [MW-1:0]   mi_q;
+  logic [MW:0]     mb_q;     // mg * NOUT
+  logic [MW-1:0]   mg_q;     // output group
+  logic [MW-1:0]   mgn;      // ceil(m / NOUT) output groups
   logic [CW:0]     cb_q;     // g * NS
   logic [RowW-1:0] gk_q;     // g * k
-  logic [OffW-1:0] bbyte;
   logic            last_g, last_m;
 
-  assign bbyte  = OffW'(mi_q) << $clog2(BiasW / 8);
+  assign mgn    = MW'(((MW + 1)'(m_i) + (MW + 1)'(NOUT - 1)) / (MW + 1)'(NOUT));
   assign last_g = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
-  assign last_m = (mi_q == m_i - MW'(1));
+  assign last_m = (mb_q + (MW + 1)'(NOUT) >= {1'b0, m_i});
 
   logic [NS*RowW-1:0] rows;   // lane s: its table row
   always_comb begin
     for (int s = 0; s < NS; s++) begin
-      rows[s*RowW +: RowW] = (gk_q + RowW'(idx_q[CAw'(32'(cb_q) + s)])) * RowW'(m_i) + RowW'(mi_q);
+      rows[s*RowW +: RowW] = (gk_q + RowW'(idx_q[CAw'(32'(cb_q) + s)])) * RowW'(mgn) + RowW'(mg_q);
       lut_raddr_o[s*LutRowAw +: LutRowAw] = rows[s*RowW +: LutRowAw];
     end
   end
-  assign bias_raddr_o = bbyte[BiasAw+BusAlign-1:BusAlign];
+  assign bias_roff_o = OffW'(mb_q) << $clog2(BiasW / 8);
 
   always_comb begin
     state_d = state_q;
@@ -125,13 +122,15 @@ module pqa_lookup #(
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       state_q <= LkIdle;
-      mi_q    <= '0;
+      mb_q    <= '0;
+      mg_q    <= '0;
       cb_q    <= '0;
       gk_q    <= '0;
     end else begin
       state_q <= state_d;
       if (state_q == LkIdle) begin
-        mi_q <= '0;
+        mb_q <= '0;
+        mg_q <= '0;
         cb_q <= '0;
         gk_q <= '0;
       end else if (state_q == LkIssue) begin
@@ -141,19 +140,18 @@ module pqa_lookup #(
         end else begin
           cb_q <= '0;
           gk_q <= '0;
-          mi_q <= mi_q + MW'(1);
+          mb_q <= mb_q + (MW + 1)'(NOUT);
+          mg_q <= mg_q + MW'(1);
         end
       end
     end
   end
 
-  // Stage 1: extract the NS table entries and the bias, sum, accumulate.
-  logic                 v1_q, first1_q, last1_q;
-  logic [NS-1:0]        lv1_q;    // lane s holds a subspace (g*NS + s < c)
-  logic [BselW-1:0]     bsel1_q;  // the bias within its bus word
-  logic [MW-1:0]        mi1_q;
-  logic [BiasW-1:0]     bias32;
-  logic [AccW-1:0]      sum, bias, acc_q, acc_d;
+  // Stage 1: extract the NS x NOUT table entries and the NOUT biases, sum, accumulate.
+  logic                  v1_q, first1_q, last1_q;
+  logic [NS-1:0]         lv1_q;    // lane s holds a subspace (g*NS + s < c)
+  logic [MW:0]           mb1_q;
+  logic [NOUT*AccW-1:0]  sum, bias, acc_q, acc_d;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
@@ -161,8 +159,7 @@ module pqa_lookup #(
       first1_q <= 1'b0;
       last1_q  <= 1'b0;
       lv1_q    <= '0;
-      bsel1_q  <= '0;
-      mi1_q    <= '0;
+      mb1_q    <= '0;
     end else begin
       v1_q     <= (state_q == LkIssue);
       first1_q <= (cb_q == '0);
@@ -170,29 +167,33 @@ module pqa_lookup #(
       for (int s = 0; s < NS; s++) begin
         lv1_q[s] <= (cb_q + (CW + 1)'(s) < {1'b0, c_i});
       end
-      bsel1_q  <= BselW'(mi_q);  // unused when a bus word holds one bias
-      mi1_q    <= mi_q;
+      mb1_q    <= mb_q;
     end
   end
 
   always_comb begin
-    sum = '0;
-    for (int s = 0; s < NS; s++) begin
-      // the lane word's first entry (NOUT = 1), sign-extended; lanes past c add 0
-      if (lv1_q[s]) begin
-        sum = sum + {{(AccW - LutW){lut_rdata_i[s*LaneBytes*8 + LutW - 1]}}, lut_rdata_i[s*LaneBytes*8 +: LutW]};
+    for (int o = 0; o < NOUT; o++) begin
+      // output lane o: entry o of each lane word, sign-extended; lanes past c add 0
+      sum[o*AccW +: AccW] = '0;
+      for (int s = 0; s < NS; s++) begin
+        if (lv1_q[s]) begin
+          sum[o*AccW +: AccW] = sum[o*AccW +: AccW]
+            + {{(AccW - LutW){lut_rdata_i[(s*LaneBytes + o*EB)*8 + LutW - 1]}},
+               lut_rdata_i[(s*LaneBytes + o*EB)*8 +: LutW]};
+        end
       end
+      acc_d[o*AccW +: AccW] = (first1_q ? bias[o*AccW +: AccW] : acc_q[o*AccW +: AccW]) + sum[o*AccW +: AccW];
     end
-    bias32 = (BiasPerW > 1) ? bias_rdata_i[bsel1_q*BiasW +: BiasW] : bias_rdata_i[BiasW-1:0];
   end
 
-  if (AccW >= BiasW) begin : gen_bias_ext
-    assign bias = {{(AccW - BiasW){bias32[BiasW-1]}}, bias32};
-  end else begin : gen_bias_trunc
-    assign bias = bias32[AccW-1:0];
+  // The biases, sign-extended (or truncated) to AccW.
+  for (genvar o = 0; o < NOUT; o++) begin : gen_bias
+    if (AccW >= BiasW) begin : gen_ext
+      assign bias[o*AccW +: AccW] = {{(AccW - BiasW){bias_rdata_i[o*BiasW + BiasW - 1]}}, bias_rdata_i[o*BiasW +: BiasW]};
+    end else begin : gen_trunc
+      assign bias[o*AccW +: AccW] = bias_rdata_i[o*BiasW +: AccW];
+    end
   end
-
-  assign acc_d = (first1_q ? bias : acc_q) + sum;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
@@ -202,49 +203,53 @@ module pqa_lookup #(
     end
   end
 
-  // Stage 2: requantize and write one output byte.
-  logic            v2_q;
-  logic [AccW-1:0] acc2_q;
-  logic [OffW-1:0] obyte2_q;
-  logic [ActW-1:0] y;
+  // Stage 2: requantize the NOUT accumulators and write the outputs below m.
+  logic                 v2_q;
+  logic [NOUT*AccW-1:0] acc2_q;
+  logic [OffW-1:0]      obyte2_q;
+  logic [NOUT-1:0]      ov2_q;   // output mb + o < m
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       v2_q     <= 1'b0;
       acc2_q   <= '0;
       obyte2_q <= '0;
+      ov2_q    <= '0;
     end else begin
       v2_q <= v1_q && last1_q;
       if (v1_q && last1_q) begin
         acc2_q   <= acc_d;
-        obyte2_q <= col_out_i + OffW'(mi1_q);
+        obyte2_q <= col_out_i + OffW'(mb1_q);
+        for (int o = 0; o < NOUT; o++) begin
+          ov2_q[o] <= (mb1_q + (MW + 1)'(o) < {1'b0, m_i});
+        end
       end
     end
   end
 
-  pqa_postproc #(
-    .AccW(AccW),
-    .ActW(ActW)
-  ) u_postproc (
-    .acc_i     (acc2_q),
-    .mult_i    (mult_i),
-    .shift_i   (shift_i),
-    .relu_i    (relu_i),
-    .unsigned_i(unsigned_i),
-    .bits_i    (bits_i),
-    .y_o       (y)
-  );
+  for (genvar o = 0; o < NOUT; o++) begin : gen_post
+    pqa_postproc #(
+      .AccW(AccW),
+      .ActW(ActW)
+    ) u_postproc (
+      .acc_i     (acc2_q[o*AccW +: AccW]),
+      .mult_i    (mult_i),
+      .shift_i   (shift_i),
+      .relu_i    (relu_i),
+      .unsigned_i(unsigned_i),
+      .bits_i    (bits_i),
+      .y_o       (out_wdata_o[o*ActW +: ActW])
+    );
+  end
 
-  assign out_we_o    = v2_q;
-  assign out_waddr_o = obyte2_q[OutAw+BusAlign-1:BusAlign];
-  assign out_wdata_o = {(AxiDataWidth / ActW){y}};
-  assign out_wbe_o   = BusBytes'(1) << obyte2_q[BusAlign-1:0];
-  assign done_o      = (state_q == LkDrain2);
+  assign out_we_o   = v2_q;
+  assign out_woff_o = obyte2_q;
+  assign out_wbe_o  = ov2_q;
+  assign done_o     = (state_q == LkDrain2);
 
-  // High address bits beyond the buffers (kept in range by the controller's limit checks); table bytes
-  // past the first entry of a lane word.
-  logic unused_addr;
-  assign unused_addr = ^{idx_group_i, bbyte, obyte2_q, lut_rdata_i, rows};
+  // Table bytes past the entries of a lane word; bias bits above AccW.
+  logic unused;
+  assign unused = ^{idx_group_i, lut_rdata_i, rows, bias_rdata_i};
 
 `ifndef SYNTHESIS
   // Assertions: legal state, no index beyond CMax, no table / bias / output access beyond its buffer.
@@ -261,8 +266,8 @@ module pqa_lookup #(
           assert (32'(cb_q) + s >= 32'(c_i) || idx_q[CAw'(32'(cb_q) + s)] < k_i)
             else $fatal(1, "pqa_lookup: lane %0d: index %0d >= k", s, idx_q[CAw'(32'(cb_q) + s)]);
         end
-        assert ((OffW + 1)'(bbyte) < (OffW + 1)'(BiasWords * BusBytes))
-          else $fatal(1, "pqa_lookup: bias read beyond the buffer (byte %0d)", bbyte);
+        assert ((OffW + 1)'(bias_roff_o) < (OffW + 1)'(BiasBytes))
+          else $fatal(1, "pqa_lookup: bias read beyond the buffer (byte %0d)", bias_roff_o);
       end
       if (out_we_o) begin
         assert ((OffW + 1)'(obyte2_q) < (OffW + 1)'(OutBytes))

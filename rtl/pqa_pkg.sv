@@ -217,10 +217,8 @@ package pqa_pkg;
   localparam int CfgRuleNPMin = 1;
   // PL: 1 .. VMax: elements per distance unit and cycle
   localparam int CfgRulePLMin = 1;
-  // NOUT: 1 .. 1: output lanes of the look-up and post-processing (outputs per cycle); the look-up unit has
-  //   one until its parallel version lands (issue 11)
+  // NOUT: 1 .. MMax: output lanes of the look-up and post-processing (outputs per cycle)
   localparam int CfgRuleNOUTMin = 1;
-  localparam int CfgRuleNOUTMax = 1;
 
   // Named hardware configurations: Cfg<Name><Param>
   localparam int CfgSmallAxiDataWidth = 64;
@@ -234,13 +232,13 @@ package pqa_pkg;
   localparam int CfgSmallCMax = 32;
   localparam int CfgSmallMMax = 64;
   localparam int CfgSmallProtoBytes = 8192;
-  localparam int CfgSmallLutBytes = 16384;
+  localparam int CfgSmallLutBytes = 32768;
   localparam int CfgSmallActBytes = 4096;
   localparam int CfgSmallOutBytes = 4096;
   localparam int CfgSmallNS = 2;
   localparam int CfgSmallNP = 3;
   localparam int CfgSmallPL = 2;
-  localparam int CfgSmallNOUT = 1;
+  localparam int CfgSmallNOUT = 3;
   localparam int CfgDefaultAxiDataWidth = 64;
   localparam int CfgDefaultAxiAddrWidth = 32;
   localparam int CfgDefaultActW = 8;
@@ -276,7 +274,7 @@ package pqa_pkg;
   localparam int CfgPqaNS = 16;
   localparam int CfgPqaNP = 16;
   localparam int CfgPqaPL = 9;
-  localparam int CfgPqaNOUT = 1;
+  localparam int CfgPqaNOUT = 32;
 
 endpackage
 

@@ -179,20 +179,19 @@ module pqa_top #(
       ProtoBytes, LutBytes, ActBytes, OutBytes, pqa_pkg::CfgRuleProtoBytesMin, pqa_pkg::CfgRuleLutBytesMin,
       pqa_pkg::CfgRuleActBytesMin, pqa_pkg::CfgRuleOutBytesMin);
   end
-  // Lanes: NS <= CMax subspaces, NP <= KMax prototypes, PL <= VMax elements per cycle; one output lane
-  // until the parallel look-up unit exists.
+  // Lanes: NS <= CMax subspaces, NP <= KMax prototypes, PL <= VMax elements, NOUT <= MMax outputs per cycle.
   if (NS < pqa_pkg::CfgRuleNSMin || NS > CMax || NP < pqa_pkg::CfgRuleNPMin || NP > KMax
       || PL < pqa_pkg::CfgRulePLMin || PL > VMax
-      || NOUT < pqa_pkg::CfgRuleNOUTMin || NOUT > pqa_pkg::CfgRuleNOUTMax)
+      || NOUT < pqa_pkg::CfgRuleNOUTMin || NOUT > MMax)
   begin : gen_lane_check
 `ifdef __ICARUS__
     initial $fatal(1,
 `else
     $error(
 `endif
-      "pqa_top: NS=%0d, NP=%0d, PL=%0d, NOUT=%0d are not supported: %0d..CMax, %0d..KMax, %0d..VMax, %0d..%0d",
+      "pqa_top: NS=%0d, NP=%0d, PL=%0d, NOUT=%0d are not supported: %0d..CMax, %0d..KMax, %0d..VMax, %0d..MMax",
       NS, NP, PL, NOUT, pqa_pkg::CfgRuleNSMin, pqa_pkg::CfgRuleNPMin, pqa_pkg::CfgRulePLMin,
-      pqa_pkg::CfgRuleNOUTMin, pqa_pkg::CfgRuleNOUTMax);
+      pqa_pkg::CfgRuleNOUTMin);
   end
 
   // Lane counts as the compute units see them: at least 1, so that a refused configuration elaborates far
@@ -200,6 +199,7 @@ module pqa_top #(
   localparam int LaneNS = (NS > 1) ? NS : 1;
   localparam int LaneNP = (NP > 1) ? NP : 1;
   localparam int LanePL = (PL > 1) ? PL : 1;
+  localparam int LaneNOUT = (NOUT > 1) ? NOUT : 1;
 
   localparam int BusBytes  = AxiDataWidth / 8;
   localparam int OffW      = 32;  // byte offsets of a column in the act / out buffers (pqa_ctrl)
@@ -212,11 +212,17 @@ module pqa_top #(
   localparam int ProtoRows     = ProtoBytes / pqa_pkg::row_stride(ProtoRowBytes, BusBytes);
   localparam int ProtoRowAw    = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
   // Table rows (pqa_rowmem): NS lane words of NOUT entries, whole rows only.
-  localparam int LutLaneBytes  = pqa_pkg::row_stride(NOUT * pqa_pkg::elem_bytes(LutW), BusBytes);
+  localparam int LutLaneBytes  = pqa_pkg::row_stride(LaneNOUT * pqa_pkg::elem_bytes(LutW), BusBytes);
   localparam int LutRows       = LutBytes / pqa_pkg::row_stride(LaneNS * LutLaneBytes, BusBytes);
   localparam int LutRowAw      = (LutRows > 1) ? $clog2(LutRows) : 1;
   localparam int LutAw     = $clog2(LutBytes / BusBytes);
   localparam int BiasAw    = (BiasWords > 1) ? $clog2(BiasWords) : 1;
+  // The bias and out buffers (pqa_widemem) move NOUT biases / outputs a cycle: NOUT*4 bytes at multiples of
+  // 4 * (the largest power of two dividing NOUT), NOUT bytes at any byte.
+  localparam int BiasGroupBytes = LaneNOUT * pqa_pkg::elem_bytes(pqa_pkg::BufBiasElemW);
+  localparam int BiasAlign = BiasGroupBytes & -BiasGroupBytes;
+  localparam int BiasPortBytes = (BiasGroupBytes > BusBytes) ? BiasGroupBytes : BusBytes;
+  localparam int OutPortBytes  = (LaneNOUT > BusBytes) ? LaneNOUT : BusBytes;
   localparam int ActAw     = $clog2(ActBytes / BusBytes);
   localparam int OutAw     = $clog2(OutBytes / BusBytes);
   localparam int ClearAw   = (ProtoAw > LutAw && ProtoAw > BiasAw && ProtoAw > ActAw && ProtoAw > OutAw) ? ProtoAw
@@ -456,14 +462,22 @@ module pqa_top #(
   logic [ProtoRowBytes*8-1:0] proto_rdata;
   logic [LaneNS*LutRowAw-1:0]       lut_raddr;
   logic [LaneNS*LutLaneBytes*8-1:0] lut_rdata;
-  logic [BiasAw-1:0]  bias_raddr;
+  logic [OffW-1:0]    bias_roff;
+  logic [BiasPortBytes*8-1:0] bias_rdata;
   logic [ActAw-1:0]   act_raddr, enc_act_raddr, vec_act_raddr;
   logic [OutAw-1:0]        out_raddr, vec_out_raddr;
-  logic [AxiDataWidth-1:0] bias_rdata, act_rdata, out_rdata;
+  logic [AxiDataWidth-1:0] act_rdata, out_rdata;
+  logic [OutPortBytes*8-1:0] out_rline;
   logic                    lk_out_we, vec_out_we;
-  logic [OutAw-1:0]        lk_out_waddr, vec_out_waddr, out_waddr;
-  logic [AxiDataWidth-1:0] lk_out_wdata, vec_out_wdata, out_wdata;
-  logic [BusBytes-1:0]     lk_out_wbe, vec_out_wbe, out_wbe;
+  logic [OffW-1:0]         lk_out_woff;
+  logic [OutAw-1:0]        vec_out_waddr;
+  logic [LaneNOUT*ActW-1:0] lk_out_wdata;
+  logic [LaneNOUT-1:0]     lk_out_wbe;
+  logic [AxiDataWidth-1:0] vec_out_wdata;
+  logic [BusBytes-1:0]     vec_out_wbe;
+  logic [OffW-1:0]         out_woff;
+  logic [OutPortBytes*8-1:0] out_wdata;
+  logic [OutPortBytes-1:0] out_wbe;
   logic                    we_proto, we_lut, we_bias, we_act, we_out;
 
   assign we_proto = dma_rd_valid && load_active && (load_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferProto));
@@ -478,23 +492,24 @@ module pqa_top #(
   // `load` into `out`, the look-up unit (`run`) or the vector unit.
   assign act_raddr = vec_active ? vec_act_raddr : enc_act_raddr;
   assign out_raddr = vec_active ? vec_out_raddr : dma_src_idx[OutAw-1:0];
+  // Bus-word writes go to the out buffer's wide port at word offsets, in the low bus word of its data.
   always_comb begin
     if (clear) begin
-      out_waddr = clear_addr[OutAw-1:0];
+      out_woff = OffW'(clear_addr[OutAw-1:0]) << $clog2(BusBytes);
       out_wdata = '0;
-      out_wbe   = '1;
+      out_wbe   = OutPortBytes'({BusBytes{1'b1}});
     end else if (we_out) begin
-      out_waddr = dma_rd_idx[OutAw-1:0];
-      out_wdata = dma_rd_data;
-      out_wbe   = '1;  // loads write whole words
+      out_woff  = OffW'(dma_rd_idx[OutAw-1:0]) << $clog2(BusBytes);
+      out_wdata = (OutPortBytes*8)'(dma_rd_data);
+      out_wbe   = OutPortBytes'({BusBytes{1'b1}});  // loads write whole words
     end else if (vec_out_we) begin
-      out_waddr = vec_out_waddr;
-      out_wdata = vec_out_wdata;
-      out_wbe   = vec_out_wbe;
+      out_woff  = OffW'(vec_out_waddr) << $clog2(BusBytes);
+      out_wdata = (OutPortBytes*8)'(vec_out_wdata);
+      out_wbe   = OutPortBytes'(vec_out_wbe);
     end else begin
-      out_waddr = lk_out_waddr;
-      out_wdata = lk_out_wdata;
-      out_wbe   = lk_out_wbe;
+      out_woff  = lk_out_woff;
+      out_wdata = (OutPortBytes*8)'(lk_out_wdata);
+      out_wbe   = OutPortBytes'(lk_out_wbe);
     end
   end
 
@@ -525,13 +540,19 @@ module pqa_top #(
     .rdata_o(lut_rdata)
   );
 
-  pqa_ram #(.Words(BiasWords), .Width(AxiDataWidth)) u_bias_ram (
+  pqa_widemem #(
+    .AxiDataWidth(AxiDataWidth),
+    .OffW        (OffW),
+    .Bytes       (BiasWords * BusBytes),
+    .WideBytes   (BiasGroupBytes),
+    .Align       (BiasAlign)
+  ) u_bias_mem (
     .clk_i  (clk_i),
     .we_i   (clear || we_bias),
-    .waddr_i(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]),
-    .wdata_i(clear ? '0 : dma_rd_data),
-    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
-    .raddr_i(bias_raddr),
+    .woff_i (OffW'(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]) << $clog2(BusBytes)),
+    .wdata_i(clear ? '0 : (BiasPortBytes*8)'(dma_rd_data)),
+    .wbe_i  (BiasPortBytes'({BusBytes{1'b1}})),  // loads and the clear write whole words
+    .roff_i (bias_roff),
     .rdata_o(bias_rdata)
   );
 
@@ -545,15 +566,21 @@ module pqa_top #(
     .rdata_o(act_rdata)
   );
 
-  pqa_ram #(.Words(OutBytes / BusBytes), .Width(AxiDataWidth)) u_out_ram (
+  pqa_widemem #(
+    .AxiDataWidth(AxiDataWidth),
+    .OffW        (OffW),
+    .Bytes       (OutBytes),
+    .WideBytes   (LaneNOUT)
+  ) u_out_mem (
     .clk_i  (clk_i),
     .we_i   (clear || we_out || lk_out_we || vec_out_we),
-    .waddr_i(out_waddr),
+    .woff_i (out_woff),
     .wdata_i(out_wdata),
     .wbe_i  (out_wbe),
-    .raddr_i(out_raddr),
-    .rdata_o(out_rdata)
+    .roff_i (OffW'(out_raddr) << $clog2(BusBytes)),
+    .rdata_o(out_rline)
   );
+  assign out_rdata = out_rline[AxiDataWidth-1:0];
 
   // A stamp record is PerfWords bus words (one counter each, CyclesW = AxiDataWidth): beat i is word i.
   always_comb begin
@@ -616,16 +643,16 @@ module pqa_top #(
   );
 
   pqa_lookup #(
-    .AxiDataWidth(AxiDataWidth),
     .OffW     (OffW),
     .LutW     (LutW),
     .AccW     (AccW),
     .ActW     (ActW),
     .CMax     (CMax),
     .NS       (LaneNS),
+    .NOUT     (LaneNOUT),
     .LaneBytes(LutLaneBytes),
     .LutRowAw (LutRowAw),
-    .BiasWords(BiasWords),
+    .BiasBytes(BiasWords * BusBytes),
     .OutBytes (OutBytes)
   ) u_lookup (
     .clk_i       (clk_i),
@@ -645,10 +672,10 @@ module pqa_top #(
     .idx_wdata_i (idx_wdata),
     .lut_raddr_o (lut_raddr),
     .lut_rdata_i (lut_rdata),
-    .bias_raddr_o(bias_raddr),
-    .bias_rdata_i(bias_rdata),
+    .bias_roff_o (bias_roff),
+    .bias_rdata_i(bias_rdata[BiasGroupBytes*8-1:0]),
     .out_we_o    (lk_out_we),
-    .out_waddr_o (lk_out_waddr),
+    .out_woff_o  (lk_out_woff),
     .out_wdata_o (lk_out_wdata),
     .out_wbe_o   (lk_out_wbe),
     .done_o      (lk_done)
@@ -687,7 +714,7 @@ module pqa_top #(
   );
 
   logic unused_dma;
-  assign unused_dma = ^{dma_src_req, dma_rd_idx, dma_src_idx};  // high index bits beyond a buffer
+  assign unused_dma = ^{dma_src_req, dma_rd_idx, dma_src_idx, out_rline, bias_rdata};  // high index bits beyond a buffer; port bytes past the bus word / biases
 
 endmodule
 

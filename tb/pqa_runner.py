@@ -187,6 +187,9 @@ def run_block(sim: str, toplevel: str, test_file: str, srcs: list[Path], paramet
             )
         except SystemExit:  # the runner exits when a test failed; the results file says which
             pass
+        except RuntimeError:  # the simulator itself failed (an RTL $fatal): its log says why
+            if not xml.exists():
+                return 0, 0, log.read_text()[-6000:] if log.exists() else "no log"
         if not xml.exists():
             return 0, 0, log.read_text()[-6000:] if log.exists() else "no log"
         tests, failed = get_results(xml)

@@ -351,9 +351,10 @@ def test_allocate_unit() -> None:
 # ------------------------------------------------------------------------------------------------------------
 def test_tables_beyond_buffers_name_op_and_buffer() -> None:
     b = Builder(_inputs(np.random.default_rng(14), 1, (4, 4, 24)), seed=14, lut_bits=8)
-    # LUT: c=27 subspaces in 14 groups of small's 2 lanes: 28*16*64 = 28672 B > LutBytes=16384
+    # LUT: c=27 subspaces in 14 groups of small's 2 lanes, 16 prototypes, ceil(64/3) = 22 output groups of its
+    # 3 output lanes, rows of 2 lane words of 4 bytes: 14*16*22*8 = 39424 B > LutBytes=32768
     t = b.pq("big", "x", m=64, k=16, v=8, kh=3, pad=1)
-    with pytest.raises(backend.CompileError, match=r"layer 0 \(big .*table \(LUT\) needs 28672 bytes.*'lut'"):
+    with pytest.raises(backend.CompileError, match=r"layer 0 \(big .*table \(LUT\) needs 39424 bytes.*'lut'"):
         backend.emit_graph(SMALL, b.graph(t), b.x)
     backend.emit_graph(DEFAULT, b.graph(t), b.x)  # fits LutBytes=131072
 
@@ -427,8 +428,10 @@ def test_report_rows_and_text(tmp_path: Path) -> None:
     assert (stem["kind"], stem["in"], stem["out"], stem["K"], stem["v"], stem["c"], stem["m"]) == \
         ("conv", "8x8x3", "8x8x8", 8, 6, 5, 8)
     # prototypes: ceil(5/2) * ceil(8/3) * ceil(6/2) = 27 rows of 16 bytes (config small's 2 x 3 x 2 rows)
-    # table: c=5 in 3 groups of 2 lanes, k=8, m=8: 6*8*8 one-byte entries
-    assert stem["table B"] == 27 * 16 + 6 * 8 * 8 * SMALL.lut_bytes + 4 * 8
+    # table: c=5 in 3 groups of 2 lanes, k=8, m=8 in 3 output groups: rows of 2 lane words of 3 one-byte
+    # entries (4 bytes each)
+    assert SMALL.lut_lane_bytes == 4
+    assert stem["table B"] == 27 * 16 + 3 * 8 * 3 * 2 * 4 + 4 * 8
     assert stem["loaded B"] == stem["table B"] + 2 * 8 * 8 * 3 and stem["stored B"] == 2 * 8 * 8 * 8
     add = rows[4]
     assert add["loaded B"] == 2 * 2 * 4 * 4 * 16 and add["stored B"] == 2 * 4 * 4 * 16

@@ -63,7 +63,7 @@ def test_rows_and_csv(residual: tuple[dict, dict[str, list[int]]], tmp_path: Pat
         assert r["mem_cycles"] == r["bytes_moved"] / bpc and r["roofline"] == max(r["formula_cycles"],
                                                                                    r["mem_cycles"])
         assert r["columns"] == lay["out_shape"][0] * lay["out_shape"][1] * BATCH and r["batch"] == BATCH
-        assert (r["ns"], r["np"], r["pl"], r["nout"]) == (2, 3, 2, 1)  # config small
+        assert (r["ns"], r["np"], r["pl"], r["nout"]) == (2, 3, 2, 3)  # config small
     path = tmp_path / "out" / "resnet20-small-b2.csv"
     bench.write_csv(path, rows)
     with open(path, newline="") as fh:

@@ -195,7 +195,7 @@ def _raw() -> dict:
     ("LutW", 17, "at most 16"),                                    # max, a number
     ("AccW", 7, "at least LutW = 8"),                              # min, another parameter
     ("KMax", 256, "at most shape.k.max = 255"),                    # max, a field's largest value
-    ("MMax", 0, "at least 1"),
+    ("LutW", 1, "at least 2"),                                     # min, a number
     ("LutBytes", 3 << 10, "a power of two"),                       # pow2
     ("ProtoBytes", 4, "at least 8"),                               # min of a pow2 parameter
 ])
@@ -307,19 +307,18 @@ LANES = ("NS", "NP", "PL", "NOUT")
 
 def test_lane_parameters_are_in_every_configuration() -> None:
     """NS, NP, PL and NOUT are keys of every named configuration (HwConfig exposes them): the narrow default
-    (1, 1, 1, 1), the odd small (2, 3, 2, 1) and pqa (16, 16, 9, 1); NS, NP and PL are bounded by CMax, KMax
-    and VMax, NOUT by 1 until the parallel look-up lands; pqa_pkg carries the bounds and every value."""
+    (1, 1, 1, 1), the odd small (2, 3, 2, 3) and pqa (16, 16, 9, 32); NS, NP, PL and NOUT are bounded by
+    CMax, KMax, VMax and MMax; pqa_pkg carries the bounds and every value."""
     assert set(LANES) <= set(CONFIG_KEYS)
     lanes = {n: (c.NS, c.NP, c.PL, c.NOUT) for n, c in SPEC.configs.items()}
-    assert lanes == {"default": (1, 1, 1, 1), "small": (2, 3, 2, 1), "pqa": (16, 16, 9, 1)}
+    assert lanes == {"default": (1, 1, 1, 1), "small": (2, 3, 2, 3), "pqa": (16, 16, 9, 32)}
     pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
-    assert [SPEC.config_rules[p].describe() for p in LANES] == ["1 .. CMax", "1 .. KMax", "1 .. VMax", "1 .. 1"]
-    assert "parallel version" in SPEC.config_rules["NOUT"].doc
+    assert [SPEC.config_rules[p].describe() for p in LANES] == ["1 .. CMax", "1 .. KMax", "1 .. VMax", "1 .. MMax"]
     for p in LANES:
         assert f"localparam int CfgRule{p}Min = 1;" in pkg
         for cfg in SPEC.configs.values():
             assert f"localparam int Cfg{camel(cfg.name)}{p} = {cfg.params[p]};" in pkg
-    assert "localparam int CfgRuleNOUTMax = 1;" in pkg
+    assert "CfgRuleNOUTMax" not in pkg  # a bound by another parameter: pqa_top checks NOUT <= MMax itself
     raw = _raw()
     del raw["configs"]["small"]["NOUT"]
     with pytest.raises(SpecError, match=r"configs.small: missing keys \['NOUT'\]"):
@@ -328,7 +327,7 @@ def test_lane_parameters_are_in_every_configuration() -> None:
 
 @pytest.mark.parametrize(("param", "value", "rule"), [
     ("NS", 65, "at most CMax = 64"), ("NP", 0, "at least 1"), ("PL", 17, "at most VMax = 16"),
-    ("NOUT", 32, "at most 1")])
+    ("NOUT", 257, "at most MMax = 256")])
 def test_lanes_beyond_their_bounds_are_refused(param: str, value: int, rule: str) -> None:
     raw = _raw()
     raw["configs"]["default"][param] = value

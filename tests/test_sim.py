@@ -72,8 +72,8 @@ def _program(metric: str, x: list[int]) -> backend.Program:
     words = [
         encode("load", buf=BUF["proto"], nbytes=len(packed), addr=0x200),
         encode("load", buf=BUF["lut"], nbytes=len(table), addr=0x240),
-        encode("load", buf=BUF["bias"], nbytes=8, addr=0x248),
-        encode("load", buf=BUF["act"], nbytes=3, addr=0x250),
+        encode("load", buf=BUF["bias"], nbytes=8, addr=0x258),
+        encode("load", buf=BUF["act"], nbytes=3, addr=0x260),
         encode("shape", metric=metric, k=2, v=2, c=2, d=3, m=2),
         encode("quant", relu=1, shift=2, mult=3, bits=8),
         encode("run", n=1),
@@ -81,8 +81,9 @@ def _program(metric: str, x: list[int]) -> backend.Program:
         encode("stamp", addr=0x308),
         encode("end"),
     ]
+    assert len(table) == 16  # two rows of 2 lanes x 3 entries (a lane word rounded to 4 bytes)
     data = [(0x200, packed, "p"), (0x240, table, "l"),
-            (0x248, bias.view(np.uint8), "b"), (0x250, np.array(x, np.int8).view(np.uint8), "x")]
+            (0x258, bias.view(np.uint8), "b"), (0x260, np.array(x, np.int8).view(np.uint8), "x")]
     return backend.raw_program(CFG, words, data)
 
 
@@ -135,17 +136,18 @@ def _perf(mem: np.ndarray, addr: int) -> dict[str, int]:
 
 def test_stamp_record_counts_bytes_exactly() -> None:
     """The record of the stamp at 0x308 in :func:`_program`: 9 fetches of one bus word (the 8 instructions
-    before it and its own) and 5 bus words of loads (16 bytes of prototype rows, 8, 8 and 3 bytes) read; the
-    2-byte store wrote one word; the run's compute cycles are c*v + rows + ceil(m/NOUT)*ceil(c/NS) + 6 =
-    4 + 1 + 2 + 6 (config small: c=2, k=2, v=2 is one prototype row of 2 x 3 x 2, the two subspaces one group
-    of the look-up's 2 lanes); cycles as the cycle model says. After it the end's fetch is read and the record
+    before it and its own) and 6 bus words of loads (16 bytes of prototype rows, 16 of table rows, 8 and 3
+    bytes) read; the 2-byte store wrote one word; the run's compute cycles are gather + rows +
+    ceil(m/NOUT)*ceil(c/NS) + 6 = 4 + 1 + 1 + 6 (config small: c*v gather cycles; c=2, k=2, v=2 is one
+    prototype row of 2 x 3 x 2, the two subspaces one group of the look-up's 2 lanes, the two outputs one
+    group of its 3); cycles as the cycle model says. After it the end's fetch is read and the record
     (4 words) written."""
     bb = CFG.bus_bytes
     res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
     rec = _perf(res.mem, 0x308)
-    assert rec["rd_bytes"] == 9 * bb + 5 * bb and rec["wr_bytes"] == bb
+    assert rec["rd_bytes"] == 9 * bb + 6 * bb and rec["wr_bytes"] == bb
     assert CFG.proto_rows(2, 2, 2) == 1
-    assert rec["compute_cycles"] == 2 * 2 + 1 + 2 * 1 + sim.RUN_COLUMN_CYCLES == 13
+    assert rec["compute_cycles"] == 4 + 1 + 1 + sim.RUN_COLUMN_CYCLES == 12
     assert 0 < rec["cycles"] < res.cycles
     assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
     assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]

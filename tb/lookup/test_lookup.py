@@ -2,10 +2,11 @@
 ``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes),
 int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned,
 column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and ReLU; and the documented
-cycle count (m*ceil(c/NS) + 3 per column, start cycle included). The table is packed into rows of NS lanes
-by ``pqcompile.layout`` (c leaves the last group partially full). Parametrized over LutW (8, and 12 stored
-in two bytes), AccW (32, 20), CMax (32, 5), the lanes NS (3 and 2; slow: 1 and 5, the three layouts of
-pqa_rowmem's writes) and buffer sizes that are not powers of two."""
+cycle count (ceil(m/NOUT)*ceil(c/NS) + 3 per column, start cycle included). The table is packed into rows
+of NS lanes of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full, m the
+last output group). Parametrized over LutW (8, and 12 stored in two bytes), AccW (32, 20), CMax (32, 5),
+the lanes NS x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's writes and
+bias / output groups wider than a bus word) and buffer sizes that are not powers of two."""
 
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ async def read_out(dut: object, start: int, n: int) -> bytes:
 async def lookup_matches_golden(dut: object) -> None:
     p = params()
     lutw, accw, cmax = p["LutW"], p["AccW"], p["CMax"]
-    ns = p["NS"]
-    # the table layout of the bench's lanes (a 64-bit bus, NOUT = 1)
-    cfg = HwConfig("tb", "block bench", {**load().config("small").params, "LutW": lutw, "NS": ns, "NOUT": 1,
+    ns, nout = p["NS"], p["NOUT"]
+    # the table layout of the bench's lanes (a 64-bit bus)
+    cfg = HwConfig("tb", "block bench", {**load().config("small").params, "LutW": lutw, "NS": ns, "NOUT": nout,
                                          "LutBytes": p["LutBytes"]})
     rng = random.Random(cocotb.RANDOM_SEED)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
@@ -77,6 +78,7 @@ async def lookup_matches_golden(dut: object) -> None:
             await RisingEdge(dut.clk_i)
         dut.idx_we_i.value = 0
         before = await read_out(dut, col_out - 1, 1) if col_out else b""
+        after = await read_out(dut, col_out + m, 1) if col_out + m < p["OutBytes"] else b""
         dut.k_i.value, dut.c_i.value, dut.m_i.value = k, c, m
         dut.mult_i.value, dut.shift_i.value, dut.relu_i.value, dut.bits_i.value = mult, shift, relu, bits
         dut.col_out_i.value = col_out
@@ -84,19 +86,22 @@ async def lookup_matches_golden(dut: object) -> None:
         await RisingEdge(dut.clk_i)
         dut.start_i.value = 0
         cycles = 0
-        while cycles < m * groups + 10:
+        ocycles = -(-m // nout) * groups
+        while cycles < ocycles + 10:
             await RisingEdge(dut.clk_i)
             cycles += 1
             if dut.done_o.value:
                 break
-        # done_o m*ceil(c/NS) + 2 cycles after the start cycle (the file header's "+3" counts that cycle)
-        assert cycles == m * groups + 2, f"done after {cycles} cycles, expected {m * groups + 2}"
+        # done_o ceil(m/NOUT)*ceil(c/NS) + 2 cycles after the start cycle (the header's "+3" counts that cycle)
+        assert cycles == ocycles + 2, f"done after {cycles} cycles, expected {ocycles + 2}"
         acc = sim.lookup(idx[None, :], lut, bias, accw)
         exp = sim.requantize(acc, mult, shift, bool(relu), bits)[0].astype(np.int8).tobytes()
         got = await read_out(dut, col_out, m)
         assert got == exp, f"case {i}: c={c} k={k} m={m} col_out={col_out}: RTL {got.hex()} != {exp.hex()}"
         if col_out:
             assert await read_out(dut, col_out - 1, 1) == before, "byte before the column overwritten"
+        if col_out + m < p["OutBytes"]:
+            assert await read_out(dut, col_out + m, 1) == after, "byte after the column overwritten"
         full = lut[np.arange(c), idx, :].astype(np.int64).sum(0) + bias
         wrapped += int((full != acc[0]).sum())
     if accw < 34:
@@ -104,22 +109,22 @@ async def lookup_matches_golden(dut: object) -> None:
 
 
 PARAMS = [
-    {"LutW": 12, "AccW": 20, "CMax": 5, "NS": 3, "LutBytes": 3000, "BiasWords": 7, "OutBytes": 200},
-    {"LutW": 8, "AccW": 32, "CMax": 32, "NS": 2, "LutBytes": 4096, "BiasWords": 32, "OutBytes": 512},
-    pytest.param({"LutW": 8, "AccW": 32, "CMax": 32, "NS": 1, "LutBytes": 16384, "BiasWords": 32, "OutBytes": 4096},
-                 marks=pytest.mark.slow),
-    pytest.param({"LutW": 16, "AccW": 32, "CMax": 32, "NS": 5, "LutBytes": 16384, "BiasWords": 32, "OutBytes": 4096},
-                 marks=pytest.mark.slow),
+    {"LutW": 12, "AccW": 20, "CMax": 5, "NS": 3, "NOUT": 4, "LutBytes": 3000, "BiasWords": 7, "OutBytes": 200},
+    {"LutW": 8, "AccW": 32, "CMax": 32, "NS": 2, "NOUT": 3, "LutBytes": 4096, "BiasWords": 32, "OutBytes": 512},
+    pytest.param({"LutW": 8, "AccW": 32, "CMax": 32, "NS": 1, "NOUT": 1, "LutBytes": 16384, "BiasWords": 32,
+                  "OutBytes": 4096}, marks=pytest.mark.slow),
+    pytest.param({"LutW": 16, "AccW": 32, "CMax": 32, "NS": 5, "NOUT": 32, "LutBytes": 65536, "BiasWords": 32,
+                  "OutBytes": 4096}, marks=pytest.mark.slow),
 ]
 
 
 def _id(p: dict[str, int]) -> str:
-    return f"lutw{p['LutW']}_accw{p['AccW']}_cmax{p['CMax']}_ns{p['NS']}"
+    return f"lutw{p['LutW']}_accw{p['AccW']}_cmax{p['CMax']}_ns{p['NS']}_nout{p['NOUT']}"
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("sim_name", SIMS)
 @pytest.mark.parametrize("parameters", PARAMS, ids=_id)
 def test_lookup(sim_name: str, parameters: dict[str, int]) -> None:
-    srcs = block_sources("pqa_ram", "pqa_rowmem", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
+    srcs = block_sources("pqa_ram", "pqa_rowmem", "pqa_widemem", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
     check_block(sim_name, "tb_lookup", __file__, srcs, parameters)
