@@ -126,5 +126,6 @@ def _id(p: dict[str, int]) -> str:
 @pytest.mark.parametrize("sim_name", SIMS)
 @pytest.mark.parametrize("parameters", PARAMS, ids=_id)
 def test_lookup(sim_name: str, parameters: dict[str, int]) -> None:
-    srcs = block_sources("pqa_ram", "pqa_rowmem", "pqa_widemem", "pqa_postproc", "pqa_lookup", extra=[TB / "lookup" / "tb_lookup.sv"])
+    srcs = block_sources("pqa_ram", "pqa_rowmem", "pqa_widemem", "pqa_postproc", "pqa_lookup",
+                         extra=[TB / "lookup" / "tb_lookup.sv"])
     check_block(sim_name, "tb_lookup", __file__, srcs, parameters)
