@@ -11,7 +11,8 @@
 //     origin of the current output row;
 //     run_start_i: pixel 0; col_next_i: the next pixel (ox+1, or the next output row).
 //   element state: (ci, ky, kx), iy, ix, the address a and the address of kx = 0 in this window row;
-//     el_start_i: element 0 of the column; el_next_i: element e+1 (kx, then ky, then ci);
+//     el_start_i: element 0 of the column; el_next_i: element e+1 (kx, then ky, then ci; ci by ci_step_i:
+//       1 walks the column element by element, NS walks lane 0 of a group of NS channels);
 //     el_save_i (with el_next_i): also remember the new position (the first element of a subspace);
 //     el_restore_i: back to the remembered position (the encoder walks a subspace once per prototype).
 // Address arithmetic is modulo 2^OffW (32 bits in pqa_top): an inside element's address is below
@@ -38,6 +39,7 @@ module pqa_convgen #(
   input  logic [pqa_pkg::ConvPadTW-1:0]   pad_t_i,
   input  logic [pqa_pkg::ConvPadLW-1:0]   pad_l_i,
   input  logic [pqa_pkg::ConvOutWW-1:0]   out_w_i,
+  input  logic [pqa_pkg::FmapChW:0]       ci_step_i,   // channels from one window to the next (1, or NS)
   // column walk
   input  logic                            run_start_i,
   input  logic                            col_next_i,
@@ -138,11 +140,11 @@ module pqa_convgen #(
     end else begin
       kx_n = '0;
       ky_n = '0;
-      ci_n = ci_q + (pqa_pkg::FmapChW + 1)'(1);
+      ci_n = ci_q + ci_step_i;
       ix_n = ox0_q;
       iy_n = oy0_q;
-      ra_n = org_q + OffW'(ci_q) + OffW'(1);
-      a_n  = org_q + OffW'(ci_q) + OffW'(1);
+      ra_n = org_q + OffW'(ci_q) + OffW'(ci_step_i);
+      a_n  = org_q + OffW'(ci_q) + OffW'(ci_step_i);
     end
   end
 

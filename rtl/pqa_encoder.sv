@@ -6,11 +6,19 @@
 //
 // Parallel datapath of NS subspace lanes x NP distance units x PL elements, one subspace group (subspaces
 // g*NS .. g*NS+NS-1) at a time:
-//   gather: the group's elements are read one per cycle into the column register col_q (one group: NS x VPad
-//     bytes, VPad = VMax rounded up to whole element groups of PL), element e of the group's lane s at byte
-//     s*VPad + e. Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte
-//     that the convolution address generator (pqa_convgen) points at, read as 0 outside the fmap; x >= d
-//     reads as 0. Groups are gathered in the order of x, so the generator walks the column once.
+//   gather: the group's elements are read into the column register col_q (one group: NS x VPad bytes, VPad =
+//     VMax rounded up to whole element groups of PL), element e of the group's lane s at byte s*VPad + e.
+//     Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte that the
+//     convolution address generator (pqa_convgen) points at, read as 0 outside the fmap; x >= d reads as 0.
+//     The act read port (pqa_widemem) returns GatherBytes = max(NS, VMax) bytes from any byte offset, and
+//     the gather takes one of three modes (docs/theory.md, "Column feed"):
+//     - lanes (conv mode, v = kh*kw: a subspace is one channel's window): one window position (ky, kx) of
+//       the group's NS channels per cycle, NS contiguous act bytes into lane s at e = ky*kw + kx; v cycles
+//       a group (the generator steps the channel by NS at the end of each window);
+//     - contiguous (fully connected, or a 1x1 conv: a column is contiguous act bytes): one subspace's v
+//       bytes per cycle; one cycle a subspace;
+//     - element (conv mode otherwise: subspaces that cut across windows): one element per cycle, in the
+//       order of x, so the generator walks the column once; v cycles a subspace.
 //   encode: one prototype row per cycle (pqa_protomem; docs/isa.md, "On-chip buffers"), walking prototype
 //     groups kg and element groups eg of group g (row (g*ceil(k/NP) + kg)*ceil(v/PL) + eg). Stage 0 issues
 //     the row read and registers the NS x PL column elements of eg; stage 1 adds PL terms into each of the
@@ -19,14 +27,13 @@
 //     running minimum over the prototype groups (strict less-than: earlier groups have lower indices).
 //     After the last prototype group the NS indices of group g go to the look-up unit, and the next group
 //     is gathered (the column register is free: stage 1 no longer reads it).
-// Cycles per column: c*v (gather) + ceil(c/NS) (a drain per group) + rows + 2 (start, last drain),
-// rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
-// The narrow datapath is NS = NP = PL = 1. Act buffer reads are bus words (AxiDataWidth bits).
+// Cycles per column: gather + ceil(c/NS) (a drain per group) + rows + 2 (start, last drain), gather =
+// ceil(c/NS)*v (lanes), c (contiguous) or c*v (element), rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
+// The narrow datapath is NS = NP = PL = 1.
 
 `default_nettype none
 
 module pqa_encoder #(
-  parameter int AxiDataWidth = pqa_pkg::CfgDefaultAxiDataWidth,
   parameter int OffW         = 32,    // byte offsets in the act buffer
   parameter int ActBytes     = 4096,
   parameter int CMax         = 32,
@@ -36,7 +43,7 @@ module pqa_encoder #(
   parameter int PL           = 1,
   parameter int RowAw        = 8,     // bits of a prototype row index (pqa_protomem)
   // Derived, do not override.
-  parameter int ActAw        = $clog2(ActBytes / (AxiDataWidth / 8))
+  parameter int GatherBytes  = (NS > VMax) ? NS : VMax  // bytes of an act read (pqa_widemem)
 ) (
   input  logic                             clk_i,
   input  logic                             rst_ni,
@@ -60,8 +67,8 @@ module pqa_encoder #(
   input  logic [pqa_pkg::ConvOutWW-1:0]    out_w_i,
   input  logic                             run_start_i,  // a conv-mode run starts: pixel 0
   input  logic                             col_next_i,   // the next output pixel
-  output logic [ActAw-1:0]                 act_raddr_o,
-  input  logic [AxiDataWidth-1:0]          act_rdata_i,
+  output logic [OffW-1:0]                  act_roff_o,     // byte offset of an act read
+  input  logic [GatherBytes*8-1:0]         act_rdata_i,    // the GatherBytes bytes from it
   output logic [RowAw-1:0]                 proto_raddr_o,  // prototype row
   input  logic [NS*NP*PL*8-1:0]            proto_rdata_i,
   output logic                             idx_we_o,
@@ -70,7 +77,6 @@ module pqa_encoder #(
   output logic                             done_o
 );
 
-  localparam int BusAlign = $clog2(AxiDataWidth / 8);               // byte-offset bits within a bus word
   localparam int XoffW    = pqa_pkg::ShapeCW + pqa_pkg::ShapeVW;     // element offsets ci*v + e < c*v
   localparam int KW       = pqa_pkg::ShapeKW;
   localparam int VW       = pqa_pkg::ShapeVW;
@@ -96,27 +102,32 @@ module pqa_encoder #(
   enc_state_e state_q, state_d;
 
   // ---------------------------------------------------------------------------------------------
-  // Gather: (ci, e) walk, one act byte per cycle into the column register
+  // Gather: the mode, the walk, and the act read
   // ---------------------------------------------------------------------------------------------
-  logic [CW-1:0]    ci_q;
-  logic [VW-1:0]    e_q;
+  logic             m_lanes, m_contig;   // gather mode (element when neither)
+  logic [CW-1:0]    ci_q;    // subspace (element and contiguous modes)
+  logic [VW-1:0]    e_q;     // element (element and lanes modes)
   logic [PosW-1:0]  cpos_q;  // (ci - g*NS) * VPad: the subspace's lane in the group
-  logic [XoffW-1:0] xoff_q;  // ci * v + e
+  logic [XoffW-1:0] xoff_q;  // ci * v + e: the column element (element: that byte; contiguous: e = 0)
   logic [OffW-1:0]  aaddr;
-  logic             gather, g_last_e, g_last_c, g_last_s;
+  logic             gather, g_last, g_last_e, g_last_c, g_last_s;
 
-  // Gather stage 1 (the act read is registered): write the byte.
+  // Gather stage 1 (the act read is registered): write the column register.
   logic                gv1_q, gpad1_q;
-  logic [PosW-1:0]     gpos1_q;  // (ci - g*NS) * VPad + e
-  logic [BusAlign-1:0] asel1_q;
+  logic [PosW-1:0]     gpos1_q;  // element mode: (ci - g*NS) * VPad + e; contiguous: (ci - g*NS) * VPad
+  logic [VW-1:0]       ge1_q;    // lanes mode: e
+  logic [XoffW-1:0]    gx1_q;    // contiguous mode: ci * v
 
   logic [GroupBits-1:0] col_q;  // one group's NS x VPad bytes, flat (Icarus 11 selects only a packed array's last dimension)
 
-  // Convolution address generator: one element per gather cycle, in the order of x.
+  // Convolution address generator: the element (element mode) or window position (lanes mode) of this
+  // gather cycle; element 0 of the column (contiguous mode: the pixel's first byte).
   logic            gen_inside;
   logic [OffW-1:0] gen_addr;
 
-  assign gather = (state_q == EncGather);
+  assign gather   = (state_q == EncGather);
+  assign m_lanes  = conv_i && (32'(v_i) == 32'(kh_i) * 32'(kw_i));
+  assign m_contig = !m_lanes && (!conv_i || (kh_i == pqa_pkg::ConvKhW'(1) && kw_i == pqa_pkg::ConvKwW'(1)));
 
   pqa_convgen #(.OffW(OffW)) u_convgen (
     .clk_i       (clk_i),
@@ -130,21 +141,24 @@ module pqa_encoder #(
     .pad_t_i     (pad_t_i),
     .pad_l_i     (pad_l_i),
     .out_w_i     (out_w_i),
+    .ci_step_i   (m_lanes ? (pqa_pkg::FmapChW + 1)'(NS) : (pqa_pkg::FmapChW + 1)'(1)),
     .run_start_i (run_start_i),
     .col_next_i  (col_next_i),
     .el_start_i  (state_q == EncIdle),
-    .el_next_i   (gather && conv_i),
+    .el_next_i   (gather && conv_i && !m_contig),
     .el_save_i   (1'b0),
     .el_restore_i(1'b0),
     .addr_o      (gen_addr),
     .inside_o    (gen_inside)
   );
 
-  assign aaddr       = conv_i ? gen_addr : col_base_i + OffW'(xoff_q);
-  assign act_raddr_o = aaddr[ActAw+BusAlign-1:BusAlign];
-  assign g_last_e    = (e_q == v_i - VW'(1));
-  assign g_last_c    = (ci_q == c_i - CW'(1));
-  assign g_last_s    = ({1'b0, ci_q} + (CW + 1)'(1) == cb_q + (CW + 1)'(NS));  // the group's last lane
+  assign aaddr      = m_contig ? (conv_i ? gen_addr : col_base_i) + OffW'(xoff_q) : gen_addr;
+  assign act_roff_o = aaddr;
+  assign g_last_e   = (e_q == v_i - VW'(1));
+  assign g_last_c   = (ci_q == c_i - CW'(1));
+  assign g_last_s   = ({1'b0, ci_q} + (CW + 1)'(1) == cb_q + (CW + 1)'(NS));  // the group's last lane
+  // the group's last gather cycle
+  assign g_last     = m_lanes ? g_last_e : m_contig ? (g_last_c || g_last_s) : (g_last_e && (g_last_c || g_last_s));
 
   // ---------------------------------------------------------------------------------------------
   // Encode stage 0: (g, kg, eg) walk, one prototype row per cycle
@@ -167,7 +181,7 @@ module pqa_encoder #(
     state_d = state_q;
     unique case (state_q)
       EncIdle:        if (start_i) state_d = EncGather;
-      EncGather:      if (g_last_e && (g_last_c || g_last_s)) state_d = EncGatherDrain;
+      EncGather:      if (g_last) state_d = EncGatherDrain;
       EncGatherDrain: state_d = EncEncode;
       EncEncode: begin
         if (last_eg && last_kg && last_g) begin
@@ -209,13 +223,21 @@ module pqa_encoder #(
         row_q  <= '0;
       end
       if (gather) begin
-        xoff_q <= xoff_q + XoffW'(1);
-        if (!g_last_e) begin
-          e_q <= e_q + VW'(1);
-        end else begin
-          e_q    <= '0;
+        if (m_lanes) begin
+          e_q <= g_last_e ? '0 : e_q + VW'(1);
+        end else if (m_contig) begin
+          xoff_q <= xoff_q + XoffW'(v_i);
           ci_q   <= ci_q + CW'(1);
           cpos_q <= g_last_s ? '0 : cpos_q + PosW'(VPad);
+        end else begin
+          xoff_q <= xoff_q + XoffW'(1);
+          if (!g_last_e) begin
+            e_q <= e_q + VW'(1);
+          end else begin
+            e_q    <= '0;
+            ci_q   <= ci_q + CW'(1);
+            cpos_q <= g_last_s ? '0 : cpos_q + PosW'(VPad);
+          end
         end
       end
       if (encode) begin
@@ -244,18 +266,31 @@ module pqa_encoder #(
       gv1_q   <= 1'b0;
       gpad1_q <= 1'b0;
       gpos1_q <= '0;
-      asel1_q <= '0;
+      ge1_q   <= '0;
+      gx1_q   <= '0;
     end else begin
       gv1_q   <= gather;
-      gpad1_q <= (xoff_q >= XoffW'(d_i)) || (conv_i && !gen_inside);
-      gpos1_q <= cpos_q + PosW'(e_q);
-      asel1_q <= aaddr[BusAlign-1:0];
+      // element: x >= d or outside; lanes: outside (x < c*v = d); contiguous: the pixel outside (x >= d below)
+      gpad1_q <= (!m_lanes && !m_contig && xoff_q >= XoffW'(d_i)) || (conv_i && !gen_inside);
+      gpos1_q <= m_contig ? cpos_q : cpos_q + PosW'(e_q);
+      ge1_q   <= e_q;
+      gx1_q   <= xoff_q;
     end
   end
 
   always_ff @(posedge clk_i) begin
     if (gv1_q) begin
-      col_q[32'(gpos1_q)*8 +: 8] <= gpad1_q ? 8'd0 : act_rdata_i[asel1_q*8 +: 8];
+      if (m_lanes) begin  // (the mode holds for the whole run)
+        for (int s = 0; s < NS; s++) begin
+          col_q[(s*VPad + 32'(ge1_q))*8 +: 8] <= gpad1_q ? 8'd0 : act_rdata_i[s*8 +: 8];
+        end
+      end else if (m_contig) begin
+        for (int e = 0; e < VMax; e++) begin
+          col_q[(32'(gpos1_q) + e)*8 +: 8] <= (gpad1_q || 32'(gx1_q) + e >= 32'(d_i)) ? 8'd0 : act_rdata_i[e*8 +: 8];
+        end
+      end else begin
+        col_q[32'(gpos1_q)*8 +: 8] <= gpad1_q ? 8'd0 : act_rdata_i[7:0];
+      end
     end
   end
 
@@ -426,7 +461,7 @@ module pqa_encoder #(
   // High address bits beyond the buffers (kept in range by the controller's limit checks); tree nodes
   // that only the reduction reads.
   logic unused;
-  assign unused = ^{aaddr, td, ti, tv, sum, cb_q[CW], eb_q[VW], kb_q[KW]};
+  assign unused = ^{td, ti, tv, sum, cb_q[CW], eb_q[VW], kb_q[KW], act_rdata_i};
 
 `ifndef SYNTHESIS
   // Assertions (immediate, so that Icarus 11 runs them too; Verilator needs --assert).
@@ -436,9 +471,10 @@ module pqa_encoder #(
       if (gather) begin
         // The walk stays inside the shape (the controller checked it before `run`), and no read beyond
         // the act buffer (padded elements read as 0 whatever the address).
-        assert (e_q < v_i && ci_q < c_i && 32'(ci_q) < CMax && 32'(e_q) < VMax)
+        assert (e_q < v_i && (m_lanes || (ci_q < c_i && 32'(ci_q) < CMax)) && 32'(e_q) < VMax)
           else $fatal(1, "pqa_encoder: gather beyond shape e=%0d c=%0d", e_q, ci_q);
-        assert (xoff_q >= XoffW'(d_i) || (conv_i && !gen_inside) || (OffW + 1)'(aaddr) < (OffW + 1)'(ActBytes))
+        // an element read inside the fmap and below d lies inside the act buffer
+        assert (m_lanes || xoff_q >= XoffW'(d_i) || (conv_i && !gen_inside) || (OffW + 1)'(aaddr) < (OffW + 1)'(ActBytes))
           else $fatal(1, "pqa_encoder: act read beyond the end (byte %0d)", aaddr);
       end
       if (encode) begin

@@ -223,6 +223,9 @@ module pqa_top #(
   localparam int BiasAlign = BiasGroupBytes & -BiasGroupBytes;
   localparam int BiasPortBytes = (BiasGroupBytes > BusBytes) ? BiasGroupBytes : BusBytes;
   localparam int OutPortBytes  = (LaneNOUT > BusBytes) ? LaneNOUT : BusBytes;
+  // The act buffer (pqa_widemem) gives the encoder max(NS, VMax) bytes from any byte a cycle.
+  localparam int GatherBytes   = (LaneNS > VMax) ? LaneNS : VMax;
+  localparam int ActPortBytes  = (GatherBytes > BusBytes) ? GatherBytes : BusBytes;
   localparam int ActAw     = $clog2(ActBytes / BusBytes);
   localparam int OutAw     = $clog2(OutBytes / BusBytes);
   localparam int ClearAw   = (ProtoAw > LutAw && ProtoAw > BiasAw && ProtoAw > ActAw && ProtoAw > OutAw) ? ProtoAw
@@ -464,9 +467,11 @@ module pqa_top #(
   logic [LaneNS*LutLaneBytes*8-1:0] lut_rdata;
   logic [OffW-1:0]    bias_roff;
   logic [BiasPortBytes*8-1:0] bias_rdata;
-  logic [ActAw-1:0]   act_raddr, enc_act_raddr, vec_act_raddr;
+  logic [ActAw-1:0]   vec_act_raddr;
+  logic [OffW-1:0]    act_roff, enc_act_roff;
+  logic [ActPortBytes*8-1:0] act_rline;
   logic [OutAw-1:0]        out_raddr, vec_out_raddr;
-  logic [AxiDataWidth-1:0] act_rdata, out_rdata;
+  logic [AxiDataWidth-1:0] out_rdata;
   logic [OutPortBytes*8-1:0] out_rline;
   logic                    lk_out_we, vec_out_we;
   logic [OffW-1:0]         lk_out_woff;
@@ -490,7 +495,7 @@ module pqa_top #(
   // unit during `pool` / `add` and to the encoder otherwise; the out read port to the vector unit
   // during `pool` / `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a
   // `load` into `out`, the look-up unit (`run`) or the vector unit.
-  assign act_raddr = vec_active ? vec_act_raddr : enc_act_raddr;
+  assign act_roff  = vec_active ? OffW'(vec_act_raddr) << $clog2(BusBytes) : enc_act_roff;
   assign out_raddr = vec_active ? vec_out_raddr : dma_src_idx[OutAw-1:0];
   // Bus-word writes go to the out buffer's wide port at word offsets, in the low bus word of its data.
   always_comb begin
@@ -556,14 +561,19 @@ module pqa_top #(
     .rdata_o(bias_rdata)
   );
 
-  pqa_ram #(.Words(ActBytes / BusBytes), .Width(AxiDataWidth)) u_act_ram (
+  pqa_widemem #(
+    .AxiDataWidth(AxiDataWidth),
+    .OffW        (OffW),
+    .Bytes       (ActBytes),
+    .WideBytes   (GatherBytes)
+  ) u_act_mem (
     .clk_i  (clk_i),
     .we_i   (clear || we_act),
-    .waddr_i(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]),
-    .wdata_i(clear ? '0 : dma_rd_data),
-    .wbe_i  ({BusBytes{1'b1}}),  // loads and the clear write whole words
-    .raddr_i(act_raddr),
-    .rdata_o(act_rdata)
+    .woff_i (OffW'(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]) << $clog2(BusBytes)),
+    .wdata_i(clear ? '0 : (ActPortBytes*8)'(dma_rd_data)),
+    .wbe_i  (ActPortBytes'({BusBytes{1'b1}})),  // loads and the clear write whole words
+    .roff_i (act_roff),
+    .rdata_o(act_rline)
   );
 
   pqa_widemem #(
@@ -601,7 +611,6 @@ module pqa_top #(
   logic [LaneNS*pqa_pkg::ShapeKW-1:0] idx_wdata;  // its NS prototype indices
 
   pqa_encoder #(
-    .AxiDataWidth(AxiDataWidth),
     .OffW        (OffW),
     .ActBytes    (ActBytes),
     .CMax        (CMax),
@@ -632,8 +641,8 @@ module pqa_top #(
     .out_w_i      (out_w),
     .run_start_i  (run_start),
     .col_next_i   (col_next),
-    .act_raddr_o  (enc_act_raddr),
-    .act_rdata_i  (act_rdata),
+    .act_roff_o   (enc_act_roff),
+    .act_rdata_i  (act_rline[GatherBytes*8-1:0]),
     .proto_raddr_o(proto_raddr),
     .proto_rdata_i(proto_rdata),
     .idx_we_o     (idx_we),
@@ -703,7 +712,7 @@ module pqa_top #(
     .unsigned_i (act_unsigned),
     .bits_i     (act_bits),
     .act_raddr_o(vec_act_raddr),
-    .act_rdata_i(act_rdata),
+    .act_rdata_i(act_rline[AxiDataWidth-1:0]),
     .out_raddr_o(vec_out_raddr),
     .out_rdata_i(out_rdata),
     .out_we_o   (vec_out_we),
@@ -714,7 +723,7 @@ module pqa_top #(
   );
 
   logic unused_dma;
-  assign unused_dma = ^{dma_src_req, dma_rd_idx, dma_src_idx, out_rline, bias_rdata};  // high index bits beyond a buffer; port bytes past the bus word / biases
+  assign unused_dma = ^{dma_src_req, dma_rd_idx, dma_src_idx, out_rline, bias_rdata, act_rline};  // high index bits beyond a buffer; port bytes past the bus word / biases
 
 endmodule
 

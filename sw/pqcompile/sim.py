@@ -131,16 +131,19 @@ XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besid
 def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
     the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
-    done. ``run n``: n*(c*v + G - 1 + rows + ceil(m/NOUT) G + 6), G = ceil(c/NS) subspace groups: per group
-    the encoder gathers the group's column elements (one per cycle), drains a cycle and reads one prototype
-    row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all, :meth:`HwConfig.proto_rows`), the look-up sums NS
-    table lanes per cycle for NOUT outputs at a time, plus their fixed cycles and hand-overs; ``pool``:
+    done. ``run n``: n*(gather + G - 1 + rows + ceil(m/NOUT) G + 6), G = ceil(c/NS) subspace groups: per
+    group the encoder gathers the group's column elements (gather cycles per column in all,
+    :meth:`HwConfig.gather_cycles`: G*v, c or c*v by the gather mode), drains a cycle and reads one
+    prototype row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all, :meth:`HwConfig.proto_rows`), the
+    look-up sums NS table lanes per cycle for NOUT outputs at a time, plus their fixed cycles and
+    hand-overs; ``pool``:
     h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction. Exact on any memory (the compute units
     never wait on it)."""
     if mnemonic == "run":
         groups = -(-st.c // cfg.NS)
         lk = -(-st.m // cfg.NOUT) * groups
-        return ops["n"] * (st.c * st.v + groups - 1 + cfg.proto_rows(st.c, st.k, st.v) + lk + RUN_COLUMN_CYCLES)
+        gather = cfg.gather_cycles(st.c, st.v, bool(st.conv), st.geom.kh, st.geom.kw)
+        return ops["n"] * (gather + groups - 1 + cfg.proto_rows(st.c, st.k, st.v) + lk + RUN_COLUMN_CYCLES)
     if mnemonic == "add":
         return ops["n"] + VEC_CYCLES
     if mnemonic == "pool":
@@ -150,7 +153,7 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
-    (:func:`compute_estimate`: a column costs c*v gather cycles, one cycle per prototype row and
+    (:func:`compute_estimate`: a column costs its gather cycles, one cycle per prototype row and
     ceil(m/NOUT) ceil(c/NS) look-up cycles plus a few of control, in both modes of ``run``; ``pool`` one
     cycle per act byte of the
     fmap, ``add`` one per element, plus the vector unit's start and drain); a transfer (``load``, ``store``,

@@ -148,6 +148,25 @@ class HwConfig:
         """Bytes of the prototype buffer that hold rows: the whole rows that fit ProtoBytes."""
         return self._whole_rows("ProtoBytes", self.proto_row_stride)
 
+    def gather_mode(self, conv: bool, v: int, kh: int, kw: int) -> str:
+        """How the encoder gathers a column into its register (docs/theory.md, "Column feed"): ``lanes`` in
+        conv mode with v = kh*kw (a subspace is one channel's window: one window position of NS channels a
+        cycle), ``contiguous`` without conv mode or for a 1x1 window (a column is contiguous act bytes: one
+        subspace a cycle), ``element`` otherwise (one element a cycle)."""
+        if conv and v == kh * kw:
+            return "lanes"
+        if not conv or (kh == 1 and kw == 1):
+            return "contiguous"
+        return "element"
+
+    def gather_cycles(self, c: int, v: int, conv: bool, kh: int, kw: int) -> int:
+        """Cycles the encoder spends gathering one column (:meth:`gather_mode`): ceil(c/NS)*v (lanes),
+        c (contiguous) or c*v (element)."""
+        mode = self.gather_mode(conv, v, kh, kw)
+        if mode == "lanes":
+            return -(-c // self.params["NS"]) * v
+        return c if mode == "contiguous" else c * v
+
     def proto_rows(self, c: int, k: int, v: int) -> int:
         """Rows a `run` with c subspaces, k prototypes and v elements reads: ceil(c/NS) ceil(k/NP) ceil(v/PL)."""
         p = self.params

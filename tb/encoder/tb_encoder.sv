@@ -1,6 +1,6 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Testbench wrapper of pqa_encoder (with its convolution address generator): the act buffer (pqa_ram) and
+// Testbench wrapper of pqa_encoder (with its convolution address generator): the act buffer (pqa_widemem) and
 // the prototype buffer (pqa_protomem, prototype rows of NS x NP x PL), as in pqa_top, with a load port for
 // the test, and a capture of the indices the encoder writes (NS per group), exposed as one flat vector, so
 // that the test touches no signal per cycle while the encoder runs.
@@ -48,23 +48,24 @@ module tb_encoder #(
   output logic              done_o
 );
 
-  localparam int ActAw     = $clog2(ActBytes / 8);
+  localparam int GatherBytes = (NS > VMax) ? NS : VMax;
+  localparam int ActPort   = (GatherBytes > 8) ? GatherBytes : 8;
   localparam int ProtoAw   = $clog2(ProtoBytes / 8);
   localparam int RowBytes  = NS * NP * PL;
   localparam int ProtoRows = ProtoBytes / pqa_pkg::row_stride(RowBytes, 8);
   localparam int RowAw     = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
 
-  logic [ActAw-1:0]      act_raddr;
+  logic [31:0]           act_roff;
   logic [RowAw-1:0]      proto_raddr;
-  logic [63:0]           act_rdata;
+  logic [ActPort*8-1:0] act_rdata;
   logic [RowBytes*8-1:0] proto_rdata;
   logic                  idx_we, done, busy_q;
   logic [7:0]            idx_group;
   logic [NS*8-1:0]       idx_wdata;
 
-  pqa_ram #(.Words(ActBytes / 8)) u_act (
-    .clk_i(clk_i), .we_i(load_we_i && !load_sel_i), .waddr_i(load_addr_i[ActAw-1:0]), .wdata_i(load_data_i),
-    .wbe_i(8'hff), .raddr_i(act_raddr), .rdata_o(act_rdata)
+  pqa_widemem #(.Bytes(ActBytes), .WideBytes(GatherBytes)) u_act (
+    .clk_i(clk_i), .we_i(load_we_i && !load_sel_i), .woff_i({13'd0, load_addr_i, 3'd0}),
+    .wdata_i((ActPort*8)'(load_data_i)), .wbe_i(ActPort'(8'hff)), .roff_i(act_roff), .rdata_o(act_rdata)
   );
   pqa_protomem #(.ProtoBytes(ProtoBytes), .RowBytes(RowBytes)) u_proto (
     .clk_i(clk_i), .we_i(load_we_i && load_sel_i), .waddr_i(load_addr_i[ProtoAw-1:0]), .wdata_i(load_data_i),
@@ -76,7 +77,7 @@ module tb_encoder #(
     .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
     .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),
     .col_next_i(col_next_i),
-    .act_raddr_o(act_raddr), .act_rdata_i(act_rdata), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
+    .act_roff_o(act_roff), .act_rdata_i(act_rdata[GatherBytes*8-1:0]), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
     .idx_we_o(idx_we), .idx_group_o(idx_group), .idx_wdata_o(idx_wdata), .done_o(done)
   );
 
@@ -110,7 +111,7 @@ module tb_encoder #(
 
   assign done_o = done;
   logic unused;
-  assign unused = ^load_addr_i;
+  assign unused = ^{load_addr_i, act_rdata};
 
 endmodule
 

@@ -2,12 +2,14 @@
 both metrics, exact ties (duplicated prototypes, prototypes mirrored around the input, all-equal
 prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
 act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
-walks, the extreme int8 values; and the documented cycle count (c*v + ceil(c/NS) + rows + 2 per column, start cycle
-included). The prototypes are packed into rows by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL:
+walks, the extreme int8 values; and the documented cycle count (gather + ceil(c/NS) + rows + 2 per column,
+start cycle included; gather by the mode, ``HwConfig.gather_cycles``). The prototypes are packed into rows by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL:
 odd counts by default, so that k, v and c leave lanes partially full and ties fall between distance units).
 Conv mode (the convolution address generator, pqa_convgen): random fmap / window / stride / padding
 geometries, column after column (run_start, col_next), against ``sim.encode`` of ``sim.conv_gather``, with
-junk beyond the fmap in the act buffer; v across window rows and channels; same cycle count.
+junk beyond the fmap in the act buffer, in all three gather modes: v = kh*kw (lanes: a window position of NS
+channels a cycle), 1x1 windows with v > 1 (contiguous) and v across window rows and channels (element);
+same cycle count.
 Parametrized over buffer sizes that are not powers of two."""
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ def lanes(p: dict[str, int]) -> HwConfig:
     return HwConfig("bench", "", {**load().config("small").params, **p})
 
 
-def rows_cycles(cfg: HwConfig, c: int, k: int, v: int) -> int:
+def rows_cycles(cfg: HwConfig, c: int, k: int, v: int, conv: bool = False, kh: int = 1, kw: int = 1) -> int:
     """Cycles from the start cycle to done: per group of NS subspaces its gather and a drain, the rows, then a
     final drain (pqa_encoder header)."""
-    return c * v + -(-c // cfg.NS) + cfg.proto_rows(c, k, v) + 1
+    return cfg.gather_cycles(c, v, conv, kh, kw) + -(-c // cfg.NS) + cfg.proto_rows(c, k, v) + 1
 
 
 def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, cfg: HwConfig,
@@ -125,8 +127,10 @@ def idle_conv(dut: object) -> None:
         getattr(dut, g).value = 0
 
 
-def conv_geometry(rng: random.Random, act_bytes: int, cfg: HwConfig) -> tuple[sim.ConvGeom, int, int, int]:
-    """(geometry, v, k, n columns) with h*w*ch inside the act buffer, the prototypes inside theirs."""
+def conv_geometry(rng: random.Random, act_bytes: int, cfg: HwConfig,
+                  want: str) -> tuple[sim.ConvGeom, int, int, int]:
+    """(geometry, v, k, n columns) with h*w*ch inside the act buffer, the prototypes inside theirs, gathered
+    in mode ``want`` (``HwConfig.gather_mode``)."""
     while True:
         ch = rng.choice([1, 2, 3, 5, 8, 16])
         h, w = rng.randint(1, 9), rng.randint(1, 9)
@@ -138,10 +142,21 @@ def conv_geometry(rng: random.Random, act_bytes: int, cfg: HwConfig) -> tuple[si
         out_h = max(1, (h + 2 * pt - kh) // stride + 1)
         out_w = max(1, (w + 2 * pl - kw) // stride + 1)
         d = ch * kh * kw
-        v = rng.randint(-(-d // 60), 9)
+        if want == "lanes":
+            v = kh * kw
+        elif want == "contiguous":
+            kh, kw, pt, pl = 1, 1, 0, 0  # a 1x1 window
+            out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
+            d = ch
+            v = rng.randint(1, min(ch, 9))
+        elif -(-d // 60) <= 9:
+            v = rng.randint(-(-d // 60), 9)
+        else:
+            continue
         k = rng.choice([1, 2, 3, 5])
         c = -(-d // v)
-        if v >= 1 and c <= 60 and layout.proto_bytes(cfg, c, k, v) <= cfg.proto_cap and h * w * ch <= act_bytes:
+        if (1 <= v <= 9 and c <= 60 and cfg.gather_mode(True, v, kh, kw) == want
+                and layout.proto_bytes(cfg, c, k, v) <= cfg.proto_cap and h * w * ch <= act_bytes):
             n = min(out_h * out_w + rng.randint(0, 2), 40)  # sometimes pixels below the fmap (all padding)
             return sim.ConvGeom(h, w, ch, stride, kh, kw, pt, pl, out_w), v, k, n
 
@@ -154,8 +169,8 @@ async def encoder_conv_matches_golden(dut: object) -> None:
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED + 1)
     idle_conv(dut)
     await start_clock(dut)
-    for i in range(10):
-        g, v, k, n = conv_geometry(rng, p["ActBytes"], cfg)
+    for i in range(12):
+        g, v, k, n = conv_geometry(rng, p["ActBytes"], cfg, ("lanes", "contiguous", "element")[i % 3])
         d = g.ch * g.kh * g.kw
         c = -(-d // v)
         fmap = np_rng.integers(-128, 128, g.h * g.w * g.ch)
@@ -187,7 +202,7 @@ async def encoder_conv_matches_golden(dut: object) -> None:
             flat = int(dut.idx_o.value)
             got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
             assert got == [int(e) for e in exp[j]], f"case {i} {g} v={v} k={k}: column {j}: {got} != {exp[j]}"
-            assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v)
+            assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v, True, g.kh, g.kw)
             dut.col_next_i.value = 1
             await RisingEdge(dut.clk_i)
             dut.col_next_i.value = 0
@@ -200,7 +215,7 @@ FAST = {"ActBytes": 520, "ProtoBytes": 1000, "NS": 2, "NP": 3, "PL": 2}
 PARAMS = [FAST,
           pytest.param({"ActBytes": 4096, "ProtoBytes": 4096, "NS": 1, "NP": 1, "PL": 1}, marks=pytest.mark.slow),
           pytest.param({"ActBytes": 4096, "ProtoBytes": 8192, "NS": 5, "NP": 4, "PL": 3}, marks=pytest.mark.slow)]
-SRCS = ["pqa_ram", "pqa_rowmem", "pqa_protomem", "pqa_convgen", "pqa_encoder"]
+SRCS = ["pqa_ram", "pqa_rowmem", "pqa_protomem", "pqa_widemem", "pqa_convgen", "pqa_encoder"]
 
 
 def _id(p: dict[str, int]) -> str:
