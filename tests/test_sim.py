@@ -140,8 +140,8 @@ def test_stamp_record_counts_bytes_exactly() -> None:
     bytes) read; the 2-byte store wrote one word; the run's compute cycles are gather + rows +
     ceil(m/NOUT)*ceil(c/NS) + 6 = 2 + 1 + 1 + 6 (config small: a fully connected column is gathered a
     subspace a cycle; c=2, k=2, v=2 is one prototype row of 2 x 3 x 2, the two subspaces one group of the
-    look-up's 2 lanes, the two outputs one group of its 3); cycles as the cycle model says. After it the end's fetch is read and the record
-    (4 words) written."""
+    look-up's 2 lanes, the two outputs one group of its 3); cycles as the cycle model says. After it the end's
+    fetch is read and the record (4 words) written."""
     bb = CFG.bus_bytes
     res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
     rec = _perf(res.mem, 0x308)

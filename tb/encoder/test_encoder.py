@@ -3,8 +3,9 @@ both metrics, exact ties (duplicated prototypes, prototypes mirrored around the 
 prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
 act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
 walks, the extreme int8 values; and the documented cycle count (gather + ceil(c/NS) + rows + 2 per column,
-start cycle included; gather by the mode, ``HwConfig.gather_cycles``). The prototypes are packed into rows by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL:
-odd counts by default, so that k, v and c leave lanes partially full and ties fall between distance units).
+start cycle included; gather by the mode, ``HwConfig.gather_cycles``). The prototypes are packed into rows
+by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL: odd counts by default, so that k, v and c leave
+lanes partially full and ties fall between distance units).
 Conv mode (the convolution address generator, pqa_convgen): random fmap / window / stride / padding
 geometries, column after column (run_start, col_next), against ``sim.encode`` of ``sim.conv_gather``, with
 junk beyond the fmap in the act buffer, in all three gather modes: v = kh*kw (lanes: a window position of NS
