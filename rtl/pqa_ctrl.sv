@@ -4,12 +4,16 @@
 // opcode or a non-zero reserved bit: illegal_insn), checks it in the order of pqcompile.sim (fetch
 // address, opcode, reserved bits; then alignment before limits for load/store/stamp; layer_fits at
 // `run`, pool_fits at `pool`, the count and post_fits at `add`), dispatches it to the DMA, to the
-// encoder / look-up units (column after column) or to the vector unit (pool, add), and retires it.
+// encoder / look-up units or to the vector unit (pool, add), and retires it. In a `run` the encoder and the
+// look-up unit work on neighbouring columns at once: the encoder starts column j+1 as soon as it has
+// finished column j and the look-up unit has finished column j-1 (whose bank of the double-buffered index
+// store column j+1 reuses); the look-up unit starts column j as soon as the encoder has finished it and
+// the look-up of column j-1 is done.
 // It holds the layer state of sim._State: shape, quant, fmap and conv. One instruction is in flight at
 // a time, so every unit is idle and no AXI transaction is outstanding when the controller stops on
 // `end` or on an error.
 // Performance counters (docs/isa.md, "Performance counters"; cleared by START): cycles, compute cycles
-// (the states that wait on the encoder, the look-up unit or the vector unit), and the bytes read and
+// (the states in which the encoder, the look-up unit or the vector unit work), and the bytes read and
 // written over the AXI master (accepted beats x bus bytes, from pqa_top's AXI handshakes). A `stamp`
 // samples them at its decode into a record of PerfWords bus words, which the DMA writes in one command.
 // Widths: instruction fields, registers and error codes from pqa_pkg (the spec); bus words, strobes and
@@ -102,6 +106,8 @@ module pqa_ctrl #(
   input  logic                             enc_done_i,
   output logic                             lk_start_o,
   input  logic                             lk_done_i,
+  output logic                             idx_wbank_o,    // the index store bank the encoder writes
+  output logic                             idx_rbank_o,    // and the one the look-up unit reads
   output logic                             run_start_o,    // a conv-mode run starts (address generator: pixel 0)
   output logic                             col_next_o,     // conv mode: the next output pixel
   output logic                             vec_start_o,
@@ -137,10 +143,7 @@ module pqa_ctrl #(
     CtlDecode,
     CtlDmaWait,
     CtlRetire,
-    CtlEnc,
-    CtlEncWait,
-    CtlLk,
-    CtlLkWait,
+    CtlRun,
     CtlVec,
     CtlVecWait,
     CtlFinish
@@ -158,7 +161,10 @@ module pqa_ctrl #(
   logic [pqa_pkg::LoadBufW-1:0] load_buf_q;
   logic [pqa_pkg::CyclesW-1:0]  compute_q, rd_bytes_q, wr_bytes_q;  // performance counters
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_q;         // the record of the last stamp
-  logic [pqa_pkg::RunNW-1:0]    n_q, j_q;
+  logic [pqa_pkg::RunNW-1:0]    n_q, j_q;       // columns of the run, columns looked up (written)
+  logic [pqa_pkg::RunNW-1:0]    ej_q, ec_q, lj_q;  // columns started / finished by the encoder, started by the look-up
+  logic                         enc_busy_q, lk_busy_q;
+  logic                         enc_go, lk_go;
   logic [OffW-1:0]              col_act_q, col_out_q;
   logic [ClearAw-1:0]           clr_q;
 
@@ -302,8 +308,12 @@ module pqa_ctrl #(
   // The compute units are busy (counted in compute_cycles): a `run`, `pool` or `add` from the cycle after
   // its decode to the cycle its last unit reports done.
   logic computing;
-  assign computing = (state_q == CtlEnc) || (state_q == CtlEncWait) || (state_q == CtlLk)
-                  || (state_q == CtlLkWait) || (state_q == CtlVec) || (state_q == CtlVecWait);
+  assign computing = (state_q == CtlRun) || (state_q == CtlVec) || (state_q == CtlVecWait);
+
+  // Run: the encoder takes the next column when it is free and the index bank of that column is (the
+  // look-up of the column two before is done); the look-up unit takes the next encoded column when free.
+  assign enc_go = (state_q == CtlRun) && !enc_busy_q && (ej_q != n_q) && (ej_q - j_q <= pqa_pkg::RunNW'(1));
+  assign lk_go  = (state_q == CtlRun) && !lk_busy_q && (lj_q != ec_q);
 
   // ---------------------------------------------------------------------------------------------
   // State machine
@@ -389,7 +399,7 @@ module pqa_ctrl #(
                 state_d   = CtlFinish;
                 fail_code = pqa_pkg::ErrLimit;
               end else begin
-                state_d = CtlEnc;
+                state_d = CtlRun;
               end
             end
             pqa_pkg::OpcPool, pqa_pkg::OpcAdd: begin
@@ -418,20 +428,9 @@ module pqa_ctrl #(
         end
       end
       CtlRetire: state_d = CtlFetch;
-      CtlEnc:    state_d = CtlEncWait;
-      CtlEncWait: begin
-        if (enc_done_i) begin
-          state_d = CtlLk;
-        end
-      end
-      CtlLk:     state_d = CtlLkWait;
-      CtlLkWait: begin
-        if (lk_done_i) begin
-          if (j_q + pqa_pkg::RunNW'(1) == n_q) begin
-            state_d = CtlRetire;
-          end else begin
-            state_d = CtlEnc;
-          end
+      CtlRun: begin
+        if (lk_done_i && j_q + pqa_pkg::RunNW'(1) == n_q) begin
+          state_d = CtlRetire;
         end
       end
       CtlVec:    state_d = CtlVecWait;
@@ -463,6 +462,11 @@ module pqa_ctrl #(
       stamp_q       <= '0;
       n_q           <= '0;
       j_q           <= '0;
+      ej_q          <= '0;
+      ec_q          <= '0;
+      lj_q          <= '0;
+      enc_busy_q    <= 1'b0;
+      lk_busy_q     <= 1'b0;
       col_act_q     <= '0;
       col_out_q     <= '0;
       clr_q         <= '0;
@@ -600,6 +604,9 @@ module pqa_ctrl #(
               pqa_pkg::OpcRun: begin
                 n_q       <= f_n;
                 j_q       <= '0;
+                ej_q      <= '0;
+                ec_q      <= '0;
+                lj_q      <= '0;
                 col_act_q <= '0;
                 col_out_q <= '0;
               end
@@ -608,10 +615,21 @@ module pqa_ctrl #(
             endcase
           end
         end
-        CtlLkWait: begin
-          if (lk_done_i) begin
+        CtlRun: begin
+          if (enc_go) begin
+            enc_busy_q <= 1'b1;
+            ej_q       <= ej_q + pqa_pkg::RunNW'(1);
+          end else if (enc_done_i) begin
+            enc_busy_q <= 1'b0;
+            ec_q       <= ec_q + pqa_pkg::RunNW'(1);
+            col_act_q  <= col_act_q + OffW'(d_q);
+          end
+          if (lk_go) begin
+            lk_busy_q <= 1'b1;
+            lj_q      <= lj_q + pqa_pkg::RunNW'(1);
+          end else if (lk_done_i) begin
+            lk_busy_q <= 1'b0;
             j_q       <= j_q + pqa_pkg::RunNW'(1);
-            col_act_q <= col_act_q + OffW'(d_q);
             col_out_q <= col_out_q + OffW'(m_q);
           end
         end
@@ -627,10 +645,12 @@ module pqa_ctrl #(
   assign busy_o        = (state_q != CtlIdle);
   assign clear_o       = (state_q == CtlClear);
   assign clear_addr_o  = clr_q;
-  assign enc_start_o   = (state_q == CtlEnc);
-  assign lk_start_o    = (state_q == CtlLk);
+  assign enc_start_o   = enc_go;
+  assign lk_start_o    = lk_go;
+  assign idx_wbank_o   = ec_q[0];  // the column being encoded (ec_q counts at its done, after its last write)
+  assign idx_rbank_o   = j_q[0];   // the column being looked up
   assign run_start_o   = (state_q == CtlDecode) && legal && (opcode == pqa_pkg::OpcRun) && fits && conv_q;
-  assign col_next_o    = (state_q == CtlLkWait) && lk_done_i && conv_q;
+  assign col_next_o    = (state_q == CtlRun) && enc_done_i && conv_q;
   assign vec_start_o   = (state_q == CtlVec);
   assign vec_add_o     = vec_add_q;
   assign vec_active_o  = (state_q == CtlVec) || (state_q == CtlVecWait);
@@ -680,15 +700,23 @@ module pqa_ctrl #(
       if (finish_o) begin
         assert (err_code_q <= pqa_pkg::ErrBus) else $fatal(1, "pqa_ctrl: illegal error code %0d", err_code_q);
       end
-      assert (!(enc_start_o && lk_start_o) && !(enc_start_o && vec_start_o) && !(lk_start_o && vec_start_o)
-              && !(load_active_q && stamp_sel_q))
+      assert (!(enc_start_o && vec_start_o) && !(lk_start_o && vec_start_o) && !(load_active_q && stamp_sel_q))
         else $fatal(1, "pqa_ctrl: two units started at once");
-      if (state_q == CtlEnc || state_q == CtlLk) begin
-        // The column being computed lies inside the activation (but in conv mode, where pqa_convgen
-        // checks its reads) and output buffers.
-        assert ((conv_q || (OffW + 8)'(col_act_q) + (OffW + 8)'(d_q) <= (OffW + 8)'(ActBytes))
-                && (OffW + 8)'(col_out_q) + (OffW + 8)'(m_q) <= (OffW + 8)'(OutBytes))
-          else $fatal(1, "pqa_ctrl: column %0d beyond the act/out buffers", j_q);
+      // A unit reports done only while it works; the encoder is at most one column ahead of the
+      // look-up's reads of the index store (two banks).
+      assert ((!enc_done_i || enc_busy_q) && (!lk_done_i || lk_busy_q))
+        else $fatal(1, "pqa_ctrl: a done from an idle unit");
+      assert (ej_q >= ec_q && ec_q >= lj_q && lj_q >= j_q && ej_q - j_q <= 2 && ej_q <= n_q)
+        else $fatal(1, "pqa_ctrl: run counters out of order (%0d %0d %0d %0d)", ej_q, ec_q, lj_q, j_q);
+      if (enc_start_o) begin
+        // The column being encoded lies inside the activation buffer (but in conv mode, where pqa_convgen
+        // checks its reads).
+        assert (conv_q || (OffW + 8)'(col_act_q) + (OffW + 8)'(d_q) <= (OffW + 8)'(ActBytes))
+          else $fatal(1, "pqa_ctrl: column %0d beyond the act buffer", ec_q);
+      end
+      if (lk_start_o) begin
+        assert ((OffW + 8)'(col_out_q) + (OffW + 8)'(m_q) <= (OffW + 8)'(OutBytes))
+          else $fatal(1, "pqa_ctrl: column %0d beyond the out buffer", j_q);
       end
     end
   end

@@ -3,7 +3,8 @@
 // Look-up and accumulate: for each output m of one column,
 //   acc = bias[m] + sum_c lut[c][idx[c]][m]   (AccW-bit wrap-around)
 // then requantize (pqa_postproc) and write the byte to the output buffer.
-// Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time.
+// Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time, in two banks:
+// the encoder writes the next column into one (idx_wbank_i) while this unit reads the other (idx_rbank_i).
 //
 // NS subspace lanes x NOUT output lanes: stage 0 walks output groups mg (outputs mg*NOUT ..
 // mg*NOUT+NOUT-1) and subspace groups g, and issues, for each lane s (subspace g*NS + s), the read of its
@@ -44,6 +45,8 @@ module pqa_lookup #(
   input  logic [OffW-1:0]                 col_out_i,   // byte offset of the column in the output buffer
   // idx[] write port (from the encoder): subspaces g*NS .. g*NS+NS-1 of group g
   input  logic                            idx_we_i,
+  input  logic                            idx_wbank_i,
+  input  logic                            idx_rbank_i,
   input  logic [pqa_pkg::ShapeCW-1:0]     idx_group_i,
   input  logic [NS*pqa_pkg::ShapeKW-1:0]  idx_wdata_i,
   // table (NS lanes) and bias buffers
@@ -77,15 +80,20 @@ module pqa_lookup #(
 
   lk_state_e state_q, state_d;
 
-  logic [KW-1:0] idx_q [CPad];
+  logic [KW-1:0] idx_q [2*CPad];  // bank b, subspace ci at b*CPad + ci
 
   always_ff @(posedge clk_i) begin
     if (idx_we_i) begin
       for (int s = 0; s < NS; s++) begin
-        idx_q[CAw'(32'(idx_group_i) * NS + s)] <= idx_wdata_i[s*KW +: KW];
+        idx_q[(idx_wbank_i ? CPad : 0) + 32'(CAw'(32'(idx_group_i) * NS + s))] <= idx_wdata_i[s*KW +: KW];
       end
     end
   end
+
+  // The index of lane s in the group being looked up.
+  function automatic logic [KW-1:0] idx_rd(input logic [CW:0] cb, input int s, input logic bank);
+    return idx_q[(bank ? CPad : 0) + 32'(CAw'(32'(cb) + s))];
+  endfunction
 
   // Stage 0.
   logic [MW:0]     mb_q;     // mg * NOUT
@@ -102,7 +110,7 @@ module pqa_lookup #(
   logic [NS*RowW-1:0] rows;   // lane s: its table row
   always_comb begin
     for (int s = 0; s < NS; s++) begin
-      rows[s*RowW +: RowW] = (gk_q + RowW'(idx_q[CAw'(32'(cb_q) + s)])) * RowW'(mgn) + RowW'(mg_q);
+      rows[s*RowW +: RowW] = (gk_q + RowW'(idx_rd(cb_q, s, idx_rbank_i))) * RowW'(mgn) + RowW'(mg_q);
       lut_raddr_o[s*LutRowAw +: LutRowAw] = rows[s*RowW +: LutRowAw];
     end
   end
@@ -263,8 +271,8 @@ module pqa_lookup #(
       end
       if (state_q == LkIssue) begin
         for (int s = 0; s < NS; s++) begin
-          assert (32'(cb_q) + s >= 32'(c_i) || idx_q[CAw'(32'(cb_q) + s)] < k_i)
-            else $fatal(1, "pqa_lookup: lane %0d: index %0d >= k", s, idx_q[CAw'(32'(cb_q) + s)]);
+          assert (32'(cb_q) + s >= 32'(c_i) || idx_rd(cb_q, s, idx_rbank_i) < k_i)
+            else $fatal(1, "pqa_lookup: lane %0d: index %0d >= k", s, idx_rd(cb_q, s, idx_rbank_i));
         end
         assert ((OffW + 1)'(bias_roff_o) < (OffW + 1)'(BiasBytes))
           else $fatal(1, "pqa_lookup: bias read beyond the buffer (byte %0d)", bias_roff_o);

@@ -310,7 +310,7 @@ module pqa_top #(
   logic [pqa_pkg::QuantShiftW-1:0]  shift;
   logic [pqa_pkg::QuantBitsW-1:0]   act_bits;
   logic [OffW-1:0]                  col_act, col_out;
-  logic                             enc_start, enc_done, lk_start, lk_done;
+  logic                             enc_start, enc_done, lk_start, lk_done, idx_wbank, idx_rbank;
 
   pqa_ctrl #(
     .AxiAddrWidth(AxiAddrWidth),
@@ -390,6 +390,8 @@ module pqa_top #(
     .enc_done_i         (enc_done),
     .lk_start_o         (lk_start),
     .lk_done_i          (lk_done),
+    .idx_wbank_o        (idx_wbank),
+    .idx_rbank_o        (idx_rbank),
     .run_start_o        (run_start),
     .col_next_o         (col_next),
     .vec_start_o        (vec_start),
@@ -677,6 +679,8 @@ module pqa_top #(
     .bits_i      (act_bits),
     .col_out_i   (col_out),
     .idx_we_i    (idx_we),
+    .idx_wbank_i (idx_wbank),
+    .idx_rbank_i (idx_rbank),
     .idx_group_i (idx_group),
     .idx_wdata_i (idx_wdata),
     .lut_raddr_o (lut_raddr),

@@ -89,7 +89,7 @@ def stamp_at(i: int) -> int:
 def raw_case(outdir: Path, cfg: HwConfig, words: list[int], data: list | None = None, mem_bytes: int = 4096,
              labels: tuple[str, ...] = ("start",)) -> dict:
     """A hand-written program; its ``stamp`` instructions write the records of ``labels`` at ``stamp_at(0)``,
-    ``stamp_at(1)`` .. (RTL cycles and compute cycles: not compared; byte counts: exactly)."""
+    ``stamp_at(1)`` .. (RTL cycles: not compared; compute cycles and byte counts: exactly)."""
     prog = backend.raw_program(cfg, words, data, mem_bytes=mem_bytes, name=outdir.name)
     prog.manifest["stamps"] = pqbuild.stamps_entry(STAMP_ADDR, list(labels))
     res = sim.run(cfg, prog.mem, prog.insn_base)

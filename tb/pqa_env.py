@@ -10,8 +10,8 @@ as for the golden simulator), resets the design in the middle of a run, writes S
 starts back to back without a reset.
 The reference model runs the golden simulator (``pqcompile.sim``) on the same image, with the fault
 model of ``expected_result`` for injected SLVERRs; the scoreboard compares every memory byte (but the
-cycle and compute-cycle words of the stamp records, which only the RTL measures; their byte counters are
-compared exactly) and the status, error code, error PC and retired-instruction count; the coverage
+cycle words of the stamp records, which the golden simulator only estimates; their compute-cycle and byte
+counters are compared exactly) and the status, error code, error PC and retired-instruction count; the coverage
 subscriber samples tb/pqa_coverage.py.
 Sequences: ``BuildSeq`` (build directories named in $PQA_BUILDS) and ``RandomSeq`` (constrained-random
 jobs generated in the simulator process by tb/pqa_gen.py from $PQA_RANDOM = "seed:count[:first[:kinds]]").
@@ -453,8 +453,8 @@ class Scoreboard(uvm_component):
 def check_run(builddir: str | Path, manifest: dict[str, Any], expected: Expected, obs: Observed) -> JobResult:
     """The one pass/fail rule of the testbench (pyuvm scoreboard and the HDL-memory runner alike): the RTL's
     status, ERR_CODE, ERR_PC, INSN_COUNT and every memory byte equal the golden simulator's, but the
-    counters of the stamp records that the simulator only estimates (cycles, compute cycles: compared in the
-    benchmarks); the byte counters of every record (``rd_bytes``, ``wr_bytes``) are compared exactly, and
+    counters of the stamp records that the simulator only estimates (cycles: compared in the benchmarks);
+    the exact counters of every record (``compute_cycles``, ``rd_bytes``, ``wr_bytes``) are compared, and
     named record by record. And the golden simulator's run equals what the compiler wrote into the build
     (``pqcompile.build.check_expected``: error state, retired instructions, ``expected_output.npy``).
     ``JobResult.output`` is the RTL's output region when the program completed."""

@@ -2,7 +2,7 @@
 
 The build directory is verified first (``pqcompile.build``: the manifest's own digest and the digest of every
 file it names), so a damaged or edited build is refused before anything runs. The run passes only when the
-RTL equals the golden simulator (every memory byte but the cycle and compute-cycle words of the stamp
+RTL equals the golden simulator (every memory byte but the cycle words of the stamp
 records; status, ERR_CODE, ERR_PC, INSN_COUNT) and the golden simulator equals what the compiler wrote into the
 build (error state, retired instructions, ``expected_output.npy``). Prints per-layer and total cycles, compute
 cycles and bytes moved over the AXI master (from the RTL's own ``stamp`` records and cycle counter) and the

@@ -137,17 +137,19 @@ def _perf(mem: np.ndarray, addr: int) -> dict[str, int]:
 def test_stamp_record_counts_bytes_exactly() -> None:
     """The record of the stamp at 0x308 in :func:`_program`: 9 fetches of one bus word (the 8 instructions
     before it and its own) and 6 bus words of loads (16 bytes of prototype rows, 16 of table rows, 8 and 3
-    bytes) read; the 2-byte store wrote one word; the run's compute cycles are gather + rows +
-    ceil(m/NOUT)*ceil(c/NS) + 6 = 2 + 1 + 1 + 6 (config small: a fully connected column is gathered a
-    subspace a cycle; c=2, k=2, v=2 is one prototype row of 2 x 3 x 2, the two subspaces one group of the
-    look-up's 2 lanes, the two outputs one group of its 3); cycles as the cycle model says. After it the end's
+    bytes) read; the 2-byte store wrote one word; the run's compute cycles are n*max(E, L) + min(E, L)
+    with the encoder's E = gather + G + rows + 2 = 2 + 1 + 1 + 2 and the look-up's L = ceil(m/NOUT)*G + 3 =
+    1 + 3 (config small: a fully connected column is gathered a subspace a cycle; c=2, k=2, v=2 is one
+    prototype row of 2 x 3 x 2, the two subspaces one group of the look-up's 2 lanes, the two outputs one
+    group of its 3); cycles as the cycle model says. After it the end's
     fetch is read and the record (4 words) written."""
     bb = CFG.bus_bytes
     res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
     rec = _perf(res.mem, 0x308)
     assert rec["rd_bytes"] == 9 * bb + 6 * bb and rec["wr_bytes"] == bb
     assert CFG.proto_rows(2, 2, 2) == 1 and CFG.gather_cycles(2, 2, False, 0, 0) == 2
-    assert rec["compute_cycles"] == 2 + 1 + 1 + sim.RUN_COLUMN_CYCLES == 10
+    assert sim.run_column_cycles(CFG, sim._State(conv=0, k=2, v=2, c=2, d=3, m=2)) == (2 + 1 + 1 + 2, 1 + 3)
+    assert rec["compute_cycles"] == 1 * 6 + 4 == 10
     assert 0 < rec["cycles"] < res.cycles
     assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
     assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]

@@ -122,28 +122,38 @@ class _State:
     geom: ConvGeom = field(default_factory=ConvGeom)
 
 
-RUN_COLUMN_CYCLES = 6  # per column of a `run`: the encoder's 3 and the look-up's 2 fixed cycles, a hand-over
+ENC_FIXED_CYCLES = 2  # per column of a `run`: the encoder's start and last drain (pqa_encoder)
+LK_FIXED_CYCLES = 3  # per column of a `run`: the look-up's start and two drains (pqa_lookup)
 VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
 INSN_CYCLES = 8  # fetch, decode and retire of an instruction (a compute instruction adds its compute cycles)
 XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besides one cycle per bus word
 
 
+def run_column_cycles(cfg: HwConfig, st: _State) -> tuple[int, int]:
+    """(E, L): the cycles the encoder and the look-up unit spend on one column of a ``run``, start cycle
+    included. E = gather + G + rows + 2: per group of G = ceil(c/NS) subspace groups the encoder gathers the
+    group's column elements (:meth:`HwConfig.gather_cycles` in all: G*v, c or c*v by the gather mode), drains
+    a cycle and reads one prototype row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all,
+    :meth:`HwConfig.proto_rows`); L = ceil(m/NOUT)*G + 3: the look-up sums NS table lanes for NOUT outputs a
+    cycle."""
+    groups = -(-st.c // cfg.NS)
+    gather = cfg.gather_cycles(st.c, st.v, bool(st.conv), st.geom.kh, st.geom.kw)
+    enc = gather + groups + cfg.proto_rows(st.c, st.k, st.v) + ENC_FIXED_CYCLES
+    lk = -(-st.m // cfg.NOUT) * groups + LK_FIXED_CYCLES
+    return enc, lk
+
+
 def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
     the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
-    done. ``run n``: n*(gather + G - 1 + rows + ceil(m/NOUT) G + 6), G = ceil(c/NS) subspace groups: per
-    group the encoder gathers the group's column elements (gather cycles per column in all,
-    :meth:`HwConfig.gather_cycles`: G*v, c or c*v by the gather mode), drains a cycle and reads one
-    prototype row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all, :meth:`HwConfig.proto_rows`), the
-    look-up sums NS table lanes per cycle for NOUT outputs at a time, plus their fixed cycles and
-    hand-overs; ``pool``:
-    h*w*ch + 3; ``add n``: n + 3; 0 for every other instruction. Exact on any memory (the compute units
-    never wait on it)."""
+    done. ``run n``: n*max(E, L) + min(E, L) (:func:`run_column_cycles`): the encoder takes column j+1 as
+    soon as it has finished column j and the look-up of column j-1 is done (two banks of the index store),
+    the look-up takes column j as soon as it is encoded and the look-up of column j-1 is done, so the
+    slower unit sets the pace and the other adds its share of one column; ``pool``: h*w*ch + 3; ``add n``:
+    n + 3; 0 for every other instruction. Exact on any memory (the compute units never wait on it)."""
     if mnemonic == "run":
-        groups = -(-st.c // cfg.NS)
-        lk = -(-st.m // cfg.NOUT) * groups
-        gather = cfg.gather_cycles(st.c, st.v, bool(st.conv), st.geom.kh, st.geom.kw)
-        return ops["n"] * (gather + groups - 1 + cfg.proto_rows(st.c, st.k, st.v) + lk + RUN_COLUMN_CYCLES)
+        enc, lk = run_column_cycles(cfg, st)
+        return ops["n"] * max(enc, lk) + min(enc, lk)
     if mnemonic == "add":
         return ops["n"] + VEC_CYCLES
     if mnemonic == "pool":
@@ -153,8 +163,8 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
-    (:func:`compute_estimate`: a column costs its gather cycles, one cycle per prototype row and
-    ceil(m/NOUT) ceil(c/NS) look-up cycles plus a few of control, in both modes of ``run``; ``pool`` one
+    (:func:`compute_estimate`: a column costs the encoder's or the look-up's cycles, whichever is more, in
+    both modes of ``run``; ``pool`` one
     cycle per act byte of the
     fmap, ``add`` one per element, plus the vector unit's start and drain); a transfer (``load``, ``store``,
     ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead

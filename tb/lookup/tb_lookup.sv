@@ -28,6 +28,8 @@ module tb_lookup #(
   input  logic [3:0]  bits_i,
   input  logic [31:0] col_out_i,
   input  logic        idx_we_i,
+  input  logic        idx_wbank_i,
+  input  logic        idx_rbank_i,
   input  logic [7:0]  idx_group_i,  // subspaces g*NS .. g*NS+NS-1
   input  logic [NS*8-1:0] idx_wdata_i,
   input  logic        load_we_i,
@@ -79,6 +81,7 @@ module tb_lookup #(
   ) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .k_i(k_i), .c_i(c_i), .m_i(m_i), .mult_i(mult_i),
     .shift_i(shift_i), .relu_i(relu_i), .unsigned_i(1'b0), .bits_i(bits_i), .col_out_i(col_out_i), .idx_we_i(idx_we_i),
+    .idx_wbank_i(idx_wbank_i), .idx_rbank_i(idx_rbank_i),
     .idx_group_i(idx_group_i), .idx_wdata_i(idx_wdata_i), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
     .bias_roff_o(bias_roff), .bias_rdata_i(bias_rdata[BiasGroup*8-1:0]), .out_we_o(out_we), .out_woff_o(out_woff),
     .out_wdata_o(out_wdata), .out_wbe_o(out_wbe), .done_o(done_o)

@@ -1,7 +1,8 @@
 """Block bench of ``pqa_lookup`` (with its ``pqa_postproc``) against ``pqcompile.sim.lookup`` and
 ``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes),
 int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned,
-column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and ReLU; and the documented
+column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and ReLU, the two banks of the
+index store (the other bank holds junk); and the documented
 cycle count (ceil(m/NOUT)*ceil(c/NS) + 3 per column, start cycle included). The table is packed into rows
 of NS lanes of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full, m the
 last output group). Parametrized over LutW (8, and 12 stored in two bytes), AccW (32, 20), CMax (32, 5),
@@ -71,12 +72,17 @@ async def lookup_matches_golden(dut: object) -> None:
         await load_words(dut, 1, bias.astype("<i4").tobytes())
         dut.idx_we_i.value = 1
         groups = -(-c // ns)
-        for g in range(groups):  # lanes past c get junk: the unit must ignore them
-            lanes = [int(idx[g * ns + s]) if g * ns + s < c else rng.randrange(256) for s in range(ns)]
-            dut.idx_group_i.value = g
-            dut.idx_wdata_i.value = sum(v << (8 * s) for s, v in enumerate(lanes))
-            await RisingEdge(dut.clk_i)
+        bank = i % 2  # the case's bank of the index store; junk in the other one must not reach the outputs
+        for b in (bank, 1 - bank):
+            dut.idx_wbank_i.value = b
+            for g in range(groups):  # lanes past c get junk: the unit must ignore them
+                lanes = [int(idx[g * ns + s]) if g * ns + s < c and b == bank else rng.randrange(256)
+                         for s in range(ns)]
+                dut.idx_group_i.value = g
+                dut.idx_wdata_i.value = sum(v << (8 * s) for s, v in enumerate(lanes))
+                await RisingEdge(dut.clk_i)
         dut.idx_we_i.value = 0
+        dut.idx_rbank_i.value = bank
         before = await read_out(dut, col_out - 1, 1) if col_out else b""
         after = await read_out(dut, col_out + m, 1) if col_out + m < p["OutBytes"] else b""
         dut.k_i.value, dut.c_i.value, dut.m_i.value = k, c, m
