@@ -226,6 +226,8 @@ module pqa_top #(
   // The act buffer (pqa_widemem) gives the encoder max(NS, VMax) bytes from any byte a cycle.
   localparam int GatherBytes   = (LaneNS > VMax) ? LaneNS : VMax;
   localparam int ActPortBytes  = (GatherBytes > BusBytes) ? GatherBytes : BusBytes;
+  // The vector unit's lanes: as wide as the act and out buffers' ports (HwConfig.vec_lanes).
+  localparam int VecLanes      = (ActPortBytes < OutPortBytes) ? ActPortBytes : OutPortBytes;
   localparam int ActAw     = $clog2(ActBytes / BusBytes);
   localparam int OutAw     = $clog2(OutBytes / BusBytes);
   localparam int ClearAw   = (ProtoAw > LutAw && ProtoAw > BiasAw && ProtoAw > ActAw && ProtoAw > OutAw) ? ProtoAw
@@ -469,19 +471,18 @@ module pqa_top #(
   logic [LaneNS*LutLaneBytes*8-1:0] lut_rdata;
   logic [OffW-1:0]    bias_roff;
   logic [BiasPortBytes*8-1:0] bias_rdata;
-  logic [ActAw-1:0]   vec_act_raddr;
-  logic [OffW-1:0]    act_roff, enc_act_roff;
+  logic [OffW-1:0]    act_roff, enc_act_roff, vec_act_roff;
   logic [ActPortBytes*8-1:0] act_rline;
-  logic [OutAw-1:0]        out_raddr, vec_out_raddr;
+  logic [OffW-1:0]         out_roff, vec_out_roff;
   logic [AxiDataWidth-1:0] out_rdata;
   logic [OutPortBytes*8-1:0] out_rline;
   logic                    lk_out_we, vec_out_we;
   logic [OffW-1:0]         lk_out_woff;
-  logic [OutAw-1:0]        vec_out_waddr;
+  logic [OffW-1:0]         vec_out_woff;
   logic [LaneNOUT*ActW-1:0] lk_out_wdata;
   logic [LaneNOUT-1:0]     lk_out_wbe;
-  logic [AxiDataWidth-1:0] vec_out_wdata;
-  logic [BusBytes-1:0]     vec_out_wbe;
+  logic [VecLanes*ActW-1:0] vec_out_wdata;
+  logic [VecLanes-1:0]     vec_out_wbe;
   logic [OffW-1:0]         out_woff;
   logic [OutPortBytes*8-1:0] out_wdata;
   logic [OutPortBytes-1:0] out_wbe;
@@ -497,8 +498,8 @@ module pqa_top #(
   // unit during `pool` / `add` and to the encoder otherwise; the out read port to the vector unit
   // during `pool` / `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a
   // `load` into `out`, the look-up unit (`run`) or the vector unit.
-  assign act_roff  = vec_active ? OffW'(vec_act_raddr) << $clog2(BusBytes) : enc_act_roff;
-  assign out_raddr = vec_active ? vec_out_raddr : dma_src_idx[OutAw-1:0];
+  assign act_roff  = vec_active ? vec_act_roff : enc_act_roff;
+  assign out_roff  = vec_active ? vec_out_roff : OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes);
   // Bus-word writes go to the out buffer's wide port at word offsets, in the low bus word of its data.
   always_comb begin
     if (clear) begin
@@ -510,7 +511,7 @@ module pqa_top #(
       out_wdata = (OutPortBytes*8)'(dma_rd_data);
       out_wbe   = OutPortBytes'({BusBytes{1'b1}});  // loads write whole words
     end else if (vec_out_we) begin
-      out_woff  = OffW'(vec_out_waddr) << $clog2(BusBytes);
+      out_woff  = vec_out_woff;
       out_wdata = (OutPortBytes*8)'(vec_out_wdata);
       out_wbe   = OutPortBytes'(vec_out_wbe);
     end else begin
@@ -589,7 +590,7 @@ module pqa_top #(
     .woff_i (out_woff),
     .wdata_i(out_wdata),
     .wbe_i  (out_wbe),
-    .roff_i (OffW'(out_raddr) << $clog2(BusBytes)),
+    .roff_i (out_roff),
     .rdata_o(out_rline)
   );
   assign out_rdata = out_rline[AxiDataWidth-1:0];
@@ -695,10 +696,11 @@ module pqa_top #(
   );
 
   pqa_vec #(
-    .AxiDataWidth(AxiDataWidth),
     .ActW    (ActW),
     .ActBytes(ActBytes),
-    .OutBytes(OutBytes)
+    .OutBytes(OutBytes),
+    .VL      (VecLanes),
+    .OffW    (OffW)
   ) u_vec (
     .clk_i      (clk_i),
     .rst_ni     (rst_ni),
@@ -715,12 +717,12 @@ module pqa_top #(
     .relu_i     (relu),
     .unsigned_i (act_unsigned),
     .bits_i     (act_bits),
-    .act_raddr_o(vec_act_raddr),
-    .act_rdata_i(act_rline[AxiDataWidth-1:0]),
-    .out_raddr_o(vec_out_raddr),
-    .out_rdata_i(out_rdata),
+    .act_roff_o (vec_act_roff),
+    .act_rdata_i(act_rline[VecLanes*ActW-1:0]),
+    .out_roff_o (vec_out_roff),
+    .out_rdata_i(out_rline[VecLanes*ActW-1:0]),
     .out_we_o   (vec_out_we),
-    .out_waddr_o(vec_out_waddr),
+    .out_woff_o (vec_out_woff),
     .out_wdata_o(vec_out_wdata),
     .out_wbe_o  (vec_out_wbe),
     .done_o     (vec_done)

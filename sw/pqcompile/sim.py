@@ -149,24 +149,24 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
     done. ``run n``: n*max(E, L) + min(E, L) (:func:`run_column_cycles`): the encoder takes column j+1 as
     soon as it has finished column j and the look-up of column j-1 is done (two banks of the index store),
     the look-up takes column j as soon as it is encoded and the look-up of column j-1 is done, so the
-    slower unit sets the pace and the other adds its share of one column; ``pool``: h*w*ch + 3; ``add n``:
-    n + 3; 0 for every other instruction. Exact on any memory (the compute units never wait on it)."""
+    slower unit sets the pace and the other adds its share of one column; ``pool``: h*w*ceil(ch/VL) + 3;
+    ``add n``: ceil(n/VL) + 3, VL = :attr:`HwConfig.vec_lanes`; 0 for every other instruction. Exact on
+    any memory (the compute units never wait on it)."""
     if mnemonic == "run":
         enc, lk = run_column_cycles(cfg, st)
         return ops["n"] * max(enc, lk) + min(enc, lk)
     if mnemonic == "add":
-        return ops["n"] + VEC_CYCLES
+        return -(-ops["n"] // cfg.vec_lanes) + VEC_CYCLES
     if mnemonic == "pool":
-        return st.geom.h * st.geom.w * st.geom.ch + VEC_CYCLES
+        return st.geom.h * st.geom.w * -(-st.geom.ch // cfg.vec_lanes) + VEC_CYCLES
     return 0
 
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
     (:func:`compute_estimate`: a column costs the encoder's or the look-up's cycles, whichever is more, in
-    both modes of ``run``; ``pool`` one
-    cycle per act byte of the
-    fmap, ``add`` one per element, plus the vector unit's start and drain); a transfer (``load``, ``store``,
+    both modes of ``run``; ``pool`` one cycle per VL act bytes of a pixel, ``add`` one per VL elements, plus
+    the vector unit's start and drain); a transfer (``load``, ``store``,
     ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead
     of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the
     RTL's cycles are measured, not modelled (docs/theory.md, "Cycles")."""

@@ -148,6 +148,14 @@ class HwConfig:
         """Bytes of the prototype buffer that hold rows: the whole rows that fit ProtoBytes."""
         return self._whole_rows("ProtoBytes", self.proto_row_stride)
 
+    @property
+    def vec_lanes(self) -> int:
+        """Lanes of the vector unit (``pool`` / ``add`` elements per cycle): as wide as the act buffer's read
+        port (max(NS, VMax) bytes, the column feed) and the output buffer's (max(NOUT, bus) bytes), the
+        narrower, and at least a bus word."""
+        p = self.params
+        return min(max(p["NS"], p["VMax"], self.bus_bytes), max(p["NOUT"], self.bus_bytes))
+
     def gather_mode(self, conv: bool, v: int, kh: int, kw: int) -> str:
         """How the encoder gathers a column into its register (docs/theory.md, "Column feed"): ``lanes`` in
         conv mode with v = kh*kw (a subspace is one channel's window: one window position of NS channels a

@@ -1,6 +1,6 @@
 """Block bench of ``pqa_vec`` (the ``pool`` / ``add`` vector unit, with its ``pqa_postproc``) against the
 golden simulator's functions (``pqcompile.sim.requantize``, ``round_shift_clamp``, ``isa.clamp_range``), on
-the act and output buffers (``pqa_ram``, as in ``pqa_top``; wrapper ``tb_vec.sv``).
+the act and output buffers (``pqa_widemem``, as in ``pqa_top``; wrapper ``tb_vec.sv``).
 
 - ``pool``: channels-last fmaps with h, w, ch of 1, odd values, one pixel of many channels, one channel of
   many pixels, fmaps filling the act buffer exactly; int8 extremes (all -128, all 127, mixed) and
@@ -12,10 +12,11 @@ the act and output buffers (``pqa_ram``, as in ``pqa_top``; wrapper ``tb_vec.sv`
   ``pool``.
 - every op: the whole output buffer is read back and compared with the model (bytes beyond the written
   range untouched); the act buffer beyond the fmap / n holds junk; the cycle count from the start cycle to
-  the done cycle (both included) is exactly h*w*ch + 3 (pool) or n + 3 (add), the vector unit's share of
-  docs/theory.md's 11 + h*w*ch / 11 + n (the other 8 are the controller's fetch, decode and retire);
-  exactly ch / n byte writes, the k-th at output byte k, one-hot byte enables, none outside the op, one
-  done pulse (HDL monitor in tb_vec.sv).
+  the done cycle (both included) is exactly h*w*ceil(ch/VL) + 3 (pool) or ceil(n/VL) + 3 (add), the vector
+  unit's share of docs/theory.md's figures (the other 8 are the controller's fetch, decode and retire);
+  exactly ch / n bytes written, each write at the byte after the ones before, its enables on lanes 0 ..
+  j-1, none outside the op, one done pulse (HDL monitor in tb_vec.sv). Lanes VL = 3 (fast; ch and n leave
+  the last group partially full), 1 and 18 (slow).
 - back-to-back chains: the next op starts in the cycle after done (the earliest the unit accepts),
   reading bytes the previous op wrote in its done cycle.
 A tally of the corners reached (exact halves up and down, saturation at both ends, ReLU, unsigned top
@@ -68,8 +69,12 @@ class Op:
 
     @property
     def length(self) -> int:
-        """Elements walked: one cycle each."""
+        """Elements walked."""
         return self.n if self.add else self.h * self.w * self.ch
+
+    def issue_cycles(self, vl: int) -> int:
+        """The unit's issue cycles with VL lanes: VL elements each (pool: a group of VL channels of a pixel)."""
+        return -(-self.n // vl) if self.add else self.h * self.w * -(-self.ch // vl)
 
     @property
     def written(self) -> int:
@@ -228,6 +233,7 @@ class VecBench:
     def __init__(self, dut: object, seed: int) -> None:
         p = params()
         self.dut, self.act_bytes, self.out_bytes = dut, p["ActBytes"], p["OutBytes"]
+        self.vl = p["VL"]
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.act = np.zeros(self.act_bytes, np.uint8)
@@ -287,7 +293,8 @@ class VecBench:
         await FallingEdge(d.clk_i)  # the middle of the done cycle
         cycles, writes, err = int(d.cycles_o.value), int(d.writes_o.value), int(d.err_o.value)
         tag = f"op {self.ops} ({op})"
-        assert cycles == op.length + 3, f"{tag}: {cycles} cycles from start to done, expected {op.length + 3}"
+        want = op.issue_cycles(self.vl) + 3
+        assert cycles == want, f"{tag}: {cycles} cycles from start to done, expected {want}"
         assert writes == op.written, f"{tag}: {writes} output writes, expected {op.written}"
         assert err == 0, f"{tag}: " + ", ".join(m for b, m in enumerate(ERRS) if err >> b & 1)
         self.out[: op.written] = y.astype(np.int8).view(np.uint8)
@@ -396,19 +403,19 @@ async def back_to_back_chains(dut: object) -> None:
 
 
 PARAMS = [
-    {"ActBytes": 520, "OutBytes": 200},
-    pytest.param({"ActBytes": 136, "OutBytes": 1000}, marks=pytest.mark.slow),
-    pytest.param({"ActBytes": 4096, "OutBytes": 4096}, marks=pytest.mark.slow),
+    {"ActBytes": 520, "OutBytes": 200, "VL": 3},
+    pytest.param({"ActBytes": 136, "OutBytes": 1000, "VL": 1}, marks=pytest.mark.slow),
+    pytest.param({"ActBytes": 4096, "OutBytes": 4096, "VL": 18}, marks=pytest.mark.slow),
 ]
 
 
 def sources() -> list:
-    return block_sources("pqa_ram", "pqa_postproc", "pqa_vec", extra=[TB / "vec" / "tb_vec.sv"])
+    return block_sources("pqa_ram", "pqa_widemem", "pqa_postproc", "pqa_vec", extra=[TB / "vec" / "tb_vec.sv"])
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("sim_name", SIMS)
-@pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"act{p['ActBytes']}_out{p['OutBytes']}")
+@pytest.mark.parametrize("parameters", PARAMS, ids=lambda p: f"act{p['ActBytes']}_out{p['OutBytes']}_vl{p['VL']}")
 def test_vec(sim_name: str, parameters: dict[str, int]) -> None:
     check_block(sim_name, "tb_vec", __file__, sources(), parameters)
 
