@@ -11,21 +11,23 @@
 //     origin of the current output row;
 //     run_start_i: pixel 0; col_next_i: the next pixel (ox+1, or the next output row).
 //   element state: (ci, ky, kx), iy, ix, the address a and the address of kx = 0 in this window row;
-//     el_start_i: element 0 of the column; el_next_i: element e+1 (kx, then ky, then ci; ci by ci_step_i:
-//       1 walks the column element by element, NS walks lane 0 of a group of NS channels);
+//     el_start_i: element 0 of the column; el_next_i: the next element (kx by kx_step_i while inside the
+//       window row, then ky, then ci by ci_step_i: steps of 1 walk the column element by element; in the
+//       encoder's lanes mode ci steps by NS and kx by the window positions one act read covers);
 //     el_save_i (with el_next_i): also remember the new position (the first element of a subspace);
 //     el_restore_i: back to the remembered position (the encoder walks a subspace once per prototype).
 // Address arithmetic is modulo 2^OffW (32 bits in pqa_top): an inside element's address is below
 // ActBytes, so its residue is exact whatever the (possibly negative or huge) addresses of the outside
 // elements in between. Positions (iy, ix, oy0, ox0) are signed 32-bit.
-// The products w*ch, stride*ch, stride*w*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
+// The products w*ch, stride*ch, stride*w*ch, kx_step*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
 // the geometry inputs (two pipeline stages): the geometry is written by `fmap` / `conv` at least four
 // cycles before the decode of a `run` (retire, fetch, fetch wait, decode), so they are settled by then.
 
 `default_nettype none
 
 module pqa_convgen #(
-  parameter int OffW = 32  // act byte addresses (modulo 2^OffW, see the header)
+  parameter int OffW = 32,  // act byte addresses (modulo 2^OffW, see the header)
+  parameter int PosW = 32   // signed pixel positions (iy, ix; see the header)
 ) (
   input  logic                            clk_i,
   input  logic                            rst_ni,
@@ -40,6 +42,8 @@ module pqa_convgen #(
   input  logic [pqa_pkg::ConvPadLW-1:0]   pad_l_i,
   input  logic [pqa_pkg::ConvOutWW-1:0]   out_w_i,
   input  logic [pqa_pkg::FmapChW:0]       ci_step_i,   // channels from one window to the next (1, or NS)
+  input  logic [pqa_pkg::ConvKwW-1:0]     kx_step_i,   // window columns a step covers (1, or the positions
+                                                       // of a lanes-mode read; constant during a run)
   // column walk
   input  logic                            run_start_i,
   input  logic                            col_next_i,
@@ -49,18 +53,22 @@ module pqa_convgen #(
   input  logic                            el_save_i,
   input  logic                            el_restore_i,
   output logic [OffW-1:0]                 addr_o,
-  output logic                            inside_o
+  output logic                            inside_o,
+  output logic                            row_inside_o,  // 0 <= iy < h (the whole window row's)
+  output logic signed [PosW-1:0]          ix_o           // ix of the element (the row's next ones: ix+1 ..)
 );
 
   // Derived products, registered (see the header).
-  logic [OffW-1:0] wch_q, sch_q, swch_q, org0_q;
+  logic [OffW-1:0] wch_q, sch_q, swch_q, org0_q, xch_q;
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       wch_q  <= '0;
       sch_q  <= '0;
       swch_q <= '0;
       org0_q <= '0;
+      xch_q  <= '0;
     end else begin
+      xch_q  <= OffW'(kx_step_i) * OffW'(ch_i);
       wch_q  <= OffW'(w_i) * OffW'(ch_i);
       sch_q  <= OffW'(stride_i) * OffW'(ch_i);
       swch_q <= OffW'(stride_i) * wch_q;
@@ -126,10 +134,10 @@ module pqa_convgen #(
     ix_n = ix_q;
     a_n  = a_q;
     ra_n = ra_q;
-    if (kx_q != kw_i - pqa_pkg::ConvKwW'(1)) begin
-      kx_n = kx_q + pqa_pkg::ConvKwW'(1);
-      ix_n = ix_q + 32'sd1;
-      a_n  = a_q + OffW'(ch_i);
+    if (32'(kx_q) + 32'(kx_step_i) < 32'(kw_i)) begin
+      kx_n = kx_q + kx_step_i;
+      ix_n = ix_q + 32'(kx_step_i);
+      a_n  = a_q + xch_q;
     end else if (ky_q != kh_i - pqa_pkg::ConvKhW'(1)) begin
       kx_n = '0;
       ky_n = ky_q + pqa_pkg::ConvKhW'(1);
@@ -207,7 +215,9 @@ module pqa_convgen #(
     end
   end
 
-  assign addr_o   = a_q;
+  assign addr_o       = a_q;
+  assign row_inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)));
+  assign ix_o         = PosW'(ix_q);
   assign inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)))
                  && (ix_q >= 32'sd0) && (ix_q < $signed(32'(w_i)));
 
@@ -228,6 +238,7 @@ module pqa_convgen #(
     end else begin
       if (run_start_i) begin
         assert (wch_q == OffW'(w_i) * OffW'(ch_i) && sch_q == OffW'(stride_i) * OffW'(ch_i)
+                && xch_q == OffW'(kx_step_i) * OffW'(ch_i)
                 && swch_q == OffW'(stride_i) * wch_q
                 && org0_q == OffW'(0) - (OffW'(pad_t_i) * wch_q + OffW'(pad_l_i) * OffW'(ch_i)))
           else $fatal(1, "pqa_convgen: derived geometry not settled at the start of a run");

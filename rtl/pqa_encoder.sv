@@ -10,11 +10,13 @@
 //     VMax rounded up to whole element groups of PL), element e of the group's lane s at byte s*VPad + e.
 //     Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte that the
 //     convolution address generator (pqa_convgen) points at, read as 0 outside the fmap; x >= d reads as 0.
-//     The act read port (pqa_widemem) returns GatherBytes = max(NS, VMax) bytes from any byte offset, and
+//     The act read port (pqa_widemem) returns GatherBytes = max(GatherPos*NS, VMax) bytes from any byte offset, and
 //     the gather takes one of three modes (docs/theory.md, "Column feed"):
-//     - lanes (conv mode, v = kh*kw: a subspace is one channel's window): one window position (ky, kx) of
-//       the group's NS channels per cycle, NS contiguous act bytes into lane s at e = ky*kw + kx; v cycles
-//       a group (the generator steps the channel by NS at the end of each window);
+//     - lanes (conv mode, v = kh*kw: a subspace is one channel's window): P neighbouring window positions
+//       (ky, kx .. kx+P-1) of the group's NS channels per cycle, lane s of position kx+p at act byte
+//       p*ch + s of the read (e = ky*kw + kx + p), P the most positions (up to GatherPos and the row's
+//       end) with (P-1)*ch + NS <= GatherBytes; kh*ceil(kw/P) cycles a group (the generator steps kx by P
+//       and the channel by NS at the end of each window);
 //     - contiguous (fully connected, or a 1x1 conv: a column is contiguous act bytes): one subspace's v
 //       bytes per cycle; one cycle a subspace;
 //     - element (conv mode otherwise: subspaces that cut across windows): one element per cycle, in the
@@ -28,7 +30,8 @@
 //     After the last prototype group the NS indices of group g go to the look-up unit, and the next group
 //     is gathered (the column register is free: stage 1 no longer reads it).
 // Cycles per column: gather + ceil(c/NS) (a drain per group) + rows + 2 (start, last drain), gather =
-// ceil(c/NS)*v (lanes), c (contiguous) or c*v (element), rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
+// ceil(c/NS)*kh*ceil(kw/P) (lanes), c (contiguous) or c*v (element), rows = ceil(c/NS) * ceil(k/NP) *
+// ceil(v/PL).
 // The narrow datapath is NS = NP = PL = 1.
 
 `default_nettype none
@@ -42,8 +45,9 @@ module pqa_encoder #(
   parameter int NP           = 1,
   parameter int PL           = 1,
   parameter int RowAw        = 8,     // bits of a prototype row index (pqa_protomem)
+  parameter int GatherPos    = 3,     // window positions a lanes-mode read may cover (HwConfig.GATHER_POSITIONS)
   // Derived, do not override.
-  parameter int GatherBytes  = (NS > VMax) ? NS : VMax  // bytes of an act read (pqa_widemem)
+  parameter int GatherBytes  = (GatherPos * NS > VMax) ? GatherPos * NS : VMax  // bytes of an act read
 ) (
   input  logic                             clk_i,
   input  logic                             rst_ni,
@@ -117,6 +121,30 @@ module pqa_encoder #(
   logic [PosW-1:0]     gpos1_q;  // element mode: (ci - g*NS) * VPad + e; contiguous: (ci - g*NS) * VPad
   logic [VW-1:0]       ge1_q;    // lanes mode: e
   logic [XoffW-1:0]    gx1_q;    // contiguous mode: ci * v
+  logic [GatherPos-1:0] gpv1_q;  // lanes mode: position p of the read is in the window row (kx + p < kw)
+  logic [GatherPos-1:0] gpo1_q;  // lanes mode: position p lies outside the fmap
+  logic [GatherPos*32-1:0] gsh1_q;  // lanes mode: p*ch, the byte of lane 0 of position p in the read
+
+  // Lanes mode: the positions a read covers (constant during a run: the largest p <= GatherPos with
+  // (p-1)*ch + NS <= GatherBytes), and the walk through the window row.
+  localparam int KwW = pqa_pkg::ConvKwW;
+  logic [KwW-1:0]  npos;     // positions a read covers
+  logic [KwW-1:0]  kx_q;     // the window column of the read's first position
+  logic [KwW-1:0]  kleft;    // kw - kx: positions left in the row
+  logic            row_end;  // the read reaches the row's end
+  logic            gen_row_inside;
+  logic signed [31:0] gen_ix;
+
+  always_comb begin
+    npos = KwW'(1);
+    for (int p = 2; p <= GatherPos; p++) begin
+      if ((p - 1) * 32'(fmap_ch_i) + NS <= GatherBytes && 32'(p) <= 32'(kw_i)) begin
+        npos = KwW'(p);
+      end
+    end
+  end
+  assign kleft   = kw_i - kx_q;
+  assign row_end = (kleft <= npos);
 
   logic [GroupBits-1:0] col_q;  // one group's NS x VPad bytes, flat (Icarus 11 selects only a packed array's last dimension)
 
@@ -142,6 +170,7 @@ module pqa_encoder #(
     .pad_l_i     (pad_l_i),
     .out_w_i     (out_w_i),
     .ci_step_i   (m_lanes ? (pqa_pkg::FmapChW + 1)'(NS) : (pqa_pkg::FmapChW + 1)'(1)),
+    .kx_step_i   (m_lanes ? npos : KwW'(1)),
     .run_start_i (run_start_i),
     .col_next_i  (col_next_i),
     .el_start_i  (state_q == EncIdle),
@@ -149,7 +178,9 @@ module pqa_encoder #(
     .el_save_i   (1'b0),
     .el_restore_i(1'b0),
     .addr_o      (gen_addr),
-    .inside_o    (gen_inside)
+    .inside_o    (gen_inside),
+    .row_inside_o(gen_row_inside),
+    .ix_o        (gen_ix)
   );
 
   assign aaddr      = m_contig ? (conv_i ? gen_addr : col_base_i) + OffW'(xoff_q) : gen_addr;
@@ -158,7 +189,8 @@ module pqa_encoder #(
   assign g_last_c   = (ci_q == c_i - CW'(1));
   assign g_last_s   = ({1'b0, ci_q} + (CW + 1)'(1) == cb_q + (CW + 1)'(NS));  // the group's last lane
   // the group's last gather cycle
-  assign g_last     = m_lanes ? g_last_e : m_contig ? (g_last_c || g_last_s) : (g_last_e && (g_last_c || g_last_s));
+  assign g_last     = m_lanes ? (row_end && 32'(e_q) + 32'(kleft) >= 32'(v_i))  // the last row's end
+                    : m_contig ? (g_last_c || g_last_s) : (g_last_e && (g_last_c || g_last_s));
 
   // ---------------------------------------------------------------------------------------------
   // Encode stage 0: (g, kg, eg) walk, one prototype row per cycle
@@ -200,6 +232,7 @@ module pqa_encoder #(
       state_q <= EncIdle;
       ci_q    <= '0;
       e_q     <= '0;
+      kx_q    <= '0;
       cpos_q  <= '0;
       xoff_q  <= '0;
       g_q     <= '0;
@@ -213,6 +246,7 @@ module pqa_encoder #(
       if (state_q == EncIdle) begin
         ci_q   <= '0;
         e_q    <= '0;
+        kx_q   <= '0;
         cpos_q <= '0;
         xoff_q <= '0;
         g_q    <= '0;
@@ -224,7 +258,16 @@ module pqa_encoder #(
       end
       if (gather) begin
         if (m_lanes) begin
-          e_q <= g_last_e ? '0 : e_q + VW'(1);
+          if (g_last) begin
+            e_q  <= '0;
+            kx_q <= '0;
+          end else if (row_end) begin
+            e_q  <= e_q + VW'(kleft);
+            kx_q <= '0;
+          end else begin
+            e_q  <= e_q + VW'(npos);
+            kx_q <= kx_q + npos;
+          end
         end else if (m_contig) begin
           xoff_q <= xoff_q + XoffW'(v_i);
           ci_q   <= ci_q + CW'(1);
@@ -268,6 +311,9 @@ module pqa_encoder #(
       gpos1_q <= '0;
       ge1_q   <= '0;
       gx1_q   <= '0;
+      gpv1_q  <= '0;
+      gpo1_q  <= '0;
+      gsh1_q  <= '0;
     end else begin
       gv1_q   <= gather;
       // element: x >= d or outside; lanes: outside (x < c*v = d); contiguous: the pixel outside (x >= d below)
@@ -275,14 +321,31 @@ module pqa_encoder #(
       gpos1_q <= m_contig ? cpos_q : cpos_q + PosW'(e_q);
       ge1_q   <= e_q;
       gx1_q   <= xoff_q;
+      for (int p = 0; p < GatherPos; p++) begin
+        gpv1_q[p] <= (32'(p) < 32'(npos)) && (32'(p) < 32'(kleft));
+        gpo1_q[p] <= !gen_row_inside || (gen_ix + 32'(p) < 32'sd0) || (gen_ix + 32'(p) >= $signed(32'(fmap_w_i)));
+        gsh1_q[p*32 +: 32] <= 32'(p) * 32'(fmap_ch_i);
+      end
+    end
+  end
+
+  // Lanes mode: position p's NS bytes, shifted down from byte p*ch of the read.
+  logic [GatherPos*NS*8-1:0] gpos_bytes;
+  always_comb begin
+    for (int p = 0; p < GatherPos; p++) begin
+      gpos_bytes[p*NS*8 +: NS*8] = (NS*8)'(act_rdata_i >> (gsh1_q[p*32 +: 32] * 8));
     end
   end
 
   always_ff @(posedge clk_i) begin
     if (gv1_q) begin
       if (m_lanes) begin  // (the mode holds for the whole run)
-        for (int s = 0; s < NS; s++) begin
-          col_q[(s*VPad + 32'(ge1_q))*8 +: 8] <= gpad1_q ? 8'd0 : act_rdata_i[s*8 +: 8];
+        for (int p = 0; p < GatherPos; p++) begin
+          if (gpv1_q[p]) begin
+            for (int s = 0; s < NS; s++) begin
+              col_q[(s*VPad + 32'(ge1_q) + p)*8 +: 8] <= gpo1_q[p] ? 8'd0 : gpos_bytes[(p*NS + s)*8 +: 8];
+            end
+          end
         end
       end else if (m_contig) begin
         for (int e = 0; e < VMax; e++) begin

@@ -223,8 +223,10 @@ module pqa_top #(
   localparam int BiasAlign = BiasGroupBytes & -BiasGroupBytes;
   localparam int BiasPortBytes = (BiasGroupBytes > BusBytes) ? BiasGroupBytes : BusBytes;
   localparam int OutPortBytes  = (LaneNOUT > BusBytes) ? LaneNOUT : BusBytes;
-  // The act buffer (pqa_widemem) gives the encoder max(NS, VMax) bytes from any byte a cycle.
-  localparam int GatherBytes   = (LaneNS > VMax) ? LaneNS : VMax;
+  // The act buffer (pqa_widemem) gives the encoder max(GatherPos*NS, VMax) bytes from any byte a cycle: up to
+  // GatherPos window positions of NS channels (HwConfig.GATHER_POSITIONS, HwConfig.gather_bytes).
+  localparam int GatherPos     = 3;
+  localparam int GatherBytes   = (GatherPos * LaneNS > VMax) ? GatherPos * LaneNS : VMax;
   localparam int ActPortBytes  = (GatherBytes > BusBytes) ? GatherBytes : BusBytes;
   // The vector unit's lanes: as wide as the act and out buffers' ports (HwConfig.vec_lanes).
   localparam int VecLanes      = (ActPortBytes < OutPortBytes) ? ActPortBytes : OutPortBytes;
@@ -621,7 +623,8 @@ module pqa_top #(
     .NS          (LaneNS),
     .NP          (LaneNP),
     .PL          (LanePL),
-    .RowAw       (ProtoRowAw)
+    .RowAw       (ProtoRowAw),
+    .GatherPos   (GatherPos)
   ) u_encoder (
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),

@@ -7,7 +7,8 @@ K / v / c / m ranges up to the synthesized limits, activation and table widths, 
 tied minima in the encoder, saturation at both ends, exact rounding halves, conv-mode layers (window
 1x1 / 3x3 / other / flatten, stride 1 / 2 / more, padding or none), unsigned outputs, pool, residual add
 (as the back end plans them: both operands loaded), the encoder's lanes filled partially and wholly (c
-against NS, k against NP, v against PL, on configurations with more than one), and the stimulus: AXI
+against NS, k against NP, v against PL, m against NOUT, on configurations with more than one), the
+encoder's gather modes (lanes, contiguous, element), and the stimulus: AXI
 backpressure, AR/AW latency, SLVERR injection, reset in the middle of a run, START while busy,
 back-to-back starts without reset.
 """
@@ -78,6 +79,8 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.unsigned", xf=lambda s: s.get("unsigned"), bins=[True])
     @CoverPoint("pqa.vec", xf=many("vec"), rel=lambda v, b: b in v, bins=["pool", "add"],
                 inj=False)
+    @CoverPoint("pqa.gather", xf=many("gather"), rel=lambda v, b: b in v, bins=["lanes", "contiguous", "element"],
+                inj=False)
     def sample(s: dict[str, Any]) -> None:
         pass
 
@@ -89,12 +92,13 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     return sample
 
 
-_LANES = (("c", "NS"), ("k", "NP"), ("v", "PL"))
+_LANES = (("c", "NS"), ("k", "NP"), ("v", "PL"), ("m", "NOUT"))
 
 
 def lane_bins(cfg: HwConfig) -> list[str]:
-    """Bins of the encoder's lanes: for each dimension whose lane count is above 1, a layer that fills its
-    last group partially ("c%NS": c not a multiple of NS) and one that fills every group ("c=j*NS")."""
+    """Bins of the encoder's and the look-up's lanes: for each dimension whose lane count is above 1, a layer
+    that fills its last group partially ("c%NS": c not a multiple of NS; k against NP, v against PL, m
+    against NOUT) and one that fills every group ("c=j*NS")."""
     return [f"{d}{op}{lane}" for d, lane in _LANES if cfg.params[lane] > 1 for op in ("%", "=j*")]
 
 
@@ -113,8 +117,8 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     lay = gen.get("layers", manifest.get("layers", []))
     s: dict[str, Any] = {"kind": stim.get("kind", "legal" if lay else "words"), "err": err_name, "opcodes": opcodes}
     pq = [q for q in lay if "metric" in q]  # PQ layers (compiled graphs also list add and pool ops)
-    for key in ("k", "v", "c", "m", "metric", "relu"):
-        s[key + ("s" if key == "metric" else "")] = [q[key] for q in pq]
+    for key in ("k", "v", "c", "m", "metric", "relu", "gather"):
+        s[key + ("s" if key == "metric" else "")] = [q[key] for q in pq if key in q]
     s["act_bits"], s["lut_bits"] = gen.get("act_bits"), gen.get("lut_bits")
     s["n_layers"] = len(lay) or None
     s["tiled"] = any(q.get("tiles", 1) > 1 for q in manifest.get("layers", []))

@@ -46,9 +46,15 @@ def _metric(rng: np.random.Generator) -> str:
     return str(rng.choice(list(load().enums["metric"])))
 
 
-def _kvm(rng: np.random.Generator, cfg: HwConfig, d: int, m: int, kmax: int | None = None) -> tuple[int, int, int]:
-    """(k, v, m) for a PQ layer of column length d inside the configuration's limits (m lowered if needed)."""
-    v = int(rng.integers(-(-d // cfg.CMax), cfg.VMax + 1))
+def _kvm(rng: np.random.Generator, cfg: HwConfig, d: int, m: int, kmax: int | None = None,
+         window: int = 0) -> tuple[int, int, int]:
+    """(k, v, m) for a PQ layer of column length d inside the configuration's limits (m lowered if needed);
+    a conv layer's ``window`` (kh*kw) is taken as v one time in three when it fits (one channel a subspace:
+    the encoder's lanes gather mode)."""
+    if window and window <= cfg.VMax and d // window <= cfg.CMax and rng.random() < 1 / 3:
+        v = window
+    else:
+        v = int(rng.integers(-(-d // cfg.CMax), cfg.VMax + 1))
     c = -(-d // v)
     k = int(rng.choice([1, 2, 3, 5, 7, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
     k = min(k, kmax or k)
@@ -114,7 +120,7 @@ def conv_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits:
             break
     m = int(rng.choice([1, 3, int(rng.integers(1, cfg.MMax + 1))]))
     m = max(1, min(m, cfg.MMax, 24 if big else cfg.MMax))
-    k, v, m = _kvm(rng, cfg, d, m, kmax=4 if big else None)
+    k, v, m = _kvm(rng, cfg, d, m, kmax=4 if big else None, window=kh * kw)
     n = 1 if big else int(rng.choice([1, 1, 2, 3]))
     uns_in = bool(act_bits < cfg.ActW and rng.random() < 0.2)
     rg = RandomGraph(cfg, rng, (h, w, ch), n, act_bits, lut_bits, uns_in, "random_conv", wild=WILD)

@@ -48,5 +48,5 @@ def test_random_regression_long(sim_name: str) -> None:
     s = regress(sim_name, "small", seed=1, count=200 if sim_name == "verilator" else 60, log=False)
     _check_clean(s)
     cov = s["coverage"]
-    for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers", "pqa.lanes"):
+    for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers", "pqa.lanes", "pqa.gather"):
         assert cov[point]["percent"] == 100.0, report(s)

@@ -367,3 +367,25 @@ def test_perf_counters_come_from_the_spec() -> None:
         change(raw["isa"]["perf_counters"])
         with pytest.raises(SpecError, match=msg):
             parse(raw)
+
+
+def test_gather_geometry() -> None:
+    """The column feed (docs/theory.md, "Column feed"): the act read port is max(3*NS, VMax) bytes; a lanes-mode
+    read covers the most window positions p <= 3 (and <= kw) with (p-1)*ch + NS <= those bytes; a column costs
+    ceil(c/NS)*kh*ceil(kw/p) cycles in lanes mode, c contiguous, c*v element by element. pqa_top and the
+    encoder bench use the same number of positions."""
+    pqa, small, default = (SPEC.config(n) for n in ("pqa", "small", "default"))
+    assert (pqa.gather_bytes, small.gather_bytes, default.gather_bytes) == (48, 8, 16)
+    assert [pqa.gather_positions(ch, 3) for ch in (1, 16, 17, 32, 33, 64)] == [3, 3, 2, 2, 1, 1]
+    assert pqa.gather_positions(4, 2) == 2 and pqa.gather_positions(4, 1) == 1
+    assert [pqa.gather_mode(True, 9, 3, 3), pqa.gather_mode(True, 4, 1, 1), pqa.gather_mode(False, 4, 1, 1),
+            pqa.gather_mode(True, 4, 3, 3), pqa.gather_mode(True, 1, 1, 1)] == \
+        ["lanes", "contiguous", "contiguous", "element", "lanes"]
+    # ResNet-20's 3x3 layers at pqa: 16, 32 and 64 channels
+    assert [pqa.gather_cycles(c, 9, True, 3, 3, c) for c in (16, 32, 64)] == [3, 2 * 3 * 2, 4 * 3 * 3]
+    assert pqa.gather_cycles(10, 4, False, 1, 1, 0) == 10 and pqa.gather_cycles(10, 4, True, 3, 3, 4) == 40
+    assert pqa.vec_lanes == 32 and small.vec_lanes == 8 and default.vec_lanes == 8
+    root = SPEC_PATH.parents[3]
+    for f in ("rtl/pqa_top.sv", "tb/encoder/tb_encoder.sv"):
+        assert f"localparam int GatherPos{' ' * (5 if 'top' in f else 3)}= {pqa.GATHER_POSITIONS};" in \
+            (root / f).read_text(), f

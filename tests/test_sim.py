@@ -147,7 +147,7 @@ def test_stamp_record_counts_bytes_exactly() -> None:
     res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
     rec = _perf(res.mem, 0x308)
     assert rec["rd_bytes"] == 9 * bb + 6 * bb and rec["wr_bytes"] == bb
-    assert CFG.proto_rows(2, 2, 2) == 1 and CFG.gather_cycles(2, 2, False, 0, 0) == 2
+    assert CFG.proto_rows(2, 2, 2) == 1 and CFG.gather_cycles(2, 2, False, 0, 0, 0) == 2
     assert sim.run_column_cycles(CFG, sim._State(conv=0, k=2, v=2, c=2, d=3, m=2)) == (2 + 1 + 1 + 2, 1 + 3)
     assert rec["compute_cycles"] == 1 * 6 + 4 == 10
     assert 0 < rec["cycles"] < res.cycles

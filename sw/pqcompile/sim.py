@@ -137,7 +137,7 @@ def run_column_cycles(cfg: HwConfig, st: _State) -> tuple[int, int]:
     :meth:`HwConfig.proto_rows`); L = ceil(m/NOUT)*G + 3: the look-up sums NS table lanes for NOUT outputs a
     cycle."""
     groups = -(-st.c // cfg.NS)
-    gather = cfg.gather_cycles(st.c, st.v, bool(st.conv), st.geom.kh, st.geom.kw)
+    gather = cfg.gather_cycles(st.c, st.v, bool(st.conv), st.geom.kh, st.geom.kw, st.geom.ch)
     enc = gather + groups + cfg.proto_rows(st.c, st.k, st.v) + ENC_FIXED_CYCLES
     lk = -(-st.m // cfg.NOUT) * groups + LK_FIXED_CYCLES
     return enc, lk

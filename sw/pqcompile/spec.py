@@ -148,31 +148,48 @@ class HwConfig:
         """Bytes of the prototype buffer that hold rows: the whole rows that fit ProtoBytes."""
         return self._whole_rows("ProtoBytes", self.proto_row_stride)
 
+    # Window positions one act read of the encoder's lanes gather mode may cover (pqa_top's GatherPos).
+    GATHER_POSITIONS = 3
+
+    @property
+    def gather_bytes(self) -> int:
+        """Bytes of the act buffer's read port for the column feed: max(GATHER_POSITIONS*NS, VMax)."""
+        return max(self.GATHER_POSITIONS * self.params["NS"], self.params["VMax"])
+
+    def gather_positions(self, ch: int, kw: int) -> int:
+        """Window positions a lanes-mode read covers: the largest p <= GATHER_POSITIONS (and <= kw) with
+        (p-1)*ch + NS <= :attr:`gather_bytes` (position p's NS channels lie at byte (p-1)*ch of the read)."""
+        best = 1
+        for p in range(2, self.GATHER_POSITIONS + 1):
+            if (p - 1) * ch + self.params["NS"] <= self.gather_bytes and p <= kw:
+                best = p
+        return best
+
     @property
     def vec_lanes(self) -> int:
         """Lanes of the vector unit (``pool`` / ``add`` elements per cycle): as wide as the act buffer's read
-        port (max(NS, VMax) bytes, the column feed) and the output buffer's (max(NOUT, bus) bytes), the
+        port (:attr:`gather_bytes`, the column feed) and the output buffer's (max(NOUT, bus) bytes), the
         narrower, and at least a bus word."""
         p = self.params
-        return min(max(p["NS"], p["VMax"], self.bus_bytes), max(p["NOUT"], self.bus_bytes))
+        return min(max(self.gather_bytes, self.bus_bytes), max(p["NOUT"], self.bus_bytes))
 
     def gather_mode(self, conv: bool, v: int, kh: int, kw: int) -> str:
         """How the encoder gathers a column into its register (docs/theory.md, "Column feed"): ``lanes`` in
-        conv mode with v = kh*kw (a subspace is one channel's window: one window position of NS channels a
-        cycle), ``contiguous`` without conv mode or for a 1x1 window (a column is contiguous act bytes: one
-        subspace a cycle), ``element`` otherwise (one element a cycle)."""
+        conv mode with v = kh*kw (a subspace is one channel's window: up to GATHER_POSITIONS neighbouring
+        window positions of NS channels a cycle), ``contiguous`` without conv mode or for a 1x1 window (a
+        column is contiguous act bytes: one subspace a cycle), ``element`` otherwise (one element a cycle)."""
         if conv and v == kh * kw:
             return "lanes"
         if not conv or (kh == 1 and kw == 1):
             return "contiguous"
         return "element"
 
-    def gather_cycles(self, c: int, v: int, conv: bool, kh: int, kw: int) -> int:
-        """Cycles the encoder spends gathering one column (:meth:`gather_mode`): ceil(c/NS)*v (lanes),
-        c (contiguous) or c*v (element)."""
+    def gather_cycles(self, c: int, v: int, conv: bool, kh: int, kw: int, ch: int) -> int:
+        """Cycles the encoder spends gathering one column (:meth:`gather_mode`): ceil(c/NS)*kh*ceil(kw/P)
+        (lanes, P = :meth:`gather_positions` of the fmap's ch channels), c (contiguous) or c*v (element)."""
         mode = self.gather_mode(conv, v, kh, kw)
         if mode == "lanes":
-            return -(-c // self.params["NS"]) * v
+            return -(-c // self.params["NS"]) * kh * -(-kw // self.gather_positions(ch, kw))
         return c if mode == "contiguous" else c * v
 
     def proto_rows(self, c: int, k: int, v: int) -> int:

@@ -48,7 +48,8 @@ module tb_encoder #(
   output logic              done_o
 );
 
-  localparam int GatherBytes = (NS > VMax) ? NS : VMax;
+  localparam int GatherPos   = 3;  // HwConfig.GATHER_POSITIONS
+  localparam int GatherBytes = (GatherPos * NS > VMax) ? GatherPos * NS : VMax;
   localparam int ActPort   = (GatherBytes > 8) ? GatherBytes : 8;
   localparam int ProtoAw   = $clog2(ProtoBytes / 8);
   localparam int RowBytes  = NS * NP * PL;
@@ -72,7 +73,8 @@ module tb_encoder #(
     .raddr_i(proto_raddr), .rdata_o(proto_rdata)
   );
 
-  pqa_encoder #(.ActBytes(ActBytes), .CMax(CMax), .VMax(VMax), .NS(NS), .NP(NP), .PL(PL), .RowAw(RowAw)) u_dut (
+  pqa_encoder #(.ActBytes(ActBytes), .CMax(CMax), .VMax(VMax), .NS(NS), .NP(NP), .PL(PL), .RowAw(RowAw),
+                .GatherPos(GatherPos)) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
     .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
     .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),

@@ -30,13 +30,14 @@ from pqcompile.spec import HwConfig, load
 
 def lanes(p: dict[str, int]) -> HwConfig:
     """The bench's parameters as a configuration: lanes and the 64-bit bus (for the prototype layout)."""
-    return HwConfig("bench", "", {**load().config("small").params, **p})
+    return HwConfig("bench", "", {**load().config("small").params, "VMax": 9, **p})  # tb_encoder's VMax
 
 
-def rows_cycles(cfg: HwConfig, c: int, k: int, v: int, conv: bool = False, kh: int = 1, kw: int = 1) -> int:
+def rows_cycles(cfg: HwConfig, c: int, k: int, v: int, conv: bool = False, kh: int = 1, kw: int = 1,
+                ch: int = 0) -> int:
     """Cycles from the start cycle to done: per group of NS subspaces its gather and a drain, the rows, then a
     final drain (pqa_encoder header)."""
-    return cfg.gather_cycles(c, v, conv, kh, kw) + -(-c // cfg.NS) + cfg.proto_rows(c, k, v) + 1
+    return cfg.gather_cycles(c, v, conv, kh, kw, ch) + -(-c // cfg.NS) + cfg.proto_rows(c, k, v) + 1
 
 
 def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, cfg: HwConfig,
@@ -203,7 +204,7 @@ async def encoder_conv_matches_golden(dut: object) -> None:
             flat = int(dut.idx_o.value)
             got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
             assert got == [int(e) for e in exp[j]], f"case {i} {g} v={v} k={k}: column {j}: {got} != {exp[j]}"
-            assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v, True, g.kh, g.kw)
+            assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v, True, g.kh, g.kw, g.ch)
             dut.col_next_i.value = 1
             await RisingEdge(dut.clk_i)
             dut.col_next_i.value = 0
