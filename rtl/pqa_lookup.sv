@@ -92,7 +92,7 @@ module pqa_lookup #(
 
   // The index of lane s in the group being looked up.
   function automatic logic [KW-1:0] idx_rd(input logic [CW:0] cb, input int s, input logic bank);
-    return idx_q[(bank ? CPad : 0) + 32'(CAw'(32'(cb) + s))];
+    idx_rd = idx_q[(bank ? CPad : 0) + 32'(CAw'(32'(cb) + s))];
   endfunction
 
   // Stage 0.

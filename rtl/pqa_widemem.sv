@@ -60,7 +60,7 @@ module pqa_widemem #(
     if (NB > 1 && 32'(first) > b) begin
       row = row + OffAw'(1);
     end
-    return BankAw'(row);
+    bank_row = BankAw'(row);
   endfunction
 
   logic [LineAw-1:0]   wrot, rrot, rrot_q;
