@@ -337,22 +337,42 @@ module pqa_encoder #(
     end
   end
 
-  always_ff @(posedge clk_i) begin
-    if (gv1_q) begin
-      if (m_lanes) begin  // (the mode holds for the whole run)
-        for (int p = 0; p < GatherPos; p++) begin
-          if (gpv1_q[p]) begin
-            for (int s = 0; s < NS; s++) begin
-              col_q[(s*VPad + 32'(ge1_q) + p)*8 +: 8] <= gpo1_q[p] ? 8'd0 : gpos_bytes[(p*NS + s)*8 +: 8];
+  // The column register's writes, byte by byte at constant positions (lane s, element j): each byte
+  // compares its position with the write's, so that synthesis builds one small multiplexer per byte instead
+  // of a shifter of the whole register per write.
+  logic [GroupBits-1:0] col_d;
+  logic [NS*VPad-1:0]   col_we;
+  always_comb begin
+    col_d  = '0;
+    col_we = '0;
+    for (int s = 0; s < NS; s++) begin
+      for (int j = 0; j < VPad; j++) begin
+        if (m_lanes) begin  // (the mode holds for the whole run)
+          for (int p = 0; p < GatherPos; p++) begin
+            if (gpv1_q[p] && 32'(ge1_q) + p == j) begin
+              col_we[s*VPad + j]        = 1'b1;
+              col_d[(s*VPad + j)*8 +: 8] = gpo1_q[p] ? 8'd0 : gpos_bytes[(p*NS + s)*8 +: 8];
             end
           end
+        end else if (m_contig) begin
+          if (32'(gpos1_q) == s*VPad && j < VMax) begin
+            col_we[s*VPad + j]        = 1'b1;
+            col_d[(s*VPad + j)*8 +: 8] = (gpad1_q || 32'(gx1_q) + j >= 32'(d_i)) ? 8'd0 : act_rdata_i[j*8 +: 8];
+          end
+        end else if (32'(gpos1_q) == s*VPad + j) begin
+          col_we[s*VPad + j]        = 1'b1;
+          col_d[(s*VPad + j)*8 +: 8] = gpad1_q ? 8'd0 : act_rdata_i[7:0];
         end
-      end else if (m_contig) begin
-        for (int e = 0; e < VMax; e++) begin
-          col_q[(32'(gpos1_q) + e)*8 +: 8] <= (gpad1_q || 32'(gx1_q) + e >= 32'(d_i)) ? 8'd0 : act_rdata_i[e*8 +: 8];
+      end
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (gv1_q) begin
+      for (int b = 0; b < NS*VPad; b++) begin
+        if (col_we[b]) begin
+          col_q[b*8 +: 8] <= col_d[b*8 +: 8];
         end
-      end else begin
-        col_q[32'(gpos1_q)*8 +: 8] <= gpad1_q ? 8'd0 : act_rdata_i[7:0];
       end
     end
   end
