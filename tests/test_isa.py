@@ -341,7 +341,7 @@ def test_proto_row_geometry() -> None:
     assert [row_stride(r, 8) for r in (1, 2, 3, 5, 8, 9, 12, 24, 2304)] == [1, 2, 4, 8, 8, 16, 16, 24, 2304]
     small, pqa = SPEC.config("small"), SPEC.config("pqa")
     assert (small.proto_row_bytes, small.proto_row_stride, small.proto_cap) == (12, 16, 8192)
-    assert (pqa.proto_row_bytes, pqa.proto_row_stride, pqa.proto_cap) == (2304, 2304, 14 * 2304)  # 32 KiB: 14 whole rows
+    assert (pqa.proto_row_bytes, pqa.proto_row_stride, pqa.proto_cap) == (2304, 2304, 14 * 2304)
     assert small.proto_rows(5, 7, 3) == 3 * 3 * 2 and pqa.proto_rows(64, 16, 9) == 4
 
 
