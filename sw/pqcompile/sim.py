@@ -132,8 +132,8 @@ XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besid
 def run_column_cycles(cfg: HwConfig, st: _State) -> tuple[int, int]:
     """(E, L): the cycles the encoder and the look-up unit spend on one column of a ``run``, start cycle
     included. E = gather + G + rows + 2: per group of G = ceil(c/NS) subspace groups the encoder gathers the
-    group's column elements (:meth:`HwConfig.gather_cycles` in all: G*v, c or c*v by the gather mode), drains
-    a cycle and reads one prototype row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all,
+    group's column elements (:meth:`HwConfig.gather_cycles` in all: G*kh*ceil(kw/P), c or c*v by the gather
+    mode), drains a cycle and reads one prototype row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all,
     :meth:`HwConfig.proto_rows`); L = ceil(m/NOUT)*G + 3: the look-up sums NS table lanes for NOUT outputs a
     cycle."""
     groups = -(-st.c // cfg.NS)
