@@ -19,7 +19,7 @@
 // Address arithmetic is modulo 2^OffW (32 bits in pqa_top): an inside element's address is below
 // ActBytes, so its residue is exact whatever the (possibly negative or huge) addresses of the outside
 // elements in between. Positions (iy, ix, oy0, ox0) are signed 32-bit.
-// The products w*ch, stride*ch, stride*w*ch, kx_step*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
+// The products w*ch, stride*ch, stride*w*ch, kx_step*ch, ky_step*w*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
 // the geometry inputs (two pipeline stages): the geometry is written by `fmap` / `conv` at least four
 // cycles before the decode of a `run` (retire, fetch, fetch wait, decode), so they are settled by then.
 
@@ -44,6 +44,8 @@ module pqa_convgen #(
   input  logic [pqa_pkg::FmapChW:0]       ci_step_i,   // channels from one window to the next (1, or NS)
   input  logic [pqa_pkg::ConvKwW-1:0]     kx_step_i,   // window columns a step covers (1, or the positions
                                                        // of a lanes-mode read; constant during a run)
+  input  logic [pqa_pkg::ConvKhW-1:0]     ky_step_i,   // window rows a step covers (1, or the rows a
+                                                       // lanes-mode gather reads at once; constant too)
   // column walk
   input  logic                            run_start_i,
   input  logic                            col_next_i,
@@ -55,13 +57,16 @@ module pqa_convgen #(
   output logic [OffW-1:0]                 addr_o,
   output logic                            inside_o,
   output logic                            row_inside_o,  // 0 <= iy < h (the whole window row's)
-  output logic signed [PosW-1:0]          ix_o           // ix of the element (the row's next ones: ix+1 ..)
+  output logic signed [PosW-1:0]          ix_o,          // ix of the element (the row's next ones: ix+1 ..)
+  output logic signed [31:0]              iy_o,          // iy of the element (the rows below: iy+1 ..)
+  output logic [OffW-1:0]                 wch_o          // w*ch: the bytes from one fmap row to the next
 );
 
   // Derived products, registered (see the header).
-  logic [OffW-1:0] wch_q, sch_q, swch_q, org0_q, xch_q;
+  logic [OffW-1:0] wch_q, sch_q, swch_q, org0_q, xch_q, ywch_q;
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
+      ywch_q <= '0;
       wch_q  <= '0;
       sch_q  <= '0;
       swch_q <= '0;
@@ -69,6 +74,7 @@ module pqa_convgen #(
       xch_q  <= '0;
     end else begin
       xch_q  <= OffW'(kx_step_i) * OffW'(ch_i);
+      ywch_q <= OffW'(ky_step_i) * wch_q;
       wch_q  <= OffW'(w_i) * OffW'(ch_i);
       sch_q  <= OffW'(stride_i) * OffW'(ch_i);
       swch_q <= OffW'(stride_i) * wch_q;
@@ -138,13 +144,13 @@ module pqa_convgen #(
       kx_n = kx_q + kx_step_i;
       ix_n = ix_q + 32'(kx_step_i);
       a_n  = a_q + xch_q;
-    end else if (ky_q != kh_i - pqa_pkg::ConvKhW'(1)) begin
+    end else if (32'(ky_q) + 32'(ky_step_i) < 32'(kh_i)) begin
       kx_n = '0;
-      ky_n = ky_q + pqa_pkg::ConvKhW'(1);
+      ky_n = ky_q + ky_step_i;
       ix_n = ox0_q;
-      iy_n = iy_q + 32'sd1;
-      ra_n = ra_q + wch_q;
-      a_n  = ra_q + wch_q;
+      iy_n = iy_q + 32'(ky_step_i);
+      ra_n = ra_q + ywch_q;
+      a_n  = ra_q + ywch_q;
     end else begin
       kx_n = '0;
       ky_n = '0;
@@ -218,6 +224,8 @@ module pqa_convgen #(
   assign addr_o       = a_q;
   assign row_inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)));
   assign ix_o         = PosW'(ix_q);
+  assign iy_o         = iy_q;
+  assign wch_o        = wch_q;
   assign inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)))
                  && (ix_q >= 32'sd0) && (ix_q < $signed(32'(w_i)));
 
@@ -238,7 +246,7 @@ module pqa_convgen #(
     end else begin
       if (run_start_i) begin
         assert (wch_q == OffW'(w_i) * OffW'(ch_i) && sch_q == OffW'(stride_i) * OffW'(ch_i)
-                && xch_q == OffW'(kx_step_i) * OffW'(ch_i)
+                && xch_q == OffW'(kx_step_i) * OffW'(ch_i) && ywch_q == OffW'(ky_step_i) * wch_q
                 && swch_q == OffW'(stride_i) * wch_q
                 && org0_q == OffW'(0) - (OffW'(pad_t_i) * wch_q + OffW'(pad_l_i) * OffW'(ch_i)))
           else $fatal(1, "pqa_convgen: derived geometry not settled at the start of a run");

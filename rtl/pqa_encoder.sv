@@ -10,15 +10,18 @@
 //     VMax rounded up to whole element groups of PL), element e of the group's lane s at byte s*VPad + e.
 //     Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte that the
 //     convolution address generator (pqa_convgen) points at, read as 0 outside the fmap; x >= d reads as 0.
-//     The act read port (pqa_widemem) returns GatherBytes = max(GatherPos*NS, VMax) bytes from any byte offset, and
-//     the gather takes one of three modes (docs/theory.md, "Column feed"):
-//     - lanes (conv mode, v = kh*kw: a subspace is one channel's window): P neighbouring window positions
-//       (ky, kx .. kx+P-1) of the group's NS channels per cycle, lane s of position kx+p at act byte
-//       p*ch + s of the read (e = ky*kw + kx + p), P the most positions (up to GatherPos and the row's
-//       end) with (P-1)*ch + NS <= GatherBytes; kh*ceil(kw/P) cycles a group (the generator steps kx by P
-//       and the channel by NS at the end of each window);
-//     - contiguous (fully connected, or a 1x1 conv: a column is contiguous act bytes): one subspace's v
-//       bytes per cycle; one cycle a subspace;
+//     The act read ports (pqa_widemem; GatherRows of them with NS > 1, copies of the buffer) return
+//     GatherBytes each from any byte offset, and the gather takes one of three modes (docs/theory.md,
+//     "Column feed"):
+//     - lanes (conv mode, v = kh*kw: a subspace is one channel's window): GatherRows window rows (port r:
+//       row ky + r, at the generator's address + r*w*ch) of P neighbouring window positions (kx .. kx+P-1)
+//       of the group's NS channels per cycle, lane s of position kx+p at byte p*ch + s of a row's read
+//       (e = (ky+r)*kw + kx + p), P the most positions (up to GatherPos and the row's end) with
+//       (P-1)*ch + NS <= GatherBytes; ceil(kh/GatherRows)*ceil(kw/P) cycles a group (the generator steps
+//       kx by P, ky by GatherRows and the channel by NS at the end of each window);
+//     - contiguous (fully connected, or a 1x1 conv: a column is contiguous act bytes): a group's NS
+//       subspaces (NS*v bytes, lane s at byte s*v) per cycle when they fit a read, else one subspace's v
+//       bytes per cycle;
 //     - element (conv mode otherwise: subspaces that cut across windows): one element per cycle, in the
 //       order of x, so the generator walks the column once; v cycles a subspace.
 //   encode: one prototype row per cycle (pqa_protomem; docs/isa.md, "On-chip buffers"), walking prototype
@@ -30,8 +33,8 @@
 //     After the last prototype group the NS indices of group g go to the look-up unit, and the next group
 //     is gathered (the column register is free: stage 1 no longer reads it).
 // Cycles per column: gather + ceil(c/NS) (a drain per group) + rows + 2 (start, last drain), gather =
-// ceil(c/NS)*kh*ceil(kw/P) (lanes), c (contiguous) or c*v (element), rows = ceil(c/NS) * ceil(k/NP) *
-// ceil(v/PL).
+// ceil(c/NS)*ceil(kh/GatherRows)*ceil(kw/P) (lanes), ceil(c/NS) or c (contiguous) or c*v (element),
+// rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
 // The narrow datapath is NS = NP = PL = 1.
 
 `default_nettype none
@@ -46,8 +49,13 @@ module pqa_encoder #(
   parameter int PL           = 1,
   parameter int RowAw        = 8,     // bits of a prototype row index (pqa_protomem)
   parameter int GatherPos    = 3,     // window positions a lanes-mode read may cover (HwConfig.GATHER_POSITIONS)
-  // Derived, do not override.
-  parameter int GatherBytes  = (GatherPos * NS > VMax) ? GatherPos * NS : VMax  // bytes of an act read
+  parameter int GatherRowsMax = 3,    // window rows a lanes-mode gather reads at once (HwConfig.GATHER_ROWS)
+  // Derived, do not override (HwConfig.gather_rows, HwConfig.gather_bytes): with NS > 1, GatherRowsMax act
+  // read ports (one per window row) of (GatherPos-1)*CMax + NS bytes, so that GatherPos positions of NS
+  // channels fit at any channel count up to CMax; the narrow datapath reads one row of GatherPos*NS bytes.
+  parameter int GatherRows   = (NS > 1) ? GatherRowsMax : 1,
+  parameter int GatherSpan   = (NS > 1) ? (GatherPos - 1) * CMax + NS : GatherPos * NS,
+  parameter int GatherBytes  = (GatherSpan > VMax) ? GatherSpan : VMax  // bytes of an act read
 ) (
   input  logic                             clk_i,
   input  logic                             rst_ni,
@@ -71,8 +79,8 @@ module pqa_encoder #(
   input  logic [pqa_pkg::ConvOutWW-1:0]    out_w_i,
   input  logic                             run_start_i,  // a conv-mode run starts: pixel 0
   input  logic                             col_next_i,   // the next output pixel
-  output logic [OffW-1:0]                  act_roff_o,     // byte offset of an act read
-  input  logic [GatherBytes*8-1:0]         act_rdata_i,    // the GatherBytes bytes from it
+  output logic [GatherRows*OffW-1:0]       act_roff_o,     // byte offsets of the act reads (port r: row ky+r)
+  input  logic [GatherRows*GatherBytes*8-1:0] act_rdata_i, // the GatherBytes bytes from each
   output logic [RowAw-1:0]                 proto_raddr_o,  // prototype row
   input  logic [NS*NP*PL*8-1:0]            proto_rdata_i,
   output logic                             idx_we_o,
@@ -109,6 +117,7 @@ module pqa_encoder #(
   // Gather: the mode, the walk, and the act read
   // ---------------------------------------------------------------------------------------------
   logic             m_lanes, m_contig;   // gather mode (element when neither)
+  logic             m_cgrp;              // contiguous mode, a whole group (NS*v bytes) per read
   logic [CW-1:0]    ci_q;    // subspace (element and contiguous modes)
   logic [VW-1:0]    e_q;     // element (element and lanes modes)
   logic [PosW-1:0]  cpos_q;  // (ci - g*NS) * VPad: the subspace's lane in the group
@@ -119,10 +128,10 @@ module pqa_encoder #(
   // Gather stage 1 (the act read is registered): write the column register.
   logic                gv1_q, gpad1_q;
   logic [PosW-1:0]     gpos1_q;  // element mode: (ci - g*NS) * VPad + e; contiguous: (ci - g*NS) * VPad
-  logic [VW-1:0]       ge1_q;    // lanes mode: e
   logic [XoffW-1:0]    gx1_q;    // contiguous mode: ci * v
-  logic [GatherPos-1:0] gpv1_q;  // lanes mode: position p of the read is in the window row (kx + p < kw)
-  logic [GatherPos-1:0] gpo1_q;  // lanes mode: position p lies outside the fmap
+  logic [GatherRows*GatherPos-1:0] gpv1_q;  // lanes mode: row r, position p is in the window (bit r*GatherPos + p)
+  logic [GatherRows*GatherPos-1:0] gpo1_q;  // lanes mode: row r, position p lies outside the fmap
+  logic [GatherRows*VW-1:0]        ger1_q;  // lanes mode: e + r*kw, the element of row r's position 0
   logic [GatherPos*32-1:0] gsh1_q;  // lanes mode: p*ch, the byte of lane 0 of position p in the read
 
   // Lanes mode: the positions a read covers (constant during a run: the largest p <= GatherPos with
@@ -133,7 +142,8 @@ module pqa_encoder #(
   logic [KwW-1:0]  kleft;    // kw - kx: positions left in the row
   logic            row_end;  // the read reaches the row's end
   logic            gen_row_inside;
-  logic signed [31:0] gen_ix;
+  logic signed [31:0] gen_ix, gen_iy;
+  logic [OffW-1:0] gen_wch;
 
   always_comb begin
     npos = KwW'(1);
@@ -156,6 +166,7 @@ module pqa_encoder #(
   assign gather   = (state_q == EncGather);
   assign m_lanes  = conv_i && (32'(v_i) == 32'(kh_i) * 32'(kw_i));
   assign m_contig = !m_lanes && (!conv_i || (kh_i == pqa_pkg::ConvKhW'(1) && kw_i == pqa_pkg::ConvKwW'(1)));
+  assign m_cgrp   = m_contig && (NS * 32'(v_i) <= GatherBytes);
 
   pqa_convgen #(.OffW(OffW)) u_convgen (
     .clk_i       (clk_i),
@@ -171,6 +182,7 @@ module pqa_encoder #(
     .out_w_i     (out_w_i),
     .ci_step_i   (m_lanes ? (pqa_pkg::FmapChW + 1)'(NS) : (pqa_pkg::FmapChW + 1)'(1)),
     .kx_step_i   (m_lanes ? npos : KwW'(1)),
+    .ky_step_i   (m_lanes ? pqa_pkg::ConvKhW'(GatherRows) : pqa_pkg::ConvKhW'(1)),
     .run_start_i (run_start_i),
     .col_next_i  (col_next_i),
     .el_start_i  (state_q == EncIdle),
@@ -180,17 +192,23 @@ module pqa_encoder #(
     .addr_o      (gen_addr),
     .inside_o    (gen_inside),
     .row_inside_o(gen_row_inside),
-    .ix_o        (gen_ix)
+    .ix_o        (gen_ix),
+    .iy_o        (gen_iy),
+    .wch_o       (gen_wch)
   );
 
   assign aaddr      = m_contig ? (conv_i ? gen_addr : col_base_i) + OffW'(xoff_q) : gen_addr;
-  assign act_roff_o = aaddr;
+  always_comb begin
+    for (int r = 0; r < GatherRows; r++) begin
+      act_roff_o[r*OffW +: OffW] = aaddr + OffW'(r) * gen_wch;
+    end
+  end
   assign g_last_e   = (e_q == v_i - VW'(1));
   assign g_last_c   = (ci_q == c_i - CW'(1));
   assign g_last_s   = ({1'b0, ci_q} + (CW + 1)'(1) == cb_q + (CW + 1)'(NS));  // the group's last lane
   // the group's last gather cycle
-  assign g_last     = m_lanes ? (row_end && 32'(e_q) + 32'(kleft) >= 32'(v_i))  // the last row's end
-                    : m_contig ? (g_last_c || g_last_s) : (g_last_e && (g_last_c || g_last_s));
+  assign g_last     = m_lanes ? (row_end && 32'(e_q) + 32'(kleft) + (GatherRows - 1) * 32'(kw_i) >= 32'(v_i))
+                    : m_contig ? (m_cgrp || g_last_c || g_last_s) : (g_last_e && (g_last_c || g_last_s));
 
   // ---------------------------------------------------------------------------------------------
   // Encode stage 0: (g, kg, eg) walk, one prototype row per cycle
@@ -262,12 +280,15 @@ module pqa_encoder #(
             e_q  <= '0;
             kx_q <= '0;
           end else if (row_end) begin
-            e_q  <= e_q + VW'(kleft);
+            e_q  <= e_q + VW'(kleft) + VW'((GatherRows - 1) * 32'(kw_i));
             kx_q <= '0;
           end else begin
             e_q  <= e_q + VW'(npos);
             kx_q <= kx_q + npos;
           end
+        end else if (m_cgrp) begin
+          xoff_q <= xoff_q + XoffW'(NS * 32'(v_i));
+          ci_q   <= ci_q + CW'(NS);
         end else if (m_contig) begin
           xoff_q <= xoff_q + XoffW'(v_i);
           ci_q   <= ci_q + CW'(1);
@@ -309,7 +330,6 @@ module pqa_encoder #(
       gv1_q   <= 1'b0;
       gpad1_q <= 1'b0;
       gpos1_q <= '0;
-      ge1_q   <= '0;
       gx1_q   <= '0;
       gpv1_q  <= '0;
       gpo1_q  <= '0;
@@ -319,21 +339,30 @@ module pqa_encoder #(
       // element: x >= d or outside; lanes: outside (x < c*v = d); contiguous: the pixel outside (x >= d below)
       gpad1_q <= (!m_lanes && !m_contig && xoff_q >= XoffW'(d_i)) || (conv_i && !gen_inside);
       gpos1_q <= m_contig ? cpos_q : cpos_q + PosW'(e_q);
-      ge1_q   <= e_q;
       gx1_q   <= xoff_q;
+      for (int r = 0; r < GatherRows; r++) begin
+        ger1_q[r*VW +: VW] <= e_q + VW'(r * 32'(kw_i));
+        for (int p = 0; p < GatherPos; p++) begin
+          gpv1_q[r*GatherPos + p] <= (32'(p) < 32'(npos)) && (32'(p) < 32'(kleft))
+                                     && (32'(e_q) + r * 32'(kw_i) + p < 32'(v_i));
+          gpo1_q[r*GatherPos + p] <= (gen_iy + r < 32'sd0) || (gen_iy + r >= $signed(32'(fmap_h_i)))
+                                     || (gen_ix + 32'(p) < 32'sd0) || (gen_ix + 32'(p) >= $signed(32'(fmap_w_i)));
+        end
+      end
       for (int p = 0; p < GatherPos; p++) begin
-        gpv1_q[p] <= (32'(p) < 32'(npos)) && (32'(p) < 32'(kleft));
-        gpo1_q[p] <= !gen_row_inside || (gen_ix + 32'(p) < 32'sd0) || (gen_ix + 32'(p) >= $signed(32'(fmap_w_i)));
         gsh1_q[p*32 +: 32] <= 32'(p) * 32'(fmap_ch_i);
       end
     end
   end
 
-  // Lanes mode: position p's NS bytes, shifted down from byte p*ch of the read.
-  logic [GatherPos*NS*8-1:0] gpos_bytes;
+  // Lanes mode: row r, position p's NS bytes, shifted down from byte p*ch of row r's read.
+  logic [GatherRows*GatherPos*NS*8-1:0] gpos_bytes;
   always_comb begin
-    for (int p = 0; p < GatherPos; p++) begin
-      gpos_bytes[p*NS*8 +: NS*8] = (NS*8)'(act_rdata_i >> (gsh1_q[p*32 +: 32] * 8));
+    for (int r = 0; r < GatherRows; r++) begin
+      for (int p = 0; p < GatherPos; p++) begin
+        gpos_bytes[(r*GatherPos + p)*NS*8 +: NS*8] =
+          (NS*8)'(act_rdata_i[r*GatherBytes*8 +: GatherBytes*8] >> (gsh1_q[p*32 +: 32] * 8));
+      end
     end
   end
 
@@ -348,10 +377,24 @@ module pqa_encoder #(
     for (int s = 0; s < NS; s++) begin
       for (int j = 0; j < VPad; j++) begin
         if (m_lanes) begin  // (the mode holds for the whole run)
-          for (int p = 0; p < GatherPos; p++) begin
-            if (gpv1_q[p] && 32'(ge1_q) + p == j) begin
-              col_we[s*VPad + j]        = 1'b1;
-              col_d[(s*VPad + j)*8 +: 8] = gpo1_q[p] ? 8'd0 : gpos_bytes[(p*NS + s)*8 +: 8];
+          for (int r = 0; r < GatherRows; r++) begin
+            for (int p = 0; p < GatherPos; p++) begin
+              if (gpv1_q[r*GatherPos + p] && 32'(ger1_q[r*VW +: VW]) + p == j) begin
+                col_we[s*VPad + j]        = 1'b1;
+                col_d[(s*VPad + j)*8 +: 8] = gpo1_q[r*GatherPos + p] ? 8'd0
+                                           : gpos_bytes[((r*GatherPos + p)*NS + s)*8 +: 8];
+              end
+            end
+          end
+        end else if (m_cgrp) begin
+          // lane s, element j: byte s*v + j of the read (v's value selects among constant positions)
+          if (j < VMax) begin
+            col_we[s*VPad + j] = 1'b1;
+            for (int vv = 1; vv <= VMax; vv++) begin
+              if (32'(v_i) == vv && s*vv + j < GatherBytes) begin
+                col_d[(s*VPad + j)*8 +: 8] = (gpad1_q || 32'(gx1_q) + s*vv + j >= 32'(d_i)) ? 8'd0
+                                           : act_rdata_i[(s*vv + j)*8 +: 8];
+              end
             end
           end
         end else if (m_contig) begin
@@ -544,7 +587,7 @@ module pqa_encoder #(
   // High address bits beyond the buffers (kept in range by the controller's limit checks); tree nodes
   // that only the reduction reads.
   logic unused;
-  assign unused = ^{td, ti, tv, sum, cb_q[CW], eb_q[VW], kb_q[KW], act_rdata_i};
+  assign unused = ^{td, ti, tv, sum, cb_q[CW], eb_q[VW], kb_q[KW], act_rdata_i, gen_row_inside};
 
 `ifndef SYNTHESIS
   // Assertions (immediate, so that Icarus 11 runs them too; Verilator needs --assert).

@@ -223,10 +223,15 @@ module pqa_top #(
   localparam int BiasAlign = BiasGroupBytes & -BiasGroupBytes;
   localparam int BiasPortBytes = (BiasGroupBytes > BusBytes) ? BiasGroupBytes : BusBytes;
   localparam int OutPortBytes  = (LaneNOUT > BusBytes) ? LaneNOUT : BusBytes;
-  // The act buffer (pqa_widemem) gives the encoder max(GatherPos*NS, VMax) bytes from any byte a cycle: up to
-  // GatherPos window positions of NS channels (HwConfig.GATHER_POSITIONS, HwConfig.gather_bytes).
+  // The act buffer (pqa_widemem) gives the encoder GatherBytes from any byte a cycle on each of GatherRows
+  // read ports (copies of the buffer, written together; port 0 also serves the vector unit): GatherPos window
+  // positions of NS channels at any channel count up to CMax, on GatherRows window rows at once
+  // (HwConfig.GATHER_POSITIONS, HwConfig.GATHER_ROWS, HwConfig.gather_rows, HwConfig.gather_bytes).
   localparam int GatherPos     = 3;
-  localparam int GatherBytes   = (GatherPos * LaneNS > VMax) ? GatherPos * LaneNS : VMax;
+  localparam int GatherRowsMax = 3;
+  localparam int GatherRows    = (LaneNS > 1) ? GatherRowsMax : 1;
+  localparam int GatherSpan    = (LaneNS > 1) ? (GatherPos - 1) * CMax + LaneNS : GatherPos * LaneNS;
+  localparam int GatherBytes   = (GatherSpan > VMax) ? GatherSpan : VMax;
   localparam int ActPortBytes  = (GatherBytes > BusBytes) ? GatherBytes : BusBytes;
   // The vector unit's lanes: as wide as the act and out buffers' ports (HwConfig.vec_lanes).
   localparam int VecLanes      = (ActPortBytes < OutPortBytes) ? ActPortBytes : OutPortBytes;
@@ -473,8 +478,10 @@ module pqa_top #(
   logic [LaneNS*LutLaneBytes*8-1:0] lut_rdata;
   logic [OffW-1:0]    bias_roff;
   logic [BiasPortBytes*8-1:0] bias_rdata;
-  logic [OffW-1:0]    act_roff, enc_act_roff, vec_act_roff;
+  logic [OffW-1:0]    act_roff, vec_act_roff;
+  logic [GatherRows*OffW-1:0] enc_act_roff;
   logic [ActPortBytes*8-1:0] act_rline;
+  logic [GatherRows*GatherBytes*8-1:0] enc_act_rdata;  // port r: row r of a lanes-mode gather
   logic [OffW-1:0]         out_roff, vec_out_roff;
   logic [AxiDataWidth-1:0] out_rdata;
   logic [OutPortBytes*8-1:0] out_rline;
@@ -500,7 +507,7 @@ module pqa_top #(
   // unit during `pool` / `add` and to the encoder otherwise; the out read port to the vector unit
   // during `pool` / `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a
   // `load` into `out`, the look-up unit (`run`) or the vector unit.
-  assign act_roff  = vec_active ? vec_act_roff : enc_act_roff;
+  assign act_roff  = vec_active ? vec_act_roff : enc_act_roff[OffW-1:0];
   assign out_roff  = vec_active ? vec_out_roff : OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes);
   // Bus-word writes go to the out buffer's wide port at word offsets, in the low bus word of its data.
   always_comb begin
@@ -580,6 +587,29 @@ module pqa_top #(
     .roff_i (act_roff),
     .rdata_o(act_rline)
   );
+  assign enc_act_rdata[GatherBytes*8-1:0] = act_rline[GatherBytes*8-1:0];
+
+  // The act buffer's copies for the encoder's read ports 1 .. GatherRows-1 (same writes).
+  for (genvar r = 1; r < GatherRows; r++) begin : gen_act_copy
+    logic [ActPortBytes*8-1:0] rline;
+    pqa_widemem #(
+      .AxiDataWidth(AxiDataWidth),
+      .OffW        (OffW),
+      .Bytes       (ActBytes),
+      .WideBytes   (GatherBytes)
+    ) u_act_copy (
+      .clk_i  (clk_i),
+      .we_i   (clear || we_act),
+      .woff_i (OffW'(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]) << $clog2(BusBytes)),
+      .wdata_i(clear ? '0 : (ActPortBytes*8)'(dma_rd_data)),
+      .wbe_i  (ActPortBytes'({BusBytes{1'b1}})),
+      .roff_i (enc_act_roff[r*OffW +: OffW]),
+      .rdata_o(rline)
+    );
+    assign enc_act_rdata[r*GatherBytes*8 +: GatherBytes*8] = rline[GatherBytes*8-1:0];
+    logic unused_rline;  // port bytes past GatherBytes (the bus word is wider)
+    assign unused_rline = ^rline;
+  end
 
   pqa_widemem #(
     .AxiDataWidth(AxiDataWidth),
@@ -624,7 +654,8 @@ module pqa_top #(
     .NP          (LaneNP),
     .PL          (LanePL),
     .RowAw       (ProtoRowAw),
-    .GatherPos   (GatherPos)
+    .GatherPos   (GatherPos),
+    .GatherRowsMax(GatherRowsMax)
   ) u_encoder (
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),
@@ -648,7 +679,7 @@ module pqa_top #(
     .run_start_i  (run_start),
     .col_next_i   (col_next),
     .act_roff_o   (enc_act_roff),
-    .act_rdata_i  (act_rline[GatherBytes*8-1:0]),
+    .act_rdata_i  (enc_act_rdata),
     .proto_raddr_o(proto_raddr),
     .proto_rdata_i(proto_rdata),
     .idx_we_o     (idx_we),

@@ -370,22 +370,29 @@ def test_perf_counters_come_from_the_spec() -> None:
 
 
 def test_gather_geometry() -> None:
-    """The column feed (docs/theory.md, "Column feed"): the act read port is max(3*NS, VMax) bytes; a lanes-mode
-    read covers the most window positions p <= 3 (and <= kw) with (p-1)*ch + NS <= those bytes; a column costs
-    ceil(c/NS)*kh*ceil(kw/p) cycles in lanes mode, c contiguous, c*v element by element. pqa_top and the
-    encoder bench use the same number of positions."""
+    """The column feed (docs/theory.md, "Column feed"): with NS > 1, 3 act read ports of (3-1)*CMax + NS bytes
+    (3*NS bytes, one port, on the narrow datapath; at least VMax); a lanes-mode read covers the most window
+    positions p <= 3 (and <= kw) with (p-1)*ch + NS <= those bytes, on up to 3 window rows; a column costs
+    ceil(c/NS)*ceil(kh/R)*ceil(kw/p) cycles in lanes mode, ceil(c/NS) contiguous when a group's NS*v bytes fit
+    a read (else c), c*v element by element. pqa_top and the encoder bench use the same numbers."""
     pqa, small, default = (SPEC.config(n) for n in ("pqa", "small", "default"))
-    assert (pqa.gather_bytes, small.gather_bytes, default.gather_bytes) == (48, 8, 16)
-    assert [pqa.gather_positions(ch, 3) for ch in (1, 16, 17, 32, 33, 64)] == [3, 3, 2, 2, 1, 1]
+    assert (pqa.gather_bytes, small.gather_bytes, default.gather_bytes) == (2 * 64 + 16, 2 * 32 + 2, 16)
+    assert (pqa.gather_rows, small.gather_rows, default.gather_rows) == (3, 3, 1)
+    assert [pqa.gather_positions(ch, 3) for ch in (1, 16, 17, 32, 33, 64, 65)] == [3, 3, 3, 3, 3, 3, 2]
+    assert [default.gather_positions(ch, 3) for ch in (1, 2, 7, 8, 16)] == [3, 3, 3, 2, 1]
     assert pqa.gather_positions(4, 2) == 2 and pqa.gather_positions(4, 1) == 1
     assert [pqa.gather_mode(True, 9, 3, 3), pqa.gather_mode(True, 4, 1, 1), pqa.gather_mode(False, 4, 1, 1),
             pqa.gather_mode(True, 4, 3, 3), pqa.gather_mode(True, 1, 1, 1)] == \
         ["lanes", "contiguous", "contiguous", "element", "lanes"]
-    # ResNet-20's 3x3 layers at pqa: 16, 32 and 64 channels
-    assert [pqa.gather_cycles(c, 9, True, 3, 3, c) for c in (16, 32, 64)] == [3, 2 * 3 * 2, 4 * 3 * 3]
-    assert pqa.gather_cycles(10, 4, False, 1, 1, 0) == 10 and pqa.gather_cycles(10, 4, True, 3, 3, 4) == 40
+    # ResNet-20's 3x3 layers at pqa: 16, 32 and 64 channels, one read a group; its 1x1 shortcuts (v = 4)
+    assert [pqa.gather_cycles(c, 9, True, 3, 3, c) for c in (16, 32, 64)] == [1, 2, 4]
+    assert [pqa.gather_cycles(c, 4, True, 1, 1, 4 * c) for c in (4, 8)] == [1, 1]
+    assert pqa.gather_cycles(40, 10, False, 1, 1, 0) == 40  # 16*10 bytes do not fit 144: a subspace a cycle
+    assert pqa.gather_cycles(10, 4, True, 3, 3, 4) == 40 and default.gather_cycles(16, 9, True, 3, 3, 16) == 16 * 9
+    assert small.gather_cycles(3, 25, True, 5, 5, 3) == 2 * 2 * 2  # 5x5: rows 0-2, 3-4; positions 0-2, 3-4
     assert pqa.vec_lanes == 32 and small.vec_lanes == 8 and default.vec_lanes == 8
     root = SPEC_PATH.parents[3]
     for f in ("rtl/pqa_top.sv", "tb/encoder/tb_encoder.sv"):
-        assert f"localparam int GatherPos{' ' * (5 if 'top' in f else 3)}= {pqa.GATHER_POSITIONS};" in \
-            (root / f).read_text(), f
+        text = (root / f).read_text()
+        assert f"localparam int GatherPos{' ' * (5 if 'top' in f else 3)}= {pqa.GATHER_POSITIONS};" in text, f
+        assert f"localparam int GatherRowsMax = {pqa.GATHER_ROWS};" in text, f

@@ -148,13 +148,26 @@ class HwConfig:
         """Bytes of the prototype buffer that hold rows: the whole rows that fit ProtoBytes."""
         return self._whole_rows("ProtoBytes", self.proto_row_stride)
 
-    # Window positions one act read of the encoder's lanes gather mode may cover (pqa_top's GatherPos).
+    # Window positions one act read of the encoder's lanes gather mode may cover (pqa_top's GatherPos), and
+    # the window rows it reads at once with NS > 1 (pqa_top's GatherRowsMax: that many act read ports).
     GATHER_POSITIONS = 3
+    GATHER_ROWS = 3
+
+    @property
+    def gather_rows(self) -> int:
+        """Act read ports of the column feed (copies of the act buffer): GATHER_ROWS with NS > 1 (a lanes-mode
+        gather reads that many window rows at once), 1 on the narrow datapath."""
+        return self.GATHER_ROWS if self.params["NS"] > 1 else 1
 
     @property
     def gather_bytes(self) -> int:
-        """Bytes of the act buffer's read port for the column feed: max(GATHER_POSITIONS*NS, VMax)."""
-        return max(self.GATHER_POSITIONS * self.params["NS"], self.params["VMax"])
+        """Bytes of each act read port of the column feed: (GATHER_POSITIONS-1)*CMax + NS with NS > 1 (so
+        that GATHER_POSITIONS positions of NS channels fit at any channel count up to CMax),
+        GATHER_POSITIONS*NS on the narrow datapath; at least VMax."""
+        p = self.params
+        span = ((self.GATHER_POSITIONS - 1) * p["CMax"] + p["NS"] if p["NS"] > 1
+                else self.GATHER_POSITIONS * p["NS"])
+        return max(span, p["VMax"])
 
     def gather_positions(self, ch: int, kw: int) -> int:
         """Window positions a lanes-mode read covers: the largest p <= GATHER_POSITIONS (and <= kw) with
@@ -176,8 +189,9 @@ class HwConfig:
     def gather_mode(self, conv: bool, v: int, kh: int, kw: int) -> str:
         """How the encoder gathers a column into its register (docs/theory.md, "Column feed"): ``lanes`` in
         conv mode with v = kh*kw (a subspace is one channel's window: up to GATHER_POSITIONS neighbouring
-        window positions of NS channels a cycle), ``contiguous`` without conv mode or for a 1x1 window (a
-        column is contiguous act bytes: one subspace a cycle), ``element`` otherwise (one element a cycle)."""
+        window positions of NS channels on up to GATHER_ROWS window rows a cycle), ``contiguous`` without conv
+        mode or for a 1x1 window (a column is contiguous act bytes: a group of NS subspaces, or one subspace,
+        a cycle), ``element`` otherwise (one element a cycle)."""
         if conv and v == kh * kw:
             return "lanes"
         if not conv or (kh == 1 and kw == 1):
@@ -185,12 +199,17 @@ class HwConfig:
         return "element"
 
     def gather_cycles(self, c: int, v: int, conv: bool, kh: int, kw: int, ch: int) -> int:
-        """Cycles the encoder spends gathering one column (:meth:`gather_mode`): ceil(c/NS)*kh*ceil(kw/P)
-        (lanes, P = :meth:`gather_positions` of the fmap's ch channels), c (contiguous) or c*v (element)."""
+        """Cycles the encoder spends gathering one column (:meth:`gather_mode`): ceil(c/NS)*ceil(kh/R)*
+        ceil(kw/P) (lanes, R = :attr:`gather_rows`, P = :meth:`gather_positions` of the fmap's ch channels);
+        contiguous: ceil(c/NS) when a group's NS*v bytes fit one read (:attr:`gather_bytes`), else c;
+        element: c*v."""
         mode = self.gather_mode(conv, v, kh, kw)
+        groups = -(-c // self.params["NS"])
         if mode == "lanes":
-            return -(-c // self.params["NS"]) * kh * -(-kw // self.gather_positions(ch, kw))
-        return c if mode == "contiguous" else c * v
+            return groups * -(-kh // self.gather_rows) * -(-kw // self.gather_positions(ch, kw))
+        if mode == "contiguous":
+            return groups if self.params["NS"] * v <= self.gather_bytes else c
+        return c * v
 
     def proto_rows(self, c: int, k: int, v: int) -> int:
         """Rows a `run` with c subspaces, k prototypes and v elements reads: ceil(c/NS) ceil(k/NP) ceil(v/PL)."""

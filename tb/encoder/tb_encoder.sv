@@ -49,37 +49,45 @@ module tb_encoder #(
 );
 
   localparam int GatherPos   = 3;  // HwConfig.GATHER_POSITIONS
-  localparam int GatherBytes = (GatherPos * NS > VMax) ? GatherPos * NS : VMax;
+  localparam int GatherRowsMax = 3;  // HwConfig.GATHER_ROWS
+  localparam int GatherRows  = (NS > 1) ? GatherRowsMax : 1;
+  localparam int GatherSpan  = (NS > 1) ? (GatherPos - 1) * CMax + NS : GatherPos * NS;
+  localparam int GatherBytes = (GatherSpan > VMax) ? GatherSpan : VMax;
   localparam int ActPort   = (GatherBytes > 8) ? GatherBytes : 8;
   localparam int ProtoAw   = $clog2(ProtoBytes / 8);
   localparam int RowBytes  = NS * NP * PL;
   localparam int ProtoRows = ProtoBytes / pqa_pkg::row_stride(RowBytes, 8);
   localparam int RowAw     = (ProtoRows > 1) ? $clog2(ProtoRows) : 1;
 
-  logic [31:0]           act_roff;
+  logic [GatherRows*32-1:0] act_roff;
+  logic [GatherRows*GatherBytes*8-1:0] enc_rdata;
   logic [RowAw-1:0]      proto_raddr;
-  logic [ActPort*8-1:0] act_rdata;
+  logic [GatherRows*ActPort*8-1:0] act_rdata;
   logic [RowBytes*8-1:0] proto_rdata;
   logic                  idx_we, done, busy_q;
   logic [7:0]            idx_group;
   logic [NS*8-1:0]       idx_wdata;
 
-  pqa_widemem #(.Bytes(ActBytes), .WideBytes(GatherBytes)) u_act (
-    .clk_i(clk_i), .we_i(load_we_i && !load_sel_i), .woff_i({13'd0, load_addr_i, 3'd0}),
-    .wdata_i((ActPort*8)'(load_data_i)), .wbe_i(ActPort'(8'hff)), .roff_i(act_roff), .rdata_o(act_rdata)
-  );
+  for (genvar r = 0; r < GatherRows; r++) begin : gen_act  // one copy per read port
+    pqa_widemem #(.Bytes(ActBytes), .WideBytes(GatherBytes)) u_act (
+      .clk_i(clk_i), .we_i(load_we_i && !load_sel_i), .woff_i({13'd0, load_addr_i, 3'd0}),
+      .wdata_i((ActPort*8)'(load_data_i)), .wbe_i(ActPort'(8'hff)), .roff_i(act_roff[r*32 +: 32]),
+      .rdata_o(act_rdata[r*ActPort*8 +: ActPort*8])
+    );
+    assign enc_rdata[r*GatherBytes*8 +: GatherBytes*8] = act_rdata[r*ActPort*8 +: GatherBytes*8];
+  end
   pqa_protomem #(.ProtoBytes(ProtoBytes), .RowBytes(RowBytes)) u_proto (
     .clk_i(clk_i), .we_i(load_we_i && load_sel_i), .waddr_i(load_addr_i[ProtoAw-1:0]), .wdata_i(load_data_i),
     .raddr_i(proto_raddr), .rdata_o(proto_rdata)
   );
 
   pqa_encoder #(.ActBytes(ActBytes), .CMax(CMax), .VMax(VMax), .NS(NS), .NP(NP), .PL(PL), .RowAw(RowAw),
-                .GatherPos(GatherPos)) u_dut (
+                .GatherPos(GatherPos), .GatherRowsMax(GatherRowsMax)) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
     .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
     .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),
     .col_next_i(col_next_i),
-    .act_roff_o(act_roff), .act_rdata_i(act_rdata[GatherBytes*8-1:0]), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
+    .act_roff_o(act_roff), .act_rdata_i(enc_rdata), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
     .idx_we_o(idx_we), .idx_group_o(idx_group), .idx_wdata_o(idx_wdata), .done_o(done)
   );
 

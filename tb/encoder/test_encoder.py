@@ -30,7 +30,7 @@ from pqcompile.spec import HwConfig, load
 
 def lanes(p: dict[str, int]) -> HwConfig:
     """The bench's parameters as a configuration: lanes and the 64-bit bus (for the prototype layout)."""
-    return HwConfig("bench", "", {**load().config("small").params, "VMax": 9, **p})  # tb_encoder's VMax
+    return HwConfig("bench", "", {**load().config("small").params, "VMax": 9, "CMax": 64, **p})  # tb_encoder's
 
 
 def rows_cycles(cfg: HwConfig, c: int, k: int, v: int, conv: bool = False, kh: int = 1, kw: int = 1,
