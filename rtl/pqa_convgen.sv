@@ -10,6 +10,7 @@
 //     org = (oy0*w + ox0)*ch (byte address of window element (ci, ky, kx) = (0, 0, 0)) and the
 //     origin of the current output row;
 //     run_start_i: pixel 0; col_next_i: the next pixel (ox+1, or the next output row).
+//     With el_start_i in the same cycle as col_next_i the element walk starts at the next pixel.
 //   element state: (ci, ky, kx), iy, ix, the address a and the address of kx = 0 in this window row;
 //     el_start_i: element 0 of the column; el_next_i: the next element (kx by kx_step_i while inside the
 //       window row, then ky, then ci by ci_step_i: steps of 1 walk the column element by element; in the
@@ -58,7 +59,7 @@ module pqa_convgen #(
   output logic                            inside_o,
   output logic                            row_inside_o,  // 0 <= iy < h (the whole window row's)
   output logic signed [PosW-1:0]          ix_o,          // ix of the element (the row's next ones: ix+1 ..)
-  output logic signed [31:0]              iy_o,          // iy of the element (the rows below: iy+1 ..)
+  output logic signed [PosW-1:0]          iy_o,          // iy of the element (the rows below: iy+1 ..)
   output logic [OffW-1:0]                 wch_o          // w*ch: the bytes from one fmap row to the next
 );
 
@@ -94,6 +95,31 @@ module pqa_convgen #(
   assign pad_l_s  = 32'(pad_l_i);
   assign stride_s = 32'(stride_i);
 
+  // The next pixel's column state (col_next_i); with el_start_i in the same cycle the element walk starts
+  // at the next pixel (the encoder streams columns back to back).
+  logic [pqa_pkg::ConvOutWW-1:0] ox_n;
+  logic signed [31:0]            oy0_n, ox0_n, oy0_e, ox0_e;
+  logic [OffW-1:0]               org_n, rorg_n, org_e;
+
+  always_comb begin
+    if (ox_q == out_w_i - pqa_pkg::ConvOutWW'(1)) begin
+      ox_n   = '0;
+      oy0_n  = oy0_q + stride_s;
+      ox0_n  = -pad_l_s;
+      org_n  = rorg_q + swch_q;
+      rorg_n = rorg_q + swch_q;
+    end else begin
+      ox_n   = ox_q + pqa_pkg::ConvOutWW'(1);
+      oy0_n  = oy0_q;
+      ox0_n  = ox0_q + stride_s;
+      org_n  = org_q + sch_q;
+      rorg_n = rorg_q;
+    end
+    oy0_e = col_next_i ? oy0_n : oy0_q;
+    ox0_e = col_next_i ? ox0_n : ox0_q;
+    org_e = col_next_i ? org_n : org_q;
+  end
+
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       ox_q   <= '0;
@@ -108,17 +134,11 @@ module pqa_convgen #(
       org_q  <= org0_q;
       rorg_q <= org0_q;
     end else if (col_next_i) begin
-      if (ox_q == out_w_i - pqa_pkg::ConvOutWW'(1)) begin
-        ox_q   <= '0;
-        oy0_q  <= oy0_q + stride_s;
-        ox0_q  <= -pad_l_s;
-        org_q  <= rorg_q + swch_q;
-        rorg_q <= rorg_q + swch_q;
-      end else begin
-        ox_q  <= ox_q + pqa_pkg::ConvOutWW'(1);
-        ox0_q <= ox0_q + stride_s;
-        org_q <= org_q + sch_q;
-      end
+      ox_q   <= ox_n;
+      oy0_q  <= oy0_n;
+      ox0_q  <= ox0_n;
+      org_q  <= org_n;
+      rorg_q <= rorg_n;
     end
   end
 
@@ -182,17 +202,17 @@ module pqa_convgen #(
       ci_q <= '0;
       ky_q <= '0;
       kx_q <= '0;
-      iy_q <= oy0_q;
-      ix_q <= ox0_q;
-      a_q  <= org_q;
-      ra_q <= org_q;
+      iy_q <= oy0_e;
+      ix_q <= ox0_e;
+      a_q  <= org_e;
+      ra_q <= org_e;
       ci_s <= '0;
       ky_s <= '0;
       kx_s <= '0;
-      iy_s <= oy0_q;
-      ix_s <= ox0_q;
-      a_s  <= org_q;
-      ra_s <= org_q;
+      iy_s <= oy0_e;
+      ix_s <= ox0_e;
+      a_s  <= org_e;
+      ra_s <= org_e;
     end else if (el_restore_i) begin
       ci_q <= ci_s;
       ky_q <= ky_s;
@@ -224,7 +244,7 @@ module pqa_convgen #(
   assign addr_o       = a_q;
   assign row_inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)));
   assign ix_o         = PosW'(ix_q);
-  assign iy_o         = iy_q;
+  assign iy_o         = PosW'(iy_q);
   assign wch_o        = wch_q;
   assign inside_o = (iy_q >= 32'sd0) && (iy_q < $signed(32'(h_i)))
                  && (ix_q >= 32'sd0) && (ix_q < $signed(32'(w_i)));

@@ -36,7 +36,6 @@ module pqa_ctrl #(
   parameter int ActBytes   = 4096,
   parameter int OutBytes   = 4096,
   parameter int ClearAw    = 11,    // log2 of the words of the largest buffer
-  parameter int OffW       = 32,    // byte offsets of a column in the act / out buffers
   parameter int NS         = 1,     // encoder lanes: subspaces, prototypes, elements per prototype row
   parameter int NP         = 1,
   parameter int PL         = 1,
@@ -86,8 +85,7 @@ module pqa_ctrl #(
   output logic [pqa_pkg::QuantShiftW-1:0]  shift_o,
   output logic [pqa_pkg::QuantMultW-1:0]   mult_o,
   output logic [pqa_pkg::QuantBitsW-1:0]   bits_o,
-  output logic [OffW-1:0]                  col_act_o,
-  output logic [OffW-1:0]                  col_out_o,
+  output logic [pqa_pkg::RunNW-1:0]        run_n_o,        // columns of the run
   output logic                             conv_o,
   output logic [pqa_pkg::FmapHW-1:0]       fmap_h_o,
   output logic [pqa_pkg::FmapWW-1:0]       fmap_w_o,
@@ -102,14 +100,10 @@ module pqa_ctrl #(
   output logic [pqa_pkg::AddMaW-1:0]       add_ma_o,
   output logic [pqa_pkg::AddMbW-1:0]       add_mb_o,
   // compute units
-  output logic                             enc_start_o,
-  input  logic                             enc_done_i,
-  output logic                             lk_start_o,
-  input  logic                             lk_done_i,
-  output logic                             idx_wbank_o,    // the index store bank the encoder writes
-  output logic                             idx_rbank_o,    // and the one the look-up unit reads
+  output logic                             enc_start_o,    // a run starts: the encoder streams its columns
+  output logic                             lk_start_o,     // and the look-up unit too
+  input  logic                             lk_done_i,      // the run's last output is written
   output logic                             run_start_o,    // a conv-mode run starts (address generator: pixel 0)
-  output logic                             col_next_o,     // conv mode: the next output pixel
   output logic                             vec_start_o,
   output logic                             vec_add_o,      // the vector unit's operation: 0 pool, 1 add
   output logic                             vec_active_o,   // the vector unit owns the act / out read ports
@@ -161,11 +155,8 @@ module pqa_ctrl #(
   logic [pqa_pkg::LoadBufW-1:0] load_buf_q;
   logic [pqa_pkg::CyclesW-1:0]  compute_q, rd_bytes_q, wr_bytes_q;  // performance counters
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_q;         // the record of the last stamp
-  logic [pqa_pkg::RunNW-1:0]    n_q, j_q;       // columns of the run, columns looked up (written)
-  logic [pqa_pkg::RunNW-1:0]    ej_q, ec_q, lj_q;  // columns started / finished by the encoder, started by the look-up
-  logic                         enc_busy_q, lk_busy_q;
-  logic                         enc_go, lk_go;
-  logic [OffW-1:0]              col_act_q, col_out_q;
+  logic [pqa_pkg::RunNW-1:0]    n_q;            // columns of the run
+  logic                         run_go_q;       // the first cycle of a run: start the compute units
   logic [ClearAw-1:0]           clr_q;
 
   logic [pqa_pkg::ShapeMetricW-1:0] metric_q;
@@ -310,10 +301,8 @@ module pqa_ctrl #(
   logic computing;
   assign computing = (state_q == CtlRun) || (state_q == CtlVec) || (state_q == CtlVecWait);
 
-  // Run: the encoder takes the next column when it is free and the index bank of that column is (the
-  // look-up of the column two before is done); the look-up unit takes the next encoded column when free.
-  assign enc_go = (state_q == CtlRun) && !enc_busy_q && (ej_q != n_q) && (ej_q - j_q <= pqa_pkg::RunNW'(1));
-  assign lk_go  = (state_q == CtlRun) && !lk_busy_q && (lj_q != ec_q);
+  // Run: both compute units take the whole run at its first cycle and stream its columns (the encoder's
+  // indices reach the look-up unit through its index queue); the run ends with the look-up's last write.
 
   // ---------------------------------------------------------------------------------------------
   // State machine
@@ -429,7 +418,7 @@ module pqa_ctrl #(
       end
       CtlRetire: state_d = CtlFetch;
       CtlRun: begin
-        if (lk_done_i && j_q + pqa_pkg::RunNW'(1) == n_q) begin
+        if (lk_done_i) begin
           state_d = CtlRetire;
         end
       end
@@ -461,14 +450,7 @@ module pqa_ctrl #(
       stamp_sel_q   <= 1'b0;
       stamp_q       <= '0;
       n_q           <= '0;
-      j_q           <= '0;
-      ej_q          <= '0;
-      ec_q          <= '0;
-      lj_q          <= '0;
-      enc_busy_q    <= 1'b0;
-      lk_busy_q     <= 1'b0;
-      col_act_q     <= '0;
-      col_out_q     <= '0;
+      run_go_q      <= 1'b0;
       clr_q         <= '0;
       metric_q      <= '0;
       conv_q        <= 1'b0;
@@ -602,37 +584,15 @@ module pqa_ctrl #(
               pqa_pkg::OpcPool: vec_add_q <= 1'b0;
               pqa_pkg::OpcAdd:  vec_add_q <= 1'b1;
               pqa_pkg::OpcRun: begin
-                n_q       <= f_n;
-                j_q       <= '0;
-                ej_q      <= '0;
-                ec_q      <= '0;
-                lj_q      <= '0;
-                col_act_q <= '0;
-                col_out_q <= '0;
+                n_q      <= f_n;
+                run_go_q <= 1'b1;
               end
               pqa_pkg::OpcEnd: count_q <= count_q + pqa_pkg::RegDataW'(1);
               default: ;
             endcase
           end
         end
-        CtlRun: begin
-          if (enc_go) begin
-            enc_busy_q <= 1'b1;
-            ej_q       <= ej_q + pqa_pkg::RunNW'(1);
-          end else if (enc_done_i) begin
-            enc_busy_q <= 1'b0;
-            ec_q       <= ec_q + pqa_pkg::RunNW'(1);
-            col_act_q  <= col_act_q + OffW'(d_q);
-          end
-          if (lk_go) begin
-            lk_busy_q <= 1'b1;
-            lj_q      <= lj_q + pqa_pkg::RunNW'(1);
-          end else if (lk_done_i) begin
-            lk_busy_q <= 1'b0;
-            j_q       <= j_q + pqa_pkg::RunNW'(1);
-            col_out_q <= col_out_q + OffW'(m_q);
-          end
-        end
+        CtlRun: run_go_q <= 1'b0;
         CtlRetire: begin
           count_q <= count_q + pqa_pkg::RegDataW'(1);
           pc_q    <= pc_q + pqa_pkg::RegDataW'(InsnBytes);
@@ -645,12 +605,10 @@ module pqa_ctrl #(
   assign busy_o        = (state_q != CtlIdle);
   assign clear_o       = (state_q == CtlClear);
   assign clear_addr_o  = clr_q;
-  assign enc_start_o   = enc_go;
-  assign lk_start_o    = lk_go;
-  assign idx_wbank_o   = ec_q[0];  // the column being encoded (ec_q counts at its done, after its last write)
-  assign idx_rbank_o   = j_q[0];   // the column being looked up
+  assign enc_start_o   = (state_q == CtlRun) && run_go_q;
+  assign lk_start_o    = (state_q == CtlRun) && run_go_q;
+  assign run_n_o       = n_q;
   assign run_start_o   = (state_q == CtlDecode) && legal && (opcode == pqa_pkg::OpcRun) && fits && conv_q;
-  assign col_next_o    = (state_q == CtlRun) && enc_done_i && conv_q;
   assign vec_start_o   = (state_q == CtlVec);
   assign vec_add_o     = vec_add_q;
   assign vec_active_o  = (state_q == CtlVec) || (state_q == CtlVecWait);
@@ -674,8 +632,6 @@ module pqa_ctrl #(
   assign shift_o       = shift_q;
   assign mult_o        = mult_q;
   assign bits_o        = bits_q;
-  assign col_act_o     = col_act_q;
-  assign col_out_o     = col_out_q;
   assign conv_o        = conv_q;
   assign fmap_h_o      = fmap_h_q;
   assign fmap_w_o      = fmap_w_q;
@@ -702,22 +658,8 @@ module pqa_ctrl #(
       end
       assert (!(enc_start_o && vec_start_o) && !(lk_start_o && vec_start_o) && !(load_active_q && stamp_sel_q))
         else $fatal(1, "pqa_ctrl: two units started at once");
-      // A unit reports done only while it works; the encoder is at most one column ahead of the
-      // look-up's reads of the index store (two banks).
-      assert ((!enc_done_i || enc_busy_q) && (!lk_done_i || lk_busy_q))
-        else $fatal(1, "pqa_ctrl: a done from an idle unit");
-      assert (ej_q >= ec_q && ec_q >= lj_q && lj_q >= j_q && ej_q - j_q <= 2 && ej_q <= n_q)
-        else $fatal(1, "pqa_ctrl: run counters out of order (%0d %0d %0d %0d)", ej_q, ec_q, lj_q, j_q);
-      if (enc_start_o) begin
-        // The column being encoded lies inside the activation buffer (but in conv mode, where pqa_convgen
-        // checks its reads).
-        assert (conv_q || (OffW + 8)'(col_act_q) + (OffW + 8)'(d_q) <= (OffW + 8)'(ActBytes))
-          else $fatal(1, "pqa_ctrl: column %0d beyond the act buffer", ec_q);
-      end
-      if (lk_start_o) begin
-        assert ((OffW + 8)'(col_out_q) + (OffW + 8)'(m_q) <= (OffW + 8)'(OutBytes))
-          else $fatal(1, "pqa_ctrl: column %0d beyond the out buffer", j_q);
-      end
+      // The look-up unit reports the end of a run only during one.
+      assert (!lk_done_i || state_q == CtlRun) else $fatal(1, "pqa_ctrl: a done from an idle unit");
     end
   end
 `endif

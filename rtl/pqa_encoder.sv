@@ -59,13 +59,14 @@ module pqa_encoder #(
 ) (
   input  logic                             clk_i,
   input  logic                             rst_ni,
-  input  logic                             start_i,
+  input  logic                             start_i,      // a run starts: stream its n_i columns
+  input  logic [pqa_pkg::RunNW-1:0]        n_i,
   input  logic [pqa_pkg::ShapeMetricW-1:0] metric_i,
   input  logic [pqa_pkg::ShapeKW-1:0]      k_i,
   input  logic [pqa_pkg::ShapeVW-1:0]      v_i,
   input  logic [pqa_pkg::ShapeCW-1:0]      c_i,
   input  logic [pqa_pkg::ShapeDW-1:0]      d_i,
-  input  logic [OffW-1:0]                  col_base_i,   // byte offset of the column in the act buffer
+  input  logic [OffW-1:0]                  col_base_i,   // byte offset of column 0 in the act buffer (column j: + j*d)
   // conv mode: the column is output pixel j of the fmap / conv geometry (see pqa_convgen)
   input  logic                             conv_i,
   input  logic [pqa_pkg::FmapHW-1:0]       fmap_h_i,
@@ -78,15 +79,15 @@ module pqa_encoder #(
   input  logic [pqa_pkg::ConvPadLW-1:0]    pad_l_i,
   input  logic [pqa_pkg::ConvOutWW-1:0]    out_w_i,
   input  logic                             run_start_i,  // a conv-mode run starts: pixel 0
-  input  logic                             col_next_i,   // the next output pixel
   output logic [GatherRows*OffW-1:0]       act_roff_o,     // byte offsets of the act reads (port r: row ky+r)
   input  logic [GatherRows*GatherBytes*8-1:0] act_rdata_i, // the GatherBytes bytes from each
   output logic [RowAw-1:0]                 proto_raddr_o,  // prototype row
   input  logic [NS*NP*PL*8-1:0]            proto_rdata_i,
+  input  logic                             idx_credit_i, // the look-up's index queue takes one more group
   output logic                             idx_we_o,
   output logic [pqa_pkg::ShapeCW-1:0]      idx_group_o,  // subspace group g: subspaces g*NS .. g*NS+NS-1
   output logic [NS*pqa_pkg::ShapeKW-1:0]   idx_wdata_o,  // lane s: the nearest prototype of subspace g*NS+s
-  output logic                             done_o
+  output logic                             done_o        // the run's last group of indices is written
 );
 
   localparam int XoffW    = pqa_pkg::ShapeCW + pqa_pkg::ShapeVW;     // element offsets ci*v + e < c*v
@@ -103,15 +104,17 @@ module pqa_encoder #(
   localparam int NPP      = 1 << $clog2(NP);                         // comparator tree leaves
   localparam int DistW    = 32;
 
-  typedef enum logic [2:0] {
-    EncIdle,
-    EncGather,
-    EncGatherDrain,
-    EncEncode,
-    EncDrain
-  } enc_state_e;
-
-  enc_state_e state_q, state_d;
+  // Feeder (gather) and encode walker, decoupled by the column register's two slots: the feeder fills
+  // slot ws_q with the next group while the encode walker reads slot rs_q; full_q[b]: slot b holds a whole
+  // group that the walker has not finished reading.
+  logic                  f_run_q, e_run_q;   // the feeder / the walker have columns left in the run
+  logic [pqa_pkg::RunNW-1:0] fj_q, ej_q;     // columns fed / encoded
+  logic [CW:0]           fcb_q;              // the feeder's group: g * NS
+  logic [OffW-1:0]       fbase_q;            // the fed column's first byte (col_base + j*d)
+  logic                  ws_q, rs_q;
+  logic [1:0]            full_q;
+  logic                  f_issue, f_col_end, f_end, f_last_g;
+  logic                  e_issue, e_free, e_col_end, e_end, e_first;
 
   // ---------------------------------------------------------------------------------------------
   // Gather: the mode, the walk, and the act read
@@ -127,6 +130,7 @@ module pqa_encoder #(
 
   // Gather stage 1 (the act read is registered): write the column register.
   logic                gv1_q, gpad1_q;
+  logic                glast1_q, gslot1_q;  // the group's last read; the slot it writes
   logic [PosW-1:0]     gpos1_q;  // element mode: (ci - g*NS) * VPad + e; contiguous: (ci - g*NS) * VPad
   logic [XoffW-1:0]    gx1_q;    // contiguous mode: ci * v
   logic [GatherRows*GatherPos-1:0] gpv1_q;  // lanes mode: row r, position p is in the window (bit r*GatherPos + p)
@@ -156,14 +160,15 @@ module pqa_encoder #(
   assign kleft   = kw_i - kx_q;
   assign row_end = (kleft <= npos);
 
-  logic [GroupBits-1:0] col_q;  // one group's NS x VPad bytes, flat (Icarus 11 selects only a packed array's last dimension)
+  logic [2*GroupBits-1:0] col_q;  // two slots of one group's NS x VPad bytes, flat (Icarus 11 selects only a packed array's last dimension)
+  logic [GroupBits-1:0]   col_rd;  // slot rs_q
 
   // Convolution address generator: the element (element mode) or window position (lanes mode) of this
   // gather cycle; element 0 of the column (contiguous mode: the pixel's first byte).
   logic            gen_inside;
   logic [OffW-1:0] gen_addr;
 
-  assign gather   = (state_q == EncGather);
+  assign gather   = f_issue;
   assign m_lanes  = conv_i && (32'(v_i) == 32'(kh_i) * 32'(kw_i));
   assign m_contig = !m_lanes && (!conv_i || (kh_i == pqa_pkg::ConvKhW'(1) && kw_i == pqa_pkg::ConvKwW'(1)));
   assign m_cgrp   = m_contig && (NS * 32'(v_i) <= GatherBytes);
@@ -184,8 +189,8 @@ module pqa_encoder #(
     .kx_step_i   (m_lanes ? npos : KwW'(1)),
     .ky_step_i   (m_lanes ? pqa_pkg::ConvKhW'(GatherRows) : pqa_pkg::ConvKhW'(1)),
     .run_start_i (run_start_i),
-    .col_next_i  (col_next_i),
-    .el_start_i  (state_q == EncIdle),
+    .col_next_i  (f_col_end),
+    .el_start_i  (!f_run_q || f_col_end),
     .el_next_i   (gather && conv_i && !m_contig),
     .el_save_i   (1'b0),
     .el_restore_i(1'b0),
@@ -197,7 +202,7 @@ module pqa_encoder #(
     .wch_o       (gen_wch)
   );
 
-  assign aaddr      = m_contig ? (conv_i ? gen_addr : col_base_i) + OffW'(xoff_q) : gen_addr;
+  assign aaddr      = m_contig ? (conv_i ? gen_addr : fbase_q) + OffW'(xoff_q) : gen_addr;
   always_comb begin
     for (int r = 0; r < GatherRows; r++) begin
       act_roff_o[r*OffW +: OffW] = aaddr + OffW'(r) * gen_wch;
@@ -205,7 +210,7 @@ module pqa_encoder #(
   end
   assign g_last_e   = (e_q == v_i - VW'(1));
   assign g_last_c   = (ci_q == c_i - CW'(1));
-  assign g_last_s   = ({1'b0, ci_q} + (CW + 1)'(1) == cb_q + (CW + 1)'(NS));  // the group's last lane
+  assign g_last_s   = ({1'b0, ci_q} + (CW + 1)'(1) == fcb_q + (CW + 1)'(NS));  // the group's last lane
   // the group's last gather cycle
   assign g_last     = m_lanes ? (row_end && 32'(e_q) + 32'(kleft) + (GatherRows - 1) * 32'(kw_i) >= 32'(v_i))
                     : m_contig ? (m_cgrp || g_last_c || g_last_s) : (g_last_e && (g_last_c || g_last_s));
@@ -221,33 +226,60 @@ module pqa_encoder #(
   logic [RowAw-1:0] row_q;
   logic            encode, last_eg, last_kg, last_g;
 
-  assign encode  = (state_q == EncEncode);
+  assign encode  = e_issue;
   assign last_eg = (eb_q + (VW + 1)'(PL) >= {1'b0, v_i});
   assign last_kg = (kb_q + (KW + 1)'(NP) >= {1'b0, k_i});
   assign last_g  = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
   assign proto_raddr_o = row_q;
 
-  always_comb begin
-    state_d = state_q;
-    unique case (state_q)
-      EncIdle:        if (start_i) state_d = EncGather;
-      EncGather:      if (g_last) state_d = EncGatherDrain;
-      EncGatherDrain: state_d = EncEncode;
-      EncEncode: begin
-        if (last_eg && last_kg && last_g) begin
-          state_d = EncDrain;
-        end else if (last_eg && last_kg) begin
-          state_d = EncGather;  // the next group
-        end
-      end
-      EncDrain:       state_d = EncIdle;
-      default:        state_d = EncIdle;
-    endcase
-  end
+  // Feeder: a read a cycle while the run has columns left and its slot is free (or being freed this cycle:
+  // the read's data land a cycle later); at the group's last read the slot is handed over (full_q is set
+  // when that read's data are written) and the feeder goes on with the other slot.
+  assign f_last_g  = (fcb_q + (CW + 1)'(NS) >= {1'b0, c_i});
+  assign f_issue   = f_run_q && (!full_q[ws_q] || (e_free && rs_q == ws_q));
+  assign f_col_end = f_issue && g_last && f_last_g;
+  assign f_end     = f_col_end && (fj_q + pqa_pkg::RunNW'(1) == n_i);
+
+  // Encode walker: a row a cycle; a group's first row waits for its slot to be full and for room in the
+  // look-up unit's index queue; its last row frees the slot.
+  assign e_first   = (kb_q == '0) && (eb_q == '0);
+  assign e_issue   = e_run_q && (!e_first || (full_q[rs_q] && idx_credit_i));
+  assign e_free    = e_issue && last_eg && last_kg;
+  assign e_col_end = e_free && last_g;
+  assign e_end     = e_col_end && (ej_q + pqa_pkg::RunNW'(1) == n_i);
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      state_q <= EncIdle;
+      f_run_q <= 1'b0;
+      e_run_q <= 1'b0;
+      fj_q    <= '0;
+      ej_q    <= '0;
+      fcb_q   <= '0;
+      fbase_q <= '0;
+      ws_q    <= 1'b0;
+      rs_q    <= 1'b0;
+      full_q  <= '0;
+      ci_q    <= '0;
+      e_q     <= '0;
+      kx_q    <= '0;
+      cpos_q  <= '0;
+      xoff_q  <= '0;
+      g_q     <= '0;
+      eg_q    <= '0;
+      cb_q    <= '0;
+      kb_q    <= '0;
+      eb_q    <= '0;
+      row_q   <= '0;
+    end else if (start_i) begin
+      f_run_q <= 1'b1;
+      e_run_q <= 1'b1;
+      fj_q    <= '0;
+      ej_q    <= '0;
+      fcb_q   <= '0;
+      fbase_q <= col_base_i;
+      ws_q    <= 1'b0;
+      rs_q    <= 1'b0;
+      full_q  <= '0;
       ci_q    <= '0;
       e_q     <= '0;
       kx_q    <= '0;
@@ -260,20 +292,6 @@ module pqa_encoder #(
       eb_q    <= '0;
       row_q   <= '0;
     end else begin
-      state_q <= state_d;
-      if (state_q == EncIdle) begin
-        ci_q   <= '0;
-        e_q    <= '0;
-        kx_q   <= '0;
-        cpos_q <= '0;
-        xoff_q <= '0;
-        g_q    <= '0;
-        eg_q   <= '0;
-        cb_q   <= '0;
-        kb_q   <= '0;
-        eb_q   <= '0;
-        row_q  <= '0;
-      end
       if (gather) begin
         if (m_lanes) begin
           if (g_last) begin
@@ -303,6 +321,22 @@ module pqa_encoder #(
             cpos_q <= g_last_s ? '0 : cpos_q + PosW'(VPad);
           end
         end
+        if (g_last) begin
+          ws_q  <= !ws_q;
+          fcb_q <= f_last_g ? '0 : fcb_q + (CW + 1)'(NS);
+        end
+        if (f_col_end) begin  // the next column starts at its first element
+          fj_q    <= fj_q + pqa_pkg::RunNW'(1);
+          fbase_q <= fbase_q + OffW'(d_i);
+          ci_q    <= '0;
+          e_q     <= '0;
+          kx_q    <= '0;
+          cpos_q  <= '0;
+          xoff_q  <= '0;
+        end
+        if (f_end) begin
+          f_run_q <= 1'b0;
+        end
       end
       if (encode) begin
         row_q <= row_q + RowAw'(1);
@@ -320,6 +354,25 @@ module pqa_encoder #(
             cb_q <= cb_q + (CW + 1)'(NS);
           end
         end
+        if (e_free) begin
+          rs_q <= !rs_q;
+        end
+        if (e_col_end) begin
+          ej_q  <= ej_q + pqa_pkg::RunNW'(1);
+          g_q   <= '0;
+          cb_q  <= '0;
+          row_q <= '0;
+        end
+        if (e_end) begin
+          e_run_q <= 1'b0;
+        end
+      end
+      // slot hand-over: freed by the walker's last row of a group, filled by the feeder's last write
+      if (e_free) begin
+        full_q[rs_q] <= 1'b0;
+      end
+      if (gv1_q && glast1_q) begin
+        full_q[gslot1_q] <= 1'b1;
       end
     end
   end
@@ -328,6 +381,8 @@ module pqa_encoder #(
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       gv1_q   <= 1'b0;
+      glast1_q <= 1'b0;
+      gslot1_q <= 1'b0;
       gpad1_q <= 1'b0;
       gpos1_q <= '0;
       gx1_q   <= '0;
@@ -336,6 +391,8 @@ module pqa_encoder #(
       gsh1_q  <= '0;
     end else begin
       gv1_q   <= gather;
+      glast1_q <= gather && g_last;
+      gslot1_q <= ws_q;
       // element: x >= d or outside; lanes: outside (x < c*v = d); contiguous: the pixel outside (x >= d below)
       gpad1_q <= (!m_lanes && !m_contig && xoff_q >= XoffW'(d_i)) || (conv_i && !gen_inside);
       gpos1_q <= m_contig ? cpos_q : cpos_q + PosW'(e_q);
@@ -413,8 +470,11 @@ module pqa_encoder #(
   always_ff @(posedge clk_i) begin
     if (gv1_q) begin
       for (int b = 0; b < NS*VPad; b++) begin
-        if (col_we[b]) begin
+        if (col_we[b] && !gslot1_q) begin
           col_q[b*8 +: 8] <= col_d[b*8 +: 8];
+        end
+        if (col_we[b] && gslot1_q) begin
+          col_q[GroupBits + b*8 +: 8] <= col_d[b*8 +: 8];
         end
       end
     end
@@ -423,7 +483,7 @@ module pqa_encoder #(
   // ---------------------------------------------------------------------------------------------
   // Encode stage 0 -> 1: the column elements of (g, eg), masked past c and v; the row's valid bits
   // ---------------------------------------------------------------------------------------------
-  logic                          v1_q, first1_q, last1_q, kfirst1_q, klast1_q;
+  logic                          v1_q, first1_q, last1_q, kfirst1_q, klast1_q, end1_q;
   logic [GW-1:0]                 g1_q;
   logic [KW-1:0]                 kb1_q;
   logic [PL-1:0]                 ev1_q;   // element eg*PL + l < v
@@ -431,15 +491,18 @@ module pqa_encoder #(
   logic [NS*PL*8-1:0]            xs_q;    // lane s, element l at byte s*PL + l
   logic [NS*PL*8-1:0]            xsel;    // its element group eg, lane by lane
 
+  assign col_rd = rs_q ? col_q[2*GroupBits-1:GroupBits] : col_q[GroupBits-1:0];
+
   always_comb begin
     for (int s = 0; s < NS; s++) begin
-      xsel[s*PL*8 +: PL*8] = col_q[s*VPad*8 + 32'(eg_q)*PL*8 +: PL*8];
+      xsel[s*PL*8 +: PL*8] = col_rd[s*VPad*8 + 32'(eg_q)*PL*8 +: PL*8];
     end
   end
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       v1_q      <= 1'b0;
+      end1_q    <= 1'b0;
       first1_q  <= 1'b0;
       last1_q   <= 1'b0;
       kfirst1_q <= 1'b0;
@@ -451,6 +514,7 @@ module pqa_encoder #(
       xs_q      <= '0;
     end else begin
       v1_q      <= encode;
+      end1_q    <= e_end;
       first1_q  <= (eb_q == '0);
       last1_q   <= last_eg;
       kfirst1_q <= (kb_q == '0);
@@ -582,7 +646,7 @@ module pqa_encoder #(
 
   assign idx_we_o    = v1_q && last1_q && klast1_q;
   assign idx_group_o = CW'(g1_q);
-  assign done_o      = (state_q == EncDrain);
+  assign done_o      = idx_we_o && end1_q;
 
   // High address bits beyond the buffers (kept in range by the controller's limit checks); tree nodes
   // that only the reduction reads.
@@ -606,6 +670,12 @@ module pqa_encoder #(
       if (encode) begin
         assert (cb_q < {1'b0, c_i} && kb_q < {1'b0, k_i} && eb_q < {1'b0, v_i})
           else $fatal(1, "pqa_encoder: row walk beyond shape c=%0d k=%0d e=%0d", cb_q, kb_q, eb_q);
+        // the walker reads a whole group: its slot stays full until its last row
+        assert (full_q[rs_q]) else $fatal(1, "pqa_encoder: encoding from slot %0d before it is full", rs_q);
+      end
+      if (gv1_q) begin
+        // the feeder never writes a slot that the walker has not finished
+        assert (!full_q[gslot1_q]) else $fatal(1, "pqa_encoder: gather into full slot %0d", gslot1_q);
       end
       if (idx_we_o) begin
         for (int s = 0; s < NS; s++) begin

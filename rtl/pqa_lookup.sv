@@ -1,18 +1,23 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Look-up and accumulate: for each output m of one column,
+// Look-up and accumulate: for each output m of each column of a run,
 //   acc = bias[m] + sum_c lut[c][idx[c]][m]   (AccW-bit wrap-around)
-// then requantize (pqa_postproc) and write the byte to the output buffer.
-// Holds the idx[] register file that the encoder writes, NS subspaces (one group) at a time, in two banks:
-// the encoder writes the next column into one (idx_wbank_i) while this unit reads the other (idx_rbank_i).
+// then requantize (pqa_postproc) and write the byte to the output buffer (column j at byte j*m).
+// The encoder's indices arrive through an index queue of IdxDepth groups (NS indices of one subspace group
+// each, in the order of the run: column by column, group by group); idx_credit_o tells the encoder that
+// the queue takes one more group.
 //
-// NS subspace lanes x NOUT output lanes: stage 0 walks output groups mg (outputs mg*NOUT ..
-// mg*NOUT+NOUT-1) and subspace groups g, and issues, for each lane s (subspace g*NS + s), the read of its
-// table bank (pqa_rowmem) at row (g*k + idx[g*NS+s]) * ceil(m/NOUT) + mg (a lane word: the NOUT entries of
-// the group's outputs), and the read of the group's NOUT biases (pqa_widemem); stage 1 sums, per output
-// lane, the NS entries (lanes past c add 0) in an adder tree into its accumulator; stage 2 requantizes the
-// NOUT accumulators (NOUT pqa_postproc) and writes the outputs below m as one NOUT-byte write.
-// Cycles per column: ceil(m/NOUT) * ceil(c/NS) + 3 (issue, two drain cycles, done).
+// NS subspace lanes x NOUT output lanes, streaming over the whole run: stage 0 walks, per column, subspace
+// groups g (the queue's head) and, inside, output groups mg (outputs mg*NOUT .. mg*NOUT+NOUT-1), and issues,
+// for each lane s (subspace g*NS + s), the read of its table bank (pqa_rowmem) at row
+// (g*k + idx[g*NS+s]) * ceil(m/NOUT) + mg (a lane word: the NOUT entries of the group's outputs), and the
+// read of the output group's NOUT biases (pqa_widemem); the head leaves the queue with its last output
+// group. Stage 1 sums, per output lane, the NS entries (lanes past c add 0) in an adder tree onto the output
+// group's accumulators (ceil(MMax/NOUT) sets of NOUT; the bias at g = 0); at the column's last group the
+// sum goes on to stage 2 instead, which requantizes the NOUT values (NOUT pqa_postproc) and writes the
+// outputs below m as one NOUT-byte write.
+// Cycles: ceil(m/NOUT) per group, no cycle between groups or columns while the queue has a group; the last
+// write comes two cycles after the last issue (done_o).
 // Biases are BufBiasElemW = 32 bits; outputs ActW = 8-bit bytes; table entries are one or two bytes
 // (LutW <= 16; pqa_top checks these).
 
@@ -23,7 +28,8 @@ module pqa_lookup #(
   parameter int LutW     = 8,
   parameter int AccW     = 32,
   parameter int ActW     = 8,
-  parameter int CMax     = 32,
+  parameter int MMax     = 64,
+  parameter int IdxDepth = 4,   // groups the index queue holds (docs/theory.md; sim.IDX_DEPTH)
   parameter int NS       = 1,   // subspace lanes (table banks read per cycle)
   parameter int NOUT     = 1,   // output lanes (outputs per cycle)
   parameter int LaneBytes = 1,  // bytes of a table lane word (pqa_rowmem): NOUT entries
@@ -33,7 +39,8 @@ module pqa_lookup #(
 ) (
   input  logic                            clk_i,
   input  logic                            rst_ni,
-  input  logic                            start_i,
+  input  logic                            start_i,     // a run starts: n_i columns
+  input  logic [pqa_pkg::RunNW-1:0]       n_i,
   input  logic [pqa_pkg::ShapeKW-1:0]     k_i,
   input  logic [pqa_pkg::ShapeCW-1:0]     c_i,
   input  logic [pqa_pkg::ShapeMW-1:0]     m_i,
@@ -42,13 +49,10 @@ module pqa_lookup #(
   input  logic                            relu_i,
   input  logic                            unsigned_i,  // unsigned clamp (bits_i < ActW, checked by pqa_ctrl)
   input  logic [pqa_pkg::QuantBitsW-1:0]  bits_i,      // output activation width, 2..ActW (checked by pqa_ctrl)
-  input  logic [OffW-1:0]                 col_out_i,   // byte offset of the column in the output buffer
-  // idx[] write port (from the encoder): subspaces g*NS .. g*NS+NS-1 of group g
+  // index queue (from the encoder): the next group's NS indices
   input  logic                            idx_we_i,
-  input  logic                            idx_wbank_i,
-  input  logic                            idx_rbank_i,
-  input  logic [pqa_pkg::ShapeCW-1:0]     idx_group_i,
   input  logic [NS*pqa_pkg::ShapeKW-1:0]  idx_wdata_i,
+  output logic                            idx_credit_o,
   // table (NS lanes) and bias buffers
   output logic [NS*LutRowAw-1:0]          lut_raddr_o,
   input  logic [NS*LaneBytes*8-1:0]       lut_rdata_i,
@@ -59,123 +63,154 @@ module pqa_lookup #(
   output logic [OffW-1:0]                 out_woff_o,
   output logic [NOUT*ActW-1:0]            out_wdata_o,
   output logic [NOUT-1:0]                 out_wbe_o,
-  output logic                            done_o
+  output logic                            done_o       // the run's last write
 );
 
   localparam int KW        = pqa_pkg::ShapeKW;
   localparam int CW        = pqa_pkg::ShapeCW;
   localparam int MW        = pqa_pkg::ShapeMW;
-  localparam int CPad      = (CMax + NS - 1) / NS * NS;   // idx[] entries: whole groups
-  localparam int CAw       = (CPad > 1) ? $clog2(CPad) : 1;
   localparam int BiasW     = pqa_pkg::BufBiasElemW;  // bias width (docs/isa.md, "On-chip buffers")
   localparam int EB        = (LutW > 8) ? 2 : 1;      // bytes of a table entry
   localparam int RowW      = CW + KW + MW + 1;        // (g*k + idx) * ceil(m/NOUT) + mg < c*k*m
+  localparam int MgMax     = (MMax + NOUT - 1) / NOUT;  // output groups: accumulator sets
+  localparam int MgAw      = (MgMax > 1) ? $clog2(MgMax) : 1;
+  localparam int QAw       = (IdxDepth > 1) ? $clog2(IdxDepth) : 1;
+  localparam int QCw       = $clog2(IdxDepth + 1);
+  localparam int RunNW     = pqa_pkg::RunNW;
 
-  typedef enum logic [1:0] {
-    LkIdle,
-    LkIssue,
-    LkDrain1,
-    LkDrain2
-  } lk_state_e;
+  // Index queue.
+  logic [NS*KW-1:0] q_q [IdxDepth];
+  logic [QAw-1:0]   qw_q, qr_q;
+  logic [QCw-1:0]   qn_q;
+  logic [NS*KW-1:0] head;
+  logic             pop;
 
-  lk_state_e state_q, state_d;
-
-  logic [KW-1:0] idx_q [2*CPad];  // bank b, subspace ci at b*CPad + ci
+  assign head         = q_q[qr_q];
+  assign idx_credit_o = (32'(qn_q) + (idx_we_i ? 32'd1 : 32'd0) + 32'd1 <= IdxDepth);
 
   always_ff @(posedge clk_i) begin
     if (idx_we_i) begin
-      for (int s = 0; s < NS; s++) begin
-        idx_q[(idx_wbank_i ? CPad : 0) + 32'(CAw'(32'(idx_group_i) * NS + s))] <= idx_wdata_i[s*KW +: KW];
-      end
+      q_q[qw_q] <= idx_wdata_i;
     end
   end
 
-  // The index of lane s in the group being looked up.
-  function automatic logic [KW-1:0] idx_rd(input logic [CW:0] cb, input int s, input logic bank);
-    idx_rd = idx_q[(bank ? CPad : 0) + 32'(CAw'(32'(cb) + s))];
-  endfunction
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      qw_q <= '0;
+      qr_q <= '0;
+      qn_q <= '0;
+    end else if (start_i) begin
+      qw_q <= '0;
+      qr_q <= '0;
+      qn_q <= '0;
+    end else begin
+      if (idx_we_i) begin
+        qw_q <= (32'(qw_q) == IdxDepth - 1) ? '0 : qw_q + QAw'(1);
+      end
+      if (pop) begin
+        qr_q <= (32'(qr_q) == IdxDepth - 1) ? '0 : qr_q + QAw'(1);
+      end
+      qn_q <= qn_q + QCw'(idx_we_i) - QCw'(pop);
+    end
+  end
 
   // Stage 0.
+  logic            run_q;    // the run has columns left
+  logic [RunNW-1:0] j_q;     // column
+  logic [OffW-1:0] lo_q;     // its first output byte: j * m
   logic [MW:0]     mb_q;     // mg * NOUT
   logic [MW-1:0]   mg_q;     // output group
   logic [MW-1:0]   mgn;      // ceil(m / NOUT) output groups
   logic [CW:0]     cb_q;     // g * NS
   logic [RowW-1:0] gk_q;     // g * k
-  logic            last_g, last_m;
+  logic            issue, last_g, last_m, l_end;
 
   assign mgn    = MW'(((MW + 1)'(m_i) + (MW + 1)'(NOUT - 1)) / (MW + 1)'(NOUT));
   assign last_g = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
   assign last_m = (mb_q + (MW + 1)'(NOUT) >= {1'b0, m_i});
+  assign issue  = run_q && (qn_q != '0);
+  assign pop    = issue && last_m;
+  assign l_end  = issue && last_m && last_g && (j_q + RunNW'(1) == n_i);
 
   logic [NS*RowW-1:0] rows;   // lane s: its table row
   always_comb begin
     for (int s = 0; s < NS; s++) begin
-      rows[s*RowW +: RowW] = (gk_q + RowW'(idx_rd(cb_q, s, idx_rbank_i))) * RowW'(mgn) + RowW'(mg_q);
+      rows[s*RowW +: RowW] = (gk_q + RowW'(head[s*KW +: KW])) * RowW'(mgn) + RowW'(mg_q);
       lut_raddr_o[s*LutRowAw +: LutRowAw] = rows[s*RowW +: LutRowAw];
     end
   end
   assign bias_roff_o = OffW'(mb_q) << $clog2(BiasW / 8);
 
-  always_comb begin
-    state_d = state_q;
-    unique case (state_q)
-      LkIdle:   if (start_i) state_d = LkIssue;
-      LkIssue:  if (last_g && last_m) state_d = LkDrain1;
-      LkDrain1: state_d = LkDrain2;
-      LkDrain2: state_d = LkIdle;
-      default:  state_d = LkIdle;
-    endcase
-  end
-
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      state_q <= LkIdle;
-      mb_q    <= '0;
-      mg_q    <= '0;
-      cb_q    <= '0;
-      gk_q    <= '0;
-    end else begin
-      state_q <= state_d;
-      if (state_q == LkIdle) begin
+      run_q <= 1'b0;
+      j_q   <= '0;
+      lo_q  <= '0;
+      mb_q  <= '0;
+      mg_q  <= '0;
+      cb_q  <= '0;
+      gk_q  <= '0;
+    end else if (start_i) begin
+      run_q <= 1'b1;
+      j_q   <= '0;
+      lo_q  <= '0;
+      mb_q  <= '0;
+      mg_q  <= '0;
+      cb_q  <= '0;
+      gk_q  <= '0;
+    end else if (issue) begin
+      if (!last_m) begin
+        mb_q <= mb_q + (MW + 1)'(NOUT);
+        mg_q <= mg_q + MW'(1);
+      end else begin
         mb_q <= '0;
         mg_q <= '0;
-        cb_q <= '0;
-        gk_q <= '0;
-      end else if (state_q == LkIssue) begin
         if (!last_g) begin
           cb_q <= cb_q + (CW + 1)'(NS);
           gk_q <= gk_q + RowW'(k_i);
         end else begin
           cb_q <= '0;
           gk_q <= '0;
-          mb_q <= mb_q + (MW + 1)'(NOUT);
-          mg_q <= mg_q + MW'(1);
+          j_q  <= j_q + RunNW'(1);
+          lo_q <= lo_q + OffW'(m_i);
         end
+      end
+      if (l_end) begin
+        run_q <= 1'b0;
       end
     end
   end
 
   // Stage 1: extract the NS x NOUT table entries and the NOUT biases, sum, accumulate.
-  logic                  v1_q, first1_q, last1_q;
+  logic                  v1_q, first1_q, last1_q, end1_q;
   logic [NS-1:0]         lv1_q;    // lane s holds a subspace (g*NS + s < c)
   logic [MW:0]           mb1_q;
-  logic [NOUT*AccW-1:0]  sum, bias, acc_q, acc_d;
+  logic [MgAw-1:0]       mg1_q;
+  logic [OffW-1:0]       lo1_q;
+  logic [NOUT*AccW-1:0]  sum, bias, acc_d;
+  logic [NOUT*AccW-1:0]  acc_q [MgMax];  // output group mg's NOUT accumulators
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       v1_q     <= 1'b0;
       first1_q <= 1'b0;
       last1_q  <= 1'b0;
+      end1_q   <= 1'b0;
       lv1_q    <= '0;
       mb1_q    <= '0;
+      mg1_q    <= '0;
+      lo1_q    <= '0;
     end else begin
-      v1_q     <= (state_q == LkIssue);
+      v1_q     <= issue;
       first1_q <= (cb_q == '0);
       last1_q  <= last_g;
+      end1_q   <= l_end;
       for (int s = 0; s < NS; s++) begin
         lv1_q[s] <= (cb_q + (CW + 1)'(s) < {1'b0, c_i});
       end
       mb1_q    <= mb_q;
+      mg1_q    <= MgAw'(mg_q);
+      lo1_q    <= lo_q;
     end
   end
 
@@ -190,7 +225,7 @@ module pqa_lookup #(
                lut_rdata_i[(s*LaneBytes + o*EB)*8 +: LutW]};
         end
       end
-      acc_d[o*AccW +: AccW] = (first1_q ? bias[o*AccW +: AccW] : acc_q[o*AccW +: AccW]) + sum[o*AccW +: AccW];
+      acc_d[o*AccW +: AccW] = (first1_q ? bias[o*AccW +: AccW] : acc_q[mg1_q][o*AccW +: AccW]) + sum[o*AccW +: AccW];
     end
   end
 
@@ -203,16 +238,15 @@ module pqa_lookup #(
     end
   end
 
-  always_ff @(posedge clk_i or negedge rst_ni) begin
-    if (!rst_ni) begin
-      acc_q <= '0;
-    end else if (v1_q) begin
-      acc_q <= acc_d;
+  // (no reset: a group's first sum starts from the bias)
+  always_ff @(posedge clk_i) begin
+    if (v1_q && !last1_q) begin
+      acc_q[mg1_q] <= acc_d;
     end
   end
 
   // Stage 2: requantize the NOUT accumulators and write the outputs below m.
-  logic                 v2_q;
+  logic                 v2_q, end2_q;
   logic [NOUT*AccW-1:0] acc2_q;
   logic [OffW-1:0]      obyte2_q;
   logic [NOUT-1:0]      ov2_q;   // output mb + o < m
@@ -220,14 +254,16 @@ module pqa_lookup #(
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       v2_q     <= 1'b0;
+      end2_q   <= 1'b0;
       acc2_q   <= '0;
       obyte2_q <= '0;
       ov2_q    <= '0;
     end else begin
-      v2_q <= v1_q && last1_q;
+      v2_q   <= v1_q && last1_q;
+      end2_q <= v1_q && end1_q;
       if (v1_q && last1_q) begin
         acc2_q   <= acc_d;
-        obyte2_q <= col_out_i + OffW'(mb1_q);
+        obyte2_q <= lo1_q + OffW'(mb1_q);
         for (int o = 0; o < NOUT; o++) begin
           ov2_q[o] <= (mb1_q + (MW + 1)'(o) < {1'b0, m_i});
         end
@@ -253,29 +289,27 @@ module pqa_lookup #(
   assign out_we_o   = v2_q;
   assign out_woff_o = obyte2_q;
   assign out_wbe_o  = ov2_q;
-  assign done_o     = (state_q == LkDrain2);
+  assign done_o     = v2_q && end2_q;
 
   // Table bytes past the entries of a lane word; bias bits above AccW.
   logic unused;
-  assign unused = ^{idx_group_i, lut_rdata_i, rows, bias_rdata_i};
+  assign unused = ^{lut_rdata_i, rows, bias_rdata_i};
 
 `ifndef SYNTHESIS
-  // Assertions: legal state, no index beyond CMax, no table / bias / output access beyond its buffer.
+  // Assertions: the index queue neither over- nor underflows, no index beyond k, no table / bias / output
+  // access beyond its buffer, no output group beyond the accumulator sets.
   always @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
     end else begin
-      assert (state_q == LkIdle || state_q == LkIssue || state_q == LkDrain1 || state_q == LkDrain2)
-        else $fatal(1, "pqa_lookup: illegal state %0d", state_q);
-      if (idx_we_i) begin
-        assert (32'(idx_group_i) * NS < CPad) else $fatal(1, "pqa_lookup: idx write of group %0d >= CMax", idx_group_i);
-      end
-      if (state_q == LkIssue) begin
+      assert (!(idx_we_i && 32'(qn_q) == IdxDepth && !pop)) else $fatal(1, "pqa_lookup: index queue overflow");
+      if (issue) begin
         for (int s = 0; s < NS; s++) begin
-          assert (32'(cb_q) + s >= 32'(c_i) || idx_rd(cb_q, s, idx_rbank_i) < k_i)
-            else $fatal(1, "pqa_lookup: lane %0d: index %0d >= k", s, idx_rd(cb_q, s, idx_rbank_i));
+          assert (32'(cb_q) + s >= 32'(c_i) || head[s*KW +: KW] < k_i)
+            else $fatal(1, "pqa_lookup: lane %0d: index %0d >= k", s, head[s*KW +: KW]);
         end
         assert ((OffW + 1)'(bias_roff_o) < (OffW + 1)'(BiasBytes))
           else $fatal(1, "pqa_lookup: bias read beyond the buffer (byte %0d)", bias_roff_o);
+        assert (32'(mg_q) < MgMax) else $fatal(1, "pqa_lookup: output group %0d beyond MMax", mg_q);
       end
       if (out_we_o) begin
         assert ((OffW + 1)'(obyte2_q) < (OffW + 1)'(OutBytes))

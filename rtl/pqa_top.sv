@@ -309,7 +309,7 @@ module pqa_top #(
   logic [pqa_pkg::AddNW-1:0]        add_n;
   logic [pqa_pkg::AddMaW-1:0]       add_ma;
   logic [pqa_pkg::AddMbW-1:0]       add_mb;
-  logic                             run_start, col_next, vec_start, vec_add, vec_active, vec_done;
+  logic                             run_start, vec_start, vec_add, vec_active, vec_done;
   logic [pqa_pkg::ShapeKW-1:0]      k;
   logic [pqa_pkg::ShapeVW-1:0]      v;
   logic [pqa_pkg::ShapeCW-1:0]      c;
@@ -318,8 +318,8 @@ module pqa_top #(
   logic [pqa_pkg::QuantMultW-1:0]   mult;
   logic [pqa_pkg::QuantShiftW-1:0]  shift;
   logic [pqa_pkg::QuantBitsW-1:0]   act_bits;
-  logic [OffW-1:0]                  col_act, col_out;
-  logic                             enc_start, enc_done, lk_start, lk_done, idx_wbank, idx_rbank;
+  logic [pqa_pkg::RunNW-1:0]        run_n;
+  logic                             enc_start, enc_done, lk_start, lk_done, idx_credit;
 
   pqa_ctrl #(
     .AxiAddrWidth(AxiAddrWidth),
@@ -336,7 +336,6 @@ module pqa_top #(
     .ActBytes    (ActBytes),
     .OutBytes    (OutBytes),
     .ClearAw     (ClearAw),
-    .OffW        (OffW),
     .NS          (LaneNS),
     .NP          (LaneNP),
     .PL          (LanePL),
@@ -380,8 +379,7 @@ module pqa_top #(
     .bits_o             (act_bits),
     .shift_o            (shift),
     .mult_o             (mult),
-    .col_act_o          (col_act),
-    .col_out_o          (col_out),
+    .run_n_o            (run_n),
     .conv_o             (conv),
     .fmap_h_o           (fmap_h),
     .fmap_w_o           (fmap_w),
@@ -396,13 +394,9 @@ module pqa_top #(
     .add_ma_o           (add_ma),
     .add_mb_o           (add_mb),
     .enc_start_o        (enc_start),
-    .enc_done_i         (enc_done),
     .lk_start_o         (lk_start),
     .lk_done_i          (lk_done),
-    .idx_wbank_o        (idx_wbank),
-    .idx_rbank_o        (idx_rbank),
     .run_start_o        (run_start),
-    .col_next_o         (col_next),
     .vec_start_o        (vec_start),
     .vec_add_o          (vec_add),
     .vec_active_o       (vec_active),
@@ -660,12 +654,13 @@ module pqa_top #(
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),
     .start_i      (enc_start),
+    .n_i          (run_n),
     .metric_i     (metric),
     .k_i          (k),
     .v_i          (v),
     .c_i          (c),
     .d_i          (d),
-    .col_base_i   (col_act),
+    .col_base_i   ('0),
     .conv_i       (conv),
     .fmap_h_i     (fmap_h),
     .fmap_w_i     (fmap_w),
@@ -677,11 +672,11 @@ module pqa_top #(
     .pad_l_i      (pad_l),
     .out_w_i      (out_w),
     .run_start_i  (run_start),
-    .col_next_i   (col_next),
     .act_roff_o   (enc_act_roff),
     .act_rdata_i  (enc_act_rdata),
     .proto_raddr_o(proto_raddr),
     .proto_rdata_i(proto_rdata),
+    .idx_credit_i (idx_credit),
     .idx_we_o     (idx_we),
     .idx_group_o  (idx_group),
     .idx_wdata_o  (idx_wdata),
@@ -693,7 +688,7 @@ module pqa_top #(
     .LutW     (LutW),
     .AccW     (AccW),
     .ActW     (ActW),
-    .CMax     (CMax),
+    .MMax     (MMax),
     .NS       (LaneNS),
     .NOUT     (LaneNOUT),
     .LaneBytes(LutLaneBytes),
@@ -704,6 +699,7 @@ module pqa_top #(
     .clk_i       (clk_i),
     .rst_ni      (rst_ni),
     .start_i     (lk_start),
+    .n_i         (run_n),
     .k_i         (k),
     .c_i         (c),
     .m_i         (m),
@@ -712,12 +708,9 @@ module pqa_top #(
     .relu_i      (relu),
     .unsigned_i  (act_unsigned),
     .bits_i      (act_bits),
-    .col_out_i   (col_out),
     .idx_we_i    (idx_we),
-    .idx_wbank_i (idx_wbank),
-    .idx_rbank_i (idx_rbank),
-    .idx_group_i (idx_group),
     .idx_wdata_i (idx_wdata),
+    .idx_credit_o(idx_credit),
     .lut_raddr_o (lut_raddr),
     .lut_rdata_i (lut_rdata),
     .bias_roff_o (bias_roff),
@@ -763,6 +756,8 @@ module pqa_top #(
   );
 
   logic unused_dma;
+  logic unused_enc;  // the encoder's group number and done (the look-up's queue and done pace the run)
+  assign unused_enc = ^{idx_group, enc_done};
   assign unused_dma = ^{dma_src_req, dma_rd_idx, dma_src_idx, out_rline, bias_rdata, act_rline};  // high index bits beyond a buffer; port bytes past the bus word / biases
 
 endmodule

@@ -137,19 +137,19 @@ def _perf(mem: np.ndarray, addr: int) -> dict[str, int]:
 def test_stamp_record_counts_bytes_exactly() -> None:
     """The record of the stamp at 0x308 in :func:`_program`: 9 fetches of one bus word (the 8 instructions
     before it and its own) and 6 bus words of loads (16 bytes of prototype rows, 16 of table rows, 8 and 3
-    bytes) read; the 2-byte store wrote one word; the run's compute cycles are n*max(E, L) + min(E, L)
-    with the encoder's E = gather + G + rows + 2 = 2 + 1 + 1 + 2 and the look-up's L = ceil(m/NOUT)*G + 3 =
-    1 + 3 (config small: a fully connected column is gathered a subspace a cycle; c=2, k=2, v=2 is one
-    prototype row of 2 x 3 x 2, the two subspaces one group of the look-up's 2 lanes, the two outputs one
-    group of its 3); cycles as the cycle model says. After it the end's
+    bytes) read; the 2-byte store wrote one word; the run's compute cycles (sim.run_cycles): the feeder
+    reads the column's one group at cycle 1 (config small: a fully connected group of NS*v = 4 bytes is one
+    read), its slot is full at 3, the encoder's one row (c=2, k=2, v=2 is one prototype row of 2 x 3 x 2)
+    is issued at 3, its indices are in the look-up's queue at 5, the look-up's one output group (m=2 of
+    NOUT=3) is issued at 5 and written at 7: 8 cycles, 0 to 7; cycles as the cycle model says. After it the end's
     fetch is read and the record (4 words) written."""
     bb = CFG.bus_bytes
     res = sim.run(CFG, _program("l2", [2, 1, -1]).mem, 0)
     rec = _perf(res.mem, 0x308)
     assert rec["rd_bytes"] == 9 * bb + 6 * bb and rec["wr_bytes"] == bb
-    assert CFG.proto_rows(2, 2, 2) == 1 and CFG.gather_cycles(2, 2, False, 0, 0, 0) == 2
-    assert sim.run_column_cycles(CFG, sim._State(conv=0, k=2, v=2, c=2, d=3, m=2)) == (2 + 1 + 1 + 2, 1 + 3)
-    assert rec["compute_cycles"] == 1 * 6 + 4 == 10
+    assert CFG.proto_rows(2, 2, 2) == 1 and CFG.gather_cycles(2, 2, False, 0, 0, 0) == 1
+    assert sim.group_costs(CFG, sim._State(conv=0, k=2, v=2, c=2, d=3, m=2)) == ([1], 1, 1)
+    assert rec["compute_cycles"] == 8
     assert 0 < rec["cycles"] < res.cycles
     assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
     assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]
@@ -187,3 +187,22 @@ def test_stamp_record_beyond_memory_is_a_bus_error() -> None:
         assert (res.mem == mem).all()
     res = sim.run(CFG, backend.raw_program(CFG, [encode("stamp", addr=size - SPEC.perf_bytes), encode("end")]).mem, 0)
     assert res.done
+
+
+def test_run_cycles_extrapolation_is_exact() -> None:
+    """The cycle model of a run (sim.run_cycles) extrapolates once a column repeats the previous one's times
+    shifted: on random shapes, gather modes and lane counts it equals the group-by-group walk."""
+    rng = np.random.default_rng(7)
+    for name in ("small", "default", "pqa"):
+        cfg = SPEC.config(name)
+        for _ in range(60):
+            c, k, v, m = (int(rng.integers(1, 40)), int(rng.integers(1, 33)), int(rng.integers(1, 10)),
+                          int(rng.integers(1, 70)))
+            kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            conv = int(rng.integers(0, 2))
+            if conv and rng.random() < 0.5:
+                v = kh * kw
+            st = sim._State(conv=conv, k=k, v=v, c=c, d=c * v, m=m,
+                            geom=sim.ConvGeom(8, 8, int(rng.integers(1, 65)), 1, kh, kw, 0, 0, 8))
+            n = int(rng.integers(1, 60))
+            assert sim.run_cycles(cfg, st, n) == sim.run_cycles(cfg, st, n, extrapolate=False), (name, st, n)

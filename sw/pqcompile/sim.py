@@ -122,39 +122,87 @@ class _State:
     geom: ConvGeom = field(default_factory=ConvGeom)
 
 
-ENC_FIXED_CYCLES = 2  # per column of a `run`: the encoder's start and last drain (pqa_encoder)
-LK_FIXED_CYCLES = 3  # per column of a `run`: the look-up's start and two drains (pqa_lookup)
+IDX_DEPTH = 4  # groups of indices the look-up unit's queue holds (pqa_lookup's IdxDepth)
+RUN_DRAIN_CYCLES = 3  # a run's last look-up issue to the cycle of its last write (done), that one included
 VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
 INSN_CYCLES = 8  # fetch, decode and retire of an instruction (a compute instruction adds its compute cycles)
 XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besides one cycle per bus word
 
 
-def run_column_cycles(cfg: HwConfig, st: _State) -> tuple[int, int]:
-    """(E, L): the cycles the encoder and the look-up unit spend on one column of a ``run``, start cycle
-    included. E = gather + G + rows + 2: per group of G = ceil(c/NS) subspace groups the encoder gathers the
-    group's column elements (:meth:`HwConfig.gather_cycles` in all: G*kh*ceil(kw/P), c or c*v by the gather
-    mode), drains a cycle and reads one prototype row per cycle (rows = G ceil(k/NP) ceil(v/PL) in all,
-    :meth:`HwConfig.proto_rows`); L = ceil(m/NOUT)*G + 3: the look-up sums NS table lanes for NOUT outputs a
-    cycle."""
-    groups = -(-st.c // cfg.NS)
-    gather = cfg.gather_cycles(st.c, st.v, bool(st.conv), st.geom.kh, st.geom.kw, st.geom.ch)
-    enc = gather + groups + cfg.proto_rows(st.c, st.k, st.v) + ENC_FIXED_CYCLES
-    lk = -(-st.m // cfg.NOUT) * groups + LK_FIXED_CYCLES
-    return enc, lk
+def group_costs(cfg: HwConfig, st: _State) -> tuple[list[int], int, int]:
+    """(F, R, M) of a ``run``'s subspace groups: F[g] the encoder's act reads (gather cycles) for group g of a
+    column (:meth:`HwConfig.gather_cycles`, group by group: the last group may hold fewer than NS
+    subspaces), R = ceil(k/NP)*ceil(v/PL) the prototype rows it encodes a group in, M = ceil(m/NOUT) the
+    look-up's cycles a group (one per output group)."""
+    p = cfg.params
+    groups = -(-st.c // p["NS"])
+    g = st.geom
+    mode = cfg.gather_mode(bool(st.conv), st.v, g.kh, g.kw)
+    if mode == "lanes":
+        reads = [-(-g.kh // cfg.gather_rows) * -(-g.kw // cfg.gather_positions(g.ch, g.kw))] * groups
+    else:
+        subs = [min(p["NS"], st.c - i * p["NS"]) for i in range(groups)]
+        if mode == "contiguous":
+            reads = [1] * groups if p["NS"] * st.v <= cfg.gather_bytes else subs
+        else:
+            reads = [n * st.v for n in subs]
+    return reads, -(-st.k // p["NP"]) * -(-st.v // p["PL"]), -(-st.m // p["NOUT"])
+
+
+def run_cycles(cfg: HwConfig, st: _State, n: int, extrapolate: bool = True) -> int:
+    """The compute cycles of ``run n`` (the `compute_cycles` counter, exact): the three stages stream the
+    run's n*G groups (G = ceil(c/NS)) back to back, column after column (docs/theory.md, "Streaming"):
+
+    - the feeder gathers group q in F reads from cycle s_q on, once its column-register slot (group q-2's)
+      is freed: s_q = max(s_{q-1} + F_{q-1}, e_{q-2} + R - 1), s_0 = 1; the slot is full 2 cycles after
+      the last read;
+    - the encoder walks group q's R prototype rows from e_q = max(e_{q-1} + R, s_q + F_q + 1, l_{q-D} + M)
+      (the slot full, and room in the look-up's index queue of D = IDX_DEPTH groups); its indices enter
+      the queue a cycle after its last row;
+    - the look-up unit spends M cycles on group q from l_q = max(l_{q-1} + M, e_q + R + 1).
+
+    The run ends with the last group's last write, RUN_DRAIN_CYCLES after its last issue: l_last + M - 1 +
+    RUN_DRAIN_CYCLES cycles, counted from the run's first cycle (0). Once a column's groups repeat the
+    previous column's times shifted by one amount (a steady state), the rest is extrapolated exactly
+    (``extrapolate=False`` walks every group: the tests compare the two)."""
+    reads, rows, outs = group_costs(cfg, st)
+    groups = len(reads)
+    depth = IDX_DEPTH
+    total = n * groups
+    s: list[int] = []
+    e: list[int] = []
+    lk: list[int] = []
+    s_next = 1
+    window = groups + max(depth, 2) + 1
+    for q in range(total):
+        f = reads[q % groups]
+        sq = s_next if q < 2 else max(s_next, e[q - 2] + rows - 1)
+        eq = sq + f + 1
+        if q:
+            eq = max(eq, e[q - 1] + rows)
+        if q >= depth:
+            eq = max(eq, lk[q - depth] + outs)
+        lq = eq + rows + 1 if not q else max(eq + rows + 1, lk[q - 1] + outs)
+        s.append(sq)
+        e.append(eq)
+        lk.append(lq)
+        s_next = sq + f
+        if extrapolate and (q + 1) % groups == 0 and q + 1 >= window + groups and q + 1 < total:
+            delta = lk[q] - lk[q - groups]
+            if all(x[i] - x[i - groups] == delta for x in (s, e, lk) for i in range(q + 1 - window, q + 1)):
+                cols_left = (total - 1 - q) // groups
+                return lk[q] + cols_left * delta + outs - 1 + RUN_DRAIN_CYCLES
+    return lk[-1] + outs - 1 + RUN_DRAIN_CYCLES
 
 
 def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """The model of the ``compute_cycles`` counter (docs/isa.md, "Performance counters") for one instruction:
     the cycles its compute units are busy, from the cycle after its decode to the one its last unit reports
-    done. ``run n``: n*max(E, L) + min(E, L) (:func:`run_column_cycles`): the encoder takes column j+1 as
-    soon as it has finished column j and the look-up of column j-1 is done (two banks of the index store),
-    the look-up takes column j as soon as it is encoded and the look-up of column j-1 is done, so the
-    slower unit sets the pace and the other adds its share of one column; ``pool``: h*w*ceil(ch/VL) + 3;
-    ``add n``: ceil(n/VL) + 3, VL = :attr:`HwConfig.vec_lanes`; 0 for every other instruction. Exact on
-    any memory (the compute units never wait on it)."""
+    done. ``run n``: :func:`run_cycles` (the feeder, the encoder and the look-up unit stream the run's
+    groups); ``pool``: h*w*ceil(ch/VL) + 3; ``add n``: ceil(n/VL) + 3, VL = :attr:`HwConfig.vec_lanes`; 0 for
+    every other instruction. Exact on any memory (the compute units never wait on it)."""
     if mnemonic == "run":
-        enc, lk = run_column_cycles(cfg, st)
-        return ops["n"] * max(enc, lk) + min(enc, lk)
+        return run_cycles(cfg, st, ops["n"])
     if mnemonic == "add":
         return -(-ops["n"] // cfg.vec_lanes) + VEC_CYCLES
     if mnemonic == "pool":
@@ -164,8 +212,8 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
 
 def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
     """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
-    (:func:`compute_estimate`: a column costs the encoder's or the look-up's cycles, whichever is more, in
-    both modes of ``run``; ``pool`` one cycle per VL act bytes of a pixel, ``add`` one per VL elements, plus
+    (:func:`compute_estimate`: ``run`` streams its groups through the feeder, the encoder and the look-up
+    unit, :func:`run_cycles`; ``pool`` one cycle per VL act bytes of a pixel, ``add`` one per VL elements, plus
     the vector unit's start and drain); a transfer (``load``, ``store``,
     ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead
     of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the

@@ -15,11 +15,14 @@ module tb_encoder #(
   parameter int NS         = 1,
   parameter int NP         = 1,
   parameter int PL         = 1,
-  parameter int CCap       = 64     // subspaces captured
+  parameter int CCap       = 64,    // subspaces captured per column
+  parameter int NCap       = 48     // columns captured
 ) (
   input  logic              clk_i,
   input  logic              rst_ni,
   input  logic              start_i,
+  input  logic [15:0]       n_i,          // columns of the run
+  input  logic              stall_i,      // withhold the index queue's credit now and then
   input  logic              metric_i,
   input  logic [7:0]        k_i,
   input  logic [7:0]        v_i,
@@ -37,14 +40,13 @@ module tb_encoder #(
   input  logic [7:0]        pad_l_i,
   input  logic [15:0]       out_w_i,
   input  logic              run_start_i,
-  input  logic              col_next_i,
   input  logic              load_we_i,
   input  logic              load_sel_i,   // 0: act, 1: proto
   input  logic [15:0]       load_addr_i,  // word address
   input  logic [63:0]       load_data_i,
-  output logic [8*CCap-1:0] idx_o,
+  output logic [8*CCap*NCap-1:0] idx_o,  // column j, subspace ci at byte j*CCap + ci
   output logic [15:0]       idx_writes_o, // groups written
-  output logic [31:0]       cycles_o,     // cycles from start to done
+  output logic [31:0]       cycles_o,     // cycles from start to done (the last group written)
   output logic              done_o
 );
 
@@ -83,25 +85,36 @@ module tb_encoder #(
 
   pqa_encoder #(.ActBytes(ActBytes), .CMax(CMax), .VMax(VMax), .NS(NS), .NP(NP), .PL(PL), .RowAw(RowAw),
                 .GatherPos(GatherPos), .GatherRowsMax(GatherRowsMax)) u_dut (
-    .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
+    .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .n_i(24'(n_i)), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
     .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
     .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),
-    .col_next_i(col_next_i),
     .act_roff_o(act_roff), .act_rdata_i(enc_rdata), .proto_raddr_o(proto_raddr), .proto_rdata_i(proto_rdata),
-    .idx_we_o(idx_we), .idx_group_o(idx_group), .idx_wdata_o(idx_wdata), .done_o(done)
+    .idx_credit_i(credit), .idx_we_o(idx_we), .idx_group_o(idx_group), .idx_wdata_o(idx_wdata), .done_o(done)
   );
+
+  // The index queue's credit: always, or (stall_i) about three cycles in four (a 16-bit LFSR).
+  logic [15:0] lfsr_q;
+  logic        credit;
+  logic [15:0] wcol_q;  // the column of the next index write
+  assign credit = !stall_i || lfsr_q[0] || lfsr_q[1];
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      idx_o        <= '0;
+      for (int b = 0; b < CCap*NCap; b++) begin
+        idx_o[b*8 +: 8] <= '0;
+      end
       idx_writes_o <= '0;
       cycles_o     <= '0;
       busy_q       <= 1'b0;
+      lfsr_q       <= 16'hace1;
+      wcol_q       <= '0;
     end else begin
+      lfsr_q <= {lfsr_q[14:0], lfsr_q[15] ^ lfsr_q[13] ^ lfsr_q[12] ^ lfsr_q[10]};
       if (start_i) begin
         idx_writes_o <= '0;
         cycles_o     <= '0;
         busy_q       <= 1'b1;
+        wcol_q       <= '0;
       end else if (busy_q) begin
         cycles_o <= cycles_o + 32'd1;
       end
@@ -110,11 +123,14 @@ module tb_encoder #(
       end
       if (idx_we) begin
         for (int s = 0; s < NS; s++) begin
-          if (32'(idx_group) * NS + s < CCap) begin
-            idx_o[8*(32'(idx_group)*NS + s) +: 8] <= idx_wdata[s*8 +: 8];
+          if (32'(idx_group) * NS + s < CCap && 32'(wcol_q) < NCap) begin
+            idx_o[8*(32'(wcol_q)*CCap + 32'(idx_group)*NS + s) +: 8] <= idx_wdata[s*8 +: 8];
           end
         end
         idx_writes_o <= idx_writes_o + 16'd1;
+        if ((32'(idx_group) + 1) * NS >= 32'(c_i)) begin
+          wcol_q <= wcol_q + 16'd1;
+        end
       end
     end
   end

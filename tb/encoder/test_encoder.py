@@ -2,15 +2,17 @@
 both metrics, exact ties (duplicated prototypes, prototypes mirrored around the input, all-equal
 prototypes) that must go to the lowest index, v not dividing d (padded elements read as 0 even when the
 act buffer holds other data there), column bases that are not word aligned, k = 1 and k = KMax-sized
-walks, the extreme int8 values; and the documented cycle count (gather + ceil(c/NS) + rows + 2 per column,
-start cycle included; gather by the mode, ``HwConfig.gather_cycles``). The prototypes are packed into rows
-by ``pqcompile.layout`` for the bench's lanes (NS, NP, PL: odd counts by default, so that k, v and c leave
-lanes partially full and ties fall between distance units).
+walks, the extreme int8 values; runs of several columns streamed back to back (the feeder filling one
+column-register slot while the walker encodes the other), with the look-up unit's index queue withholding
+its credit now and then; and the documented cycle count without stalls (:func:`done_cycles`; gather reads
+by the mode, ``sim.group_costs``). The prototypes are packed into rows by ``pqcompile.layout`` for the
+bench's lanes (NS, NP, PL: odd counts by default, so that k, v and c leave lanes partially full and ties
+fall between distance units).
 Conv mode (the convolution address generator, pqa_convgen): random fmap / window / stride / padding
-geometries, column after column (run_start, col_next), against ``sim.encode`` of ``sim.conv_gather``, with
-junk beyond the fmap in the act buffer, in all three gather modes: v = kh*kw (lanes: a window position of NS
-channels a cycle), 1x1 windows with v > 1 (contiguous) and v across window rows and channels (element);
-same cycle count.
+geometries, whole runs (run_start, then the encoder steps the pixels itself), against ``sim.encode`` of
+``sim.conv_gather``, with junk beyond the fmap in the act buffer, in all three gather modes: v = kh*kw
+(lanes: window rows and positions of NS channels a read), 1x1 windows with v > 1 (contiguous) and v
+across window rows and channels (element); same cycle count.
 Parametrized over buffer sizes that are not powers of two."""
 
 from __future__ import annotations
@@ -33,11 +35,18 @@ def lanes(p: dict[str, int]) -> HwConfig:
     return HwConfig("bench", "", {**load().config("small").params, "VMax": 9, "CMax": 64, **p})  # tb_encoder's
 
 
-def rows_cycles(cfg: HwConfig, c: int, k: int, v: int, conv: bool = False, kh: int = 1, kw: int = 1,
-                ch: int = 0) -> int:
-    """Cycles from the start cycle to done: per group of NS subspaces its gather and a drain, the rows, then a
-    final drain (pqa_encoder header)."""
-    return cfg.gather_cycles(c, v, conv, kh, kw, ch) + -(-c // cfg.NS) + cfg.proto_rows(c, k, v) + 1
+def done_cycles(cfg: HwConfig, st: sim._State, n: int) -> int:
+    """Cycles from the start cycle (0) to done, the run's last index write, when the index queue always takes
+    a group: the feeder reads group q from s_q = max(s_{q-1} + F_{q-1}, e_{q-2} + R - 1) (its slot freed),
+    the walker encodes it from e_q = max(e_{q-1} + R, s_q + F_q + 1), the write comes R cycles later
+    (pqa_encoder header; sim.run_cycles adds the look-up unit)."""
+    reads, rows, _ = sim.group_costs(cfg, st)
+    s_next, e = 1, []
+    for q in range(n * len(reads)):
+        sq = s_next if q < 2 else max(s_next, e[q - 2] + rows - 1)
+        e.append(max(sq + reads[q % len(reads)] + 1, e[q - 1] + rows if q else 0))
+        s_next = sq + reads[q % len(reads)]
+    return e[-1] + rows
 
 
 def make_case(rng: random.Random, np_rng: np.random.Generator, act_bytes: int, cfg: HwConfig,
@@ -88,34 +97,46 @@ async def encoder_matches_golden(dut: object) -> None:
     for i in range(48):
         x, protos, d, v, base, metric = make_case(rng, np_rng, p["ActBytes"], cfg, kinds[i % len(kinds)])
         c, k, _ = protos.shape
-        # act buffer: junk everywhere, the column at byte `base`; padded elements must still read as 0
-        act = bytearray(np_rng.integers(0, 256, min(p["ActBytes"], base + c * v + 16), dtype=np.uint8).tobytes())
-        act[base : base + d] = x.astype(np.int8).tobytes()
+        # a run of n columns at base + j*d (the first one the case's, the others random), the index queue
+        # stalling in every third case; junk everywhere else: padded elements must still read as 0
+        n = max(1, min(rng.randint(1, 4), (p["ActBytes"] - base - c * v) // d + 1))
+        stall = i % 3 == 2
+        cols = [x] + [np_rng.integers(-128, 128, d) for _ in range(n - 1)]
+        act = bytearray(np_rng.integers(0, 256, min(p["ActBytes"], base + (n - 1) * d + c * v + 16),
+                                        dtype=np.uint8).tobytes())
+        for j, col in enumerate(cols):
+            act[base + j * d : base + (j + 1) * d] = col.astype(np.int8).tobytes()
         await load_words(dut, 0, bytes(act))
         await load_words(dut, 1, layout.pack_protos(cfg, protos).tobytes())
         dut.metric_i.value = metric
         dut.k_i.value, dut.v_i.value, dut.c_i.value, dut.d_i.value = k, v, c, d
         dut.col_base_i.value = base
+        dut.n_i.value, dut.stall_i.value = n, int(stall)
         dut.start_i.value = 1
         await RisingEdge(dut.clk_i)
         dut.start_i.value = 0
         await RisingEdge(dut.done_o)
         await ClockCycles(dut.clk_i, 2)
-        xp = np.zeros(c * v, np.int64)
-        xp[:d] = x
-        exp = sim.encode(xp.reshape(1, c, v), protos, metric)[0]
+        xp = np.zeros((n, c * v), np.int64)
+        xp[:, :d] = np.stack(cols)
+        exp = sim.encode(xp.reshape(n, c, v), protos, metric)
         flat = int(dut.idx_o.value)
-        got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
-        assert got == [int(e) for e in exp], f"case {i}: c={c} k={k} v={v} d={d} metric={metric}: {got} != {exp}"
-        assert int(dut.idx_writes_o.value) == -(-c // cfg.NS)  # one write per group of NS subspaces
-        # done_o comes c*v + ceil(c/NS) + rows + 1 cycles after the start cycle (the header counts that cycle)
-        assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v), f"cycles {int(dut.cycles_o.value)}"
+        for j in range(n):
+            got = [(flat >> (8 * (j * CCAP + ci))) & 0xFF for ci in range(c)]
+            assert got == [int(e) for e in exp[j]], \
+                f"case {i}: column {j}: c={c} k={k} v={v} d={d} metric={metric}: {got} != {exp[j]}"
+        assert int(dut.idx_writes_o.value) == n * -(-c // cfg.NS)  # one write per group of NS subspaces
+        if not stall:
+            st = sim._State(conv=0, k=k, v=v, c=c, d=d)
+            assert int(dut.cycles_o.value) == done_cycles(cfg, st, n), f"cycles {int(dut.cycles_o.value)}"
+        xp = xp[0]
         diff = xp.reshape(c, 1, v) - protos
         dist = np.abs(diff).sum(-1) if metric == load().enums["metric"]["l1"] else (diff * diff).sum(-1)
         ties += int(((dist == dist.min(-1, keepdims=True)).sum(-1) > 1).sum())
     assert ties > 20, f"only {ties} subspaces with tied minima: the tie cases did not happen"
 
 
+CCAP = 64  # tb_encoder's CCap: subspaces captured per column
 GEOM = ("fmap_h_i", "fmap_w_i", "fmap_ch_i", "stride_i", "kh_i", "kw_i", "pad_t_i", "pad_l_i", "out_w_i")
 
 
@@ -124,7 +145,8 @@ def idle_conv(dut: object) -> None:
     dut.load_we_i.value = 0
     dut.conv_i.value = 0
     dut.run_start_i.value = 0
-    dut.col_next_i.value = 0
+    dut.stall_i.value = 0
+    dut.n_i.value = 1
     for g in GEOM:
         getattr(dut, g).value = 0
 
@@ -195,19 +217,20 @@ async def encoder_conv_matches_golden(dut: object) -> None:
         x = np.zeros((n, c * v), np.int64)
         x[:, :d] = sim.conv_gather(fmap.astype(np.int64), g, d, n)
         exp = sim.encode(x.reshape(n, c, v), protos, metric)
+        stall = i % 4 == 3
+        dut.n_i.value, dut.stall_i.value = n, int(stall)
+        dut.start_i.value = 1
+        await RisingEdge(dut.clk_i)
+        dut.start_i.value = 0
+        await RisingEdge(dut.done_o)
+        await ClockCycles(dut.clk_i, 2)
+        flat = int(dut.idx_o.value)
         for j in range(n):
-            dut.start_i.value = 1
-            await RisingEdge(dut.clk_i)
-            dut.start_i.value = 0
-            await RisingEdge(dut.done_o)
-            await ClockCycles(dut.clk_i, 2)
-            flat = int(dut.idx_o.value)
-            got = [(flat >> (8 * ci)) & 0xFF for ci in range(c)]
+            got = [(flat >> (8 * (j * CCAP + ci))) & 0xFF for ci in range(c)]
             assert got == [int(e) for e in exp[j]], f"case {i} {g} v={v} k={k}: column {j}: {got} != {exp[j]}"
-            assert int(dut.cycles_o.value) == rows_cycles(cfg, c, k, v, True, g.kh, g.kw, g.ch)
-            dut.col_next_i.value = 1
-            await RisingEdge(dut.clk_i)
-            dut.col_next_i.value = 0
+        if not stall:
+            st = sim._State(conv=1, k=k, v=v, c=c, d=d, geom=g)
+            assert int(dut.cycles_o.value) == done_cycles(cfg, st, n), f"case {i}: cycles {int(dut.cycles_o.value)}"
     dut.conv_i.value = 0
 
 

@@ -1,8 +1,10 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
 // Testbench wrapper of pqa_lookup: table (pqa_rowmem, NS lanes), bias and output buffers (pqa_widemem, NOUT
-// biases / outputs a cycle), as in pqa_top, with a load port and an output read port for the test; the idx[] write port (a group of NS
-// subspaces per write) is driven by the test.
+// biases / outputs a cycle), as in pqa_top, with a load port and an output read port for the test, and a
+// stand-in for the encoder: it pushes the run's groups of NS indices (loaded by the test) into the unit's
+// index queue as the encoder does (a group when the queue's credit allows, written a cycle later), every
+// cycle or (stall_i) about three cycles in four.
 
 `default_nettype none
 
@@ -10,6 +12,7 @@ module tb_lookup #(
   parameter int LutW      = 8,
   parameter int AccW      = 32,
   parameter int CMax      = 32,
+  parameter int MMax      = 128,
   parameter int NS        = 1,
   parameter int NOUT      = 1,
   parameter int LutBytes  = 16384,
@@ -19,6 +22,8 @@ module tb_lookup #(
   input  logic        clk_i,
   input  logic        rst_ni,
   input  logic        start_i,
+  input  logic [15:0] n_i,           // columns
+  input  logic        stall_i,
   input  logic [7:0]  k_i,
   input  logic [7:0]  c_i,
   input  logic [15:0] m_i,
@@ -26,18 +31,13 @@ module tb_lookup #(
   input  logic [5:0]  shift_i,
   input  logic        relu_i,
   input  logic [3:0]  bits_i,
-  input  logic [31:0] col_out_i,
-  input  logic        idx_we_i,
-  input  logic        idx_wbank_i,
-  input  logic        idx_rbank_i,
-  input  logic [7:0]  idx_group_i,  // subspaces g*NS .. g*NS+NS-1
-  input  logic [NS*8-1:0] idx_wdata_i,
   input  logic        load_we_i,
-  input  logic [1:0]  load_sel_i,    // 0: table, 1: bias, 2: output buffer (to clear it)
+  input  logic [1:0]  load_sel_i,    // 0: table, 1: bias, 2: output buffer (to clear it), 3: the index groups
   input  logic [15:0] load_addr_i,   // word address
   input  logic [63:0] load_data_i,
   input  logic [15:0] out_raddr_i,   // word address, data one cycle later
   output logic [63:0] out_rdata_o,
+  output logic [31:0] cycles_o,      // cycles from start to done
   output logic        done_o
 );
 
@@ -75,16 +75,61 @@ module tb_lookup #(
   );
   assign out_rdata_o = out_rline[63:0];
 
+  // The encoder's stand-in: group p of the run (column by column) is word p of the load port's sel 3.
+  localparam int GroupsCap = 256;
+  logic [NS*8-1:0] groups_q [GroupsCap];
+  logic [15:0]     total, sent_q;
+  logic [15:0]     lfsr_q;
+  logic            busy_q, push, we_q, credit, done;
+  logic [NS*8-1:0] wdata_q;
+
+  always_ff @(posedge clk_i) begin
+    if (load_we_i && load_sel_i == 2'd3) begin
+      groups_q[load_addr_i[7:0]] <= load_data_i[NS*8-1:0];
+    end
+  end
+
+  assign total = n_i * 16'((32'(c_i) + NS - 1) / NS);
+  assign push  = busy_q && sent_q != total && credit && (!stall_i || lfsr_q[0] || lfsr_q[1]);
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      busy_q   <= 1'b0;
+      sent_q   <= '0;
+      we_q     <= 1'b0;
+      wdata_q  <= '0;
+      lfsr_q   <= 16'h1d2b;
+      cycles_o <= '0;
+    end else begin
+      lfsr_q <= {lfsr_q[14:0], lfsr_q[15] ^ lfsr_q[13] ^ lfsr_q[12] ^ lfsr_q[10]};
+      we_q   <= push;
+      if (push) begin
+        wdata_q <= groups_q[sent_q[7:0]];
+        sent_q  <= sent_q + 16'd1;
+      end
+      if (start_i) begin
+        busy_q   <= 1'b1;
+        sent_q   <= '0;
+        cycles_o <= '0;
+      end else if (busy_q) begin
+        cycles_o <= cycles_o + 32'd1;
+      end
+      if (done) begin
+        busy_q <= 1'b0;
+      end
+    end
+  end
+  assign done_o = done;
+
   pqa_lookup #(
-    .LutW(LutW), .AccW(AccW), .ActW(8), .CMax(CMax), .NS(NS), .NOUT(NOUT), .LaneBytes(LaneBytes),
+    .LutW(LutW), .AccW(AccW), .ActW(8), .MMax(MMax), .NS(NS), .NOUT(NOUT), .LaneBytes(LaneBytes),
     .LutRowAw(LutRowAw), .BiasBytes(BiasWords * 8), .OutBytes(OutBytes)
   ) u_dut (
-    .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .k_i(k_i), .c_i(c_i), .m_i(m_i), .mult_i(mult_i),
-    .shift_i(shift_i), .relu_i(relu_i), .unsigned_i(1'b0), .bits_i(bits_i), .col_out_i(col_out_i), .idx_we_i(idx_we_i),
-    .idx_wbank_i(idx_wbank_i), .idx_rbank_i(idx_rbank_i),
-    .idx_group_i(idx_group_i), .idx_wdata_i(idx_wdata_i), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
+    .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .n_i(24'(n_i)), .k_i(k_i), .c_i(c_i), .m_i(m_i),
+    .mult_i(mult_i), .shift_i(shift_i), .relu_i(relu_i), .unsigned_i(1'b0), .bits_i(bits_i), .idx_we_i(we_q),
+    .idx_wdata_i(wdata_q), .idx_credit_o(credit), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),
     .bias_roff_o(bias_roff), .bias_rdata_i(bias_rdata[BiasGroup*8-1:0]), .out_we_o(out_we), .out_woff_o(out_woff),
-    .out_wdata_o(out_wdata), .out_wbe_o(out_wbe), .done_o(done_o)
+    .out_wdata_o(out_wdata), .out_wbe_o(out_wbe), .done_o(done)
   );
 
   logic unused;

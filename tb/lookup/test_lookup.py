@@ -1,13 +1,13 @@
 """Block bench of ``pqa_lookup`` (with its ``pqa_postproc``) against ``pqcompile.sim.lookup`` and
 ``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes),
-int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned,
-column offsets not aligned), c = 1 and c = CMax, k = 1, every output width and ReLU, the two banks of the
-index store (the other bank holds junk); and the documented
-cycle count (ceil(m/NOUT)*ceil(c/NS) + 3 per column, start cycle included). The table is packed into rows
-of NS lanes of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full, m the
-last output group). Parametrized over LutW (8, and 12 stored in two bytes), AccW (32, 20), CMax (32, 5),
-the lanes NS x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's writes and
-bias / output groups wider than a bus word) and buffer sizes that are not powers of two."""
+int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned: column j
+at byte j*m), c = 1 and c = CMax, k = 1, every output width and ReLU; runs of several columns streamed
+through the index queue by an encoder stand-in (tb_lookup), which stalls now and then, lanes past c
+holding junk; and the documented cycle count without stalls (:func:`done_cycles`). The table is packed into
+rows of NS lanes of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full,
+m the last output group). Parametrized over LutW (8, and 12 stored in two bytes), AccW (32, 20), CMax
+(32, 5), the lanes NS x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's
+writes and bias / output groups wider than a bus word) and buffer sizes that are not powers of two."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ async def read_out(dut: object, start: int, n: int) -> bytes:
     return out[off : off + n]
 
 
+def done_cycles(groups: int, outs: int, n: int) -> int:
+    """Cycles from the start cycle (0) to done when the stand-in never stalls: it asks for group q at
+    e_q = max(e_{q-1} + 1, 1, l_{q-D} + M) (the queue's credit; D = sim.IDX_DEPTH) and writes it a cycle
+    later, the unit issues its M = ceil(m/NOUT) output groups from l_q = max(l_{q-1} + M, e_q + 2), and the
+    last write comes two cycles after the last issue (sim.run_cycles, the look-up's part)."""
+    e: list[int] = []
+    lk: list[int] = []
+    for q in range(n * groups):
+        eq = max(e[-1] + 1 if e else 1, lk[q - sim.IDX_DEPTH] + outs if q >= sim.IDX_DEPTH else 0)
+        e.append(eq)
+        lk.append(max(lk[-1] + outs if lk else 0, eq + 2))
+    return lk[-1] + outs - 1 + 2
+
+
 @cocotb.test()
 async def lookup_matches_golden(dut: object) -> None:
     p = params()
@@ -49,9 +63,8 @@ async def lookup_matches_golden(dut: object) -> None:
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
     dut.start_i.value = 0
     dut.load_we_i.value = 0
-    dut.idx_we_i.value = 0
+    dut.stall_i.value = 0
     await start_clock(dut)
-    await load_words(dut, 2, bytes(np_rng.integers(0, 256, p["OutBytes"], dtype=np.uint8).tobytes()))
     lo, hi = -(1 << (lutw - 1)), (1 << (lutw - 1)) - 1
     wrapped = 0
     for i in range(40):
@@ -59,57 +72,46 @@ async def lookup_matches_golden(dut: object) -> None:
             c = rng.choice([1, cmax, rng.randint(1, cmax)])
             k = rng.choice([1, 2, 3, 7, 16])
             m = rng.randint(1, min(2 * p["BiasWords"], 70))
-            if layout.lut_bytes(cfg, c, k, m) <= cfg.lut_cap and m <= p["OutBytes"] - 8:
+            n = rng.choice([1, 2, rng.randint(1, 6)])
+            if layout.lut_bytes(cfg, c, k, m) <= cfg.lut_cap and n * m <= p["OutBytes"] - 8 and n * -(-c // ns) <= 256:
                 break
-        col_out = rng.randint(0, p["OutBytes"] - m)
         extreme = i % 3 == 0
+        stall = i % 4 == 3
         lut = np_rng.choice([lo, hi], (c, k, m)) if extreme else np_rng.integers(lo, hi + 1, (c, k, m))
         bias = np_rng.choice([-(1 << 31), (1 << 31) - 1], m) if extreme else np_rng.integers(-(1 << 20), 1 << 20, m)
-        idx = np_rng.integers(0, k, c)
+        idx = np_rng.integers(0, k, (n, c))
         mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, SHIFT_MAX)])
         relu, bits = rng.randint(0, 1), rng.randint(2, 8)
+        junk = bytes(np_rng.integers(0, 256, p["OutBytes"], dtype=np.uint8).tobytes())
+        await load_words(dut, 2, junk)
         await load_words(dut, 0, layout.pack_lut(cfg, lut).tobytes())
         await load_words(dut, 1, bias.astype("<i4").tobytes())
-        dut.idx_we_i.value = 1
         groups = -(-c // ns)
-        bank = i % 2  # the case's bank of the index store; junk in the other one must not reach the outputs
-        for b in (bank, 1 - bank):
-            dut.idx_wbank_i.value = b
+        words = b""
+        for j in range(n):
             for g in range(groups):  # lanes past c get junk: the unit must ignore them
-                lanes = [int(idx[g * ns + s]) if g * ns + s < c and b == bank else rng.randrange(256)
-                         for s in range(ns)]
-                dut.idx_group_i.value = g
-                dut.idx_wdata_i.value = sum(v << (8 * s) for s, v in enumerate(lanes))
-                await RisingEdge(dut.clk_i)
-        dut.idx_we_i.value = 0
-        dut.idx_rbank_i.value = bank
-        before = await read_out(dut, col_out - 1, 1) if col_out else b""
-        after = await read_out(dut, col_out + m, 1) if col_out + m < p["OutBytes"] else b""
-        dut.k_i.value, dut.c_i.value, dut.m_i.value = k, c, m
+                lanes = [int(idx[j, g * ns + s]) if g * ns + s < c else rng.randrange(256) for s in range(ns)]
+                words += sum(v << (8 * s) for s, v in enumerate(lanes)).to_bytes(8, "little")
+        await load_words(dut, 3, words)
+        dut.k_i.value, dut.c_i.value, dut.m_i.value, dut.n_i.value = k, c, m, n
         dut.mult_i.value, dut.shift_i.value, dut.relu_i.value, dut.bits_i.value = mult, shift, relu, bits
-        dut.col_out_i.value = col_out
+        dut.stall_i.value = int(stall)
         dut.start_i.value = 1
         await RisingEdge(dut.clk_i)
         dut.start_i.value = 0
-        cycles = 0
-        ocycles = -(-m // nout) * groups
-        while cycles < ocycles + 10:
-            await RisingEdge(dut.clk_i)
-            cycles += 1
-            if dut.done_o.value:
-                break
-        # done_o ceil(m/NOUT)*ceil(c/NS) + 2 cycles after the start cycle (the header's "+3" counts that cycle)
-        assert cycles == ocycles + 2, f"done after {cycles} cycles, expected {ocycles + 2}"
-        acc = sim.lookup(idx[None, :], lut, bias, accw)
-        exp = sim.requantize(acc, mult, shift, bool(relu), bits)[0].astype(np.int8).tobytes()
-        got = await read_out(dut, col_out, m)
-        assert got == exp, f"case {i}: c={c} k={k} m={m} col_out={col_out}: RTL {got.hex()} != {exp.hex()}"
-        if col_out:
-            assert await read_out(dut, col_out - 1, 1) == before, "byte before the column overwritten"
-        if col_out + m < p["OutBytes"]:
-            assert await read_out(dut, col_out + m, 1) == after, "byte after the column overwritten"
-        full = lut[np.arange(c), idx, :].astype(np.int64).sum(0) + bias
-        wrapped += int((full != acc[0]).sum())
+        await RisingEdge(dut.done_o)
+        await ClockCycles(dut.clk_i, 2)
+        outs = -(-m // nout)
+        if not stall:
+            assert int(dut.cycles_o.value) == done_cycles(groups, outs, n), \
+                f"case {i}: done after {int(dut.cycles_o.value)} cycles, expected {done_cycles(groups, outs, n)}"
+        acc = sim.lookup(idx, lut, bias, accw)
+        exp = sim.requantize(acc, mult, shift, bool(relu), bits).astype(np.int8).tobytes()
+        got = await read_out(dut, 0, n * m + 1)
+        assert got[: n * m] == exp, f"case {i}: n={n} c={c} k={k} m={m}: RTL {got.hex()} != {exp.hex()}"
+        assert got[n * m :] == junk[n * m : n * m + 1], "byte after the run's outputs overwritten"
+        full = lut[np.arange(c), idx, :].astype(np.int64).sum(1) + bias
+        wrapped += int((full != acc).sum())
     if accw < 34:
         assert wrapped > 0, "no accumulator wrapped at AccW"
 
