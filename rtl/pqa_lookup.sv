@@ -16,8 +16,9 @@
 // group's accumulators (ceil(MMax/NOUT) sets of NOUT; the bias at g = 0); at the column's last group the
 // sum goes on to stage 2 instead, which requantizes the NOUT values (NOUT pqa_postproc) and writes the
 // outputs below m as one NOUT-byte write.
-// Cycles: ceil(m/NOUT) per group, no cycle between groups or columns while the queue has a group; the last
-// write comes two cycles after the last issue (done_o).
+// Cycles: ceil(m/NOUT) per group, no cycle between groups or columns while the queue has a group (a group
+// arriving at an empty queue is issued in the cycle it arrives); the last write comes two cycles after the
+// last issue (done_o).
 // Biases are BufBiasElemW = 32 bits; outputs ActW = 8-bit bytes; table entries are one or two bytes
 // (LutW <= 16; pqa_top checks these).
 
@@ -85,7 +86,9 @@ module pqa_lookup #(
   logic [NS*KW-1:0] head;
   logic             pop;
 
-  assign head         = q_q[qr_q];
+  // The head: the oldest queued group, or, with the queue empty, the group being written now (a bypass, so
+  // that a group's first issue comes in the cycle its indices arrive).
+  assign head         = (qn_q == '0) ? idx_wdata_i : q_q[qr_q];
   assign idx_credit_o = (32'(qn_q) + (idx_we_i ? 32'd1 : 32'd0) + 32'd1 <= IdxDepth);
 
   always_ff @(posedge clk_i) begin
@@ -128,7 +131,7 @@ module pqa_lookup #(
   assign mgn    = MW'(((MW + 1)'(m_i) + (MW + 1)'(NOUT - 1)) / (MW + 1)'(NOUT));
   assign last_g = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
   assign last_m = (mb_q + (MW + 1)'(NOUT) >= {1'b0, m_i});
-  assign issue  = run_q && (qn_q != '0);
+  assign issue  = run_q && (qn_q != '0 || idx_we_i);
   assign pop    = issue && last_m;
   assign l_end  = issue && last_m && last_g && (j_q + RunNW'(1) == n_i);
 

@@ -159,7 +159,8 @@ def run_cycles(cfg: HwConfig, st: _State, n: int, extrapolate: bool = True) -> i
     - the encoder walks group q's R prototype rows from e_q = max(e_{q-1} + R, s_q + F_q + 1, l_{q-D} + M)
       (the slot full, and room in the look-up's index queue of D = IDX_DEPTH groups); its indices enter
       the queue a cycle after its last row;
-    - the look-up unit spends M cycles on group q from l_q = max(l_{q-1} + M, e_q + R + 1).
+    - the look-up unit spends M cycles on group q from l_q = max(l_{q-1} + M, e_q + R) (the indices, written
+      R cycles after e_q, bypass an empty queue).
 
     The run ends with the last group's last write, RUN_DRAIN_CYCLES after its last issue: l_last + M - 1 +
     RUN_DRAIN_CYCLES cycles, counted from the run's first cycle (0). Once a column's groups repeat the
@@ -182,7 +183,7 @@ def run_cycles(cfg: HwConfig, st: _State, n: int, extrapolate: bool = True) -> i
             eq = max(eq, e[q - 1] + rows)
         if q >= depth:
             eq = max(eq, lk[q - depth] + outs)
-        lq = eq + rows + 1 if not q else max(eq + rows + 1, lk[q - 1] + outs)
+        lq = eq + rows if not q else max(eq + rows, lk[q - 1] + outs)
         s.append(sq)
         e.append(eq)
         lk.append(lq)

@@ -40,14 +40,15 @@ async def read_out(dut: object, start: int, n: int) -> bytes:
 def done_cycles(groups: int, outs: int, n: int) -> int:
     """Cycles from the start cycle (0) to done when the stand-in never stalls: it asks for group q at
     e_q = max(e_{q-1} + 1, 1, l_{q-D} + M) (the queue's credit; D = sim.IDX_DEPTH) and writes it a cycle
-    later, the unit issues its M = ceil(m/NOUT) output groups from l_q = max(l_{q-1} + M, e_q + 2), and the
+    later, the unit issues its M = ceil(m/NOUT) output groups from l_q = max(l_{q-1} + M, e_q + 1) (an
+    empty queue bypassed), and the
     last write comes two cycles after the last issue (sim.run_cycles, the look-up's part)."""
     e: list[int] = []
     lk: list[int] = []
     for q in range(n * groups):
         eq = max(e[-1] + 1 if e else 1, lk[q - sim.IDX_DEPTH] + outs if q >= sim.IDX_DEPTH else 0)
         e.append(eq)
-        lk.append(max(lk[-1] + outs if lk else 0, eq + 2))
+        lk.append(max(lk[-1] + outs if lk else 0, eq + 1))
     return lk[-1] + outs - 1 + 2
 
 
