@@ -30,6 +30,7 @@ help:
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|default|pqa)"
 	@echo "make train-report  training methods and integer widths on digits, 5 seeds (~23 min; benchmarks/out/)"
 	@echo "make area      FPGA area of pqa_top (Yosys synth_xilinx, xc7): LUTs, FFs, BRAM, DSPs (CONFIG=small|default|pqa|all; YOSYS=yosys: a native binary)"
+	@echo "               AREA_ARGS=--no-share: skip the SAT-based operator sharing (an upper bound; for pqa)"
 	@echo "make lint      verilator --lint-only -Wall and ruff"
 	@echo "make gen       regenerate rtl/pqa_pkg.sv, docs/isa.md and the generated block of lint/verilator_waiver.vlt from the spec"
 	@echo "make model     retrain models/digits_mlp.pt and models/digits_cnn.pt"
@@ -82,7 +83,7 @@ $(AREA_STAMP): $(STAMP)
 	@touch $@
 
 area: $(AREA_STAMP)
-	$(PY) benchmarks/area.py $(CONFIG) --json benchmarks/out/area-$(CONFIG).json $(if $(YOSYS),--yosys $(YOSYS))
+	$(PY) benchmarks/area.py $(CONFIG) --json benchmarks/out/area-$(CONFIG).json $(if $(YOSYS),--yosys $(YOSYS)) $(AREA_ARGS)
 
 lint: $(STAMP)
 	$(PY) tb/pqa_runner.py lint

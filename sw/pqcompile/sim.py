@@ -170,6 +170,8 @@ def run_cycles(cfg: HwConfig, st: _State, n: int, extrapolate: bool = True) -> i
     groups = len(reads)
     depth = IDX_DEPTH
     total = n * groups
+    if total == 0:  # an empty run (c or n 0) stops with an error before it computes
+        return 0
     s: list[int] = []
     e: list[int] = []
     lk: list[int] = []
