@@ -111,18 +111,10 @@ async def encoder_matches_golden(dut: object) -> None:
         dut.metric_i.value = metric
         dut.k_i.value, dut.v_i.value, dut.c_i.value, dut.d_i.value = k, v, c, d
         dut.col_base_i.value = base
-        dut.n_i.value, dut.stall_i.value = n, int(stall)
-        dut.start_i.value = 1
-        await RisingEdge(dut.clk_i)
-        dut.start_i.value = 0
-        await RisingEdge(dut.done_o)
-        await ClockCycles(dut.clk_i, 2)
         xp = np.zeros((n, c * v), np.int64)
         xp[:, :d] = np.stack(cols)
         exp = sim.encode(xp.reshape(n, c, v), protos, metric)
-        flat = int(dut.idx_o.value)
-        for j in range(n):
-            got = [(flat >> (8 * (j * CCAP + ci))) & 0xFF for ci in range(c)]
+        for j, got in enumerate(await run_columns(dut, n, c, stall)):
             assert got == [int(e) for e in exp[j]], \
                 f"case {i}: column {j}: c={c} k={k} v={v} d={d} metric={metric}: {got} != {exp[j]}"
         assert int(dut.idx_writes_o.value) == n * -(-c // cfg.NS)  # one write per group of NS subspaces
@@ -137,6 +129,20 @@ async def encoder_matches_golden(dut: object) -> None:
 
 
 CCAP = 64  # tb_encoder's CCap: subspaces captured per column
+
+
+async def run_columns(dut: object, n: int, c: int, stall: bool) -> list[list[int]]:
+    """Start a run of n columns (the shape and geometry set), wait for its last index write and return the
+    c indices captured per column."""
+    dut.n_i.value, dut.stall_i.value = n, int(stall)
+    dut.start_i.value = 1
+    await RisingEdge(dut.clk_i)
+    dut.start_i.value = 0
+    await RisingEdge(dut.done_o)
+    await ClockCycles(dut.clk_i, 2)
+    flat = int(dut.idx_o.value)
+    return [[(flat >> (8 * (j * CCAP + ci))) & 0xFF for ci in range(c)] for j in range(n)]
+
 GEOM = ("fmap_h_i", "fmap_w_i", "fmap_ch_i", "stride_i", "kh_i", "kw_i", "pad_t_i", "pad_l_i", "out_w_i")
 
 
@@ -218,15 +224,7 @@ async def encoder_conv_matches_golden(dut: object) -> None:
         x[:, :d] = sim.conv_gather(fmap.astype(np.int64), g, d, n)
         exp = sim.encode(x.reshape(n, c, v), protos, metric)
         stall = i % 4 == 3
-        dut.n_i.value, dut.stall_i.value = n, int(stall)
-        dut.start_i.value = 1
-        await RisingEdge(dut.clk_i)
-        dut.start_i.value = 0
-        await RisingEdge(dut.done_o)
-        await ClockCycles(dut.clk_i, 2)
-        flat = int(dut.idx_o.value)
-        for j in range(n):
-            got = [(flat >> (8 * (j * CCAP + ci))) & 0xFF for ci in range(c)]
+        for j, got in enumerate(await run_columns(dut, n, c, stall)):
             assert got == [int(e) for e in exp[j]], f"case {i} {g} v={v} k={k}: column {j}: {got} != {exp[j]}"
         if not stall:
             st = sim._State(conv=1, k=k, v=v, c=c, d=d, geom=g)
