@@ -50,11 +50,14 @@ module pqa_encoder #(
   parameter int RowAw        = 8,     // bits of a prototype row index (pqa_protomem)
   parameter int GatherPos    = 3,     // window positions a lanes-mode read may cover (HwConfig.GATHER_POSITIONS)
   parameter int GatherRowsMax = 3,    // window rows a lanes-mode gather reads at once (HwConfig.GATHER_ROWS)
+  parameter int GatherChGroups = 4,   // channel groups of NS a 3-position read spans (HwConfig.GATHER_CH_GROUPS)
   // Derived, do not override (HwConfig.gather_rows, HwConfig.gather_bytes): with NS > 1, GatherRowsMax act
-  // read ports (one per window row) of (GatherPos-1)*CMax + NS bytes, so that GatherPos positions of NS
-  // channels fit at any channel count up to CMax; the narrow datapath reads one row of GatherPos*NS bytes.
+  // read ports (one per window row) of (GatherPos-1)*GatherCh + NS bytes, GatherCh = min(GatherChGroups*NS,
+  // CMax), so that GatherPos positions of NS channels fit at channel counts up to GatherCh; the narrow
+  // datapath reads one row of GatherPos*NS bytes.
   parameter int GatherRows   = (NS > 1) ? GatherRowsMax : 1,
-  parameter int GatherSpan   = (NS > 1) ? (GatherPos - 1) * CMax + NS : GatherPos * NS,
+  parameter int GatherCh     = (GatherChGroups * NS < CMax) ? GatherChGroups * NS : CMax,
+  parameter int GatherSpan   = (NS > 1) ? (GatherPos - 1) * GatherCh + NS : GatherPos * NS,
   parameter int GatherBytes  = (GatherSpan > VMax) ? GatherSpan : VMax  // bytes of an act read
 ) (
   input  logic                             clk_i,

@@ -225,12 +225,15 @@ module pqa_top #(
   localparam int OutPortBytes  = (LaneNOUT > BusBytes) ? LaneNOUT : BusBytes;
   // The act buffer (pqa_widemem) gives the encoder GatherBytes from any byte a cycle on each of GatherRows
   // read ports (copies of the buffer, written together; port 0 also serves the vector unit): GatherPos window
-  // positions of NS channels at any channel count up to CMax, on GatherRows window rows at once
+  // positions of NS channels at channel counts up to min(GatherChGroups*NS, CMax), on GatherRows window rows
+  // at once
   // (HwConfig.GATHER_POSITIONS, HwConfig.GATHER_ROWS, HwConfig.gather_rows, HwConfig.gather_bytes).
   localparam int GatherPos     = 3;
   localparam int GatherRowsMax = 3;
   localparam int GatherRows    = (LaneNS > 1) ? GatherRowsMax : 1;
-  localparam int GatherSpan    = (LaneNS > 1) ? (GatherPos - 1) * CMax + LaneNS : GatherPos * LaneNS;
+  localparam int GatherChGroups = 4;  // channel groups of NS up to which a read covers GatherPos positions
+  localparam int GatherCh      = (GatherChGroups * LaneNS < CMax) ? GatherChGroups * LaneNS : CMax;
+  localparam int GatherSpan    = (LaneNS > 1) ? (GatherPos - 1) * GatherCh + LaneNS : GatherPos * LaneNS;
   localparam int GatherBytes   = (GatherSpan > VMax) ? GatherSpan : VMax;
   localparam int ActPortBytes  = (GatherBytes > BusBytes) ? GatherBytes : BusBytes;
   // The vector unit's lanes: as wide as the act and out buffers' ports (HwConfig.vec_lanes).
@@ -649,7 +652,8 @@ module pqa_top #(
     .PL          (LanePL),
     .RowAw       (ProtoRowAw),
     .GatherPos   (GatherPos),
-    .GatherRowsMax(GatherRowsMax)
+    .GatherRowsMax(GatherRowsMax),
+    .GatherChGroups(GatherChGroups)
   ) u_encoder (
     .clk_i        (clk_i),
     .rst_ni       (rst_ni),

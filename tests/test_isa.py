@@ -370,13 +370,15 @@ def test_perf_counters_come_from_the_spec() -> None:
 
 
 def test_gather_geometry() -> None:
-    """The column feed (docs/theory.md, "Column feed"): with NS > 1, 3 act read ports of (3-1)*CMax + NS bytes
+    """The column feed (docs/theory.md, "Column feed"): with NS > 1, 3 act read ports of (3-1)*min(4*NS, CMax)
+    + NS bytes
     (3*NS bytes, one port, on the narrow datapath; at least VMax); a lanes-mode read covers the most window
     positions p <= 3 (and <= kw) with (p-1)*ch + NS <= those bytes, on up to 3 window rows; a column costs
     ceil(c/NS)*ceil(kh/R)*ceil(kw/p) cycles in lanes mode, ceil(c/NS) contiguous when a group's NS*v bytes fit
     a read (else c), c*v element by element. pqa_top and the encoder bench use the same numbers."""
     pqa, small, default = (SPEC.config(n) for n in ("pqa", "small", "default"))
-    assert (pqa.gather_bytes, small.gather_bytes, default.gather_bytes) == (2 * 64 + 16, 2 * 32 + 2, 16)
+    assert (pqa.gather_bytes, small.gather_bytes, default.gather_bytes) == (2 * 64 + 16, 2 * 8 + 2, 16)
+    assert [small.gather_positions(ch, 3) for ch in (1, 8, 9, 16, 17, 32)] == [3, 3, 2, 2, 1, 1]
     assert (pqa.gather_rows, small.gather_rows, default.gather_rows) == (3, 3, 1)
     assert [pqa.gather_positions(ch, 3) for ch in (1, 16, 17, 32, 33, 64, 65)] == [3, 3, 3, 3, 3, 3, 2]
     assert [default.gather_positions(ch, 3) for ch in (1, 2, 7, 8, 16)] == [3, 3, 3, 2, 1]
@@ -396,3 +398,4 @@ def test_gather_geometry() -> None:
         text = (root / f).read_text()
         assert f"localparam int GatherPos{' ' * (5 if 'top' in f else 3)}= {pqa.GATHER_POSITIONS};" in text, f
         assert f"localparam int GatherRowsMax = {pqa.GATHER_ROWS};" in text, f
+        assert f"localparam int GatherChGroups = {pqa.GATHER_CH_GROUPS};" in text, f

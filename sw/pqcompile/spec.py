@@ -152,6 +152,7 @@ class HwConfig:
     # the window rows it reads at once with NS > 1 (pqa_top's GatherRowsMax: that many act read ports).
     GATHER_POSITIONS = 3
     GATHER_ROWS = 3
+    GATHER_CH_GROUPS = 4  # channel groups of NS up to which a read covers GATHER_POSITIONS positions (pqa_top)
 
     @property
     def gather_rows(self) -> int:
@@ -161,12 +162,13 @@ class HwConfig:
 
     @property
     def gather_bytes(self) -> int:
-        """Bytes of each act read port of the column feed: (GATHER_POSITIONS-1)*CMax + NS with NS > 1 (so
-        that GATHER_POSITIONS positions of NS channels fit at any channel count up to CMax),
-        GATHER_POSITIONS*NS on the narrow datapath; at least VMax."""
+        """Bytes of each act read port of the column feed: (GATHER_POSITIONS-1)*ch + NS with NS > 1, ch =
+        min(GATHER_CH_GROUPS*NS, CMax) (so that GATHER_POSITIONS positions of NS channels fit at channel counts
+        up to ch: 144 at `pqa`, every channel count up to its CMax of 64), GATHER_POSITIONS*NS on the narrow
+        datapath; at least VMax."""
         p = self.params
-        span = ((self.GATHER_POSITIONS - 1) * p["CMax"] + p["NS"] if p["NS"] > 1
-                else self.GATHER_POSITIONS * p["NS"])
+        ch = min(self.GATHER_CH_GROUPS * p["NS"], p["CMax"])
+        span = (self.GATHER_POSITIONS - 1) * ch + p["NS"] if p["NS"] > 1 else self.GATHER_POSITIONS * p["NS"]
         return max(span, p["VMax"])
 
     def gather_positions(self, ch: int, kw: int) -> int:

@@ -53,7 +53,9 @@ module tb_encoder #(
   localparam int GatherPos   = 3;  // HwConfig.GATHER_POSITIONS
   localparam int GatherRowsMax = 3;  // HwConfig.GATHER_ROWS
   localparam int GatherRows  = (NS > 1) ? GatherRowsMax : 1;
-  localparam int GatherSpan  = (NS > 1) ? (GatherPos - 1) * CMax + NS : GatherPos * NS;
+  localparam int GatherChGroups = 4;  // HwConfig.GATHER_CH_GROUPS
+  localparam int GatherCh    = (GatherChGroups * NS < CMax) ? GatherChGroups * NS : CMax;
+  localparam int GatherSpan  = (NS > 1) ? (GatherPos - 1) * GatherCh + NS : GatherPos * NS;
   localparam int GatherBytes = (GatherSpan > VMax) ? GatherSpan : VMax;
   localparam int ActPort   = (GatherBytes > 8) ? GatherBytes : 8;
   localparam int ProtoAw   = $clog2(ProtoBytes / 8);
@@ -84,7 +86,8 @@ module tb_encoder #(
   );
 
   pqa_encoder #(.ActBytes(ActBytes), .CMax(CMax), .VMax(VMax), .NS(NS), .NP(NP), .PL(PL), .RowAw(RowAw),
-                .GatherPos(GatherPos), .GatherRowsMax(GatherRowsMax)) u_dut (
+                .GatherPos(GatherPos), .GatherRowsMax(GatherRowsMax),
+                .GatherChGroups(GatherChGroups)) u_dut (
     .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .n_i(24'(n_i)), .metric_i(metric_i), .k_i(k_i), .v_i(v_i), .c_i(c_i), .d_i(d_i), .col_base_i(col_base_i),
     .conv_i(conv_i), .fmap_h_i(fmap_h_i), .fmap_w_i(fmap_w_i), .fmap_ch_i(fmap_ch_i), .stride_i(stride_i), .kh_i(kh_i),
     .kw_i(kw_i), .pad_t_i(pad_t_i), .pad_l_i(pad_l_i), .out_w_i(out_w_i), .run_start_i(run_start_i),
