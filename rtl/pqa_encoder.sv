@@ -1,14 +1,15 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Encoder: for one input column, finds for each of the c subspaces the nearest of the k prototypes
-// (squared L2 or L1 distance over v int8 elements; elements at index >= d read as 0), lowest index on ties,
-// and hands the indices to the look-up unit, NS subspaces at a time.
+// Encoder: for each of the n_i columns of a run, finds for each of the c subspaces the nearest of the k
+// prototypes (squared L2 or L1 distance over v int8 elements; elements at index >= d read as 0), lowest
+// index on ties, and hands the indices to the look-up unit's index queue, NS subspaces (a group) at a time.
 //
-// Parallel datapath of NS subspace lanes x NP distance units x PL elements, one subspace group (subspaces
-// g*NS .. g*NS+NS-1) at a time:
-//   gather: the group's elements are read into the column register col_q (one group: NS x VPad bytes, VPad =
-//     VMax rounded up to whole element groups of PL), element e of the group's lane s at byte s*VPad + e.
-//     Column element x = ci*v + e is act byte col_base + x, or, in conv mode (conv_i), the byte that the
+// Parallel datapath of NS subspace lanes x NP distance units x PL elements, streaming the run's subspace
+// groups (subspaces g*NS .. g*NS+NS-1 of column j), column after column, through two walkers:
+//   gather (the feeder): the group's elements are read into a free slot of the column register col_q (two
+//     slots of one group: NS x VPad bytes, VPad = VMax rounded up to whole element groups of PL), element e of
+//     the group's lane s at byte s*VPad + e. Column element x = ci*v + e is act byte col_base + j*d + x,
+//     or, in conv mode (conv_i), the byte that the
 //     convolution address generator (pqa_convgen) points at, read as 0 outside the fmap; x >= d reads as 0.
 //     The act read ports (pqa_widemem; GatherRows of them with NS > 1, copies of the buffer) return
 //     GatherBytes each from any byte offset, and the gather takes one of three modes (docs/theory.md,
@@ -30,11 +31,16 @@
 //     NS x NP distances and, at the last element group, reduces each lane's NP distances in a comparator
 //     tree (the left, lower-index operand wins ties; prototypes at k or beyond are excluded) and keeps the
 //     running minimum over the prototype groups (strict less-than: earlier groups have lower indices).
-//     After the last prototype group the NS indices of group g go to the look-up unit, and the next group
-//     is gathered (the column register is free: stage 1 no longer reads it).
-// Cycles per column: gather + ceil(c/NS) (a drain per group) + rows + 2 (start, last drain), gather =
-// ceil(c/NS)*ceil(kh/GatherRows)*ceil(kw/P) (lanes), ceil(c/NS) or c (contiguous) or c*v (element),
-// rows = ceil(c/NS) * ceil(k/NP) * ceil(v/PL).
+//     After the last prototype group the NS indices of group g go to the look-up unit's queue.
+//   The walker (encode) reads the other slot; a group's first row waits for its slot to be full and for
+//   the queue's credit (idx_credit_i), its last row frees the slot, and the feeder may fill it from that
+//   very cycle (its data land a cycle later). At a column's last read the feeder steps the generator to
+//   the next pixel and restarts its element walk in the same cycle.
+// Cycles (docs/theory.md, "Streaming a run"; sim.run_cycles): group q is read in F reads from
+// s_q = max(s_{q-1} + F_{q-1}, e_{q-2} + R - 1), s_0 = 1 (the start cycle is 0), and encoded in R =
+// ceil(k/NP)*ceil(v/PL) rows from e_q = max(e_{q-1} + R, s_q + F + 1) (and the queue's credit); its
+// indices are written at e_q + R. F = ceil(kh/GatherRows)*ceil(kw/P) (lanes), 1 or the group's subspaces
+// (contiguous), its subspaces * v (element).
 // The narrow datapath is NS = NP = PL = 1.
 
 `default_nettype none
