@@ -4,11 +4,10 @@
 // opcode or a non-zero reserved bit: illegal_insn), checks it in the order of pqcompile.sim (fetch
 // address, opcode, reserved bits; then alignment before limits for load/store/stamp; layer_fits at
 // `run`, pool_fits at `pool`, the count and post_fits at `add`), dispatches it to the DMA, to the
-// encoder / look-up units or to the vector unit (pool, add), and retires it. In a `run` the encoder and the
-// look-up unit work on neighbouring columns at once: the encoder starts column j+1 as soon as it has
-// finished column j and the look-up unit has finished column j-1 (whose bank of the double-buffered index
-// store column j+1 reuses); the look-up unit starts column j as soon as the encoder has finished it and
-// the look-up of column j-1 is done.
+// encoder / look-up units or to the vector unit (pool, add), and retires it. A `run` starts the encoder and
+// the look-up unit once, in its first cycle, with its n columns; they stream the run's subspace groups
+// (the encoder's indices reach the look-up unit through its index queue) and the run ends with the look-up
+// unit's last write (docs/theory.md, "Streaming a run").
 // It holds the layer state of sim._State: shape, quant, fmap and conv. One instruction is in flight at
 // a time, so every unit is idle and no AXI transaction is outstanding when the controller stops on
 // `end` or on an error.

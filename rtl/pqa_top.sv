@@ -6,9 +6,9 @@
 // clk_i by the system. Buffer arrays have no reset.
 //
 // Datapath: pqa_ctrl runs one instruction at a time; `load` streams bus words into the proto, lut,
-// bias, act or out buffer, `run` encodes a column (pqa_encoder, with the convolution address generator
-// pqa_convgen in conv mode) then looks it up and requantizes it (pqa_lookup) into the out buffer,
-// column after column; `pool` and `add` run on the vector unit (pqa_vec), which reads the act and out
+// bias, act or out buffer, `run` streams its columns' subspace groups through the encoder (pqa_encoder,
+// with the convolution address generator pqa_convgen in conv mode, fed by three act read ports) and the
+// look-up unit (pqa_lookup), which requantizes and writes the out buffer; `pool` and `add` run on the vector unit (pqa_vec), which reads the act and out
 // buffers and writes the out buffer; `store` and `stamp` write through pqa_dma (a stamp writes the
 // controller's record of performance counters, one bus word per counter).
 //
