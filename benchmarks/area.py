@@ -89,7 +89,8 @@ class Area:
 def parse_stat(text: str) -> dict[str, int]:
     """Cell counts of the last module of Yosys ``stat`` output (a flattened design has one): ``{type:
     count}``. The format is that of Yosys 0.5x-0.70: after the ``cells`` total, one line per cell type,
-    count first (``     356   CARRY4``); the ``$scopeinfo`` bookkeeping cells are left out."""
+    count first (``     356   CARRY4``), or Yosys 0.23's (``Number of cells: N``, then ``     CARRY4   356``);
+    the ``$scopeinfo`` bookkeeping cells are left out."""
     blocks = re.split(r"^=== .* ===$", text, flags=re.M)
     if len(blocks) < 2:
         raise AreaError("no module in the stat output (expected a line '=== <module> ===')")
@@ -97,9 +98,13 @@ def parse_stat(text: str) -> dict[str, int]:
     for line in blocks[-1].splitlines():
         m = re.fullmatch(r"\s*(\d+)\s+(\S+)\s*", line)
         if cells is None:
-            if m and m.group(2) == "cells":
+            if (m and m.group(2) == "cells") or re.fullmatch(r"\s*Number of cells:\s*\d+\s*", line):
                 cells = {}
             continue
+        # Yosys 0.23 (Debian) writes a cell type and its count the other way round: "     CARRY4   43916"
+        old = re.fullmatch(r"\s*(\S+)\s+(\d+)\s*", line)
+        if not m and old:
+            m = re.fullmatch(r"(\d+) (\S+)", f"{old.group(2)} {old.group(1)}")
         if not m:
             if cells:
                 break

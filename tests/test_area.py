@@ -133,3 +133,13 @@ def test_synth_small_infers_block_ram() -> None:
     assert a.latches == 0
     # proto 4 KiB + LUT 16 KiB + act 4 KiB + out 4 KiB of configuration small are 229,376 bits
     assert a.ffs < 20_000
+
+
+def test_parse_stat_yosys_023_format() -> None:
+    """Debian's Yosys 0.23 writes 'Number of cells: N' and then the type before its count."""
+    text = ("=== top ===\n\n   Number of wires:   10\n   Number of cells:   15\n     CARRY4     3\n     FDRE   5\n"
+            "     LUT6   4\n     INV   1\n     RAMB36E1   2\n\n")
+    cells = area.parse_stat(text)
+    assert cells == {"CARRY4": 3, "FDRE": 5, "LUT6": 4, "INV": 1, "RAMB36E1": 2}
+    a = area.summarize(cells, "x", "xc7")
+    assert (a.luts, a.ffs, a.bram36, a.carry) == (5, 5, 2, 3)
