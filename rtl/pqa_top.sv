@@ -633,7 +633,16 @@ module pqa_top #(
       end
     end
   end
-  assign dma_src_data = stamp_sel ? AxiDataWidth'(stamp_word) : out_rdata;
+  // registered, as the out buffer's read: the DMA takes a beat's data the cycle after its request
+  logic [pqa_pkg::CyclesW-1:0] stamp_word_q;
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      stamp_word_q <= '0;
+    end else begin
+      stamp_word_q <= stamp_word;
+    end
+  end
+  assign dma_src_data = stamp_sel ? AxiDataWidth'(stamp_word_q) : out_rdata;
 
   // ---------------------------------------------------------------------------------------------
   // Compute

@@ -366,11 +366,11 @@ def random_job(seed: int, index: int, cfg: HwConfig, outdir: Path, kinds: tuple[
     return backend.write_build(outdir, cfg, prog, res, manifest_extra={"stim": stim, "gen": info})
 
 
-def bursts(addr: int, beats: int) -> list[tuple[int, int]]:
-    """How pqa_dma splits a transfer: INCR bursts of at most 256 beats (8 bytes) that never cross 4 KiB."""
+def bursts(addr: int, beats: int, bus: int = 8) -> list[tuple[int, int]]:
+    """How pqa_dma splits a transfer: INCR bursts of at most 256 beats (``bus`` bytes) that never cross 4 KiB."""
     out = []
     while beats:
-        n = min(beats, 256, (4096 - addr % 4096) // 8)
+        n = min(beats, 256, (4096 - addr % 4096) // bus)
         out.append((addr, n))
-        addr, beats = addr + 8 * n, beats - n
+        addr, beats = addr + bus * n, beats - n
     return out

@@ -7,13 +7,16 @@
 // - the memory holds `mem_bytes` bytes (plusarg, at most MemBytes): word w answers OKAY when all of its
 //   bytes lie inside the memory, DECERR otherwise (a read returns 0, a write is dropped), beat by beat;
 // - INCR bursts of up to 256 beats of AxiDataWidth bits (ARSIZE/AWSIZE = the bus width), as pqa_dma
-//   issues them, one read and one write burst at a time; byte strobes on writes;
-// - AR and AW are taken when the channel is idle; read data follow one beat a cycle (RVALID stays
-//   high while RREADY is low; one read and one write burst are never in flight together, as in pqa_dma);
-//   W is taken from the cycle after AW, one beat a cycle; B follows WLAST.
+//   issues them; byte strobes on writes;
+// - up to 8 read and 8 write bursts accepted ahead (AR and AW queues), answered in order: read data
+//   one beat a cycle from `lat` cycles after the AR was taken (RVALID stays high while RREADY is low),
+//   W beats one a cycle for the oldest AW (none before its AW), B the cycle after WLAST;
+// - an optional bandwidth limit: at most `bw` bytes a cycle on average, read and write beats together.
 // Plusargs (read at time 0): +PQA_MEM_HEX=<file> ($readmemh image, one bus word a line, `@` word
 // addresses, words never written read 0), +PQA_MEM_BYTES=<n>, +PQA_MEM_DUMP=<file>: a rising dump_i
-// writes words 0 .. mem_bytes/word-1 there with $writememh.
+// writes words 0 .. mem_bytes/word-1 there with $writememh; +PQA_MEM_BW=<bytes a cycle> (0 or absent:
+// one bus word a cycle per channel); +PQA_MEM_LAT=<cycles> (read latency beyond the one cycle of the AR
+// handshake; default 0).
 
 `default_nettype none
 
@@ -111,103 +114,166 @@ module pqa_axi_mem #(
   end
 
   // ---------------------------------------------------------------------------------------------
-  // Read channel: one burst at a time, one beat a cycle; the data register is loaded with the word of
-  // the next beat (pqa_dma never reads and writes at the same time).
+  // Bandwidth: a byte budget shared by the read and the write channel. It grows by bw bytes a cycle
+  // (capped at two bus words plus bw, so an idle memory banks little) and a beat in either direction
+  // spends a bus word; a channel offers a beat only when the budget covers it (the read channel first;
+  // a read beat offered keeps its share until it is taken, so RVALID never drops). bw = 0: unlimited.
   // ---------------------------------------------------------------------------------------------
-  logic                    rd_busy_q;
-  logic [WaW-1:0]          rd_addr_q, rd_next;
-  logic [7:0]              rd_left_q;
-  logic [AxiDataWidth-1:0] rdata_q;
-  logic                    rd_ok, rd_load;
+  localparam int BudgetW = 32;
+  logic [BudgetW-1:0] budget_q, budget_cap;
+  logic [BudgetW-1:0] bw, lat;  // +PQA_MEM_BW, +PQA_MEM_LAT
+  logic               r_ok, w_ok, r_take, w_take;
 
-  assign rd_ok         = {1'b0, rd_addr_q} < limit;
-  assign rd_next       = rd_busy_q ? rd_addr_q + 1'b1 : s_axi_araddr[AxiAddrWidth-1:WordShift];
-  assign rd_load       = rd_busy_q ? s_axi_rready : s_axi_arvalid;
-  assign s_axi_arready = !rd_busy_q;
-  assign s_axi_rvalid  = rd_busy_q;
-  assign s_axi_rid     = '0;
-  assign s_axi_rlast   = (rd_left_q == 8'd0);
-  assign s_axi_rresp   = rd_ok ? RespOkay : RespDecerr;
-  assign s_axi_rdata   = rdata_q;
+  initial begin : knobs
+    int v;
+    bw  = '0;
+    lat = '0;
+    if ($value$plusargs("PQA_MEM_BW=%d", v)) begin
+      bw = BudgetW'(v);
+    end
+    if ($value$plusargs("PQA_MEM_LAT=%d", v)) begin
+      lat = BudgetW'(v);
+    end
+  end
+  assign budget_cap = BudgetW'(2 * WordBytes) + bw;
+  assign r_ok       = (bw == '0) || (budget_q >= BudgetW'(WordBytes));
+  assign w_ok       = (bw == '0) || (budget_q >= BudgetW'((r_ok && s_axi_rvalid ? 2 : 1) * WordBytes));
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      rd_busy_q <= 1'b0;
-      rd_addr_q <= '0;
-      rd_left_q <= '0;
-    end else if (!rd_busy_q) begin
-      if (s_axi_arvalid) begin
-        rd_busy_q <= 1'b1;
-        rd_addr_q <= rd_next;
-        rd_left_q <= s_axi_arlen;
-      end
-    end else if (s_axi_rready) begin
-      rd_addr_q <= rd_next;
-      rd_left_q <= rd_left_q - 8'd1;
-      if (rd_left_q == 8'd0) begin
-        rd_busy_q <= 1'b0;
-      end
-    end
-  end
-
-  always_ff @(posedge clk_i) begin
-    if (rd_load) begin
-      if ({1'b0, rd_next} < limit) begin
-        rdata_q <= mem[rd_next[IdxW-1:0]];
-      end else begin
-        rdata_q <= '0;
-      end
+      budget_q <= '0;
+    end else if (bw != '0) begin
+      budget_q <= ((budget_q + bw > budget_cap) ? budget_cap : budget_q + bw)
+                - (r_take ? BudgetW'(WordBytes) : '0) - (w_take ? BudgetW'(WordBytes) : '0);
     end
   end
 
   // ---------------------------------------------------------------------------------------------
-  // Write channel: AW, then the W beats, then B; a DECERR on any beat makes the burst's B DECERR.
+  // Read channel: a queue of up to QDepth accepted bursts; the head burst's beats follow one a cycle
+  // (budget allowing) from `lat` cycles after its AR was taken.
   // ---------------------------------------------------------------------------------------------
-  logic           wr_busy_q, bvalid_q;
-  logic [WaW-1:0] wr_addr_q;
-  logic [1:0]     bresp_q;
+  localparam int QDepth = 8;
+  localparam int QAw    = $clog2(QDepth);
+  localparam int TimeW  = 32;
+  logic [TimeW-1:0] now_q;
+  logic [WaW-1:0]   arq_addr [QDepth];
+  logic [7:0]       arq_len  [QDepth];
+  logic [TimeW-1:0] arq_time [QDepth];  // the cycle from which its data may flow
+  logic [QAw:0]     arq_cnt_q;
+  logic [QAw-1:0]   arq_rd_q, arq_wr_q;
+  logic [7:0]       rd_beat_q;          // beats of the head burst sent
+  logic [WaW-1:0]   rd_addr;
+  logic             rd_ok, rd_head;
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      now_q <= '0;
+    end else begin
+      now_q <= now_q + 1'b1;
+    end
+  end
+
+  assign rd_head       = (arq_cnt_q != '0) && (now_q >= arq_time[arq_rd_q]);
+  assign rd_addr       = arq_addr[arq_rd_q] + WaW'(rd_beat_q);
+  assign rd_ok         = {1'b0, rd_addr} < limit;
+  assign s_axi_arready = (arq_cnt_q != (QAw + 1)'(QDepth));
+  assign s_axi_rvalid  = rd_head && r_ok;
+  assign r_take        = s_axi_rvalid && s_axi_rready;
+  assign s_axi_rid     = '0;
+  assign s_axi_rlast   = (rd_beat_q == arq_len[arq_rd_q]);
+  assign s_axi_rresp   = rd_ok ? RespOkay : RespDecerr;
+  assign s_axi_rdata   = rd_ok ? mem[rd_addr[IdxW-1:0]] : '0;
+
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      arq_cnt_q <= '0;
+      arq_rd_q  <= '0;
+      arq_wr_q  <= '0;
+      rd_beat_q <= '0;
+    end else begin
+      if (s_axi_arvalid && s_axi_arready) begin
+        arq_addr[arq_wr_q] <= s_axi_araddr[AxiAddrWidth-1:WordShift];
+        arq_len[arq_wr_q]  <= s_axi_arlen;
+        arq_time[arq_wr_q] <= now_q + TimeW'(lat) + 1'b1;
+        arq_wr_q           <= arq_wr_q + 1'b1;
+      end
+      if (r_take) begin
+        rd_beat_q <= rd_beat_q + 8'd1;
+        if (s_axi_rlast) begin
+          rd_beat_q <= '0;
+          arq_rd_q  <= arq_rd_q + 1'b1;
+        end
+      end
+      arq_cnt_q <= arq_cnt_q + (QAw + 1)'(s_axi_arvalid && s_axi_arready) - (QAw + 1)'(r_take && s_axi_rlast);
+    end
+  end
+
+  // ---------------------------------------------------------------------------------------------
+  // Write channel: a queue of up to QDepth accepted AWs; W beats are taken for the head AW, one a cycle
+  // (budget allowing); WLAST retires it and queues its B (DECERR when any of its beats was outside
+  // the memory). AW is taken while the AWs and the unanswered Bs together number fewer than QDepth.
+  // ---------------------------------------------------------------------------------------------
+  logic [WaW-1:0] awq_addr [QDepth];
+  logic [QAw:0]   awq_cnt_q, bq_cnt_q;
+  logic [QAw-1:0] awq_rd_q, awq_wr_q;
+  logic [7:0]     wr_beat_q;
+  logic           wr_bad_q;             // a beat of the head burst was outside the memory
+  logic [QDepth-1:0] bq_resp_q;         // 1: DECERR, in order
+  logic [QAw-1:0] bq_rd_q, bq_wr_q;
+  logic [WaW-1:0] wr_addr;
   logic           wr_ok;
 
-  assign wr_ok         = {1'b0, wr_addr_q} < limit;
-  assign s_axi_awready = !wr_busy_q && !bvalid_q;
-  assign s_axi_wready  = wr_busy_q;
-  assign s_axi_bvalid  = bvalid_q;
-  assign s_axi_bresp   = bresp_q;
+  assign wr_addr       = awq_addr[awq_rd_q] + WaW'(wr_beat_q);
+  assign wr_ok         = {1'b0, wr_addr} < limit;
+  assign s_axi_awready = ((QAw + 1)'(awq_cnt_q + bq_cnt_q) < (QAw + 1)'(QDepth));
+  assign s_axi_wready  = (awq_cnt_q != '0) && w_ok;
+  assign w_take        = s_axi_wvalid && s_axi_wready;
+  assign s_axi_bvalid  = (bq_cnt_q != '0);
+  assign s_axi_bresp   = bq_resp_q[bq_rd_q] ? RespDecerr : RespOkay;
   assign s_axi_bid     = '0;
 
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      wr_busy_q <= 1'b0;
-      bvalid_q  <= 1'b0;
-      wr_addr_q <= '0;
-      bresp_q   <= RespOkay;
+      awq_cnt_q <= '0;
+      awq_rd_q  <= '0;
+      awq_wr_q  <= '0;
+      wr_beat_q <= '0;
+      wr_bad_q  <= 1'b0;
+      bq_cnt_q  <= '0;
+      bq_rd_q   <= '0;
+      bq_wr_q   <= '0;
+      bq_resp_q <= '0;
     end else begin
-      if (!wr_busy_q && !bvalid_q && s_axi_awvalid) begin
-        wr_busy_q <= 1'b1;
-        wr_addr_q <= s_axi_awaddr[AxiAddrWidth-1:WordShift];
-        bresp_q   <= RespOkay;
+      if (s_axi_awvalid && s_axi_awready) begin
+        awq_addr[awq_wr_q] <= s_axi_awaddr[AxiAddrWidth-1:WordShift];
+        awq_wr_q           <= awq_wr_q + 1'b1;
       end
-      if (wr_busy_q && s_axi_wvalid) begin
-        wr_addr_q <= wr_addr_q + 1'b1;
+      if (w_take) begin
+        wr_beat_q <= wr_beat_q + 8'd1;
         if (!wr_ok) begin
-          bresp_q <= RespDecerr;
+          wr_bad_q <= 1'b1;
         end
         if (s_axi_wlast) begin
-          wr_busy_q <= 1'b0;
-          bvalid_q  <= 1'b1;
+          wr_beat_q          <= '0;
+          wr_bad_q           <= 1'b0;
+          awq_rd_q           <= awq_rd_q + 1'b1;
+          bq_resp_q[bq_wr_q] <= wr_bad_q || !wr_ok;
+          bq_wr_q            <= bq_wr_q + 1'b1;
         end
       end
-      if (bvalid_q && s_axi_bready) begin
-        bvalid_q <= 1'b0;
+      if (s_axi_bvalid && s_axi_bready) begin
+        bq_rd_q <= bq_rd_q + 1'b1;
       end
+      awq_cnt_q <= awq_cnt_q + (QAw + 1)'(s_axi_awvalid && s_axi_awready) - (QAw + 1)'(w_take && s_axi_wlast);
+      bq_cnt_q  <= bq_cnt_q + (QAw + 1)'(w_take && s_axi_wlast) - (QAw + 1)'(s_axi_bvalid && s_axi_bready);
     end
   end
 
   always_ff @(posedge clk_i) begin
-    if (wr_busy_q && s_axi_wvalid && wr_ok) begin
+    if (w_take && wr_ok) begin
       for (int b = 0; b < WordBytes; b++) begin
         if (s_axi_wstrb[b]) begin
-          mem[wr_addr_q[IdxW-1:0]][8*b +: 8] <= s_axi_wdata[8*b +: 8];
+          mem[wr_addr[IdxW-1:0]][8*b +: 8] <= s_axi_wdata[8*b +: 8];
         end
       end
     end
@@ -227,7 +293,7 @@ module pqa_axi_mem #(
     end
   end
 
-  // IDs: one burst at a time per direction; burst length: WLAST ends a write burst.
+  // IDs: bursts of a direction are answered in order; burst length: WLAST ends a write burst.
   logic unused;
   assign unused = ^{s_axi_awid, s_axi_arid, s_axi_awlen, s_axi_awaddr[WordShift-1:0],
                     s_axi_araddr[WordShift-1:0]};
