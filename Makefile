@@ -24,7 +24,7 @@ help:
 	@echo "make sim MODEL=digits_cnn  the digits CNN (conv layers) on the RTL"
 	@echo "make sim WAVES=1  also write an FST trace of the whole design (sim_build/waves/<build>.fst)"
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
-	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1; benchmarks/out/)"
+	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0; benchmarks/out/)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|default|pqa)"
@@ -61,8 +61,10 @@ sim-resnet20: $(STAMP)
 # ResNet-20 on the RTL (Verilator, HDL memory), bit-exact, per op: RTL cycles and compute cycles from the stamp
 # records, PQA's formula, the cycle model, bytes moved, roofline; writes benchmarks/out/resnet20-<config>-b<batch>.csv
 BATCH ?= 1
+MEM_BW ?= 0
+MEM_LAT ?= 0
 bench-resnet20: $(STAMP)
-	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH)
+	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH) --mem-bw $(MEM_BW) --mem-lat $(MEM_LAT)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -15,8 +15,12 @@ columns of :data:`CSV_COLUMNS`. Per image (the batch's figure divided by the bat
   ceil(ch/NOUT), a pool input pixels x ceil(ch/NOUT));
 - ``predicted_cycles``: the golden simulator's cycle model (``sim.cycle_estimate``);
 - ``bytes_moved``: bytes read plus written over the AXI master (``rd_bytes`` + ``wr_bytes``: fetches,
-  loads, stores and stamp records); ``mem_cycles`` = bytes_moved / ``bytes_per_cycle`` (the HDL memory
-  takes one bus word a cycle: the bus bytes); ``roofline`` = max(formula_cycles, mem_cycles).
+  loads, stores and stamp records); ``mem_cycles`` = bytes_moved / ``bytes_per_cycle`` (the HDL memory's
+  bandwidth: ``--mem-bw`` bytes a cycle, read and write together, or one bus word a cycle when it is not
+  limited); ``roofline`` = max(formula_cycles, mem_cycles).
+
+``--mem-bw 94`` runs at PQA's DDR bandwidth (35.2 GB/s x 0.8 at 300 MHz, 93.9 bytes a cycle); ``--mem-lat``
+adds a read latency (cycles).
 
 ``columns`` is the batch's (output pixels x batch). Exit status 0 when the run passed, 1 when it did not.
 """
@@ -39,10 +43,11 @@ CSV_COLUMNS = ("op", "kind", "c", "k", "v", "m", "columns", "ns", "np", "pl", "n
 PER_IMAGE = ("rtl_cycles", "compute_cycles", "formula_cycles", "predicted_cycles", "bytes_moved")
 
 
-def hdl_bytes_per_cycle(params: Mapping[str, int]) -> int:
-    """Bytes per cycle of the HDL memory (tb/hdl/pqa_axi_mem.sv): one bus word a cycle in each direction,
-    one transfer at a time, so the bus bytes."""
-    return int(params["AxiDataWidth"]) // 8
+def hdl_bytes_per_cycle(params: Mapping[str, int], mem_bw: int = 0) -> int:
+    """Bytes per cycle of the HDL memory (tb/hdl/pqa_axi_mem.sv): its limit ``mem_bw`` when set and below a
+    bus word, else one bus word a cycle (the controller runs one transfer at a time)."""
+    bus = int(params["AxiDataWidth"]) // 8
+    return min(bus, mem_bw) if mem_bw > 0 else bus
 
 
 def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], batch: int,
@@ -157,9 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1, help="images (random inputs)")
     ap.add_argument("--build-root", type=Path, default=ROOT / "build", help="where the model and build go")
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR, help="where the CSV goes")
+    ap.add_argument("--mem-bw", type=int, default=0,
+                    help="HDL memory bandwidth, bytes a cycle (0: one bus word a cycle; PQA's DDR: 94)")
+    ap.add_argument("--mem-lat", type=int, default=0, help="HDL memory read latency, cycles")
     args = ap.parse_args(argv)
     if args.batch < 1:
         ap.error("--batch: at least 1")
+    if args.mem_bw < 0 or args.mem_lat < 0:
+        ap.error("--mem-bw and --mem-lat: 0 or more")
     sys.path.insert(0, str(ROOT / "tb"))
     from pqa_runner import run_hdlmem
 
@@ -170,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
           f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
     t0 = time.perf_counter()
-    res = run_hdlmem("verilator", builddir, args.config)
+    res = run_hdlmem("verilator", builddir, args.config, mem_bw=args.mem_bw, mem_lat=args.mem_lat)
     wall = time.perf_counter() - t0
     info = res["info"]
     if not res["passed"] or not info.get("perf"):
@@ -178,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {e}")
         print("bench_resnet20: FAIL (the RTL does not equal the golden simulator)")
         return 1
-    bpc = hdl_bytes_per_cycle(manifest["config_params"])
+    bpc = hdl_bytes_per_cycle(manifest["config_params"], args.mem_bw)
     rows = bench_rows(manifest, info["perf"], args.batch, bpc)
     p = manifest["config_params"]
     print(f"config '{args.config}': NS={p['NS']} NP={p['NP']} PL={p['PL']} NOUT={p['NOUT']}, batch {args.batch}, "
-          f"{bpc} bytes per cycle (HDL memory); cycles and bytes per image")
+          f"{bpc} bytes per cycle (HDL memory, read latency {args.mem_lat}); cycles and bytes per image")
     print(format_table(rows))
     tot = total(rows)
     print(f"RTL {_num(tot['rtl_cycles'])} cycles per image over the ops ({info['cycles'] / args.batch:.0f} for the "
@@ -196,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PQ ops with compute <= {COMPUTE_TARGET} x the formula: {ok} of {n_pq}")
     print(f"RTL == golden simulator: MATCH ({info['bytes_compared']} memory bytes compared); simulated "
           f"{info['cycles']} cycles in {wall:.0f} s")
-    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}.csv"
+    bw = f"-bw{args.mem_bw}" if args.mem_bw else ""
+    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}{bw}.csv"
     write_csv(path, rows)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0

@@ -1,6 +1,6 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// Controller: fetches one instruction (one bus word) at a time from INSN_BASE upwards, decodes it (unknown
+// Controller: fetches one instruction (one bus beat, the word that holds it) at a time from INSN_BASE upwards, decodes it (unknown
 // opcode or a non-zero reserved bit: illegal_insn), checks it in the order of pqcompile.sim (fetch
 // address, opcode, reserved bits; then alignment before limits for load/store/stamp; layer_fits at
 // `run`, pool_fits at `pool`, the count and post_fits at `add`), dispatches it to the DMA, to the
@@ -14,9 +14,9 @@
 // Performance counters (docs/isa.md, "Performance counters"; cleared by START): cycles, compute cycles
 // (the states in which the encoder, the look-up unit or the vector unit work), and the bytes read and
 // written over the AXI master (accepted beats x bus bytes, from pqa_top's AXI handshakes). A `stamp`
-// samples them at its decode into a record of PerfWords bus words, which the DMA writes in one command.
+// samples them at its decode into a record of PerfWords counters, which the DMA writes in one command.
 // Widths: instruction fields, registers and error codes from pqa_pkg (the spec); bus words, strobes and
-// beat counts from AxiDataWidth (pqa_top accepts only AxiDataWidth = InsnW: one instruction per word).
+// beat counts from AxiDataWidth (InsnW to 1024 bits).
 
 `default_nettype none
 
@@ -114,6 +114,20 @@ module pqa_ctrl #(
   localparam int BusAlign      = $clog2(BusBytes);            // byte-offset bits within a bus word
   localparam int InsnBytes     = pqa_pkg::InsnW / 8;
   localparam int InsnAlign     = $clog2(InsnBytes);           // byte-offset bits within an instruction
+  // a stamp record: PerfWords counters of CyclesW bits, in whole bus words, the last strobed to its end
+  localparam int StampBytes    = pqa_pkg::PerfWords * pqa_pkg::CyclesW / 8;
+  localparam int StampBeats    = (StampBytes + BusBytes - 1) / BusBytes;
+  localparam int StampTail     = StampBytes % BusBytes;       // bytes of the last beat (0: all)
+
+  // The fetched beat is the bus word that holds the instruction at the pc.
+  logic [pqa_pkg::InsnW-1:0] fetch_word;
+  if (BusBytes > InsnBytes) begin : gen_fetch_slot
+    logic [BusAlign-InsnAlign-1:0] slot;
+    assign slot       = pc_q[BusAlign-1:InsnAlign];
+    assign fetch_word = dma_rd_data_i[int'(slot)*pqa_pkg::InsnW +: pqa_pkg::InsnW];
+  end else begin : gen_fetch_word
+    assign fetch_word = pqa_pkg::InsnW'(dma_rd_data_i);
+  end
 
   // load, store and stamp share one decode of `addr`, load and store one of `nbytes` (f_addr, f_nbytes
   // below): the spec must place those fields alike.
@@ -336,8 +350,8 @@ module pqa_ctrl #(
           fail_code = pqa_pkg::ErrAlign;
         end else begin
           dma_cmd_valid_o = 1'b1;
-          dma_cmd_addr_o  = AxiAddrWidth'(pc_q);
-          dma_cmd_beats_o = BeatsW'(1);  // one instruction, one bus word
+          dma_cmd_addr_o  = AxiAddrWidth'(pc_q) & ~AxiAddrWidth'(BusBytes - 1);  // the word that holds it
+          dma_cmd_beats_o = BeatsW'(1);
           state_d         = CtlFetchWait;
         end
       end
@@ -373,7 +387,8 @@ module pqa_ctrl #(
                 dma_cmd_valid_o = 1'b1;
                 dma_cmd_write_o = (opcode != pqa_pkg::OpcLoad);
                 if (opcode == pqa_pkg::OpcStamp) begin
-                  dma_cmd_beats_o = BeatsW'(pqa_pkg::PerfWords);  // the record, one counter per bus word
+                  dma_cmd_beats_o     = BeatsW'(StampBeats);
+                  dma_cmd_last_strb_o = (StampTail == 0) ? '1 : BusBytes'((1 << StampTail) - 1);
                 end
                 if (opcode == pqa_pkg::OpcStore) begin
                   dma_cmd_last_strb_o = f_last_strb;
@@ -534,7 +549,7 @@ module pqa_ctrl #(
         end
         CtlFetchWait: begin
           if (dma_rd_valid_i) begin
-            insn_q <= pqa_pkg::InsnW'(dma_rd_data_i);  // one instruction per bus word
+            insn_q <= fetch_word;
           end
         end
         CtlDecode: begin

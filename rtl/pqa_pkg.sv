@@ -172,9 +172,12 @@ package pqa_pkg;
   function automatic bit is_pow2(input int n);  // the rule pow2
     is_pow2 = n > 0 && (n & (n - 1)) == 0;
   endfunction
-  // AxiDataWidth: = isa.insn_bits (64): one instruction per bus word: pqa_ctrl fetches single beats (and
-  //   isa.cycles_bits = isa.insn_bits: one performance counter per bus word of a stamp record)
-  localparam int CfgRuleAxiDataWidthEq = InsnW;
+  // AxiDataWidth: power of two, isa.insn_bits (64) .. 1024: AXI4 data: at least one instruction a beat
+  //   (pqa_ctrl fetches a beat and takes the instruction at its pc), at most 1024 bits (AXI4's widest); the
+  //   buffers are whole bus words (at least one)
+  localparam int CfgRuleAxiDataWidthMin = InsnW;
+  localparam int CfgRuleAxiDataWidthMax = 1024;
+  localparam bit CfgRuleAxiDataWidthPow2 = 1'b1;
   // AxiAddrWidth: 12 .. load.addr.width (32): at least one 4 KiB page (AXI4 bursts stay inside one), at most
   //   the address field of `load` / `store` / `stamp`
   localparam int CfgRuleAxiAddrWidthMin = 12;
@@ -199,16 +202,17 @@ package pqa_pkg;
   // MMax: 1 .. shape.m.max (65535): fits the `shape` field m
   localparam int CfgRuleMMaxMin = 1;
   localparam int CfgRuleMMaxMax = (1 << ShapeMW) - 1;
-  // ProtoBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  // ProtoBytes: power of two, >= 8: whole bus words (at least AxiDataWidth / 8 bytes), addressed by a bit
+  //   slice
   localparam int CfgRuleProtoBytesMin = 8;
   localparam bit CfgRuleProtoBytesPow2 = 1'b1;
-  // LutBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  // LutBytes: power of two, >= 8: whole bus words (at least AxiDataWidth / 8 bytes), addressed by a bit slice
   localparam int CfgRuleLutBytesMin = 8;
   localparam bit CfgRuleLutBytesPow2 = 1'b1;
-  // ActBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  // ActBytes: power of two, >= 8: whole bus words (at least AxiDataWidth / 8 bytes), addressed by a bit slice
   localparam int CfgRuleActBytesMin = 8;
   localparam bit CfgRuleActBytesPow2 = 1'b1;
-  // OutBytes: power of two, >= 8: whole bus words (8 bytes), addressed by a bit slice
+  // OutBytes: power of two, >= 8: whole bus words (at least AxiDataWidth / 8 bytes), addressed by a bit slice
   localparam int CfgRuleOutBytesMin = 8;
   localparam bit CfgRuleOutBytesPow2 = 1'b1;
   // NS: 1 .. CMax: subspace lanes of the encoder (subspaces per cycle)
@@ -257,7 +261,7 @@ package pqa_pkg;
   localparam int CfgDefaultNP = 1;
   localparam int CfgDefaultPL = 1;
   localparam int CfgDefaultNOUT = 1;
-  localparam int CfgPqaAxiDataWidth = 64;
+  localparam int CfgPqaAxiDataWidth = 1024;
   localparam int CfgPqaAxiAddrWidth = 32;
   localparam int CfgPqaActW = 8;
   localparam int CfgPqaProtoW = 8;

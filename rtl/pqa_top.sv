@@ -109,15 +109,18 @@ module pqa_top #(
   // parameter and its value: $error in a generate block (Verilator, Yosys); Icarus 11 has no
   // elaboration-time tasks, so there it is a $fatal at time 0, before the first clock.
   // ---------------------------------------------------------------------------------------------
-  // One instruction and one stamp per bus word (pqa_ctrl fetches and stamps single beats).
-  if (AxiDataWidth != pqa_pkg::CfgRuleAxiDataWidthEq) begin : gen_bus_check
+  // At least one instruction a beat, at most AXI4's 1024 bits; every buffer is whole bus words.
+  if (AxiDataWidth < pqa_pkg::CfgRuleAxiDataWidthMin || AxiDataWidth > pqa_pkg::CfgRuleAxiDataWidthMax
+      || (pqa_pkg::CfgRuleAxiDataWidthPow2 && !pqa_pkg::is_pow2(AxiDataWidth))
+      || ProtoBytes * 8 < AxiDataWidth || LutBytes * 8 < AxiDataWidth || ActBytes * 8 < AxiDataWidth
+      || OutBytes * 8 < AxiDataWidth) begin : gen_bus_check
 `ifdef __ICARUS__
     initial $fatal(1,
 `else
     $error(
 `endif
-      "pqa_top: AxiDataWidth=%0d is not supported, only pqa_pkg::InsnW = %0d",
-      AxiDataWidth, pqa_pkg::CfgRuleAxiDataWidthEq);
+      "pqa_top: AxiDataWidth=%0d is not supported: a power of two, %0d..%0d, at most 8 x every buffer's bytes",
+      AxiDataWidth, pqa_pkg::CfgRuleAxiDataWidthMin, pqa_pkg::CfgRuleAxiDataWidthMax);
   end
   // int8 activations and prototypes, table entries of one or two bytes.
   if (ActW != pqa_pkg::CfgRuleActWEq || ProtoW != pqa_pkg::CfgRuleProtoWEq) begin : gen_elem_check
@@ -297,7 +300,7 @@ module pqa_top #(
   logic                             load_active, stamp_sel;
   logic [pqa_pkg::LoadBufW-1:0]     load_buf;
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec;  // the performance counters of a stamp
-  logic [pqa_pkg::CyclesW-1:0]      stamp_word;                 // the record's word that the DMA writes
+  logic [AxiDataWidth-1:0]          stamp_word;                 // the record's beat that the DMA writes
   logic [pqa_pkg::ShapeMetricW-1:0] metric;
   logic                             relu, act_unsigned, conv;
   logic [pqa_pkg::FmapHW-1:0]       fmap_h;
@@ -624,17 +627,20 @@ module pqa_top #(
   );
   assign out_rdata = out_rline[AxiDataWidth-1:0];
 
-  // A stamp record is PerfWords bus words (one counter each, CyclesW = AxiDataWidth): beat i is word i.
+  // A stamp record is PerfWords counters of CyclesW bits in whole bus words: beat i is word i of the record.
+  localparam int StampBeats = (pqa_pkg::PerfWords * pqa_pkg::CyclesW + AxiDataWidth - 1) / AxiDataWidth;
+  logic [StampBeats*AxiDataWidth-1:0] stamp_pad;
+  assign stamp_pad = (StampBeats*AxiDataWidth)'(stamp_rec);
   always_comb begin
     stamp_word = '0;
-    for (int i = 0; i < pqa_pkg::PerfWords; i++) begin
+    for (int i = 0; i < StampBeats; i++) begin
       if (dma_src_idx == BeatsW'(i)) begin
-        stamp_word = stamp_rec[i*pqa_pkg::CyclesW +: pqa_pkg::CyclesW];
+        stamp_word = stamp_pad[i*AxiDataWidth +: AxiDataWidth];
       end
     end
   end
   // registered, as the out buffer's read: the DMA takes a beat's data the cycle after its request
-  logic [pqa_pkg::CyclesW-1:0] stamp_word_q;
+  logic [AxiDataWidth-1:0] stamp_word_q;
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
       stamp_word_q <= '0;
@@ -642,7 +648,7 @@ module pqa_top #(
       stamp_word_q <= stamp_word;
     end
   end
-  assign dma_src_data = stamp_sel ? AxiDataWidth'(stamp_word_q) : out_rdata;
+  assign dma_src_data = stamp_sel ? stamp_word_q : out_rdata;
 
   // ---------------------------------------------------------------------------------------------
   // Compute

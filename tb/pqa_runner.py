@@ -269,7 +269,8 @@ def build_hdlmem(sim: str, config: str, mem_bytes: int = 0, hdl_clock: bool = Tr
 
 
 def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock: bool = True,
-               max_cycles: int | None = None, quiet: bool = True, waves: Path | None = None) -> dict[str, Any]:
+               max_cycles: int | None = None, quiet: bool = True, waves: Path | None = None,
+               mem_bw: int = 0, mem_lat: int = 0) -> dict[str, Any]:
     """Run one pqcompile build directory on the HDL memory model and check it with the testbench's one rule
     (``pqa_env.check_run``: the RTL equals the golden simulator in every memory byte but the cycle stamps and
     in status, ERR_CODE, ERR_PC and INSN_COUNT, and the golden simulator equals the build's expectations);
@@ -278,7 +279,9 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     the pyuvm driver: ``hang_bound``). A damaged build raises
     ``pqcompile.build.BuildError``, a malformed image ``hexfmt.HexFormatError`` (file and line), before any
     simulator starts. ``waves``: write an FST trace of the whole design hierarchy (``pqa_tb_top`` and
-    everything below it) for the run to this file (a build of its own, ``sim_build/...-waves/``)."""
+    everything below it) for the run to this file (a build of its own, ``sim_build/...-waves/``).
+    ``mem_bw`` / ``mem_lat``: the HDL memory's bandwidth limit (bytes a cycle, read and write together; 0:
+    one bus word a cycle per direction) and read latency in cycles (tb/hdl/pqa_axi_mem.sv)."""
     import time
 
     from cocotb_tools.runner import get_runner
@@ -297,8 +300,11 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
     cfg = pqbuild.config_of(build, manifest)
     size = int(mem.size)
     expected = expected_result(cfg, mem, int(manifest["insn_base"]))
-    if max_cycles is None:
-        max_cycles = hang_bound(manifest["expected"]["sim_cycle_estimate"])
+    if mem_bw < 0 or mem_lat < 0:
+        raise ValueError(f"the memory bandwidth ({mem_bw}) and latency ({mem_lat}) are 0 or more")
+    if max_cycles is None:  # a slower memory stretches every transfer
+        slow = (-(-cfg.bus_bytes // mem_bw) if mem_bw else 1) + mem_lat
+        max_cycles = hang_bound(manifest["expected"]["sim_cycle_estimate"]) * slow
     build_dir = build_hdlmem(sim, config, size, hdl_clock, waves=waves is not None)
     runner = _fast_verilator() if sim == "verilator" else get_runner(sim)
     runner.build_dir = build_dir  # type: ignore[attr-defined]
@@ -322,7 +328,8 @@ def run_hdlmem(sim: str, build: Path | str, config: str | None = None, hdl_clock
                 test_module="hdlmem_cocotb", hdl_toplevel="pqa_tb_top", hdl_toplevel_lang="verilog",
                 build_dir=build_dir, test_dir=HDL_DIR, extra_env=env,
                 plusargs=[f"+PQA_MEM_HEX={build / str(manifest['image'])}", f"+PQA_MEM_BYTES={size}",
-                          f"+PQA_MEM_DUMP={dump}", *trace.get("extra_plusargs", [])],
+                          f"+PQA_MEM_DUMP={dump}", f"+PQA_MEM_BW={mem_bw}", f"+PQA_MEM_LAT={mem_lat}",
+                          *trace.get("extra_plusargs", [])],
                 timescale=("1ns", "1ps"), results_xml=str(Path(tmp) / "results.xml"),
                 log_file=log if quiet else None, waves=bool(trace), test_args=trace.get("test_args", []),
             )

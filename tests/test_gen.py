@@ -55,7 +55,7 @@ def test_package_and_doc_carry_the_rules_and_buffers() -> None:
             if getattr(r, k) is not None and getattr(r, k).param is None}
     want |= {f"CfgRule{r.param}Pow2" for r in spec.config_rules.values() if r.pow2}
     assert consts == want
-    assert "localparam int CfgRuleAxiDataWidthEq = InsnW;" in pkg
+    assert "localparam int CfgRuleAxiDataWidthMin = InsnW;" in pkg
     assert "localparam int CfgRuleAxiAddrWidthMax = LoadAddrW;" in pkg
     assert "localparam int CfgRuleKMaxMax = (1 << ShapeKW) - 1;" in pkg
     assert "localparam int BufBiasElemW = 32;" in pkg and "function automatic int elem_bytes" in pkg

@@ -189,7 +189,9 @@ def _raw() -> dict:
 
 @pytest.mark.parametrize(("param", "value", "rule"), [
     ("ActW", 7, "must equal 8"),                                   # eq, a number
-    ("AxiDataWidth", 32, "must equal isa.insn_bits = 64"),         # eq, a spec value
+    ("AxiDataWidth", 32, "at least isa.insn_bits = 64"),           # min, a spec value
+    ("AxiDataWidth", 2048, "at most 1024"),                        # max, a number
+    ("AxiDataWidth", 96, "a power of two"),                        # pow2
     ("AxiAddrWidth", 11, "at least 12"),                           # min, a number
     ("AxiAddrWidth", 33, "at most load.addr.width = 32"),          # max, a field's width
     ("LutW", 17, "at most 16"),                                    # max, a number
@@ -208,6 +210,14 @@ def test_a_configuration_breaking_a_rule_is_refused(param: str, value: int, rule
     with pytest.raises(SpecError) as exc:
         parse(raw)
     assert str(exc.value) == f"configs.small: {param} = {value} breaks config_rules.{param}: {rule} ({doc})"
+
+
+def test_a_buffer_smaller_than_a_bus_word_is_refused() -> None:
+    """pqa_top's buffers are whole bus words: a 1024-bit bus needs at least 128 bytes in each."""
+    params = dict(SPEC.config("small").params, AxiDataWidth=1024, ActBytes=64)
+    with pytest.raises(SpecError, match=r"^here: ActBytes = 64 is less than a bus word \(AxiDataWidth = 1024 bits\)"):
+        check_config("here", params, SPEC.config_rules)
+    check_config("here", dict(params, ActBytes=128), SPEC.config_rules)
 
 
 def test_every_broken_rule_is_named() -> None:
@@ -392,7 +402,7 @@ def test_gather_geometry() -> None:
     assert pqa.gather_cycles(40, 10, False, 1, 1, 0) == 40  # 16*10 bytes do not fit 144: a subspace a cycle
     assert pqa.gather_cycles(10, 4, True, 3, 3, 4) == 40 and default.gather_cycles(16, 9, True, 3, 3, 16) == 16 * 9
     assert small.gather_cycles(3, 25, True, 5, 5, 3) == 2 * 2 * 2  # 5x5: rows 0-2, 3-4; positions 0-2, 3-4
-    assert pqa.vec_lanes == 32 and small.vec_lanes == 8 and default.vec_lanes == 8
+    assert pqa.vec_lanes == 128 and small.vec_lanes == 8 and default.vec_lanes == 8  # pqa: a 128-byte bus word
     root = SPEC_PATH.parents[3]
     for f in ("rtl/pqa_top.sv", "tb/encoder/tb_encoder.sv"):
         text = (root / f).read_text()

@@ -184,10 +184,10 @@ def _check_fields(m: dict[str, Any], builddir: Path) -> None:
     st = m.get("stamps")
     if st is not None and not (isinstance(st, dict) and num(st.get("addr")) and isinstance(st.get("labels"), list)
                                and all(isinstance(x, str) for x in st["labels"])):
-        raise bad("stamps", "an object {addr, labels, counters, record_bytes}")
+        raise bad("stamps", "an object {addr, labels, counters, record_bytes, record_stride}")
     if st is not None:
         want = stamps_entry(0, [])
-        for key in ("counters", "record_bytes"):
+        for key in ("counters", "record_bytes", "record_stride"):
             if st.get(key) != want[key]:
                 raise bad(f"stamps.{key}", f"{want[key]!r} (the stamp record of this spec: compile the model again)")
         _region_index(_stamps_region(st), m["mem_bytes"], "stamps")
@@ -273,22 +273,27 @@ def read_output(manifest: Mapping[str, Any], mem: np.ndarray) -> np.ndarray:
     return read_tensor(manifest["output"], mem, "output")
 
 
+STAMP_ALIGN = 128  # stamp records start at multiples of the widest bus word (1024 bits), whatever the config
+
+
 def stamps_entry(addr: int, labels: list[str]) -> dict[str, Any]:
-    """The manifest's ``stamps`` object: ``len(labels)`` stamp records from ``addr`` on, one after the other,
-    each the spec's performance counters (docs/isa.md, "Performance counters") in ``counters`` order, one
-    ``cycles_bits`` word each, ``record_bytes`` in all."""
+    """The manifest's ``stamps`` object: ``len(labels)`` stamp records from ``addr`` on, ``record_stride``
+    bytes apart (``record_bytes`` rounded up to STAMP_ALIGN: every record is bus-word aligned at every bus
+    width), each the spec's performance counters (docs/isa.md, "Performance counters") in ``counters``
+    order, one ``cycles_bits`` word each, ``record_bytes`` in all."""
     spec = load_spec()
     return {"addr": int(addr), "labels": list(labels), "counters": [c.name for c in spec.perf_counters],
-            "record_bytes": spec.perf_bytes}
+            "record_bytes": spec.perf_bytes, "record_stride": -(-spec.perf_bytes // STAMP_ALIGN) * STAMP_ALIGN}
 
 
 def stamp_addr(stamps: Mapping[str, Any], i: int) -> int:
     """The byte address of stamp record ``i`` (label ``i``) of a ``stamps`` object."""
-    return int(stamps["addr"]) + i * int(stamps["record_bytes"])
+    return int(stamps["addr"]) + i * int(stamps["record_stride"])
 
 
 def _stamps_region(s: Mapping[str, Any]) -> dict[str, Any]:
-    return {"shape": [len(s["labels"]), int(s["record_bytes"])], "addr": s["addr"]}
+    return {"shape": [len(s["labels"]), int(s["record_bytes"])], "stride": int(s["record_stride"]),
+            "addr": s["addr"]}
 
 
 def read_perf(manifest: Mapping[str, Any], mem: np.ndarray) -> dict[str, list[int]]:

@@ -179,7 +179,7 @@ def isa_doc(spec: Spec) -> str:
     bw = spec.cycles_bits // 8
     out += ["", "## Performance counters", "",
             f"A `stamp` writes a record of {len(spec.perf_counters)} counters, {spec.perf_bytes} bytes: counter i "
-            f"is the {spec.cycles_bits}-bit little-endian word at byte `addr` + {bw}\\*i (one bus word each). "
+            f"is the {spec.cycles_bits}-bit little-endian word at byte `addr` + {bw}\\*i. "
             "Every counter starts at 0 with START. The golden simulator (`pqcompile.sim`) models each: exactly "
             "(the testbench requires the RTL's value to equal it) or by its cycle model (an estimate, compared "
             "with the RTL's in the benchmarks).", "",

@@ -218,13 +218,13 @@ def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State
     (:func:`compute_estimate`: ``run`` streams its groups through the feeder, the encoder and the look-up
     unit, :func:`run_cycles`; ``pool`` one cycle per VL act bytes of a pixel, ``add`` one per VL elements, plus
     the vector unit's start and drain); a transfer (``load``, ``store``,
-    ``stamp``: its record of PerfWords bus words) costs its bus words plus the fetch and handshake overhead
+    ``stamp``: its record's bus words) costs its bus words plus the fetch and handshake overhead
     of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the
     RTL's cycles are measured, not modelled (docs/theory.md, "Cycles")."""
     if mnemonic in ("load", "store"):
         return XFER_CYCLES + -(-ops["nbytes"] // cfg.bus_bytes)
     if mnemonic == "stamp":
-        return XFER_CYCLES + len(load().perf_counters)
+        return XFER_CYCLES + -(-load().perf_bytes // cfg.bus_bytes)
     return INSN_CYCLES + compute_estimate(cfg, mnemonic, ops, st)
 
 
@@ -271,7 +271,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     while count < max_insns:
         if pc % 8:  # only INSN_BASE can be misaligned: the pc then advances by whole words
             return stop("align")
-        if pc + 8 > mem.size:
+        if (pc // bb + 1) * bb > mem.size:  # the fetch reads the bus word that holds the instruction
             return stop("bus")
         word = int.from_bytes(mem[pc : pc + 8].tobytes(), "little")
         perf["rd_bytes"] += bb  # the fetch: one bus word
@@ -306,10 +306,11 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             perf["wr_bytes"] += -(-nb // bb) * bb
         elif name == "stamp":
             rec = perf_record(perf)
-            if ops["addr"] + rec.size > mem.size:
+            span = -(-rec.size // bb) * bb  # whole bus words, the last one strobed to the record's end
+            if ops["addr"] + span > mem.size:
                 return stop("bus")
             mem[ops["addr"] : ops["addr"] + rec.size] = rec
-            perf["wr_bytes"] += rec.size
+            perf["wr_bytes"] += span
         elif name == "shape":
             st.metric, st.conv, st.k, st.v, st.c, st.d, st.m = (
                 ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m"))

@@ -325,18 +325,25 @@ class ConfigRule:
         return ", ".join(parts)
 
 
+BUS_WORD_BUFFERS = ("ProtoBytes", "LutBytes", "ActBytes", "OutBytes")  # at least one bus word each (pqa_top)
+
+
 def check_config(where: str, params: dict[str, int], rules: dict[str, ConfigRule]) -> None:
     """Raise SpecError, naming ``where``, each parameter, its value and the rule it breaks, unless
     ``params`` (a configuration: pqa_top's parameters) keeps every rule. The one check of a configuration."""
-    bad = [f"{r.param} = {params[r.param]} breaks config_rules.{r.param}: {' and '.join(f)} ({r.doc})"
-           for r in rules.values() if (f := r.failures(params))]
+    broken = [r for r in rules.values() if r.failures(params)]
+    bad = [f"{r.param} = {params[r.param]} breaks config_rules.{r.param}: {' and '.join(r.failures(params))} "
+           f"({r.doc})" for r in broken]
+    bad += [f"{b} = {params[b]} is less than a bus word (AxiDataWidth = {params['AxiDataWidth']} bits): the buffers "
+            "are whole bus words" for b in BUS_WORD_BUFFERS if b in params and "AxiDataWidth" in params
+            and params[b] * 8 < params["AxiDataWidth"] and not any(r.param in (b, "AxiDataWidth") for r in broken)]
     if bad:
         raise SpecError(f"{where}: " + "; ".join(bad))
 
 
 @dataclass(frozen=True)
 class PerfCounter:
-    """One performance counter of a ``stamp`` record (spec ``isa.perf_counters``): bus word ``index``."""
+    """One performance counter of a ``stamp`` record (spec ``isa.perf_counters``): its word ``index``."""
 
     name: str
     index: int
@@ -368,7 +375,7 @@ class Spec:
 
     @property
     def perf_bytes(self) -> int:
-        """Bytes of a ``stamp`` record: one counter of ``cycles_bits`` (a bus word) per performance counter."""
+        """Bytes of a ``stamp`` record: one counter of ``cycles_bits`` per performance counter."""
         return len(self.perf_counters) * self.cycles_bits // 8
 
     def perf_counter(self, name: str) -> PerfCounter:
@@ -585,9 +592,8 @@ def parse(raw: dict[str, Any]) -> Spec:
         raise SpecError(f"isa.cycles_bits: {cycles_bits} must be twice registers.data_bits ({data_bits}): "
                         "CYCLES_LO and CYCLES_HI hold it")
     if cycles_bits != nbits:
-        raise SpecError(f"isa.cycles_bits: {cycles_bits} must equal isa.insn_bits ({nbits}): a bus word is one "
-                        "instruction (config_rules.AxiDataWidth) and a `stamp` record holds one counter per bus "
-                        "word")
+        raise SpecError(f"isa.cycles_bits: {cycles_bits} must equal isa.insn_bits ({nbits}): a `stamp` record "
+                        "packs its counters as instruction-sized words")
     perf = _perf_counters(isa["perf_counters"])
     buffers = _buffers(raw["buffers"], enums.get("buffer"))
     rules = _config_rules(raw["config_rules"], {"isa.insn_bits": nbits, "isa.cycles_bits": cycles_bits}, insns)
