@@ -57,17 +57,23 @@ module pqa_ctrl #(
   output logic                             clear_o,
   output logic [ClearAw-1:0]               clear_addr_o,
   // DMA
-  output logic                             dma_cmd_valid_o,
-  output logic                             dma_cmd_write_o,
-  output logic [AxiAddrWidth-1:0]          dma_cmd_addr_o,
-  output logic [BeatsW-1:0]                dma_cmd_beats_o,
-  output logic [AxiDataWidth/8-1:0]        dma_cmd_last_strb_o,
-  input  logic                             dma_done_i,
-  input  logic                             dma_err_i,
+  output logic                             rd_cmd_valid_o,  // the DMA's read engine: fetches and loads
+  output logic [AxiAddrWidth-1:0]          rd_cmd_addr_o,
+  output logic [BeatsW-1:0]                rd_cmd_beats_o,
+  input  logic                             rd_done_i,
+  input  logic                             rd_err_i,
+  output logic                             wr_cmd_valid_o,  // the DMA's write engine: stores and stamps
+  output logic [AxiAddrWidth-1:0]          wr_cmd_addr_o,
+  output logic [BeatsW-1:0]                wr_cmd_beats_o,
+  output logic [AxiDataWidth/8-1:0]        wr_cmd_last_strb_o,
+  input  logic                             wr_done_i,
+  input  logic                             wr_err_i,
   input  logic                             dma_rd_valid_i,
   input  logic [AxiDataWidth-1:0]          dma_rd_data_i,
   output logic                             load_active_o,  // read beats go to buffer load_buf_o
   output logic [pqa_pkg::LoadBufW-1:0]     load_buf_o,
+  output logic [pqa_pkg::LoadBankW-1:0]    load_bank_o,    // ... bank load_bank_o
+  output logic [pqa_pkg::ShapeBankW-1:0]   tbl_bank_o,     // the table bank the running `run` reads
   output logic                             stamp_sel_o,    // write data is stamp_rec_o, not the out buffer
   output logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec_o,  // counter Perf<Name>: word Perf<Name>
   input  logic                             rd_beat_i,      // a read beat accepted on the AXI master
@@ -142,17 +148,13 @@ module pqa_ctrl #(
 `endif
   end
 
-  typedef enum logic [3:0] {
+  typedef enum logic [2:0] {
     CtlIdle,
     CtlClear,
     CtlFetch,
     CtlFetchWait,
     CtlDecode,
-    CtlDmaWait,
-    CtlRetire,
-    CtlRun,
-    CtlVec,
-    CtlVecWait,
+    CtlDrain,
     CtlFinish
   } ctl_state_e;
 
@@ -161,19 +163,36 @@ module pqa_ctrl #(
   logic [pqa_pkg::RegDataW-1:0] pc_q;      // instruction address (INSN_BASE upwards)
   logic [pqa_pkg::InsnW-1:0]    insn_q;
   logic [pqa_pkg::CyclesW-1:0]  cycles_q;
-  logic [pqa_pkg::RegDataW-1:0] count_q;
+  logic [pqa_pkg::RegDataW-1:0] count_q;   // instructions dispatched (the index of the one at the pc)
   logic [pqa_pkg::ErrW-1:0]     err_code_q;
   logic [pqa_pkg::RegDataW-1:0] err_pc_q;
-  logic                         load_active_q, stamp_sel_q;
-  logic [pqa_pkg::LoadBufW-1:0] load_buf_q;
+  logic [pqa_pkg::RegDataW-1:0] err_count_q;
   logic [pqa_pkg::CyclesW-1:0]  compute_q, rd_bytes_q, wr_bytes_q;  // performance counters
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_q;         // the record of the last stamp
   logic [pqa_pkg::RunNW-1:0]    n_q;            // columns of the run
-  logic                         run_go_q;       // the first cycle of a run: start the compute units
   logic [ClearAw-1:0]           clr_q;
+
+  // The units and the instruction each works on (docs/theory.md, "Decoupled units"): the load unit (the
+  // DMA's read engine, which also fetches), the store unit (the write engine: `store`, `stamp`) and the
+  // compute unit (`run` on the encoder and the look-up unit, `pool` / `add` on the vector unit). Each holds
+  // one instruction at a time; its count (index) and pc name it when it fails.
+  logic                         ld_busy_q, st_busy_q, cu_busy_q;
+  logic [pqa_pkg::LoadBufW-1:0] ld_buf_q;
+  logic [pqa_pkg::LoadBankW-1:0] ld_bank_q;
+  logic [pqa_pkg::RegDataW-1:0] ld_pc_q, ld_cnt_q, st_pc_q, st_cnt_q;
+  logic                         st_stamp_q;     // the store unit writes a stamp record
+  logic                         cu_run_q;       // the compute unit runs a `run` (else `pool` / `add`)
+  logic                         cu_go_q;        // its first cycle: start the units
+  logic                         cu_bank_q;      // the table bank of its `run`
+  logic                         fetch_busy_q;   // a fetch is in the read engine
+  // errors met by the units, and the first one the decoder met (an instruction it refused)
+  logic                         ld_err_q, st_err_q, dec_err_q;
+  logic [pqa_pkg::ErrW-1:0]     dec_code_q;
+  logic [pqa_pkg::RegDataW-1:0] dec_pc_q, dec_cnt_q;
 
   logic [pqa_pkg::ShapeMetricW-1:0] metric_q;
   logic                             conv_q, relu_q, unsigned_q;
+  logic [pqa_pkg::ShapeBankW-1:0]   bank_q;
   logic [pqa_pkg::ShapeKW-1:0]      k_q;
   logic [pqa_pkg::ShapeVW-1:0]      v_q;
   logic [pqa_pkg::ShapeCW-1:0]      c_q;
@@ -192,6 +211,9 @@ module pqa_ctrl #(
   logic [pqa_pkg::ConvPadTW-1:0]    pad_t_q;
   logic [pqa_pkg::ConvPadLW-1:0]    pad_l_q;
   logic                             vec_add_q;
+  logic [pqa_pkg::AddNW-1:0]        add_n_q;
+  logic [pqa_pkg::AddMaW-1:0]       add_ma_q;
+  logic [pqa_pkg::AddMbW-1:0]       add_mb_q;
 
   // ---------------------------------------------------------------------------------------------
   // Decode
@@ -201,6 +223,7 @@ module pqa_ctrl #(
   logic [pqa_pkg::LoadAddrW-1:0]   f_addr;
   logic [pqa_pkg::LoadNbytesW-1:0] f_nbytes;
   logic [pqa_pkg::LoadBufW-1:0]    f_buf;
+  logic [pqa_pkg::LoadBankW-1:0]   f_bank;
   logic [BeatsW-1:0]               f_beats;
   logic [BusBytes-1:0]             f_last_strb;
   logic [pqa_pkg::RunNW-1:0]       f_n;
@@ -210,6 +233,7 @@ module pqa_ctrl #(
   assign f_addr      = insn_q[pqa_pkg::LoadAddrLsb +: pqa_pkg::LoadAddrW];  // same field in store/stamp
   assign f_nbytes    = insn_q[pqa_pkg::LoadNbytesLsb +: pqa_pkg::LoadNbytesW];
   assign f_buf       = insn_q[pqa_pkg::LoadBufLsb +: pqa_pkg::LoadBufW];
+  assign f_bank      = insn_q[pqa_pkg::LoadBankLsb +: pqa_pkg::LoadBankW];
   assign f_n         = insn_q[pqa_pkg::RunNLsb +: pqa_pkg::RunNW];
   assign f_beats     = BeatsW'(f_nbytes >> BusAlign) + BeatsW'(f_nbytes[BusAlign-1:0] != '0);
   assign f_last_strb = (f_nbytes[BusAlign-1:0] == '0) ? '1
@@ -255,18 +279,37 @@ module pqa_ctrl #(
 
   // Limits of `load` (buffer and length) and `store`: sim.run.
   logic [63:0] buf_words;
+  logic [2:0]  buf_banks;
   logic        load_ok, store_ok;
   always_comb begin
     unique case (f_buf)
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferProto): buf_words = 64'(ProtoCap / BusBytes);
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferLut):   buf_words = 64'(LutCap / BusBytes);
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferBias):  buf_words = 64'(BiasBytes / BusBytes);
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferAct):   buf_words = 64'(ActBytes / BusBytes);
-      pqa_pkg::LoadBufW'(pqa_pkg::BufferOut):   buf_words = 64'(OutBytes / BusBytes);
-      default:                                  buf_words = 64'd0;
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferProto): begin
+        buf_words = 64'(ProtoCap / BusBytes);
+        buf_banks = 3'(pqa_pkg::BufProtoBanks);
+      end
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferLut): begin
+        buf_words = 64'(LutCap / BusBytes);
+        buf_banks = 3'(pqa_pkg::BufLutBanks);
+      end
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferBias): begin
+        buf_words = 64'(BiasBytes / BusBytes);
+        buf_banks = 3'(pqa_pkg::BufBiasBanks);
+      end
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferAct): begin
+        buf_words = 64'(ActBytes / BusBytes);
+        buf_banks = 3'(pqa_pkg::BufActBanks);
+      end
+      pqa_pkg::LoadBufW'(pqa_pkg::BufferOut): begin
+        buf_words = 64'(OutBytes / BusBytes);
+        buf_banks = 3'(pqa_pkg::BufOutBanks);
+      end
+      default: begin
+        buf_words = 64'd0;
+        buf_banks = 3'd0;
+      end
     endcase
   end
-  assign load_ok  = (f_nbytes != '0) && (64'(f_beats) <= buf_words);
+  assign load_ok  = (f_nbytes != '0) && (64'(f_beats) <= buf_words) && (3'(f_bank) < buf_banks);
   assign store_ok = (f_nbytes != '0) && (64'(f_nbytes) <= 64'(OutBytes));
 
   // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
@@ -309,29 +352,79 @@ module pqa_ctrl #(
     add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok;
   end
 
-  // The compute units are busy (counted in compute_cycles): a `run`, `pool` or `add` from the cycle after
-  // its decode to the cycle its last unit reports done.
+  // The compute unit is busy (counted in compute_cycles): a `run`, `pool` or `add` from the cycle after
+  // its dispatch to the cycle its last unit reports done.
   logic computing;
-  assign computing = (state_q == CtlRun) || (state_q == CtlVec) || (state_q == CtlVecWait);
+  assign computing = cu_busy_q;
+  logic cu_done;
+  assign cu_done = cu_busy_q && !cu_go_q && (cu_run_q ? lk_done_i : vec_done_i);
 
-  // Run: both compute units take the whole run at its first cycle and stream its columns (the encoder's
-  // indices reach the look-up unit through its index queue); the run ends with the look-up's last write.
+  // ---------------------------------------------------------------------------------------------
+  // Dependencies (docs/theory.md, "Decoupled units"): an instruction is dispatched, in program order,
+  // once no unit works on an older instruction that it conflicts with; until then it waits in decode.
+  // - `load` into act or out: the compute unit idle (it reads act, writes out); into out also the store
+  //   unit idle (it reads out); into a table bank: no `run` computing from that bank.
+  // - `run`, `pool`, `add`: the compute unit and the store unit idle, and no `load` into act or out (or,
+  //   for a `run`, into its table bank) in flight.
+  // - `store`: every unit idle (a store is the only instruction besides `stamp` with an effect outside
+  //   the accelerator; it waits for every older one, so that an error stops the program exactly where
+  //   the golden simulator stops it).
+  // - `stamp`, `end`: every unit idle. `shape`, `quant`, `fmap`, `conv`: the compute unit idle.
+  // The read engine fetches the next instruction only when no `load` holds it, so a `load` in flight is
+  // always the youngest dispatched instruction.
+  // ---------------------------------------------------------------------------------------------
+  logic f_is_table, ld_is_actout, ready;
+  assign f_is_table   = (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferProto))
+                     || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferLut))
+                     || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferBias));
+  assign ld_is_actout = (ld_buf_q == pqa_pkg::LoadBufW'(pqa_pkg::BufferAct))
+                     || (ld_buf_q == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut));
+  always_comb begin
+    unique case (opcode)
+      pqa_pkg::OpcLoad: begin
+        if (f_is_table) begin
+          ready = !(cu_busy_q && cu_run_q && (cu_bank_q == f_bank));
+        end else begin
+          ready = !cu_busy_q && !(st_busy_q && f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut));
+        end
+      end
+      pqa_pkg::OpcRun: ready = !cu_busy_q && !st_busy_q
+                              && !(ld_busy_q && (ld_is_actout || ld_bank_q == bank_q));
+      pqa_pkg::OpcPool, pqa_pkg::OpcAdd: ready = !cu_busy_q && !st_busy_q && !(ld_busy_q && ld_is_actout);
+      pqa_pkg::OpcStore, pqa_pkg::OpcStamp, pqa_pkg::OpcEnd: ready = !cu_busy_q && !st_busy_q && !ld_busy_q;
+      default: ready = !cu_busy_q;  // shape, quant, fmap, conv
+    endcase
+  end
+
+  // A unit's error, or one the decoder met: stop dispatching, let every unit finish, then report the
+  // oldest failing instruction (the golden simulator's stop).
+  logic unit_err, ld_fail, st_fail;
+  assign ld_fail  = ld_busy_q && rd_done_i && rd_err_i;
+  assign st_fail  = st_busy_q && wr_done_i && wr_err_i;
+  assign unit_err = ld_err_q || st_err_q || ld_fail || st_fail;
+
+  logic all_idle;
+  assign all_idle = !ld_busy_q && !st_busy_q && !cu_busy_q && !fetch_busy_q;
 
   // ---------------------------------------------------------------------------------------------
   // State machine
   // ---------------------------------------------------------------------------------------------
-  logic                     fail;       // stop with fail_code at this instruction (pc_q)
+  logic                     fail;       // the decoder refuses the instruction at pc_q with fail_code
   logic [pqa_pkg::ErrW-1:0] fail_code;
+  logic                     dispatch;   // the instruction at pc_q goes to its unit (or sets layer state)
 
   always_comb begin
-    state_d             = state_q;
-    fail                = 1'b0;
-    fail_code           = pqa_pkg::ErrNone;
-    dma_cmd_valid_o     = 1'b0;
-    dma_cmd_write_o     = 1'b0;
-    dma_cmd_addr_o      = AxiAddrWidth'(f_addr);
-    dma_cmd_beats_o     = f_beats;
-    dma_cmd_last_strb_o = '1;
+    state_d            = state_q;
+    fail               = 1'b0;
+    fail_code          = pqa_pkg::ErrNone;
+    dispatch           = 1'b0;
+    rd_cmd_valid_o     = 1'b0;
+    rd_cmd_addr_o      = AxiAddrWidth'(f_addr);
+    rd_cmd_beats_o     = f_beats;
+    wr_cmd_valid_o     = 1'b0;
+    wr_cmd_addr_o      = AxiAddrWidth'(f_addr);
+    wr_cmd_beats_o     = f_beats;
+    wr_cmd_last_strb_o = f_last_strb;
     unique case (state_q)
       CtlIdle: begin
         if (start_i) begin
@@ -344,102 +437,74 @@ module pqa_ctrl #(
         end
       end
       CtlFetch: begin
-        if (pc_q[InsnAlign-1:0] != '0) begin  // a misaligned INSN_BASE (the pc advances by whole instructions)
+        if (unit_err) begin
+          state_d = CtlDrain;
+        end else if (pc_q[InsnAlign-1:0] != '0) begin  // a misaligned INSN_BASE (the pc advances by whole instructions)
           fail      = 1'b1;
-          state_d   = CtlFinish;
           fail_code = pqa_pkg::ErrAlign;
-        end else begin
-          dma_cmd_valid_o = 1'b1;
-          dma_cmd_addr_o  = AxiAddrWidth'(pc_q) & ~AxiAddrWidth'(BusBytes - 1);  // the word that holds it
-          dma_cmd_beats_o = BeatsW'(1);
-          state_d         = CtlFetchWait;
+          state_d   = CtlDrain;
+        end else if (!ld_busy_q) begin  // the read engine is free
+          rd_cmd_valid_o = 1'b1;
+          rd_cmd_addr_o  = AxiAddrWidth'(pc_q) & ~AxiAddrWidth'(BusBytes - 1);  // the word that holds it
+          rd_cmd_beats_o = BeatsW'(1);
+          state_d        = CtlFetchWait;
         end
       end
       CtlFetchWait: begin
-        if (dma_done_i) begin
-          if (dma_err_i) begin
+        if (rd_done_i) begin
+          if (rd_err_i) begin
             fail      = 1'b1;
-            state_d   = CtlFinish;
             fail_code = pqa_pkg::ErrBus;
+            state_d   = CtlDrain;
           end else begin
-            state_d = CtlDecode;
+            if (unit_err) begin
+              state_d = CtlDrain;
+            end else begin
+              state_d = CtlDecode;
+            end
           end
         end
       end
       CtlDecode: begin
-        if (!legal) begin
+        if (unit_err) begin
+          state_d = CtlDrain;
+        end else if (!legal) begin
           fail      = 1'b1;
-          state_d   = CtlFinish;
           fail_code = pqa_pkg::ErrIllegalInsn;
-        end else begin
+          state_d   = CtlDrain;
+        end else if ((opcode == pqa_pkg::OpcLoad || opcode == pqa_pkg::OpcStore || opcode == pqa_pkg::OpcStamp)
+                     && misaligned) begin
+          fail      = 1'b1;
+          fail_code = pqa_pkg::ErrAlign;
+          state_d   = CtlDrain;
+        end else if ((opcode == pqa_pkg::OpcLoad && !load_ok) || (opcode == pqa_pkg::OpcStore && !store_ok)
+                     || (opcode == pqa_pkg::OpcRun && !fits) || (opcode == pqa_pkg::OpcPool && !pool_ok)
+                     || (opcode == pqa_pkg::OpcAdd && !add_ok)) begin
+          fail      = 1'b1;
+          fail_code = pqa_pkg::ErrLimit;
+          state_d   = CtlDrain;
+        end else if (ready) begin
+          dispatch = 1'b1;
           unique case (opcode)
-            pqa_pkg::OpcLoad, pqa_pkg::OpcStore, pqa_pkg::OpcStamp: begin
-              if (misaligned) begin
-                fail      = 1'b1;
-                state_d   = CtlFinish;
-                fail_code = pqa_pkg::ErrAlign;
-              end else if ((opcode == pqa_pkg::OpcLoad && !load_ok)
-                           || (opcode == pqa_pkg::OpcStore && !store_ok)) begin
-                fail      = 1'b1;
-                state_d   = CtlFinish;
-                fail_code = pqa_pkg::ErrLimit;
-              end else begin
-                dma_cmd_valid_o = 1'b1;
-                dma_cmd_write_o = (opcode != pqa_pkg::OpcLoad);
-                if (opcode == pqa_pkg::OpcStamp) begin
-                  dma_cmd_beats_o     = BeatsW'(StampBeats);
-                  dma_cmd_last_strb_o = (StampTail == 0) ? '1 : BusBytes'((1 << StampTail) - 1);
-                end
-                if (opcode == pqa_pkg::OpcStore) begin
-                  dma_cmd_last_strb_o = f_last_strb;
-                end
-                state_d = CtlDmaWait;
-              end
+            pqa_pkg::OpcLoad: rd_cmd_valid_o = 1'b1;
+            pqa_pkg::OpcStore: wr_cmd_valid_o = 1'b1;
+            pqa_pkg::OpcStamp: begin
+              wr_cmd_valid_o     = 1'b1;
+              wr_cmd_beats_o     = BeatsW'(StampBeats);
+              wr_cmd_last_strb_o = (StampTail == 0) ? '1 : BusBytes'((1 << StampTail) - 1);
             end
-            pqa_pkg::OpcRun: begin
-              if (!fits) begin
-                fail      = 1'b1;
-                state_d   = CtlFinish;
-                fail_code = pqa_pkg::ErrLimit;
-              end else begin
-                state_d = CtlRun;
-              end
-            end
-            pqa_pkg::OpcPool, pqa_pkg::OpcAdd: begin
-              if ((opcode == pqa_pkg::OpcPool) ? !pool_ok : !add_ok) begin
-                fail      = 1'b1;
-                state_d   = CtlFinish;
-                fail_code = pqa_pkg::ErrLimit;
-              end else begin
-                state_d = CtlVec;
-              end
-            end
-            pqa_pkg::OpcEnd: state_d = CtlFinish;
-            default:         state_d = CtlRetire;  // shape, quant, fmap, conv
+            default: ;
           endcase
-        end
-      end
-      CtlDmaWait: begin
-        if (dma_done_i) begin
-          if (dma_err_i) begin
-            fail      = 1'b1;
-            state_d   = CtlFinish;
-            fail_code = pqa_pkg::ErrBus;
+          if (opcode == pqa_pkg::OpcEnd) begin
+            state_d = CtlFinish;
           end else begin
-            state_d = CtlRetire;
+            state_d = CtlFetch;
           end
         end
       end
-      CtlRetire: state_d = CtlFetch;
-      CtlRun: begin
-        if (lk_done_i) begin
-          state_d = CtlRetire;
-        end
-      end
-      CtlVec:    state_d = CtlVecWait;
-      CtlVecWait: begin
-        if (vec_done_i) begin
-          state_d = CtlRetire;
+      CtlDrain: begin
+        if (all_idle && !ld_fail && !st_fail) begin
+          state_d = CtlFinish;
         end
       end
       CtlFinish: state_d = CtlIdle;
@@ -447,47 +512,75 @@ module pqa_ctrl #(
     endcase
   end
 
+  // The oldest failing instruction: the decoder's (or the fetch's) and the units' errors by count.
+  logic                         pick_ld, pick_st;
+  always_comb begin
+    pick_ld = ld_err_q && (!dec_err_q || ld_cnt_q < dec_cnt_q) && (!st_err_q || ld_cnt_q < st_cnt_q);
+    pick_st = st_err_q && !pick_ld && (!dec_err_q || st_cnt_q < dec_cnt_q);
+  end
+
   always_ff @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
-      state_q       <= CtlIdle;
-      pc_q          <= '0;
-      insn_q        <= '0;
-      cycles_q      <= '0;
-      compute_q     <= '0;
-      rd_bytes_q    <= '0;
-      wr_bytes_q    <= '0;
-      count_q       <= '0;
-      err_code_q    <= pqa_pkg::ErrNone;
-      err_pc_q      <= '0;
-      load_active_q <= 1'b0;
-      load_buf_q    <= '0;
-      stamp_sel_q   <= 1'b0;
-      stamp_q       <= '0;
-      n_q           <= '0;
-      run_go_q      <= 1'b0;
-      clr_q         <= '0;
-      metric_q      <= '0;
-      conv_q        <= 1'b0;
-      relu_q        <= 1'b0;
-      unsigned_q    <= 1'b0;
-      k_q           <= '0;
-      v_q           <= '0;
-      c_q           <= '0;
-      d_q           <= '0;
-      m_q           <= '0;
-      mult_q        <= '0;
-      shift_q       <= '0;
-      bits_q        <= '0;
-      fmap_h_q      <= '0;
-      fmap_w_q      <= '0;
-      fmap_ch_q     <= '0;
-      stride_q      <= '0;
-      kh_q          <= '0;
-      kw_q          <= '0;
-      pad_t_q       <= '0;
-      pad_l_q       <= '0;
-      out_w_q       <= '0;
-      vec_add_q     <= 1'b0;
+      state_q      <= CtlIdle;
+      pc_q         <= '0;
+      insn_q       <= '0;
+      cycles_q     <= '0;
+      compute_q    <= '0;
+      rd_bytes_q   <= '0;
+      wr_bytes_q   <= '0;
+      count_q      <= '0;
+      err_code_q   <= pqa_pkg::ErrNone;
+      err_pc_q     <= '0;
+      err_count_q  <= '0;
+      stamp_q      <= '0;
+      n_q          <= '0;
+      clr_q        <= '0;
+      ld_busy_q    <= 1'b0;
+      st_busy_q    <= 1'b0;
+      cu_busy_q    <= 1'b0;
+      ld_buf_q     <= '0;
+      ld_bank_q    <= '0;
+      ld_pc_q      <= '0;
+      ld_cnt_q     <= '0;
+      st_pc_q      <= '0;
+      st_cnt_q     <= '0;
+      st_stamp_q   <= 1'b0;
+      cu_run_q     <= 1'b0;
+      cu_go_q      <= 1'b0;
+      cu_bank_q    <= 1'b0;
+      fetch_busy_q <= 1'b0;
+      ld_err_q     <= 1'b0;
+      st_err_q     <= 1'b0;
+      dec_err_q    <= 1'b0;
+      dec_code_q   <= pqa_pkg::ErrNone;
+      dec_pc_q     <= '0;
+      dec_cnt_q    <= '0;
+      metric_q     <= '0;
+      conv_q       <= 1'b0;
+      bank_q       <= '0;
+      relu_q       <= 1'b0;
+      unsigned_q   <= 1'b0;
+      k_q          <= '0;
+      v_q          <= '0;
+      c_q          <= '0;
+      d_q          <= '0;
+      m_q          <= '0;
+      mult_q       <= '0;
+      shift_q      <= '0;
+      bits_q       <= '0;
+      fmap_h_q     <= '0;
+      fmap_w_q     <= '0;
+      fmap_ch_q    <= '0;
+      stride_q     <= '0;
+      kh_q         <= '0;
+      kw_q         <= '0;
+      pad_t_q      <= '0;
+      pad_l_q      <= '0;
+      out_w_q      <= '0;
+      vec_add_q    <= 1'b0;
+      add_n_q      <= '0;
+      add_ma_q     <= '0;
+      add_mb_q     <= '0;
     end else begin
       state_q <= state_d;
       if (state_q != CtlIdle) begin
@@ -502,50 +595,78 @@ module pqa_ctrl #(
       if (wr_beat_i) begin
         wr_bytes_q <= wr_bytes_q + pqa_pkg::CyclesW'(BusBytes);
       end
+      // the units finish
+      if (ld_busy_q && rd_done_i) begin
+        ld_busy_q <= 1'b0;
+        if (rd_err_i) begin
+          ld_err_q <= 1'b1;
+        end
+      end
+      if (fetch_busy_q && rd_done_i) begin
+        fetch_busy_q <= 1'b0;
+      end
+      if (st_busy_q && wr_done_i) begin
+        st_busy_q <= 1'b0;
+        if (wr_err_i) begin
+          st_err_q <= 1'b1;
+        end
+      end
+      cu_go_q <= 1'b0;
+      if (cu_done) begin
+        cu_busy_q <= 1'b0;
+      end
       if (fail) begin
-        err_code_q <= fail_code;
-        err_pc_q   <= pc_q;
+        dec_err_q  <= 1'b1;
+        dec_code_q <= fail_code;
+        dec_pc_q   <= pc_q;
+        dec_cnt_q  <= count_q;
       end
       unique case (state_q)
         CtlIdle: begin
           if (start_i) begin
             // A new run starts from the reset state of sim._State.
-            pc_q       <= insn_base_i;
-            clr_q      <= '0;
-            cycles_q   <= '0;
-            compute_q  <= '0;
-            rd_bytes_q <= '0;
-            wr_bytes_q <= '0;
-            count_q    <= '0;
-            err_code_q <= pqa_pkg::ErrNone;
-            err_pc_q   <= '0;
-            metric_q   <= '0;
-            conv_q     <= 1'b0;
-            relu_q     <= 1'b0;
-            unsigned_q <= 1'b0;
-            k_q        <= '0;
-            v_q        <= '0;
-            c_q        <= '0;
-            d_q        <= '0;
-            m_q        <= '0;
-            mult_q     <= '0;
-            shift_q    <= '0;
-            bits_q     <= '0;
-            fmap_h_q   <= '0;
-            fmap_w_q   <= '0;
-            fmap_ch_q  <= '0;
-            stride_q   <= '0;
-            kh_q       <= '0;
-            kw_q       <= '0;
-            pad_t_q    <= '0;
-            pad_l_q    <= '0;
-            out_w_q    <= '0;
+            pc_q        <= insn_base_i;
+            clr_q       <= '0;
+            cycles_q    <= '0;
+            compute_q   <= '0;
+            rd_bytes_q  <= '0;
+            wr_bytes_q  <= '0;
+            count_q     <= '0;
+            err_code_q  <= pqa_pkg::ErrNone;
+            err_pc_q    <= '0;
+            err_count_q <= '0;
+            ld_err_q    <= 1'b0;
+            st_err_q    <= 1'b0;
+            dec_err_q   <= 1'b0;
+            metric_q    <= '0;
+            conv_q      <= 1'b0;
+            bank_q      <= '0;
+            relu_q      <= 1'b0;
+            unsigned_q  <= 1'b0;
+            k_q         <= '0;
+            v_q         <= '0;
+            c_q         <= '0;
+            d_q         <= '0;
+            m_q         <= '0;
+            mult_q      <= '0;
+            shift_q     <= '0;
+            bits_q      <= '0;
+            fmap_h_q    <= '0;
+            fmap_w_q    <= '0;
+            fmap_ch_q   <= '0;
+            stride_q    <= '0;
+            kh_q        <= '0;
+            kw_q        <= '0;
+            pad_t_q     <= '0;
+            pad_l_q     <= '0;
+            out_w_q     <= '0;
           end
         end
         CtlClear: clr_q <= clr_q + 1'b1;
         CtlFetch: begin
-          load_active_q <= 1'b0;
-          stamp_sel_q   <= 1'b0;
+          if (rd_cmd_valid_o) begin
+            fetch_busy_q <= 1'b1;
+          end
         end
         CtlFetchWait: begin
           if (dma_rd_valid_i) begin
@@ -553,22 +674,33 @@ module pqa_ctrl #(
           end
         end
         CtlDecode: begin
-          if (legal) begin
+          if (dispatch) begin
+            pc_q    <= pc_q + pqa_pkg::RegDataW'(InsnBytes);
+            count_q <= count_q + pqa_pkg::RegDataW'(1);
             unique case (opcode)
               pqa_pkg::OpcLoad: begin
-                load_active_q <= 1'b1;
-                load_buf_q    <= f_buf;
+                ld_busy_q <= 1'b1;
+                ld_buf_q  <= f_buf;
+                ld_bank_q <= f_bank;
+                ld_pc_q   <= pc_q;
+                ld_cnt_q  <= count_q;
               end
-              pqa_pkg::OpcStamp: begin
-                stamp_sel_q <= 1'b1;
-                stamp_q[pqa_pkg::PerfCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]        <= cycles_q;
-                stamp_q[pqa_pkg::PerfComputeCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW] <= compute_q;
-                stamp_q[pqa_pkg::PerfRdBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= rd_bytes_q;
-                stamp_q[pqa_pkg::PerfWrBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= wr_bytes_q;
+              pqa_pkg::OpcStore, pqa_pkg::OpcStamp: begin
+                st_busy_q  <= 1'b1;
+                st_stamp_q <= (opcode == pqa_pkg::OpcStamp);
+                st_pc_q    <= pc_q;
+                st_cnt_q   <= count_q;
+                if (opcode == pqa_pkg::OpcStamp) begin
+                  stamp_q[pqa_pkg::PerfCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]        <= cycles_q;
+                  stamp_q[pqa_pkg::PerfComputeCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW] <= compute_q;
+                  stamp_q[pqa_pkg::PerfRdBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= rd_bytes_q;
+                  stamp_q[pqa_pkg::PerfWrBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= wr_bytes_q;
+                end
               end
               pqa_pkg::OpcShape: begin
                 metric_q <= insn_q[pqa_pkg::ShapeMetricLsb +: pqa_pkg::ShapeMetricW];
                 conv_q   <= insn_q[pqa_pkg::ShapeConvLsb +: pqa_pkg::ShapeConvW];
+                bank_q   <= insn_q[pqa_pkg::ShapeBankLsb +: pqa_pkg::ShapeBankW];
                 k_q      <= insn_q[pqa_pkg::ShapeKLsb +: pqa_pkg::ShapeKW];
                 v_q      <= insn_q[pqa_pkg::ShapeVLsb +: pqa_pkg::ShapeVW];
                 c_q      <= insn_q[pqa_pkg::ShapeCLsb +: pqa_pkg::ShapeCW];
@@ -595,21 +727,38 @@ module pqa_ctrl #(
                 pad_l_q  <= insn_q[pqa_pkg::ConvPadLLsb +: pqa_pkg::ConvPadLW];
                 out_w_q  <= insn_q[pqa_pkg::ConvOutWLsb +: pqa_pkg::ConvOutWW];
               end
-              pqa_pkg::OpcPool: vec_add_q <= 1'b0;
-              pqa_pkg::OpcAdd:  vec_add_q <= 1'b1;
-              pqa_pkg::OpcRun: begin
-                n_q      <= f_n;
-                run_go_q <= 1'b1;
+              pqa_pkg::OpcRun, pqa_pkg::OpcPool, pqa_pkg::OpcAdd: begin
+                cu_busy_q <= 1'b1;
+                cu_go_q   <= 1'b1;
+                cu_run_q  <= (opcode == pqa_pkg::OpcRun);
+                cu_bank_q <= bank_q;
+                vec_add_q <= (opcode == pqa_pkg::OpcAdd);
+                n_q       <= f_n;
+                add_n_q   <= insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW];
+                add_ma_q  <= insn_q[pqa_pkg::AddMaLsb +: pqa_pkg::AddMaW];
+                add_mb_q  <= insn_q[pqa_pkg::AddMbLsb +: pqa_pkg::AddMbW];
               end
-              pqa_pkg::OpcEnd: count_q <= count_q + pqa_pkg::RegDataW'(1);
-              default: ;
+              default: ;  // end
             endcase
           end
         end
-        CtlRun: run_go_q <= 1'b0;
-        CtlRetire: begin
-          count_q <= count_q + pqa_pkg::RegDataW'(1);
-          pc_q    <= pc_q + pqa_pkg::RegDataW'(InsnBytes);
+        CtlDrain: begin
+          if (all_idle && !ld_fail && !st_fail) begin
+            // every unit has finished: report the oldest failing instruction
+            if (pick_ld) begin
+              err_code_q  <= pqa_pkg::ErrBus;
+              err_pc_q    <= ld_pc_q;
+              err_count_q <= ld_cnt_q;
+            end else if (pick_st) begin
+              err_code_q  <= pqa_pkg::ErrBus;
+              err_pc_q    <= st_pc_q;
+              err_count_q <= st_cnt_q;
+            end else begin
+              err_code_q  <= dec_code_q;
+              err_pc_q    <= dec_pc_q;
+              err_count_q <= dec_cnt_q;
+            end
+          end
         end
         default: ;
       endcase
@@ -619,21 +768,24 @@ module pqa_ctrl #(
   assign busy_o        = (state_q != CtlIdle);
   assign clear_o       = (state_q == CtlClear);
   assign clear_addr_o  = clr_q;
-  assign enc_start_o   = (state_q == CtlRun) && run_go_q;
-  assign lk_start_o    = (state_q == CtlRun) && run_go_q;
+  assign enc_start_o   = cu_busy_q && cu_go_q && cu_run_q;
+  assign lk_start_o    = cu_busy_q && cu_go_q && cu_run_q;
   assign run_n_o       = n_q;
-  assign run_start_o   = (state_q == CtlDecode) && legal && (opcode == pqa_pkg::OpcRun) && fits && conv_q;
-  assign vec_start_o   = (state_q == CtlVec);
+  assign run_start_o   = dispatch && (opcode == pqa_pkg::OpcRun) && conv_q;
+  assign vec_start_o   = cu_busy_q && cu_go_q && !cu_run_q;
   assign vec_add_o     = vec_add_q;
-  assign vec_active_o  = (state_q == CtlVec) || (state_q == CtlVecWait);
+  assign vec_active_o  = cu_busy_q && !cu_run_q;
   assign finish_o      = (state_q == CtlFinish);
   assign err_code_o    = err_code_q;
   assign err_pc_o      = err_pc_q;
-  assign insn_count_o  = count_q;
+  // INSN_COUNT: the instructions retired, all of them after `end`, those before the failing one after an error
+  assign insn_count_o  = (err_code_q != pqa_pkg::ErrNone) ? err_count_q : count_q;
   assign cycles_o      = cycles_q;
-  assign load_active_o = load_active_q;
-  assign load_buf_o    = load_buf_q;
-  assign stamp_sel_o   = stamp_sel_q;
+  assign load_active_o = ld_busy_q;
+  assign load_buf_o    = ld_buf_q;
+  assign load_bank_o   = ld_bank_q;
+  assign tbl_bank_o    = cu_bank_q;
+  assign stamp_sel_o   = st_busy_q && st_stamp_q;
   assign stamp_rec_o   = stamp_q;
   assign metric_o      = metric_q;
   assign k_o           = k_q;
@@ -656,24 +808,31 @@ module pqa_ctrl #(
   assign pad_t_o       = pad_t_q;
   assign pad_l_o       = pad_l_q;
   assign out_w_o       = out_w_q;
-  // `add` operands, read from the instruction register while the vector unit runs
-  assign add_n_o       = insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW];
-  assign add_ma_o      = insn_q[pqa_pkg::AddMaLsb +: pqa_pkg::AddMaW];
-  assign add_mb_o      = insn_q[pqa_pkg::AddMbLsb +: pqa_pkg::AddMbW];
+  // `add` operands, latched at its dispatch
+  assign add_n_o       = add_n_q;
+  assign add_ma_o      = add_ma_q;
+  assign add_mb_o      = add_mb_q;
 
 `ifndef SYNTHESIS
-  // Assertions: legal state, legal error code, one unit active at a time (immediate assertions).
+  // Assertions: legal state, legal error code, the dependency rules kept (immediate assertions).
   always @(posedge clk_i or negedge rst_ni) begin
     if (!rst_ni) begin
     end else begin
       assert (state_q <= CtlFinish) else $fatal(1, "pqa_ctrl: illegal state %0d", state_q);
       if (finish_o) begin
         assert (err_code_q <= pqa_pkg::ErrBus) else $fatal(1, "pqa_ctrl: illegal error code %0d", err_code_q);
+        assert (all_idle) else $fatal(1, "pqa_ctrl: stopped with a unit busy");
       end
-      assert (!(enc_start_o && vec_start_o) && !(lk_start_o && vec_start_o) && !(load_active_q && stamp_sel_q))
-        else $fatal(1, "pqa_ctrl: two units started at once");
-      // The look-up unit reports the end of a run only during one.
-      assert (!lk_done_i || state_q == CtlRun) else $fatal(1, "pqa_ctrl: a done from an idle unit");
+      assert (!(ld_busy_q && fetch_busy_q)) else $fatal(1, "pqa_ctrl: a fetch and a load in the read engine");
+      // no load into a buffer that the compute unit uses, no compute while the store unit reads out
+      assert (!(ld_busy_q && cu_busy_q && (ld_is_actout || (cu_run_q && ld_bank_q == cu_bank_q))))
+        else $fatal(1, "pqa_ctrl: a load into buffer %0d bank %0d while the compute unit uses it", ld_buf_q,
+                    ld_bank_q);
+      assert (!(cu_busy_q && st_busy_q && !st_stamp_q) && !(cu_busy_q && st_busy_q && st_stamp_q))
+        else $fatal(1, "pqa_ctrl: the compute and the store unit at once");
+      // The look-up and vector units report the end of an operation only during one.
+      assert (!lk_done_i || (cu_busy_q && cu_run_q)) else $fatal(1, "pqa_ctrl: a done from an idle look-up unit");
+      assert (!vec_done_i || (cu_busy_q && !cu_run_q)) else $fatal(1, "pqa_ctrl: a done from an idle vector unit");
     end
   end
 `endif

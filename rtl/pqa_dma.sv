@@ -1,7 +1,7 @@
 // Copyright PQA contributors. SPDX-License-Identifier: Apache-2.0
 //
-// AXI4 master DMA: a read engine and a write engine, one command at a time (a read or a write of `beats`
-// bus words from `addr`). Transfers are split into INCR bursts of at most 256 beats that never cross a
+// AXI4 master DMA: a read engine and a write engine, each with its own command port (a read or a write of
+// `beats` bus words from `addr`), working concurrently. Transfers are split into INCR bursts of at most 256 beats that never cross a
 // 4 KiB boundary; up to MaxBursts bursts of a command are in flight at once, so that a memory latency
 // is hidden and both engines move one beat a cycle.
 // Reads: every beat is handed out with its index (rd_valid_o, single cycle; RREADY is high while the
@@ -25,14 +25,19 @@ module pqa_dma #(
 ) (
   input  logic                      clk_i,
   input  logic                      rst_ni,
-  // command
-  input  logic                      cmd_valid_i,
-  input  logic                      cmd_write_i,
-  input  logic [AxiAddrWidth-1:0]   cmd_addr_i,
-  input  logic [BeatsW-1:0]         cmd_beats_i,
-  input  logic [AxiDataWidth/8-1:0] cmd_last_strb_i,
-  output logic                      done_o,
-  output logic                      err_o,
+  // read command (the read engine: taken while it is idle)
+  input  logic                      rd_cmd_valid_i,
+  input  logic [AxiAddrWidth-1:0]   rd_cmd_addr_i,
+  input  logic [BeatsW-1:0]         rd_cmd_beats_i,
+  output logic                      rd_done_o,       // single cycle: the read command ended
+  output logic                      rd_err_o,        // with rd_done_o: it met a non-OKAY response
+  // write command (the write engine: taken while it is idle)
+  input  logic                      wr_cmd_valid_i,
+  input  logic [AxiAddrWidth-1:0]   wr_cmd_addr_i,
+  input  logic [BeatsW-1:0]         wr_cmd_beats_i,
+  input  logic [AxiDataWidth/8-1:0] wr_cmd_last_strb_i,
+  output logic                      wr_done_o,
+  output logic                      wr_err_o,
   // read beats
   output logic                      rd_valid_o,
   output logic [BeatsW-1:0]         rd_idx_o,
@@ -138,13 +143,11 @@ module pqa_dma #(
     end else begin
       rd_done_q <= 1'b0;
       if (!rd_busy_q) begin
-        if (cmd_valid_i) begin
-          rd_err_q <= 1'b0;  // err_o reports the last command
-        end
-        if (cmd_valid_i && !cmd_write_i) begin
+        if (rd_cmd_valid_i) begin
           rd_busy_q <= 1'b1;
-          ar_addr_q <= cmd_addr_i;
-          ar_rem_q  <= cmd_beats_i;
+          rd_err_q  <= 1'b0;
+          ar_addr_q <= rd_cmd_addr_i;
+          ar_rem_q  <= rd_cmd_beats_i;
           r_beat_q  <= '0;
         end
       end else begin
@@ -245,16 +248,14 @@ module pqa_dma #(
     end else begin
       wr_done_q <= 1'b0;
       if (!wr_busy_q) begin
-        if (cmd_valid_i) begin
-          wr_err_q <= 1'b0;  // err_o reports the last command
-        end
-        if (cmd_valid_i && cmd_write_i) begin
+        if (wr_cmd_valid_i) begin
           wr_busy_q   <= 1'b1;
-          aw_addr_q   <= cmd_addr_i;
-          aw_rem_q    <= cmd_beats_i;
-          src_rem_q   <= cmd_beats_i;
+          wr_err_q    <= 1'b0;
+          aw_addr_q   <= wr_cmd_addr_i;
+          aw_rem_q    <= wr_cmd_beats_i;
+          src_rem_q   <= wr_cmd_beats_i;
           src_idx_q   <= '0;
-          last_strb_q <= cmd_last_strb_i;
+          last_strb_q <= wr_cmd_last_strb_i;
           wq_cnt_q    <= '0;
           wq_rd_q     <= 1'b0;
           wq_wr_q     <= 1'b0;
@@ -312,8 +313,10 @@ module pqa_dma #(
     end
   end
 
-  assign done_o     = rd_done_q || wr_done_q;
-  assign err_o      = rd_err_q || wr_err_q;
+  assign rd_done_o  = rd_done_q;
+  assign rd_err_o   = rd_err_q;
+  assign wr_done_o  = wr_done_q;
+  assign wr_err_o   = wr_err_q;
 
   assign rd_valid_o = rd_busy_q && m_axi_rvalid;
   assign rd_idx_o   = r_beat_q;
@@ -415,7 +418,8 @@ module pqa_dma #(
                     MaxBursts);
       assert (!(m_axi_rvalid && !rd_busy_q) && !(m_axi_bvalid && !wr_busy_q))
         else $fatal(1, "pqa_dma: a response without a burst in flight");
-      assert (!(cmd_valid_i && (rd_busy_q || wr_busy_q))) else $fatal(1, "pqa_dma: a command while busy");
+      assert (!(rd_cmd_valid_i && rd_busy_q) && !(wr_cmd_valid_i && wr_busy_q))
+        else $fatal(1, "pqa_dma: a command to a busy engine");
       assert (!(!rd_busy_q && m_axi_arvalid) && !(!wr_busy_q && (m_axi_awvalid || m_axi_wvalid)))
         else $fatal(1, "pqa_dma: AXI request while idle");
     end

@@ -33,7 +33,9 @@ package pqa_pkg;
 
   // Operand fields: <Insn><Field>Lsb / <Insn><Field>W
   localparam int LoadBufLsb = 4;
-  localparam int LoadBufW = 4;
+  localparam int LoadBufW = 3;
+  localparam int LoadBankLsb = 7;
+  localparam int LoadBankW = 1;
   localparam int LoadNbytesLsb = 8;
   localparam int LoadNbytesW = 24;
   localparam int LoadAddrLsb = 32;
@@ -46,6 +48,8 @@ package pqa_pkg;
   localparam int ShapeMetricW = 1;
   localparam int ShapeConvLsb = 5;
   localparam int ShapeConvW = 1;
+  localparam int ShapeBankLsb = 6;
+  localparam int ShapeBankW = 1;
   localparam int ShapeKLsb = 8;
   localparam int ShapeKW = 8;
   localparam int ShapeVLsb = 16;
@@ -97,7 +101,7 @@ package pqa_pkg;
   localparam int AddMbW = 16;
   localparam logic [InsnW-1:0] LoadRsvdMask = 64'h0000000000000000;
   localparam logic [InsnW-1:0] StoreRsvdMask = 64'h00000000000000f0;
-  localparam logic [InsnW-1:0] ShapeRsvdMask = 64'h00000000000000c0;
+  localparam logic [InsnW-1:0] ShapeRsvdMask = 64'h0000000000000080;
   localparam logic [InsnW-1:0] QuantRsvdMask = 64'hfffffff00000c0c0;
   localparam logic [InsnW-1:0] RunRsvdMask = 64'hffffffff000000f0;
   localparam logic [InsnW-1:0] StampRsvdMask = 64'h00000000fffffff0;
@@ -152,6 +156,11 @@ package pqa_pkg;
   //   act: [pixel][channel] (channels-last) signed activation, ActW bits; ActBytes bytes
   //   out: [pixel][channel] (channels-last) activation, ActW bits; OutBytes bytes
   localparam int BufBiasElemW = 32;
+  localparam int BufProtoBanks = 2;  // banks of the size above (load.bank)
+  localparam int BufLutBanks = 2;  // banks of the size above (load.bank)
+  localparam int BufBiasBanks = 2;  // banks of the size above (load.bank)
+  localparam int BufActBanks = 1;  // banks of the size above (load.bank)
+  localparam int BufOutBanks = 1;  // banks of the size above (load.bank)
   function automatic int elem_bytes(input int bits);  // ceil(bits / 8)
     elem_bytes = (bits + 7) / 8;
   endfunction

@@ -110,10 +110,11 @@ module pqa_top #(
   // elaboration-time tasks, so there it is a $fatal at time 0, before the first clock.
   // ---------------------------------------------------------------------------------------------
   // At least one instruction a beat, at most AXI4's 1024 bits; every buffer is whole bus words.
+  localparam int BusWordBytes = AxiDataWidth / 8;
   if (AxiDataWidth < pqa_pkg::CfgRuleAxiDataWidthMin || AxiDataWidth > pqa_pkg::CfgRuleAxiDataWidthMax
       || (pqa_pkg::CfgRuleAxiDataWidthPow2 && !pqa_pkg::is_pow2(AxiDataWidth))
-      || ProtoBytes * 8 < AxiDataWidth || LutBytes * 8 < AxiDataWidth || ActBytes * 8 < AxiDataWidth
-      || OutBytes * 8 < AxiDataWidth) begin : gen_bus_check
+      || ProtoBytes < BusWordBytes || LutBytes < BusWordBytes || ActBytes < BusWordBytes
+      || OutBytes < BusWordBytes) begin : gen_bus_check
 `ifdef __ICARUS__
     initial $fatal(1,
 `else
@@ -209,6 +210,17 @@ module pqa_top #(
   localparam int BeatsW    = pqa_pkg::LoadNbytesW - $clog2(BusBytes) + 1;  // bus words of a transfer
   localparam int BiasBytes = pqa_pkg::elem_bytes(pqa_pkg::BufBiasElemW) * MMax;  // MMax int32 biases
   localparam int BiasWords = (BiasBytes + BusBytes - 1) / BusBytes;
+  // banks of the table buffers (the spec gives proto, lut and bias the same number)
+  localparam int TblBanks  = pqa_pkg::BufProtoBanks;
+  if (pqa_pkg::BufLutBanks != TblBanks || pqa_pkg::BufBiasBanks != TblBanks || pqa_pkg::BufActBanks != 1
+      || pqa_pkg::BufOutBanks != 1 || TblBanks > 2) begin : gen_bank_spec  // a spec fact, not a configuration rule
+`ifdef __ICARUS__
+    initial $fatal(1,
+`else
+    $error(
+`endif
+      "pqa_top: the spec's banks are not supported (proto, lut and bias alike, at most 2; act and out 1)");
+  end
   localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
   // Prototype rows (pqa_protomem): NS*NP*PL int8 elements every ProtoStride bytes, whole rows only.
   localparam int ProtoRowBytes = LaneNS * LaneNP * LanePL;
@@ -291,14 +303,16 @@ module pqa_top #(
     .cycles_i      (cycles)
   );
 
-  logic                             dma_cmd_valid, dma_cmd_write, dma_done, dma_err;
-  logic [AxiAddrWidth-1:0]          dma_cmd_addr;
-  logic [BeatsW-1:0]                dma_cmd_beats, dma_rd_idx, dma_src_idx;
-  logic [BusBytes-1:0]              dma_cmd_last_strb;
+  logic                             rd_cmd_valid, rd_done, rd_err, wr_cmd_valid, wr_done, wr_err;
+  logic [AxiAddrWidth-1:0]          rd_cmd_addr, wr_cmd_addr;
+  logic [BeatsW-1:0]                rd_cmd_beats, wr_cmd_beats, dma_rd_idx, dma_src_idx;
+  logic [BusBytes-1:0]              wr_cmd_last_strb;
   logic                             dma_rd_valid, dma_src_req;
   logic [AxiDataWidth-1:0]          dma_rd_data, dma_src_data;
   logic                             load_active, stamp_sel;
   logic [pqa_pkg::LoadBufW-1:0]     load_buf;
+  logic [pqa_pkg::LoadBankW-1:0]    load_bank;  // the bank a `load` writes
+  logic [pqa_pkg::ShapeBankW-1:0]   tbl_bank;   // the bank of the table buffers that a `run` reads
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec;  // the performance counters of a stamp
   logic [AxiDataWidth-1:0]          stamp_word;                 // the record's beat that the DMA writes
   logic [pqa_pkg::ShapeMetricW-1:0] metric;
@@ -359,17 +373,23 @@ module pqa_top #(
     .cycles_o           (cycles),
     .clear_o            (clear),
     .clear_addr_o       (clear_addr),
-    .dma_cmd_valid_o    (dma_cmd_valid),
-    .dma_cmd_write_o    (dma_cmd_write),
-    .dma_cmd_addr_o     (dma_cmd_addr),
-    .dma_cmd_beats_o    (dma_cmd_beats),
-    .dma_cmd_last_strb_o(dma_cmd_last_strb),
-    .dma_done_i         (dma_done),
-    .dma_err_i          (dma_err),
+    .rd_cmd_valid_o     (rd_cmd_valid),
+    .rd_cmd_addr_o      (rd_cmd_addr),
+    .rd_cmd_beats_o     (rd_cmd_beats),
+    .rd_done_i          (rd_done),
+    .rd_err_i           (rd_err),
+    .wr_cmd_valid_o     (wr_cmd_valid),
+    .wr_cmd_addr_o      (wr_cmd_addr),
+    .wr_cmd_beats_o     (wr_cmd_beats),
+    .wr_cmd_last_strb_o (wr_cmd_last_strb),
+    .wr_done_i          (wr_done),
+    .wr_err_i           (wr_err),
     .dma_rd_valid_i     (dma_rd_valid),
     .dma_rd_data_i      (dma_rd_data),
     .load_active_o      (load_active),
     .load_buf_o         (load_buf),
+    .load_bank_o        (load_bank),
+    .tbl_bank_o         (tbl_bank),
     .stamp_sel_o        (stamp_sel),
     .stamp_rec_o        (stamp_rec),
     .rd_beat_i          (m_axi_rvalid && m_axi_rready),  // accepted beats on the AXI master
@@ -418,13 +438,17 @@ module pqa_top #(
   ) u_dma (
     .clk_i          (clk_i),
     .rst_ni         (rst_ni),
-    .cmd_valid_i    (dma_cmd_valid),
-    .cmd_write_i    (dma_cmd_write),
-    .cmd_addr_i     (dma_cmd_addr),
-    .cmd_beats_i    (dma_cmd_beats),
-    .cmd_last_strb_i(dma_cmd_last_strb),
-    .done_o         (dma_done),
-    .err_o          (dma_err),
+    .rd_cmd_valid_i    (rd_cmd_valid),
+    .rd_cmd_addr_i     (rd_cmd_addr),
+    .rd_cmd_beats_i    (rd_cmd_beats),
+    .rd_done_o         (rd_done),
+    .rd_err_o          (rd_err),
+    .wr_cmd_valid_i    (wr_cmd_valid),
+    .wr_cmd_addr_i     (wr_cmd_addr),
+    .wr_cmd_beats_i    (wr_cmd_beats),
+    .wr_cmd_last_strb_i(wr_cmd_last_strb),
+    .wr_done_o         (wr_done),
+    .wr_err_o          (wr_err),
     .rd_valid_o     (dma_rd_valid),
     .rd_idx_o       (dma_rd_idx),
     .rd_data_o      (dma_rd_data),
@@ -530,48 +554,62 @@ module pqa_top #(
     end
   end
 
-  pqa_protomem #(
-    .AxiDataWidth(AxiDataWidth),
-    .ProtoBytes  (ProtoBytes),
-    .RowBytes    (ProtoRowBytes)
-  ) u_proto_mem (
-    .clk_i  (clk_i),
-    .we_i   (clear || we_proto),
-    .waddr_i(clear ? clear_addr[ProtoAw-1:0] : dma_rd_idx[ProtoAw-1:0]),
-    .wdata_i(clear ? '0 : dma_rd_data),
-    .raddr_i(proto_raddr),
-    .rdata_o(proto_rdata)
-  );
+  // The table buffers have TblBanks banks each (spec buffers.*.banks): a `load` writes bank load_bank, a
+  // `run` reads bank tbl_bank (shape.bank), so that the next run's tables load while this one computes.
+  // The clear sweep zeroes every bank. The read data come from the run's bank (registered reads: the bank
+  // is stable through a run).
+  logic [TblBanks-1:0][ProtoRowBytes*8-1:0]         proto_rdata_b;
+  logic [TblBanks-1:0][LaneNS*LutLaneBytes*8-1:0]   lut_rdata_b;
+  logic [TblBanks-1:0][BiasPortBytes*8-1:0]         bias_rdata_b;
+  for (genvar b = 0; b < TblBanks; b++) begin : gen_tbl_bank
+    logic we_bank;
+    assign we_bank = (load_bank == pqa_pkg::LoadBankW'(b));
+    pqa_protomem #(
+      .AxiDataWidth(AxiDataWidth),
+      .ProtoBytes  (ProtoBytes),
+      .RowBytes    (ProtoRowBytes)
+    ) u_proto_mem (
+      .clk_i  (clk_i),
+      .we_i   (clear || (we_proto && we_bank)),
+      .waddr_i(clear ? clear_addr[ProtoAw-1:0] : dma_rd_idx[ProtoAw-1:0]),
+      .wdata_i(clear ? '0 : dma_rd_data),
+      .raddr_i(proto_raddr),
+      .rdata_o(proto_rdata_b[b])
+    );
 
-  pqa_rowmem #(
-    .AxiDataWidth(AxiDataWidth),
-    .Bytes       (LutBytes),
-    .NS          (LaneNS),
-    .LaneBytes   (LutLaneBytes)
-  ) u_lut_mem (
-    .clk_i  (clk_i),
-    .we_i   (clear || we_lut),
-    .waddr_i(clear ? clear_addr[LutAw-1:0] : dma_rd_idx[LutAw-1:0]),
-    .wdata_i(clear ? '0 : dma_rd_data),
-    .raddr_i(lut_raddr),
-    .rdata_o(lut_rdata)
-  );
+    pqa_rowmem #(
+      .AxiDataWidth(AxiDataWidth),
+      .Bytes       (LutBytes),
+      .NS          (LaneNS),
+      .LaneBytes   (LutLaneBytes)
+    ) u_lut_mem (
+      .clk_i  (clk_i),
+      .we_i   (clear || (we_lut && we_bank)),
+      .waddr_i(clear ? clear_addr[LutAw-1:0] : dma_rd_idx[LutAw-1:0]),
+      .wdata_i(clear ? '0 : dma_rd_data),
+      .raddr_i(lut_raddr),
+      .rdata_o(lut_rdata_b[b])
+    );
 
-  pqa_widemem #(
-    .AxiDataWidth(AxiDataWidth),
-    .OffW        (OffW),
-    .Bytes       (BiasWords * BusBytes),
-    .WideBytes   (BiasGroupBytes),
-    .Align       (BiasAlign)
-  ) u_bias_mem (
-    .clk_i  (clk_i),
-    .we_i   (clear || we_bias),
-    .woff_i (OffW'(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]) << $clog2(BusBytes)),
-    .wdata_i(clear ? '0 : (BiasPortBytes*8)'(dma_rd_data)),
-    .wbe_i  (BiasPortBytes'({BusBytes{1'b1}})),  // loads and the clear write whole words
-    .roff_i (bias_roff),
-    .rdata_o(bias_rdata)
-  );
+    pqa_widemem #(
+      .AxiDataWidth(AxiDataWidth),
+      .OffW        (OffW),
+      .Bytes       (BiasWords * BusBytes),
+      .WideBytes   (BiasGroupBytes),
+      .Align       (BiasAlign)
+    ) u_bias_mem (
+      .clk_i  (clk_i),
+      .we_i   (clear || (we_bias && we_bank)),
+      .woff_i (OffW'(clear ? clear_addr[BiasAw-1:0] : dma_rd_idx[BiasAw-1:0]) << $clog2(BusBytes)),
+      .wdata_i(clear ? '0 : (BiasPortBytes*8)'(dma_rd_data)),
+      .wbe_i  (BiasPortBytes'({BusBytes{1'b1}})),  // loads and the clear write whole words
+      .roff_i (bias_roff),
+      .rdata_o(bias_rdata_b[b])
+    );
+  end
+  assign proto_rdata = proto_rdata_b[tbl_bank];
+  assign lut_rdata   = lut_rdata_b[tbl_bank];
+  assign bias_rdata  = bias_rdata_b[tbl_bank];
 
   pqa_widemem #(
     .AxiDataWidth(AxiDataWidth),

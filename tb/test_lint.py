@@ -234,7 +234,9 @@ ICARUS_COMPILE_ERROR = {"AccW"}
 @pytest.mark.rtl
 @pytest.mark.parametrize("param", list(load().config_rules))
 def test_icarus_refuses_a_broken_rule(param: str, tmp_path: Path) -> None:
-    value = breaking_values(param, hdl_parameters("small"))[0]
+    values = breaking_values(param, hdl_parameters("small"))
+    # a bus of whole bytes (1025 bits fails in Icarus's code generation, before the time-0 message)
+    value = next((v for v in values if param != "AxiDataWidth" or v % 64 == 0), values[0])
     c = _icarus({**hdl_parameters("small"), param: value}, tmp_path / "a.vvp")
     if param in ICARUS_COMPILE_ERROR:
         assert c.returncode != 0

@@ -406,7 +406,12 @@ def test_shipped_mlp_build() -> None:
         assert len(prog.words) == 1 + sum(5 + 3 * t + 1 for t in tiles) + 1
         ops = [w & 0xF for w in prog.words]
         per_layer = [[1, 1, 1, 3, 4] + [1, 5, 2] * t + [6] for t in tiles]
+        for j in range(1, len(per_layer)):  # the schedule: a layer's 3 table loads follow the previous first run
+            del per_layer[j][:3]
+            per_layer[j - 1][7:7] = [1, 1, 1]
         assert ops == [6, *sum(per_layer, []), 15]
+        banks = [(w >> 7) & 1 for w in prog.words if w & 0xF == 1 and (w >> 4) & 7 < 3]
+        assert banks == sum(([j % 2] * 3 for j in range(len(tiles))), [])  # table loads alternate banks
         y = backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem)
         ref = graph.reference(fe.graph, x, cfg.AccW).reshape(n, -1)
         assert y.shape == (n, 10) and np.array_equal(y, ref)

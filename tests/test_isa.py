@@ -54,7 +54,7 @@ def test_flag_with_default_may_be_omitted() -> None:
 def test_with_field_replaces_one_operand() -> None:
     word = isa.encode("shape", metric="l1", k=3, v=4, c=5, d=17, m=9)
     assert isa.decode(isa.with_field(word, "k", 200)) == isa.Insn(
-        "shape", {"metric": 1, "conv": 0, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
+        "shape", {"metric": 1, "conv": 0, "bank": 0, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
     with pytest.raises(KeyError, match="no field"):
         isa.with_field(word, "addr", 8)
 
@@ -117,7 +117,7 @@ def test_statement_syntax(text: str, word: int) -> None:
                                                          "(4-bit field)"),
     ("load buf=lutt nbytes=1 addr=0", "load: field 'buf': unknown buffer name 'lutt' (known: proto, lut, bias, act, "
                                       "out, or a number)"),
-    ("load buf=16 nbytes=1 addr=0", "load: field 'buf': value 16 out of range 0..15 (4-bit field)"),
+    ("load buf=8 nbytes=1 addr=0", "load: field 'buf': value 8 out of range 0..7 (3-bit field)"),
     ("shape metric=cos k=1 v=1 c=1 d=1 m=1", "shape: field 'metric': unknown metric name 'cos' (known: l2, l1, or a "
                                              "number)"),
     (".word", ".word takes exactly one value (the instruction word), got ''"),

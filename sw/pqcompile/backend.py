@@ -36,6 +36,7 @@ from .errors import CompileError  # noqa: F401  (raised here; callers catch back
 from .isa import encode, listing
 from .plan import OpPlan, PInsn, Ref, align, shape_str
 from .spec import HwConfig
+from .spec import load as load_spec
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -109,6 +110,39 @@ def image_strides(cfg: HwConfig, g: ir.Graph, n: int) -> dict[str, int]:
 def plan_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op, n: int, strides: dict[str, int]) -> OpPlan:
     """The instructions of op ``i`` over ``n`` images (tables loaded once, images looped inside)."""
     return ops.of(op).plan(cfg, g, i, op, n, strides)
+
+
+TABLE_BUFFERS = ("proto", "lut", "bias")  # the banked buffers: a `run` reads the tables of shape's bank
+
+
+def schedule(plans: list[OpPlan]) -> list[list[PInsn]]:
+    """The instruction stream, op by op, with the table loads moved ahead (docs/compiler.md, "Schedule"):
+    the j-th PQ op uses table bank j % 2 (its table loads and its ``shape``), and its table loads go right
+    after the first ``run`` of the PQ op before it, so that they stream into the other bank while that op
+    computes (the controller dispatches in order and runs a load beside a ``run`` of the other bank). The
+    stream means the same as the plans' own order (each op still reads only tables loaded for it); the
+    plans are not changed. The moved loads sit among the earlier op's instructions, so its stamps count
+    their bytes and cycles."""
+    buffers = load_spec().enums["buffer"]
+    table_bufs = {buffers[b] for b in TABLE_BUFFERS}
+
+    def is_table_load(q: PInsn) -> bool:
+        return q.mnemonic == "load" and q.ops["buf"] in table_bufs
+
+    out = [[PInsn(q.mnemonic, dict(q.ops)) for q in p.insns] for p in plans]
+    pq = [i for i, p in enumerate(plans) if any(q.mnemonic == "run" for q in p.insns)]
+    for j, i in enumerate(pq):
+        for q in out[i]:
+            if is_table_load(q) or q.mnemonic == "shape":
+                q.ops["bank"] = j % 2
+        if j == 0:
+            continue
+        moved = [q for q in out[i] if is_table_load(q)]
+        out[i] = [q for q in out[i] if not is_table_load(q)]
+        prev = out[pq[j - 1]]
+        at = next(k for k, q in enumerate(prev) if q.mnemonic == "run") + 1
+        prev[at:at] = moved
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -258,8 +292,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         return encode(p.mnemonic, **ops)
 
     words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
-    for i, p in enumerate(plans):
-        words += [resolve(q) for q in p.insns]
+    for i, insns in enumerate(schedule(plans)):
+        words += [resolve(q) for q in insns]
         words.append(encode("stamp", addr=build.stamp_addr(stamps, i + 1)))
     words.append(encode("end"))
     assert len(words) == n_insns

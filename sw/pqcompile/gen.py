@@ -103,6 +103,8 @@ def sv_package(spec: Spec) -> str:
     for b in spec.buffers.values():
         if isinstance(b.elem_bits, int):
             out.append(f"  localparam int Buf{_camel(b.name)}ElemW = {b.elem_bits};")
+    for b in spec.buffers.values():
+        out.append(f"  localparam int Buf{_camel(b.name)}Banks = {b.banks};  // banks of the size above (load.bank)")
     out += ["  function automatic int elem_bytes(input int bits);  // ceil(bits / 8)",
             "    elem_bytes = (bits + 7) / 8;",
             "  endfunction",
@@ -211,12 +213,12 @@ def isa_doc(spec: Spec) -> str:
         "",
         "## On-chip buffers",
         "",
-        "`load` writes buffer `buf` from its byte 0. An element of W bits takes ceil(W / 8) bytes, "
-        "little-endian; elements are stored in layout order (the last index varies fastest). Sizes in bytes "
-        "per configuration.",
+        "`load` writes bank `bank` of buffer `buf` from the bank's byte 0. An element of W bits takes "
+        "ceil(W / 8) bytes, little-endian; elements are stored in layout order (the last index varies fastest). "
+        "Sizes in bytes per bank and configuration; a `run` reads the tables of `shape.bank`.",
         "",
-        "| `buf` | buffer | layout | element | bytes per element | size | " + " | ".join(spec.configs) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(cfgs),
+        "| `buf` | buffer | layout | element | bytes per element | size | banks | " + " | ".join(spec.configs) + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(cfgs),
     ]
     for b in spec.buffers.values():
         if isinstance(b.elem_bits, int):
@@ -224,7 +226,7 @@ def isa_doc(spec: Spec) -> str:
         else:
             bits, nbytes = f"`{b.elem_bits}` bits", f"ceil(`{b.elem_bits}` / 8)"
         size = f"`{b.bytes}` bytes" if b.bytes is not None else f"`{b.entries}` elements"
-        out.append(f"| {b.value} | `{b.name}` | {b.layout} | {b.elem}, {bits} | {nbytes} | {size} | "
+        out.append(f"| {b.value} | `{b.name}` | {b.layout} | {b.elem}, {bits} | {nbytes} | {size} | {b.banks} | "
                    + " | ".join(str(c.buffer_bytes(b.name)) for c in cfgs) + " |")
     out.append("")
     for b in spec.buffers.values():

@@ -119,6 +119,7 @@ class _State:
     shift: int = 0
     mult: int = 0
     bits: int = 0
+    bank: int = 0  # shape.bank: the bank of the table buffers that `run` reads
     geom: ConvGeom = field(default_factory=ConvGeom)
 
 
@@ -247,9 +248,11 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     """Execute from ``insn_base`` until ``end`` or an error. ``mem`` (uint8) is copied, not changed."""
     spec = load()
     err = spec.errors
-    bufs = {b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in spec.buffers}  # the spec's sizes
+    # the spec's sizes, bank by bank: banks[b][i] is bank i of buffer b
+    banks = {b: [np.zeros(cfg.buffer_bytes(b), np.uint8) for _ in range(buf.banks)] for b, buf in spec.buffers.items()}
     buf_names = {b.value: b.name for b in spec.buffers.values()}
-    out = bufs["out"]
+    out = banks["out"][0]
+    act = banks["act"][0]
     mem = np.array(mem, dtype=np.uint8, copy=True)
     st = _State()
     bb = cfg.bus_bytes
@@ -288,7 +291,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         if name in ("load", "store", "stamp") and ops["addr"] % bb:
             return stop("align")
         if name == "load":
-            buf = bufs.get(buf_names.get(ops["buf"], ""))
+            bank = banks.get(buf_names.get(ops["buf"], ""), [])
+            buf = bank[ops["bank"]] if ops["bank"] < len(bank) else None
             span = -(-ops["nbytes"] // bb) * bb
             if buf is None or ops["nbytes"] == 0 or span > buf.size:
                 return stop("limit")
@@ -312,8 +316,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             mem[ops["addr"] : ops["addr"] + rec.size] = rec
             perf["wr_bytes"] += span
         elif name == "shape":
-            st.metric, st.conv, st.k, st.v, st.c, st.d, st.m = (
-                ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m"))
+            st.metric, st.conv, st.k, st.v, st.c, st.d, st.m, st.bank = (
+                ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m", "bank"))
         elif name == "quant":
             st.relu, st.unsigned, st.shift, st.mult, st.bits = (
                 ops[f] for f in ("relu", "unsigned", "shift", "mult", "bits"))
@@ -326,19 +330,20 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         elif name == "run":
             if not layer_fits(cfg, st, ops["n"]):
                 return stop("limit")
-            _run_layer(cfg, st, ops["n"], bufs, out)
+            tables = {b: banks[b][st.bank] for b in ("proto", "lut", "bias")}
+            _run_layer(cfg, st, ops["n"], {**tables, "act": act}, out)
         elif name == "pool":
             if not pool_fits(cfg, st):
                 return stop("limit")
             g = st.geom
-            x = bufs["act"][: g.h * g.w * g.ch].view(np.int8).astype(np.int64).reshape(g.h * g.w, g.ch)
+            x = act[: g.h * g.w * g.ch].view(np.int8).astype(np.int64).reshape(g.h * g.w, g.ch)
             y = requantize(x.sum(0), st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
             out[: g.ch] = y.astype(np.int8).view(np.uint8)
         elif name == "add":
             n = ops["n"]
             if not (1 <= n <= min(cfg.ActBytes, cfg.OutBytes) and post_fits(cfg, st)):
                 return stop("limit")
-            a = bufs["act"][:n].view(np.int8).astype(np.int64)
+            a = act[:n].view(np.int8).astype(np.int64)
             b = out[:n].view(np.int8).astype(np.int64)
             y = round_shift_clamp(a * ops["ma"] + b * ops["mb"], st.shift, bool(st.relu), st.bits, bool(st.unsigned))
             out[:n] = y.astype(np.int8).view(np.uint8)

@@ -79,6 +79,7 @@ class Buffer:
     bytes: str | None  # the configuration parameter that gives its size in bytes ...
     entries: str | None  # ... or the one that gives its size in elements
     doc: str
+    banks: int = 1  # banks of that size (load's `bank`; a `run` reads the tables of shape's `bank`)
 
 
 @dataclass(frozen=True)
@@ -507,7 +508,7 @@ def _buffers(raw: Any, enum: dict[str, int] | None) -> dict[str, Buffer]:
     out = {}
     for name, value in sorted(enum.items(), key=lambda kv: kv[1]):
         where = f"buffers.{name}"
-        d = _keys(where, raw[name], {"layout", "elem", "elem_bits", "doc"}, {"bytes", "entries"})
+        d = _keys(where, raw[name], {"layout", "elem", "elem_bits", "doc"}, {"bytes", "entries", "banks"})
         if ("bytes" in d) == ("entries" in d):
             raise SpecError(f"{where}: give exactly one of bytes and entries")
         bits = d["elem_bits"]
@@ -517,8 +518,11 @@ def _buffers(raw: Any, enum: dict[str, int] | None) -> dict[str, Buffer]:
         size = d.get("bytes", d.get("entries"))
         if size not in CONFIG_KEYS:
             raise SpecError(f"{where}: {size!r} is not a configuration parameter")
+        banks = d.get("banks", 1)
+        if not (isinstance(banks, int) and not isinstance(banks, bool) and banks in (1, 2)):
+            raise SpecError(f"{where}.banks: {banks!r} is not 1 or 2 (load's `bank` is one bit)")
         out[name] = Buffer(name, value, str(d["layout"]), str(d["elem"]), bits, d.get("bytes"), d.get("entries"),
-                           str(d["doc"]))
+                           str(d["doc"]), banks)
     return out
 
 

@@ -87,10 +87,25 @@ module tb_dma #(
     end
   end
 
+  // One command at a time from the test, to the engine its direction names; done_o and err_o from it.
+  logic rd_done, rd_err, wr_done, wr_err, err_q;
+  always_ff @(posedge clk_i or negedge rst_ni) begin
+    if (!rst_ni) begin
+      err_q <= 1'b0;
+    end else if (rd_done || wr_done) begin
+      err_q <= rd_done ? rd_err : wr_err;
+    end
+  end
+  assign done_o = rd_done || wr_done;
+  assign err_o  = rd_done ? rd_err : (wr_done ? wr_err : err_q);
+
   pqa_dma #(.AxiAddrWidth(AxiAddrWidth), .AxiDataWidth(64)) u_dut (
-    .clk_i(clk_i), .rst_ni(rst_ni), .cmd_valid_i(cmd_valid_i), .cmd_write_i(cmd_write_i),
-    .cmd_addr_i(cmd_addr_i), .cmd_beats_i(cmd_beats_i), .cmd_last_strb_i(cmd_last_strb_i), .done_o(done_o),
-    .err_o(err_o), .rd_valid_o(rd_valid), .rd_idx_o(rd_idx), .rd_data_o(rd_data), .src_req_o(src_req),
+    .clk_i(clk_i), .rst_ni(rst_ni),
+    .rd_cmd_valid_i(cmd_valid_i && !cmd_write_i), .rd_cmd_addr_i(cmd_addr_i), .rd_cmd_beats_i(cmd_beats_i),
+    .rd_done_o(rd_done), .rd_err_o(rd_err),
+    .wr_cmd_valid_i(cmd_valid_i && cmd_write_i), .wr_cmd_addr_i(cmd_addr_i), .wr_cmd_beats_i(cmd_beats_i),
+    .wr_cmd_last_strb_i(cmd_last_strb_i), .wr_done_o(wr_done), .wr_err_o(wr_err),
+    .rd_valid_o(rd_valid), .rd_idx_o(rd_idx), .rd_data_o(rd_data), .src_req_o(src_req),
     .src_idx_o(src_idx), .src_data_i(src_data),
     .m_axi_awid(m_axi_awid), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),
     .m_axi_awsize(m_axi_awsize), .m_axi_awburst(m_axi_awburst), .m_axi_awlock(m_axi_awlock),
