@@ -16,7 +16,7 @@ RCOUNT  ?= 200
 RCONFIG ?= small
 SIM     ?= verilator
 
-.PHONY: all setup sim sim-resnet20 bench-resnet20 test test-all regress train-report area lint gen model clean help
+.PHONY: all setup sim sim-resnet20 bench-resnet20 bench-curve test test-all regress train-report area lint gen model clean help
 all: test
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make sim WAVES=1  also write an FST trace of the whole design (sim_build/waves/<build>.fst)"
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
 	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0; benchmarks/out/)"
+	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128; docs/resnet20_batch_bw.png)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|default|pqa)"
@@ -65,6 +66,12 @@ MEM_BW ?= 0
 MEM_LAT ?= 0
 bench-resnet20: $(STAMP)
 	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH) --mem-bw $(MEM_BW) --mem-lat $(MEM_LAT)
+
+# ResNet-20 cycles per image against batch size and memory bandwidth (writes docs/resnet20_batch_bw.png)
+BATCHES ?= 1,2,4,8
+BANDWIDTHS ?= 47,94,128
+bench-curve: $(STAMP)
+	$(PY) benchmarks/bench_curve.py --config $(if $(filter default,$(CONFIG)),pqa,$(CONFIG)) --batches $(BATCHES) --bandwidths $(BANDWIDTHS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,8 @@ columns of :data:`CSV_COLUMNS`. Per image (the batch's figure divided by the bat
 - ``formula_cycles``: PQA's formula at the configuration's lanes (``pqcompile.perf.op_cycles``: a PQ op
   ``columns * ceil(C/NS) * max(ceil(v/PL) * ceil(K/NP), ceil(M/NOUT))``, an add output pixels x
   ceil(ch/NOUT), a pool input pixels x ceil(ch/NOUT));
-- ``predicted_cycles``: the golden simulator's cycle model (``sim.cycle_estimate``);
+- ``predicted_cycles``: the golden simulator's cycle model (``sim.Timeline``: the controller's in-order
+  dispatch and its three units, at the memory's bandwidth);
 - ``bytes_moved``: bytes read plus written over the AXI master (``rd_bytes`` + ``wr_bytes``: fetches,
   loads, stores and stamp records); ``mem_cycles`` = bytes_moved / ``bytes_per_cycle`` (the HDL memory's
   bandwidth: ``--mem-bw`` bytes a cycle, read and write together, or one bus word a cycle when it is not
@@ -51,10 +52,12 @@ def hdl_bytes_per_cycle(params: Mapping[str, int], mem_bw: int = 0) -> int:
 
 
 def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], batch: int,
-               bytes_per_cycle: float) -> list[dict[str, Any]]:
+               bytes_per_cycle: float, predicted: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """One row per op of a build (``manifest``, written by pqcompile) from the stamp records ``perf``
     (``pqcompile.build.read_perf`` of the RTL's final memory: one list per counter, one value per label), the
-    columns of :data:`CSV_COLUMNS`, cycle and byte figures per image."""
+    columns of :data:`CSV_COLUMNS`, cycle and byte figures per image. ``predicted``: the cycle model's
+    ``cycles`` counter at each stamp (default: the op's ``predicted_cycles`` of the manifest, at the compile's
+    memory model)."""
     from pqcompile import perf as pqperf
 
     params = manifest["config_params"]
@@ -70,7 +73,9 @@ def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], b
             "ns": params["NS"], "np": params["NP"], "pl": params["PL"], "nout": params["NOUT"], "batch": batch,
             "bytes_per_cycle": bytes_per_cycle, "rtl_cycles": d["cycles"] / batch,
             "compute_cycles": d["compute_cycles"] / batch, "formula_cycles": formula,
-            "predicted_cycles": int(lay["predicted_cycles"]) / batch, "bytes_moved": moved, "mem_cycles": mem,
+            "predicted_cycles": (int(lay["predicted_cycles"]) if predicted is None
+                                 else int(predicted[i + 1]) - int(predicted[i])) / batch,
+            "bytes_moved": moved, "mem_cycles": mem,
             "roofline": max(formula, mem),
         })
     return rows
@@ -189,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_resnet20: FAIL (the RTL does not equal the golden simulator)")
         return 1
     bpc = hdl_bytes_per_cycle(manifest["config_params"], args.mem_bw)
-    rows = bench_rows(manifest, info["perf"], args.batch, bpc)
+    # the cycle model at the memory's bandwidth (the manifest's is at a bus word a cycle)
+    from pqcompile import sim
+
+    _, image = pqbuild.load(builddir)
+    model = sim.run(pqbuild.config_of(builddir, manifest), image, int(manifest["insn_base"]), mem_bw=args.mem_bw)
+    rows = bench_rows(manifest, info["perf"], args.batch, bpc, pqbuild.read_perf(manifest, model.mem)["cycles"])
     p = manifest["config_params"]
     print(f"config '{args.config}': NS={p['NS']} NP={p['NP']} PL={p['PL']} NOUT={p['NOUT']}, batch {args.batch}, "
           f"{bpc} bytes per cycle (HDL memory, read latency {args.mem_lat}); cycles and bytes per image")

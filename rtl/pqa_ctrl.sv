@@ -383,7 +383,11 @@ module pqa_ctrl #(
     unique case (opcode)
       pqa_pkg::OpcLoad: begin
         if (f_is_table) begin
+`ifdef PQA_MUTANT_NODEP
+          ready = 1'b1;  // deliberate bug: a table load does not wait for the `run` that reads its bank
+`else
           ready = !(cu_busy_q && cu_run_q && (cu_bank_q == f_bank));
+`endif
         end else begin
           ready = !cu_busy_q && !(st_busy_q && f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut));
         end
@@ -825,9 +829,11 @@ module pqa_ctrl #(
       end
       assert (!(ld_busy_q && fetch_busy_q)) else $fatal(1, "pqa_ctrl: a fetch and a load in the read engine");
       // no load into a buffer that the compute unit uses, no compute while the store unit reads out
+`ifndef PQA_MUTANT_NODEP  // (the mutant must be caught by the comparison with the golden simulator)
       assert (!(ld_busy_q && cu_busy_q && (ld_is_actout || (cu_run_q && ld_bank_q == cu_bank_q))))
         else $fatal(1, "pqa_ctrl: a load into buffer %0d bank %0d while the compute unit uses it", ld_buf_q,
                     ld_bank_q);
+`endif
       assert (!(cu_busy_q && st_busy_q && !st_stamp_q) && !(cu_busy_q && st_busy_q && st_stamp_q))
         else $fatal(1, "pqa_ctrl: the compute and the store unit at once");
       // The look-up and vector units report the end of an operation only during one.

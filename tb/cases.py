@@ -284,7 +284,9 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "conv_reserved_bit": ([st, cv | 1 << 63, encode("end")], "illegal_insn", 8),
         "pool_reserved_bit": ([st, encode("pool") | 1 << 8, encode("end")], "illegal_insn", 8),
         "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 4, encode("end")], "illegal_insn", 8),
-        "shape_reserved_bit6": ([st, shape | 1 << 6, encode("end")], "illegal_insn", 8),
+        "shape_reserved_bit7": ([st, shape | 1 << 7, encode("end")], "illegal_insn", 8),  # bit 6: bank
+        "load_act_bank1": ([st, encode("load", buf=bufs["act"], bank=1, nbytes=8, addr=0x400), encode("end")],
+                           "limit", 8),  # act has one bank
     }
 
 

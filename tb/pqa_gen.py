@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from graphgen import RandomGraph
 
-from pqcompile import backend, sim
+from pqcompile import backend, ir, sim
 from pqcompile.errors import CompileError
 from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, field_max, reserved_mask, with_field
 from pqcompile.spec import HwConfig, load
@@ -145,8 +145,15 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
         act_bits = int(rng.choice([2, 3, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
         lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
         rg = conv_graph(rng, cfg, act_bits, lut_bits) if rng.random() < 0.4 else mlp_graph(rng, cfg, act_bits, lut_bits)
+        # half the programs draw each PQ op's table bank: a bank reused by the next op makes its table loads
+        # wait for the `run` reading it (the controller's dependency check), the others load beside it
+        n_pq = sum(isinstance(op, ir.PQOp) for op in rg.ops)
+        banks = [int(b) for b in rng.integers(0, 2, n_pq)] if rng.random() < 0.5 else None
         try:
-            return rg.emit(), rg.info()
+            info = rg.info()
+            reused = banks is not None and any(a == b for a, b in zip(banks, banks[1:], strict=False))
+            info["table_banks"] = "reused" if reused else "alternate" if n_pq > 1 else None
+            return rg.emit(banks), info
         except CompileError:
             continue
     raise RuntimeError("no random graph of 50 compiled")  # the generator is broken, not the design

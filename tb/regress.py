@@ -1,6 +1,6 @@
 """Constrained-random regression of ``pqa_top`` against the golden simulator, with functional coverage.
 
-    python tb/regress.py --seed 1 --count 200 --sim verilator [--config small] [--mutant ties|tree|trunc]
+    python tb/regress.py --seed 1 --count 200 --sim verilator [--config small] [--mutant ties|tree|trunc|nodep]
                          [--batch 100] [--coverage cov.json] [--quiet]
 
 Jobs (seed, 0) .. (seed, count-1) of tb/pqa_gen.py (legal compiled programs, programs with one bad
@@ -27,7 +27,8 @@ from pqa_runner import run_random
 
 from pqcompile.progress import Progress
 
-MUTANTS = {"ties": "PQA_MUTANT_TIES", "tree": "PQA_MUTANT_TREE", "trunc": "PQA_MUTANT_TRUNC"}
+MUTANTS = {"ties": "PQA_MUTANT_TIES", "tree": "PQA_MUTANT_TREE", "trunc": "PQA_MUTANT_TRUNC",
+           "nodep": "PQA_MUTANT_NODEP"}
 
 
 def merge_coverage(total: dict[str, Any], cov: dict[str, Any]) -> dict[str, Any]:

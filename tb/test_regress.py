@@ -24,10 +24,11 @@ def test_random_regression_fast(sim_name: str) -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc"])
+@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc", "nodep"])
 def test_random_regression_catches_mutant(mutant: str) -> None:
     """A deliberately broken RTL (argmin ties to the highest index across prototype groups, or between the
-    distance units of a comparator tree; truncating requantizer) must give scoreboard mismatches on a handful
+    distance units of a comparator tree; truncating requantizer; a table load that does not wait for the
+    `run` reading its bank) must give scoreboard mismatches on a handful
     of random jobs at config small (2 x 3 x 2 lanes; Icarus: its build takes a fraction of a second)."""
     s = regress("icarus", "small", seed=5, count=6, mutant=mutant, log=False, kinds="legal")
     assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"
@@ -35,7 +36,7 @@ def test_random_regression_catches_mutant(mutant: str) -> None:
 
 @pytest.mark.rtl
 @pytest.mark.slow
-@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc"])
+@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc", "nodep"])
 def test_random_regression_catches_mutant_verilator(mutant: str) -> None:
     s = regress("verilator", "small", seed=5, count=12, mutant=mutant, log=False, kinds="legal")
     assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"

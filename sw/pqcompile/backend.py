@@ -23,7 +23,7 @@ The build directory is the only thing the simulator and the testbench read (docs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,14 +115,17 @@ def plan_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op, n: int, strides: dict
 TABLE_BUFFERS = ("proto", "lut", "bias")  # the banked buffers: a `run` reads the tables of shape's bank
 
 
-def schedule(plans: list[OpPlan]) -> list[list[PInsn]]:
+def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None) -> list[list[PInsn]]:
     """The instruction stream, op by op, with the table loads moved ahead (docs/compiler.md, "Schedule"):
-    the j-th PQ op uses table bank j % 2 (its table loads and its ``shape``), and its table loads go right
+    the j-th PQ op uses table bank j % 2 (its table loads and its ``shape``; ``banks[j]`` instead when
+    given: the random programs of tb/pqa_gen.py reuse a bank so that a load must wait for the `run` that
+    reads it), and its table loads go right
     after the first ``run`` of the PQ op before it, so that they stream into the other bank while that op
     computes (the controller dispatches in order and runs a load beside a ``run`` of the other bank). The
     stream means the same as the plans' own order (each op still reads only tables loaded for it); the
     plans are not changed. The moved loads sit among the earlier op's instructions, so its stamps count
-    their bytes and cycles."""
+    their bytes and cycles. Where two PQ ops in a row share a bank, the later one's loads follow the earlier
+    one's last run instead (they then wait for it)."""
     buffers = load_spec().enums["buffer"]
     table_bufs = {buffers[b] for b in TABLE_BUFFERS}
 
@@ -131,16 +134,20 @@ def schedule(plans: list[OpPlan]) -> list[list[PInsn]]:
 
     out = [[PInsn(q.mnemonic, dict(q.ops)) for q in p.insns] for p in plans]
     pq = [i for i, p in enumerate(plans) if any(q.mnemonic == "run" for q in p.insns)]
+    bank = [banks[j] if banks is not None else j % 2 for j in range(len(pq))]
     for j, i in enumerate(pq):
         for q in out[i]:
             if is_table_load(q) or q.mnemonic == "shape":
-                q.ops["bank"] = j % 2
+                q.ops["bank"] = bank[j]
         if j == 0:
             continue
         moved = [q for q in out[i] if is_table_load(q)]
         out[i] = [q for q in out[i] if not is_table_load(q)]
         prev = out[pq[j - 1]]
-        at = next(k for k, q in enumerate(prev) if q.mnemonic == "run") + 1
+        runs = [k for k, q in enumerate(prev) if q.mnemonic == "run"]
+        # after the earlier op's first run; after its last one when it uses the same bank (its later runs
+        # read that bank's tables)
+        at = (runs[0] if bank[j] != bank[j - 1] else runs[-1]) + 1
         prev[at:at] = moved
     return out
 
@@ -243,9 +250,11 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None) -> Program:
+def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None,
+               table_banks: Sequence[int] | None = None) -> Program:
     """Lay out memory and emit the instruction stream that runs graph ``g`` on the integer inputs ``x``
-    ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor."""
+    ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor. ``table_banks``: the table bank of
+    each PQ op (:func:`schedule`; default: alternating)."""
     check_graph(cfg, g)
     name = name or g.name
     tin = g.tensors[g.input]
@@ -292,7 +301,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         return encode(p.mnemonic, **ops)
 
     words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
-    for i, insns in enumerate(schedule(plans)):
+    for i, insns in enumerate(schedule(plans, table_banks)):
         words += [resolve(q) for q in insns]
         words.append(encode("stamp", addr=build.stamp_addr(stamps, i + 1)))
     words.append(encode("end"))

@@ -126,8 +126,8 @@ class _State:
 IDX_DEPTH = 4  # groups of indices the look-up unit's queue holds (pqa_lookup's IdxDepth)
 RUN_DRAIN_CYCLES = 3  # a run's last look-up issue to the cycle of its last write (done), that one included
 VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
-INSN_CYCLES = 8  # fetch, decode and retire of an instruction (a compute instruction adds its compute cycles)
-XFER_CYCLES = 12  # fetch, decode, DMA command and response of a transfer, besides one cycle per bus word
+FETCH_CYCLES = 6  # from the fetch's command to the dispatch of an instruction that need not wait
+XFER_CYCLES = 4  # a transfer's command, first-beat and done handshakes, besides its beats
 
 
 def group_costs(cfg: HwConfig, st: _State) -> tuple[list[int], int, int]:
@@ -214,19 +214,64 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
     return 0
 
 
-def cycle_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _State) -> int:
-    """Cycle model of the datapath: an instruction costs INSN_CYCLES plus its compute cycles
-    (:func:`compute_estimate`: ``run`` streams its groups through the feeder, the encoder and the look-up
-    unit, :func:`run_cycles`; ``pool`` one cycle per VL act bytes of a pixel, ``add`` one per VL elements, plus
-    the vector unit's start and drain); a transfer (``load``, ``store``,
-    ``stamp``: its record's bus words) costs its bus words plus the fetch and handshake overhead
-    of an unloaded memory. Used for the simulator's own ``stamp`` values and the compiler's reports; the
-    RTL's cycles are measured, not modelled (docs/theory.md, "Cycles")."""
-    if mnemonic in ("load", "store"):
-        return XFER_CYCLES + -(-ops["nbytes"] // cfg.bus_bytes)
-    if mnemonic == "stamp":
-        return XFER_CYCLES + -(-load().perf_bytes // cfg.bus_bytes)
-    return INSN_CYCLES + compute_estimate(cfg, mnemonic, ops, st)
+class Timeline:
+    """The event model of the controller and its units (docs/theory.md, "Decoupled units"): the cycle at
+    which each instruction is dispatched and each unit becomes free, under the same dependency rules as
+    pqa_ctrl. An instruction is fetched once the read engine is free (no `load` in it), reaches decode
+    FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting instruction holds a unit; a
+    transfer holds its unit XFER_CYCLES plus its beats (at ``mem_bw`` bytes a cycle when that is below a
+    bus word), a compute instruction its compute cycles plus one. ``cycles`` (the `cycles` counter a
+    `stamp` samples) is the current dispatch cycle. An estimate: the memory's latency and the bandwidth the
+    two DMA engines share are not modelled."""
+
+    def __init__(self, cfg: HwConfig, mem_bw: int = 0) -> None:
+        self.cfg = cfg
+        self.bpc = min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes  # bytes a cycle
+        self.t = start_cycles(cfg)  # the controller's next fetch
+        self.cycles = self.t
+        self.ld_free = self.st_free = self.cu_free = 0
+        self.ld_what: tuple[str, int] = ("", 0)  # (buffer, bank) of the last load
+        self.cu_run_bank: int | None = None  # the table bank of the last compute instruction (None: not a run)
+
+    def _beats_cycles(self, nbytes: int) -> int:
+        beats = -(-nbytes // self.cfg.bus_bytes)
+        return -(-beats * self.cfg.bus_bytes // self.bpc)
+
+    def step(self, mnemonic: str, ops: dict[str, int], st: _State, compute: int, buf: str = "") -> None:
+        """Advance by one dispatched instruction (``compute``: its compute cycles; ``buf``: a load's
+        buffer)."""
+        decode = max(self.t, self.ld_free) + FETCH_CYCLES - 1
+        ld_busy_until = self.ld_free
+        lb, lbank = self.ld_what
+        ld_actout = lb in ("act", "out")
+        if mnemonic == "load":
+            if buf in ("proto", "lut", "bias"):
+                ready = self.cu_free if self.cu_run_bank == ops["bank"] else 0
+            else:
+                ready = max(self.cu_free, self.st_free if buf == "out" else 0)
+        elif mnemonic == "run":
+            ready = max(self.cu_free, self.st_free,
+                        ld_busy_until if ld_actout or (lb != "" and lbank == st.bank) else 0)
+        elif mnemonic in ("pool", "add"):
+            ready = max(self.cu_free, self.st_free, ld_busy_until if ld_actout else 0)
+        elif mnemonic in ("store", "stamp", "end"):
+            ready = max(self.cu_free, self.st_free, ld_busy_until)
+        else:
+            ready = self.cu_free
+        d = max(decode, ready)
+        self.cycles = d
+        self.t = d + 1
+        if mnemonic == "load":
+            self.ld_free = d + 1 + XFER_CYCLES - 1 + self._beats_cycles(ops["nbytes"])
+            self.ld_what = (buf, ops["bank"])
+        elif mnemonic in ("store", "stamp"):
+            nb = ops["nbytes"] if mnemonic == "store" else load().perf_bytes
+            self.st_free = d + 1 + XFER_CYCLES - 1 + self._beats_cycles(nb)
+        elif mnemonic in ("run", "pool", "add"):
+            self.cu_free = d + compute + 1
+            self.cu_run_bank = st.bank if mnemonic == "run" else None
+        elif mnemonic == "end":
+            self.cycles = self.t = d + 2  # the finish state, then idle
 
 
 def perf_record(counters: dict[str, int]) -> np.ndarray:
@@ -244,8 +289,10 @@ def start_cycles(cfg: HwConfig) -> int:
 
 
 def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_000,
-        strict: bool = False, trace: bool = False) -> Result:
-    """Execute from ``insn_base`` until ``end`` or an error. ``mem`` (uint8) is copied, not changed."""
+        strict: bool = False, trace: bool = False, mem_bw: int = 0) -> Result:
+    """Execute from ``insn_base`` until ``end`` or an error. ``mem`` (uint8) is copied, not changed.
+    ``mem_bw``: the memory bandwidth (bytes a cycle) that the cycle model (:class:`Timeline`) assumes; 0: a
+    bus word a cycle."""
     spec = load()
     err = spec.errors
     # the spec's sizes, bank by bank: banks[b][i] is bank i of buffer b
@@ -264,6 +311,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         raise SimError(f"the golden simulator does not model the performance counters {unmodelled}")
     count = 0
     log: list[str] = []
+    tl = Timeline(cfg, mem_bw)
 
     def stop(code: str) -> Result:
         if strict and code != "none":
@@ -285,9 +333,14 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         ops = insn.ops
         if trace:
             log.append(f"{pc:#010x} {insn.mnemonic} {ops}")
-        perf["cycles"] += cycle_estimate(cfg, insn.mnemonic, ops, st)
-        perf["compute_cycles"] += compute_estimate(cfg, insn.mnemonic, ops, st)
+        compute = compute_estimate(cfg, insn.mnemonic, ops, st)
         name = insn.mnemonic
+
+        def go(buf: str = "") -> None:  # the instruction passed its checks: it is dispatched
+            tl.step(name, ops, st, compute, buf)  # noqa: B023  (called in this iteration only)
+            perf["cycles"] = tl.cycles
+            perf["compute_cycles"] += compute  # noqa: B023
+
         if name in ("load", "store", "stamp") and ops["addr"] % bb:
             return stop("align")
         if name == "load":
@@ -298,6 +351,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
                 return stop("limit")
             if ops["addr"] + span > mem.size:
                 return stop("bus")
+            go(buf_names[ops["buf"]])
             buf[:span] = mem[ops["addr"] : ops["addr"] + span]
             perf["rd_bytes"] += span
         elif name == "store":
@@ -306,35 +360,43 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
                 return stop("limit")
             if ops["addr"] + -(-nb // bb) * bb > mem.size:
                 return stop("bus")
+            go()
             mem[ops["addr"] : ops["addr"] + nb] = out[:nb]
             perf["wr_bytes"] += -(-nb // bb) * bb
         elif name == "stamp":
-            rec = perf_record(perf)
-            span = -(-rec.size // bb) * bb  # whole bus words, the last one strobed to the record's end
+            span = -(-load().perf_bytes // bb) * bb  # whole bus words, the last one strobed to the record's end
             if ops["addr"] + span > mem.size:
                 return stop("bus")
+            go()
+            rec = perf_record(perf)
             mem[ops["addr"] : ops["addr"] + rec.size] = rec
             perf["wr_bytes"] += span
         elif name == "shape":
+            go()
             st.metric, st.conv, st.k, st.v, st.c, st.d, st.m, st.bank = (
                 ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m", "bank"))
         elif name == "quant":
+            go()
             st.relu, st.unsigned, st.shift, st.mult, st.bits = (
                 ops[f] for f in ("relu", "unsigned", "shift", "mult", "bits"))
         elif name == "fmap":
+            go()
             st.geom.h, st.geom.w, st.geom.ch = ops["h"], ops["w"], ops["ch"]
         elif name == "conv":
+            go()
             g = st.geom
             g.stride, g.kh, g.kw, g.pad_t, g.pad_l, g.out_w = (
                 ops[f] for f in ("stride", "kh", "kw", "pad_t", "pad_l", "out_w"))
         elif name == "run":
             if not layer_fits(cfg, st, ops["n"]):
                 return stop("limit")
+            go()
             tables = {b: banks[b][st.bank] for b in ("proto", "lut", "bias")}
             _run_layer(cfg, st, ops["n"], {**tables, "act": act}, out)
         elif name == "pool":
             if not pool_fits(cfg, st):
                 return stop("limit")
+            go()
             g = st.geom
             x = act[: g.h * g.w * g.ch].view(np.int8).astype(np.int64).reshape(g.h * g.w, g.ch)
             y = requantize(x.sum(0), st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
@@ -343,11 +405,13 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             n = ops["n"]
             if not (1 <= n <= min(cfg.ActBytes, cfg.OutBytes) and post_fits(cfg, st)):
                 return stop("limit")
+            go()
             a = act[:n].view(np.int8).astype(np.int64)
             b = out[:n].view(np.int8).astype(np.int64)
             y = round_shift_clamp(a * ops["ma"] + b * ops["mb"], st.shift, bool(st.relu), st.bits, bool(st.unsigned))
             out[:n] = y.astype(np.int8).view(np.uint8)
         elif name == "end":
+            go()
             count += 1
             return stop("none")
         count += 1
