@@ -203,7 +203,8 @@ def test_bad_input_is_one_line_exit_2(tiny: Path, tmp_path: Path, what: str,
 
 
 RTL_SCOPES = ("u_dut.u_ctrl", "u_dut.u_dma", "u_dut.u_encoder.u_convgen", "u_dut.u_lookup.gen_post[0].u_postproc",
-              "u_dut.u_vec", "u_dut.u_regs", "u_dut.u_lut_mem", "u_dut.u_proto_mem", "u_mem")
+              "u_dut.u_vec", "u_dut.u_regs", "u_dut.gen_tbl_bank[1].u_lut_mem", "u_dut.gen_tbl_bank[0].u_proto_mem",
+              "u_mem")
 
 
 @pytest.mark.rtl
