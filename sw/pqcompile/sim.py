@@ -221,8 +221,9 @@ class Timeline:
     FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting instruction holds a unit; a
     transfer holds its unit XFER_CYCLES plus its beats (at ``mem_bw`` bytes a cycle when that is below a
     bus word), a compute instruction its compute cycles plus one. ``cycles`` (the `cycles` counter a
-    `stamp` samples) is the current dispatch cycle. An estimate: the memory's latency and the bandwidth the
-    two DMA engines share are not modelled."""
+    `stamp` samples) is the current dispatch cycle. An estimate: the memory's latency is not modelled, and
+    a throttled memory serves the two DMA engines' transfers one after the other (the RTL interleaves
+    their beats)."""
 
     def __init__(self, cfg: HwConfig, mem_bw: int = 0) -> None:
         self.cfg = cfg
@@ -230,12 +231,20 @@ class Timeline:
         self.t = start_cycles(cfg)  # the controller's next fetch
         self.cycles = self.t
         self.ld_free = self.st_free = self.cu_free = 0
+        self.mem_free = 0  # a throttled memory: the cycle its bandwidth is free (loads and stores share it)
         self.ld_what: tuple[str, int] = ("", 0)  # (buffer, bank) of the last load
         self.cu_run_bank: int | None = None  # the table bank of the last compute instruction (None: not a run)
 
-    def _beats_cycles(self, nbytes: int) -> int:
+    def _transfer_free(self, d: int, nbytes: int) -> int:
+        """The cycle a unit is free again after a transfer of ``nbytes`` dispatched at ``d``: its beats flow
+        from d + 2 at one bus word a cycle (each direction has its own channel) or, on a throttled memory,
+        at ``bpc`` bytes a cycle of a bandwidth that the two engines share (their beats taken in turn)."""
         beats = -(-nbytes // self.cfg.bus_bytes)
-        return -(-beats * self.cfg.bus_bytes // self.bpc)
+        if self.bpc >= self.cfg.bus_bytes:
+            return d + XFER_CYCLES + beats
+        start = max(d + 2, self.mem_free)
+        self.mem_free = start + -(-beats * self.cfg.bus_bytes // self.bpc)
+        return self.mem_free + XFER_CYCLES - 2
 
     def step(self, mnemonic: str, ops: dict[str, int], st: _State, compute: int, buf: str = "") -> None:
         """Advance by one dispatched instruction (``compute``: its compute cycles; ``buf``: a load's
@@ -262,11 +271,11 @@ class Timeline:
         self.cycles = d
         self.t = d + 1
         if mnemonic == "load":
-            self.ld_free = d + 1 + XFER_CYCLES - 1 + self._beats_cycles(ops["nbytes"])
+            self.ld_free = self._transfer_free(d, ops["nbytes"])
             self.ld_what = (buf, ops["bank"])
         elif mnemonic in ("store", "stamp"):
             nb = ops["nbytes"] if mnemonic == "store" else load().perf_bytes
-            self.st_free = d + 1 + XFER_CYCLES - 1 + self._beats_cycles(nb)
+            self.st_free = self._transfer_free(d, nb)
         elif mnemonic in ("run", "pool", "add"):
             self.cu_free = d + compute + 1
             self.cu_run_bank = st.bank if mnemonic == "run" else None
