@@ -106,7 +106,7 @@ module pqa_dma #(
     if (n > BeatsW'(to4k)) begin
       n = BeatsW'(to4k);
     end
-    return n;
+    burst_beats = n;  // (an assignment to the name: Yosys reads no `return`)
   endfunction
 
   // ---------------------------------------------------------------------------------------------
