@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -29,12 +28,10 @@ COLUMNS = ("config", "batch", "bytes_per_cycle", "rtl_cycles", "predicted_cycles
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_resnet20", ROOT / "benchmarks" / "bench_resnet20.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_resnet20"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_resnet20
+
+    return bench_resnet20
 
 
 def point(bench: ModuleType, builddir: Path, config: str, batch: int, bw: int) -> dict[str, Any] | None:

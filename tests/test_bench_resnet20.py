@@ -91,3 +91,18 @@ def test_pq_ops_within_the_compute_target() -> None:
 
 def test_number_format() -> None:
     assert [bench._num(x) for x in (3, 4.0, 2.5, 1 / 3, "conv")] == ["3", "4", "2.50", "0.33", "conv"]
+
+
+def test_memory_bandwidth_and_curve_plot(tmp_path: Path) -> None:
+    """The roofline's bytes per cycle follow the HDL memory's limit (below a bus word) and `make bench-curve`'s
+    plot is written from its points."""
+    pqa = load().config("pqa").params
+    assert bench.hdl_bytes_per_cycle(pqa) == 128 and bench.hdl_bytes_per_cycle(pqa, 94) == 94
+    assert bench.hdl_bytes_per_cycle(pqa, 200) == 128
+    assert bench.hdl_bytes_per_cycle(load().config("small").params, 94) == 8  # its bus: 8 bytes
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_curve
+
+    pts = [{"batch": b, "bytes_per_cycle": bw, "rtl_cycles": 30000 / b + bw} for b in (1, 2) for bw in (47, 94)]
+    bench_curve.plot(pts, tmp_path / "c.png", "pqa")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
