@@ -80,7 +80,7 @@ def test_bar_on_a_terminal(terminal: None) -> None:
     _jobs(out)
     text = out.getvalue()
     assert "\r" in text  # redrawn in place
-    final = text.rstrip("\n").split("\r")[-1]
+    final = text.rstrip("\n").split("\r")[-1].rstrip(" ")  # tqdm pads a frame shorter than the last one
     # the rate reads "jobs/s", or "s/jobs" below one job a second (a loaded machine)
     assert re.search(r"^  regression: 100%\|#+\| 8/8 \[\d\d:\d\d<\d\d:\d\d, .*(jobs/s|s/jobs), 1 failing\]$",
                      final), final
