@@ -74,6 +74,8 @@ module pqa_ctrl #(
   output logic [pqa_pkg::LoadBufW-1:0]     load_buf_o,
   output logic [pqa_pkg::LoadBankW-1:0]    load_bank_o,    // ... bank load_bank_o
   output logic [pqa_pkg::ShapeBankW-1:0]   tbl_bank_o,     // the table bank the running `run` reads
+  output logic [pqa_pkg::RunSrcW-1:0]      cu_src_o,       // the act bank the compute unit reads
+  output logic [pqa_pkg::RunDstW-1:0]      cu_dst_o,       // where it writes (enum target)
   output logic                             stamp_sel_o,    // write data is stamp_rec_o, not the out buffer
   output logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec_o,  // counter Perf<Name>: word Perf<Name>
   input  logic                             rd_beat_i,      // a read beat accepted on the AXI master
@@ -125,14 +127,22 @@ module pqa_ctrl #(
   localparam int StampBeats    = (StampBytes + BusBytes - 1) / BusBytes;
   localparam int StampTail     = StampBytes % BusBytes;       // bytes of the last beat (0: all)
 
-  // The fetched beat is the bus word that holds the instruction at the pc.
-  logic [pqa_pkg::InsnW-1:0] fetch_word;
+  // The fetched beat is the bus word that holds the instruction at the pc. The controller keeps the last
+  // one (the fetch buffer): an instruction in it is taken from there, without a fetch (stores into the
+  // instruction stream are not supported, so it never goes stale during a run; a START empties it).
+  logic [pqa_pkg::InsnW-1:0] fetch_word, buf_word;
+  logic [AxiDataWidth-1:0]   fbuf_q;
+  logic [pqa_pkg::RegDataW-1:0] fbuf_pc_q;  // an address in the buffered word
+  logic                      fbuf_valid_q, fbuf_hit;
+  assign fbuf_hit = fbuf_valid_q && (pc_q >> BusAlign) == (fbuf_pc_q >> BusAlign);
   if (BusBytes > InsnBytes) begin : gen_fetch_slot
     logic [BusAlign-InsnAlign-1:0] slot;
     assign slot       = pc_q[BusAlign-1:InsnAlign];
     assign fetch_word = dma_rd_data_i[int'(slot)*pqa_pkg::InsnW +: pqa_pkg::InsnW];
+    assign buf_word   = fbuf_q[int'(slot)*pqa_pkg::InsnW +: pqa_pkg::InsnW];
   end else begin : gen_fetch_word
     assign fetch_word = pqa_pkg::InsnW'(dma_rd_data_i);
+    assign buf_word   = pqa_pkg::InsnW'(fbuf_q);
   end
 
   // load, store and stamp share one decode of `addr`, load and store one of `nbytes` (f_addr, f_nbytes
@@ -184,6 +194,14 @@ module pqa_ctrl #(
   logic                         cu_run_q;       // the compute unit runs a `run` (else `pool` / `add`)
   logic                         cu_go_q;        // its first cycle: start the units
   logic                         cu_bank_q;      // the table bank of its `run`
+  logic [pqa_pkg::RunSrcW-1:0]  cu_src_q;       // the act bank it reads
+  logic [pqa_pkg::RunDstW-1:0]  cu_dst_q;       // where it writes
+  // The on-chip resources each unit's instruction reads and writes (bit Res<Name>; sim.resources)
+  localparam int ResAct0 = 0;  // act bank 0, act bank 1 (ResAct0 + bank)
+  localparam int ResOut  = 2;  // the output buffer: every use counts as a write (its read port is shared)
+  localparam int ResTbl0 = 3;  // table bank 0, table bank 1 (ResTbl0 + bank): proto, lut and bias together
+  localparam int ResW    = 5;
+  logic [ResW-1:0]              ld_wr_q, st_wr_q, cu_rd_q, cu_wr_q;
   logic                         fetch_busy_q;   // a fetch is in the read engine
   // errors met by the units, and the first one the decoder met (an instruction it refused)
   logic                         ld_err_q, st_err_q, dec_err_q;
@@ -227,6 +245,8 @@ module pqa_ctrl #(
   logic [BeatsW-1:0]               f_beats;
   logic [BusBytes-1:0]             f_last_strb;
   logic [pqa_pkg::RunNW-1:0]       f_n;
+  logic [pqa_pkg::RunSrcW-1:0]     f_src;
+  logic [pqa_pkg::RunDstW-1:0]     f_dst;
   logic                            misaligned;
 
   assign opcode      = insn_q[pqa_pkg::OpcodeLsb +: pqa_pkg::OpcodeW];
@@ -235,6 +255,19 @@ module pqa_ctrl #(
   assign f_buf       = insn_q[pqa_pkg::LoadBufLsb +: pqa_pkg::LoadBufW];
   assign f_bank      = insn_q[pqa_pkg::LoadBankLsb +: pqa_pkg::LoadBankW];
   assign f_n         = insn_q[pqa_pkg::RunNLsb +: pqa_pkg::RunNW];
+  assign f_src       = insn_q[pqa_pkg::RunSrcLsb +: pqa_pkg::RunSrcW];  // same fields in pool / add
+  assign f_dst       = insn_q[pqa_pkg::RunDstLsb +: pqa_pkg::RunDstW];
+  if (pqa_pkg::PoolSrcLsb != pqa_pkg::RunSrcLsb || pqa_pkg::AddSrcLsb != pqa_pkg::RunSrcLsb
+      || pqa_pkg::PoolDstLsb != pqa_pkg::RunDstLsb || pqa_pkg::AddDstLsb != pqa_pkg::RunDstLsb
+      || pqa_pkg::PoolSrcW != pqa_pkg::RunSrcW || pqa_pkg::AddSrcW != pqa_pkg::RunSrcW
+      || pqa_pkg::PoolDstW != pqa_pkg::RunDstW || pqa_pkg::AddDstW != pqa_pkg::RunDstW) begin : gen_srcdst_check
+`ifdef __ICARUS__
+    initial $fatal(1,
+`else
+    $error(
+`endif
+      "pqa_ctrl: the spec's src / dst fields of run, pool and add differ");
+  end
   assign f_beats     = BeatsW'(f_nbytes >> BusAlign) + BeatsW'(f_nbytes[BusAlign-1:0] != '0);
   assign f_last_strb = (f_nbytes[BusAlign-1:0] == '0) ? '1
                      : ((BusBytes'(1) << f_nbytes[BusAlign-1:0]) - BusBytes'(1));
@@ -315,8 +348,13 @@ module pqa_ctrl #(
   // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
   // instead), sim.pool_fits and the limits of `add`, in 64-bit arithmetic.
   logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64;
-  logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok;
+  logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok, dst_ok;
+  logic [63:0] dst_bytes;  // the size of the destination of a `run` / `pool` / `add` (sim.target)
   always_comb begin
+    dst_ok    = (64'(f_dst) == 64'(pqa_pkg::TargetOut))
+             || (64'(f_dst) == 64'(pqa_pkg::TargetAct0) && f_src != '0)
+             || (64'(f_dst) == 64'(pqa_pkg::TargetAct1) && f_src == '0);
+    dst_bytes = (64'(f_dst) == 64'(pqa_pkg::TargetOut)) ? 64'(OutBytes) : 64'(ActBytes);
     k64     = 64'(k_q);
     v64     = 64'(v_q);
     c64     = 64'(c_q);
@@ -346,10 +384,10 @@ module pqa_ctrl #(
            && (64'(rows_g) * k64 * 64'(rows_m) * 64'(LutStride) <= 64'(LutCap))
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))
-           && (n64 * m64 <= 64'(OutBytes))
-           && post_ok;
-    pool_ok = fmap_ok && (ch64 <= 64'(OutBytes)) && post_ok;
-    add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok;
+           && (n64 * m64 <= dst_bytes)
+           && post_ok && dst_ok;
+    pool_ok = fmap_ok && (ch64 <= dst_bytes) && post_ok && dst_ok;
+    add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok && dst_ok;
   end
 
   // The compute unit is busy (counted in compute_cycles): a `run`, `pool` or `add` from the cycle after
@@ -362,39 +400,74 @@ module pqa_ctrl #(
   // ---------------------------------------------------------------------------------------------
   // Dependencies (docs/theory.md, "Decoupled units"): an instruction is dispatched, in program order,
   // once no unit works on an older instruction that it conflicts with; until then it waits in decode.
-  // - `load` into act or out: the compute unit idle (it reads act, writes out); into out also the store
-  //   unit idle (it reads out); into a table bank: no `run` computing from that bank.
-  // - `run`, `pool`, `add`: the compute unit and the store unit idle, and no `load` into act or out (or,
-  //   for a `run`, into its table bank) in flight.
+  // Each instruction reads and writes on-chip resources (the act banks, the output buffer, the table
+  // banks: f_rd / f_wr, sim.resources); it conflicts with a unit's instruction that writes what it reads
+  // or reads or writes what it writes (every use of the output buffer counts as a write: the vector unit
+  // and the store unit share its read port).
+  // - `load`: no conflict with the compute or the store unit (its own unit is free: see below).
+  // - `run`, `pool`, `add`: the compute unit idle, no conflict with the load or the store unit.
   // - `store`: every unit idle (a store is the only instruction besides `stamp` with an effect outside
   //   the accelerator; it waits for every older one, so that an error stops the program exactly where
   //   the golden simulator stops it).
   // - `stamp`, `end`: every unit idle. `shape`, `quant`, `fmap`, `conv`: the compute unit idle.
-  // The read engine fetches the next instruction only when no `load` holds it, so a `load` in flight is
-  // always the youngest dispatched instruction.
+  // The read engine fetches the next instruction only when no `load` holds it; an instruction in the
+  // fetch buffer needs no fetch, so a `load` also waits for its own unit.
   // ---------------------------------------------------------------------------------------------
-  logic f_is_table, ld_is_actout, ready;
-  assign f_is_table   = (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferProto))
-                     || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferLut))
-                     || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferBias));
-  assign ld_is_actout = (ld_buf_q == pqa_pkg::LoadBufW'(pqa_pkg::BufferAct))
-                     || (ld_buf_q == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut));
+  logic            f_is_table, ready;
+  logic [ResW-1:0] f_rd, f_wr, f_dst_res, cu_check;
+  assign f_is_table = (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferProto))
+                   || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferLut))
+                   || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferBias));
   always_comb begin
+    f_dst_res = '0;
+    if (64'(f_dst) == 64'(pqa_pkg::TargetAct0)) begin
+      f_dst_res[ResAct0] = 1'b1;
+    end else if (64'(f_dst) == 64'(pqa_pkg::TargetAct1)) begin
+      f_dst_res[ResAct0 + 1] = 1'b1;
+    end else begin
+      f_dst_res[ResOut] = 1'b1;
+    end
+    f_rd = '0;
+    f_wr = '0;
     unique case (opcode)
       pqa_pkg::OpcLoad: begin
         if (f_is_table) begin
-`ifdef PQA_MUTANT_NODEP
-          ready = 1'b1;  // deliberate bug: a table load does not wait for the `run` that reads its bank
-`else
-          ready = !(cu_busy_q && cu_run_q && (cu_bank_q == f_bank));
-`endif
+          f_wr[ResTbl0 + 32'(f_bank)] = 1'b1;
+        end else if (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut)) begin
+          f_wr[ResOut] = 1'b1;
         end else begin
-          ready = !cu_busy_q && !(st_busy_q && f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut));
+          f_wr[ResAct0 + 32'(f_bank)] = 1'b1;
         end
       end
-      pqa_pkg::OpcRun: ready = !cu_busy_q && !st_busy_q
-                              && !(ld_busy_q && (ld_is_actout || ld_bank_q == bank_q));
-      pqa_pkg::OpcPool, pqa_pkg::OpcAdd: ready = !cu_busy_q && !st_busy_q && !(ld_busy_q && ld_is_actout);
+      pqa_pkg::OpcStore: f_wr[ResOut] = 1'b1;
+      pqa_pkg::OpcRun, pqa_pkg::OpcPool, pqa_pkg::OpcAdd: begin
+        f_rd[ResAct0 + 32'(f_src)] = 1'b1;
+        if (opcode == pqa_pkg::OpcRun) begin
+          f_rd[ResTbl0 + 32'(bank_q)] = 1'b1;
+        end
+        f_wr = f_dst_res;
+        if (opcode == pqa_pkg::OpcAdd) begin
+          f_wr[ResOut] = 1'b1;
+        end
+      end
+      default: ;
+    endcase
+  end
+  // what a load is checked against in the compute unit's instruction
+`ifdef PQA_MUTANT_NODEP
+  // deliberate bug: a table load does not wait for the `run` that reads its bank
+  assign cu_check = cu_rd_q & ~(ResW'(3) << ResTbl0) | cu_wr_q;
+`else
+  assign cu_check = cu_rd_q | cu_wr_q;
+`endif
+  logic ld_conflict, st_conflict, cu_conflict;
+  assign ld_conflict = ld_busy_q && ((f_wr & ld_wr_q) != '0 || (f_rd & ld_wr_q) != '0);
+  assign st_conflict = st_busy_q && ((f_wr & st_wr_q) != '0 || (f_rd & st_wr_q) != '0);
+  assign cu_conflict = cu_busy_q && ((f_wr & cu_check) != '0 || (f_rd & cu_wr_q) != '0);
+  always_comb begin
+    unique case (opcode)
+      pqa_pkg::OpcLoad: ready = !ld_busy_q && !cu_conflict && !st_conflict;
+      pqa_pkg::OpcRun, pqa_pkg::OpcPool, pqa_pkg::OpcAdd: ready = !cu_busy_q && !st_conflict && !ld_conflict;
       pqa_pkg::OpcStore, pqa_pkg::OpcStamp, pqa_pkg::OpcEnd: ready = !cu_busy_q && !st_busy_q && !ld_busy_q;
       default: ready = !cu_busy_q;  // shape, quant, fmap, conv
     endcase
@@ -447,6 +520,8 @@ module pqa_ctrl #(
           fail      = 1'b1;
           fail_code = pqa_pkg::ErrAlign;
           state_d   = CtlDrain;
+        end else if (fbuf_hit) begin  // in the buffered bus word: no fetch
+          state_d = CtlDecode;
         end else if (!ld_busy_q) begin  // the read engine is free
           rd_cmd_valid_o = 1'b1;
           rd_cmd_addr_o  = AxiAddrWidth'(pc_q) & ~AxiAddrWidth'(BusBytes - 1);  // the word that holds it
@@ -528,6 +603,9 @@ module pqa_ctrl #(
       state_q      <= CtlIdle;
       pc_q         <= '0;
       insn_q       <= '0;
+      fbuf_q       <= '0;
+      fbuf_pc_q    <= '0;
+      fbuf_valid_q <= 1'b0;
       cycles_q     <= '0;
       compute_q    <= '0;
       rd_bytes_q   <= '0;
@@ -552,6 +630,12 @@ module pqa_ctrl #(
       cu_run_q     <= 1'b0;
       cu_go_q      <= 1'b0;
       cu_bank_q    <= 1'b0;
+      cu_src_q     <= '0;
+      cu_dst_q     <= '0;
+      cu_rd_q      <= '0;
+      cu_wr_q      <= '0;
+      ld_wr_q      <= '0;
+      st_wr_q      <= '0;
       fetch_busy_q <= 1'b0;
       ld_err_q     <= 1'b0;
       st_err_q     <= 1'b0;
@@ -630,6 +714,7 @@ module pqa_ctrl #(
           if (start_i) begin
             // A new run starts from the reset state of sim._State.
             pc_q        <= insn_base_i;
+            fbuf_valid_q <= 1'b0;
             clr_q       <= '0;
             cycles_q    <= '0;
             compute_q   <= '0;
@@ -671,10 +756,19 @@ module pqa_ctrl #(
           if (rd_cmd_valid_o) begin
             fetch_busy_q <= 1'b1;
           end
+          if (state_d == CtlDecode) begin
+            insn_q <= buf_word;
+          end
         end
         CtlFetchWait: begin
           if (dma_rd_valid_i) begin
-            insn_q <= fetch_word;
+            insn_q       <= fetch_word;
+            fbuf_q       <= dma_rd_data_i;
+            fbuf_pc_q    <= pc_q;
+            fbuf_valid_q <= 1'b1;
+          end
+          if (rd_done_i && rd_err_i) begin
+            fbuf_valid_q <= 1'b0;
           end
         end
         CtlDecode: begin
@@ -686,12 +780,14 @@ module pqa_ctrl #(
                 ld_busy_q <= 1'b1;
                 ld_buf_q  <= f_buf;
                 ld_bank_q <= f_bank;
+                ld_wr_q   <= f_wr;
                 ld_pc_q   <= pc_q;
                 ld_cnt_q  <= count_q;
               end
               pqa_pkg::OpcStore, pqa_pkg::OpcStamp: begin
                 st_busy_q  <= 1'b1;
                 st_stamp_q <= (opcode == pqa_pkg::OpcStamp);
+                st_wr_q    <= f_wr;
                 st_pc_q    <= pc_q;
                 st_cnt_q   <= count_q;
                 if (opcode == pqa_pkg::OpcStamp) begin
@@ -736,6 +832,10 @@ module pqa_ctrl #(
                 cu_go_q   <= 1'b1;
                 cu_run_q  <= (opcode == pqa_pkg::OpcRun);
                 cu_bank_q <= bank_q;
+                cu_src_q  <= f_src;
+                cu_dst_q  <= f_dst;
+                cu_rd_q   <= f_rd;
+                cu_wr_q   <= f_wr;
                 vec_add_q <= (opcode == pqa_pkg::OpcAdd);
                 n_q       <= f_n;
                 add_n_q   <= insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW];
@@ -789,6 +889,8 @@ module pqa_ctrl #(
   assign load_buf_o    = ld_buf_q;
   assign load_bank_o   = ld_bank_q;
   assign tbl_bank_o    = cu_bank_q;
+  assign cu_src_o      = cu_src_q;
+  assign cu_dst_o      = cu_dst_q;
   assign stamp_sel_o   = st_busy_q && st_stamp_q;
   assign stamp_rec_o   = stamp_q;
   assign metric_o      = metric_q;
@@ -830,12 +932,12 @@ module pqa_ctrl #(
       assert (!(ld_busy_q && fetch_busy_q)) else $fatal(1, "pqa_ctrl: a fetch and a load in the read engine");
       // no load into a buffer that the compute unit uses, no compute while the store unit reads out
 `ifndef PQA_MUTANT_NODEP  // (the mutant must be caught by the comparison with the golden simulator)
-      assert (!(ld_busy_q && cu_busy_q && (ld_is_actout || (cu_run_q && ld_bank_q == cu_bank_q))))
+      assert (!(ld_busy_q && cu_busy_q && (ld_wr_q & (cu_rd_q | cu_wr_q)) != '0))
         else $fatal(1, "pqa_ctrl: a load into buffer %0d bank %0d while the compute unit uses it", ld_buf_q,
                     ld_bank_q);
 `endif
-      assert (!(cu_busy_q && st_busy_q && !st_stamp_q) && !(cu_busy_q && st_busy_q && st_stamp_q))
-        else $fatal(1, "pqa_ctrl: the compute and the store unit at once");
+      assert (!(cu_busy_q && st_busy_q && (st_wr_q & (cu_rd_q | cu_wr_q)) != '0))
+        else $fatal(1, "pqa_ctrl: the compute unit uses the output buffer while the store unit reads it");
       // The look-up and vector units report the end of an operation only during one.
       assert (!lk_done_i || (cu_busy_q && cu_run_q)) else $fatal(1, "pqa_ctrl: a done from an idle look-up unit");
       assert (!vec_done_i || (cu_busy_q && !cu_run_q)) else $fatal(1, "pqa_ctrl: a done from an idle vector unit");

@@ -71,6 +71,10 @@ package pqa_pkg;
   localparam int QuantMultW = 16;
   localparam int QuantBitsLsb = 32;
   localparam int QuantBitsW = 4;
+  localparam int RunSrcLsb = 4;
+  localparam int RunSrcW = 1;
+  localparam int RunDstLsb = 5;
+  localparam int RunDstW = 2;
   localparam int RunNLsb = 8;
   localparam int RunNW = 24;
   localparam int StampAddrLsb = 32;
@@ -93,6 +97,14 @@ package pqa_pkg;
   localparam int ConvPadLW = 8;
   localparam int ConvOutWLsb = 40;
   localparam int ConvOutWW = 16;
+  localparam int PoolSrcLsb = 4;
+  localparam int PoolSrcW = 1;
+  localparam int PoolDstLsb = 5;
+  localparam int PoolDstW = 2;
+  localparam int AddSrcLsb = 4;
+  localparam int AddSrcW = 1;
+  localparam int AddDstLsb = 5;
+  localparam int AddDstW = 2;
   localparam int AddNLsb = 8;
   localparam int AddNW = 24;
   localparam int AddMaLsb = 32;
@@ -103,12 +115,12 @@ package pqa_pkg;
   localparam logic [InsnW-1:0] StoreRsvdMask = 64'h00000000000000f0;
   localparam logic [InsnW-1:0] ShapeRsvdMask = 64'h0000000000000080;
   localparam logic [InsnW-1:0] QuantRsvdMask = 64'hfffffff00000c0c0;
-  localparam logic [InsnW-1:0] RunRsvdMask = 64'hffffffff000000f0;
+  localparam logic [InsnW-1:0] RunRsvdMask = 64'hffffffff00000080;
   localparam logic [InsnW-1:0] StampRsvdMask = 64'h00000000fffffff0;
   localparam logic [InsnW-1:0] FmapRsvdMask = 64'hff000000000000f0;
   localparam logic [InsnW-1:0] ConvRsvdMask = 64'hff00000000000000;
-  localparam logic [InsnW-1:0] PoolRsvdMask = 64'hfffffffffffffff0;
-  localparam logic [InsnW-1:0] AddRsvdMask = 64'h00000000000000f0;
+  localparam logic [InsnW-1:0] PoolRsvdMask = 64'hffffffffffffff80;
+  localparam logic [InsnW-1:0] AddRsvdMask = 64'h0000000000000080;
   localparam logic [InsnW-1:0] EndRsvdMask = 64'hfffffffffffffff0;
 
   // Enumerations
@@ -119,6 +131,9 @@ package pqa_pkg;
   localparam int BufferOut = 4;
   localparam int MetricL2 = 0;
   localparam int MetricL1 = 1;
+  localparam int TargetOut = 0;
+  localparam int TargetAct0 = 1;
+  localparam int TargetAct1 = 2;
 
   // Error codes (ERR_CODE register)
   localparam int ErrW = 8;
@@ -159,7 +174,7 @@ package pqa_pkg;
   localparam int BufProtoBanks = 2;  // banks of the size above (load.bank)
   localparam int BufLutBanks = 2;  // banks of the size above (load.bank)
   localparam int BufBiasBanks = 2;  // banks of the size above (load.bank)
-  localparam int BufActBanks = 1;  // banks of the size above (load.bank)
+  localparam int BufActBanks = 2;  // banks of the size above (load.bank)
   localparam int BufOutBanks = 1;  // banks of the size above (load.bank)
   function automatic int elem_bytes(input int bits);  // ceil(bits / 8)
     elem_bytes = (bits + 7) / 8;

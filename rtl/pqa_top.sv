@@ -212,14 +212,15 @@ module pqa_top #(
   localparam int BiasWords = (BiasBytes + BusBytes - 1) / BusBytes;
   // banks of the table buffers (the spec gives proto, lut and bias the same number)
   localparam int TblBanks  = pqa_pkg::BufProtoBanks;
-  if (pqa_pkg::BufLutBanks != TblBanks || pqa_pkg::BufBiasBanks != TblBanks || pqa_pkg::BufActBanks != 1
+  localparam int ActBanks  = pqa_pkg::BufActBanks;
+  if (pqa_pkg::BufLutBanks != TblBanks || pqa_pkg::BufBiasBanks != TblBanks || ActBanks != 2
       || pqa_pkg::BufOutBanks != 1 || TblBanks > 2) begin : gen_bank_spec  // a spec fact, not a configuration rule
 `ifdef __ICARUS__
     initial $fatal(1,
 `else
     $error(
 `endif
-      "pqa_top: the spec's banks are not supported (proto, lut and bias alike, at most 2; act and out 1)");
+      "pqa_top: the spec's banks are not supported (proto, lut and bias alike, at most 2; act 2, out 1)");
   end
   localparam int ProtoAw   = $clog2(ProtoBytes / BusBytes);
   // Prototype rows (pqa_protomem): NS*NP*PL int8 elements every ProtoStride bytes, whole rows only.
@@ -250,7 +251,9 @@ module pqa_top #(
   localparam int GatherCh      = (GatherChGroups * LaneNS < CMax) ? GatherChGroups * LaneNS : CMax;
   localparam int GatherSpan    = (LaneNS > 1) ? (GatherPos - 1) * GatherCh + LaneNS : GatherPos * LaneNS;
   localparam int GatherBytes   = (GatherSpan > VMax) ? GatherSpan : VMax;
-  localparam int ActPortBytes  = (GatherBytes > BusBytes) ? GatherBytes : BusBytes;
+  // The act buffer's port also takes the look-up unit's NOUT outputs a cycle (a result kept on chip).
+  localparam int ActWideBytes  = (GatherBytes > LaneNOUT) ? GatherBytes : LaneNOUT;
+  localparam int ActPortBytes  = (ActWideBytes > BusBytes) ? ActWideBytes : BusBytes;
   // The vector unit's lanes: as wide as the act and out buffers' ports (HwConfig.vec_lanes).
   localparam int VecLanes      = (ActPortBytes < OutPortBytes) ? ActPortBytes : OutPortBytes;
   localparam int ActAw     = $clog2(ActBytes / BusBytes);
@@ -313,6 +316,8 @@ module pqa_top #(
   logic [pqa_pkg::LoadBufW-1:0]     load_buf;
   logic [pqa_pkg::LoadBankW-1:0]    load_bank;  // the bank a `load` writes
   logic [pqa_pkg::ShapeBankW-1:0]   tbl_bank;   // the bank of the table buffers that a `run` reads
+  logic [pqa_pkg::RunSrcW-1:0]      cu_src;     // the act bank the compute unit reads
+  logic [pqa_pkg::RunDstW-1:0]      cu_dst;     // where its results go (enum target)
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec;  // the performance counters of a stamp
   logic [AxiDataWidth-1:0]          stamp_word;                 // the record's beat that the DMA writes
   logic [pqa_pkg::ShapeMetricW-1:0] metric;
@@ -390,6 +395,8 @@ module pqa_top #(
     .load_buf_o         (load_buf),
     .load_bank_o        (load_bank),
     .tbl_bank_o         (tbl_bank),
+    .cu_src_o           (cu_src),
+    .cu_dst_o           (cu_dst),
     .stamp_sel_o        (stamp_sel),
     .stamp_rec_o        (stamp_rec),
     .rd_beat_i          (m_axi_rvalid && m_axi_rready),  // accepted beats on the AXI master
@@ -529,10 +536,10 @@ module pqa_top #(
 
   // Shared ports (one unit at a time, sequenced by pqa_ctrl): the act read port belongs to the vector
   // unit during `pool` / `add` and to the encoder otherwise; the out read port to the vector unit
-  // during `pool` / `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a
-  // `load` into `out`, the look-up unit (`run`) or the vector unit.
+  // during `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a `load` into
+  // `out`, or the look-up unit (`run`) or the vector unit when the instruction's dst is `out`.
   assign act_roff  = vec_active ? vec_act_roff : enc_act_roff[OffW-1:0];
-  assign out_roff  = vec_active ? vec_out_roff : OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes);
+  assign out_roff  = (vec_active && vec_add) ? vec_out_roff : OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes);
   // Bus-word writes go to the out buffer's wide port at word offsets, in the low bus word of its data.
   always_comb begin
     if (clear) begin
@@ -611,43 +618,75 @@ module pqa_top #(
   assign lut_rdata   = lut_rdata_b[tbl_bank];
   assign bias_rdata  = bias_rdata_b[tbl_bank];
 
-  pqa_widemem #(
-    .AxiDataWidth(AxiDataWidth),
-    .OffW        (OffW),
-    .Bytes       (ActBytes),
-    .WideBytes   (GatherBytes)
-  ) u_act_mem (
-    .clk_i  (clk_i),
-    .we_i   (clear || we_act),
-    .woff_i (OffW'(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]) << $clog2(BusBytes)),
-    .wdata_i(clear ? '0 : (ActPortBytes*8)'(dma_rd_data)),
-    .wbe_i  (ActPortBytes'({BusBytes{1'b1}})),  // loads and the clear write whole words
-    .roff_i (act_roff),
-    .rdata_o(act_rline)
-  );
-  assign enc_act_rdata[GatherBytes*8-1:0] = act_rline[GatherBytes*8-1:0];
-
-  // The act buffer's copies for the encoder's read ports 1 .. GatherRows-1 (same writes).
-  for (genvar r = 1; r < GatherRows; r++) begin : gen_act_copy
-    logic [ActPortBytes*8-1:0] rline;
-    pqa_widemem #(
-      .AxiDataWidth(AxiDataWidth),
-      .OffW        (OffW),
-      .Bytes       (ActBytes),
-      .WideBytes   (GatherBytes)
-    ) u_act_copy (
-      .clk_i  (clk_i),
-      .we_i   (clear || we_act),
-      .woff_i (OffW'(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]) << $clog2(BusBytes)),
-      .wdata_i(clear ? '0 : (ActPortBytes*8)'(dma_rd_data)),
-      .wbe_i  (ActPortBytes'({BusBytes{1'b1}})),
-      .roff_i (enc_act_roff[r*OffW +: OffW]),
-      .rdata_o(rline)
-    );
-    assign enc_act_rdata[r*GatherBytes*8 +: GatherBytes*8] = rline[GatherBytes*8-1:0];
-    logic unused_rline;  // port bytes past GatherBytes (the bus word is wider)
-    assign unused_rline = ^rline;
+  // The act buffer: ActBanks banks, each with GatherRows copies for the encoder's read ports (copy 0 also
+  // serves the vector unit), written together. A bank is written by the clear sweep, a `load` into it, or
+  // the results of a `run`, `pool` or `add` whose dst is that bank; the compute unit reads bank cu_src
+  // (stable through an instruction, so the registered read data are selected by it directly).
+  logic [ActBanks*ActPortBytes*8-1:0]              act_rline_b;
+  logic [ActBanks*GatherRows*GatherBytes*8-1:0]    enc_act_rdata_b;
+  logic                     res_to_act, res_we;
+  logic [OffW-1:0]          res_woff;
+  logic [ActPortBytes*8-1:0] res_wdata;
+  logic [ActPortBytes-1:0]  res_wbe;
+  assign res_we = lk_out_we || vec_out_we;
+  assign res_to_act = (32'(cu_dst) != pqa_pkg::TargetOut);
+  always_comb begin
+    if (vec_out_we) begin
+      res_woff  = vec_out_woff;
+      res_wdata = (ActPortBytes*8)'(vec_out_wdata);
+      res_wbe   = ActPortBytes'(vec_out_wbe);
+    end else begin
+      res_woff  = lk_out_woff;
+      res_wdata = (ActPortBytes*8)'(lk_out_wdata);
+      res_wbe   = ActPortBytes'(lk_out_wbe);
+    end
   end
+  for (genvar ab = 0; ab < ActBanks; ab++) begin : gen_act_bank
+    logic                      we_ld, we_res, we;
+    logic [OffW-1:0]           woff;
+    logic [ActPortBytes*8-1:0] wdata;
+    logic [ActPortBytes-1:0]   wbe;
+    assign we_ld  = we_act && (32'(load_bank) == ab);
+    assign we_res = res_we && res_to_act && (32'(cu_dst) == pqa_pkg::TargetAct0 + ab);
+    assign we     = clear || we_ld || we_res;
+    always_comb begin
+      if (clear || we_ld) begin  // loads and the clear write whole words
+        woff  = OffW'(clear ? clear_addr[ActAw-1:0] : dma_rd_idx[ActAw-1:0]) << $clog2(BusBytes);
+        wdata = clear ? '0 : (ActPortBytes*8)'(dma_rd_data);
+        wbe   = ActPortBytes'({BusBytes{1'b1}});
+      end else begin
+        woff  = res_woff;
+        wdata = res_wdata;
+        wbe   = res_wbe;
+      end
+    end
+    for (genvar r = 0; r < GatherRows; r++) begin : gen_copy
+      logic [ActPortBytes*8-1:0] rline;
+      pqa_widemem #(
+        .AxiDataWidth(AxiDataWidth),
+        .OffW        (OffW),
+        .Bytes       (ActBytes),
+        .WideBytes   (ActWideBytes)
+      ) u_act_mem (
+        .clk_i  (clk_i),
+        .we_i   (we),
+        .woff_i (woff),
+        .wdata_i(wdata),
+        .wbe_i  (wbe),
+        .roff_i ((r == 0) ? act_roff : enc_act_roff[r*OffW +: OffW]),
+        .rdata_o(rline)
+      );
+      assign enc_act_rdata_b[(ab*GatherRows + r)*GatherBytes*8 +: GatherBytes*8] = rline[GatherBytes*8-1:0];
+      if (r == 0) begin : gen_port0
+        assign act_rline_b[ab*ActPortBytes*8 +: ActPortBytes*8] = rline;
+      end else begin : gen_portr
+        logic unused_rline;  // port bytes past GatherBytes (the bus word is wider)
+        assign unused_rline = ^rline;
+      end
+    end
+  end
+  assign act_rline     = act_rline_b[32'(cu_src)*ActPortBytes*8 +: ActPortBytes*8];
+  assign enc_act_rdata = enc_act_rdata_b[32'(cu_src)*GatherRows*GatherBytes*8 +: GatherRows*GatherBytes*8];
 
   pqa_widemem #(
     .AxiDataWidth(AxiDataWidth),
@@ -656,7 +695,7 @@ module pqa_top #(
     .WideBytes   (LaneNOUT)
   ) u_out_mem (
     .clk_i  (clk_i),
-    .we_i   (clear || we_out || lk_out_we || vec_out_we),
+    .we_i   (clear || we_out || (res_we && !res_to_act)),
     .woff_i (out_woff),
     .wdata_i(out_wdata),
     .wbe_i  (out_wbe),

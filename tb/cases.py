@@ -283,10 +283,16 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "fmap_reserved_bit": ([st, fm | 1 << 60, encode("end")], "illegal_insn", 8),
         "conv_reserved_bit": ([st, cv | 1 << 63, encode("end")], "illegal_insn", 8),
         "pool_reserved_bit": ([st, encode("pool") | 1 << 8, encode("end")], "illegal_insn", 8),
-        "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 4, encode("end")], "illegal_insn", 8),
+        "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 7, encode("end")], "illegal_insn", 8),
+        "run_reserved_bit7": ([st, encode("run", n=1) | 1 << 7, encode("end")], "illegal_insn", 8),  # 4: src, 5-6: dst
         "shape_reserved_bit7": ([st, shape | 1 << 7, encode("end")], "illegal_insn", 8),  # bit 6: bank
-        "load_act_bank1": ([st, encode("load", buf=bufs["act"], bank=1, nbytes=8, addr=0x400), encode("end")],
-                           "limit", 8),  # act has one bank
+        "load_out_bank1": ([st, encode("load", buf=bufs["out"], bank=1, nbytes=8, addr=0x400), encode("end")],
+                           "limit", 8),  # out has one bank (act two)
+        # dst: the act bank the instruction reads, or beyond the enum target
+        "run_dst_is_src": ([st, fm, cv, shape, q8, encode("run", n=16, src=1, dst="act1"), encode("end")], "limit", 40),
+        "run_dst_beyond_enum": ([st, fm, cv, shape, q8, encode("run", n=16, dst=3), encode("end")], "limit", 40),
+        "pool_dst_is_src": ([st, fm, q8, encode("pool", src=0, dst="act0"), encode("end")], "limit", 24),
+        "add_dst_beyond_enum": ([st, q8, encode("add", n=8, ma=1, mb=1, src=1, dst=3), encode("end")], "limit", 16),
     }
 
 
@@ -307,6 +313,33 @@ def residual_arch() -> dict:
         {"type": "relu"}, {"type": "global_avgpool"},
         {"type": "pq_linear", "in_features": 8, "out_features": 5, "k": 8, "v": 4, "metric": "l1"},
     ]}
+
+
+def prefetch_slverr_case(outdir: Path, cfg: HwConfig, seed: int) -> tuple[str, int]:
+    """A random MLP whose second PQ op's table loads stream in beside the first op's `run` (the schedule's
+    prefetch, backend.schedule), with SLVERR on the first word of its table load, on a slow memory (random
+    AR/AW latency up to 10 cycles and backpressure on every channel): the run must stop with `bus` at that
+    load (the `run` beside it finishes, nothing after it reaches memory) and never hang. Returns the expected
+    (error, ERR_PC)."""
+    from pqa_gen import mlp_graph
+
+    from pqcompile import ir
+    from pqcompile.isa import decode
+
+    rng = np.random.default_rng(seed)
+    rg = mlp_graph(rng, cfg, 8, cfg.LutW)
+    while sum(isinstance(op, ir.PQOp) for op in rg.ops) < 2:
+        rg = mlp_graph(rng, cfg, 8, cfg.LutW)
+    prog = rg.emit()
+    insns = [decode(w) for w in prog.words]
+    lut = load().enums["buffer"]["lut"]
+    first_run = next(i for i, q in enumerate(insns) if q.mnemonic == "run")
+    at = next(i for i, q in enumerate(insns) if i > first_run and q.mnemonic == "load" and q.ops["buf"] == lut)
+    stim = {"kind": "error", "seed": seed, "index": 0, "poison": [insns[at].ops["addr"] // cfg.bus_bytes],
+            "latency": 10, "pause": 0.5}
+    res = sim.run(cfg, prog.mem, prog.insn_base)
+    backend.write_build(outdir, cfg, prog, res, manifest_extra={"stim": stim})
+    return "bus", prog.insn_base + 8 * at
 
 
 def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:

@@ -143,10 +143,10 @@ class RandomGraph:
         """The graph output the integer reference computed while the graph grew ([N, h, w, ch] int64)."""
         return self.vals[self.last].numpy()
 
-    def emit(self, table_banks: list[int] | None = None) -> backend.Program:
+    def emit(self, table_banks: list[int] | None = None, on_chip: bool = True) -> backend.Program:
         """The program the back end plans for this graph and its input images (``table_banks``: the table
-        bank of each PQ op, ``backend.schedule``)."""
-        return backend.emit_graph(self.cfg, self.graph(), self.x, self.name, table_banks)
+        bank of each PQ op, ``backend.schedule``; ``on_chip``: results kept on chip, ``backend.emit_graph``)."""
+        return backend.emit_graph(self.cfg, self.graph(), self.x, self.name, table_banks, on_chip)
 
     def info(self) -> dict[str, Any]:
         """What the coverage model samples: the PQ ops' shapes, conv geometry, pool / add, data features."""

@@ -80,6 +80,8 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.vec", xf=many("vec"), rel=lambda v, b: b in v, bins=["pool", "add"],
                 inj=False)
     @CoverPoint("pqa.table_banks", xf=lambda s: s.get("table_banks"), bins=["alternate", "reused"])
+    @CoverPoint("pqa.on_chip", xf=many("on_chip"), rel=lambda v, b: b in v, bins=["act", "out", "memory"],
+                inj=False)
     @CoverPoint("pqa.gather", xf=many("gather"), rel=lambda v, b: b in v, bins=["lanes", "contiguous", "element"],
                 inj=False)
     def sample(s: dict[str, Any]) -> None:
@@ -133,6 +135,7 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     s["unsigned"] = gen.get("unsigned") or None
     s["vec"] = [k for k in ("pool", "add") if gen.get(k)]
     s["table_banks"] = gen.get("table_banks")
+    s["on_chip"] = gen.get("on_chip") or []
     s["stim"] = [k for k, on in (("pause", stim.get("pause")), ("latency", stim.get("latency")),
                                  ("poison", stim.get("poison")), ("reset_mid_run", "reset_after" in stim),
                                  ("start_while_busy", "restart_after" in stim),

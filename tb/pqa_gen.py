@@ -149,11 +149,17 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
         # wait for the `run` reading it (the controller's dependency check), the others load beside it
         n_pq = sum(isinstance(op, ir.PQOp) for op in rg.ops)
         banks = [int(b) for b in rng.integers(0, 2, n_pq)] if rng.random() < 0.5 else None
+        # a quarter of the programs move every result through memory, the others keep results on chip
+        # (act banks, the output buffer) where the back end can
+        on_chip = bool(rng.random() < 0.75)
         try:
             info = rg.info()
             reused = banks is not None and any(a == b for a, b in zip(banks, banks[1:], strict=False))
             info["table_banks"] = "reused" if reused else "alternate" if n_pq > 1 else None
-            return rg.emit(banks), info
+            prog = rg.emit(banks, on_chip)
+            kept = set(prog.manifest["memory"]["on_chip"].values())
+            info["on_chip"] = sorted({"act" if k.startswith("act") else k for k in kept}) or ["memory"]
+            return prog, info
         except CompileError:
             continue
     raise RuntimeError("no random graph of 50 compiled")  # the generator is broken, not the design
@@ -315,13 +321,15 @@ def _no_self_modify(w: int, code_end: int, mem_bytes: int) -> int:
 def accessed_words(prog: backend.Program, cfg: HwConfig) -> list[int]:
     """Word addresses the program's executed instructions fetch, load or store (for SLVERR injection)."""
     res = sim.run(cfg, prog.mem, prog.insn_base, trace=True)
+    bus = cfg.bus_bytes  # poison is a set of bus-word addresses
     out = []
     for line in res.trace:
         pc, mn, ops = _parse_trace(line)
-        out.append(pc // 8)
-        if mn in ("load", "store", "stamp") and ops["addr"] % 8 == 0:
+        out.append(pc // bus)
+        if mn in ("load", "store", "stamp") and ops["addr"] % bus == 0:
             nb = load().perf_bytes if mn == "stamp" else ops["nbytes"]
-            out += [a for a in range(ops["addr"] // 8, -(-(ops["addr"] + nb) // 8)) if a * 8 < prog.mem.size][:600]
+            words = range(ops["addr"] // bus, -(-(ops["addr"] + nb) // bus))
+            out += [a for a in words if a * bus < prog.mem.size][:600]
     return out
 
 

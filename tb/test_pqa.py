@@ -19,6 +19,7 @@ from cases import (
     conv_case,
     error_programs,
     new_error_programs,
+    prefetch_slverr_case,
     raw_case,
     residual_case,
     vec_case,
@@ -66,6 +67,8 @@ def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
         out[name] = (root / name, err, pc)
     residual_case(root / "residual_block", "small", seed=400)
     out["residual_block"] = (root / "residual_block", "none", 0)
+    err, pc = prefetch_slverr_case(root / "prefetch_slverr", cfg, seed=500)
+    out["prefetch_slverr"] = (root / "prefetch_slverr", err, pc)
     model = ROOT / "models" / "digits_mlp.pt"
     if model.exists():
         from pqcompile.cli import compile_model
@@ -87,7 +90,7 @@ def _results(sim_name: str, builds: dict[str, tuple[Path, str, int]]) -> dict[st
 
 
 CASES = [*SHAPES, *CONV_CASES, *VEC_CASES, *error_programs(load().config("small")),
-         *new_error_programs(load().config("small")), "residual_block", "digits_mlp"]
+         *new_error_programs(load().config("small")), "residual_block", "prefetch_slverr", "digits_mlp"]
 
 
 @pytest.mark.rtl

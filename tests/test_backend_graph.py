@@ -309,6 +309,38 @@ def test_residual_network(config: str) -> None:
     assert man["output"]["shape"] == [2, 10]
 
 
+@pytest.mark.parametrize("config", ["small", "default"])
+def test_results_on_chip(config: str) -> None:
+    """At one image every op of the mini ResNet is single-shot: results stay in the act banks or the output
+    buffer (onchip.keep_on_chip), only the input is loaded and only the output stored, and the outputs equal
+    the reference and the program that moves everything through memory."""
+    cfg = SPEC.config(config)
+    b, out = _mini_resnet(n=1)
+    prog = _check(cfg, b, out)
+    g = b.graph(out)
+    off = backend.emit_graph(cfg, g, b.x, on_chip=False)
+    res_off = backend.simulate(cfg, off)
+    assert np.array_equal(backend.read_output(off.manifest, res_off.mem).reshape(1, -1),
+                          ref_graph(g, b.x)[out].reshape(1, -1))
+    assert prog.manifest["memory"]["on_chip"] == {
+        "stem.out": "act1", "body0.out": "act0", "body1.out": "out", "short.out": "act0", "add.out": "act1",
+        "gap.out": "act0"}
+    assert off.manifest["memory"]["on_chip"] == {}
+    buffers, target = SPEC.enums["buffer"], SPEC.enums["target"]
+    from pqcompile.isa import decode
+    insns = [decode(w) for w in prog.words]
+    act_loads = [q for q in insns if q.mnemonic == "load" and q.ops["buf"] in (buffers["act"], buffers["out"])]
+    stores = [q for q in insns if q.mnemonic == "store"]
+    assert len(act_loads) == 1 and len(stores) == 1  # the input in, the output out
+    adds = [q for q in insns if q.mnemonic == "add"]
+    # the add's operands: the shortcut (act0) first, the body (output buffer) second, swapped with ma / mb
+    assert [(q.ops["src"], q.ops["dst"], q.ops["ma"], q.ops["mb"]) for q in adds] == [
+        (0, target["act1"], b.ops[4].mb, b.ops[4].ma)]
+    moved = sum(lay["loaded_bytes"] + lay["stored_bytes"] for lay in prog.manifest["layers"])
+    moved_off = sum(lay["loaded_bytes"] + lay["stored_bytes"] for lay in off.manifest["layers"])
+    assert moved < moved_off
+
+
 def test_allocation_reuses_memory_and_never_overlaps_live_tensors() -> None:
     b = Builder(_inputs(np.random.default_rng(12), 2, (16, 16, 8)), seed=12)
     t = "x"

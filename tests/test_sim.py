@@ -210,3 +210,33 @@ def test_run_cycles_extrapolation_is_exact() -> None:
                             geom=sim.ConvGeom(8, 8, int(rng.integers(1, 65)), 1, kh, kw, 0, 0, 8))
             n = int(rng.integers(1, 60))
             assert sim.run_cycles(cfg, st, n) == sim.run_cycles(cfg, st, n, extrapolate=False), (name, st, n)
+
+
+def test_resources_and_the_overlap_they_allow() -> None:
+    """sim.resources: what each instruction reads and writes for the controller's dependency checks; a
+    `pool` into an act bank runs beside an older `store` (no shared resource), one into the output buffer
+    waits for it (docs/theory.md, "Decoupled units")."""
+    tgt = SPEC.enums["target"]
+    st = sim._State(bank=1)
+    assert sim.resources("load", {"buf": BUF["lut"], "bank": 1}, st, "lut") == (set(), {"tbl1"})
+    assert sim.resources("load", {"buf": BUF["act"], "bank": 1}, st, "act") == (set(), {"act1"})
+    assert sim.resources("store", {"nbytes": 8, "addr": 0}, st) == (set(), {"out"})
+    assert sim.resources("run", {"n": 1, "src": 0, "dst": tgt["act1"]}, st) == ({"act0", "tbl1"}, {"act1"})
+    assert sim.resources("add", {"n": 1, "src": 1, "dst": tgt["act0"], "ma": 1, "mb": 1}, st) == (
+        {"act1"}, {"act0", "out"})
+    assert sim.resources("pool", {"src": 0, "dst": tgt["out"]}, st) == ({"act0"}, {"out"})
+    assert sim.target({"src": 0, "dst": tgt["act0"]}) is None and sim.target({"src": 1, "dst": 3}) is None
+
+    def pool_dispatch(dst: int) -> tuple[int, int]:
+        """(the pool's dispatch cycle, the store's end) on sim.Timeline after a load and a store of 2 KiB."""
+        tl = sim.Timeline(CFG)
+        st = sim._State()
+        tl.step("load", {"buf": BUF["out"], "bank": 0, "nbytes": 2048, "addr": 0x1000}, st, 0, "out")
+        tl.step("store", {"nbytes": 2048, "addr": 0x2000}, st, 0)
+        tl.step("pool", {"src": 0, "dst": dst}, st, 7)
+        return tl.cycles, tl.st_free
+
+    beside, store_end = pool_dispatch(tgt["act1"])
+    after, _ = pool_dispatch(tgt["out"])
+    assert beside < store_end - 2048 // CFG.bus_bytes // 2  # while the store writes
+    assert after == store_end  # once it has written the output buffer

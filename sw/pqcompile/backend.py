@@ -10,6 +10,8 @@ The passes, each a function of its own (docs/programmers_guide.md, "The back end
    columns), a conv runs per image in conv mode, in bands of output rows when the fmap or the output does
    not fit the on-chip buffers (:func:`conv_bands`), a linear op after flatten runs groups of images as one
    conv-mode fmap, ``add`` in chunks, ``pool`` per image;
+3b. :func:`pqcompile.onchip.keep_on_chip`: results stay on chip (act banks, the output buffer) as the next
+   ops' inputs where the plans allow, their stores and loads dropped;
 4. :func:`allocate`: activation tensors get addresses by liveness over the op list (first fit, freed after
    the last use), tables and the graph input are pinned;
 5. :func:`emit_graph`: resolve the addresses, encode, build the memory image and the manifest; one ``stamp``
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import build, hexfmt, ir, ops, perf, sim
+from . import build, hexfmt, ir, onchip, ops, perf, sim
 from .build import read_output, read_perf, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
 from .isa import encode, listing
@@ -251,10 +253,12 @@ def _jsonable(v: Any) -> Any:
 
 
 def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None,
-               table_banks: Sequence[int] | None = None) -> Program:
+               table_banks: Sequence[int] | None = None, on_chip: bool = True) -> Program:
     """Lay out memory and emit the instruction stream that runs graph ``g`` on the integer inputs ``x``
     ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor. ``table_banks``: the table bank of
-    each PQ op (:func:`schedule`; default: alternating)."""
+    each PQ op (:func:`schedule`; default: alternating). ``on_chip``: results stay on chip as the next
+    ops' inputs where they can (:func:`pqcompile.onchip.keep_on_chip`); False: every op loads its operands
+    and stores its result."""
     check_graph(cfg, g)
     name = name or g.name
     tin = g.tensors[g.input]
@@ -269,6 +273,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     bus = cfg.bus_bytes
     strides = image_strides(cfg, g, n)
     plans = [plan_op(cfg, g, i, op, n, strides) for i, op in enumerate(g.ops)]
+    sizes = {t: n * strides[t] for t in g.tensors}
+    kept = onchip.keep_on_chip(cfg, g, plans, sizes) if on_chip else {}
     n_insns = 1 + sum(len(p.insns) + 1 for p in plans) + 1
     addr: dict[str, int] = {"stamps": align(n_insns * 8, bus)}
     stamps = build.stamps_entry(addr["stamps"], ["start"] + [op.name for op in g.ops])
@@ -282,7 +288,6 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
             at = align(at + data.size, bus)
     table_bytes = at - table_base
     arena = at
-    sizes = {t: n * strides[t] for t in g.tensors}
     alloc = allocate(g, sizes, bus)
     for t, off in alloc.offsets.items():
         addr[f"tensor:{t}"] = arena + off
@@ -333,7 +338,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "host_layers": {"prefix": list(g.host_prefix), "suffix": list(g.host_suffix)},
         "memory": {
             "instructions": len(words) * 8, "tables": table_bytes, "arena_addr": arena,
-            "arena_peak": alloc.peak, "arena_without_reuse": alloc.total,
+            "arena_peak": alloc.peak, "arena_without_reuse": alloc.total, "on_chip": kept,
             "tensors": {t: {"addr": addr[f"tensor:{t}"], "bytes": alloc.sizes[t], "stride": strides[t],
                             "shape": list(g.tensors[t].shape), "live": list(alloc.live[t])}
                         for t in alloc.offsets},

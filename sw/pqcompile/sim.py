@@ -127,6 +127,7 @@ IDX_DEPTH = 4  # groups of indices the look-up unit's queue holds (pqa_lookup's 
 RUN_DRAIN_CYCLES = 3  # a run's last look-up issue to the cycle of its last write (done), that one included
 VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
 FETCH_CYCLES = 6  # from the fetch's command to the dispatch of an instruction that need not wait
+FETCH_HIT_CYCLES = 2  # the same from the fetch state, when the instruction is in the buffered bus word
 XFER_CYCLES = 4  # a transfer's command, first-beat and done handshakes, besides its beats
 
 
@@ -214,11 +215,48 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
     return 0
 
 
+TABLE_BUFS = ("proto", "lut", "bias")
+
+
+def target(ops: dict[str, int]) -> tuple[str, int] | None:
+    """The (buffer, bank) that a ``run``, ``pool`` or ``add`` writes (its ``dst``), or None when ``dst`` is
+    beyond the enum or the act bank it reads (``src``): error ``limit``."""
+    t = load().enums["target"]
+    if ops["dst"] == t["out"]:
+        return ("out", 0)
+    for b in (0, 1):
+        if ops["dst"] == t[f"act{b}"]:
+            return None if b == ops["src"] else ("act", b)
+    return None
+
+
+def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "") -> tuple[set[str], set[str]]:
+    """(reads, writes) of an instruction over the on-chip resources that the controller's dependency checks
+    track (docs/theory.md, "Decoupled units"): ``act0``, ``act1``, ``out`` and ``tbl0``, ``tbl1`` (the table
+    banks: proto, lut and bias together). The output buffer's read port is shared by the vector unit and the
+    store unit, so every use of ``out`` counts as a write (two uses never overlap)."""
+    if mnemonic == "load":
+        res = f"tbl{ops['bank']}" if buf in TABLE_BUFS else "out" if buf == "out" else f"act{ops['bank']}"
+        return set(), {res}
+    if mnemonic == "store":
+        return set(), {"out"}
+    if mnemonic in ("run", "pool", "add"):
+        dst = target(ops)
+        w = {"out" if dst is None or dst[0] == "out" else f"act{dst[1]}"}
+        if mnemonic == "add":
+            w.add("out")
+        r = {f"act{ops['src']}"} | ({f"tbl{st.bank}"} if mnemonic == "run" else set())
+        return r, w
+    return set(), set()
+
+
 class Timeline:
     """The event model of the controller and its units (docs/theory.md, "Decoupled units"): the cycle at
     which each instruction is dispatched and each unit becomes free, under the same dependency rules as
-    pqa_ctrl. An instruction is fetched once the read engine is free (no `load` in it), reaches decode
-    FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting instruction holds a unit; a
+    pqa_ctrl. An instruction in the bus word the last fetch read reaches decode FETCH_HIT_CYCLES - 1 cycles
+    after the fetch state; any other is fetched once the read engine is free (no `load` in it) and reaches
+    decode FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting instruction holds a unit
+    (one that writes what it reads or uses what it writes, :func:`resources`); a
     transfer holds its unit XFER_CYCLES plus its beats (at ``mem_bw`` bytes a cycle when that is below a
     bus word), a compute instruction its compute cycles plus one. ``cycles`` (the `cycles` counter a
     `stamp` samples) is the current dispatch cycle. An estimate: the memory's latency is not modelled, and
@@ -232,8 +270,8 @@ class Timeline:
         self.cycles = self.t
         self.ld_free = self.st_free = self.cu_free = 0
         self.mem_free = 0  # a throttled memory: the cycle its bandwidth is free (loads and stores share it)
-        self.ld_what: tuple[str, int] = ("", 0)  # (buffer, bank) of the last load
-        self.cu_run_bank: int | None = None  # the table bank of the last compute instruction (None: not a run)
+        # (reads, writes) of the last instruction of each unit
+        self.uses: dict[str, tuple[set[str], set[str]]] = {u: (set(), set()) for u in ("ld", "st", "cu")}
 
     def _transfer_free(self, d: int, nbytes: int) -> int:
         """The cycle a unit is free again after a transfer of ``nbytes`` dispatched at ``d``: its beats flow
@@ -246,39 +284,38 @@ class Timeline:
         self.mem_free = start + -(-beats * self.cfg.bus_bytes // self.bpc)
         return self.mem_free + XFER_CYCLES - 2
 
-    def step(self, mnemonic: str, ops: dict[str, int], st: _State, compute: int, buf: str = "") -> None:
+    def step(self, mnemonic: str, ops: dict[str, int], st: _State, compute: int, buf: str = "",
+             hit: bool = False) -> None:
         """Advance by one dispatched instruction (``compute``: its compute cycles; ``buf``: a load's
-        buffer)."""
-        decode = max(self.t, self.ld_free) + FETCH_CYCLES - 1
-        ld_busy_until = self.ld_free
-        lb, lbank = self.ld_what
-        ld_actout = lb in ("act", "out")
-        if mnemonic == "load":
-            if buf in ("proto", "lut", "bias"):
-                ready = self.cu_free if self.cu_run_bank == ops["bank"] else 0
-            else:
-                ready = max(self.cu_free, self.st_free if buf == "out" else 0)
-        elif mnemonic == "run":
-            ready = max(self.cu_free, self.st_free,
-                        ld_busy_until if ld_actout or (lb != "" and lbank == st.bank) else 0)
-        elif mnemonic in ("pool", "add"):
-            ready = max(self.cu_free, self.st_free, ld_busy_until if ld_actout else 0)
-        elif mnemonic in ("store", "stamp", "end"):
-            ready = max(self.cu_free, self.st_free, ld_busy_until)
+        buffer; ``hit``: the instruction came from the buffered bus word, no fetch)."""
+        if hit:
+            decode = self.t + FETCH_HIT_CYCLES - 1
         else:
-            ready = self.cu_free
+            decode = max(self.t, self.ld_free) + FETCH_CYCLES - 1
+        free = {"ld": self.ld_free, "st": self.st_free, "cu": self.cu_free}
+        rd, wr = resources(mnemonic, ops, st, buf)
+        if mnemonic in ("store", "stamp", "end"):  # precise errors: after every older instruction
+            ready = max(free.values())
+        else:
+            ready = max([0] + [free[u] for u, (ur, uw) in self.uses.items()
+                               if wr & (ur | uw) or rd & uw])
+            if mnemonic == "load":
+                ready = max(ready, self.ld_free)  # its own unit
+            else:
+                ready = max(ready, self.cu_free)  # the compute unit's own instruction, or its state
         d = max(decode, ready)
         self.cycles = d
         self.t = d + 1
         if mnemonic == "load":
             self.ld_free = self._transfer_free(d, ops["nbytes"])
-            self.ld_what = (buf, ops["bank"])
+            self.uses["ld"] = (rd, wr)
         elif mnemonic in ("store", "stamp"):
             nb = ops["nbytes"] if mnemonic == "store" else load().perf_bytes
             self.st_free = self._transfer_free(d, nb)
+            self.uses["st"] = (rd, wr)
         elif mnemonic in ("run", "pool", "add"):
             self.cu_free = d + compute + 1
-            self.cu_run_bank = st.bank if mnemonic == "run" else None
+            self.uses["cu"] = (rd, wr)
         elif mnemonic == "end":
             self.cycles = self.t = d + 2  # the finish state, then idle
 
@@ -308,7 +345,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     banks = {b: [np.zeros(cfg.buffer_bytes(b), np.uint8) for _ in range(buf.banks)] for b, buf in spec.buffers.items()}
     buf_names = {b.value: b.name for b in spec.buffers.values()}
     out = banks["out"][0]
-    act = banks["act"][0]
+    act = banks["act"]
     mem = np.array(mem, dtype=np.uint8, copy=True)
     st = _State()
     bb = cfg.bus_bytes
@@ -321,6 +358,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     count = 0
     log: list[str] = []
     tl = Timeline(cfg, mem_bw)
+    fetched = -1  # the bus word the last fetch read (the controller's fetch buffer): -1 none yet
 
     def stop(code: str) -> Result:
         if strict and code != "none":
@@ -331,10 +369,13 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     while count < max_insns:
         if pc % 8:  # only INSN_BASE can be misaligned: the pc then advances by whole words
             return stop("align")
-        if (pc // bb + 1) * bb > mem.size:  # the fetch reads the bus word that holds the instruction
-            return stop("bus")
+        hit = pc // bb == fetched  # in the buffered word: no fetch
+        if not hit:
+            if (pc // bb + 1) * bb > mem.size:  # the fetch reads the bus word that holds the instruction
+                return stop("bus")
+            perf["rd_bytes"] += bb  # the fetch: one bus word
+            fetched = pc // bb
         word = int.from_bytes(mem[pc : pc + 8].tobytes(), "little")
-        perf["rd_bytes"] += bb  # the fetch: one bus word
         try:
             insn = decode(word)
         except IllegalInstruction:
@@ -346,7 +387,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         name = insn.mnemonic
 
         def go(buf: str = "") -> None:  # the instruction passed its checks: it is dispatched
-            tl.step(name, ops, st, compute, buf)  # noqa: B023  (called in this iteration only)
+            tl.step(name, ops, st, compute, buf, hit)  # noqa: B023  (called in this iteration only)
             perf["cycles"] = tl.cycles
             perf["compute_cycles"] += compute  # noqa: B023
 
@@ -396,29 +437,34 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             g = st.geom
             g.stride, g.kh, g.kw, g.pad_t, g.pad_l, g.out_w = (
                 ops[f] for f in ("stride", "kh", "kw", "pad_t", "pad_l", "out_w"))
-        elif name == "run":
-            if not layer_fits(cfg, st, ops["n"]):
-                return stop("limit")
-            go()
-            tables = {b: banks[b][st.bank] for b in ("proto", "lut", "bias")}
-            _run_layer(cfg, st, ops["n"], {**tables, "act": act}, out)
-        elif name == "pool":
-            if not pool_fits(cfg, st):
-                return stop("limit")
-            go()
-            g = st.geom
-            x = act[: g.h * g.w * g.ch].view(np.int8).astype(np.int64).reshape(g.h * g.w, g.ch)
-            y = requantize(x.sum(0), st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
-            out[: g.ch] = y.astype(np.int8).view(np.uint8)
-        elif name == "add":
-            n = ops["n"]
-            if not (1 <= n <= min(cfg.ActBytes, cfg.OutBytes) and post_fits(cfg, st)):
-                return stop("limit")
-            go()
-            a = act[:n].view(np.int8).astype(np.int64)
-            b = out[:n].view(np.int8).astype(np.int64)
-            y = round_shift_clamp(a * ops["ma"] + b * ops["mb"], st.shift, bool(st.relu), st.bits, bool(st.unsigned))
-            out[:n] = y.astype(np.int8).view(np.uint8)
+        elif name in ("run", "pool", "add"):
+            dst = target(ops)
+            dbuf = banks[dst[0]][dst[1]] if dst is not None else None
+            src = act[ops["src"]]
+            if name == "run":
+                if dbuf is None or not layer_fits(cfg, st, ops["n"], dbuf.size):
+                    return stop("limit")
+                go()
+                tables = {b: banks[b][st.bank] for b in TABLE_BUFS}
+                _run_layer(cfg, st, ops["n"], {**tables, "act": src}, dbuf)
+            elif name == "pool":
+                if dbuf is None or not pool_fits(cfg, st, dbuf.size):
+                    return stop("limit")
+                go()
+                g = st.geom
+                x = src[: g.h * g.w * g.ch].view(np.int8).astype(np.int64).reshape(g.h * g.w, g.ch)
+                y = requantize(x.sum(0), st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
+                dbuf[: g.ch] = y.astype(np.int8).view(np.uint8)
+            else:
+                n = ops["n"]
+                if dbuf is None or not (1 <= n <= min(cfg.ActBytes, cfg.OutBytes) and post_fits(cfg, st)):
+                    return stop("limit")
+                go()
+                a = src[:n].view(np.int8).astype(np.int64)
+                b = out[:n].view(np.int8).astype(np.int64)
+                y = round_shift_clamp(a * ops["ma"] + b * ops["mb"], st.shift, bool(st.relu), st.bits,
+                                      bool(st.unsigned))
+                dbuf[:n] = y.astype(np.int8).view(np.uint8)
         elif name == "end":
             go()
             count += 1
@@ -438,13 +484,15 @@ def fmap_fits(cfg: HwConfig, g: ConvGeom) -> bool:
     return g.h >= 1 and g.w >= 1 and g.ch >= 1 and g.h * g.w * g.ch <= cfg.ActBytes
 
 
-def pool_fits(cfg: HwConfig, st: _State) -> bool:
-    """The limit check of ``pool``."""
-    return fmap_fits(cfg, st.geom) and st.geom.ch <= cfg.OutBytes and post_fits(cfg, st)
+def pool_fits(cfg: HwConfig, st: _State, dst_bytes: int | None = None) -> bool:
+    """The limit check of ``pool`` (``dst_bytes``: the size of its destination; default the output
+    buffer's)."""
+    return fmap_fits(cfg, st.geom) and st.geom.ch <= (dst_bytes or cfg.OutBytes) and post_fits(cfg, st)
 
 
-def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
-    """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False)."""
+def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None) -> bool:
+    """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False;
+    ``dst_bytes``: the size of its destination, default the output buffer's)."""
     g = st.geom
     if st.conv and not (fmap_fits(cfg, g) and g.stride >= 1 and g.kh >= 1 and g.kw >= 1 and g.out_w >= 1
                         and st.d == g.ch * g.kh * g.kw):
@@ -459,7 +507,7 @@ def layer_fits(cfg: HwConfig, st: _State, n: int) -> bool:
         and cfg.lut_rows(st.c, st.k, st.m) * cfg.lut_row_stride <= cfg.lut_cap
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
-        and n * st.m <= cfg.OutBytes
+        and n * st.m <= (dst_bytes or cfg.OutBytes)
         and post_fits(cfg, st)
     )
 

@@ -183,11 +183,11 @@ class HwConfig:
 
     @property
     def vec_lanes(self) -> int:
-        """Lanes of the vector unit (``pool`` / ``add`` elements per cycle): as wide as the act buffer's read
-        port (:attr:`gather_bytes`, the column feed) and the output buffer's (max(NOUT, bus) bytes), the
-        narrower, and at least a bus word."""
+        """Lanes of the vector unit (``pool`` / ``add`` elements per cycle): as wide as the act buffer's port
+        (max(:attr:`gather_bytes`, NOUT, bus) bytes: the column feed, and the look-up unit's results kept on
+        chip) and the output buffer's (max(NOUT, bus) bytes), the narrower: max(NOUT, bus)."""
         p = self.params
-        return min(max(self.gather_bytes, self.bus_bytes), max(p["NOUT"], self.bus_bytes))
+        return min(max(self.gather_bytes, p["NOUT"], self.bus_bytes), max(p["NOUT"], self.bus_bytes))
 
     def gather_mode(self, conv: bool, v: int, kh: int, kw: int) -> str:
         """How the encoder gathers a column into its register (docs/theory.md, "Column feed"): ``lanes`` in
