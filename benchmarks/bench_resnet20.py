@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{_ratio(tot['predicted_cycles'], tot['rtl_cycles'])}")
     ok, n_pq = pq_within_target(rows)
     print(f"PQ ops with compute <= {COMPUTE_TARGET} x the formula: {ok} of {n_pq}")
+    from pqcompile.backend import unit_summary
+
+    print(f"RTL counters, {unit_summary(info['perf'])}")
+    print(f"cycle model,  {unit_summary(pqbuild.read_perf(manifest, model.mem))}")
     print(f"RTL == golden simulator: MATCH ({info['bytes_compared']} memory bytes compared); simulated "
           f"{info['cycles']} cycles in {wall:.0f} s")
     bw = f"-bw{args.mem_bw}" if args.mem_bw else ""

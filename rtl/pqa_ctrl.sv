@@ -178,6 +178,7 @@ module pqa_ctrl #(
   logic [pqa_pkg::RegDataW-1:0] err_pc_q;
   logic [pqa_pkg::RegDataW-1:0] err_count_q;
   logic [pqa_pkg::CyclesW-1:0]  compute_q, rd_bytes_q, wr_bytes_q;  // performance counters
+  logic [pqa_pkg::CyclesW-1:0]  load_q, store_q, dep_q, fetch_q;
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_q;         // the record of the last stamp
   logic [pqa_pkg::RunNW-1:0]    n_q;            // columns of the run
   logic [ClearAw-1:0]           clr_q;
@@ -487,6 +488,7 @@ module pqa_ctrl #(
   // State machine
   // ---------------------------------------------------------------------------------------------
   logic                     fail;       // the decoder refuses the instruction at pc_q with fail_code
+  logic                     dep_wait;   // the instruction in decode waits for an older one (dep_cycles)
   logic [pqa_pkg::ErrW-1:0] fail_code;
   logic                     dispatch;   // the instruction at pc_q goes to its unit (or sets layer state)
 
@@ -495,6 +497,7 @@ module pqa_ctrl #(
     fail               = 1'b0;
     fail_code          = pqa_pkg::ErrNone;
     dispatch           = 1'b0;
+    dep_wait           = 1'b0;
     rd_cmd_valid_o     = 1'b0;
     rd_cmd_addr_o      = AxiAddrWidth'(f_addr);
     rd_cmd_beats_o     = f_beats;
@@ -562,7 +565,9 @@ module pqa_ctrl #(
           fail      = 1'b1;
           fail_code = pqa_pkg::ErrLimit;
           state_d   = CtlDrain;
-        end else if (ready) begin
+        end else if (!ready) begin
+          dep_wait = 1'b1;
+        end else begin
           dispatch = 1'b1;
           unique case (opcode)
             pqa_pkg::OpcLoad: rd_cmd_valid_o = 1'b1;
@@ -610,6 +615,10 @@ module pqa_ctrl #(
       compute_q    <= '0;
       rd_bytes_q   <= '0;
       wr_bytes_q   <= '0;
+      load_q       <= '0;
+      store_q      <= '0;
+      dep_q        <= '0;
+      fetch_q      <= '0;
       count_q      <= '0;
       err_code_q   <= pqa_pkg::ErrNone;
       err_pc_q     <= '0;
@@ -683,6 +692,18 @@ module pqa_ctrl #(
       if (wr_beat_i) begin
         wr_bytes_q <= wr_bytes_q + pqa_pkg::CyclesW'(BusBytes);
       end
+      if (ld_busy_q) begin
+        load_q <= load_q + pqa_pkg::CyclesW'(1);
+      end
+      if (st_busy_q) begin
+        store_q <= store_q + pqa_pkg::CyclesW'(1);
+      end
+      if (dep_wait) begin
+        dep_q <= dep_q + pqa_pkg::CyclesW'(1);
+      end
+      if (state_q == CtlFetch || state_q == CtlFetchWait) begin
+        fetch_q <= fetch_q + pqa_pkg::CyclesW'(1);
+      end
       // the units finish
       if (ld_busy_q && rd_done_i) begin
         ld_busy_q <= 1'b0;
@@ -720,6 +741,10 @@ module pqa_ctrl #(
             compute_q   <= '0;
             rd_bytes_q  <= '0;
             wr_bytes_q  <= '0;
+            load_q      <= '0;
+            store_q     <= '0;
+            dep_q       <= '0;
+            fetch_q     <= '0;
             count_q     <= '0;
             err_code_q  <= pqa_pkg::ErrNone;
             err_pc_q    <= '0;
@@ -795,6 +820,10 @@ module pqa_ctrl #(
                   stamp_q[pqa_pkg::PerfComputeCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW] <= compute_q;
                   stamp_q[pqa_pkg::PerfRdBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= rd_bytes_q;
                   stamp_q[pqa_pkg::PerfWrBytes*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]       <= wr_bytes_q;
+                  stamp_q[pqa_pkg::PerfLoadCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]    <= load_q;
+                  stamp_q[pqa_pkg::PerfStoreCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]   <= store_q;
+                  stamp_q[pqa_pkg::PerfDepCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]     <= dep_q;
+                  stamp_q[pqa_pkg::PerfFetchCycles*pqa_pkg::CyclesW +: pqa_pkg::CyclesW]   <= fetch_q;
                 end
               end
               pqa_pkg::OpcShape: begin

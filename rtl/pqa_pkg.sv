@@ -12,11 +12,15 @@ package pqa_pkg;
   localparam int CyclesW = 64;  // every performance counter (CYCLES_LO / CYCLES_HI: cycles)
 
   // Performance counters: a `stamp` record is PerfWords bus words, counter Perf<Name> in word Perf<Name>
-  localparam int PerfWords = 4;
+  localparam int PerfWords = 8;
   localparam int PerfCycles = 0;
   localparam int PerfComputeCycles = 1;
   localparam int PerfRdBytes = 2;
   localparam int PerfWrBytes = 3;
+  localparam int PerfLoadCycles = 4;
+  localparam int PerfStoreCycles = 5;
+  localparam int PerfDepCycles = 6;
+  localparam int PerfFetchCycles = 7;
 
   // Opcodes
   localparam logic [OpcodeW-1:0] OpcLoad = 4'h1;

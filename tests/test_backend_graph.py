@@ -432,9 +432,16 @@ def test_shipped_mlp_build() -> None:
         cfg = SPEC.config(config)
         fe = graph.build_graph(arch, model.state_dict(), x_tr[:256], cfg)
         x = fe.quantize_input(x_te[:n])
-        prog = backend.emit_graph(cfg, fe.graph, x)
+        prog = backend.emit_graph(cfg, fe.graph, x, on_chip=False)  # every op loads and stores
         tiles = [-(-n // pq.tile_columns(cfg, fe.graph.tensors[op.inp].size, op.m,
                                                   n)) for op in fe.graph.ops]
+        kept = backend.emit_graph(cfg, fe.graph, x)
+        # one tile each (config small, 40 digits): the hidden layer's result stays in act bank 1, its store
+        # and the next layer's load are gone; tiled (default, 450 digits): nothing is kept
+        assert kept.manifest["memory"]["on_chip"] == ({"layers.0": "act1"} if tiles == [1, 1] else {})
+        assert len(kept.words) == len(prog.words) - (2 if tiles == [1, 1] else 0)
+        assert np.array_equal(backend.read_output(kept.manifest, backend.simulate(cfg, kept).mem),
+                              backend.read_output(prog.manifest, backend.simulate(cfg, prog).mem))
         assert len(prog.words) == 1 + sum(5 + 3 * t + 1 for t in tiles) + 1
         ops = [w & 0xF for w in prog.words]
         per_layer = [[1, 1, 1, 3, 4] + [1, 5, 2] * t + [6] for t in tiles]
@@ -642,3 +649,14 @@ def test_cli_user_errors_exit_2_and_touch_nothing(tmp_path: Path, capsys: pytest
     assert err.startswith("pqcompile: error:") and re.search(msg, err) and "Traceback" not in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert not [p for p in tmp_path.rglob(".*")], "temporary or renamed files left behind"
+
+
+def test_unit_summary() -> None:
+    """The report's line on the units, from the first to the last stamp record; nothing from records without
+    the units' counters (an older build)."""
+    pr = {"cycles": [10, 210], "compute_cycles": [0, 100], "load_cycles": [5, 55], "store_cycles": [0, 20],
+          "dep_cycles": [1, 11], "fetch_cycles": [0, 30], "rd_bytes": [0, 8], "wr_bytes": [0, 8]}
+    assert backend.unit_summary(pr) == (
+        "units over 200 cycles: compute busy 100 (50%), load busy 50 (25%), store busy 20 (10%); decode stalled "
+        "on dependencies 10 (5%), fetching 30 (15%)")
+    assert backend.unit_summary({k: v for k, v in pr.items() if k != "dep_cycles"}) == ""

@@ -357,18 +357,20 @@ def test_proto_row_geometry() -> None:
 
 def test_perf_counters_come_from_the_spec() -> None:
     """A stamp record is the spec's counters in order, one cycles_bits word each: cycles, compute_cycles,
-    rd_bytes, wr_bytes; pqa_pkg carries PerfWords and each counter's word; the loader refuses a malformed list."""
+    rd_bytes, wr_bytes and the units' busy and stall cycles; pqa_pkg carries PerfWords and each counter's
+    word; the loader refuses a malformed list."""
     assert [(c.name, c.index, c.exact) for c in SPEC.perf_counters] == [
-        ("cycles", 0, False), ("compute_cycles", 1, True), ("rd_bytes", 2, True), ("wr_bytes", 3, True)]
-    assert SPEC.perf_bytes == 4 * SPEC.cycles_bits // 8 and SPEC.perf_counter("rd_bytes").index == 2
+        ("cycles", 0, False), ("compute_cycles", 1, True), ("rd_bytes", 2, True), ("wr_bytes", 3, True),
+        ("load_cycles", 4, False), ("store_cycles", 5, False), ("dep_cycles", 6, False), ("fetch_cycles", 7, False)]
+    assert SPEC.perf_bytes == 8 * SPEC.cycles_bits // 8 and SPEC.perf_counter("rd_bytes").index == 2
     pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
-    assert "localparam int PerfWords = 4;" in pkg and "localparam int PerfComputeCycles = 1;" in pkg
+    assert "localparam int PerfWords = 8;" in pkg and "localparam int PerfComputeCycles = 1;" in pkg
     with pytest.raises(KeyError, match="unknown performance counter 'stalls'"):
         SPEC.perf_counter("stalls")
     for change, msg in [
         (lambda p: p.clear(), r"isa.perf_counters: expected a non-empty list"),
         (lambda p: p.pop(0), r"isa.perf_counters: no counter 'cycles'"),
-        (lambda p: p.append(dict(p[1])), r"isa.perf_counters\[4\]: name 'compute_cycles' repeated"),
+        (lambda p: p.append(dict(p[1])), r"isa.perf_counters\[8\]: name 'compute_cycles' repeated"),
         (lambda p: p[2].update(name="Rd-Bytes"), r"isa.perf_counters\[2\]: name 'Rd-Bytes' repeated or not"),
         (lambda p: p[2].update(exact="yes"), r"isa.perf_counters\[2\].exact: true or false"),
         (lambda p: p[3].pop("doc"), r"isa.perf_counters\[3\]: missing keys \['doc'\]"),

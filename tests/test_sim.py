@@ -154,7 +154,7 @@ def test_stamp_record_counts_bytes_exactly() -> None:
     assert 0 < rec["cycles"] < res.cycles
     assert res.perf["rd_bytes"] == rec["rd_bytes"] + bb and res.perf["wr_bytes"] == bb + SPEC.perf_bytes
     assert res.perf["cycles"] == res.cycles and res.perf["compute_cycles"] == rec["compute_cycles"]
-    assert SPEC.perf_bytes == len(SPEC.perf_counters) * bb == 32
+    assert SPEC.perf_bytes == len(SPEC.perf_counters) * bb == 64
     assert res.mem[0x308 + SPEC.perf_bytes : 0x400].tolist() == [0] * (0x400 - 0x308 - SPEC.perf_bytes)
 
 
@@ -168,7 +168,8 @@ def test_stamp_records_of_consecutive_stamps() -> None:
              encode("add", n=5, ma=1, mb=1), encode("stamp", addr=0x140), encode("end")]
     res = sim.run(CFG, backend.raw_program(CFG, words).mem, 0)
     a, b = _perf(res.mem, 0x100), _perf(res.mem, 0x140)
-    assert a == {"cycles": a["cycles"], "compute_cycles": 0, "rd_bytes": bb, "wr_bytes": 0}
+    assert a == {"cycles": a["cycles"], "compute_cycles": 0, "rd_bytes": bb, "wr_bytes": 0, "load_cycles": 0,
+                 "store_cycles": 0, "dep_cycles": 0, "fetch_cycles": sim.FETCH_CYCLES - 1}
     assert b["rd_bytes"] - a["rd_bytes"] == 6 * bb + 3 * bb  # 6 fetches (5 instructions and the stamp), 3 words
     assert b["wr_bytes"] - a["wr_bytes"] == SPEC.perf_bytes  # the first stamp's record
     assert CFG.vec_lanes == 8
@@ -179,6 +180,11 @@ def test_stamp_records_of_consecutive_stamps() -> None:
     # add decoded at 36 waits for the compute unit to 40 (to 45), and the second stamp is dispatched at 46
     assert sim.FETCH_CYCLES == 6 and sim.XFER_CYCLES == 4
     assert b["cycles"] - a["cycles"] == 46
+    # the units' counters (models, exact: false): the load holds the read engine 4 + 3 - 1 cycles after its
+    # dispatch, the first stamp's record (8 words) the write engine 4 + 8 - 1; the add waits 4 cycles in decode
+    # for the pool; fetches: 5 cycles each, the fmap's 6 more while the load holds the read engine
+    assert {k: b[k] - a[k] for k in ("load_cycles", "store_cycles", "dep_cycles", "fetch_cycles")} == {
+        "load_cycles": 6, "store_cycles": 11, "dep_cycles": 4, "fetch_cycles": 6 * 5 + 6}
 
 
 def test_stamp_record_beyond_memory_is_a_bus_error() -> None:

@@ -404,6 +404,26 @@ MEASURED_COLUMNS = [("RTL cycles", ">11"), ("per input", ">10"), ("RTL/pred.", "
 PERF_COLUMNS = [("compute", ">11"), ("RTL bytes", ">10")]
 
 
+UNIT_COUNTERS = ("compute_cycles", "load_cycles", "store_cycles", "dep_cycles", "fetch_cycles")
+
+
+def unit_summary(perf_records: dict[str, list[int]]) -> str:
+    """One line on the units from stamp records (first to last record): the cycles each unit was busy and
+    the controller's stalls on dependencies and on fetches (docs/isa.md, "Performance counters"); empty when
+    the records lack those counters."""
+    if any(k not in perf_records or len(perf_records[k]) < 2 for k in ("cycles", *UNIT_COUNTERS)):
+        return ""
+    d = {k: perf_records[k][-1] - perf_records[k][0] for k in ("cycles", *UNIT_COUNTERS)}
+    span = max(1, d["cycles"])
+
+    def part(k: str) -> str:
+        return f"{d[k]} ({100 * d[k] / span:.0f}%)"
+
+    return (f"units over {d['cycles']} cycles: compute busy {part('compute_cycles')}, load busy "
+            f"{part('load_cycles')}, store busy {part('store_cycles')}; decode stalled on dependencies "
+            f"{part('dep_cycles')}, fetching {part('fetch_cycles')}")
+
+
 def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = None,
                   measured: list[int] | None = None, total_measured: int | None = None,
                   perf_records: dict[str, list[int]] | None = None) -> str:
@@ -414,6 +434,7 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
     cycles and the bytes it read and wrote over the AXI master (totals: their sums)."""
     rows = [dict(r) for r in (rows if rows is not None else report_rows(manifest))]
     cols = list(REPORT_COLUMNS)
+    units = ""
     if measured is not None:
         cols += MEASURED_COLUMNS
         n = max(1, int(manifest.get("n_columns", manifest.get("n_images", 1)) or 1))
@@ -429,11 +450,14 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
                  for i in range(len(rows) - 1)]
         for r, c, b in zip(rows, [*comp, sum(comp)], [*moved, sum(moved)], strict=True):
             r.update({"compute": c, "RTL bytes": b})
+        units = unit_summary(pr)
     lines = ["  " + " ".join(f"{k:{f}}" for k, f in cols)]
     for r in rows:
         if r["op"] == "total":
             lines.append("  " + "-" * (len(lines[0]) - 2))
         lines.append("  " + " ".join(f"{r[k]!s:{f}}" for k, f in cols))
+    if perf_records is not None and units:
+        lines.append("  " + units)
     host = manifest.get("host_layers", {})
     if host.get("prefix") or host.get("suffix"):
         lines.append(f"  host layers: before the accelerator {host.get('prefix') or '-'}, "

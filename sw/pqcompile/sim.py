@@ -272,6 +272,9 @@ class Timeline:
         self.mem_free = 0  # a throttled memory: the cycle its bandwidth is free (loads and stores share it)
         # (reads, writes) of the last instruction of each unit
         self.uses: dict[str, tuple[set[str], set[str]]] = {u: (set(), set()) for u in ("ld", "st", "cu")}
+        # the models of the performance counters load_cycles, store_cycles, dep_cycles, fetch_cycles
+        self.counters = {"load_cycles": 0, "store_cycles": 0, "dep_cycles": 0, "fetch_cycles": 0}
+        self.sampled = dict(self.counters)  # their values at the last dispatch (what a `stamp` samples)
 
     def _transfer_free(self, d: int, nbytes: int) -> int:
         """The cycle a unit is free again after a transfer of ``nbytes`` dispatched at ``d``: its beats flow
@@ -304,14 +307,19 @@ class Timeline:
             else:
                 ready = max(ready, self.cu_free)  # the compute unit's own instruction, or its state
         d = max(decode, ready)
+        self.counters["fetch_cycles"] += decode - self.t
+        self.counters["dep_cycles"] += d - decode
+        self.sampled = dict(self.counters)  # the instruction's own transfer is not in its sample
         self.cycles = d
         self.t = d + 1
         if mnemonic == "load":
             self.ld_free = self._transfer_free(d, ops["nbytes"])
+            self.counters["load_cycles"] += self.ld_free - d - 1
             self.uses["ld"] = (rd, wr)
         elif mnemonic in ("store", "stamp"):
             nb = ops["nbytes"] if mnemonic == "store" else load().perf_bytes
             self.st_free = self._transfer_free(d, nb)
+            self.counters["store_cycles"] += self.st_free - d - 1
             self.uses["st"] = (rd, wr)
         elif mnemonic in ("run", "pool", "add"):
             self.cu_free = d + compute + 1
@@ -351,7 +359,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
     bb = cfg.bus_bytes
     pc = insn_base
     # the performance counters (docs/isa.md): cycles and compute cycles from the cycle model, bytes exact
-    perf = {"cycles": start_cycles(cfg), "compute_cycles": 0, "rd_bytes": 0, "wr_bytes": 0}
+    perf = {"cycles": start_cycles(cfg), "compute_cycles": 0, "rd_bytes": 0, "wr_bytes": 0, "load_cycles": 0,
+            "store_cycles": 0, "dep_cycles": 0, "fetch_cycles": 0}
     unmodelled = sorted({c.name for c in spec.perf_counters} - perf.keys())
     if unmodelled:  # a counter the spec adds needs its model here
         raise SimError(f"the golden simulator does not model the performance counters {unmodelled}")
@@ -389,6 +398,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
         def go(buf: str = "") -> None:  # the instruction passed its checks: it is dispatched
             tl.step(name, ops, st, compute, buf, hit)  # noqa: B023  (called in this iteration only)
             perf["cycles"] = tl.cycles
+            perf.update(tl.sampled)
             perf["compute_cycles"] += compute  # noqa: B023
 
         if name in ("load", "store", "stamp") and ops["addr"] % bb:
