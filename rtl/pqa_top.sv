@@ -540,6 +540,25 @@ module pqa_top #(
   // `out`, or the look-up unit (`run`) or the vector unit when the instruction's dst is `out`.
   assign act_roff  = vec_active ? vec_act_roff : enc_act_roff[OffW-1:0];
   assign out_roff  = (vec_active && vec_add) ? vec_out_roff : OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes);
+  // The results of the compute unit: the vector unit's (`pool`, `add`) or the look-up unit's (`run`), to
+  // the out buffer or an act bank (cu_dst).
+  logic                     res_to_act, res_we;
+  logic [OffW-1:0]          res_woff;
+  logic [ActPortBytes*8-1:0] res_wdata;
+  logic [ActPortBytes-1:0]  res_wbe;
+  assign res_we = lk_out_we || vec_out_we;
+  assign res_to_act = (32'(cu_dst) != pqa_pkg::TargetOut);
+  always_comb begin
+    if (vec_out_we) begin
+      res_woff  = vec_out_woff;
+      res_wdata = (ActPortBytes*8)'(vec_out_wdata);
+      res_wbe   = ActPortBytes'(vec_out_wbe);
+    end else begin
+      res_woff  = lk_out_woff;
+      res_wdata = (ActPortBytes*8)'(lk_out_wdata);
+      res_wbe   = ActPortBytes'(lk_out_wbe);
+    end
+  end
   // Bus-word writes go to the out buffer's wide port at word offsets, in the low bus word of its data.
   always_comb begin
     if (clear) begin
@@ -550,14 +569,10 @@ module pqa_top #(
       out_woff  = OffW'(dma_rd_idx[OutAw-1:0]) << $clog2(BusBytes);
       out_wdata = (OutPortBytes*8)'(dma_rd_data);
       out_wbe   = OutPortBytes'({BusBytes{1'b1}});  // loads write whole words
-    end else if (vec_out_we) begin
-      out_woff  = vec_out_woff;
-      out_wdata = (OutPortBytes*8)'(vec_out_wdata);
-      out_wbe   = OutPortBytes'(vec_out_wbe);
-    end else begin
-      out_woff  = lk_out_woff;
-      out_wdata = (OutPortBytes*8)'(lk_out_wdata);
-      out_wbe   = OutPortBytes'(lk_out_wbe);
+    end else begin  // a result (its port is at least as wide as the out buffer's)
+      out_woff  = res_woff;
+      out_wdata = (OutPortBytes*8)'(res_wdata);
+      out_wbe   = OutPortBytes'(res_wbe);
     end
   end
 
@@ -624,23 +639,6 @@ module pqa_top #(
   // (stable through an instruction, so the registered read data are selected by it directly).
   logic [ActBanks*ActPortBytes*8-1:0]              act_rline_b;
   logic [ActBanks*GatherRows*GatherBytes*8-1:0]    enc_act_rdata_b;
-  logic                     res_to_act, res_we;
-  logic [OffW-1:0]          res_woff;
-  logic [ActPortBytes*8-1:0] res_wdata;
-  logic [ActPortBytes-1:0]  res_wbe;
-  assign res_we = lk_out_we || vec_out_we;
-  assign res_to_act = (32'(cu_dst) != pqa_pkg::TargetOut);
-  always_comb begin
-    if (vec_out_we) begin
-      res_woff  = vec_out_woff;
-      res_wdata = (ActPortBytes*8)'(vec_out_wdata);
-      res_wbe   = ActPortBytes'(vec_out_wbe);
-    end else begin
-      res_woff  = lk_out_woff;
-      res_wdata = (ActPortBytes*8)'(lk_out_wdata);
-      res_wbe   = ActPortBytes'(lk_out_wbe);
-    end
-  end
   for (genvar ab = 0; ab < ActBanks; ab++) begin : gen_act_bank
     logic                      we_ld, we_res, we;
     logic [OffW-1:0]           woff;

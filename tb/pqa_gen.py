@@ -38,7 +38,7 @@ from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, field
 from pqcompile.spec import HwConfig, load
 
 SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift the hardware accepts
-STOP_ADDR = 0xFFFFFFF8  # an aligned address beyond every memory: a `stamp` there stops with `bus`
+STOP_ADDR = 0xFFFFFF80  # aligned to every bus width (to 1024 bits), beyond every memory: a `stamp` there is `bus`
 WILD = 0.2  # share of requantizations with any mult and shift (mostly saturated or zero outputs)
 
 

@@ -1,12 +1,13 @@
 """Constrained-random regression of ``pqa_top`` against the golden simulator, with functional coverage.
 
     python tb/regress.py --seed 1 --count 200 --sim verilator [--config small] [--mutant ties|tree|trunc|nodep]
-                         [--batch 100] [--coverage cov.json] [--quiet]
+                         [--batch 100] [--jobs N] [--coverage cov.json] [--quiet]
 
 Jobs (seed, 0) .. (seed, count-1) of tb/pqa_gen.py (legal compiled programs, programs with one bad
 instruction, random instruction words; random AXI backpressure and latency, SLVERR injection, reset in
 the middle of a run, START while busy, back-to-back starts) run in the pyuvm environment of
-tb/pqa_env.py, ``--batch`` jobs per simulator process. Shows progress as batches finish (a bar with ETA on a
+tb/pqa_env.py, ``--batch`` jobs per simulator process, ``--jobs`` simulator processes at once (default: one
+per core; the model is built once before). Shows progress as batches finish (a bar with ETA on a
 terminal, a few plain lines in a log or under CI=true; none with ``--quiet``: pqcompile.progress). Prints the
 programs checked, mismatches, hangs and the coverage summary; exits 1 on any mismatch or hang (with
 ``--mutant``: exits 1 when the mutant is *not* caught). A failing job's build directory is kept under
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import pqa_coverage
-from pqa_runner import run_random
+from pqa_runner import build, run_random
 
 from pqcompile.progress import Progress
 
@@ -45,19 +48,30 @@ def merge_coverage(total: dict[str, Any], cov: dict[str, Any]) -> dict[str, Any]
 
 
 def regress(sim: str, config: str, seed: int, count: int, first: int = 0, mutant: str | None = None,
-            batch: int = 100, log: bool = True, kinds: str = "") -> dict[str, Any]:
+            batch: int = 100, log: bool = True, kinds: str = "", jobs: int = 1) -> dict[str, Any]:
+    """Jobs ``first`` .. ``first + count - 1`` of ``seed`` in batches of ``batch`` jobs per simulator process,
+    ``jobs`` processes at once; the results in job order."""
     defines = {MUTANTS[mutant]: 1} if mutant else None
     tag = f"mutant-{mutant}" if mutant else ""
     results: list[dict[str, Any]] = []
     cov: dict[str, Any] = {}
     t0 = time.time()
-    with Progress("  regression", count, unit="jobs", quiet=not log) as progress:
-        for start in range(first, first + count, batch):
-            n = min(batch, first + count - start)
-            res, c = run_random(sim, config, seed, n, first=start, defines=defines, tag=tag, kinds=kinds)
-            results += res
+    build(sim, config, defines, tag)  # once, before the processes that share it start
+    starts = list(range(first, first + count, batch))
+    done: dict[int, list[dict[str, Any]]] = {}
+    with Progress("  regression", count, unit="jobs", quiet=not log) as progress, \
+            ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(run_random, sim, config, seed, min(batch, first + count - start), start, defines,
+                               tag, None, kinds): start for start in starts}
+        for fut in as_completed(futures):
+            start = futures[fut]
+            res, c = fut.result()
+            done[start] = res
             merge_coverage(cov, c)
-            progress.update(n, f"{sum(1 for r in results if r['errors'])} failing")
+            failing = sum(1 for rs in done.values() for r in rs if r["errors"])
+            progress.update(len(res), f"{failing} failing")
+    for start in starts:
+        results += done[start]
     failing = [r for r in results if r["errors"]]
     hangs = [r for r in results if r["info"].get("hang")]
     kinds: dict[str, int] = {}
@@ -96,12 +110,15 @@ def main() -> int:
     ap.add_argument("--config", default="small")
     ap.add_argument("--mutant", choices=sorted(MUTANTS))
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="simulator processes at once (default: one per core)")
     ap.add_argument("--coverage", type=Path, help="write the coverage summary (JSON) here")
     ap.add_argument("--kinds", default="", help="only these job kinds (legal,error,words), no fault injection")
     ap.add_argument("-q", "--quiet", action="store_true",
                     help="no progress while the jobs run (default: a bar with ETA on a terminal, else a few lines)")
     a = ap.parse_args()
-    s = regress(a.sim, a.config, a.seed, a.count, a.first, a.mutant, a.batch, log=not a.quiet, kinds=a.kinds)
+    s = regress(a.sim, a.config, a.seed, a.count, a.first, a.mutant, a.batch, log=not a.quiet, kinds=a.kinds,
+                jobs=a.jobs)
     print(report(s))
     if a.coverage:
         a.coverage.write_text(json.dumps(s["coverage"], indent=1))

@@ -296,7 +296,7 @@ def test_file_names_and_text_are_escaped_to_one_line(tmp_path: Path, capsys: pyt
     (["--base", "0x1g"], "--base: malformed number '0x1g' (write decimal or 0x hex)"),
     (["--base", "-8"], "--base: -8 is negative"),
     (["--base", "0x100000000"], "--base 0x100000000 lies beyond the 32-bit address space"),
-    (["--config", "huge"], "--config: unknown hardware configuration 'huge'; known: small, default, pqa"),
+    (["--config", "huge"], "--config: unknown hardware configuration 'huge'; known: small, wide, default, pqa"),
 ])
 def test_bad_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], msg: str) -> None:
     (tmp_path / "p.asm").write_text(PROG)

@@ -321,7 +321,7 @@ def test_lane_parameters_are_in_every_configuration() -> None:
     CMax, KMax, VMax and MMax; pqa_pkg carries the bounds and every value."""
     assert set(LANES) <= set(CONFIG_KEYS)
     lanes = {n: (c.NS, c.NP, c.PL, c.NOUT) for n, c in SPEC.configs.items()}
-    assert lanes == {"default": (1, 1, 1, 1), "small": (2, 3, 2, 3), "pqa": (16, 16, 9, 32)}
+    assert lanes == {"default": (1, 1, 1, 1), "small": (2, 3, 2, 3), "wide": (2, 3, 2, 3), "pqa": (16, 16, 9, 32)}
     pkg = (SPEC_PATH.parents[3] / "rtl" / "pqa_pkg.sv").read_text()
     assert [SPEC.config_rules[p].describe() for p in LANES] == ["1 .. CMax", "1 .. KMax", "1 .. VMax", "1 .. MMax"]
     for p in LANES:

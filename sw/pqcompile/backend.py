@@ -274,7 +274,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     strides = image_strides(cfg, g, n)
     plans = [plan_op(cfg, g, i, op, n, strides) for i, op in enumerate(g.ops)]
     sizes = {t: n * strides[t] for t in g.tensors}
-    kept = onchip.keep_on_chip(cfg, g, plans, sizes) if on_chip else {}
+    data = {t: n * info.size if n == 1 or strides[t] == info.size else sizes[t] for t, info in g.tensors.items()}
+    kept = onchip.keep_on_chip(cfg, g, plans, sizes, data) if on_chip else {}
     n_insns = 1 + sum(len(p.insns) + 1 for p in plans) + 1
     addr: dict[str, int] = {"stamps": align(n_insns * 8, bus)}
     stamps = build.stamps_entry(addr["stamps"], ["start"] + [op.name for op in g.ops])

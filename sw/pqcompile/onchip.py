@@ -54,8 +54,10 @@ def _tensor_of(q: PInsn) -> tuple[str, int] | None:
     return None
 
 
-def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int]) -> _Shot | None:
-    """The single-shot parts of ``plan`` (one compute instruction, whole-tensor loads and store), or None."""
+def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int], data: dict[str, int]) -> _Shot | None:
+    """The single-shot parts of ``plan`` (one compute instruction, whole-tensor loads and store), or None.
+    ``sizes``: each tensor's bytes in memory (all images, padding included); ``data``: its bytes without the
+    padding after the last image (a transfer from offset 0 of at least ``data`` bytes moves it whole)."""
     buffers = load().enums["buffer"]
     comp = [k for k, q in enumerate(plan.insns) if q.mnemonic in COMPUTE]
     if len(comp) != 1:
@@ -73,7 +75,7 @@ def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int]) -> _Shot | Non
         reaches the last rows)."""
         ref = _tensor_of(q)
         nb = int(q.ops["nbytes"])
-        return ref is not None and ref == (t, 0) and (nb == sizes[t] or prefix and nb <= sizes[t])
+        return ref is not None and t is not None and ref == (t, 0) and nb <= sizes[t] and (prefix or nb >= data[t])
 
     ks, qs = stores[0]
     if ks < c or not whole(ks, qs, op.out):
@@ -102,26 +104,29 @@ class _Restart(Exception):
         self.tensor = tensor
 
 
-def keep_on_chip(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int]) -> dict[str, str]:
-    """Rewrite ``plans`` (in place) so that results stay on chip where they can (module doc). Returns where
-    each kept tensor lived (``act0``, ``act1`` or ``out``) for the manifest."""
+def keep_on_chip(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int],
+                 data: dict[str, int] | None = None) -> dict[str, str]:
+    """Rewrite ``plans`` (in place) so that results stay on chip where they can (module doc). ``sizes``: the
+    tensors' bytes in memory, ``data``: the same without the padding after the last image (default
+    ``sizes``). Returns where each kept tensor lived (``act0``, ``act1`` or ``out``) for the manifest."""
+    data = data if data is not None else sizes
     originals = [[PInsn(q.mnemonic, dict(q.ops)) for q in p.insns] for p in plans]
     stored: set[str] = set()  # tensors that must go through memory
     while True:
         for p, ins in zip(plans, originals, strict=True):
             p.insns = [PInsn(q.mnemonic, dict(q.ops)) for q in ins]
         try:
-            return _pass(cfg, g, plans, sizes, stored)
+            return _pass(cfg, g, plans, sizes, data, stored)
         except _Restart as r:
             stored.add(r.tensor)
 
 
-def _pass(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int],
+def _pass(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int], data: dict[str, int],
           stored: set[str]) -> dict[str, str]:
     spec = load()
     target = spec.enums["target"]
     buffers = spec.enums["buffer"]
-    shots = [single_shot(g, p, sizes) for p in plans]
+    shots = [single_shot(g, p, sizes, data) for p in plans]
     last: dict[str, int] = {}
     readers: dict[str, list[int]] = {}
     for i, op in enumerate(g.ops):
