@@ -28,7 +28,7 @@ help:
 	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128; docs/resnet20_batch_bw.png)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
-	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|default|pqa)"
+	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|wide|default|pqa RJOBS=<cores>)"
 	@echo "make train-report  training methods and integer widths on digits, 5 seeds (~23 min; benchmarks/out/)"
 	@echo "make area      FPGA area of pqa_top (Yosys synth_xilinx, xc7): LUTs, FFs, BRAM, DSPs (CONFIG=small|default|pqa|all; YOSYS=yosys: a native binary)"
 	@echo "               AREA_ARGS=--no-share: skip the SAT-based operator sharing (an upper bound; for pqa)"
@@ -80,7 +80,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 regress: $(STAMP)
-	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM) --config $(RCONFIG)
+	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM) --config $(RCONFIG) $(if $(RJOBS),--jobs $(RJOBS))
 
 train-report: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/train_report.py --out-dir benchmarks/out
