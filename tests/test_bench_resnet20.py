@@ -106,3 +106,23 @@ def test_memory_bandwidth_and_curve_plot(tmp_path: Path) -> None:
     pts = [{"batch": b, "bytes_per_cycle": bw, "rtl_cycles": 30000 / b + bw} for b in (1, 2) for bw in (47, 94)]
     bench_curve.plot(pts, tmp_path / "c.png", "pqa")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_pool_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/table_pool_model.py on the small residual CNN (one image): the rearranged stream runs to its
+    end on the golden simulator, a pool that holds every table never takes longer than today's two banks and
+    a pool of one bus word cannot hoist anything (the loads stay in the op before their `run`)."""
+    spec = importlib.util.spec_from_file_location("table_pool_model", ROOT / "benchmarks" / "table_pool_model.py")
+    assert spec and spec.loader
+    tpm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tpm)
+    out = tmp_path / "residual"
+    residual_case(out, "small", seed=3, count=1)
+    manifest, mem = pqbuild.load(out)
+    cfg = load().config("small")
+    today = tpm.ops_cycles(manifest, sim.run(cfg, mem, manifest["insn_base"], mem_bw=4).mem)
+    assert tpm.project(out, 4, 1 << 20) <= today
+    assert tpm.project(out, 4, cfg.bus_bytes) >= today - 8 * len(manifest["layers"])
+    assert tpm.main([str(out), "--mem-bw", "4", "--pools", "1,64"]) == 0
+    text = capsys.readouterr().out
+    assert "today (two table banks)" in text and "table pool of 64 KiB" in text
