@@ -295,10 +295,11 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
     tail = rng.random() < 0.1  # start at the last two words of memory: the stream runs off its end (`bus`)
     data_end = mem_bytes - 16 if tail else mem_bytes
     data = [(code_end, rng.integers(0, 256, data_end - code_end, dtype=np.uint8), "random data")]
-    if tail:
+    if tail:  # one segment (segments start at bus words, the last two instructions need not)
         nop = encode("shape", metric=0, k=1, v=1, c=1, d=1, m=1)
-        data.append((data_end, np.frombuffer(b"".join(nop.to_bytes(8, "little") for _ in range(2)), np.uint8),
-                     "no-effect instructions at the end of memory"))
+        nops = np.frombuffer(b"".join(nop.to_bytes(8, "little") for _ in range(2)), np.uint8)
+        data = [(code_end, np.concatenate([data[0][1], nops]),
+                 "random data, then no-effect instructions in the last 16 bytes of memory")]
     prog = backend.raw_program(cfg, words, data, mem_bytes=mem_bytes, name="words")
     if tail:
         prog.insn_base = data_end
