@@ -30,7 +30,6 @@ from pqcompile import build as pqbuild  # noqa: E402
 from pqcompile.isa import Insn, decode, encode  # noqa: E402
 from pqcompile.spec import load  # noqa: E402
 
-TABLES = ("proto", "lut", "bias")
 FILL = 0.97  # the share of an op's compute cycles that its hoisted loads may take
 
 
@@ -42,7 +41,7 @@ def project(builddir: Path, mem_bw: int, pool: int) -> int:
     """Cycles over the ops (cycle model) with a table pool of ``pool`` bytes."""
     manifest, mem = pqbuild.load(builddir)
     cfg = pqbuild.config_of(builddir, manifest)
-    bufs = {load().enums["buffer"][b] for b in TABLES}
+    bufs = {load().enums["buffer"][b] for b in sim.TABLE_BUFS}
     words = [int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little") for i in range(manifest["n_insns"])]
     insns = [decode(w) for w in words]
     # the stream in op segments: the first stamp, one segment per op (ending with its stamp), `end`

@@ -114,7 +114,6 @@ def plan_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op, n: int, strides: dict
     return ops.of(op).plan(cfg, g, i, op, n, strides)
 
 
-TABLE_BUFFERS = ("proto", "lut", "bias")  # the banked buffers: a `run` reads the tables of shape's bank
 
 
 def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None) -> list[list[PInsn]]:
@@ -129,7 +128,7 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None) -> list[li
     their bytes and cycles. Where two PQ ops in a row share a bank, the later one's loads follow the earlier
     one's last run instead (they then wait for it)."""
     buffers = load_spec().enums["buffer"]
-    table_bufs = {buffers[b] for b in TABLE_BUFFERS}
+    table_bufs = {buffers[b] for b in sim.TABLE_BUFS}
 
     def is_table_load(q: PInsn) -> bool:
         return q.mnemonic == "load" and q.ops["buf"] in table_bufs

@@ -36,7 +36,7 @@ from .spec import HwConfig
 from .spec import load as load_spec
 
 FORMAT = "pqa-build"
-VERSION = 4  # 4: act banks and run / pool / add src, dst; 8-counter stamp records (3: a record of counters, not one cycle word)
+VERSION = 4  # 4: act banks, run / pool / add src and dst, 8-counter stamp records (3: 4 counters; 2: one cycle word)
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 64 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file name inside the build directory

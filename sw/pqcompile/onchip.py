@@ -70,7 +70,7 @@ def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int], data: dict[str
     if len(stores) != 1 or len(loads) != (2 if isinstance(op, ir.AddOp) else 1):
         return None
 
-    def whole(k: int, q: PInsn, t: str | None, prefix: bool = False) -> bool:
+    def whole(q: PInsn, t: str | None, prefix: bool = False) -> bool:
         """``q`` moves all of tensor ``t`` (``prefix``: its first bytes, e.g. a conv whose window never
         reaches the last rows)."""
         ref = _tensor_of(q)
@@ -78,7 +78,7 @@ def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int], data: dict[str
         return ref is not None and t is not None and ref == (t, 0) and nb <= sizes[t] and (prefix or nb >= data[t])
 
     ks, qs = stores[0]
-    if ks < c or not whole(ks, qs, op.out):
+    if ks < c or not whole(qs, op.out):
         return None
     act = [(k, q) for k, q in loads if q.ops["buf"] == buffers["act"]]
     out = [(k, q) for k, q in loads if q.ops["buf"] == buffers["out"]]
@@ -86,14 +86,14 @@ def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int], data: dict[str
         return None
     ka, qa = act[0]
     ta = _tensor_of(qa)
-    if ta is None or not whole(ka, qa, ta[0], prefix=True):
+    if ta is None or not whole(qa, ta[0], prefix=True):
         return None
     if isinstance(op, ir.AddOp):
         if len(out) != 1:
             return None
         kb, qb = out[0]
         tb = _tensor_of(qb)
-        if tb is None or not whole(kb, qb, tb[0], prefix=True):
+        if tb is None or not whole(qb, tb[0], prefix=True):
             return None
         return _Shot(c, ka, ta[0], kb, tb[0], ks)
     return _Shot(c, ka, ta[0], None, None, ks)

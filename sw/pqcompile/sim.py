@@ -215,7 +215,7 @@ def compute_estimate(cfg: HwConfig, mnemonic: str, ops: dict[str, int], st: _Sta
     return 0
 
 
-TABLE_BUFS = ("proto", "lut", "bias")
+TABLE_BUFS = ("proto", "lut", "bias")  # the banked table buffers: a `run` reads the tables of shape's bank
 
 
 def target(ops: dict[str, int]) -> tuple[str, int] | None:
