@@ -660,3 +660,15 @@ def test_unit_summary() -> None:
         "units over 200 cycles: compute busy 100 (50%), load busy 50 (25%), store busy 20 (10%); decode stalled "
         "on dependencies 10 (5%), fetching 30 (15%)")
     assert backend.unit_summary({k: v for k, v in pr.items() if k != "dep_cycles"}) == ""
+
+
+@pytest.mark.parametrize("config", ["small", "default"])
+def test_a_partly_loaded_tensor_is_not_reused(config: str) -> None:
+    """A 1x1 stride-2 conv loads only the input rows its window reads (7 of 8): the 3x3 conv after it must load
+    the whole tensor again, not take the partial copy left in the act bank (the outputs equal the reference)."""
+    b = Builder(_inputs(np.random.default_rng(5), 1, (8, 8, 8)), seed=5)
+    s = b.pq("short", "x", m=8, k=8, v=4, kh=1, stride=2)  # the graph input, loaded from memory
+    y = b.pq("body", "x", m=8, k=8, v=8, kh=3, stride=2, pad=1)
+    out = b.add("add", y, s)
+    prog = _check(SPEC.config(config), b, out)
+    assert "short.out" in prog.manifest["memory"]["on_chip"]

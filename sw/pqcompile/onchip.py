@@ -208,7 +208,9 @@ def _pass(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int]
                 src = 0
             overwrite(f"act{src}", i)
             insns[shot.act_load].ops["bank"] = src
-            slot[f"act{src}"] = a_t
+            # a later reader may take it from the bank only when the load brought all of it (a strided
+            # window loads just the rows it reads)
+            slot[f"act{src}"] = a_t if int(insns[shot.act_load].ops["nbytes"]) >= data[a_t] else None
         comp.ops["src"] = src
         # the output-buffer operand of an add
         if shot.out_load is not None and b_t is not None:
@@ -219,7 +221,7 @@ def _pass(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int]
                     raise _Restart(b_t)
                 from_mem.add(b_t)
                 overwrite("out", i)
-                slot["out"] = b_t
+                slot["out"] = b_t if int(insns[shot.out_load].ops["nbytes"]) >= data[b_t] else None
         # the result
         u = op.out
         dst: int | None = None
