@@ -24,8 +24,8 @@ help:
 	@echo "make sim MODEL=digits_cnn  the digits CNN (conv layers) on the RTL"
 	@echo "make sim WAVES=1  also write an FST trace of the whole design (sim_build/waves/<build>.fst)"
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
-	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0; benchmarks/out/)"
-	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128; docs/resnet20_batch_bw.png)"
+	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0 LUT_BITS=0; benchmarks/out/)"
+	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128 LUT_BITS=0; docs/resnet20_batch_bw.png)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|wide|default|pqa RJOBS=<cores>)"
@@ -64,14 +64,15 @@ sim-resnet20: $(STAMP)
 BATCH ?= 1
 MEM_BW ?= 0
 MEM_LAT ?= 0
+LUT_BITS ?= 0
 bench-resnet20: $(STAMP)
-	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH) --mem-bw $(MEM_BW) --mem-lat $(MEM_LAT)
+	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH) --mem-bw $(MEM_BW) --mem-lat $(MEM_LAT) --lut-bits $(LUT_BITS)
 
 # ResNet-20 cycles per image against batch size and memory bandwidth (writes docs/resnet20_batch_bw.png)
 BATCHES ?= 1,2,4,8
 BANDWIDTHS ?= 47,94,128
 bench-curve: $(STAMP)
-	$(PY) benchmarks/bench_curve.py --config $(if $(filter default,$(CONFIG)),pqa,$(CONFIG)) --batches $(BATCHES) --bandwidths $(BANDWIDTHS)
+	$(PY) benchmarks/bench_curve.py --config $(if $(filter default,$(CONFIG)),pqa,$(CONFIG)) --batches $(BATCHES) --bandwidths $(BANDWIDTHS) --lut-bits $(LUT_BITS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -7,7 +7,8 @@ bytes is the unthrottled memory), bit-exact against the golden simulator. Per po
 cycles per image over the ops (the stamped span divided by B), the cycle model's prediction at that
 bandwidth, the bytes moved per image and the compute cycles per image, against PQA's modelled 17,183 cycles
 per image (its DDR at 94 bytes a cycle) and its compute bound of 11,776. It writes
-``benchmarks/out/curve-<config>.csv`` and the plot ``docs/resnet20_batch_bw.png`` (``--plot``). Exit status 0
+``benchmarks/out/curve-<config>.csv`` and the plot ``docs/resnet20_batch_bw.png`` (``--plot``; with
+``--lut-bits B`` both names end in ``-tB``: tables quantized to B bits, packed at 8 or fewer). Exit status 0
 when every run passed, 1 when one did not.
 """
 
@@ -90,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bandwidths", default="47,94,128", help="memory bandwidths in bytes a cycle, comma-separated")
     ap.add_argument("--build-root", type=Path, default=ROOT / "build", help="where the model and builds go")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "out", help="where the CSV goes")
-    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "resnet20_batch_bw.png", help="the plot")
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="the plot (default docs/resnet20_batch_bw.png, -t<bits> before .png with --lut-bits)")
+    ap.add_argument("--lut-bits", type=int, default=0,
+                    help="table entry width (0: the config's LutW; 8 or fewer on a LutW 16 config: packed tables)")
     args = ap.parse_args(argv)
+    tb = f"-t{args.lut_bits}" if args.lut_bits else ""
+    if args.plot is None:
+        args.plot = ROOT / "docs" / f"resnet20_batch_bw{tb}.png"
     try:
         batches = [int(x) for x in args.batches.split(",")]
         bws = [int(x) for x in args.bandwidths.split(",")]
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     t0 = time.perf_counter()
     for b in batches:
-        builddir = bench.compile_resnet20(args.config, b, args.build_root)
+        builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None)
         for bw in bws:
             p = point(bench, builddir, args.config, b, bw)
             if p is None:
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p['rtl_cycles']:>9.0f} RTL cycles per image (predicted {p['predicted_cycles']:.0f}, "
                   f"{ratio:.3f}; compute {p['compute_cycles']:.0f}; {p['bytes_moved']:.0f} bytes); PQA's model "
                   f"{PQA_MODEL}: {p['rtl_cycles'] / PQA_MODEL:.2f} x  [{time.perf_counter() - t0:.0f} s]", flush=True)
-    path = args.out_dir / f"curve-{args.config}.csv"
+    path = args.out_dir / f"curve-{args.config}{tb}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="ascii") as fh:
         w = csv.writer(fh, lineterminator="\n")

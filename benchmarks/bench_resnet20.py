@@ -143,9 +143,11 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compile_resnet20(config: str, batch: int, build_root: Path) -> Path:
+def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | None = None) -> Path:
     """ResNet-20 (untrained, ``pqtrain init``) compiled for ``config`` on ``batch`` random images (stem and
-    classifier on the host) into ``build_root/resnet20-<config>-b<batch>``."""
+    classifier on the host) into ``build_root/resnet20-<config>-b<batch>`` (``-t<lut_bits>`` appended when
+    the tables are quantized to ``lut_bits`` bits, not the configuration's LutW: at 8 bits or fewer on a
+    LutW > 8 build they go packed, ``shape.pack``, half the table bytes)."""
     from pqcompile.cli import compile_model
     from pqcompile.options import BuildConfig
     from pqtrain import zoo
@@ -155,8 +157,8 @@ def compile_resnet20(config: str, batch: int, build_root: Path) -> Path:
     model = build_root / "resnet20.pt"
     if pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) != 0:
         raise SystemExit(1)
-    out = build_root / f"resnet20-{config}-b{batch}"
-    compile_model(str(model), str(out), BuildConfig(config=config, inputs="random", count=batch,
+    out = build_root / f"resnet20-{config}-b{batch}{f'-t{lut_bits}' if lut_bits else ''}"
+    compile_model(str(model), str(out), BuildConfig(config=config, inputs="random", count=batch, lut_bits=lut_bits,
                                                     host_layers=tuple(zoo.HOST_LAYERS["resnet20"])))
     return out
 
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-bw", type=int, default=0,
                     help="HDL memory bandwidth, bytes a cycle (0: one bus word a cycle; PQA's DDR: 94)")
     ap.add_argument("--mem-lat", type=int, default=0, help="HDL memory read latency, cycles")
+    ap.add_argument("--lut-bits", type=int, default=0,
+                    help="table entry width (0: the config's LutW; 8 or fewer on a LutW 16 config: packed tables)")
     args = ap.parse_args(argv)
     if args.batch < 1:
         ap.error("--batch: at least 1")
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pqcompile import build as pqbuild
 
-    builddir = compile_resnet20(args.config, args.batch, args.build_root)
+    builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None)
     manifest = pqbuild.read(builddir)
     print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
           f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
@@ -221,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RTL == golden simulator: MATCH ({info['bytes_compared']} memory bytes compared); simulated "
           f"{info['cycles']} cycles in {wall:.0f} s")
     bw = f"-bw{args.mem_bw}" if args.mem_bw else ""
-    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}{bw}.csv"
+    tb = f"-t{args.lut_bits}" if args.lut_bits else ""
+    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}{bw}{tb}.csv"
     write_csv(path, rows)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0

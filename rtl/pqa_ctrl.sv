@@ -82,6 +82,7 @@ module pqa_ctrl #(
   input  logic                             wr_beat_i,      // a write beat accepted on the AXI master
   // layer state
   output logic [pqa_pkg::ShapeMetricW-1:0] metric_o,
+  output logic                            pack_o,         // shape.pack: byte table entries, two rows a row
   output logic [pqa_pkg::ShapeKW-1:0]      k_o,
   output logic [pqa_pkg::ShapeVW-1:0]      v_o,
   output logic [pqa_pkg::ShapeCW-1:0]      c_o,
@@ -212,6 +213,7 @@ module pqa_ctrl #(
   logic [pqa_pkg::ShapeMetricW-1:0] metric_q;
   logic                             conv_q, relu_q, unsigned_q;
   logic [pqa_pkg::ShapeBankW-1:0]   bank_q;
+  logic                             pack_q;
   logic [pqa_pkg::ShapeKW-1:0]      k_q;
   logic [pqa_pkg::ShapeVW-1:0]      v_q;
   logic [pqa_pkg::ShapeCW-1:0]      c_q;
@@ -304,12 +306,15 @@ module pqa_ctrl #(
   assign rows_e = ({1'b0, v_q} + (pqa_pkg::ShapeVW + 1)'(PL - 1)) / (pqa_pkg::ShapeVW + 1)'(PL);
 
   // The table buffer (pqa_rowmem): rows of NS lane words (NOUT entries each, LutLane bytes) every LutStride
-  // bytes, whole rows only; a `run` reads ceil(c/NS) * k * ceil(m/NOUT) rows (HwConfig.lut_rows / lut_cap).
+  // bytes, whole rows only; a `run` reads ceil(c/NS) * k * ceil(m/NOUT) rows, half of them rounded up with
+  // shape.pack (byte entries, legal when LutW > 8; HwConfig.lut_rows / lut_cap / can_pack).
   localparam int LutLane   = pqa_pkg::row_stride(NOUT * LutEntryBytes, BusBytes);
   localparam int LutStride = pqa_pkg::row_stride(NS * LutLane, BusBytes);
   localparam int LutCap    = LutBytes / LutStride * LutStride;
   logic [pqa_pkg::ShapeMW:0] rows_m;
   assign rows_m = ({1'b0, m_q} + (pqa_pkg::ShapeMW + 1)'(NOUT - 1)) / (pqa_pkg::ShapeMW + 1)'(NOUT);
+  logic [63:0] lut_rows;
+  assign lut_rows = 64'(rows_g) * 64'(k_q) * 64'(rows_m);
 
   // Limits of `load` (buffer and length) and `store`: sim.run.
   logic [63:0] buf_words;
@@ -382,7 +387,8 @@ module pqa_ctrl #(
            && (m64 >= 64'd1) && (m64 <= 64'(MMax))
            && (d64 + v64 > cv) && (d64 <= cv)          // (c-1)*v < d <= c*v
            && (64'(rows_g) * 64'(rows_k) * 64'(rows_e) * 64'(ProtoStride) <= 64'(ProtoCap))
-           && (64'(rows_g) * k64 * 64'(rows_m) * 64'(LutStride) <= 64'(LutCap))
+           && (!pack_q || LutEntryBytes > 1)
+           && ((pack_q ? (lut_rows + 64'd1) >> 1 : lut_rows) * 64'(LutStride) <= 64'(LutCap))
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))
            && (n64 * m64 <= dst_bytes)
@@ -755,6 +761,7 @@ module pqa_ctrl #(
             metric_q    <= '0;
             conv_q      <= 1'b0;
             bank_q      <= '0;
+            pack_q      <= 1'b0;
             relu_q      <= 1'b0;
             unsigned_q  <= 1'b0;
             k_q         <= '0;
@@ -830,6 +837,7 @@ module pqa_ctrl #(
                 metric_q <= insn_q[pqa_pkg::ShapeMetricLsb +: pqa_pkg::ShapeMetricW];
                 conv_q   <= insn_q[pqa_pkg::ShapeConvLsb +: pqa_pkg::ShapeConvW];
                 bank_q   <= insn_q[pqa_pkg::ShapeBankLsb +: pqa_pkg::ShapeBankW];
+                pack_q   <= insn_q[pqa_pkg::ShapePackLsb +: pqa_pkg::ShapePackW] != '0;
                 k_q      <= insn_q[pqa_pkg::ShapeKLsb +: pqa_pkg::ShapeKW];
                 v_q      <= insn_q[pqa_pkg::ShapeVLsb +: pqa_pkg::ShapeVW];
                 c_q      <= insn_q[pqa_pkg::ShapeCLsb +: pqa_pkg::ShapeCW];
@@ -923,6 +931,7 @@ module pqa_ctrl #(
   assign stamp_sel_o   = st_busy_q && st_stamp_q;
   assign stamp_rec_o   = stamp_q;
   assign metric_o      = metric_q;
+  assign pack_o        = pack_q;
   assign k_o           = k_q;
   assign v_o           = v_q;
   assign c_o           = c_q;

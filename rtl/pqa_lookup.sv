@@ -20,7 +20,9 @@
 // arriving at an empty queue is issued in the cycle it arrives); the last write comes two cycles after the
 // last issue (done_o).
 // Biases are BufBiasElemW = 32 bits; outputs ActW = 8-bit bytes; table entries are one or two bytes
-// (LutW <= 16; pqa_top checks these).
+// (LutW <= 16; pqa_top checks these). With pack_i (shape.pack, two-byte entries only: pqa_ctrl refuses it
+// otherwise) the entries are bytes and table row r is half r % 2 of buffer row r / 2: each lane reads
+// row r >> 1 and takes its NOUT bytes from byte (r % 2) * LaneBytes / 2 of the lane word.
 
 `default_nettype none
 
@@ -42,6 +44,7 @@ module pqa_lookup #(
   input  logic                            rst_ni,
   input  logic                            start_i,     // a run starts: n_i columns
   input  logic [pqa_pkg::RunNW-1:0]       n_i,
+  input  logic                            pack_i,      // byte entries, two table rows a buffer row (EB = 2)
   input  logic [pqa_pkg::ShapeKW-1:0]     k_i,
   input  logic [pqa_pkg::ShapeCW-1:0]     c_i,
   input  logic [pqa_pkg::ShapeMW-1:0]     m_i,
@@ -139,7 +142,7 @@ module pqa_lookup #(
   always_comb begin
     for (int s = 0; s < NS; s++) begin
       rows[s*RowW +: RowW] = (gk_q + RowW'(head[s*KW +: KW])) * RowW'(mgn) + RowW'(mg_q);
-      lut_raddr_o[s*LutRowAw +: LutRowAw] = rows[s*RowW +: LutRowAw];
+      lut_raddr_o[s*LutRowAw +: LutRowAw] = pack_i ? rows[s*RowW + 1 +: LutRowAw] : rows[s*RowW +: LutRowAw];
     end
   end
   assign bias_roff_o = OffW'(mb_q) << $clog2(BiasW / 8);
@@ -187,6 +190,7 @@ module pqa_lookup #(
   // Stage 1: extract the NS x NOUT table entries and the NOUT biases, sum, accumulate.
   logic                  v1_q, first1_q, last1_q, end1_q;
   logic [NS-1:0]         lv1_q;    // lane s holds a subspace (g*NS + s < c)
+  logic [NS-1:0]         hf1_q;    // lane s reads the upper half of its lane word (pack_i, odd row)
   logic [MW:0]           mb1_q;
   logic [MgAw-1:0]       mg1_q;
   logic [OffW-1:0]       lo1_q;
@@ -200,6 +204,7 @@ module pqa_lookup #(
       last1_q  <= 1'b0;
       end1_q   <= 1'b0;
       lv1_q    <= '0;
+      hf1_q    <= '0;
       mb1_q    <= '0;
       mg1_q    <= '0;
       lo1_q    <= '0;
@@ -210,10 +215,31 @@ module pqa_lookup #(
       end1_q   <= l_end;
       for (int s = 0; s < NS; s++) begin
         lv1_q[s] <= (cb_q + (CW + 1)'(s) < {1'b0, c_i});
+        hf1_q[s] <= pack_i && rows[s*RowW];
       end
       mb1_q    <= mb_q;
       mg1_q    <= MgAw'(mg_q);
       lo1_q    <= lo_q;
+    end
+  end
+
+  // Entry o of lane s's lane word, sign-extended to AccW: LutW bits at byte o*EB, or with pack_i (two-byte
+  // entries only) the byte o of the half that hf1_q selects.
+  logic [NS*NOUT*AccW-1:0] ent;
+  for (genvar s = 0; s < NS; s++) begin : gen_ent_lane
+    for (genvar o = 0; o < NOUT; o++) begin : gen_ent
+      logic [LutW-1:0] wide;
+      assign wide = lut_rdata_i[(s*LaneBytes + o*EB)*8 +: LutW];
+      if (EB > 1) begin : gen_pack
+        logic [7:0] lo, hi, b;
+        assign lo = lut_rdata_i[(s*LaneBytes + o)*8 +: 8];
+        assign hi = lut_rdata_i[(s*LaneBytes + LaneBytes / 2 + o)*8 +: 8];
+        assign b  = hf1_q[s] ? hi : lo;
+        assign ent[(s*NOUT + o)*AccW +: AccW] = pack_i ? {{(AccW - 8){b[7]}}, b}
+                                                       : {{(AccW - LutW){wide[LutW-1]}}, wide};
+      end else begin : gen_byte
+        assign ent[(s*NOUT + o)*AccW +: AccW] = {{(AccW - LutW){wide[LutW-1]}}, wide};
+      end
     end
   end
 
@@ -223,9 +249,7 @@ module pqa_lookup #(
       sum[o*AccW +: AccW] = '0;
       for (int s = 0; s < NS; s++) begin
         if (lv1_q[s]) begin
-          sum[o*AccW +: AccW] = sum[o*AccW +: AccW]
-            + {{(AccW - LutW){lut_rdata_i[(s*LaneBytes + o*EB)*8 + LutW - 1]}},
-               lut_rdata_i[(s*LaneBytes + o*EB)*8 +: LutW]};
+          sum[o*AccW +: AccW] = sum[o*AccW +: AccW] + ent[(s*NOUT + o)*AccW +: AccW];
         end
       end
       acc_d[o*AccW +: AccW] = (first1_q ? bias[o*AccW +: AccW] : acc_q[mg1_q][o*AccW +: AccW]) + sum[o*AccW +: AccW];
@@ -296,7 +320,7 @@ module pqa_lookup #(
 
   // Table bytes past the entries of a lane word; bias bits above AccW.
   logic unused;
-  assign unused = ^{lut_rdata_i, rows, bias_rdata_i};
+  assign unused = ^{lut_rdata_i, rows, bias_rdata_i, hf1_q};
 
 `ifndef SYNTHESIS
   // Assertions: the index queue neither over- nor underflows, no index beyond k, no table / bias / output

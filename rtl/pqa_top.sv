@@ -316,6 +316,7 @@ module pqa_top #(
   logic [pqa_pkg::LoadBufW-1:0]     load_buf;
   logic [pqa_pkg::LoadBankW-1:0]    load_bank;  // the bank a `load` writes
   logic [pqa_pkg::ShapeBankW-1:0]   tbl_bank;   // the bank of the table buffers that a `run` reads
+  logic                             lut_pack;   // shape.pack: byte table entries, two table rows a row
   logic [pqa_pkg::RunSrcW-1:0]      cu_src;     // the act bank the compute unit reads
   logic [pqa_pkg::RunDstW-1:0]      cu_dst;     // where its results go (enum target)
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec;  // the performance counters of a stamp
@@ -402,6 +403,7 @@ module pqa_top #(
     .rd_beat_i          (m_axi_rvalid && m_axi_rready),  // accepted beats on the AXI master
     .wr_beat_i          (m_axi_wvalid && m_axi_wready),
     .metric_o           (metric),
+    .pack_o             (lut_pack),
     .k_o                (k),
     .v_o                (v),
     .c_o                (c),
@@ -794,6 +796,7 @@ module pqa_top #(
     .rst_ni      (rst_ni),
     .start_i     (lk_start),
     .n_i         (run_n),
+    .pack_i      (lut_pack),
     .k_i         (k),
     .c_i         (c),
     .m_i         (m),

@@ -285,7 +285,9 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "pool_reserved_bit": ([st, encode("pool") | 1 << 8, encode("end")], "illegal_insn", 8),
         "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 7, encode("end")], "illegal_insn", 8),
         "run_reserved_bit7": ([st, encode("run", n=1) | 1 << 7, encode("end")], "illegal_insn", 8),  # 4: src, 5-6: dst
-        "shape_reserved_bit7": ([st, shape | 1 << 7, encode("end")], "illegal_insn", 8),  # bit 6: bank
+        # shape's bit 7 is `pack`: byte table entries need LutW > 8, so at config small the run is `limit`
+        "shape_pack_byte_entries": ([st, encode("shape", metric="l2", k=1, v=1, c=1, d=1, m=1, pack=1), q8,
+                                     encode("run", n=1), encode("end")], "limit", 24),
         "load_out_bank1": ([st, encode("load", buf=bufs["out"], bank=1, nbytes=8, addr=0x400), encode("end")],
                            "limit", 8),  # out has one bank (act two)
         # dst: the act bank the instruction reads, or beyond the enum target
@@ -342,10 +344,11 @@ def prefetch_slverr_case(outdir: Path, cfg: HwConfig, seed: int) -> tuple[str, i
     return "bus", prog.insn_base + 8 * at
 
 
-def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:
+def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits: int | None = None) -> None:
     """Compile :func:`residual_arch` with random weights and non-trivial batch-norm statistics through the
     project's compiler (pqcompile.cli.compile_model: graph extraction, batch-norm folding, quantization,
-    tiling, emission; bit-exact check of the quantized torch model against the golden simulator)."""
+    tiling, emission; bit-exact check of the quantized torch model against the golden simulator); ``lut_bits``:
+    the table width (default the configuration's LutW)."""
     import torch
 
     from pqcompile.cli import compile_model
@@ -365,5 +368,6 @@ def residual_case(outdir: Path, config: str, seed: int, count: int = 2) -> None:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     path = outdir.parent / f"{outdir.name}.pt"
     save(model.eval(), arch, path, {"seed": seed})
-    compile_model(str(path), str(outdir), BuildConfig(config=config, inputs="random", count=count, seed=seed),
+    compile_model(str(path), str(outdir), BuildConfig(config=config, inputs="random", count=count, seed=seed,
+                                                                  lut_bits=lut_bits),
                   quiet=True)

@@ -270,7 +270,7 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
                 v = int(rng.integers(1, cfg.VMax + 2))
                 c = int(rng.integers(1, 6))
                 w = encode("shape", metric=int(rng.integers(0, 2)), conv=int(rng.random() < 0.3),
-                           k=int(rng.integers(1, cfg.KMax + 2)), v=v, c=c,
+                           pack=int(rng.random() < 0.3), k=int(rng.integers(1, cfg.KMax + 2)), v=v, c=c,
                            d=max(1, int(rng.integers((c - 1) * v, c * v + 2))), m=int(rng.integers(1, cfg.MMax + 2)))
             elif mn == "quant":
                 w = encode("quant", relu=int(rng.integers(0, 2)), unsigned=int(rng.random() < 0.3),

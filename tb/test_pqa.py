@@ -155,9 +155,10 @@ def test_wide_bus(tmp_path: Path) -> None:
     """Config 'wide' (small's lanes and buffers on a 256-bit bus) on Verilator: a fetch brings four instructions
     into the fetch buffer (rd_bytes counts one bus word per fetched word, compared exactly), a stamp record
     takes two beats; the compiled residual CNN (its results kept on chip) and an SLVERR during a table
-    prefetch on a slow memory equal the golden simulator."""
+    prefetch on a slow memory equal the golden simulator; its tables are 8-bit on the 16-bit entries of
+    'wide', so they go packed (``shape.pack``)."""
     cfg = load().config("wide")
-    residual_case(tmp_path / "residual", "wide", seed=401, count=1)
+    residual_case(tmp_path / "residual", "wide", seed=401, count=1, lut_bits=8)
     err, pc = prefetch_slverr_case(tmp_path / "slverr", cfg, seed=501)
     res = {Path(r["build"]).name: r for r in run("verilator", "wide", [tmp_path / "residual", tmp_path / "slverr"])}
     spec = load()
@@ -166,6 +167,9 @@ def test_wide_bus(tmp_path: Path) -> None:
     assert r["info"]["done"] and r["info"]["err_code"] == 0
     man, mem = pqbuild.load(tmp_path / "residual")
     assert man["memory"]["on_chip"]  # results stayed on chip
+    shapes = [q for q in (decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little"))
+                          for i in range(man["n_insns"])) if q.mnemonic == "shape"]
+    assert shapes and all(q.ops["pack"] == 1 for q in shapes)  # 8-bit tables on 16-bit entries: packed
     insns = [decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little")) for i in range(man["n_insns"])]
     bus = cfg.bus_bytes
     loads = sum(-(-q.ops["nbytes"] // bus) * bus for q in insns if q.mnemonic == "load")

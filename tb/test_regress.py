@@ -26,6 +26,14 @@ def test_random_regression_fast(sim_name: str) -> None:
 
 
 @pytest.mark.rtl
+def test_random_regression_wide() -> None:
+    """Random legal programs at config 'wide' (256-bit bus, 16-bit table entries: tables of 2..16 bits, those
+    of 8 or fewer packed, ``shape.pack``) on Verilator (the build test_pqa.py::test_wide_bus uses)."""
+    s = regress("verilator", "wide", seed=3, count=8, log=False, kinds="legal")
+    assert s["checked"] == s["count"] and s["mismatches"] == 0 and s["hangs"] == 0, report(s)
+
+
+@pytest.mark.rtl
 @pytest.mark.parametrize("mutant", ["ties", "tree", "trunc", "nodep"])
 def test_random_regression_catches_mutant(mutant: str) -> None:
     """A deliberately broken RTL (argmin ties to the highest index across prototype groups, or between the

@@ -54,7 +54,7 @@ def test_flag_with_default_may_be_omitted() -> None:
 def test_with_field_replaces_one_operand() -> None:
     word = isa.encode("shape", metric="l1", k=3, v=4, c=5, d=17, m=9)
     assert isa.decode(isa.with_field(word, "k", 200)) == isa.Insn(
-        "shape", {"metric": 1, "conv": 0, "bank": 0, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
+        "shape", {"metric": 1, "conv": 0, "bank": 0, "pack": 0, "k": 200, "v": 4, "c": 5, "d": 17, "m": 9})
     with pytest.raises(KeyError, match="no field"):
         isa.with_field(word, "addr", 8)
 

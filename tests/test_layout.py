@@ -63,3 +63,42 @@ def test_elements_sit_where_the_spec_says() -> None:
         row = ((ci // 2) * k + kk) * gm + mi // 3
         at = row * cfg.lut_row_stride + (ci % 2) * cfg.lut_lane_bytes + (mi % 3) * 2
         assert int.from_bytes(table[at : at + 2].tobytes(), "little", signed=True) == lut[ci, kk, mi]
+
+
+@pytest.mark.parametrize("lanes", LANES, ids=lambda x: "x".join(map(str, x)))
+@pytest.mark.parametrize("lutw", [12, 16])
+def test_packed_round_trip(lanes: tuple[int, int, int, int], lutw: int) -> None:
+    """``shape.pack``: byte entries, two table rows to a buffer row: half the rows (rounded up), exact."""
+    cfg = _cfg(*lanes, lutw=lutw)
+    rng = np.random.default_rng(7 * sum(lanes) + lutw)
+    for c, k, _, m in SHAPES:
+        lut = rng.integers(-128, 128, (c, k, m))
+        table = layout.pack_lut(cfg, lut, pack=True)
+        rows = cfg.lut_rows(c, k, m)
+        assert cfg.lut_rows(c, k, m, pack=True) == (rows + 1) // 2
+        assert len(table) == layout.lut_bytes(cfg, c, k, m, pack=True) == (rows + 1) // 2 * cfg.lut_row_stride
+        assert np.array_equal(layout.unpack_lut(cfg, table, c, k, m, pack=True), lut)
+        whole = np.zeros(layout.lut_bytes(cfg, c, k, m), np.uint8)
+        whole[: len(table)] = table
+        if c * k * m > 1:  # read unpacked: another table
+            assert not np.array_equal(layout.unpack_lut(cfg, whole, c, k, m), lut)
+
+
+def test_packed_entries_sit_where_the_spec_says() -> None:
+    """Table row r's entry j of lane s at byte (r // 2) * stride + s * lane + (r % 2) * lane / 2 + j."""
+    cfg = _cfg(2, 3, 2, 3, lutw=16)
+    c, k, m = 5, 7, 8
+    lut = (np.arange(c * k * m).reshape(c, k, m) * 37) % 256 - 128
+    table = layout.pack_lut(cfg, lut, pack=True).view(np.int8)
+    gm = -(-m // cfg.NOUT)
+    for ci, kk, mi in [(0, 0, 0), (4, 6, 7), (3, 2, 5), (1, 3, 4)]:
+        row = ((ci // 2) * k + kk) * gm + mi // 3
+        at = (row // 2) * cfg.lut_row_stride + (ci % 2) * cfg.lut_lane_bytes + (row % 2) * cfg.lut_lane_bytes // 2
+        assert table[at + mi % 3] == lut[ci, kk, mi]
+
+
+def test_pack_needs_two_byte_entries_and_byte_values() -> None:
+    with pytest.raises(ValueError, match="LutW=8"):
+        layout.pack_lut(_cfg(2, 3, 2, 3, lutw=8), np.zeros((2, 2, 2), np.int64), pack=True)
+    with pytest.raises(ValueError, match="signed byte"):
+        layout.pack_lut(_cfg(2, 3, 2, 3, lutw=16), np.full((2, 2, 2), 128), pack=True)

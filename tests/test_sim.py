@@ -116,6 +116,7 @@ def test_error_codes_and_pc() -> None:
           encode("run", n=1)], "limit", 16),  # bits below 2
         ([encode("shape", metric="l2", k=1, v=1, c=1, d=1, m=1), encode("quant", relu=0, shift=0, mult=1, bits=9),
           encode("run", n=1)], "limit", 16),  # bits beyond ActW
+        ([encode("shape", metric="l2", k=1, v=1, c=1, d=1, m=1, pack=1), encode("run", n=1)], "limit", 8),  # LutW 8
     ]
     for words, name, pc in cases:
         res = sim.run(CFG, backend.raw_program(CFG, [*words, encode("end")]).mem, 0)

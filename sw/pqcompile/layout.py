@@ -53,48 +53,78 @@ def unpack_protos(cfg: HwConfig, buf: np.ndarray, c: int, k: int, v: int) -> np.
     return full[:c, :k, :v]
 
 
-def lut_bytes(cfg: HwConfig, c: int, k: int, m: int) -> int:
-    """Bytes of the table buffer that a `run` with c subspaces, k prototypes and m outputs reads."""
-    return cfg.lut_rows(c, k, m) * cfg.lut_row_stride
+def lut_bytes(cfg: HwConfig, c: int, k: int, m: int, pack: bool = False) -> int:
+    """Bytes of the table buffer that a `run` with c subspaces, k prototypes and m outputs reads (``pack``:
+    ``shape.pack``, byte entries two table rows to a buffer row)."""
+    return cfg.lut_rows(c, k, m, pack) * cfg.lut_row_stride
 
 
-def _lut_entries(cfg: HwConfig, lut: np.ndarray) -> np.ndarray:
-    """Entries as elem_bytes little-endian two's-complement bytes: [..., eb]."""
-    eb = cfg.elem_bytes("lut")
+def _lut_entries(lut: np.ndarray, eb: int) -> np.ndarray:
+    """Entries as ``eb`` little-endian two's-complement bytes: [..., eb]."""
     v = lut.astype(np.int64) & ((1 << (8 * eb)) - 1)
     return np.stack([(v >> (8 * i)) & 0xFF for i in range(eb)], axis=-1).astype(np.uint8)
 
 
-def pack_lut(cfg: HwConfig, lut: np.ndarray) -> np.ndarray:
+def _check_pack(cfg: HwConfig, pack: bool) -> None:
+    if pack and not cfg.can_pack:
+        raise ValueError(f"shape.pack needs table entries wider than a byte (config '{cfg.name}': LutW={cfg.LutW})")
+
+
+def pack_lut(cfg: HwConfig, lut: np.ndarray, pack: bool = False) -> np.ndarray:
     """The bytes of the table buffer (uint8, :func:`lut_bytes` long) for ``lut`` [c, k, m] int.
 
     Row r = (g*k + kk) * ceil(m/NOUT) + mg holds NS lane words, lane s (subspace g*NS+s) at byte
     s * lane_bytes of the row: entries [kk][mg*NOUT + j] of that subspace for j < NOUT, one after the other
-    (docs/isa.md, "On-chip buffers"). With NS = NOUT = 1 the layout is the dense [c][k][m]."""
+    (docs/isa.md, "On-chip buffers"). With NS = NOUT = 1 the layout is the dense [c][k][m]. With ``pack``
+    (``shape.pack``; the entries must fit a signed byte) the entries are bytes and table rows 2r and 2r+1
+    share buffer row r, row 2r+1 from byte lane_bytes/2 of every lane word."""
+    _check_pack(cfg, pack)
     c, k, m = lut.shape
-    ns, no, eb = cfg.NS, cfg.NOUT, cfg.elem_bytes("lut")
+    ns, no = cfg.NS, cfg.NOUT
+    eb = 1 if pack else cfg.elem_bytes("lut")
+    if pack and (lut.min(initial=0) < -128 or lut.max(initial=0) > 127):
+        raise ValueError("a packed table's entries must fit a signed byte")
     gc, gm = -(-c // ns), -(-m // no)
     full = np.zeros((gc * ns, k, gm * no), np.int64)
     full[:c, :, :m] = lut
     rows = full.reshape(gc, ns, k, gm, no).transpose(0, 2, 3, 1, 4)  # [g][kk][mg][s][j]
-    ent = _lut_entries(cfg, rows).reshape(gc * k * gm, ns, no * eb)
-    lanes = np.zeros((ent.shape[0], ns, cfg.lut_lane_bytes), np.uint8)
-    lanes[:, :, : no * eb] = ent
-    out = np.zeros((ent.shape[0], cfg.lut_row_stride), np.uint8)
-    out[:, : ns * cfg.lut_lane_bytes] = lanes.reshape(ent.shape[0], -1)
+    nrows = gc * k * gm
+    ent = _lut_entries(rows, eb).reshape(nrows, ns, no * eb)
+    lane = cfg.lut_lane_bytes
+    if pack:  # [row pair][half][s][j] -> [row pair][s][half * lane/2 + j]
+        pairs = np.zeros((-(-nrows // 2) * 2, ns, no), np.uint8)
+        pairs[:nrows] = ent
+        halves = np.zeros((pairs.shape[0] // 2, ns, 2, lane // 2), np.uint8)
+        halves[:, :, :, :no] = pairs.reshape(-1, 2, ns, no).transpose(0, 2, 1, 3)
+        lanes = halves.reshape(-1, ns, lane)
+    else:
+        lanes = np.zeros((nrows, ns, lane), np.uint8)
+        lanes[:, :, : no * eb] = ent
+    out = np.zeros((lanes.shape[0], cfg.lut_row_stride), np.uint8)
+    out[:, : ns * lane] = lanes.reshape(lanes.shape[0], -1)
     return out.reshape(-1)
 
 
-def unpack_lut(cfg: HwConfig, buf: np.ndarray, c: int, k: int, m: int) -> np.ndarray:
-    """The table [c, k, m] (int64, sign-extended from LutW bits) that the look-up unit reads from ``buf``."""
-    ns, no, eb = cfg.NS, cfg.NOUT, cfg.elem_bytes("lut")
+def unpack_lut(cfg: HwConfig, buf: np.ndarray, c: int, k: int, m: int, pack: bool = False) -> np.ndarray:
+    """The table [c, k, m] (int64, sign-extended from LutW bits, or from 8 with ``pack``) that the look-up
+    unit reads from ``buf``."""
+    _check_pack(cfg, pack)
+    ns, no = cfg.NS, cfg.NOUT
+    eb = 1 if pack else cfg.elem_bytes("lut")
     gc, gm = -(-c // ns), -(-m // no)
     nrows = gc * k * gm
-    rows = np.asarray(buf[: nrows * cfg.lut_row_stride], np.uint8).reshape(nrows, cfg.lut_row_stride)
-    lanes = rows[:, : ns * cfg.lut_lane_bytes].reshape(nrows, ns, cfg.lut_lane_bytes)[:, :, : no * eb]
+    brows = cfg.lut_rows(c, k, m, pack)
+    lane = cfg.lut_lane_bytes
+    rows = np.asarray(buf[: brows * cfg.lut_row_stride], np.uint8).reshape(brows, cfg.lut_row_stride)
+    lanes = rows[:, : ns * lane].reshape(brows, ns, lane)
+    if pack:  # [row pair][s][half][j] -> [table row][s][j]
+        lanes = lanes.reshape(brows, ns, 2, lane // 2)[..., :no].transpose(0, 2, 1, 3).reshape(2 * brows, ns, no)
+        lanes = lanes[:nrows]
+    else:
+        lanes = lanes[:, :, : no * eb]
     raw = lanes.reshape(nrows, ns, no, eb).astype(np.int64)
     val = sum(raw[..., i] << (8 * i) for i in range(eb))
-    bits = cfg.LutW
-    val = ((val & ((1 << bits) - 1)) ^ (1 << (bits - 1))) - (1 << (bits - 1))  # sign-extend from LutW bits
+    bits = 8 if pack else cfg.LutW
+    val = ((val & ((1 << bits) - 1)) ^ (1 << (bits - 1))) - (1 << (bits - 1))  # sign-extend
     full = val.reshape(gc, k, gm, ns, no).transpose(0, 3, 1, 2, 4).reshape(gc * ns, k, gm * no)
     return full[:c, :, :m]

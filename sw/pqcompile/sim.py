@@ -120,6 +120,7 @@ class _State:
     mult: int = 0
     bits: int = 0
     bank: int = 0  # shape.bank: the bank of the table buffers that `run` reads
+    pack: int = 0  # shape.pack: byte table entries, two table rows to a buffer row
     geom: ConvGeom = field(default_factory=ConvGeom)
 
 
@@ -433,8 +434,8 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             perf["wr_bytes"] += span
         elif name == "shape":
             go()
-            st.metric, st.conv, st.k, st.v, st.c, st.d, st.m, st.bank = (
-                ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m", "bank"))
+            st.metric, st.conv, st.k, st.v, st.c, st.d, st.m, st.bank, st.pack = (
+                ops[f] for f in ("metric", "conv", "k", "v", "c", "d", "m", "bank", "pack"))
         elif name == "quant":
             go()
             st.relu, st.unsigned, st.shift, st.mult, st.bits = (
@@ -514,7 +515,8 @@ def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None) 
         and 1 <= st.m <= cfg.MMax
         and (st.c - 1) * st.v < st.d <= st.c * st.v
         and cfg.proto_rows(st.c, st.k, st.v) * cfg.proto_row_stride <= cfg.proto_cap
-        and cfg.lut_rows(st.c, st.k, st.m) * cfg.lut_row_stride <= cfg.lut_cap
+        and (cfg.can_pack or not st.pack)
+        and cfg.lut_rows(st.c, st.k, st.m, bool(st.pack)) * cfg.lut_row_stride <= cfg.lut_cap
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
         and n * st.m <= (dst_bytes or cfg.OutBytes)
@@ -531,7 +533,7 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     else:
         x[:, :d] = bufs["act"][: n * d].view(np.int8).reshape(n, d)
     protos = unpack_protos(cfg, bufs["proto"], c, k, v)
-    lut = unpack_lut(cfg, bufs["lut"], c, k, m)
+    lut = unpack_lut(cfg, bufs["lut"], c, k, m, bool(st.pack))
     eb = cfg.elem_bytes("bias")
     bias = bufs["bias"][: eb * m].view(f"<i{eb}").astype(np.int64)
     idx = encode(x.reshape(n, c, v), protos, st.metric)

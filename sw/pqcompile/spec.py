@@ -236,10 +236,18 @@ class HwConfig:
         """Bytes of the table buffer that hold rows: the whole rows that fit LutBytes."""
         return self._whole_rows("LutBytes", self.lut_row_stride)
 
-    def lut_rows(self, c: int, k: int, m: int) -> int:
-        """Table rows of a `run` with c subspaces, k prototypes and m outputs: ceil(c/NS) k ceil(m/NOUT)."""
+    def lut_rows(self, c: int, k: int, m: int, pack: bool = False) -> int:
+        """Buffer rows of the table of a `run` with c subspaces, k prototypes and m outputs: its table rows
+        ceil(c/NS) k ceil(m/NOUT), or half of them rounded up with ``pack`` (``shape.pack``: byte entries, two
+        table rows to a buffer row)."""
         p = self.params
-        return -(-c // p["NS"]) * k * -(-m // p["NOUT"])
+        rows = -(-c // p["NS"]) * k * -(-m // p["NOUT"])
+        return -(-rows // 2) if pack else rows
+
+    @property
+    def can_pack(self) -> bool:
+        """``shape.pack`` is legal: table entries are wider than a byte (LutW > 8)."""
+        return self.elem_bytes("lut") > 1
 
     @property
     def lut_bytes(self) -> int:

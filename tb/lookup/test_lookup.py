@@ -5,8 +5,9 @@ at byte j*m), c = 1 and c = CMax, k = 1, every output width and ReLU; runs of se
 through the index queue by an encoder stand-in (tb_lookup), which stalls now and then, lanes past c
 holding junk; and the documented cycle count without stalls (:func:`done_cycles`). The table is packed into
 rows of NS lanes of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full,
-m the last output group). Parametrized over LutW (8, and 12 stored in two bytes), AccW (32, 20), CMax
-(32, 5), the lanes NS x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's
+m the last output group); at LutW > 8 every other case is packed (``shape.pack``: byte entries, two table
+rows to a buffer row, each lane picking its half). Parametrized over LutW (8, and 12 stored in two bytes), AccW
+(32, 20), CMax (32, 5), the lanes NS x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's
 writes and bias / output groups wider than a bus word) and buffer sizes that are not powers of two."""
 
 from __future__ import annotations
@@ -63,29 +64,34 @@ async def lookup_matches_golden(dut: object) -> None:
     rng = random.Random(cocotb.RANDOM_SEED)
     np_rng = np.random.default_rng(cocotb.RANDOM_SEED)
     dut.start_i.value = 0
+    dut.pack_i.value = 0
     dut.load_we_i.value = 0
     dut.stall_i.value = 0
     await start_clock(dut)
     lo, hi = -(1 << (lutw - 1)), (1 << (lutw - 1)) - 1
-    wrapped = 0
+    wrapped = packed = 0
     for i in range(40):
+        pack = cfg.can_pack and i % 2 == 1  # byte entries, two table rows to a buffer row (shape.pack)
         while True:
             c = rng.choice([1, cmax, rng.randint(1, cmax)])
             k = rng.choice([1, 2, 3, 7, 16])
             m = rng.randint(1, min(2 * p["BiasWords"], 70))
             n = rng.choice([1, 2, rng.randint(1, 6)])
-            if layout.lut_bytes(cfg, c, k, m) <= cfg.lut_cap and n * m <= p["OutBytes"] - 8 and n * -(-c // ns) <= 256:
+            fits = layout.lut_bytes(cfg, c, k, m, pack) <= cfg.lut_cap
+            if fits and n * m <= p["OutBytes"] - 8 and n * -(-c // ns) <= 256:
                 break
         extreme = i % 3 == 0
         stall = i % 4 == 3
-        lut = np_rng.choice([lo, hi], (c, k, m)) if extreme else np_rng.integers(lo, hi + 1, (c, k, m))
+        tlo, thi = (-128, 127) if pack else (lo, hi)
+        lut = np_rng.choice([tlo, thi], (c, k, m)) if extreme else np_rng.integers(tlo, thi + 1, (c, k, m))
         bias = np_rng.choice([-(1 << 31), (1 << 31) - 1], m) if extreme else np_rng.integers(-(1 << 20), 1 << 20, m)
         idx = np_rng.integers(0, k, (n, c))
         mult, shift = rng.randint(0, 0xFFFF), rng.choice([0, 1, rng.randint(0, SHIFT_MAX)])
         relu, bits = rng.randint(0, 1), rng.randint(2, 8)
         junk = bytes(np_rng.integers(0, 256, p["OutBytes"], dtype=np.uint8).tobytes())
         await load_words(dut, 2, junk)
-        await load_words(dut, 0, layout.pack_lut(cfg, lut).tobytes())
+        await load_words(dut, 0, layout.pack_lut(cfg, lut, pack).tobytes())
+        packed += pack
         await load_words(dut, 1, bias.astype("<i4").tobytes())
         groups = -(-c // ns)
         words = b""
@@ -94,7 +100,7 @@ async def lookup_matches_golden(dut: object) -> None:
                 lanes = [int(idx[j, g * ns + s]) if g * ns + s < c else rng.randrange(256) for s in range(ns)]
                 words += sum(v << (8 * s) for s, v in enumerate(lanes)).to_bytes(8, "little")
         await load_words(dut, 3, words)
-        dut.k_i.value, dut.c_i.value, dut.m_i.value, dut.n_i.value = k, c, m, n
+        dut.k_i.value, dut.c_i.value, dut.m_i.value, dut.n_i.value, dut.pack_i.value = k, c, m, n, int(pack)
         dut.mult_i.value, dut.shift_i.value, dut.relu_i.value, dut.bits_i.value = mult, shift, relu, bits
         dut.stall_i.value = int(stall)
         dut.start_i.value = 1
@@ -115,6 +121,7 @@ async def lookup_matches_golden(dut: object) -> None:
         wrapped += int((full != acc).sum())
     if accw < 34:
         assert wrapped > 0, "no accumulator wrapped at AccW"
+    assert packed == (20 if cfg.can_pack else 0)
 
 
 PARAMS = [

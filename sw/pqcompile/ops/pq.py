@@ -139,10 +139,17 @@ def flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
     return max(grp, 0)
 
 
-def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int) -> dict[str, int]:
-    """Bytes of a PQ op's tables, by buffer: prototype rows and table rows (:mod:`pqcompile.layout`), bias [m]
-    (the spec's element sizes, docs/isa.md "On-chip buffers")."""
-    return {"proto": layout.proto_bytes(cfg, c, k, v), "lut": layout.lut_bytes(cfg, c, k, m),
+def packs(cfg: HwConfig, lut: np.ndarray) -> bool:
+    """The table goes to the hardware packed (``shape.pack``: byte entries, two table rows to a buffer row,
+    half the bytes): the configuration's entries are wider than a byte and this table's fit a signed byte
+    (a table quantized to 8 bits or fewer, ``pqcompile --lut-bits``)."""
+    return cfg.can_pack and lut.min(initial=0) >= -128 and lut.max(initial=0) <= 127
+
+
+def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int, pack: bool = False) -> dict[str, int]:
+    """Bytes of a PQ op's tables, by buffer: prototype rows and table rows (:mod:`pqcompile.layout`; ``pack``:
+    :func:`packs`), bias [m] (the spec's element sizes, docs/isa.md "On-chip buffers")."""
+    return {"proto": layout.proto_bytes(cfg, c, k, v), "lut": layout.lut_bytes(cfg, c, k, m, pack),
             "bias": m * cfg.elem_bytes("bias")}
 
 
@@ -153,7 +160,7 @@ def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: i
     for what, val, mx, key in lim:
         if not 1 <= val <= mx:
             raise CompileError(f"{where}: {what}={val} is beyond the hardware limit {key}={mx} of config '{cfg.name}'")
-    need = table_bytes(cfg, c, k, v, m)
+    need = table_bytes(cfg, c, k, v, m, packs(cfg, lut))
     tables = [
         ("prototypes", need["proto"], cfg.proto_cap, "whole rows of ProtoBytes", "proto"),
         ("table (LUT)", need["lut"], cfg.lut_cap, "whole rows of LutBytes", "lut"),
@@ -237,7 +244,8 @@ class PQHandler(OpHandler):
         return acc.reshape(x.shape[0], oh, ow, op.m)
 
     def report(self, op: ir.PQOp, cfg: HwConfig | None) -> dict[str, Any]:
-        tb = table_bytes(cfg or load().config("default"), op.c, op.k, op.v, op.m)
+        cfg = cfg or load().config("default")
+        tb = table_bytes(cfg, op.c, op.k, op.v, op.m, packs(cfg, op.lut))
         return {"K": op.k, "v": op.v, "c": op.c, "m": op.m, "d": op.info.get("d"), "metric": op.metric,
                 "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad, "mult": op.post.mult,
                 "lut_scale": op.info.get("lut_scale"), "bn": op.info.get("bn"), "table_bytes": sum(tb.values())}
@@ -280,20 +288,23 @@ class PQHandler(OpHandler):
         return kind == "conv" or (kind == "flatten-linear" and flatten_group(cfg, g, op, n) == 0)
 
     def tables(self, cfg: HwConfig, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
+        pack = packs(cfg, op.lut)
+        width = "8-bit, packed two rows to a row," if pack else f"{cfg.LutW}-bit"
         return [("proto", layout.pack_protos(cfg, op.protos),
                  f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8 in rows of NS={cfg.NS} x NP={cfg.NP} x PL={cfg.PL}"),
-                ("lut", layout.pack_lut(cfg, op.lut),
-                 f"table [c][k][m={op.m}] {cfg.LutW}-bit in rows of NS={cfg.NS} lanes x NOUT={cfg.NOUT}"),
+                ("lut", layout.pack_lut(cfg, op.lut, pack),
+                 f"table [c][k][m={op.m}] {width} in rows of NS={cfg.NS} lanes x NOUT={cfg.NOUT}"),
                 ("bias", op.bias.astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
                  f"bias [m] int{cfg.elem_bits('bias')}")]
 
     def _prelude(self, op: ir.PQOp, i: int, conv: bool, cfg: HwConfig, d: int) -> list[PInsn]:
-        tb = table_bytes(cfg, op.c, op.k, op.v, op.m)
+        pack = packs(cfg, op.lut)
+        tb = table_bytes(cfg, op.c, op.k, op.v, op.m, pack)
         return [
             *(PInsn("load", {"buf": buffer(t), "nbytes": tb[t], "addr": Ref(f"{t}:{i}")})
               for t in ("proto", "lut", "bias")),
             PInsn("shape", {"metric": op.metric, "conv": int(conv), "k": op.k, "v": op.v, "c": op.c, "d": d,
-                            "m": op.m}),
+                            "m": op.m, "pack": int(pack)}),
             quant(op.post),
         ]
 
@@ -383,7 +394,7 @@ class PQHandler(OpHandler):
     def entry(self, cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
         op, i = plan.op, plan.index
         assert isinstance(op, ir.PQOp)
-        tb = sum(table_bytes(cfg, op.c, op.k, op.v, op.m).values())
+        tb = sum(table_bytes(cfg, op.c, op.k, op.v, op.m, packs(cfg, op.lut)).values())
         return {"d": g.tensors[op.inp].shape[2] * op.kh * op.kw, "m": op.m, "c": op.c, "k": op.k, "v": op.v,
                 "metric": op.metric, "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad,
                 "relu": op.post.relu, "unsigned": op.post.unsigned, "mult": op.post.mult, "shift": op.post.shift,
