@@ -58,12 +58,15 @@ def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], b
     columns of :data:`CSV_COLUMNS`, cycle and byte figures per image. ``predicted``: the cycle model's
     ``cycles`` counter at each stamp (default: the op's ``predicted_cycles`` of the manifest, at the compile's
     memory model)."""
+    from pqcompile import build as pqbuild
     from pqcompile import perf as pqperf
 
     params = manifest["config_params"]
+    deltas = {k: pqbuild.op_deltas(manifest, v) for k, v in perf.items()}
+    pred = pqbuild.op_deltas(manifest, predicted) if predicted is not None else None
     rows = []
     for i, lay in enumerate(manifest["layers"]):
-        d = {k: int(v[i + 1]) - int(v[i]) for k, v in perf.items()}
+        d = {k: v[i] for k, v in deltas.items()}
         moved = (d["rd_bytes"] + d["wr_bytes"]) / batch
         formula = pqperf.op_cycles(params, lay, batch) / batch
         mem = moved / bytes_per_cycle
@@ -73,8 +76,7 @@ def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], b
             "ns": params["NS"], "np": params["NP"], "pl": params["PL"], "nout": params["NOUT"], "batch": batch,
             "bytes_per_cycle": bytes_per_cycle, "rtl_cycles": d["cycles"] / batch,
             "compute_cycles": d["compute_cycles"] / batch, "formula_cycles": formula,
-            "predicted_cycles": (int(lay["predicted_cycles"]) if predicted is None
-                                 else int(predicted[i + 1]) - int(predicted[i])) / batch,
+            "predicted_cycles": (int(lay["predicted_cycles"]) if pred is None else pred[i]) / batch,
             "bytes_moved": moved, "mem_cycles": mem,
             "roofline": max(formula, mem),
         })

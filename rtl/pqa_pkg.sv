@@ -284,7 +284,7 @@ package pqa_pkg;
   localparam int CfgWideCMax = 32;
   localparam int CfgWideMMax = 64;
   localparam int CfgWideProtoBytes = 8192;
-  localparam int CfgWideLutBytes = 32768;
+  localparam int CfgWideLutBytes = 65536;
   localparam int CfgWideActBytes = 4096;
   localparam int CfgWideOutBytes = 4096;
   localparam int CfgWideNS = 2;

@@ -52,7 +52,7 @@ def report(manifest: dict[str, Any], res: dict[str, Any], builddir: Path, wall: 
     stamps = info["stamps"]
     n = int(manifest.get("n_columns", manifest.get("n_images", 1)) or 1)
     if stamps and manifest["layers"]:
-        measured = [stamps[i + 1] - stamps[i] for i in range(len(manifest["layers"]))]
+        measured = pqbuild.op_deltas(manifest, stamps)  # summed over the passes of a --batch build
         print(format_report(manifest, measured=measured, total_measured=int(info["cycles"]),
                             perf_records=info.get("perf") or None))
     print(f"  total: {info['cycles']} cycles ({info['cycles'] / n:.0f} per input), "

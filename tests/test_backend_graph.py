@@ -15,6 +15,7 @@ import torch
 
 from pqcompile import backend, ir, sim
 from pqcompile import build as pqbuild
+from pqcompile.isa import decode as isa_decode
 from pqcompile.isa import field_limit
 from pqcompile.ops import pq
 from pqcompile.spec import load
@@ -307,6 +308,42 @@ def test_residual_network(config: str) -> None:
     assert man["stamps"]["labels"] == ["start", "stem", "body0", "body1", "short", "add", "gap", "fc"]
     assert [lay["kind"] for lay in man["layers"]] == ["conv"] * 4 + ["add", "pool", "linear"]
     assert man["output"]["shape"] == [2, 10]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+def test_batch_passes(batch: int) -> None:
+    """``emit_graph(batch=B)``: the mini ResNet over 5 images in ceil(5/B) passes (the last one smaller when B
+    does not divide 5) gives the one-pass outputs bit for bit; every pass loads every op's tables once; the
+    stamps are one per op per pass, and the per-op figures (``build.op_deltas``) sum the passes: the compute
+    cycles of the passes add up to the one-pass program's at B = 5."""
+    b, out = _mini_resnet(n=5, seed=13)
+    g = b.graph(out)
+    whole = backend.emit_graph(SMALL, g, b.x)
+    prog = backend.emit_graph(SMALL, g, b.x, batch=batch)
+    res, ref = backend.simulate(SMALL, prog), backend.simulate(SMALL, whole)
+    assert res.done and res.err_code == 0
+    y = backend.read_output(prog.manifest, res.mem)
+    assert np.array_equal(y, backend.read_output(whole.manifest, ref.mem))
+    assert np.array_equal(y.reshape(5, -1).astype(np.int64), ref_graph(g, b.x)[out].reshape(5, -1))
+    passes = -(-5 // batch)
+    man = prog.manifest
+    assert (man["batch"], man["passes"], man["n_images"]) == (batch, passes, 5)
+    assert man["stamps"]["labels"] == ["start"] + [op.name for op in g.ops] * passes
+    words = [int.from_bytes(res.mem[8 * i : 8 * i + 8].tobytes(), "little") for i in range(man["n_insns"])]
+    tables = SPEC.enums["buffer"]
+    loads = [isa_decode(w) for w in words]
+    n_proto = sum(q.mnemonic == "load" and q.ops["buf"] == tables["proto"] for q in loads)
+    assert n_proto == passes * sum(isinstance(op, ir.PQOp) for op in g.ops)
+    perf = backend.op_perf(man, res.mem)
+    stamps = pqbuild.read_perf(man, res.mem)
+    assert sum(p["predicted_cycles"] for p in perf) == stamps["cycles"][-1] - stamps["cycles"][0]
+    one = backend.op_perf(whole.manifest, ref.mem)
+    if batch == 5:
+        assert perf == one
+    else:  # more passes: more table bytes, the same outputs
+        assert sum(p["rd_bytes"] for p in perf) > sum(p["rd_bytes"] for p in one)
+    with pytest.raises(backend.CompileError, match="batch must be at least 1"):
+        backend.emit_graph(SMALL, g, b.x, batch=0)
 
 
 @pytest.mark.parametrize("config", ["small", "default"])

@@ -16,16 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_round_trip_through_json() -> None:
     bc = BuildConfig(config="small", inputs="random", count=7, seed=3, act_bits=4, lut_bits=6, act_calib="mse",
-                     lut_calib="percentile", host_layers=("layers.0,layers.1", "layers.9"))
+                     lut_calib="percentile", host_layers=("layers.0,layers.1", "layers.9"), batch=2)
     assert bc.host_layers == ("layers.0", "layers.1", "layers.9")  # commas separate names too
     d = json.loads(json.dumps(bc.to_json()))
     assert d == {"config": "small", "inputs": "random", "count": 7, "seed": 3, "act_bits": 4, "lut_bits": 6,
-                 "act_calib": "mse", "lut_calib": "percentile", "host_layers": ["layers.0", "layers.1", "layers.9"]}
+                 "act_calib": "mse", "lut_calib": "percentile", "host_layers": ["layers.0", "layers.1", "layers.9"],
+                 "batch": 2}
     assert BuildConfig.from_json(d) == bc
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"count": 0}, "--count must be at least 1"),
+    ({"batch": 0}, "--batch must be at least 1"),
+    ({"batch": 1.5}, "batch must be an integer or null"),
     ({"seed": -1}, "--seed must be a non-negative integer"),
     ({"act_calib": "median"}, "act_calib must be one of max, percentile, mse"),
     ({"lut_bits": 4.5}, "lut_bits must be an integer or null"),

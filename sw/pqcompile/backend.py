@@ -84,15 +84,16 @@ def check_graph(cfg: HwConfig, g: ir.Graph) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # 2. layout
 # ------------------------------------------------------------------------------------------------------------
-def image_strides(cfg: HwConfig, g: ir.Graph, n: int) -> dict[str, int]:
+def image_strides(cfg: HwConfig, g: ir.Graph, n: int, force: Sequence[str] = ()) -> dict[str, int]:
     """Layout: bytes from one image to the next of every tensor ([N][h][w][ch] channels-last int8).
 
-    Dense (h*w*ch) unless an op addresses single images of the tensor and h*w*ch is not a whole number of
-    bus words: then it is padded to the bus width, and so is every tensor an op shares with it (so that the
-    op can address single images of all its tensors, or take the same byte range of all of them)."""
+    Dense (h*w*ch) unless an op addresses single images of the tensor (or it is in ``force``) and h*w*ch is
+    not a whole number of bus words: then it is padded to the bus width, and so is every tensor an op shares
+    with it (so that the op can address single images of all its tensors, or take the same byte range of all
+    of them)."""
     bus = cfg.bus_bytes
     size = {t: info.size for t, info in g.tensors.items()}
-    padded: set[str] = set()
+    padded: set[str] = {t for t in force if size[t] % bus}
     changed = True
     while changed:
         changed = False
@@ -252,12 +253,14 @@ def _jsonable(v: Any) -> Any:
 
 
 def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None,
-               table_banks: Sequence[int] | None = None, on_chip: bool = True) -> Program:
+               table_banks: Sequence[int] | None = None, on_chip: bool = True, batch: int | None = None) -> Program:
     """Lay out memory and emit the instruction stream that runs graph ``g`` on the integer inputs ``x``
     ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor. ``table_banks``: the table bank of
     each PQ op (:func:`schedule`; default: alternating). ``on_chip``: results stay on chip as the next
     ops' inputs where they can (:func:`pqcompile.onchip.keep_on_chip`); False: every op loads its operands
-    and stores its result."""
+    and stores its result. ``batch``: inputs per pass (default: all N in one pass): the program runs the ops
+    over B = ``batch`` inputs at a time, ceil(N/B) passes, each loading every op's tables once for its B
+    inputs; the passes share the intermediate tensors, the input and output regions hold all N."""
     check_graph(cfg, g)
     name = name or g.name
     tin = g.tensors[g.input]
@@ -269,16 +272,31 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
                            f"with n >= 1, got {list(x.shape)}")
     if x.min() < -128 or x.max() > 127:
         raise CompileError(f"inputs must be int8 values, got {int(x.min())}..{int(x.max())}")
+    if batch is not None and batch < 1:
+        raise CompileError(f"batch must be at least 1, got {batch}")
+    bsz = min(batch or n, n)
+    passes = [min(bsz, n - p0) for p0 in range(0, n, bsz)]  # inputs of each pass
     bus = cfg.bus_bytes
-    strides = image_strides(cfg, g, n)
-    plans = [plan_op(cfg, g, i, op, n, strides) for i, op in enumerate(g.ops)]
-    sizes = {t: n * strides[t] for t in g.tensors}
-    data = {t: n * info.size if n == 1 or strides[t] == info.size else sizes[t] for t, info in g.tensors.items()}
-    kept = onchip.keep_on_chip(cfg, g, plans, sizes, data) if on_chip else {}
-    n_insns = 1 + sum(len(p.insns) + 1 for p in plans) + 1
+    # one layout for every pass (the last may be smaller): a tensor padded at either size is padded
+    # a pass's slices of the input and output regions start at bus words: with several passes those tensors are
+    # padded to whole bus words an image unless B images of them are
+    force = [t for t in (g.input, g.output) if len(passes) > 1 and bsz * g.tensors[t].size % bus]
+    s_full, s_last = image_strides(cfg, g, bsz, force), image_strides(cfg, g, passes[-1], force)
+    strides = {t: max(s_full[t], s_last[t]) for t in g.tensors}
+    pass_plans: list[list[OpPlan]] = []
+    kept: dict[str, str] = {}
+    for q, nb in enumerate(passes):
+        pass_plans.append([plan_op(cfg, g, i, op, nb, strides) for i, op in enumerate(g.ops)])
+        sz = {t: nb * strides[t] for t in g.tensors}
+        dt = {t: nb * info.size if nb == 1 or strides[t] == info.size else sz[t] for t, info in g.tensors.items()}
+        k = onchip.keep_on_chip(cfg, g, pass_plans[-1], sz, dt) if on_chip else {}
+        kept = kept if q else k
+    plans = pass_plans[0]
+    sizes = {t: bsz * strides[t] for t in g.tensors}
+    n_insns = 1 + sum(len(p.insns) + 1 for pp in pass_plans for p in pp) + 1
     addr: dict[str, int] = {"stamps": align(n_insns * 8, bus)}
-    stamps = build.stamps_entry(addr["stamps"], ["start"] + [op.name for op in g.ops])
-    at = build.stamp_addr(stamps, 1 + len(g.ops))
+    stamps = build.stamps_entry(addr["stamps"], ["start"] + [op.name for _ in passes for op in g.ops])
+    at = build.stamp_addr(stamps, len(stamps["labels"]))
     segs: list[tuple[int, np.ndarray, str]] = []
     table_base = at
     for i, op in enumerate(g.ops):
@@ -292,23 +310,30 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     for t, off in alloc.offsets.items():
         addr[f"tensor:{t}"] = arena + off
     mem_bytes = align(arena + alloc.peak, 4096)
+    if len(passes) > 1:  # the input and output regions hold all n inputs, after the arena of one pass
+        for t in (g.input, g.output):
+            addr[f"tensor:{t}"] = mem_bytes
+            mem_bytes = align(mem_bytes + n * strides[t], 4096)
     if mem_bytes > 1 << cfg.AxiAddrWidth:
         raise CompileError(f"the memory image needs {mem_bytes} bytes (tables {table_bytes}, activations "
-                           f"{alloc.peak} for {n} inputs): beyond the {cfg.AxiAddrWidth}-bit address space of config "
-                           f"'{cfg.name}'; compile fewer inputs (--count)")
+                           f"{alloc.peak} for {bsz} inputs a pass): beyond the {cfg.AxiAddrWidth}-bit address space "
+                           f"of config '{cfg.name}'; compile fewer inputs (--count) or fewer a pass (--batch)")
     xin = np.zeros((n, strides[g.input]), np.int64)
     xin[:, : tin.size] = x.reshape(n, tin.size)
     segs.append((addr[f"tensor:{g.input}"], xin.astype(np.int8).view(np.uint8).reshape(-1),
                  f"input {g.input} [{n}][{shape_str(tin.shape)}] int8, {strides[g.input]} bytes per image"))
 
-    def resolve(p: PInsn) -> int:
-        ops = {k: (addr[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()}
+    def resolve(p: PInsn, at: dict[str, int]) -> int:
+        ops = {k: (at[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()}
         return encode(p.mnemonic, **ops)
 
     words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
-    for i, insns in enumerate(schedule(plans, table_banks)):
-        words += [resolve(q) for q in insns]
-        words.append(encode("stamp", addr=build.stamp_addr(stamps, i + 1)))
+    for q, pp in enumerate(pass_plans):
+        first = q * bsz  # the pass's first input: its slices of the input and output regions
+        at_q = {**addr, **{f"tensor:{t}": addr[f"tensor:{t}"] + first * strides[t] for t in (g.input, g.output)}}
+        for i, insns in enumerate(schedule(pp, table_banks)):
+            words += [resolve(ins, at_q) for ins in insns]
+            words.append(encode("stamp", addr=build.stamp_addr(stamps, 1 + q * len(g.ops) + i)))
     words.append(encode("end"))
     assert len(words) == n_insns
     ib = np.frombuffer(b"".join(w.to_bytes(8, "little") for w in words), np.uint8)
@@ -332,6 +357,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "insn_base": 0,
         "n_insns": len(words),
         "n_images": n,
+        "batch": bsz,
+        "passes": len(passes),
         "input": region(g.input),
         "output": region(g.output),
         "stamps": stamps,
@@ -339,7 +366,9 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "memory": {
             "instructions": len(words) * 8, "tables": table_bytes, "arena_addr": arena,
             "arena_peak": alloc.peak, "arena_without_reuse": alloc.total, "on_chip": kept,
-            "tensors": {t: {"addr": addr[f"tensor:{t}"], "bytes": alloc.sizes[t], "stride": strides[t],
+            "tensors": {t: {"addr": addr[f"tensor:{t}"],
+                            "bytes": n * strides[t] if len(passes) > 1 and t in (g.input, g.output) else alloc.sizes[t],
+                            "stride": strides[t],
                             "shape": list(g.tensors[t].shape), "live": list(alloc.live[t])}
                         for t in alloc.offsets},
         },
@@ -352,12 +381,9 @@ def op_perf(manifest: dict[str, Any], mem: np.ndarray, prefix: str = "predicted_
     """Per op, the differences of the stamp records around it in ``mem`` (the golden simulator's or the
     RTL's final memory): ``<prefix>cycles``, ``<prefix>compute_cycles`` and the exact ``rd_bytes`` /
     ``wr_bytes`` (never prefixed: the RTL must move exactly these)."""
-    perf = read_perf(manifest, mem)
-    out = []
-    for i in range(len(manifest["layers"])):
-        d = {k: v[i + 1] - v[i] for k, v in perf.items()}
-        out.append({(k if k.endswith("_bytes") else prefix + k): n for k, n in d.items()})
-    return out
+    perf = {k: build.op_deltas(manifest, v) for k, v in read_perf(manifest, mem).items()}
+    return [{(k if k.endswith("_bytes") else prefix + k): v[i] for k, v in perf.items()}
+            for i in range(len(manifest["layers"]))]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -444,13 +470,12 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
                       "RTL/pred.": f"{cyc / pred:.3f}" if cyc is not None and pred else "-"})
     if perf_records is not None:
         cols += PERF_COLUMNS
-        pr = perf_records
-        comp = [pr["compute_cycles"][i + 1] - pr["compute_cycles"][i] for i in range(len(rows) - 1)]
-        moved = [pr["rd_bytes"][i + 1] - pr["rd_bytes"][i] + pr["wr_bytes"][i + 1] - pr["wr_bytes"][i]
-                 for i in range(len(rows) - 1)]
+        pr = {k: build.op_deltas(manifest, v) for k, v in perf_records.items()}
+        comp = pr["compute_cycles"]
+        moved = [r + w for r, w in zip(pr["rd_bytes"], pr["wr_bytes"], strict=True)]
         for r, c, b in zip(rows, [*comp, sum(comp)], [*moved, sum(moved)], strict=True):
             r.update({"compute": c, "RTL bytes": b})
-        units = unit_summary(pr)
+        units = unit_summary(perf_records)
     lines = ["  " + " ".join(f"{k:{f}}" for k, f in cols)]
     for r in rows:
         if r["op"] == "total":
@@ -462,6 +487,13 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
     if host.get("prefix") or host.get("suffix"):
         lines.append(f"  host layers: before the accelerator {host.get('prefix') or '-'}, "
                      f"after it {host.get('suffix') or '-'}")
+    passes = int(manifest.get("passes", 1))
+    if passes > 1 or "batch" in manifest:
+        n_in = int(manifest.get("n_images", 1))
+        total = next((r for r in rows if r["op"] == "total"), {})
+        pred = int(total.get("pred. cycles") or 0)
+        lines.append(f"  batch {manifest.get('batch', n_in)}: {n_in} inputs in {passes} pass{'es' * (passes > 1)}, "
+                     f"every op's tables loaded once a pass; predicted {pred / max(1, n_in):.0f} cycles per input")
     mem = manifest.get("memory")
     if mem:
         lines.append(f"  memory: {mem['instructions']} B instructions, {mem['tables']} B tables, activations "

@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ from .spec import HwConfig
 from .spec import load as load_spec
 
 FORMAT = "pqa-build"
-VERSION = 4  # 4: act banks, run / pool / add src and dst, 8-counter stamp records (3: 4 counters; 2: one cycle word)
+# 5: packed tables (shape.pack), batch / passes; 4: act banks, run / pool / add src and dst, 8-counter stamp
+# records; 3: 4 counters; 2: one cycle word
+VERSION = 5
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 64 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file name inside the build directory
@@ -196,8 +198,11 @@ def _check_fields(m: dict[str, Any], builddir: Path) -> None:
             isinstance(lay, dict) and isinstance(lay.get("name"), str)
             and all(num(lay.get(k, 0)) for k in ("d", "m", "c", "k", "v", "predicted_cycles")) for lay in layers):
         raise bad("layers", "a list of objects with a name and integer d, m, c, k, v")
-    if st is not None and layers and len(st["labels"]) != len(layers) + 1:
-        raise bad("stamps", f"one label more than the {len(layers)} layers")
+    passes = m.get("passes", 1)
+    if not num(passes, 1) or not num(m.get("batch", 1), 1):
+        raise bad("passes / batch", "positive integers")
+    if st is not None and layers and len(st["labels"]) != passes * len(layers) + 1:
+        raise bad("stamps", f"one label more than the {len(layers)} layers times the {passes} passes")
     for key in ("n_columns", "n_images"):
         if key in m and not num(m[key], 1):
             raise bad(key, "a positive integer")
@@ -305,6 +310,17 @@ def read_perf(manifest: Mapping[str, Any], mem: np.ndarray) -> dict[str, list[in
     words = [[int.from_bytes(mem[row[nb * i : nb * i + nb]].tobytes(), "little") for row in idx]
              for i in range(len(s["counters"]))]
     return dict(zip(s["counters"], words, strict=True))
+
+
+def op_deltas(manifest: Mapping[str, Any], values: Sequence[int]) -> list[int]:
+    """Per op (``layers``), a counter's growth over the op: the difference of the stamp records around it
+    (``values``: one per label, :func:`read_perf`), summed over the program's ``passes`` (a build with
+    ``--batch`` runs the ops once per pass of B inputs; label 1 + p*L + i ends op i of pass p)."""
+    nl = len(manifest["layers"])
+    passes = int(manifest.get("passes", 1))
+    if len(values) != passes * nl + 1:
+        raise BuildError(f"{len(values)} stamp values for {passes} passes of {nl} ops (expected {passes * nl + 1})")
+    return [sum(int(values[1 + p * nl + i]) - int(values[p * nl + i]) for p in range(passes)) for i in range(nl)]
 
 
 def read_stamps(manifest: Mapping[str, Any], mem: np.ndarray) -> list[int]:

@@ -131,7 +131,7 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
             g = fe.graph
             xq = fe.quantize_input(x)
         with phases.phase("emit"):
-            prog = backend.emit_graph(cfg, g, xq, name=name)
+            prog = backend.emit_graph(cfg, g, xq, name=name, batch=bc.batch)
         with phases.phase("simulate"):
             res = backend.simulate(cfg, prog)
         with phases.phase("check"):
@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                          "'random' (standard normal, --seed; no labels), or a .npy file [n, *input_shape] of "
                          "float inputs")
     ap.add_argument("--count", type=int, default=100, help="number of inputs (images or columns; default 100)")
+    ap.add_argument("--batch", type=int, default=None, metavar="B",
+                    help="inputs a pass: the program runs the network over B inputs at a time, loading every op's "
+                         "tables once a pass (default: all --count inputs in one pass)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
     ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
                     help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bc = BuildConfig(args.config, args.inputs, args.count, args.seed, args.act_bits, args.lut_bits,
-                         args.act_calib, args.lut_calib, tuple(args.host_layers))
+                         args.act_calib, args.lut_calib, tuple(args.host_layers), args.batch)
         compile_model(args.model, args.out, bc, quiet=args.quiet)
     except (ModelFormatError, backend.CompileError, UsageError, OptionError, build.BuildError) as exc:
         print(f"pqcompile: error: {printable(exc, 1000)}", file=sys.stderr)

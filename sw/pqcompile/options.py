@@ -26,6 +26,7 @@ class BuildConfig:
     act_calib: str = "max"  # calibration of the activation scales (quantize.CALIB_METHODS)
     lut_calib: str = "max"  # calibration of the table scales
     host_layers: tuple[str, ...] = ()  # top-level layers run on the host (a leading prefix / trailing suffix)
+    batch: int | None = None  # inputs a pass: tables loaded once per B inputs (None: all --count in one pass)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -34,7 +35,7 @@ class BuildConfig:
                 if not isinstance(val, tuple | list) or not all(isinstance(h, str) for h in val):
                     raise OptionError(f"host_layers must be a list of layer names, got {val!r}")
                 object.__setattr__(self, "host_layers", tuple(h for item in val for h in item.split(",") if h))
-            elif f.name in ("act_bits", "lut_bits"):
+            elif f.name in ("act_bits", "lut_bits", "batch"):
                 if val is not None and (not isinstance(val, int) or isinstance(val, bool)):
                     raise OptionError(f"{f.name} must be an integer or null, got {val!r}")
             elif f.name in ("count", "seed"):
@@ -44,6 +45,8 @@ class BuildConfig:
                 raise OptionError(f"{f.name} must be a string, got {val!r}")
         if self.count < 1:
             raise OptionError("--count must be at least 1")
+        if self.batch is not None and self.batch < 1:
+            raise OptionError("--batch must be at least 1")
         if self.seed < 0:
             raise OptionError("--seed must be a non-negative integer")
         for name in ("act_calib", "lut_calib"):
