@@ -193,19 +193,19 @@ def test_batched_passes(tmp_path: Path) -> None:
     from pqcompile.options import BuildConfig
 
     compile_model(str(model), str(tmp_path / "b2"), BuildConfig(config="small", count=5, batch=2), quiet=True)
-    compile_model(str(model), str(tmp_path / "b5"), BuildConfig(config="small", count=5), quiet=True)
-    res = {Path(r["build"]).name: r for r in run("verilator", "small", [tmp_path / "b2", tmp_path / "b5"])}
-    for r in res.values():
-        assert r["errors"] == [], r["errors"]
-        assert r["info"]["done"] and r["info"]["err_code"] == 0
+    man5 = compile_model(str(model), str(tmp_path / "b5"), BuildConfig(config="small", count=5), quiet=True)
+    r = run("verilator", "small", [tmp_path / "b2"])[0]
+    assert r["errors"] == [], r["errors"]
+    assert r["info"]["done"] and r["info"]["err_code"] == 0
     man, _ = pqbuild.load(tmp_path / "b2")
     assert (man["batch"], man["passes"]) == (2, 3)
-    stamps = res["b2"]["info"]["stamps"]
+    stamps = r["info"]["stamps"]
     assert len(stamps) == 3 * len(man["layers"]) + 1
     assert sum(pqbuild.op_deltas(man, stamps)) == stamps[-1] - stamps[0]
     y2 = pqbuild.file_array(tmp_path / "b2", man, "expected_output.npy")  # the RTL's, compared by the scoreboard
-    y5 = pqbuild.file_array(tmp_path / "b5", pqbuild.read(tmp_path / "b5"), "expected_output.npy")
+    y5 = pqbuild.file_array(tmp_path / "b5", man5, "expected_output.npy")
     assert y2.shape[0] == 5 and (y2 == y5).all()
-    # more passes read the tables more often: the batched build reads more bytes in all
-    rd2, rd5 = res["b2"]["info"]["perf"]["rd_bytes"][-1], res["b5"]["info"]["perf"]["rd_bytes"][-1]
-    assert rd2 > rd5
+    # more passes read the tables more often: the batched build reads more bytes in all (the RTL's counter
+    # against the one-pass build's, which the golden simulator gives exactly)
+    rd5 = sum(lay["rd_bytes"] for lay in man5["layers"])
+    assert sum(pqbuild.op_deltas(man, r["info"]["perf"]["rd_bytes"])) > rd5

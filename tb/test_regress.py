@@ -34,12 +34,14 @@ def test_random_regression_wide() -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("mutant", ["ties", "tree", "trunc", "nodep"])
+@pytest.mark.parametrize("mutant", ["ties", pytest.param("tree", marks=pytest.mark.slow),
+                                    pytest.param("trunc", marks=pytest.mark.slow), "nodep"])
 def test_random_regression_catches_mutant(mutant: str) -> None:
     """A deliberately broken RTL (argmin ties to the highest index across prototype groups, or between the
     distance units of a comparator tree; truncating requantizer; a table load that does not wait for the
     `run` reading its bank) must give scoreboard mismatches on a handful
-    of random jobs at config small (2 x 3 x 2 lanes; Icarus: its build takes a fraction of a second)."""
+    of random jobs at config small (2 x 3 x 2 lanes; Icarus: its build takes a fraction of a second). The
+    default run has the dependency and tie mutants, the others are `slow` (about 2 min each, for CI's time)."""
     s = regress("icarus", "small", seed=5, count=6, mutant=mutant, log=False, kinds="legal")
     assert s["mismatches"] > 0, f"mutant {mutant} not caught:\n{report(s)}"
 
