@@ -188,7 +188,10 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
         rest = int(rng.integers(0, 1 << (spec.insn_bits - opf.width))) << opf.width
         words[i] = (rest & ~(opf.mask << opf.lsb)) | op << opf.lsb
     elif kind == "reserved_bit":
-        i = pick("store", "shape", "quant", "run", "stamp", "end", "fmap", "conv", "pool", "add")
+        # instructions that still have a reserved bit (`shape` has none since `pack` took bit 7)
+        with_reserved = [m for m in ("store", "shape", "quant", "run", "stamp", "end", "fmap", "conv", "pool", "add")
+                         if reserved_mask(spec.by_mnemonic(m))]
+        i = pick(*with_reserved)
         mask = reserved_mask(spec.by_mnemonic(names[i]))
         bits = [b for b in range(64) if mask >> b & 1]
         words[i] |= 1 << int(rng.choice(bits))

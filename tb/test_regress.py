@@ -63,3 +63,23 @@ def test_random_regression_long(sim_name: str) -> None:
     cov = s["coverage"]
     for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers", "pqa.lanes", "pqa.gather"):
         assert cov[point]["percent"] == 100.0, report(s)
+
+
+def test_reserved_bit_mutation_sets_a_reserved_bit() -> None:
+    """The generator's `reserved_bit` error sets one reserved bit of one instruction, whatever it picks (it
+    crashed when it picked `shape`, which has had no reserved bit since `pack` took bit 7). No simulator."""
+    import numpy as np
+    import pqa_gen
+
+    from pqcompile.isa import IllegalInstruction, decode
+    from pqcompile.spec import load
+
+    cfg = load().config("small")
+    prog, _ = pqa_gen.legal_program(np.random.default_rng(4), cfg)
+    assert "shape" in {decode(w).mnemonic for w in prog.words}
+    for s in range(60):
+        words = pqa_gen._mutate(np.random.default_rng(s), cfg, prog.words, "reserved_bit", prog.manifest["mem_bytes"])
+        changed = [i for i, (a, b) in enumerate(zip(prog.words, words, strict=True)) if a != b]
+        assert len(changed) == 1
+        with pytest.raises(IllegalInstruction):
+            decode(words[changed[0]])
