@@ -65,6 +65,11 @@ def _lut_entries(lut: np.ndarray, eb: int) -> np.ndarray:
     return np.stack([(v >> (8 * i)) & 0xFF for i in range(eb)], axis=-1).astype(np.uint8)
 
 
+def fits_byte(lut: np.ndarray) -> bool:
+    """Every entry of ``lut`` fits a signed byte: the entries a packed table (``shape.pack``) can hold."""
+    return bool(lut.min(initial=0) >= -128 and lut.max(initial=0) <= 127)
+
+
 def _check_pack(cfg: HwConfig, pack: bool) -> None:
     if pack and not cfg.can_pack:
         raise ValueError(f"shape.pack needs table entries wider than a byte (config '{cfg.name}': LutW={cfg.LutW})")
@@ -82,7 +87,7 @@ def pack_lut(cfg: HwConfig, lut: np.ndarray, pack: bool = False) -> np.ndarray:
     c, k, m = lut.shape
     ns, no = cfg.NS, cfg.NOUT
     eb = 1 if pack else cfg.elem_bytes("lut")
-    if pack and (lut.min(initial=0) < -128 or lut.max(initial=0) > 127):
+    if pack and not fits_byte(lut):
         raise ValueError("a packed table's entries must fit a signed byte")
     gc, gm = -(-c // ns), -(-m // no)
     full = np.zeros((gc * ns, k, gm * no), np.int64)

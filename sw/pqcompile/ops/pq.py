@@ -143,7 +143,7 @@ def packs(cfg: HwConfig, lut: np.ndarray) -> bool:
     """The table goes to the hardware packed (``shape.pack``: byte entries, two table rows to a buffer row,
     half the bytes): the configuration's entries are wider than a byte and this table's fit a signed byte
     (a table quantized to 8 bits or fewer, ``pqcompile --lut-bits``)."""
-    return cfg.can_pack and lut.min(initial=0) >= -128 and lut.max(initial=0) <= 127
+    return cfg.can_pack and layout.fits_byte(lut)
 
 
 def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int, pack: bool = False) -> dict[str, int]:
