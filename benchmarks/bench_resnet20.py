@@ -52,18 +52,19 @@ def hdl_bytes_per_cycle(params: Mapping[str, int], mem_bw: int = 0) -> int:
 
 
 def bench_rows(manifest: Mapping[str, Any], perf: Mapping[str, Sequence[int]], batch: int,
-               bytes_per_cycle: float, predicted: Sequence[int] | None = None) -> list[dict[str, Any]]:
+               bytes_per_cycle: float, predicted: Sequence[int] | None = None,
+               only: int | None = None) -> list[dict[str, Any]]:
     """One row per op of a build (``manifest``, written by pqcompile) from the stamp records ``perf``
     (``pqcompile.build.read_perf`` of the RTL's final memory: one list per counter, one value per label), the
-    columns of :data:`CSV_COLUMNS`, cycle and byte figures per image. ``predicted``: the cycle model's
-    ``cycles`` counter at each stamp (default: the op's ``predicted_cycles`` of the manifest, at the compile's
-    memory model)."""
+    columns of :data:`CSV_COLUMNS`, cycle and byte figures per image (of ``batch`` images: those of all passes,
+    or of pass ``only``). ``predicted``: the cycle model's ``cycles`` counter at each stamp (default: the op's
+    ``predicted_cycles`` of the manifest, at the compile's memory model)."""
     from pqcompile import build as pqbuild
     from pqcompile import perf as pqperf
 
     params = manifest["config_params"]
-    deltas = {k: pqbuild.op_deltas(manifest, v) for k, v in perf.items()}
-    pred = pqbuild.op_deltas(manifest, predicted) if predicted is not None else None
+    deltas = {k: pqbuild.op_deltas(manifest, v, only) for k, v in perf.items()}
+    pred = pqbuild.op_deltas(manifest, predicted, only) if predicted is not None else None
     rows = []
     for i, lay in enumerate(manifest["layers"]):
         d = {k: v[i] for k, v in deltas.items()}
@@ -145,11 +146,13 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | None = None) -> Path:
+def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | None = None,
+                     passes: int = 1) -> Path:
     """ResNet-20 (untrained, ``pqtrain init``) compiled for ``config`` on ``batch`` random images (stem and
     classifier on the host) into ``build_root/resnet20-<config>-b<batch>`` (``-t<lut_bits>`` appended when
     the tables are quantized to ``lut_bits`` bits, not the configuration's LutW: at 8 bits or fewer on a
-    LutW > 8 build they go packed, ``shape.pack``, half the table bytes)."""
+    LutW > 8 build they go packed, ``shape.pack``, half the table bytes). ``passes`` > 1: ``passes * batch``
+    images in passes of ``batch`` (``pqcompile --batch``; ``-p<passes>`` appended)."""
     from pqcompile.cli import compile_model
     from pqcompile.options import BuildConfig
     from pqtrain import zoo
@@ -159,8 +162,10 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
     model = build_root / "resnet20.pt"
     if pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) != 0:
         raise SystemExit(1)
-    out = build_root / f"resnet20-{config}-b{batch}{f'-t{lut_bits}' if lut_bits else ''}"
-    compile_model(str(model), str(out), BuildConfig(config=config, inputs="random", count=batch, lut_bits=lut_bits,
+    out = build_root / f"resnet20-{config}-b{batch}{f'-p{passes}' if passes > 1 else ''}" \
+                       f"{f'-t{lut_bits}' if lut_bits else ''}"
+    compile_model(str(model), str(out), BuildConfig(config=config, inputs="random", count=batch * passes,
+                                                    batch=batch if passes > 1 else None, lut_bits=lut_bits,
                                                     host_layers=tuple(zoo.HOST_LAYERS["resnet20"])))
     return out
 
@@ -176,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-lat", type=int, default=0, help="HDL memory read latency, cycles")
     ap.add_argument("--lut-bits", type=int, default=0,
                     help="table entry width (0: the config's LutW; 8 or fewer on a LutW 16 config: packed tables)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="a stream of passes of --batch images; the table shows the second pass, whose first "
+                         "tables and input came in during the first (3: a pass in the middle of a stream)")
     args = ap.parse_args(argv)
-    if args.batch < 1:
-        ap.error("--batch: at least 1")
+    if args.batch < 1 or args.passes < 1:
+        ap.error("--batch and --passes: at least 1")
     if args.mem_bw < 0 or args.mem_lat < 0:
         ap.error("--mem-bw and --mem-lat: 0 or more")
     sys.path.insert(0, str(ROOT / "tb"))
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pqcompile import build as pqbuild
 
-    builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None)
+    builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None, args.passes)
     manifest = pqbuild.read(builddir)
     print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
           f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
@@ -205,19 +213,29 @@ def main(argv: list[str] | None = None) -> int:
 
     _, image = pqbuild.load(builddir)
     model = sim.run(pqbuild.config_of(builddir, manifest), image, int(manifest["insn_base"]), mem_bw=args.mem_bw)
-    rows = bench_rows(manifest, info["perf"], args.batch, bpc, pqbuild.read_perf(manifest, model.mem)["cycles"])
+    only = 1 if args.passes > 1 else None  # the second pass of a stream
+    model_cycles = pqbuild.read_perf(manifest, model.mem)["cycles"]
+    rows = bench_rows(manifest, info["perf"], args.batch, bpc, model_cycles, only)
     p = manifest["config_params"]
     print(f"config '{args.config}': NS={p['NS']} NP={p['NP']} PL={p['PL']} NOUT={p['NOUT']}, batch {args.batch}, "
-          f"{bpc} bytes per cycle (HDL memory, read latency {args.mem_lat}); cycles and bytes per image")
+          f"{bpc} bytes per cycle (HDL memory, read latency {args.mem_lat}); cycles and bytes per image"
+          + (f"; pass 2 of a stream of {args.passes} passes (its first tables and input loaded during pass 1"
+             + (", the next pass's during its last ops)" if args.passes > 2 else ")") if only else ""))
     print(format_table(rows))
     tot = total(rows)
-    print(f"RTL {_num(tot['rtl_cycles'])} cycles per image over the ops ({info['cycles'] / args.batch:.0f} for the "
+    whole = info["cycles"] / (args.batch * args.passes)
+    print(f"RTL {_num(tot['rtl_cycles'])} cycles per image over the ops ({whole:.0f} for the "
           f"whole run: the start's buffer clearing, the first stamp and `end` besides); compute "
           f"{_num(tot['compute_cycles'])} ({_ratio(tot['compute_cycles'], tot['formula_cycles'])} x the formula); "
           f"PQA's formula {_num(tot['formula_cycles'])}; roofline "
           f"{_num(tot['roofline'])}; ratios RTL/formula {_ratio(tot['rtl_cycles'], tot['formula_cycles'])}, "
           f"RTL/roofline {_ratio(tot['rtl_cycles'], tot['roofline'])}, predicted/RTL "
           f"{_ratio(tot['predicted_cycles'], tot['rtl_cycles'])}")
+    if only is not None:
+        per_pass = [sum(pqbuild.op_deltas(manifest, info["perf"]["cycles"], q)) / args.batch
+                    for q in range(args.passes)]
+        print(f"stream of {args.passes} passes: RTL cycles per image over the ops, pass by pass: "
+              f"{', '.join(_num(c) for c in per_pass)}; {_num(sum(per_pass) / args.passes)} on average")
     ok, n_pq = pq_within_target(rows)
     print(f"PQ ops with compute <= {COMPUTE_TARGET} x the formula: {ok} of {n_pq}")
     from pqcompile.backend import unit_summary
@@ -228,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['cycles']} cycles in {wall:.0f} s")
     bw = f"-bw{args.mem_bw}" if args.mem_bw else ""
     tb = f"-t{args.lut_bits}" if args.lut_bits else ""
-    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}{bw}{tb}.csv"
+    ps = f"-p{args.passes}" if args.passes > 1 else ""
+    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}{ps}{bw}{tb}.csv"
     write_csv(path, rows)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0

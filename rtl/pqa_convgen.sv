@@ -21,8 +21,9 @@
 // ActBytes, so its residue is exact whatever the (possibly negative or huge) addresses of the outside
 // elements in between. Positions (iy, ix, oy0, ox0) are signed 32-bit.
 // The products w*ch, stride*ch, stride*w*ch, kx_step*ch, ky_step*w*ch and pad_t*w*ch + pad_l*ch are registered every cycle from
-// the geometry inputs (two pipeline stages): the geometry is written by `fmap` / `conv` at least four
-// cycles before the decode of a `run` (retire, fetch, fetch wait, decode), so they are settled by then.
+// the geometry inputs (two pipeline stages): pqa_ctrl starts a conv-mode `run` only after its copy of the
+// layer state has held for GeoSettle cycles since the last `shape` / `fmap` / `conv`, so they are settled
+// by then (asserted below).
 
 `default_nettype none
 

@@ -8,9 +8,11 @@
 // the look-up unit once, in its first cycle, with its n columns; they stream the run's subspace groups
 // (the encoder's indices reach the look-up unit through its index queue) and the run ends with the look-up
 // unit's last write (docs/theory.md, "Streaming a run").
-// It holds the layer state of sim._State: shape, quant, fmap and conv. One instruction is in flight at
-// a time, so every unit is idle and no AXI transaction is outstanding when the controller stops on
-// `end` or on an error.
+// It holds the layer state of sim._State (shape, quant, fmap and conv) and the units' copy of it, which
+// follows it while the compute unit is idle and holds while it works: the next layer's set-up is decoded
+// while the current one computes. An instruction in the fetch buffer is decoded in the cycle after the
+// previous one's dispatch. Every unit is idle and no AXI transaction is outstanding when the controller
+// stops on `end` or on an error.
 // Performance counters (docs/isa.md, "Performance counters"; cleared by START): cycles, compute cycles
 // (the states in which the encoder, the look-up unit or the vector unit work), and the bytes read and
 // written over the AXI master (accepted beats x bus bytes, from pqa_top's AXI handshakes). A `stamp`
@@ -135,15 +137,25 @@ module pqa_ctrl #(
   logic [AxiDataWidth-1:0]   fbuf_q;
   logic [pqa_pkg::RegDataW-1:0] fbuf_pc_q;  // an address in the buffered word
   logic                      fbuf_valid_q, fbuf_hit;
+  // next_hit: the instruction after the one in decode is in the buffer too, and is decoded in the cycle after
+  // this one's dispatch (one buffered instruction a cycle).
+  logic [pqa_pkg::InsnW-1:0]    next_word;
+  logic [pqa_pkg::RegDataW-1:0] next_pc;
+  logic                         next_hit;
   assign fbuf_hit = fbuf_valid_q && (pc_q >> BusAlign) == (fbuf_pc_q >> BusAlign);
+  assign next_pc  = pc_q + pqa_pkg::RegDataW'(InsnBytes);
+  assign next_hit = fbuf_valid_q && (next_pc >> BusAlign) == (fbuf_pc_q >> BusAlign);
   if (BusBytes > InsnBytes) begin : gen_fetch_slot
-    logic [BusAlign-InsnAlign-1:0] slot;
+    logic [BusAlign-InsnAlign-1:0] slot, next_slot;
     assign slot       = pc_q[BusAlign-1:InsnAlign];
+    assign next_slot  = next_pc[BusAlign-1:InsnAlign];
     assign fetch_word = dma_rd_data_i[int'(slot)*pqa_pkg::InsnW +: pqa_pkg::InsnW];
     assign buf_word   = fbuf_q[int'(slot)*pqa_pkg::InsnW +: pqa_pkg::InsnW];
+    assign next_word  = fbuf_q[int'(next_slot)*pqa_pkg::InsnW +: pqa_pkg::InsnW];
   end else begin : gen_fetch_word
     assign fetch_word = pqa_pkg::InsnW'(dma_rd_data_i);
     assign buf_word   = pqa_pkg::InsnW'(fbuf_q);
+    assign next_word  = pqa_pkg::InsnW'(fbuf_q);  // (never used: next_hit is 0 with one instruction a word)
   end
 
   // load, store and stamp share one decode of `addr`, load and store one of `nbytes` (f_addr, f_nbytes
@@ -231,6 +243,33 @@ module pqa_ctrl #(
   logic [pqa_pkg::ConvKwW-1:0]      kw_q;
   logic [pqa_pkg::ConvPadTW-1:0]    pad_t_q;
   logic [pqa_pkg::ConvPadLW-1:0]    pad_l_q;
+  // The layer state the units read (docs/theory.md, "Set-up while computing"): a copy of the registers
+  // above that follows them while the compute unit is idle and holds while it works, so that `shape`,
+  // `quant`, `fmap` and `conv` of the next layer are decoded while the current one computes.
+  logic [pqa_pkg::ShapeMetricW-1:0] cur_metric_q;
+  logic                             cur_conv_q, cur_relu_q, cur_unsigned_q, cur_pack_q;
+  logic [pqa_pkg::ShapeKW-1:0]      cur_k_q;
+  logic [pqa_pkg::ShapeVW-1:0]      cur_v_q;
+  logic [pqa_pkg::ShapeCW-1:0]      cur_c_q;
+  logic [pqa_pkg::ShapeDW-1:0]      cur_d_q;
+  logic [pqa_pkg::ShapeMW-1:0]      cur_m_q;
+  logic [pqa_pkg::QuantMultW-1:0]   cur_mult_q;
+  logic [pqa_pkg::QuantShiftW-1:0]  cur_shift_q;
+  logic [pqa_pkg::QuantBitsW-1:0]   cur_bits_q;
+  logic [pqa_pkg::FmapHW-1:0]       cur_fmap_h_q;
+  logic [pqa_pkg::FmapWW-1:0]       cur_fmap_w_q;
+  logic [pqa_pkg::FmapChW-1:0]      cur_fmap_ch_q;
+  logic [pqa_pkg::ConvOutWW-1:0]    cur_out_w_q;
+  logic [pqa_pkg::ConvStrideW-1:0]  cur_stride_q;
+  logic [pqa_pkg::ConvKhW-1:0]      cur_kh_q;
+  logic [pqa_pkg::ConvKwW-1:0]      cur_kw_q;
+  logic [pqa_pkg::ConvPadTW-1:0]    cur_pad_t_q;
+  logic [pqa_pkg::ConvPadLW-1:0]    cur_pad_l_q;
+  // Idle cycles still to wait, after a `shape`, `fmap` or `conv`, before a conv-mode `run` may start: the
+  // copy takes one, and pqa_convgen registers its products of the geometry (and of the encoder's walk steps,
+  // which depend on shape's v) in two more (GeoSettle).
+  localparam int GeoSettle = 3;
+  logic [1:0]                       geo_wait_q;
   logic                             vec_add_q;
   logic [pqa_pkg::AddNW-1:0]        add_n_q;
   logic [pqa_pkg::AddMaW-1:0]       add_ma_q;
@@ -416,7 +455,10 @@ module pqa_ctrl #(
   // - `store`: every unit idle (a store is the only instruction besides `stamp` with an effect outside
   //   the accelerator; it waits for every older one, so that an error stops the program exactly where
   //   the golden simulator stops it).
-  // - `stamp`, `end`: every unit idle. `shape`, `quant`, `fmap`, `conv`: the compute unit idle.
+  // - `stamp`, `end`: every unit idle. `shape`, `quant`, `fmap`, `conv`: nothing (they write the layer
+  //   state; the units read its copy, which holds while the compute unit works). A conv-mode `run` also
+  //   waits GeoSettle idle cycles after the last `shape` / `fmap` / `conv` (the copy and pqa_convgen's
+  //   products).
   // The read engine fetches the next instruction only when no `load` holds it; an instruction in the
   // fetch buffer needs no fetch, so a `load` also waits for its own unit.
   // ---------------------------------------------------------------------------------------------
@@ -474,9 +516,10 @@ module pqa_ctrl #(
   always_comb begin
     unique case (opcode)
       pqa_pkg::OpcLoad: ready = !ld_busy_q && !cu_conflict && !st_conflict;
-      pqa_pkg::OpcRun, pqa_pkg::OpcPool, pqa_pkg::OpcAdd: ready = !cu_busy_q && !st_conflict && !ld_conflict;
+      pqa_pkg::OpcRun: ready = !cu_busy_q && !st_conflict && !ld_conflict && !(conv_q && geo_wait_q != '0);
+      pqa_pkg::OpcPool, pqa_pkg::OpcAdd: ready = !cu_busy_q && !st_conflict && !ld_conflict;
       pqa_pkg::OpcStore, pqa_pkg::OpcStamp, pqa_pkg::OpcEnd: ready = !cu_busy_q && !st_busy_q && !ld_busy_q;
-      default: ready = !cu_busy_q;  // shape, quant, fmap, conv
+      default: ready = 1'b1;  // shape, quant, fmap, conv: the units read the copy (cur_*_q)
     endcase
   end
 
@@ -587,6 +630,8 @@ module pqa_ctrl #(
           endcase
           if (opcode == pqa_pkg::OpcEnd) begin
             state_d = CtlFinish;
+          end else if (next_hit) begin
+            state_d = CtlDecode;  // the next instruction from the fetch buffer, no fetch state
           end else begin
             state_d = CtlFetch;
           end
@@ -659,6 +704,7 @@ module pqa_ctrl #(
       dec_pc_q     <= '0;
       dec_cnt_q    <= '0;
       metric_q     <= '0;
+      pack_q       <= 1'b0;
       conv_q       <= 1'b0;
       bank_q       <= '0;
       relu_q       <= 1'b0;
@@ -680,6 +726,29 @@ module pqa_ctrl #(
       pad_t_q      <= '0;
       pad_l_q      <= '0;
       out_w_q      <= '0;
+      cur_metric_q   <= '0;
+      cur_conv_q     <= 1'b0;
+      cur_pack_q     <= 1'b0;
+      cur_relu_q     <= 1'b0;
+      cur_unsigned_q <= 1'b0;
+      cur_k_q        <= '0;
+      cur_v_q        <= '0;
+      cur_c_q        <= '0;
+      cur_d_q        <= '0;
+      cur_m_q        <= '0;
+      cur_mult_q     <= '0;
+      cur_shift_q    <= '0;
+      cur_bits_q     <= '0;
+      cur_fmap_h_q   <= '0;
+      cur_fmap_w_q   <= '0;
+      cur_fmap_ch_q  <= '0;
+      cur_out_w_q    <= '0;
+      cur_stride_q   <= '0;
+      cur_kh_q       <= '0;
+      cur_kw_q       <= '0;
+      cur_pad_t_q    <= '0;
+      cur_pad_l_q    <= '0;
+      geo_wait_q     <= '0;
       vec_add_q    <= 1'b0;
       add_n_q      <= '0;
       add_ma_q     <= '0;
@@ -729,6 +798,33 @@ module pqa_ctrl #(
       cu_go_q <= 1'b0;
       if (cu_done) begin
         cu_busy_q <= 1'b0;
+      end
+      if (!cu_busy_q && geo_wait_q != '0) begin
+        geo_wait_q <= geo_wait_q - 2'd1;
+      end
+      if (!cu_busy_q) begin  // the units' copy of the layer state follows it while the compute unit is idle
+        cur_metric_q   <= metric_q;
+        cur_conv_q     <= conv_q;
+        cur_pack_q     <= pack_q;
+        cur_relu_q     <= relu_q;
+        cur_unsigned_q <= unsigned_q;
+        cur_k_q        <= k_q;
+        cur_v_q        <= v_q;
+        cur_c_q        <= c_q;
+        cur_d_q        <= d_q;
+        cur_m_q        <= m_q;
+        cur_mult_q     <= mult_q;
+        cur_shift_q    <= shift_q;
+        cur_bits_q     <= bits_q;
+        cur_fmap_h_q   <= fmap_h_q;
+        cur_fmap_w_q   <= fmap_w_q;
+        cur_fmap_ch_q  <= fmap_ch_q;
+        cur_out_w_q    <= out_w_q;
+        cur_stride_q   <= stride_q;
+        cur_kh_q       <= kh_q;
+        cur_kw_q       <= kw_q;
+        cur_pad_t_q    <= pad_t_q;
+        cur_pad_l_q    <= pad_l_q;
       end
       if (fail) begin
         dec_err_q  <= 1'b1;
@@ -805,7 +901,10 @@ module pqa_ctrl #(
         end
         CtlDecode: begin
           if (dispatch) begin
-            pc_q    <= pc_q + pqa_pkg::RegDataW'(InsnBytes);
+            pc_q    <= next_pc;
+            if (state_d == CtlDecode) begin
+              insn_q <= next_word;
+            end
             count_q <= count_q + pqa_pkg::RegDataW'(1);
             unique case (opcode)
               pqa_pkg::OpcLoad: begin
@@ -834,6 +933,7 @@ module pqa_ctrl #(
                 end
               end
               pqa_pkg::OpcShape: begin
+                geo_wait_q <= 2'(GeoSettle);
                 metric_q <= insn_q[pqa_pkg::ShapeMetricLsb +: pqa_pkg::ShapeMetricW];
                 conv_q   <= insn_q[pqa_pkg::ShapeConvLsb +: pqa_pkg::ShapeConvW];
                 bank_q   <= insn_q[pqa_pkg::ShapeBankLsb +: pqa_pkg::ShapeBankW];
@@ -852,11 +952,13 @@ module pqa_ctrl #(
                 bits_q     <= insn_q[pqa_pkg::QuantBitsLsb +: pqa_pkg::QuantBitsW];
               end
               pqa_pkg::OpcFmap: begin
+                geo_wait_q <= 2'(GeoSettle);
                 fmap_h_q  <= insn_q[pqa_pkg::FmapHLsb +: pqa_pkg::FmapHW];
                 fmap_w_q  <= insn_q[pqa_pkg::FmapWLsb +: pqa_pkg::FmapWW];
                 fmap_ch_q <= insn_q[pqa_pkg::FmapChLsb +: pqa_pkg::FmapChW];
               end
               pqa_pkg::OpcConv: begin
+                geo_wait_q <= 2'(GeoSettle);
                 stride_q <= insn_q[pqa_pkg::ConvStrideLsb +: pqa_pkg::ConvStrideW];
                 kh_q     <= insn_q[pqa_pkg::ConvKhLsb +: pqa_pkg::ConvKhW];
                 kw_q     <= insn_q[pqa_pkg::ConvKwLsb +: pqa_pkg::ConvKwW];
@@ -930,28 +1032,28 @@ module pqa_ctrl #(
   assign cu_dst_o      = cu_dst_q;
   assign stamp_sel_o   = st_busy_q && st_stamp_q;
   assign stamp_rec_o   = stamp_q;
-  assign metric_o      = metric_q;
-  assign pack_o        = pack_q;
-  assign k_o           = k_q;
-  assign v_o           = v_q;
-  assign c_o           = c_q;
-  assign d_o           = d_q;
-  assign m_o           = m_q;
-  assign relu_o        = relu_q;
-  assign unsigned_o    = unsigned_q;
-  assign shift_o       = shift_q;
-  assign mult_o        = mult_q;
-  assign bits_o        = bits_q;
-  assign conv_o        = conv_q;
-  assign fmap_h_o      = fmap_h_q;
-  assign fmap_w_o      = fmap_w_q;
-  assign fmap_ch_o     = fmap_ch_q;
-  assign stride_o      = stride_q;
-  assign kh_o          = kh_q;
-  assign kw_o          = kw_q;
-  assign pad_t_o       = pad_t_q;
-  assign pad_l_o       = pad_l_q;
-  assign out_w_o       = out_w_q;
+  assign metric_o      = cur_metric_q;
+  assign pack_o        = cur_pack_q;
+  assign k_o           = cur_k_q;
+  assign v_o           = cur_v_q;
+  assign c_o           = cur_c_q;
+  assign d_o           = cur_d_q;
+  assign m_o           = cur_m_q;
+  assign relu_o        = cur_relu_q;
+  assign unsigned_o    = cur_unsigned_q;
+  assign shift_o       = cur_shift_q;
+  assign mult_o        = cur_mult_q;
+  assign bits_o        = cur_bits_q;
+  assign conv_o        = cur_conv_q;
+  assign fmap_h_o      = cur_fmap_h_q;
+  assign fmap_w_o      = cur_fmap_w_q;
+  assign fmap_ch_o     = cur_fmap_ch_q;
+  assign stride_o      = cur_stride_q;
+  assign kh_o          = cur_kh_q;
+  assign kw_o          = cur_kw_q;
+  assign pad_t_o       = cur_pad_t_q;
+  assign pad_l_o       = cur_pad_l_q;
+  assign out_w_o       = cur_out_w_q;
   // `add` operands, latched at its dispatch
   assign add_n_o       = add_n_q;
   assign add_ma_o      = add_ma_q;

@@ -6,8 +6,10 @@ padded tensors, memory reuse, the shipped MLP, errors and the report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,7 +291,9 @@ def test_conv_that_cannot_be_banded_is_named() -> None:
 # ------------------------------------------------------------------------------------------------------------
 # a network: conv, strided conv, projection shortcut, add, pool, flatten-linear
 # ------------------------------------------------------------------------------------------------------------
-def _mini_resnet(n: int = 2, seed: int = 11) -> tuple[Builder, str]:
+def _mini_resnet(n: int = 2, seed: int = 11, fc: bool = True) -> tuple[Builder, str]:
+    """A residual CNN on 8x8x3 inputs: stem, two convs and a strided 1x1 shortcut, add, pool, and (``fc``) a
+    linear classifier."""
     b = Builder(_inputs(np.random.default_rng(seed), n, (8, 8, 3)), seed=seed)
     h = b.pq("stem", "x", m=8, k=8, v=6, kh=3, pad=1, bits=7, unsigned=True)
     y = b.pq("body0", h, m=16, k=16, v=8, kh=3, stride=2, pad=1)
@@ -297,7 +301,7 @@ def _mini_resnet(n: int = 2, seed: int = 11) -> tuple[Builder, str]:
     s = b.pq("short", h, m=16, k=8, v=4, kh=1, stride=2, relu=False)
     r = b.add("add", y, s)
     p = b.pool("gap", r)
-    return b, b.pq("fc", p, m=10, k=16, v=8, relu=False)
+    return b, b.pq("fc", p, m=10, k=16, v=8, relu=False) if fc else p
 
 
 @pytest.mark.parametrize("config", ["small", "default"])
@@ -344,6 +348,65 @@ def test_batch_passes(batch: int) -> None:
         assert sum(p["rd_bytes"] for p in perf) > sum(p["rd_bytes"] for p in one)
     with pytest.raises(backend.CompileError, match="batch must be at least 1"):
         backend.emit_graph(SMALL, g, b.x, batch=0)
+
+
+def test_passes_stream_into_each_other() -> None:
+    """``schedule(..., pass_ops)`` at batch 1 over 4 images of the mini ResNet up to its pool: each later
+    pass's input load sits in the pass before it, at the start of the pool (``hoist_point``: the earliest op
+    from which on nothing uses its act bank) and each earlier pass's output store at the start of the pass
+    after it; the set-up of every op but the first precedes the stamp before it. The outputs are those of the
+    one-pass program. (With the classifier, which reads the input's act bank, nothing moves.)"""
+    b, out = _mini_resnet(n=4, seed=5, fc=False)
+    g = b.graph(out)
+    prog = backend.emit_graph(SMALL, g, b.x, batch=1)
+    res = backend.simulate(SMALL, prog)
+    whole = backend.emit_graph(SMALL, g, b.x)
+    assert np.array_equal(backend.read_output(prog.manifest, res.mem),
+                          backend.read_output(whole.manifest, backend.simulate(SMALL, whole).mem))
+    man, nl = prog.manifest, len(g.ops)
+    insns = [isa_decode(w) for w in prog.words]
+    windows: list[list] = [[]]  # the instructions between stamps: window 1 + q*nl + i is op i of pass q
+    for q in insns:
+        if q.mnemonic == "stamp":
+            windows.append([])
+        else:
+            windows[-1].append(q)
+    assert len(windows) == 1 + 4 * nl + 1
+    inp, outr = man["input"], man["output"]
+
+    def where(pred: Callable[[Any], bool]) -> list[int]:
+        return [w for w, ins in enumerate(windows) for q in ins if pred(q)]
+
+    for img in range(4):
+        in_at = where(lambda q, i=img: q.mnemonic == "load" and q.ops["addr"] == inp["addr"] + i * inp["stride"])
+        out_at = where(lambda q, i=img: q.mnemonic == "store"
+                       and inp["addr"] != q.ops["addr"] == outr["addr"] + i * outr["stride"])
+        assert len(in_at) == 1 and len(out_at) == 1
+        assert in_at[0] == (img * nl if img else 1)  # the previous pass's pool, or the first op
+        assert out_at[0] == ((img + 1) * nl + 1 if img < 3 else 4 * nl)  # the next pass's first op, or its own
+    for w in range(2, 4 * nl + 1):  # every op but the first: no set-up before its first compute instruction
+        first = next(k for k, q in enumerate(windows[w]) if q.mnemonic in sim.COMPUTE)
+        assert not [q for q in windows[w][:first] if q.mnemonic in sim.SETUP]
+
+
+def test_hoist_point_respects_conflicts() -> None:
+    """``backend.hoist_point``: a load into act bank 0 moves back over ops that do not use act bank 0 and do not
+    write the memory it reads, and stops after the last one that does (a `run` reading it, a `store` into its
+    source bytes)."""
+    from pqcompile.plan import PInsn
+
+    tgt, buf = SPEC.enums["target"], SPEC.enums["buffer"]
+    ld = PInsn("load", {"buf": buf["act"], "bank": 0, "nbytes": 64, "addr": 0x1000})
+    run0 = PInsn("run", {"n": 1, "src": 0, "dst": tgt["out"]})  # reads act 0
+    run1 = PInsn("run", {"n": 1, "src": 1, "dst": tgt["out"]})
+    pool1 = PInsn("pool", {"src": 1, "dst": tgt["out"]})
+    st_far = PInsn("store", {"nbytes": 64, "addr": 0x2000})
+    st_over = PInsn("store", {"nbytes": 64, "addr": 0x1020})  # writes bytes the load reads
+    assert backend.hoist_point([[run0], [run1], [pool1, st_far], [ld]], 3, ld, 0) == 1
+    assert backend.hoist_point([[run1], [run1], [pool1, st_far], [ld]], 3, ld, 0) == 0
+    assert backend.hoist_point([[run1], [run1], [pool1, st_far], [ld]], 3, ld, 2) == 2  # not before lo
+    assert backend.hoist_point([[run1], [st_over], [pool1], [ld]], 3, ld, 0) == 2
+    assert backend.hoist_point([[run1], [pool1], [run0, ld]], 2, ld, 0) == 2  # its own op uses the bank first
 
 
 @pytest.mark.parametrize("config", ["small", "default"])
@@ -485,6 +548,9 @@ def test_shipped_mlp_build() -> None:
         for j in range(1, len(per_layer)):  # the schedule: a layer's 3 table loads follow the previous first run
             del per_layer[j][:3]
             per_layer[j - 1][7:7] = [1, 1, 1]
+        for j in range(1, len(per_layer)):  # and its shape and quant go before the previous layer's stamp
+            per_layer[j - 1][-1:-1] = per_layer[j][:2]
+            del per_layer[j][:2]
         assert ops == [6, *sum(per_layer, []), 15]
         banks = [(w >> 7) & 1 for w in prog.words if w & 0xF == 1 and (w >> 4) & 7 < 3]
         assert banks == sum(([j % 2] * 3 for j in range(len(tiles))), [])  # table loads alternate banks

@@ -247,3 +247,45 @@ def test_resources_and_the_overlap_they_allow() -> None:
     after, _ = pool_dispatch(tgt["out"])
     assert beside < store_end - 2048 // CFG.bus_bytes // 2  # while the store writes
     assert after == store_end  # once it has written the output buffer
+
+
+def test_setup_decodes_while_the_compute_unit_works() -> None:
+    """sim.Timeline (pqa_ctrl): `shape`, `quant`, `fmap` and `conv` wait for nothing (the units read a copy of
+    the layer state that holds while they work), one a cycle from the fetch buffer; a conv-mode `run` waits
+    until the compute unit has been idle GEO_SETTLE cycles after the last `shape` / `fmap` / `conv`, a
+    matrix-mode one only for the compute unit."""
+    tgt = SPEC.enums["target"]
+    run = {"n": 4, "src": 0, "dst": tgt["act1"]}
+    fmap = {"h": 2, "w": 2, "ch": 1}
+    assert sim.FETCH_HIT_CYCLES == 1 and sim.GEO_SETTLE == 3
+
+    def second_run(conv: int, setup: bool) -> tuple[int, list[int]]:
+        tl = sim.Timeline(CFG)
+        st = sim._State(conv=conv)
+        tl.step("run", run, st, 100, hit=True)
+        d0, cycles = tl.cycles, []
+        for name in ("shape", "fmap", "quant") if setup else ():
+            tl.step(name, fmap if name == "fmap" else {}, st, 0, hit=True)
+            cycles.append(tl.cycles - d0)
+        tl.step("run", run, st, 100, hit=True)
+        return tl.cycles - d0, cycles
+
+    # while the first run computes (to d0 + 101): the set-up one a cycle, no wait
+    assert second_run(1, True) == (101 + sim.GEO_SETTLE, [1, 2, 3])
+    assert second_run(0, True) == (101, [1, 2, 3])  # a matrix-mode run: no set-up wait
+    assert second_run(1, False) == (101, [])  # no set-up since the last run: no wait
+    # with the compute unit idle: fmap at d, the conv-mode run at d + 1 + GEO_SETTLE
+    tl = sim.Timeline(CFG)
+    st = sim._State(conv=1)
+    tl.step("fmap", fmap, st, 0, hit=True)
+    d = tl.cycles
+    tl.step("run", run, st, 100, hit=True)
+    assert tl.cycles == d + 1 + sim.GEO_SETTLE
+    # a pool between them: its busy cycles do not count
+    tl = sim.Timeline(CFG)
+    tl.step("fmap", fmap, st, 0, hit=True)
+    d = tl.cycles
+    tl.step("pool", {"src": 1, "dst": tgt["out"]}, st, 20, hit=True)  # at d + 1: one idle cycle counted
+    assert tl.cycles == d + 1
+    tl.step("run", run, st, 100, hit=True)
+    assert tl.cycles == d + 1 + 21 + sim.GEO_SETTLE - 1

@@ -26,7 +26,7 @@ The build directory is the only thing the simulator and the testbench read (docs
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def plan_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op, n: int, strides: dict
 
 
 
-def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None) -> list[list[PInsn]]:
+def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None, pass_ops: int = 0) -> list[list[PInsn]]:
     """The instruction stream, op by op, with the table loads moved ahead (docs/compiler.md, "Schedule"):
     the j-th PQ op uses table bank j % 2 (its table loads and its ``shape``; ``banks[j]`` instead when
     given: the random programs of tb/pqa_gen.py reuse a bank so that a load must wait for the `run` that
@@ -127,7 +127,16 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None) -> list[li
     stream means the same as the plans' own order (each op still reads only tables loaded for it); the
     plans are not changed. The moved loads sit among the earlier op's instructions, so its stamps count
     their bytes and cycles. Where two PQ ops in a row share a bank, the later one's loads follow the earlier
-    one's last run instead (they then wait for it)."""
+    one's last run instead (they then wait for it). An op's set-up instructions before its first compute
+    instruction (``shape``, ``quant``, ``fmap``, ``conv``: sim.SETUP) go to the end of the op before it, ahead
+    of that op's stamp, so that the controller decodes them while that op computes (it hands the units a copy
+    of the layer state that holds while they work); they count in the earlier op's stamps.
+
+    ``pass_ops``: the plans are passes of that many ops (``--batch``; addresses resolved). The loads of a
+    pass's first op that precede its first compute instruction (its input) go to the start of the earliest op
+    of the pass before it from which on no instruction uses the buffer bank they write or writes the memory
+    they read (:func:`hoist_point`): the input of the next pass streams in while the last ops compute, as
+    its tables do (the table rule above spans the passes)."""
     buffers = load_spec().enums["buffer"]
     table_bufs = {buffers[b] for b in sim.TABLE_BUFS}
 
@@ -151,7 +160,66 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None) -> list[li
         # read that bank's tables)
         at = (runs[0] if bank[j] != bank[j - 1] else runs[-1]) + 1
         prev[at:at] = moved
+    for i in range(1, len(out)):
+        first = next((k for k, q in enumerate(out[i]) if q.mnemonic in sim.COMPUTE), len(out[i]))
+        lead = [q for q in out[i][:first] if q.mnemonic in sim.SETUP]
+        out[i] = [q for q in out[i][:first] if q.mnemonic not in sim.SETUP] + out[i][first:]
+        out[i - 1] += lead
+    for s in range(pass_ops, len(out), pass_ops or len(out) + 1):  # each pass after the first
+        first = next((k for k, q in enumerate(out[s]) if q.mnemonic in sim.COMPUTE), len(out[s]))
+        for q in [q for q in out[s][:first] if q.mnemonic == "load" and not is_table_load(q)]:
+            k = hoist_point(out, s, q, s - pass_ops)
+            if k < s:
+                out[s] = [x for x in out[s] if x is not q]
+                out[k].insert(0, q)
+        # the stores after the last compute instruction of the pass before go to the start of this pass: a
+        # store waits for every older instruction (precise errors), so it would wait for the input load
+        last = out[s - 1]
+        tail = max((k for k, q in enumerate(last) if q.mnemonic in sim.COMPUTE), default=-1) + 1
+        for q in [q for q in last[tail:] if q.mnemonic == "store"]:
+            after = last[next(i for i, x in enumerate(last) if x is q) + 1 :]
+            if not any(_conflict(q, x) for x in after):
+                out[s - 1] = last = [x for x in last if x is not q]
+                out[s].insert(0, q)
     return out
+
+
+def _mem_range(q: PInsn) -> tuple[int, int] | None:
+    """The external memory a resolved ``load`` reads or a ``store`` / ``stamp`` writes."""
+    if q.mnemonic in ("load", "store"):
+        return q.ops["addr"], q.ops["addr"] + q.ops["nbytes"]
+    if q.mnemonic == "stamp":
+        return q.ops["addr"], q.ops["addr"] + load_spec().perf_bytes
+    return None
+
+
+def _conflict(a: PInsn, b: PInsn) -> bool:
+    """Whether resolved instructions ``a`` and ``b`` may not swap places: one writes an on-chip resource the
+    other uses (:func:`pqcompile.sim.resources`; the layer state only matters to compute instructions, which
+    never move), or one writes external memory that the other reads or writes."""
+    names = {v: n for n, v in load_spec().enums["buffer"].items()}
+    st = sim._State()
+    (ra, wa), (rb, wb) = (sim.resources(q.mnemonic, q.ops, st, names.get(q.ops.get("buf", -1), ""))
+                          for q in (a, b))
+    if wa & (rb | wb) or wb & ra:
+        return True
+    ma, mb = _mem_range(a), _mem_range(b)
+    if ma is None or mb is None or (a.mnemonic == "load" and b.mnemonic == "load"):
+        return False
+    return ma[0] < mb[1] and mb[0] < ma[1]
+
+
+def hoist_point(out: list[list[PInsn]], s: int, ld: PInsn, lo: int) -> int:
+    """The earliest op k >= ``lo`` such that no instruction from the start of op k up to the load ``ld`` (in
+    op ``s``; resolved addresses) conflicts with it (:func:`_conflict`: uses the on-chip bank it writes, or
+    writes the memory it reads): ``ld`` means the same at the start of op k."""
+    before = out[s][: next(i for i, q in enumerate(out[s]) if q is ld)]
+    if any(_conflict(ld, q) for q in before):
+        return s
+    k = s
+    while k > lo and not any(_conflict(ld, q) for q in out[k - 1]):
+        k -= 1
+    return k
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -323,17 +391,21 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     segs.append((addr[f"tensor:{g.input}"], xin.astype(np.int8).view(np.uint8).reshape(-1),
                  f"input {g.input} [{n}][{shape_str(tin.shape)}] int8, {strides[g.input]} bytes per image"))
 
-    def resolve(p: PInsn, at: dict[str, int]) -> int:
-        ops = {k: (at[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()}
-        return encode(p.mnemonic, **ops)
+    def resolve(p: PInsn, at: dict[str, int]) -> PInsn:
+        return PInsn(p.mnemonic, {k: (at[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()})
 
-    words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
+    # the passes' plans, addresses resolved (each pass's slices of the input and output regions), scheduled as
+    # one stream: a pass's first tables and inputs are prefetched during the pass before it
+    flat: list[OpPlan] = []
     for q, pp in enumerate(pass_plans):
-        first = q * bsz  # the pass's first input: its slices of the input and output regions
+        first = q * bsz  # the pass's first input
         at_q = {**addr, **{f"tensor:{t}": addr[f"tensor:{t}"] + first * strides[t] for t in (g.input, g.output)}}
-        for i, insns in enumerate(schedule(pp, table_banks)):
-            words += [resolve(ins, at_q) for ins in insns]
-            words.append(encode("stamp", addr=build.stamp_addr(stamps, 1 + q * len(g.ops) + i)))
+        flat += [replace(p, insns=[resolve(ins, at_q) for ins in p.insns]) for p in pp]
+    words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
+    banks = None if table_banks is None else list(table_banks) * len(passes)
+    for i, insns in enumerate(schedule(flat, banks, len(g.ops))):
+        words += [encode(ins.mnemonic, **ins.ops) for ins in insns]
+        words.append(encode("stamp", addr=build.stamp_addr(stamps, 1 + i)))
     words.append(encode("end"))
     assert len(words) == n_insns
     ib = np.frombuffer(b"".join(w.to_bytes(8, "little") for w in words), np.uint8)

@@ -312,15 +312,19 @@ def read_perf(manifest: Mapping[str, Any], mem: np.ndarray) -> dict[str, list[in
     return dict(zip(s["counters"], words, strict=True))
 
 
-def op_deltas(manifest: Mapping[str, Any], values: Sequence[int]) -> list[int]:
+def op_deltas(manifest: Mapping[str, Any], values: Sequence[int], only: int | None = None) -> list[int]:
     """Per op (``layers``), a counter's growth over the op: the difference of the stamp records around it
     (``values``: one per label, :func:`read_perf`), summed over the program's ``passes`` (a build with
-    ``--batch`` runs the ops once per pass of B inputs; label 1 + p*L + i ends op i of pass p)."""
+    ``--batch`` runs the ops once per pass of B inputs; label 1 + p*L + i ends op i of pass p), or of pass
+    ``only`` alone."""
     nl = len(manifest["layers"])
     passes = int(manifest.get("passes", 1))
     if len(values) != passes * nl + 1:
         raise BuildError(f"{len(values)} stamp values for {passes} passes of {nl} ops (expected {passes * nl + 1})")
-    return [sum(int(values[1 + p * nl + i]) - int(values[p * nl + i]) for p in range(passes)) for i in range(nl)]
+    if only is not None and not 0 <= only < passes:
+        raise BuildError(f"pass {only} of a build of {passes} passes")
+    ps = range(passes) if only is None else (only,)
+    return [sum(int(values[1 + p * nl + i]) - int(values[p * nl + i]) for p in ps) for i in range(nl)]
 
 
 def read_stamps(manifest: Mapping[str, Any], mem: np.ndarray) -> list[int]:

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 from . import ir
 from .plan import OpPlan, PInsn, Ref
+from .sim import COMPUTE
 from .spec import HwConfig, load
-
-COMPUTE = ("run", "pool", "add")
 
 
 @dataclass

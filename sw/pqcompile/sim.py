@@ -128,7 +128,10 @@ IDX_DEPTH = 4  # groups of indices the look-up unit's queue holds (pqa_lookup's 
 RUN_DRAIN_CYCLES = 3  # a run's last look-up issue to the cycle of its last write (done), that one included
 VEC_CYCLES = 3  # per `pool` / `add`: the vector unit's start and drain (its hand-over included)
 FETCH_CYCLES = 6  # from the fetch's command to the dispatch of an instruction that need not wait
-FETCH_HIT_CYCLES = 2  # the same from the fetch state, when the instruction is in the buffered bus word
+FETCH_HIT_CYCLES = 1  # the same from the previous dispatch, when the instruction is in the buffered bus word
+GEO_SETTLE = 3  # idle cycles of the compute unit a conv-mode `run` waits after `shape` / `fmap` / `conv`
+SETUP = ("shape", "quant", "fmap", "conv")  # write the layer state; the units read a copy (no wait)
+COMPUTE = ("run", "pool", "add")  # the compute unit's instructions
 XFER_CYCLES = 4  # a transfer's command, first-beat and done handshakes, besides its beats
 
 
@@ -241,7 +244,7 @@ def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "") -> 
         return set(), {res}
     if mnemonic == "store":
         return set(), {"out"}
-    if mnemonic in ("run", "pool", "add"):
+    if mnemonic in COMPUTE:
         dst = target(ops)
         w = {"out" if dst is None or dst[0] == "out" else f"act{dst[1]}"}
         if mnemonic == "add":
@@ -255,9 +258,11 @@ class Timeline:
     """The event model of the controller and its units (docs/theory.md, "Decoupled units"): the cycle at
     which each instruction is dispatched and each unit becomes free, under the same dependency rules as
     pqa_ctrl. An instruction in the bus word the last fetch read reaches decode FETCH_HIT_CYCLES - 1 cycles
-    after the fetch state; any other is fetched once the read engine is free (no `load` in it) and reaches
-    decode FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting instruction holds a unit
-    (one that writes what it reads or uses what it writes, :func:`resources`); a
+    after the previous dispatch's cycle + 1; any other is fetched once the read engine is free (no `load` in
+    it) and reaches decode FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting
+    instruction holds a unit (one that writes what it reads or uses what it writes, :func:`resources`); the
+    set-up instructions (SETUP) wait for nothing, and a conv-mode `run` waits until the compute unit has been
+    idle GEO_SETTLE cycles after the last of them (pqa_ctrl's copy of the layer state); a
     transfer holds its unit XFER_CYCLES plus its beats (at ``mem_bw`` bytes a cycle when that is below a
     bus word), a compute instruction its compute cycles plus one. ``cycles`` (the `cycles` counter a
     `stamp` samples) is the current dispatch cycle. An estimate: the memory's latency is not modelled, and
@@ -271,6 +276,9 @@ class Timeline:
         self.cycles = self.t
         self.ld_free = self.st_free = self.cu_free = 0
         self.mem_free = 0  # a throttled memory: the cycle its bandwidth is free (loads and stores share it)
+        # the set-up wait of a conv-mode run: idle cycles still to wait (pqa_ctrl's geo_wait), counted from
+        # geo_from on, in the cycles the compute unit is idle
+        self.geo_left = self.geo_from = 0
         # (reads, writes) of the last instruction of each unit
         self.uses: dict[str, tuple[set[str], set[str]]] = {u: (set(), set()) for u in ("ld", "st", "cu")}
         # the models of the performance counters load_cycles, store_cycles, dep_cycles, fetch_cycles
@@ -305,8 +313,12 @@ class Timeline:
                                if wr & (ur | uw) or rd & uw])
             if mnemonic == "load":
                 ready = max(ready, self.ld_free)  # its own unit
+            elif mnemonic in SETUP:
+                ready = 0
             else:
-                ready = max(ready, self.cu_free)  # the compute unit's own instruction, or its state
+                ready = max(ready, self.cu_free)  # the compute unit's own instruction
+                if mnemonic == "run" and st.conv and self.geo_left:
+                    ready = max(ready, max(self.geo_from, self.cu_free) + self.geo_left)
         d = max(decode, ready)
         self.counters["fetch_cycles"] += decode - self.t
         self.counters["dep_cycles"] += d - decode
@@ -322,9 +334,14 @@ class Timeline:
             self.st_free = self._transfer_free(d, nb)
             self.counters["store_cycles"] += self.st_free - d - 1
             self.uses["st"] = (rd, wr)
-        elif mnemonic in ("run", "pool", "add"):
+        elif mnemonic in COMPUTE:
+            # the idle cycles up to this dispatch (its own cycle included) count down the set-up wait
+            self.geo_left = max(0, self.geo_left - max(0, d + 1 - max(self.geo_from, self.cu_free)))
             self.cu_free = d + compute + 1
+            self.geo_from = self.cu_free
             self.uses["cu"] = (rd, wr)
+        elif mnemonic in SETUP and mnemonic != "quant":
+            self.geo_left, self.geo_from = GEO_SETTLE, d + 1
         elif mnemonic == "end":
             self.cycles = self.t = d + 2  # the finish state, then idle
 
@@ -448,7 +465,7 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             g = st.geom
             g.stride, g.kh, g.kw, g.pad_t, g.pad_l, g.out_w = (
                 ops[f] for f in ("stride", "kh", "kw", "pad_t", "pad_l", "out_w"))
-        elif name in ("run", "pool", "add"):
+        elif name in COMPUTE:
             dst = target(ops)
             dbuf = banks[dst[0]][dst[1]] if dst is not None else None
             src = act[ops["src"]]
