@@ -11,6 +11,9 @@ COUNT   ?= 450
 BUILD   := build/$(MODEL)-$(CONFIG)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# pytest workers (pytest-xdist; a test file stays on one worker, so a file's shared simulator runs happen once)
+PYTEST_JOBS ?= auto
+PYTEST_PAR := -n $(PYTEST_JOBS) --dist loadfile
 SEED    ?= 1
 RCOUNT  ?= 200
 RCONFIG ?= small
@@ -76,10 +79,10 @@ bench-curve: $(STAMP)
 	$(PY) benchmarks/bench_curve.py --config $(if $(filter default,$(CONFIG)),pqa,$(CONFIG)) --batches $(BATCHES) --bandwidths $(BANDWIDTHS) --lut-bits $(LUT_BITS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PAR) $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" $(PYTEST_PAR) $(PYTEST_ARGS)
 
 regress: $(STAMP)
 	$(PY) tb/regress.py --seed $(SEED) --count $(RCOUNT) --sim $(SIM) --config $(RCONFIG) $(if $(RJOBS),--jobs $(RJOBS))

@@ -12,6 +12,7 @@ Usage: ``python tb/pqa_runner.py lint`` runs ``verilator --lint-only -Wall`` on 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -125,6 +126,18 @@ def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, i
         stamp["fast_vlt"] = str(fast_vlt)
         deps.append(Path(fast_vlt))  # type: ignore[arg-type]
     runner = _fast_verilator() if fast else get_runner(sim)
+    SIM_BUILD.mkdir(parents=True, exist_ok=True)
+    with open(SIM_BUILD / f"{build_dir.name}.lock", "w") as lock:  # one build at a time (pytest workers)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_locked(runner, sim, toplevel, srcs, parameters, build_dir, stamp, deps, defines, fast_vlt, waves)
+    return build_dir
+
+
+def _build_locked(runner: Any, sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, int],
+                  build_dir: Path, stamp: dict[str, Any], deps: list[Path], defines: dict[str, object] | None,
+                  fast_vlt: Path | None, waves: bool) -> None:
+    """The build of :func:`build_hdl` under its lock: nothing when the directory is fresh."""
+    fast = fast_vlt is not None and sim == "verilator"
     if not _fresh(build_dir, stamp, deps):
         print(f"pqa_runner: building {toplevel} {parameters} on {sim} in {build_dir}", flush=True)
         args = VERILATOR_ARGS + (["-CFLAGS", "-O2", str(fast_vlt)] if fast else []) \
@@ -142,7 +155,6 @@ def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, i
             waves=waves,
         )
         (build_dir / "pqa_build.json").write_text(json.dumps(stamp))
-    return build_dir
 
 
 def build(sim: str, config: str, defines: dict[str, object] | None = None, tag: str = "") -> Path:
