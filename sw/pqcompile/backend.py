@@ -165,7 +165,8 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None, pass_ops: 
         lead = [q for q in out[i][:first] if q.mnemonic in sim.SETUP]
         out[i] = [q for q in out[i][:first] if q.mnemonic not in sim.SETUP] + out[i][first:]
         out[i - 1] += lead
-    for s in range(pass_ops, len(out), pass_ops or len(out) + 1):  # each pass after the first
+    step = pass_ops or len(out)  # 0: one pass
+    for s in range(step, len(out), step):  # each pass after the first
         first = next((k for k, q in enumerate(out[s]) if q.mnemonic in sim.COMPUTE), len(out[s]))
         for q in [q for q in out[s][:first] if q.mnemonic == "load" and not is_table_load(q)]:
             k = hoist_point(out, s, q, s - pass_ops)
