@@ -129,18 +129,19 @@ def build_hdl(sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, i
     SIM_BUILD.mkdir(parents=True, exist_ok=True)
     with open(SIM_BUILD / f"{build_dir.name}.lock", "w") as lock:  # one build at a time (pytest workers)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _build_locked(runner, sim, toplevel, srcs, parameters, build_dir, stamp, deps, defines, fast_vlt, waves)
+        _build_locked(runner, sim, toplevel, srcs, parameters, build_dir, stamp, deps, defines,
+                      fast_vlt if fast else None, waves)
     return build_dir
 
 
 def _build_locked(runner: Any, sim: str, toplevel: str, srcs: list[Path], parameters: dict[str, int],
                   build_dir: Path, stamp: dict[str, Any], deps: list[Path], defines: dict[str, object] | None,
                   fast_vlt: Path | None, waves: bool) -> None:
-    """The build of :func:`build_hdl` under its lock: nothing when the directory is fresh."""
-    fast = fast_vlt is not None and sim == "verilator"
+    """The build of :func:`build_hdl` under its lock: nothing when the directory is fresh. ``fast_vlt``: given
+    only for a fast Verilator build."""
     if not _fresh(build_dir, stamp, deps):
         print(f"pqa_runner: building {toplevel} {parameters} on {sim} in {build_dir}", flush=True)
-        args = VERILATOR_ARGS + (["-CFLAGS", "-O2", str(fast_vlt)] if fast else []) \
+        args = VERILATOR_ARGS + (["-CFLAGS", "-O2", str(fast_vlt)] if fast_vlt is not None else []) \
             + (["--trace-fst", "--trace-structs"] if waves else []) if sim == "verilator" else ["-g2012"]
         runner.build(
             sources=srcs,

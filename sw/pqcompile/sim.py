@@ -131,6 +131,7 @@ FETCH_CYCLES = 6  # from the fetch's command to the dispatch of an instruction t
 FETCH_HIT_CYCLES = 1  # the same from the previous dispatch, when the instruction is in the buffered bus word
 GEO_SETTLE = 3  # idle cycles of the compute unit a conv-mode `run` waits after `shape` / `fmap` / `conv`
 SETUP = ("shape", "quant", "fmap", "conv")  # write the layer state; the units read a copy (no wait)
+GEO_SETUP = ("shape", "fmap", "conv")  # the set-up that a conv-mode run's address generator depends on
 COMPUTE = ("run", "pool", "add")  # the compute unit's instructions
 XFER_CYCLES = 4  # a transfer's command, first-beat and done handshakes, besides its beats
 
@@ -340,7 +341,7 @@ class Timeline:
             self.cu_free = d + compute + 1
             self.geo_from = self.cu_free
             self.uses["cu"] = (rd, wr)
-        elif mnemonic in SETUP and mnemonic != "quant":
+        elif mnemonic in GEO_SETUP:
             self.geo_left, self.geo_from = GEO_SETTLE, d + 1
         elif mnemonic == "end":
             self.cycles = self.t = d + 2  # the finish state, then idle
