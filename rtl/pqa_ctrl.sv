@@ -96,6 +96,8 @@ module pqa_ctrl #(
   output logic [pqa_pkg::QuantMultW-1:0]   mult_o,
   output logic [pqa_pkg::QuantBitsW-1:0]   bits_o,
   output logic [pqa_pkg::RunNW-1:0]        run_n_o,        // columns of the run
+  output logic [pqa_pkg::RunOstrideW-1:0]  run_ostride_o,  // bytes from a column's outputs to the next (0: m)
+  output logic [pqa_pkg::RunOoffW-1:0]     run_ooff_o,     // the byte of column 0's outputs
   output logic                             conv_o,
   output logic [pqa_pkg::FmapHW-1:0]       fmap_h_o,
   output logic [pqa_pkg::FmapWW-1:0]       fmap_w_o,
@@ -194,6 +196,8 @@ module pqa_ctrl #(
   logic [pqa_pkg::CyclesW-1:0]  load_q, store_q, dep_q, fetch_q;
   logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_q;         // the record of the last stamp
   logic [pqa_pkg::RunNW-1:0]    n_q;            // columns of the run
+  logic [pqa_pkg::RunOstrideW-1:0] ostride_q;   // its output stride (0: m) and offset
+  logic [pqa_pkg::RunOoffW-1:0] ooff_q;
   logic [ClearAw-1:0]           clr_q;
 
   // The units and the instruction each works on (docs/theory.md, "Decoupled units"): the load unit (the
@@ -392,7 +396,7 @@ module pqa_ctrl #(
 
   // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
   // instead), sim.pool_fits and the limits of `add`, in 64-bit arithmetic.
-  logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64;
+  logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64, os64, oo64, step64;
   logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok, dst_ok;
   logic [63:0] dst_bytes;  // the size of the destination of a `run` / `pool` / `add` (sim.target)
   always_comb begin
@@ -406,6 +410,9 @@ module pqa_ctrl #(
     d64     = 64'(d_q);
     m64     = 64'(m_q);
     n64     = 64'(f_n);
+    os64    = 64'(insn_q[pqa_pkg::RunOstrideLsb +: pqa_pkg::RunOstrideW]);
+    oo64    = 64'(insn_q[pqa_pkg::RunOoffLsb +: pqa_pkg::RunOoffW]);
+    step64  = (os64 == 64'd0) ? m64 : os64;
     an64    = 64'(insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW]);
     h64     = 64'(fmap_h_q);
     w64     = 64'(fmap_w_q);
@@ -430,7 +437,8 @@ module pqa_ctrl #(
            && ((pack_q ? (lut_rows + 64'd1) >> 1 : lut_rows) * 64'(LutStride) <= 64'(LutCap))
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))
-           && (n64 * m64 <= dst_bytes)
+           && (os64 == 64'd0 || os64 >= m64)
+           && (oo64 + (n64 - 64'd1) * step64 + m64 <= dst_bytes)  // n64 >= 1 above
            && post_ok && dst_ok;
     pool_ok = fmap_ok && (ch64 <= dst_bytes) && post_ok && dst_ok;
     add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok && dst_ok;
@@ -676,6 +684,8 @@ module pqa_ctrl #(
       err_count_q  <= '0;
       stamp_q      <= '0;
       n_q          <= '0;
+      ostride_q    <= '0;
+      ooff_q       <= '0;
       clr_q        <= '0;
       ld_busy_q    <= 1'b0;
       st_busy_q    <= 1'b0;
@@ -977,6 +987,8 @@ module pqa_ctrl #(
                 cu_wr_q   <= f_wr;
                 vec_add_q <= (opcode == pqa_pkg::OpcAdd);
                 n_q       <= f_n;
+                ostride_q <= insn_q[pqa_pkg::RunOstrideLsb +: pqa_pkg::RunOstrideW];
+                ooff_q    <= insn_q[pqa_pkg::RunOoffLsb +: pqa_pkg::RunOoffW];
                 add_n_q   <= insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW];
                 add_ma_q  <= insn_q[pqa_pkg::AddMaLsb +: pqa_pkg::AddMaW];
                 add_mb_q  <= insn_q[pqa_pkg::AddMbLsb +: pqa_pkg::AddMbW];
@@ -1014,6 +1026,8 @@ module pqa_ctrl #(
   assign enc_start_o   = cu_busy_q && cu_go_q && cu_run_q;
   assign lk_start_o    = cu_busy_q && cu_go_q && cu_run_q;
   assign run_n_o       = n_q;
+  assign run_ostride_o = ostride_q;
+  assign run_ooff_o    = ooff_q;
   assign run_start_o   = dispatch && (opcode == pqa_pkg::OpcRun) && conv_q;
   assign vec_start_o   = cu_busy_q && cu_go_q && !cu_run_q;
   assign vec_add_o     = vec_add_q;

@@ -44,6 +44,8 @@ module pqa_lookup #(
   input  logic                            rst_ni,
   input  logic                            start_i,     // a run starts: n_i columns
   input  logic [pqa_pkg::RunNW-1:0]       n_i,
+  input  logic [pqa_pkg::RunOstrideW-1:0] ostride_i,   // output bytes from column j to j+1 (0: m)
+  input  logic [pqa_pkg::RunOoffW-1:0]    ooff_i,      // output byte of column 0
   input  logic                            pack_i,      // byte entries, two table rows a buffer row (EB = 2)
   input  logic [pqa_pkg::ShapeKW-1:0]     k_i,
   input  logic [pqa_pkg::ShapeCW-1:0]     c_i,
@@ -123,7 +125,8 @@ module pqa_lookup #(
   // Stage 0.
   logic            run_q;    // the run has columns left
   logic [RunNW-1:0] j_q;     // column
-  logic [OffW-1:0] lo_q;     // its first output byte: j * m
+  logic [OffW-1:0] lo_q;     // its first output byte: ooff + j * step
+  logic [OffW-1:0] ostep;    // step: ostride, or m when it is 0
   logic [MW:0]     mb_q;     // mg * NOUT
   logic [MW-1:0]   mg_q;     // output group
   logic [MW-1:0]   mgn;      // ceil(m / NOUT) output groups
@@ -131,6 +134,7 @@ module pqa_lookup #(
   logic [RowW-1:0] gk_q;     // g * k
   logic            issue, last_g, last_m, l_end;
 
+  assign ostep  = (ostride_i == '0) ? OffW'(m_i) : OffW'(ostride_i);
   assign mgn    = MW'(((MW + 1)'(m_i) + (MW + 1)'(NOUT - 1)) / (MW + 1)'(NOUT));
   assign last_g = (cb_q + (CW + 1)'(NS) >= {1'b0, c_i});
   assign last_m = (mb_q + (MW + 1)'(NOUT) >= {1'b0, m_i});
@@ -159,7 +163,7 @@ module pqa_lookup #(
     end else if (start_i) begin
       run_q <= 1'b1;
       j_q   <= '0;
-      lo_q  <= '0;
+      lo_q  <= OffW'(ooff_i);
       mb_q  <= '0;
       mg_q  <= '0;
       cb_q  <= '0;
@@ -178,7 +182,7 @@ module pqa_lookup #(
           cb_q <= '0;
           gk_q <= '0;
           j_q  <= j_q + RunNW'(1);
-          lo_q <= lo_q + OffW'(m_i);
+          lo_q <= lo_q + ostep;
         end
       end
       if (l_end) begin

@@ -345,6 +345,8 @@ module pqa_top #(
   logic [pqa_pkg::QuantShiftW-1:0]  shift;
   logic [pqa_pkg::QuantBitsW-1:0]   act_bits;
   logic [pqa_pkg::RunNW-1:0]        run_n;
+  logic [pqa_pkg::RunOstrideW-1:0]  run_ostride;
+  logic [pqa_pkg::RunOoffW-1:0]     run_ooff;
   logic                             enc_start, enc_done, lk_start, lk_done, idx_credit;
 
   pqa_ctrl #(
@@ -415,6 +417,8 @@ module pqa_top #(
     .shift_o            (shift),
     .mult_o             (mult),
     .run_n_o            (run_n),
+    .run_ostride_o      (run_ostride),
+    .run_ooff_o         (run_ooff),
     .conv_o             (conv),
     .fmap_h_o           (fmap_h),
     .fmap_w_o           (fmap_w),
@@ -796,6 +800,8 @@ module pqa_top #(
     .rst_ni      (rst_ni),
     .start_i     (lk_start),
     .n_i         (run_n),
+    .ostride_i   (run_ostride),
+    .ooff_i      (run_ooff),
     .pack_i      (lut_pack),
     .k_i         (k),
     .c_i         (c),

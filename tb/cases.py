@@ -243,6 +243,9 @@ CONV_CASES: dict[str, tuple[ConvCase, str]] = {
     "conv2x3_s3_p2_pool": (ConvCase(7, 8, 2, 3, 2, 3, 2, k=2, v=5, m=7, relu=True, unsigned=True, bits=6), "pool"),
     "conv3x3_s1_p1_add": (ConvCase(6, 5, 4, 1, 3, 3, 1, k=4, v=6, m=4, relu=True), "add"),
     "conv3x3_s2_banded_20x16x13": (ConvCase(20, 16, 13, 2, 3, 3, 1, k=3, v=8, m=5, relu=True), ""),
+    # the table (12 groups x 16 x 22 output groups x 8 B = 33,792 B) exceeds LutBytes: tiled over m, two tiles
+    # whose runs write channels 0..32 and 33..63 (run.ooff, run.ostride)
+    "conv3x3_m64_table_tiled": (ConvCase(6, 6, 8, 1, 3, 3, 1, k=16, v=3, m=64, relu=True), ""),
 }
 VEC_CASES = ["pool_relu", "pool_unsigned", "pool_signed", "add_relu", "add_unsigned", "add_signed"]
 
@@ -295,6 +298,12 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "run_dst_beyond_enum": ([st, fm, cv, shape, q8, encode("run", n=16, dst=3), encode("end")], "limit", 40),
         "pool_dst_is_src": ([st, fm, q8, encode("pool", src=0, dst="act0"), encode("end")], "limit", 24),
         "add_dst_beyond_enum": ([st, q8, encode("add", n=8, ma=1, mb=1, src=1, dst=3), encode("end")], "limit", 16),
+        # run's output stride and offset: a stride below m, an offset (or a stride) that runs past dst
+        "run_ostride_below_m": ([st, fm, cv, shape, q8, encode("run", n=16, ostride=3), encode("end")], "limit", 40),
+        "run_ooff_beyond_out": ([st, fm, cv, shape, q8, encode("run", n=16, ostride=5, ooff=1),
+                                 encode("run", n=16, ooff=cfg.OutBytes - 63), encode("end")], "limit", 48),
+        "run_ostride_beyond_act": ([st, fm, cv, shape, q8, encode("run", n=16, ostride=cfg.ActBytes // 15 + 1,
+                                                                  dst="act1"), encode("end")], "limit", 40),
     }
 
 

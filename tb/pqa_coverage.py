@@ -70,6 +70,7 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
                 bins=[(2, 2), (3, cfg.LutW - 1), (cfg.LutW, cfg.LutW)], bins_labels=["2", f"3-{cfg.LutW - 1}", "LutW"])
     @CoverPoint("pqa.layers", xf=lambda s: s.get("n_layers"), bins=[1, 2, 3])
     @CoverPoint("pqa.tiled", xf=lambda s: s.get("tiled"), bins=[True])
+    @CoverPoint("pqa.m_tiled", xf=lambda s: s.get("m_tiled"), bins=[True])
     @CoverPoint("pqa.data", xf=many("data"), rel=lambda v, b: b in v, bins=["ties", "sat_hi", "sat_lo", "round_half"],
                 inj=False)
     @CoverPoint("pqa.stim", xf=many("stim"), rel=lambda v, b: b in v, bins=stims, inj=False)
@@ -125,6 +126,7 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     s["act_bits"], s["lut_bits"] = gen.get("act_bits"), gen.get("lut_bits")
     s["n_layers"] = len(lay) or None
     s["tiled"] = any(q.get("tiles", 1) > 1 for q in manifest.get("layers", []))
+    s["m_tiled"] = any(len(q.get("m_tiles", [])) > 1 for q in manifest.get("layers", []))  # a table tiled over m
     s["data"] = [k for k in ("ties", "sat_hi", "sat_lo", "round_half") if gen.get(k)]
     conv = gen.get("conv")
     if conv:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from graphgen import RandomGraph
 
-from pqcompile import backend, ir, sim
+from pqcompile import backend, ir, layout, sim
 from pqcompile.errors import CompileError
 from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, field_max, reserved_mask, with_field
 from pqcompile.spec import HwConfig, load
@@ -47,10 +47,11 @@ def _metric(rng: np.random.Generator) -> str:
 
 
 def _kvm(rng: np.random.Generator, cfg: HwConfig, d: int, m: int, kmax: int | None = None,
-         window: int = 0) -> tuple[int, int, int]:
+         window: int = 0, big: bool = False) -> tuple[int, int, int]:
     """(k, v, m) for a PQ layer of column length d inside the configuration's limits (m lowered if needed);
     a conv layer's ``window`` (kh*kw) is taken as v one time in three when it fits (one channel a subspace:
-    the encoder's lanes gather mode)."""
+    the encoder's lanes gather mode). ``big``: the table may exceed the table buffer (the back end tiles it
+    over m); only the prototypes and one output group's table must fit, and k is drawn large."""
     if window and window <= cfg.VMax and d // window <= cfg.CMax and rng.random() < 1 / 3:
         v = window
     else:
@@ -58,6 +59,12 @@ def _kvm(rng: np.random.Generator, cfg: HwConfig, d: int, m: int, kmax: int | No
     c = -(-d // v)
     k = int(rng.choice([1, 2, 3, 5, 7, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
     k = min(k, kmax or k)
+    if big:
+        k = min(cfg.KMax, kmax or cfg.KMax)
+        while k > 1 and (layout.proto_bytes(cfg, c, k, v) > cfg.proto_cap
+                         or layout.lut_bytes(cfg, c, k, cfg.NOUT) > cfg.lut_cap):
+            k -= 1
+        return k, v, m
     while k > 1 and (c * k * v > cfg.ProtoBytes or c * k * m * cfg.lut_bytes > cfg.LutBytes):
         k -= 1
     while m > 1 and c * k * m * cfg.lut_bytes > cfg.LutBytes:
@@ -71,16 +78,20 @@ def _out(rng: np.random.Generator, cfg: HwConfig, bits: int) -> dict[str, Any]:
 
 
 def mlp_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: int) -> RandomGraph:
-    """1..3 chained linear PQ layers on n columns; 15% with more columns than the buffers hold (tiling)."""
+    """1..3 chained linear PQ layers on n columns; 15% with more columns than the buffers hold (tiling); 15%
+    whose first layer has a table larger than the table buffer (MMax outputs, long columns: tiled over m)."""
     dmax = min(cfg.ActBytes, cfg.CMax * cfg.VMax)
-    d = int(rng.choice([1, int(rng.integers(1, 40)), int(rng.integers(1, dmax + 1))]))
+    big = rng.random() < 0.15
+    d = int(rng.integers(dmax // 2, dmax + 1)) if big else \
+        int(rng.choice([1, int(rng.integers(1, 40)), int(rng.integers(1, dmax + 1))]))
     nl = int(rng.choice([1, 1, 2, 3]))
     shapes = []
     for i in range(nl):
         last_or_any = i == nl - 1 or rng.random() < 0.5
         m = int(rng.choice([1, 3, cfg.MMax, int(rng.integers(1, cfg.MMax + 1))])) if last_or_any \
             else int(rng.integers(2, cfg.MMax + 1))
-        k, v, m = _kvm(rng, cfg, d, m)
+        m = cfg.MMax if big and i == 0 else m
+        k, v, m = _kvm(rng, cfg, d, m, big=big and i == 0)
         shapes.append((d, m, k, v))
         d = m
     n = int(rng.integers(1, 13))
@@ -167,7 +178,7 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
 
 ERROR_KINDS = ("illegal_opcode", "reserved_bit", "misaligned", "k_beyond", "bits_bad", "shift_bad",
                "load_beyond_buffer", "run_too_many", "store_beyond_mem", "unsigned_bits", "conv_d_bad",
-               "fmap_beyond", "add_n_bad")
+               "fmap_beyond", "add_n_bad", "run_out_beyond")
 CONV_ERROR_KINDS = ("conv_d_bad", "fmap_beyond", "add_n_bad")  # need a conv program (fmap, add)
 
 
@@ -214,6 +225,9 @@ def _mutate(rng: np.random.Generator, cfg: HwConfig, words: list[int], kind: str
     elif kind == "run_too_many":
         i = pick("run")
         words[i] = with_field(words[i], "n", int(rng.integers(cfg.ActBytes + 1, 1 << 24)))
+    elif kind == "run_out_beyond":  # the run's outputs would end past its destination (run.ooff)
+        i = pick("run")
+        words[i] = with_field(words[i], "ooff", int(rng.integers(max(cfg.ActBytes, cfg.OutBytes), 1 << 16)))
     elif kind == "unsigned_bits":  # unsigned needs bits < ActW: limit at the next run / pool / add
         i = pick("quant")
         words[i] = with_field(with_field(words[i], "unsigned", 1), "bits", cfg.ActW)
@@ -291,7 +305,10 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
                 w = encode("add", n=int(rng.integers(0, 400)), ma=int(rng.integers(0, 1 << 16)),
                            mb=int(rng.integers(0, 1 << 16)))
             else:
-                w = encode("run", n=int(rng.integers(1, 9)))
+                # run.ostride / ooff: mostly dense from byte 0, a stride below m (limit) now and then
+                w = encode("run", n=int(rng.integers(1, 9)),
+                           ostride=int(rng.choice([0, 0, 0, int(rng.integers(0, 20))])),
+                           ooff=int(rng.choice([0, 0, 0, int(rng.integers(0, 64))])))
         words.append(_no_self_modify(w, code_end, mem_bytes))
     if rng.random() < 0.9:
         words.append(encode("end"))

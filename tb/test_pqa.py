@@ -45,6 +45,8 @@ SHAPES: dict[str, tuple[list[LayerShape], int] | tuple[list[LayerShape], int, in
     "d7_v8_k1_m3_l2": ([LayerShape(7, 3, 1, 8, "l2", False)], 5),
     "chain_30_24_10_tiled": ([LayerShape(30, 24, 7, 8, "l2", True), LayerShape(24, 10, 3, 5, "l1", False)], 150),
     "act4_lut3_chain": ([LayerShape(12, 9, 6, 4, "l1", True), LayerShape(9, 5, 4, 3, "l2", False)], 10, 4, 3),
+    # 16 groups x 16 x 22 output groups x 8 B = 45,056 B of table > LutBytes: tiled over m (two table sets)
+    "d64_v2_k16_m64_table_tiled": ([LayerShape(64, 64, 16, 2, "l2", True)], 5),
 }
 
 

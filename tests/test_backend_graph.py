@@ -20,7 +20,7 @@ from pqcompile import build as pqbuild
 from pqcompile.isa import decode as isa_decode
 from pqcompile.isa import field_limit
 from pqcompile.ops import pq
-from pqcompile.spec import load
+from pqcompile.spec import HwConfig, load
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = load()
@@ -481,14 +481,69 @@ def test_allocate_unit() -> None:
 # ------------------------------------------------------------------------------------------------------------
 # checks and errors
 # ------------------------------------------------------------------------------------------------------------
-def test_tables_beyond_buffers_name_op_and_buffer() -> None:
-    b = Builder(_inputs(np.random.default_rng(14), 1, (4, 4, 24)), seed=14, lut_bits=8)
-    # LUT: c=27 subspaces in 14 groups of small's 2 lanes, 16 prototypes, ceil(64/3) = 22 output groups of its
-    # 3 output lanes, rows of 2 lane words of 4 bytes: 14*16*22*8 = 39424 B > LutBytes=32768
+def _runs_and_table_loads(prog: backend.Program) -> list[tuple[str, dict[str, Any]]]:
+    """The program's `run`s, `shape`s and `lut` loads in order: (mnemonic, operands)."""
+    lut = SPEC.enums["buffer"]["lut"]
+    out = []
+    for w in prog.words:
+        ins = isa_decode(w)
+        if ins.mnemonic in ("run", "shape") or (ins.mnemonic == "load" and ins.ops["buf"] == lut):
+            out.append((ins.mnemonic, ins.ops))
+    return out
+
+
+def test_table_tiled_over_m_keeps_a_bank_per_tile() -> None:
+    """A table larger than the buffer is tiled over m, not refused: 27 subspaces in 14 groups of small's 2 lanes,
+    16 prototypes, 22 output groups of 3, rows of 8 bytes: 39,424 B > LutBytes=32768. Two tiles of 33 and 31
+    outputs (whole output groups), each a table set of its own bank, loaded once for both images; every run
+    writes its tile's channels (ooff = 0 or 33, ostride = 64). The result equals the untiled reference."""
+    b = Builder(_inputs(np.random.default_rng(14), 2, (4, 4, 24)), seed=14, lut_bits=8)
     t = b.pq("big", "x", m=64, k=16, v=8, kh=3, pad=1)
-    with pytest.raises(backend.CompileError, match=r"layer 0 \(big .*table \(LUT\) needs 39424 bytes.*'lut'"):
-        backend.emit_graph(SMALL, b.graph(t), b.x)
-    backend.emit_graph(DEFAULT, b.graph(t), b.x)  # fits LutBytes=131072
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["m_tiles"] == [[0, 33], [33, 64]] and lay["tiles"] == 4  # 2 images x 2 tiles
+    seq = _runs_and_table_loads(prog)
+    loads = [ops for mn, ops in seq if mn == "load"]
+    assert [ld["nbytes"] for ld in loads] == [14 * 16 * 11 * 8] * 2 and {ld["bank"] for ld in loads} == {0, 1}
+    bank_of_m = {ops["m"]: ops["bank"] for mn, ops in seq if mn == "shape"}
+    assert bank_of_m == {33: loads[0]["bank"], 31: loads[1]["bank"]}
+    runs = [(ops["ooff"], ops["ostride"]) for mn, ops in seq if mn == "run"]
+    assert runs == [(0, 64), (33, 64)] * 2
+    # tile 1's table streams in during tile 0's first run (right after it), not after it
+    kinds = [mn for mn, _ in seq]
+    assert kinds[kinds.index("run") + 1] == "load"
+    y_def, prog_def, _ = run_graph(DEFAULT, b.graph(t), b.x)  # fits LutBytes=131072: one tile
+    assert prog_def.manifest["layers"][0]["m_tiles"] == [[0, 64]] and np.array_equal(y_def, b.vals[t])
+
+
+def test_table_tiled_over_m_beyond_the_banks_reloads() -> None:
+    """With LutBytes=8192 the same table needs six tiles (four output groups of 3, 7,168 B, each): more than the
+    two banks, so every tile's tables load again for every run (image), the sets alternating banks in program
+    order. Still exact."""
+    cfg = HwConfig("small_lut8k", "small with an 8 KiB table buffer", {**SMALL.params, "LutBytes": 8192})
+    b = Builder(_inputs(np.random.default_rng(15), 2, (4, 4, 24)), seed=15, lut_bits=8)
+    t = b.pq("big", "x", m=64, k=16, v=8, kh=3, pad=1)
+    prog = _check(cfg, b, t)
+    tiles = prog.manifest["layers"][0]["m_tiles"]
+    assert tiles == [[m0, min(64, m0 + 12)] for m0 in range(0, 64, 12)]
+    seq = _runs_and_table_loads(prog)
+    loads = [ops for mn, ops in seq if mn == "load"]
+    assert len(loads) == 2 * len(tiles)
+    assert [ld["bank"] for ld in loads] == [i % 2 for i in range(len(loads))]
+    shapes = [ops for mn, ops in seq if mn == "shape"]
+    assert [s["bank"] for s in shapes] == [ld["bank"] for ld in loads]
+    assert [ops["ooff"] for mn, ops in seq if mn == "run"] == [m0 for m0, _ in tiles] * 2
+
+
+def test_tables_beyond_buffers_name_op_and_buffer() -> None:
+    """Tiling over m stops at one output group: a table whose single group of NOUT outputs does not fit is
+    refused (tiling over c is not built), naming the op, the bytes and the buffer."""
+    cfg = HwConfig("small_lut1k", "small with a 1 KiB table buffer", {**SMALL.params, "LutBytes": 1024})
+    b = Builder(_inputs(np.random.default_rng(14), 1, (4, 4, 24)), seed=14, lut_bits=8)
+    t = b.pq("big", "x", m=64, k=16, v=8, kh=3, pad=1)
+    with pytest.raises(backend.CompileError, match=r"layer 0 \(big .*the table of even 3 output\(s\) .* needs 1792 "
+                                                   r"bytes, more than buffer 'lut'.*tiling over c is not supported"):
+        backend.emit_graph(cfg, b.graph(t), b.x)
 
 
 def test_pool_beyond_act_buffer() -> None:

@@ -118,19 +118,22 @@ def plan_op(cfg: HwConfig, g: ir.Graph, i: int, op: ir.Op, n: int, strides: dict
 
 
 def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None, pass_ops: int = 0) -> list[list[PInsn]]:
-    """The instruction stream, op by op, with the table loads moved ahead (docs/compiler.md, "Schedule"):
-    the j-th PQ op uses table bank j % 2 (its table loads and its ``shape``; ``banks[j]`` instead when
-    given: the random programs of tb/pqa_gen.py reuse a bank so that a load must wait for the `run` that
-    reads it), and its table loads go right
-    after the first ``run`` of the PQ op before it, so that they stream into the other bank while that op
-    computes (the controller dispatches in order and runs a load beside a ``run`` of the other bank). The
-    stream means the same as the plans' own order (each op still reads only tables loaded for it); the
+    """The instruction stream, op by op, with the table loads moved ahead (docs/compiler.md, "Schedule").
+
+    A *table set* is the tables one ``shape`` selects: a PQ op has one, an op whose table is tiled over m
+    one per tile (``PInsn.tset``; with more tiles than banks, one per tile and column tile). The sets take
+    the two table banks in turn (the j-th set bank j % 2: its table loads and its ``shape``s; with
+    ``banks``, the bank of each PQ op, its set t gets ``banks[op] ^ (t % 2)``: the random programs of
+    tb/pqa_gen.py reuse a bank so that a load must wait for the `run` that reads it). Set j's loads go
+    right after the first ``run`` of set j-1, or after the last ``run`` of an earlier set of the same bank
+    when that comes later, so that they stream into their bank while the set before computes from the
+    other one (the controller dispatches in order and runs a load beside a ``run`` of the other bank). The
+    stream means the same as the plans' own order (each run still reads only tables loaded for it); the
     plans are not changed. The moved loads sit among the earlier op's instructions, so its stamps count
-    their bytes and cycles. Where two PQ ops in a row share a bank, the later one's loads follow the earlier
-    one's last run instead (they then wait for it). An op's set-up instructions before its first compute
-    instruction (``shape``, ``quant``, ``fmap``, ``conv``: sim.SETUP) go to the end of the op before it, ahead
-    of that op's stamp, so that the controller decodes them while that op computes (it hands the units a copy
-    of the layer state that holds while they work); they count in the earlier op's stamps.
+    their bytes and cycles. An op's set-up instructions before its first compute instruction (``shape``,
+    ``quant``, ``fmap``, ``conv``: sim.SETUP) go to the end of the op before it, ahead of that op's stamp,
+    so that the controller decodes them while that op computes (it hands the units a copy of the layer
+    state that holds while they work); they count in the earlier op's stamps.
 
     ``pass_ops``: the plans are passes of that many ops (``--batch``; addresses resolved). The loads of a
     pass's first op that precede its first compute instruction (its input) go to the start of the earliest op
@@ -143,23 +146,54 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None, pass_ops: 
     def is_table_load(q: PInsn) -> bool:
         return q.mnemonic == "load" and q.ops["buf"] in table_bufs
 
-    out = [[PInsn(q.mnemonic, dict(q.ops)) for q in p.insns] for p in plans]
+    out = [[q.copy() for q in p.insns] for p in plans]
     pq = [i for i, p in enumerate(plans) if any(q.mnemonic == "run" for q in p.insns)]
-    bank = [banks[j] if banks is not None else j % 2 for j in range(len(pq))]
-    for j, i in enumerate(pq):
+    # the table sets in program order, each with its bank and its loads
+    key_of: dict[int, tuple[int, int]] = {}  # id(instruction) -> (op, tset)
+    bank_seen: set[tuple[int, int]] = set()
+    sets: list[tuple[int, int]] = []
+    for i in pq:
         for q in out[i]:
             if is_table_load(q) or q.mnemonic == "shape":
-                q.ops["bank"] = bank[j]
-        if j == 0:
+                key = (i, q.tset)
+                if key not in bank_seen:
+                    bank_seen.add(key)
+                    sets.append(key)
+                key_of[id(q)] = key
+    bank = {key: (banks[pq.index(key[0])] ^ (key[1] % 2)) if banks is not None else n % 2
+            for n, key in enumerate(sets)}
+    for i in pq:
+        for q in out[i]:
+            if id(q) in key_of:
+                q.ops["bank"] = bank[key_of[id(q)]]
+
+    def runs() -> dict[tuple[int, int], list[tuple[int, int]]]:
+        """The (op, index) of every run of each set: a run uses the set of the shape before it."""
+        found: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for i in pq:
+            cur = None
+            for k, q in enumerate(out[i]):
+                if q.mnemonic == "shape":
+                    cur = key_of[id(q)]
+                elif q.mnemonic == "run" and cur is not None:
+                    found.setdefault(cur, []).append((i, k))
+        return found
+
+    for j in range(1, len(sets)):
+        key = sets[j]
+        where = runs()
+        after = [where[sets[j - 1]][0]] if sets[j - 1] in where else []
+        after += [where[e][-1] for e in sets[:j] if bank[e] == bank[key] and e in where]
+        if not after:
             continue
-        moved = [q for q in out[i] if is_table_load(q)]
-        out[i] = [q for q in out[i] if not is_table_load(q)]
-        prev = out[pq[j - 1]]
-        runs = [k for k, q in enumerate(prev) if q.mnemonic == "run"]
-        # after the earlier op's first run; after its last one when it uses the same bank (its later runs
-        # read that bank's tables)
-        at = (runs[0] if bank[j] != bank[j - 1] else runs[-1]) + 1
-        prev[at:at] = moved
+        i = key[0]
+        moved = [q for q in out[i] if is_table_load(q) and key_of.get(id(q)) == key]
+        first = next(k for k, q in enumerate(out[i]) if q is moved[0]) if moved else -1
+        at_op, at_k = max(after)
+        if not moved or (at_op, at_k) > (i, first):
+            continue  # the plan's own place is already the earliest (a load never moves later)
+        out[i] = [q for q in out[i] if not any(q is x for x in moved)]
+        out[at_op][at_k + 1 : at_k + 1] = moved
     for i in range(1, len(out)):
         first = next((k for k, q in enumerate(out[i]) if q.mnemonic in sim.COMPUTE), len(out[i]))
         lead = [q for q in out[i][:first] if q.mnemonic in sim.SETUP]
@@ -393,7 +427,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
                  f"input {g.input} [{n}][{shape_str(tin.shape)}] int8, {strides[g.input]} bytes per image"))
 
     def resolve(p: PInsn, at: dict[str, int]) -> PInsn:
-        return PInsn(p.mnemonic, {k: (at[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()})
+        return p.copy({k: (at[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()})
 
     # the passes' plans, addresses resolved (each pass's slices of the input and output regions), scheduled as
     # one stream: a pass's first tables and inputs are prefetched during the pass before it

@@ -109,11 +109,11 @@ def keep_on_chip(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[st
     tensors' bytes in memory, ``data``: the same without the padding after the last image (default
     ``sizes``). Returns where each kept tensor lived (``act0``, ``act1`` or ``out``) for the manifest."""
     data = data if data is not None else sizes
-    originals = [[PInsn(q.mnemonic, dict(q.ops)) for q in p.insns] for p in plans]
+    originals = [[q.copy() for q in p.insns] for p in plans]
     stored: set[str] = set()  # tensors that must go through memory
     while True:
         for p, ins in zip(plans, originals, strict=True):
-            p.insns = [PInsn(q.mnemonic, dict(q.ops)) for q in ins]
+            p.insns = [q.copy() for q in ins]
         try:
             return _pass(cfg, g, plans, sizes, data, stored)
         except _Restart as r:

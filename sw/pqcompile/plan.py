@@ -36,10 +36,17 @@ def tensor(name: str, off: int) -> Ref:
 
 @dataclass
 class PInsn:
-    """An instruction before address resolution: operands are ints, enum names or :class:`Ref`."""
+    """An instruction before address resolution: operands are ints, enum names or :class:`Ref`. ``tset``:
+    on a table ``load`` or a ``shape``, the op's table set it belongs to (an op whose table is tiled over m
+    has several: :func:`pqcompile.backend.schedule` gives each its bank)."""
 
     mnemonic: str
     ops: dict[str, Any]
+    tset: int = 0
+
+    def copy(self, ops: dict[str, Any] | None = None) -> PInsn:
+        """The same instruction with a copy of its operands (or ``ops``)."""
+        return PInsn(self.mnemonic, dict(self.ops) if ops is None else ops, self.tset)
 
 
 @dataclass

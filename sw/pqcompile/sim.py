@@ -471,11 +471,12 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             dbuf = banks[dst[0]][dst[1]] if dst is not None else None
             src = act[ops["src"]]
             if name == "run":
-                if dbuf is None or not layer_fits(cfg, st, ops["n"], dbuf.size):
+                step, off = ops["ostride"] or st.m, ops["ooff"]
+                if dbuf is None or not layer_fits(cfg, st, ops["n"], dbuf.size, ops["ostride"], off):
                     return stop("limit")
                 go()
                 tables = {b: banks[b][st.bank] for b in TABLE_BUFS}
-                _run_layer(cfg, st, ops["n"], {**tables, "act": src}, dbuf)
+                _run_layer(cfg, st, ops["n"], {**tables, "act": src}, dbuf, step, off)
             elif name == "pool":
                 if dbuf is None or not pool_fits(cfg, st, dbuf.size):
                     return stop("limit")
@@ -519,9 +520,12 @@ def pool_fits(cfg: HwConfig, st: _State, dst_bytes: int | None = None) -> bool:
     return fmap_fits(cfg, st.geom) and st.geom.ch <= (dst_bytes or cfg.OutBytes) and post_fits(cfg, st)
 
 
-def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None) -> bool:
+def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None, ostride: int = 0,
+               ooff: int = 0) -> bool:
     """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False;
-    ``dst_bytes``: the size of its destination, default the output buffer's)."""
+    ``dst_bytes``: the size of its destination, default the output buffer's; ``ostride``, ``ooff``: the
+    run's fields)."""
+    step = ostride or st.m
     g = st.geom
     if st.conv and not (fmap_fits(cfg, g) and g.stride >= 1 and g.kh >= 1 and g.kw >= 1 and g.out_w >= 1
                         and st.d == g.ch * g.kh * g.kw):
@@ -537,12 +541,14 @@ def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None) 
         and cfg.lut_rows(st.c, st.k, st.m, bool(st.pack)) * cfg.lut_row_stride <= cfg.lut_cap
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
-        and n * st.m <= (dst_bytes or cfg.OutBytes)
+        and (ostride == 0 or ostride >= st.m)
+        and ooff + (n - 1) * step + st.m <= (dst_bytes or cfg.OutBytes)
         and post_fits(cfg, st)
     )
 
 
-def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], out: np.ndarray) -> None:
+def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], out: np.ndarray, step: int,
+               off: int) -> None:
     c, k, v, d, m = st.c, st.k, st.v, st.d, st.m
     x = np.zeros((n, c * v), np.int64)
     if st.conv:
@@ -557,4 +563,9 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     idx = encode(x.reshape(n, c, v), protos, st.metric)
     acc = lookup(idx, lut, bias, cfg.AccW)
     y = requantize(acc, st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
-    out[: n * m] = y.astype(np.int8).view(np.uint8).reshape(-1)
+    y8 = y.astype(np.int8).view(np.uint8).reshape(n, m)
+    if step == m:
+        out[off : off + n * m] = y8.reshape(-1)
+    else:  # column j at off + j*step (step > m: the bytes between keep their values)
+        rows = off + np.arange(n)[:, None] * step + np.arange(m)[None, :]
+        out[rows] = y8

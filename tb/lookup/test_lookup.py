@@ -1,14 +1,15 @@
 """Block bench of ``pqa_lookup`` (with its ``pqa_postproc``) against ``pqcompile.sim.lookup`` and
-``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes),
-int32 biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned: column j
-at byte j*m), c = 1 and c = CMax, k = 1, every output width and ReLU; runs of several columns streamed
-through the index queue by an encoder stand-in (tb_lookup), which stalls now and then, lanes past c
-holding junk; and the documented cycle count without stalls (:func:`done_cycles`). The table is packed into
-rows of NS lanes of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full,
-m the last output group); at LutW > 8 every other case is packed (``shape.pack``: byte entries, two table
-rows to a buffer row, each lane picking its half). Parametrized over LutW (8, and 12 stored in two bytes), AccW
-(32, 20), CMax (32, 5), the lanes NS x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's
-writes and bias / output groups wider than a bus word) and buffer sizes that are not powers of two."""
+``pqcompile.sim.requantize``: table entries at the extremes of LutW (sign extension from LUT_BYTES bytes), int32
+biases at the extremes, accumulators that wrap at AccW, odd m (output bytes not word aligned: column j at byte j*m),
+every third case at an output offset and stride (``run.ooff``, ``run.ostride``: column j at byte ooff + j*ostride,
+the bytes between untouched), c = 1 and c = CMax, k = 1, every output width and ReLU; runs of several columns
+streamed through the index queue by an encoder stand-in (tb_lookup), which stalls now and then, lanes past c holding
+junk; and the documented cycle count without stalls (:func:`done_cycles`). The table is packed into rows of NS lanes
+of NOUT entries by ``pqcompile.layout`` (c leaves the last subspace group partially full, m the last output group);
+at LutW > 8 every other case is packed (``shape.pack``: byte entries, two table rows to a buffer row, each lane
+picking its half). Parametrized over LutW (8, and 12 stored in two bytes), AccW (32, 20), CMax (32, 5), the lanes NS
+x NOUT (3 x 4 and 2 x 3; slow: 1 x 1 and 5 x 32, the three layouts of pqa_rowmem's writes and bias / output groups
+wider than a bus word) and buffer sizes that are not powers of two."""
 
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ async def lookup_matches_golden(dut: object) -> None:
     dut.pack_i.value = 0
     dut.load_we_i.value = 0
     dut.stall_i.value = 0
+    dut.ostride_i.value = 0
+    dut.ooff_i.value = 0
     await start_clock(dut)
     lo, hi = -(1 << (lutw - 1)), (1 << (lutw - 1)) - 1
     wrapped = packed = 0
@@ -77,8 +80,11 @@ async def lookup_matches_golden(dut: object) -> None:
             k = rng.choice([1, 2, 3, 7, 16])
             m = rng.randint(1, min(2 * p["BiasWords"], 70))
             n = rng.choice([1, 2, rng.randint(1, 6)])
+            # every third case writes column j at ooff + j*step (run.ooff, run.ostride), else dense from 0
+            step = rng.choice([m, m + 1, m + rng.randint(0, 9)]) if i % 3 == 1 else m
+            off = rng.randint(1, 13) if i % 3 == 1 else 0
             fits = layout.lut_bytes(cfg, c, k, m, pack) <= cfg.lut_cap
-            if fits and n * m <= p["OutBytes"] - 8 and n * -(-c // ns) <= 256:
+            if fits and off + (n - 1) * step + m <= p["OutBytes"] - 8 and n * -(-c // ns) <= 256:
                 break
         extreme = i % 3 == 0
         stall = i % 4 == 3
@@ -101,6 +107,8 @@ async def lookup_matches_golden(dut: object) -> None:
                 words += sum(v << (8 * s) for s, v in enumerate(lanes)).to_bytes(8, "little")
         await load_words(dut, 3, words)
         dut.k_i.value, dut.c_i.value, dut.m_i.value, dut.n_i.value, dut.pack_i.value = k, c, m, n, int(pack)
+        dut.ostride_i.value = 0 if step == m and i % 2 == 0 else step  # 0 and m mean the same
+        dut.ooff_i.value = off
         dut.mult_i.value, dut.shift_i.value, dut.relu_i.value, dut.bits_i.value = mult, shift, relu, bits
         dut.stall_i.value = int(stall)
         dut.start_i.value = 1
@@ -113,10 +121,14 @@ async def lookup_matches_golden(dut: object) -> None:
             assert int(dut.cycles_o.value) == done_cycles(groups, outs, n), \
                 f"case {i}: done after {int(dut.cycles_o.value)} cycles, expected {done_cycles(groups, outs, n)}"
         acc = sim.lookup(idx, lut, bias, accw)
-        exp = sim.requantize(acc, mult, shift, bool(relu), bits).astype(np.int8).tobytes()
-        got = await read_out(dut, 0, n * m + 1)
-        assert got[: n * m] == exp, f"case {i}: n={n} c={c} k={k} m={m}: RTL {got.hex()} != {exp.hex()}"
-        assert got[n * m :] == junk[n * m : n * m + 1], "byte after the run's outputs overwritten"
+        y = sim.requantize(acc, mult, shift, bool(relu), bits).astype(np.int8).view(np.uint8)
+        span = off + (n - 1) * step + m + 1  # the outputs and one byte past them
+        exp = bytearray(junk[:span])
+        for j in range(n):
+            exp[off + j * step : off + j * step + m] = y[j].tobytes()
+        got = await read_out(dut, 0, span)
+        assert got == bytes(exp), (f"case {i}: n={n} c={c} k={k} m={m} ooff={off} step={step}: RTL {got.hex()} "
+                                   f"!= {bytes(exp).hex()} (bytes outside the outputs must keep their values)")
         full = lut[np.arange(c), idx, :].astype(np.int64).sum(1) + bias
         wrapped += int((full != acc).sum())
     if accw < 34:

@@ -7,7 +7,7 @@ in bands of output rows)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -153,17 +153,38 @@ def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int, pack: bool = Fals
             "bias": m * cfg.elem_bytes("bias")}
 
 
+def m_tiles(cfg: HwConfig, c: int, k: int, m: int, pack: bool, where: str = "") -> list[tuple[int, int]]:
+    """The output ranges [m0, m1) of a PQ op's table tiles: the whole [0, m) when its table fits a bank of the
+    table buffer, else the fewest tiles of one size (whole groups of NOUT outputs, the last one smaller) whose
+    tables [c][k][m1-m0] do. Each tile is a table set of its own (``shape`` with m = m1 - m0) whose ``run``
+    writes its outputs at ``ooff`` = m0, ``ostride`` = m: into their channels of the op's channels-last
+    result."""
+    if layout.lut_bytes(cfg, c, k, m, pack) <= cfg.lut_cap:
+        return [(0, m)]
+    for t in range(2, m + 1):
+        per = -(-m // t)  # outputs a tile, rounded up to whole output groups
+        size = -(-per // cfg.NOUT) * cfg.NOUT
+        if layout.lut_bytes(cfg, c, k, size, pack) <= cfg.lut_cap:
+            return [(m0, min(m, m0 + size)) for m0 in range(0, m, size)]
+    one = min(m, cfg.NOUT)
+    raise CompileError(f"{where}: the table of even {one} output(s) (c={c} subspaces x k={k} prototypes) needs "
+                       f"{layout.lut_bytes(cfg, c, k, one, pack)} bytes, more than buffer 'lut' of config "
+                       f"'{cfg.name}' holds (whole rows of LutBytes={cfg.lut_cap}); tiling over c is not supported")
+
+
 def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: int, lut: np.ndarray,
                  protos: np.ndarray) -> None:
+    """The limits of a PQ op's shape and tables; a table larger than the buffer is tiled over m
+    (:func:`m_tiles`, which refuses one whose single output group does not fit)."""
     lim = [("k", k, cfg.KMax, "KMax"), ("v", v, cfg.VMax, "VMax"), ("c", c, cfg.CMax, "CMax"),
            ("m", m, cfg.MMax, "MMax")]
     for what, val, mx, key in lim:
         if not 1 <= val <= mx:
             raise CompileError(f"{where}: {what}={val} is beyond the hardware limit {key}={mx} of config '{cfg.name}'")
     need = table_bytes(cfg, c, k, v, m, packs(cfg, lut))
+    m_tiles(cfg, c, k, m, packs(cfg, lut), where)
     tables = [
         ("prototypes", need["proto"], cfg.proto_cap, "whole rows of ProtoBytes", "proto"),
-        ("table (LUT)", need["lut"], cfg.lut_cap, "whole rows of LutBytes", "lut"),
         ("bias", need["bias"], cfg.bias_bytes, "bias buffer", "bias"),
     ]
     for what, need_b, have, key, buf in tables:
@@ -288,14 +309,21 @@ class PQHandler(OpHandler):
         return kind == "conv" or (kind == "flatten-linear" and flatten_group(cfg, g, op, n) == 0)
 
     def tables(self, cfg: HwConfig, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
+        """The op's table images: ``proto``, ``lut``, ``bias``, or with a table tiled over m (:func:`m_tiles`)
+        ``lut.<t>``, ``bias.<t>`` for each tile t (the prototypes are shared)."""
         pack = packs(cfg, op.lut)
         width = "8-bit, packed two rows to a row," if pack else f"{cfg.LutW}-bit"
-        return [("proto", layout.pack_protos(cfg, op.protos),
-                 f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8 in rows of NS={cfg.NS} x NP={cfg.NP} x PL={cfg.PL}"),
-                ("lut", layout.pack_lut(cfg, op.lut, pack),
-                 f"table [c][k][m={op.m}] {width} in rows of NS={cfg.NS} lanes x NOUT={cfg.NOUT}"),
-                ("bias", op.bias.astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
-                 f"bias [m] int{cfg.elem_bits('bias')}")]
+        tiles = m_tiles(cfg, op.c, op.k, op.m, pack)
+        out = [("proto", layout.pack_protos(cfg, op.protos),
+                f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8 in rows of NS={cfg.NS} x NP={cfg.NP} x PL={cfg.PL}")]
+        for t, (m0, m1) in enumerate(tiles):
+            one = len(tiles) == 1
+            sfx, part = ("", "") if one else (f".{t}", f", outputs {m0}..{m1 - 1} (tile {t} of {len(tiles)})")
+            out += [(f"lut{sfx}", layout.pack_lut(cfg, op.lut[:, :, m0:m1], pack),
+                     f"table [c][k][m={op.m}] {width} in rows of NS={cfg.NS} lanes x NOUT={cfg.NOUT}{part}"),
+                    (f"bias{sfx}", op.bias[m0:m1].astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
+                     f"bias [m] int{cfg.elem_bits('bias')}{part}")]
+        return out
 
     def _prelude(self, op: ir.PQOp, i: int, conv: bool, cfg: HwConfig, d: int) -> list[PInsn]:
         pack = packs(cfg, op.lut)
@@ -308,7 +336,48 @@ class PQHandler(OpHandler):
             quant(op.post),
         ]
 
+    def _tile_m(self, cfg: HwConfig, op: ir.PQOp, plan: OpPlan) -> OpPlan:
+        """``plan`` (one table set) with the table tiled over m (:func:`m_tiles`): every ``run`` becomes one
+        ``shape`` and ``run`` per tile (the tile's m; ``ostride`` = m, ``ooff`` = m0: the tile's channels of
+        the whole result), and each tile's tables are loaded before its first run. With no more tiles than
+        table banks every tile keeps a bank (its tables load once for all the op's runs: ``tset`` t); with
+        more, a tile's tables are loaded again for every run (a new table set each time)."""
+        pack = packs(cfg, op.lut)
+        tiles = m_tiles(cfg, op.c, op.k, op.m, pack)
+        if len(tiles) == 1:
+            return plan
+        i = plan.index
+        tbl = {buffer(t) for t in ("proto", "lut", "bias")}
+        shape = next(q for q in plan.insns if q.mnemonic == "shape")
+        keep = len(tiles) <= load().buffers["lut"].banks
+        insns: list[PInsn] = []
+        sets: dict[int, int] = {}  # tile -> its current table set
+        for q in plan.insns:
+            if q.mnemonic == "shape" or (q.mnemonic == "load" and q.ops["buf"] in tbl):
+                continue
+            if q.mnemonic != "run":
+                insns.append(q)
+                continue
+            for t, (m0, m1) in enumerate(tiles):
+                if not keep or t not in sets:
+                    ts = sets[t] = len(sets) if keep else sum(1 for p in insns if p.mnemonic == "shape")
+                    tb = table_bytes(cfg, op.c, op.k, op.v, m1 - m0, pack)
+                    insns += [PInsn("load", {"buf": buffer("proto"), "nbytes": tb["proto"], "addr": Ref(f"proto:{i}")},
+                                    ts),
+                              PInsn("load", {"buf": buffer("lut"), "nbytes": tb["lut"], "addr": Ref(f"lut.{t}:{i}")},
+                                    ts),
+                              PInsn("load", {"buf": buffer("bias"), "nbytes": tb["bias"], "addr": Ref(f"bias.{t}:{i}")},
+                                    ts)]
+                insns += [PInsn("shape", {**shape.ops, "m": m1 - m0}, sets[t]),
+                          PInsn("run", {**q.ops, "ostride": op.m, "ooff": m0})]
+        info = {**plan.info, "m_tiles": [list(t) for t in tiles], "table_sets": len(set(
+            p.tset for p in insns if p.mnemonic == "shape"))}
+        return replace(plan, insns=insns, tiles=sum(1 for p in insns if p.mnemonic == "run"), info=info)
+
     def plan(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp, n: int, strides: dict[str, int]) -> OpPlan:
+        return self._tile_m(cfg, op, self._plan(cfg, g, i, op, n, strides))
+
+    def _plan(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp, n: int, strides: dict[str, int]) -> OpPlan:
         kind = self.kind(g, op)
         act = buffer("act")
         h, w, ch = g.tensors[op.inp].shape
@@ -394,9 +463,11 @@ class PQHandler(OpHandler):
     def entry(self, cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
         op, i = plan.op, plan.index
         assert isinstance(op, ir.PQOp)
-        tb = sum(table_bytes(cfg, op.c, op.k, op.v, op.m, packs(cfg, op.lut)).values())
+        tb = sum(data.size for _, data, _ in self.tables(cfg, op))
+        lut = f"lut:{i}" if f"lut:{i}" in addr else f"lut.0:{i}"
+        bias = f"bias:{i}" if f"bias:{i}" in addr else f"bias.0:{i}"
         return {"d": g.tensors[op.inp].shape[2] * op.kh * op.kw, "m": op.m, "c": op.c, "k": op.k, "v": op.v,
                 "metric": op.metric, "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad,
                 "relu": op.post.relu, "unsigned": op.post.unsigned, "mult": op.post.mult, "shift": op.post.shift,
-                "bits": op.post.bits, "proto_addr": addr[f"proto:{i}"], "lut_addr": addr[f"lut:{i}"],
-                "bias_addr": addr[f"bias:{i}"], "table_bytes": tb}
+                "bits": op.post.bits, "proto_addr": addr[f"proto:{i}"], "lut_addr": addr[lut],
+                "bias_addr": addr[bias], "table_bytes": tb, "m_tiles": plan.info.get("m_tiles", [[0, op.m]])}
