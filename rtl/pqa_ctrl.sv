@@ -98,6 +98,8 @@ module pqa_ctrl #(
   output logic [pqa_pkg::RunNW-1:0]        run_n_o,        // columns of the run
   output logic [pqa_pkg::RunOstrideW-1:0]  run_ostride_o,  // bytes from a column's outputs to the next (0: m)
   output logic [pqa_pkg::RunOoffW-1:0]     run_ooff_o,     // the byte of column 0's outputs
+  output logic                             run_hold_o,     // dst = none: write nothing, hold the accumulators
+  output logic                             run_acc_o,      // start from the held accumulators, not the bias
   output logic                             conv_o,
   output logic [pqa_pkg::FmapHW-1:0]       fmap_h_o,
   output logic [pqa_pkg::FmapWW-1:0]       fmap_w_o,
@@ -198,6 +200,9 @@ module pqa_ctrl #(
   logic [pqa_pkg::RunNW-1:0]    n_q;            // columns of the run
   logic [pqa_pkg::RunOstrideW-1:0] ostride_q;   // its output stride (0: m) and offset
   logic [pqa_pkg::RunOoffW-1:0] ooff_q;
+  logic                         hold_q, acc_q;  // the run's dst = none and acc
+  logic                         held_q;         // a run with dst = none left its accumulators (sim._State.held)
+  logic [pqa_pkg::ShapeMW-1:0]  held_m_q;       // its m
   logic [ClearAw-1:0]           clr_q;
 
   // The units and the instruction each works on (docs/theory.md, "Decoupled units"): the load unit (the
@@ -397,7 +402,7 @@ module pqa_ctrl #(
   // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
   // instead), sim.pool_fits and the limits of `add`, in 64-bit arithmetic.
   logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64, os64, oo64, step64;
-  logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok, dst_ok;
+  logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok, dst_ok, f_none, f_acc;
   logic [63:0] dst_bytes;  // the size of the destination of a `run` / `pool` / `add` (sim.target)
   always_comb begin
     dst_ok    = (64'(f_dst) == 64'(pqa_pkg::TargetOut))
@@ -413,6 +418,8 @@ module pqa_ctrl #(
     os64    = 64'(insn_q[pqa_pkg::RunOstrideLsb +: pqa_pkg::RunOstrideW]);
     oo64    = 64'(insn_q[pqa_pkg::RunOoffLsb +: pqa_pkg::RunOoffW]);
     step64  = (os64 == 64'd0) ? m64 : os64;
+    f_none  = (64'(f_dst) == 64'(pqa_pkg::TargetNone));
+    f_acc   = (insn_q[pqa_pkg::RunAccLsb +: pqa_pkg::RunAccW] != '0);
     an64    = 64'(insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW]);
     h64     = 64'(fmap_h_q);
     w64     = 64'(fmap_w_q);
@@ -438,8 +445,10 @@ module pqa_ctrl #(
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))
            && (os64 == 64'd0 || os64 >= m64)
-           && (oo64 + (n64 - 64'd1) * step64 + m64 <= dst_bytes)  // n64 >= 1 above
-           && post_ok && dst_ok;
+           && (f_none || oo64 + (n64 - 64'd1) * step64 + m64 <= dst_bytes)  // n64 >= 1 above
+           && (!(f_none || f_acc) || n64 == 64'd1)       // the accumulator chain: one column
+           && (!f_acc || (held_q && held_m_q == m_q))  // ... and the held accumulators' m
+           && post_ok && (dst_ok || f_none);
     pool_ok = fmap_ok && (ch64 <= dst_bytes) && post_ok && dst_ok;
     add_ok  = (an64 >= 64'd1) && (an64 <= 64'(ActBytes)) && (an64 <= 64'(OutBytes)) && post_ok && dst_ok;
   end
@@ -686,6 +695,10 @@ module pqa_ctrl #(
       n_q          <= '0;
       ostride_q    <= '0;
       ooff_q       <= '0;
+      hold_q       <= 1'b0;
+      acc_q        <= 1'b0;
+      held_q       <= 1'b0;
+      held_m_q     <= '0;
       clr_q        <= '0;
       ld_busy_q    <= 1'b0;
       st_busy_q    <= 1'b0;
@@ -858,6 +871,7 @@ module pqa_ctrl #(
             dep_q       <= '0;
             fetch_q     <= '0;
             count_q     <= '0;
+            held_q      <= 1'b0;
             err_code_q  <= pqa_pkg::ErrNone;
             err_pc_q    <= '0;
             err_count_q <= '0;
@@ -989,6 +1003,12 @@ module pqa_ctrl #(
                 n_q       <= f_n;
                 ostride_q <= insn_q[pqa_pkg::RunOstrideLsb +: pqa_pkg::RunOstrideW];
                 ooff_q    <= insn_q[pqa_pkg::RunOoffLsb +: pqa_pkg::RunOoffW];
+                hold_q    <= f_none && (opcode == pqa_pkg::OpcRun);
+                acc_q     <= f_acc && (opcode == pqa_pkg::OpcRun);
+                if (opcode == pqa_pkg::OpcRun) begin
+                  held_q   <= f_none;
+                  held_m_q <= m_q;
+                end
                 add_n_q   <= insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW];
                 add_ma_q  <= insn_q[pqa_pkg::AddMaLsb +: pqa_pkg::AddMaW];
                 add_mb_q  <= insn_q[pqa_pkg::AddMbLsb +: pqa_pkg::AddMbW];
@@ -1028,6 +1048,8 @@ module pqa_ctrl #(
   assign run_n_o       = n_q;
   assign run_ostride_o = ostride_q;
   assign run_ooff_o    = ooff_q;
+  assign run_hold_o    = hold_q;
+  assign run_acc_o     = acc_q;
   assign run_start_o   = dispatch && (opcode == pqa_pkg::OpcRun) && conv_q;
   assign vec_start_o   = cu_busy_q && cu_go_q && !cu_run_q;
   assign vec_add_o     = vec_add_q;

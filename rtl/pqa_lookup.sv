@@ -46,6 +46,8 @@ module pqa_lookup #(
   input  logic [pqa_pkg::RunNW-1:0]       n_i,
   input  logic [pqa_pkg::RunOstrideW-1:0] ostride_i,   // output bytes from column j to j+1 (0: m)
   input  logic [pqa_pkg::RunOoffW-1:0]    ooff_i,      // output byte of column 0
+  input  logic                            hold_i,      // dst = none: no outputs, the accumulators held
+  input  logic                            acc_i,       // column 0 starts from the held accumulators
   input  logic                            pack_i,      // byte entries, two table rows a buffer row (EB = 2)
   input  logic [pqa_pkg::ShapeKW-1:0]     k_i,
   input  logic [pqa_pkg::ShapeCW-1:0]     c_i,
@@ -256,7 +258,8 @@ module pqa_lookup #(
           sum[o*AccW +: AccW] = sum[o*AccW +: AccW] + ent[(s*NOUT + o)*AccW +: AccW];
         end
       end
-      acc_d[o*AccW +: AccW] = (first1_q ? bias[o*AccW +: AccW] : acc_q[mg1_q][o*AccW +: AccW]) + sum[o*AccW +: AccW];
+      acc_d[o*AccW +: AccW] = ((first1_q && !acc_i) ? bias[o*AccW +: AccW] : acc_q[mg1_q][o*AccW +: AccW])
+                            + sum[o*AccW +: AccW];
     end
   end
 
@@ -269,9 +272,9 @@ module pqa_lookup #(
     end
   end
 
-  // (no reset: a group's first sum starts from the bias)
+  // (no reset: a group's first sum starts from the bias, or with acc_i from what a hold_i run left)
   always_ff @(posedge clk_i) begin
-    if (v1_q && !last1_q) begin
+    if (v1_q && (!last1_q || hold_i)) begin
       acc_q[mg1_q] <= acc_d;
     end
   end
@@ -317,7 +320,7 @@ module pqa_lookup #(
     );
   end
 
-  assign out_we_o   = v2_q;
+  assign out_we_o   = v2_q && !hold_i;
   assign out_woff_o = obyte2_q;
   assign out_wbe_o  = ov2_q;
   assign done_o     = v2_q && end2_q;

@@ -81,6 +81,8 @@ package pqa_pkg;
   localparam int RunSrcW = 1;
   localparam int RunDstLsb = 5;
   localparam int RunDstW = 2;
+  localparam int RunAccLsb = 7;
+  localparam int RunAccW = 1;
   localparam int RunNLsb = 8;
   localparam int RunNW = 24;
   localparam int RunOstrideLsb = 32;
@@ -125,7 +127,7 @@ package pqa_pkg;
   localparam logic [InsnW-1:0] StoreRsvdMask = 64'h00000000000000f0;
   localparam logic [InsnW-1:0] ShapeRsvdMask = 64'h0000000000000000;
   localparam logic [InsnW-1:0] QuantRsvdMask = 64'hfffffff00000c0c0;
-  localparam logic [InsnW-1:0] RunRsvdMask = 64'h0000000000000080;
+  localparam logic [InsnW-1:0] RunRsvdMask = 64'h0000000000000000;
   localparam logic [InsnW-1:0] StampRsvdMask = 64'h00000000fffffff0;
   localparam logic [InsnW-1:0] FmapRsvdMask = 64'hff000000000000f0;
   localparam logic [InsnW-1:0] ConvRsvdMask = 64'hff00000000000000;
@@ -144,6 +146,7 @@ package pqa_pkg;
   localparam int TargetOut = 0;
   localparam int TargetAct0 = 1;
   localparam int TargetAct1 = 2;
+  localparam int TargetNone = 3;
 
   // Error codes (ERR_CODE register)
   localparam int ErrW = 8;

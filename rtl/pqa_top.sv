@@ -347,6 +347,7 @@ module pqa_top #(
   logic [pqa_pkg::RunNW-1:0]        run_n;
   logic [pqa_pkg::RunOstrideW-1:0]  run_ostride;
   logic [pqa_pkg::RunOoffW-1:0]     run_ooff;
+  logic                             run_hold, run_acc;
   logic                             enc_start, enc_done, lk_start, lk_done, idx_credit;
 
   pqa_ctrl #(
@@ -419,6 +420,8 @@ module pqa_top #(
     .run_n_o            (run_n),
     .run_ostride_o      (run_ostride),
     .run_ooff_o         (run_ooff),
+    .run_hold_o         (run_hold),
+    .run_acc_o          (run_acc),
     .conv_o             (conv),
     .fmap_h_o           (fmap_h),
     .fmap_w_o           (fmap_w),
@@ -802,6 +805,8 @@ module pqa_top #(
     .n_i         (run_n),
     .ostride_i   (run_ostride),
     .ooff_i      (run_ooff),
+    .hold_i      (run_hold),
+    .acc_i       (run_acc),
     .pack_i      (lut_pack),
     .k_i         (k),
     .c_i         (c),

@@ -246,6 +246,9 @@ CONV_CASES: dict[str, tuple[ConvCase, str]] = {
     # the table (12 groups x 16 x 22 output groups x 8 B = 33,792 B) exceeds LutBytes: tiled over m, two tiles
     # whose runs write channels 0..32 and 33..63 (run.ooff, run.ostride)
     "conv3x3_m64_table_tiled": (ConvCase(6, 6, 8, 1, 3, 3, 1, k=16, v=3, m=64, relu=True), ""),
+    # a 12x12x40 output (5,760 B > ActBytes) that only a pool reads: stored in channel blocks of 24 and 16,
+    # each its own table tile and run, pooled block by block
+    "conv3x3_m40_pool_blocked": (ConvCase(12, 12, 8, 1, 3, 3, 1, k=8, v=8, m=40, relu=True), "pool"),
 }
 VEC_CASES = ["pool_relu", "pool_unsigned", "pool_signed", "add_relu", "add_unsigned", "add_signed"]
 
@@ -287,7 +290,6 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
         "conv_reserved_bit": ([st, cv | 1 << 63, encode("end")], "illegal_insn", 8),
         "pool_reserved_bit": ([st, encode("pool") | 1 << 8, encode("end")], "illegal_insn", 8),
         "add_reserved_bit": ([st, encode("add", n=1, ma=1, mb=1) | 1 << 7, encode("end")], "illegal_insn", 8),
-        "run_reserved_bit7": ([st, encode("run", n=1) | 1 << 7, encode("end")], "illegal_insn", 8),  # 4: src, 5-6: dst
         # shape's bit 7 is `pack`: byte table entries need LutW > 8, so at config small the run is `limit`
         "shape_pack_byte_entries": ([st, encode("shape", metric="l2", k=1, v=1, c=1, d=1, m=1, pack=1), q8,
                                      encode("run", n=1), encode("end")], "limit", 24),
@@ -295,7 +297,7 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
                            "limit", 8),  # out has one bank (act two)
         # dst: the act bank the instruction reads, or beyond the enum target
         "run_dst_is_src": ([st, fm, cv, shape, q8, encode("run", n=16, src=1, dst="act1"), encode("end")], "limit", 40),
-        "run_dst_beyond_enum": ([st, fm, cv, shape, q8, encode("run", n=16, dst=3), encode("end")], "limit", 40),
+        "run_dst_none_n16": ([st, fm, cv, shape, q8, encode("run", n=16, dst="none"), encode("end")], "limit", 40),
         "pool_dst_is_src": ([st, fm, q8, encode("pool", src=0, dst="act0"), encode("end")], "limit", 24),
         "add_dst_beyond_enum": ([st, q8, encode("add", n=8, ma=1, mb=1, src=1, dst=3), encode("end")], "limit", 16),
         # run's output stride and offset: a stride below m, an offset (or a stride) that runs past dst
@@ -304,6 +306,15 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
                                  encode("run", n=16, ooff=cfg.OutBytes - 63), encode("end")], "limit", 48),
         "run_ostride_beyond_act": ([st, fm, cv, shape, q8, encode("run", n=16, ostride=cfg.ActBytes // 15 + 1,
                                                                   dst="act1"), encode("end")], "limit", 40),
+        # the accumulator chain (dst = none holds a column's accumulators, acc starts from them): acc with none
+        # held, after a run that wrote (it ends the chain), with another m, and pool with dst = none
+        "run_acc_nothing_held": ([st, fm, cv, shape, q8, encode("run", n=1, acc=1), encode("end")], "limit", 40),
+        "run_acc_after_a_write": ([st, fm, cv, shape, q8, encode("run", n=1, dst="none"), encode("run", n=1, acc=1),
+                                   encode("run", n=1), encode("run", n=1, acc=1), encode("end")], "limit", 64),
+        "run_acc_other_m": ([st, fm, cv, shape, q8, encode("run", n=1, dst="none"),
+                             encode("shape", metric="l2", conv=1, k=2, v=4, c=7, d=27, m=5), encode("run", n=1, acc=1),
+                             encode("end")], "limit", 56),
+        "pool_dst_none": ([st, fm, q8, encode("pool", dst="none"), encode("end")], "limit", 24),
     }
 
 

@@ -71,6 +71,8 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.layers", xf=lambda s: s.get("n_layers"), bins=[1, 2, 3])
     @CoverPoint("pqa.tiled", xf=lambda s: s.get("tiled"), bins=[True])
     @CoverPoint("pqa.m_tiled", xf=lambda s: s.get("m_tiled"), bins=[True])
+    @CoverPoint("pqa.pool_blocked", xf=lambda s: s.get("pool_blocked"), bins=[True])
+    @CoverPoint("pqa.c_tiled", xf=lambda s: s.get("c_tiled"), bins=[True])
     @CoverPoint("pqa.data", xf=many("data"), rel=lambda v, b: b in v, bins=["ties", "sat_hi", "sat_lo", "round_half"],
                 inj=False)
     @CoverPoint("pqa.stim", xf=many("stim"), rel=lambda v, b: b in v, bins=stims, inj=False)
@@ -127,6 +129,8 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     s["n_layers"] = len(lay) or None
     s["tiled"] = any(q.get("tiles", 1) > 1 for q in manifest.get("layers", []))
     s["m_tiled"] = any(len(q.get("m_tiles", [])) > 1 for q in manifest.get("layers", []))  # a table tiled over m
+    s["pool_blocked"] = any("channel_blocks" in q for q in manifest.get("layers", []))  # a pool in channel blocks
+    s["c_tiled"] = any(len(q.get("c_tiles", [])) > 1 for q in manifest.get("layers", []))  # runs chained over c
     s["data"] = [k for k in ("ties", "sat_hi", "sat_lo", "round_half") if gen.get(k)]
     conv = gen.get("conv")
     if conv:

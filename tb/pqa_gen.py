@@ -7,12 +7,15 @@ the same build directory and knobs, so any failing job of a regression is reprod
 Job kinds:
 - ``legal``: a random integer graph (tb/graphgen.py) compiled by the back end's planner: either (60%)
   1..3 chained linear PQ layers with random shapes (d, m, K, v, both metrics, ReLU, signed or unsigned
-  outputs) on 1..12 columns or (15%) more than the buffers hold (tiling into column tiles); or (40%) a
+  outputs) on 1..12 columns or (15%) more than the buffers hold (tiling into column tiles), (15%) the first
+  with a table larger than the table buffer (tiled over m), (10%) the first with a column longer than one
+  run takes (tiled over c: chained runs); or (40%) a
   conv layer (random fmap, window, stride, padding, flatten windows, v across window rows and channels;
-  sometimes a fmap or an output larger than the buffers: bands), then at random a residual add with a
-  second conv of the same geometry, a global pool and a linear classifier. Random activation width
-  (2..ActW) and table width (2..LutW), random biases, requantization calibrated on the data (or wild:
-  any mult, shift 0..the spec's limit);
+  sometimes a fmap or an output larger than the buffers: bands; sometimes MMax outputs over up to 100
+  pixels: a table tiled over m, an output beyond the act buffer that a pool pools in channel blocks), then
+  at random a residual add with a second conv of the same geometry, a global pool and a linear classifier.
+  Random activation width (2..ActW) and table width (2..LutW), random biases, requantization calibrated on
+  the data (or wild: any mult, shift 0..the spec's limit);
 - ``error``: a legal program with one instruction replaced by an illegal / out-of-limit / misaligned /
   out-of-memory one, somewhere in the middle;
 - ``words``: random instruction words (fully random, random fields under a valid opcode, and legal
@@ -47,18 +50,26 @@ def _metric(rng: np.random.Generator) -> str:
 
 
 def _kvm(rng: np.random.Generator, cfg: HwConfig, d: int, m: int, kmax: int | None = None,
-         window: int = 0, big: bool = False) -> tuple[int, int, int]:
+         window: int = 0, big: bool = False, long: bool = False) -> tuple[int, int, int]:
     """(k, v, m) for a PQ layer of column length d inside the configuration's limits (m lowered if needed);
     a conv layer's ``window`` (kh*kw) is taken as v one time in three when it fits (one channel a subspace:
     the encoder's lanes gather mode). ``big``: the table may exceed the table buffer (the back end tiles it
-    over m); only the prototypes and one output group's table must fit, and k is drawn large."""
-    if window and window <= cfg.VMax and d // window <= cfg.CMax and rng.random() < 1 / 3:
+    over m); only the prototypes and one output group's table must fit, and k is drawn large. ``long``: a
+    column longer than one run takes (CMax * VMax): any v from 2, the back end tiles the column over c."""
+    if long:
+        v = int(rng.integers(2, cfg.VMax + 1))
+    elif window and window <= cfg.VMax and d // window <= cfg.CMax and rng.random() < 1 / 3:
         v = window
     else:
         v = int(rng.integers(-(-d // cfg.CMax), cfg.VMax + 1))
     c = -(-d // v)
     k = int(rng.choice([1, 2, 3, 5, 7, cfg.KMax, int(rng.integers(1, cfg.KMax + 1))]))
     k = min(k, kmax or k)
+    if long:
+        k = int(rng.integers(1, cfg.KMax + 1))
+        while k > 1 and layout.proto_bytes(cfg, cfg.CMax, k, v) > cfg.proto_cap:
+            k -= 1
+        return k, v, m
     if big:
         k = min(cfg.KMax, kmax or cfg.KMax)
         while k > 1 and (layout.proto_bytes(cfg, c, k, v) > cfg.proto_cap
@@ -82,7 +93,8 @@ def mlp_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: 
     whose first layer has a table larger than the table buffer (MMax outputs, long columns: tiled over m)."""
     dmax = min(cfg.ActBytes, cfg.CMax * cfg.VMax)
     big = rng.random() < 0.15
-    d = int(rng.integers(dmax // 2, dmax + 1)) if big else \
+    long = not big and rng.random() < 0.12  # a column beyond one run: tiled over c, the runs chained
+    d = int(rng.integers(dmax // 2, dmax + 1)) if big else int(rng.integers(dmax + 1, 3 * dmax)) if long else \
         int(rng.choice([1, int(rng.integers(1, 40)), int(rng.integers(1, dmax + 1))]))
     nl = int(rng.choice([1, 1, 2, 3]))
     shapes = []
@@ -91,12 +103,12 @@ def mlp_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: 
         m = int(rng.choice([1, 3, cfg.MMax, int(rng.integers(1, cfg.MMax + 1))])) if last_or_any \
             else int(rng.integers(2, cfg.MMax + 1))
         m = cfg.MMax if big and i == 0 else m
-        k, v, m = _kvm(rng, cfg, d, m, big=big and i == 0)
+        k, v, m = _kvm(rng, cfg, d, m, big=big and i == 0, long=long and i == 0)
         shapes.append((d, m, k, v))
         d = m
     n = int(rng.integers(1, 13))
     fit = min(min(cfg.ActBytes // d_, cfg.OutBytes // m_) for d_, m_, _, _ in shapes)
-    if rng.random() < 0.15 and fit >= cfg.bus_bytes:
+    if rng.random() < 0.15 and fit >= cfg.bus_bytes and not long:
         n = min(int(rng.integers(fit + 1, 2 * fit + 2)), 200)
     uns_in = bool(act_bits < cfg.ActW and rng.random() < 0.2)
     rg = RandomGraph(cfg, rng, (1, 1, shapes[0][0]), n, act_bits, lut_bits, uns_in, "random", wild=WILD)
@@ -107,11 +119,17 @@ def mlp_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: 
 
 def conv_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits: int) -> RandomGraph:
     """A conv layer (sometimes larger than the buffers: bands), then at random a residual add with a second
-    conv of the same geometry, a global pool and a linear layer after the pool, on 1..3 images."""
+    conv of the same geometry, a global pool and a linear layer after the pool, on 1..3 images. One in four is
+    *wide*: 8..10 x 8..10 pixels of MMax outputs, whose table may exceed the table buffer (tiled over m) and
+    whose output may exceed the act buffer (a pool then pools it in channel blocks)."""
     big = rng.random() < 0.1
+    wide = not big and rng.random() < 0.25
     while True:
         if big:  # the fmap or the output exceeds the act / output buffer: the planner splits it into bands
             h, w, ch = int(rng.integers(12, 29)), int(rng.integers(12, 29)), int(rng.integers(4, 13))
+        elif wide:
+            ch = int(rng.integers(1, 17))
+            h, w = int(rng.integers(8, 11)), int(rng.integers(8, 11))
         else:
             ch = int(rng.choice([1, 2, 3, 5, 8, 16, int(rng.integers(1, 33))]))
             h, w = int(rng.integers(1, 11)), int(rng.integers(1, 11))
@@ -125,22 +143,27 @@ def conv_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits:
             kh, kw = min(3, h + 2), min(3, w + 2)
         stride = int(rng.choice([1, 1, 2, 3, int(rng.integers(1, field_max("conv", "stride") + 1))]))
         pad = 0 if (kh, kw) == (h, w) and r < 0.1 else int(rng.integers(0, min(kh, kw, 3)))
+        if wide:  # as many output pixels as input pixels
+            kh = kw = int(rng.choice([1, 3]))
+            stride, pad = 1, kh // 2
         oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
         d = ch * kh * kw
         if oh >= 1 and ow >= 1 and (big or h * w * ch <= cfg.ActBytes) and d <= cfg.CMax * cfg.VMax:
             break
     m = int(rng.choice([1, 3, int(rng.integers(1, cfg.MMax + 1))]))
     m = max(1, min(m, cfg.MMax, 24 if big else cfg.MMax))
-    k, v, m = _kvm(rng, cfg, d, m, kmax=4 if big else None, window=kh * kw)
+    m = cfg.MMax if wide else m
+    k, v, m = _kvm(rng, cfg, d, m, kmax=4 if big else None, window=kh * kw, big=wide)
     n = 1 if big else int(rng.choice([1, 1, 2, 3]))
     uns_in = bool(act_bits < cfg.ActW and rng.random() < 0.2)
     rg = RandomGraph(cfg, rng, (h, w, ch), n, act_bits, lut_bits, uns_in, "random_conv", wild=WILD)
     geom = {"kh": kh, "kw": kw, "stride": stride, "pad": pad}
     t = rg.pq("input", m, k, v, _metric(rng), **_out(rng, cfg, act_bits), **geom)
-    if rng.random() < 0.4:
+    if rng.random() < (0.1 if wide else 0.4):
         s = rg.pq("input", m, k, v, _metric(rng), **_out(rng, cfg, act_bits), **geom)
         t = rg.add(t, s, **_out(rng, cfg, int(rng.choice([act_bits, int(rng.integers(2, cfg.ActW + 1))]))))
-    if rng.random() < 0.5 and oh * ow * m <= cfg.ActBytes:
+    # a fmap beyond the act buffer is pooled in channel blocks (or refused, then drawn again: after an add)
+    if rng.random() < (0.8 if wide else 0.5) and (oh * ow * m <= cfg.ActBytes or wide or rng.random() < 0.5):
         t = rg.pool(t, **_out(rng, cfg, int(rng.choice([act_bits, int(rng.integers(2, cfg.ActW + 1))]))))
         if rng.random() < 0.5:
             m2 = int(rng.integers(1, 17))
@@ -306,7 +329,8 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
                            mb=int(rng.integers(0, 1 << 16)))
             else:
                 # run.ostride / ooff: mostly dense from byte 0, a stride below m (limit) now and then
-                w = encode("run", n=int(rng.integers(1, 9)),
+                w = encode("run", n=int(rng.choice([1, int(rng.integers(1, 9))])),
+                           dst=int(rng.choice([0, 0, 0, 0, 0, 0, 0, 0, 0, 3])), acc=int(rng.random() < 0.1),
                            ostride=int(rng.choice([0, 0, 0, int(rng.integers(0, 20))])),
                            ooff=int(rng.choice([0, 0, 0, int(rng.integers(0, 64))])))
         words.append(_no_self_modify(w, code_end, mem_bytes))

@@ -195,3 +195,24 @@ def test_resnet20_on_rtl(tmp_path: Path) -> None:
     for i, lay in enumerate(manifest["layers"]):
         if lay["kind"] == "conv":
             assert abs((stamps[i + 1] - stamps[i]) / lay["predicted_cycles"] - 1) < 0.03, lay["name"]
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_kws_on_rtl(tmp_path: Path) -> None:
+    """The zoo's KWS (untrained, one random input, its host layers) on config 'default' under Verilator with the
+    HDL memory: its last conv's table tiled over m and its output pooled in two channel blocks (128 + 68)
+    by the RTL exactly as by the golden simulator, every memory byte compared."""
+    from pqcompile.cli import compile_model
+    from pqcompile.options import BuildConfig
+    from pqtrain import zoo
+    from pqtrain.cli import main as pqtrain_main
+
+    model = tmp_path / "kws.pt"
+    assert pqtrain_main(["init", "--model", "kws", "-o", str(model)]) == 0
+    manifest = compile_model(str(model), str(tmp_path / "kws"), BuildConfig(
+        config="default", inputs="random", count=1, host_layers=tuple(zoo.HOST_LAYERS["kws"])), quiet=True)
+    assert manifest["layers"][-1]["channel_blocks"] == [[0, 128], [128, 196]]
+    res = run_hdlmem("verilator", tmp_path / "kws", config="default")
+    assert res["errors"] == [], res["errors"]
+    assert res["info"]["done"] and res["info"]["err_code"] == 0

@@ -47,6 +47,8 @@ SHAPES: dict[str, tuple[list[LayerShape], int] | tuple[list[LayerShape], int, in
     "act4_lut3_chain": ([LayerShape(12, 9, 6, 4, "l1", True), LayerShape(9, 5, 4, 3, "l2", False)], 10, 4, 3),
     # 16 groups x 16 x 22 output groups x 8 B = 45,056 B of table > LutBytes: tiled over m (two table sets)
     "d64_v2_k16_m64_table_tiled": ([LayerShape(64, 64, 16, 2, "l2", True)], 5),
+    # c = 150 subspaces > CMax = 32: the column tiled over c, five chained runs per column
+    "d600_v4_k8_m10_column_tiled": ([LayerShape(600, 10, 8, 4, "l2", False)], 3),
 }
 
 
@@ -93,7 +95,7 @@ CASES = [*SHAPES, *CONV_CASES, *VEC_CASES, *error_programs(load().config("small"
 # (make test-all). Verilator runs every case by default.
 ICARUS_CORE = ("d20_v3_k5_m13_l2_relu", "act4_lut3_chain", "conv3x3_s2_p1_ch5_l1", "conv3x3_s1_p1_add",
                "pool_unsigned", "add_signed", "illegal_opcode", "misaligned_load", "run_dst_is_src",
-               "residual_block", "prefetch_slverr")
+               "run_acc_after_a_write", "residual_block", "prefetch_slverr")
 
 
 def _group(sim_name: str, case: str) -> str:

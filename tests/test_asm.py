@@ -38,7 +38,7 @@ PROG_LISTING = """\
 0x00000000  0000010000004031  load buf=act bank=0 nbytes=64 addr=0x100
 0x00000008  0008001004040413  shape metric=l1 conv=0 bank=0 pack=0 k=4 v=4 c=4 d=16 m=8
 0x00000010  0000000800050314  quant relu=1 unsigned=0 shift=3 mult=5 bits=8
-0x00000018  0000000000000105  run src=0 dst=out n=1 ostride=0 ooff=0
+0x00000018  0000000000000105  run src=0 dst=out acc=0 n=1 ostride=0 ooff=0
 0x00000020  0000020000000802  store nbytes=8 addr=0x200
 0x00000028  000000000000000f  end
 """
@@ -101,7 +101,7 @@ def test_base_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_word_directive_places_illegal_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    reserved = isa.encode("run", n=1) | 1 << 7
+    reserved = isa.encode("pool") | 1 << 8  # run has no reserved bit left (bit 7 is acc)
     (tmp_path / "w.asm").write_text(f"run n=1\n.word 0x0\n.word {reserved:#x}\n.word 18446744073709551615\nend\n")
     assert run(capsys, "assemble", tmp_path / "w.asm", "-o", tmp_path / "w.hex") == (0, "", "")
     words = [isa.encode("run", n=1), 0, reserved, (1 << 64) - 1, 0xF]
@@ -109,11 +109,11 @@ def test_word_directive_places_illegal_words(tmp_path: Path, capsys: pytest.Capt
     rc, out, err = run(capsys, "disassemble", tmp_path / "w.hex")
     assert (rc, err) == (0, "")
     assert out.splitlines() == [
-        "0x00000000  0000000000000105  run src=0 dst=out n=1 ostride=0 ooff=0",
+        "0x00000000  0000000000000105  run src=0 dst=out acc=0 n=1 ostride=0 ooff=0",
         "0x00000008  0000000000000000  .word 0x0000000000000000  # illegal: unknown opcode 0x0 in instruction word "
         "0x0000000000000000",
-        "0x00000010  0000000000000185  .word 0x0000000000000185  # illegal: run: reserved bits set in instruction "
-        "word 0x0000000000000185",
+        "0x00000010  0000000000000109  .word 0x0000000000000109  # illegal: pool: reserved bits set in instruction "
+        "word 0x0000000000000109",
         "0x00000018  ffffffffffffffff  .word 0xffffffffffffffff  # illegal: end: reserved bits set in instruction "
         "word 0xffffffffffffffff",  # an end opcode with reserved bits does not stop the listing
         "0x00000020  000000000000000f  end",
@@ -226,7 +226,7 @@ def test_any_words_round_trip_through_image_and_listing(words: list[int]) -> Non
 ERRORS = {
     "unknown_mnemonic": ("jump addr=4", "unknown mnemonic 'jump' (known: load, store, shape, quant, run, stamp, fmap, "
                                         "conv, pool, add, end, .word)"),
-    "unknown_field": ("run n=1 k=2", "run: unknown field 'k' (fields of run: src, dst, n, ostride, ooff)"),
+    "unknown_field": ("run n=1 k=2", "run: unknown field 'k' (fields of run: src, dst, acc, n, ostride, ooff)"),
     "missing_field": ("load buf=act addr=0x100", "load: missing field 'nbytes'"),
     "duplicate_field": ("stamp addr=8 addr=16", "stamp: field 'addr' given twice"),
     "out_of_range": ("fmap h=1 w=65536 ch=1", "fmap: field 'w': value 65536 out of range 0..65535 (16-bit field)"),

@@ -535,6 +535,39 @@ def test_table_tiled_over_m_beyond_the_banks_reloads() -> None:
     assert [ops["ooff"] for mn, ops in seq if mn == "run"] == [m0 for m0, _ in tiles] * 2
 
 
+def test_linear_column_tiled_over_c_chains_its_runs() -> None:
+    """A 600-element column (c = 150 subspaces of 4 > CMax = 32 of small) is tiled over c: slices of 32
+    subspaces (128 bytes, whole bus words), each loaded to act byte 0 with its own prototypes and table; per
+    image the five runs chain their accumulators (dst = none, then acc = 1; only the first loads a bias), the
+    last writes the outputs. Three images, exact against the one-piece reference."""
+    b = Builder(_inputs(np.random.default_rng(20), 3, (1, 1, 600)), seed=20)
+    t = b.pq("fc", "x", m=10, k=8, v=4)
+    prog = _check(SMALL, b, t)
+    lay = prog.manifest["layers"][0]
+    assert lay["c_tiles"] == [[0, 32], [32, 64], [64, 96], [96, 128], [128, 150]] and lay["m_tiles"] == [[0, 10]]
+    runs = [isa_decode(w).ops for w in prog.words if isa_decode(w).mnemonic == "run"]
+    none = SPEC.enums["target"]["none"]
+    assert [(r["n"], r["dst"], r["acc"]) for r in runs] == [(1, none, 0), *[(1, none, 1)] * 3, (1, 0, 1)] * 3
+    shapes = [isa_decode(w).ops for w in prog.words if isa_decode(w).mnemonic == "shape"]
+    assert [(s["c"], s["d"]) for s in shapes[:5]] == [(32, 128)] * 4 + [(22, 88)]
+    bias = SPEC.enums["buffer"]["bias"]
+    assert sum(isa_decode(w).mnemonic == "load" and isa_decode(w).ops["buf"] == bias for w in prog.words) == 3
+
+
+def test_linear_tiled_over_c_and_m() -> None:
+    """With LutBytes=4096 the table of each 32-subspace slice (16 groups x 8 x 14 output groups x 8 B) is tiled
+    over m too: for each m tile a chain over the c tiles, exact."""
+    cfg = HwConfig("small_lut4k", "small with a 4 KiB table buffer", {**SMALL.params, "LutBytes": 4096})
+    b = Builder(_inputs(np.random.default_rng(21), 2, (1, 1, 300)), seed=21)
+    t = b.pq("fc", "x", m=40, k=8, v=4)
+    prog = _check(cfg, b, t)
+    lay = prog.manifest["layers"][0]
+    assert len(lay["c_tiles"]) == 3 and len(lay["m_tiles"]) > 1
+    runs = [isa_decode(w).ops for w in prog.words if isa_decode(w).mnemonic == "run"]
+    assert len(runs) == 2 * len(lay["m_tiles"]) * 3
+    assert sorted({r["ooff"] for r in runs if r["dst"] == 0}) == [m0 for m0, _ in lay["m_tiles"]]
+
+
 def test_tables_beyond_buffers_name_op_and_buffer() -> None:
     """Tiling over m stops at one output group: a table whose single group of NOUT outputs does not fit is
     refused (tiling over c is not built), naming the op, the bytes and the buffer."""
@@ -544,6 +577,68 @@ def test_tables_beyond_buffers_name_op_and_buffer() -> None:
     with pytest.raises(backend.CompileError, match=r"layer 0 \(big .*the table of even 3 output\(s\) .* needs 1792 "
                                                    r"bytes, more than buffer 'lut'.*tiling over c is not supported"):
         backend.emit_graph(cfg, b.graph(t), b.x)
+
+
+@pytest.mark.parametrize(("m", "blocks"), [(40, [[0, 24], [24, 40]]), (64, [[0, 24], [24, 48], [48, 64]])])
+def test_pool_of_a_fmap_beyond_the_act_buffer_in_channel_blocks(m: int, blocks: list[list[int]]) -> None:
+    """A 12x12xm conv output (5,760 or 9,216 B > ActBytes=4096 of small) read only by a global pool is stored
+    channel-blocked: blocks of 24 channels (whole bus words and output groups of 3; 144*24 = 3,456 B fits the
+    act bank, 48 would not), the conv's table tiled into the same blocks (each block's run dense, stored at
+    byte c0*144 of the image), the pool loading, pooling and storing one block at a time (its channels at
+    their offset). Two images; exact against the reference."""
+    b = Builder(_inputs(np.random.default_rng(16 + m), 2, (12, 12, 8)), seed=16)
+    c = b.pq("conv", "x", m=m, k=8, v=8, kh=3, pad=1)
+    t = b.pool("gap", c)
+    prog = _check(SMALL, b, t)
+    conv, pool = prog.manifest["layers"]
+    assert conv["m_tiles"] == blocks and conv["channel_blocked"] and pool["channel_blocks"] == blocks
+    conv_base, pool_base = conv["out_addr"], pool["out_addr"]
+    stride_in = prog.manifest["memory"]["tensors"][c]["stride"]
+    stride_out = prog.manifest["memory"]["tensors"][t]["stride"]
+    ins = [isa_decode(w) for w in prog.words]
+    act, loads = SPEC.enums["buffer"]["act"], []
+    for a, q in enumerate(ins):
+        if q.mnemonic == "pool":
+            ld = next(x for x in reversed(ins[:a]) if x.mnemonic == "load" and x.ops["buf"] == act)
+            st = next(x for x in ins[a:] if x.mnemonic == "store")
+            loads.append((ld.ops["addr"] - conv_base, ld.ops["nbytes"], st.ops["addr"] - pool_base, st.ops["nbytes"]))
+    assert loads == [(im * stride_in + c0 * 144, (c1 - c0) * 144, im * stride_out + c0, c1 - c0)
+                     for im in range(2) for c0, c1 in blocks]
+    assert [q.ops["m"] for q in ins if q.mnemonic == "shape"][:len(blocks)] == [c1 - c0 for c0, c1 in blocks]
+
+
+def test_pool_beyond_act_buffer_read_by_another_op_is_refused() -> None:
+    """The blocked layout is only for a fmap the pool alone reads: a conv output that an add reads too is
+    refused, naming the pool, the bytes and why."""
+    b = Builder(_inputs(np.random.default_rng(17), 1, (12, 12, 8)), seed=17)
+    c = b.pq("conv", "x", m=40, k=8, v=8, kh=3, pad=1)
+    b.add("res", c, c)  # a second reader of the conv's output
+    t = b.pool("gap", c)
+    with pytest.raises(backend.CompileError, match=r"layer 2 \(gap pool\): global pooling needs the whole fmap "
+                                                   r"12x12x40 = 5760 bytes in buffer 'act'.*only when a PQ conv writes "
+                                                   r"it for the pool alone"):
+        backend.emit_graph(SMALL, b.graph(t), b.x)
+
+
+def test_zoo_kws_runs_with_tiled_tables_and_a_blocked_pool(tmp_path: Path) -> None:
+    """The zoo's KWS (untrained, random inputs, its host layers) on config default: layers.15's table (131,712
+    B at 16 bits > 131,072) and its 5x25x196 output (24,500 B > ActBytes=16384) were refused; now the conv
+    runs as two blocks of 128 and 68 channels (its table tiled the same way) and the pool pools them one at
+    a time. The compiler's check (quantized torch model == golden simulator, bit for bit) passes."""
+    from pqcompile.cli import compile_model
+    from pqcompile.options import BuildConfig
+    from pqtrain import zoo
+    from pqtrain.cli import main as pqtrain_main
+
+    model = tmp_path / "kws.pt"
+    assert pqtrain_main(["init", "--model", "kws", "-o", str(model)]) == 0
+    man = compile_model(str(model), str(tmp_path / "kws"), BuildConfig(
+        config="default", inputs="random", count=2, host_layers=tuple(zoo.HOST_LAYERS["kws"])), quiet=True)
+    by = {lay["name"]: lay for lay in man["layers"]}
+    assert by["layers.15"]["m_tiles"] == [[0, 128], [128, 196]] and by["layers.15"]["channel_blocked"]
+    assert by["layers.18"]["channel_blocks"] == [[0, 128], [128, 196]]
+    assert all(lay.get("m_tiles", [[0, 0]]) == [[0, lay["m"]]] for name, lay in by.items()
+               if lay["kind"] == "conv" and name != "layers.15")
 
 
 def test_pool_beyond_act_buffer() -> None:

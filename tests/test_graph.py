@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pqcompile import backend, graph, ir, layout, quantize, sim
+from pqcompile import backend, graph, ir, layout, ops, quantize, sim
 from pqcompile.backend import CompileError
 from pqcompile.isa import encode
 from pqcompile.ops import pq as pq_op
@@ -439,11 +439,18 @@ def test_layer_beyond_limits_is_named(layer: dict[str, Any], msg: str) -> None:
 
 
 def test_subspaces_beyond_cmax_are_named() -> None:
+    """A conv's column is not tiled over c: 40 channels x 3x3 = 360 elements, c = 90 subspaces > CMax = 64 is
+    refused naming the limit. A linear layer of 300 -> 8 (c = 75) is tiled over c instead (chained runs)."""
+    arch = _arch([_pqconv(40, 8, 3, 4, 4, padding=1, metric="l1"), {"type": "global_avgpool"}], [40, 4, 4], 8)
+    fe = graph.build_graph(arch, build(arch).state_dict(), np.random.default_rng(0).normal(size=(4, 40, 4, 4)),
+                           DEFAULT)
+    with pytest.raises(CompileError, match=r"layer 0 \(layers\.0 360->8\): c=90 is beyond the hardware limit CMax"):
+        backend.check_graph(DEFAULT, fe.graph)
     arch = _arch([{"type": "pq_linear", "in_features": 300, "out_features": 8, "k": 4, "v": 4, "metric": "l1"}],
                  [300], 8)
     fe = graph.build_graph(arch, build(arch).state_dict(), np.random.default_rng(0).normal(size=(4, 300)), DEFAULT)
-    with pytest.raises(CompileError, match=r"layer 0 \(layers\.0 300->8\): c=75 is beyond the hardware limit CMax"):
-        backend.check_graph(DEFAULT, fe.graph)
+    backend.check_graph(DEFAULT, fe.graph)
+    assert len(ops.of(fe.graph.ops[0]).ctiles(DEFAULT, fe.graph, fe.graph.ops[0])) == 2
 
 
 # ------------------------------------------------------------------------------------------------------------

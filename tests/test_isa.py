@@ -105,7 +105,7 @@ def test_statement_syntax(text: str, word: int) -> None:
 
 @pytest.mark.parametrize(("text", "msg"), [
     ("run n=5 n=6", "run: field 'n' given twice"),
-    ("run x=1", "run: unknown field 'x' (fields of run: src, dst, n, ostride, ooff)"),
+    ("run x=1", "run: unknown field 'x' (fields of run: src, dst, acc, n, ostride, ooff)"),
     ("pool n=1", "pool: unknown field 'n' (fields of pool: src, dst)"),
     ("run n=0x", "run: field 'n': malformed number '0x' (write decimal or 0x hex)"),
     ("run n=1e3", "run: field 'n': malformed number '1e3' (write decimal or 0x hex)"),
@@ -134,7 +134,7 @@ def test_statement_errors_name_the_field(text: str, msg: str) -> None:
 def test_listing_of_legal_and_illegal_words() -> None:
     words = [isa.encode("run", n=3), 0xFF, isa.encode("end")]
     assert isa.listing(0x40, words) == (
-        "0x00000040  0000000000000305  run src=0 dst=out n=3 ostride=0 ooff=0\n"
+        "0x00000040  0000000000000305  run src=0 dst=out acc=0 n=3 ostride=0 ooff=0\n"
         "0x00000048  00000000000000ff  .word 0x00000000000000ff  # illegal: end: reserved bits set in instruction "
         "word 0x00000000000000ff\n"
         "0x00000050  000000000000000f  end\n")

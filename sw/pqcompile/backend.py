@@ -403,7 +403,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     segs: list[tuple[int, np.ndarray, str]] = []
     table_base = at
     for i, op in enumerate(g.ops):
-        for key, data, what in ops.of(op).tables(cfg, op):
+        for key, data, what in ops.of(op).tables(cfg, g, op):
             addr[f"{key}:{i}"] = at
             segs.append((at, data, f"layer {i} ({op.name}) {what}"))
             at = align(at + data.size, bus)

@@ -122,6 +122,7 @@ class _State:
     bank: int = 0  # shape.bank: the bank of the table buffers that `run` reads
     pack: int = 0  # shape.pack: byte table entries, two table rows to a buffer row
     geom: ConvGeom = field(default_factory=ConvGeom)
+    held: np.ndarray | None = None  # the m accumulators a `run` with dst = none held (for the next one's acc)
 
 
 IDX_DEPTH = 4  # groups of indices the look-up unit's queue holds (pqa_lookup's IdxDepth)
@@ -472,11 +473,17 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             src = act[ops["src"]]
             if name == "run":
                 step, off = ops["ostride"] or st.m, ops["ooff"]
-                if dbuf is None or not layer_fits(cfg, st, ops["n"], dbuf.size, ops["ostride"], off):
+                hold = ops["dst"] == load().enums["target"]["none"]  # no output: the accumulators are held
+                chain = (not (hold or ops["acc"]) or ops["n"] == 1) and (
+                    not ops["acc"] or (st.held is not None and st.held.size == st.m))
+                if (dbuf is None and not hold) or not chain or not layer_fits(
+                        cfg, st, ops["n"], None if dbuf is None else dbuf.size, ops["ostride"], off, hold):
                     return stop("limit")
                 go()
                 tables = {b: banks[b][st.bank] for b in TABLE_BUFS}
-                _run_layer(cfg, st, ops["n"], {**tables, "act": src}, dbuf, step, off)
+                acc = _run_layer(cfg, st, ops["n"], {**tables, "act": src}, dbuf, step, off,
+                                 st.held if ops["acc"] else None)
+                st.held = acc[0] if hold else None
             elif name == "pool":
                 if dbuf is None or not pool_fits(cfg, st, dbuf.size):
                     return stop("limit")
@@ -521,10 +528,11 @@ def pool_fits(cfg: HwConfig, st: _State, dst_bytes: int | None = None) -> bool:
 
 
 def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None, ostride: int = 0,
-               ooff: int = 0) -> bool:
+               ooff: int = 0, hold: bool = False) -> bool:
     """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False;
     ``dst_bytes``: the size of its destination, default the output buffer's; ``ostride``, ``ooff``: the
-    run's fields)."""
+    run's fields; ``hold``: dst = none, no outputs written). The accumulator chain's own rules (n = 1, the
+    held m) are checked by the caller."""
     step = ostride or st.m
     g = st.geom
     if st.conv and not (fmap_fits(cfg, g) and g.stride >= 1 and g.kh >= 1 and g.kw >= 1 and g.out_w >= 1
@@ -542,13 +550,15 @@ def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None, 
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
         and (ostride == 0 or ostride >= st.m)
-        and ooff + (n - 1) * step + st.m <= (dst_bytes or cfg.OutBytes)
+        and (hold or ooff + (n - 1) * step + st.m <= (dst_bytes or cfg.OutBytes))
         and post_fits(cfg, st)
     )
 
 
-def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], out: np.ndarray, step: int,
-               off: int) -> None:
+def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], out: np.ndarray | None,
+               step: int, off: int, start: np.ndarray | None = None) -> np.ndarray:
+    """Run ``n`` columns; write them to ``out`` (None: write nothing) and return the accumulators [n, m].
+    ``start``: the accumulators column 0 starts from instead of the bias (``run.acc``; n = 1)."""
     c, k, v, d, m = st.c, st.k, st.v, st.d, st.m
     x = np.zeros((n, c * v), np.int64)
     if st.conv:
@@ -559,9 +569,11 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     protos = unpack_protos(cfg, bufs["proto"], c, k, v)
     lut = unpack_lut(cfg, bufs["lut"], c, k, m, bool(st.pack))
     eb = cfg.elem_bytes("bias")
-    bias = bufs["bias"][: eb * m].view(f"<i{eb}").astype(np.int64)
+    bias = bufs["bias"][: eb * m].view(f"<i{eb}").astype(np.int64) if start is None else start
     idx = encode(x.reshape(n, c, v), protos, st.metric)
     acc = lookup(idx, lut, bias, cfg.AccW)
+    if out is None:
+        return acc
     y = requantize(acc, st.mult, st.shift, bool(st.relu), st.bits, bool(st.unsigned))
     y8 = y.astype(np.int8).view(np.uint8).reshape(n, m)
     if step == m:
@@ -569,3 +581,4 @@ def _run_layer(cfg: HwConfig, st: _State, n: int, bufs: dict[str, np.ndarray], o
     else:  # column j at off + j*step (step > m: the bytes between keep their values)
         rows = off + np.arange(n)[:, None] * step + np.arange(m)[None, :]
         out[rows] = y8
+    return acc

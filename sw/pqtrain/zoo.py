@@ -101,7 +101,8 @@ def emnist(k: int = 12, v: int = 4, metric: str = "l2", num_classes: int = 47) -
 
 # Layers of each zoo model that the accelerator does not run (float stems and classifiers): what to pass to
 # ``pqcompile --host-layers`` (module paths of the architecture's layer list).
-HOST_LAYERS: dict[str, list[str]] = {"resnet20": ["layers.0", "layers.1", "layers.2", "layers.22"]}
+HOST_LAYERS: dict[str, list[str]] = {"resnet20": ["layers.0", "layers.1", "layers.2", "layers.22"],
+                                     "kws": ["layers.0", "layers.1", "layers.2", "layers.19"]}
 
 ZOO: dict[str, Callable[..., Arch]] = {
     "digits_mlp": digits_mlp, "digits_cnn": digits_cnn, "resnet20": resnet20, "kws": kws, "emnist": emnist,

@@ -25,6 +25,8 @@ module tb_lookup #(
   input  logic [15:0] n_i,           // columns
   input  logic [15:0] ostride_i,     // output bytes from column j to j+1 (0: m)
   input  logic [15:0] ooff_i,        // output byte of column 0
+  input  logic        hold_i,        // run.dst = none: no outputs, the accumulators held
+  input  logic        acc_i,         // run.acc: start from the held accumulators
   input  logic        stall_i,
   input  logic        pack_i,        // shape.pack (LutW > 8 only)
   input  logic [7:0]  k_i,
@@ -128,7 +130,7 @@ module tb_lookup #(
     .LutW(LutW), .AccW(AccW), .ActW(8), .MMax(MMax), .NS(NS), .NOUT(NOUT), .LaneBytes(LaneBytes),
     .LutRowAw(LutRowAw), .BiasBytes(BiasWords * 8), .OutBytes(OutBytes)
   ) u_dut (
-    .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .n_i(24'(n_i)), .ostride_i(ostride_i), .ooff_i(ooff_i),
+    .clk_i(clk_i), .rst_ni(rst_ni), .start_i(start_i), .n_i(24'(n_i)), .ostride_i(ostride_i), .ooff_i(ooff_i), .hold_i(hold_i), .acc_i(acc_i),
     .pack_i(pack_i), .k_i(k_i), .c_i(c_i), .m_i(m_i),
     .mult_i(mult_i), .shift_i(shift_i), .relu_i(relu_i), .unsigned_i(1'b0), .bits_i(bits_i), .idx_we_i(we_q),
     .idx_wdata_i(wdata_q), .idx_credit_o(credit), .lut_raddr_o(lut_raddr), .lut_rdata_i(lut_rdata),

@@ -70,6 +70,8 @@ async def lookup_matches_golden(dut: object) -> None:
     dut.stall_i.value = 0
     dut.ostride_i.value = 0
     dut.ooff_i.value = 0
+    dut.hold_i.value = 0
+    dut.acc_i.value = 0
     await start_clock(dut)
     lo, hi = -(1 << (lutw - 1)), (1 << (lutw - 1)) - 1
     wrapped = packed = 0
@@ -134,6 +136,70 @@ async def lookup_matches_golden(dut: object) -> None:
     if accw < 34:
         assert wrapped > 0, "no accumulator wrapped at AccW"
     assert packed == (20 if cfg.can_pack else 0)
+
+
+async def _one_column(dut: object, cfg: HwConfig, lut: np.ndarray, bias: np.ndarray, idx: np.ndarray, pack: bool,
+                      hold: bool, acc: bool) -> None:
+    """Load ``lut`` / ``bias`` and one column's index groups, run it (n = 1) with ``hold`` / ``acc``."""
+    c, ns = lut.shape[0], cfg.NS
+    await load_words(dut, 0, layout.pack_lut(cfg, lut, pack).tobytes())
+    await load_words(dut, 1, bias.astype("<i4").tobytes())
+    words = b""
+    for g in range(-(-c // ns)):
+        lanes = [int(idx[g * ns + s]) if g * ns + s < c else 0 for s in range(ns)]
+        words += sum(v << (8 * s) for s, v in enumerate(lanes)).to_bytes(8, "little")
+    await load_words(dut, 3, words)
+    dut.k_i.value, dut.c_i.value, dut.m_i.value, dut.n_i.value = lut.shape[1], c, lut.shape[2], 1
+    dut.pack_i.value, dut.hold_i.value, dut.acc_i.value = int(pack), int(hold), int(acc)
+    dut.start_i.value = 1
+    await RisingEdge(dut.clk_i)
+    dut.start_i.value = 0
+    await RisingEdge(dut.done_o)
+    await ClockCycles(dut.clk_i, 2)
+
+
+@cocotb.test()
+async def lookup_chains_a_column_over_runs(dut: object) -> None:
+    """A column's subspaces summed over two to four runs (``run.dst`` = none holds the accumulators, ``run.acc``
+    starts from them): each run its own table of some of the c subspaces; the held runs write nothing, the
+    last one writes requantize(bias + every run's entries, wrapped at AccW), equal to one run over all c."""
+    p = params()
+    lutw, accw, cmax = p["LutW"], p["AccW"], p["CMax"]
+    cfg = HwConfig("tb", "block bench", {**load().config("small").params, "LutW": lutw, "NS": p["NS"],
+                                         "NOUT": p["NOUT"], "LutBytes": p["LutBytes"]})
+    rng = random.Random(cocotb.RANDOM_SEED + 1)
+    np_rng = np.random.default_rng(cocotb.RANDOM_SEED + 1)
+    dut.load_we_i.value = dut.stall_i.value = dut.ostride_i.value = dut.ooff_i.value = 0
+    await start_clock(dut)
+    lo, hi = -(1 << (lutw - 1)), (1 << (lutw - 1)) - 1
+    for i in range(12):
+        while True:
+            parts = [rng.choice([1, cmax, rng.randint(1, cmax)]) for _ in range(rng.randint(2, 4))]
+            k, m = rng.choice([1, 3, 16]), rng.randint(1, min(2 * p["BiasWords"], 40))
+            if all(layout.lut_bytes(cfg, c, k, m) <= cfg.lut_cap for c in parts) and m <= p["OutBytes"] - 8:
+                break
+        luts = [np_rng.integers(lo, hi + 1, (c, k, m)) for c in parts]
+        bias = np_rng.integers(-(1 << 30), 1 << 30, m)
+        idx = [np_rng.integers(0, k, c) for c in parts]
+        mult, shift, bits = rng.randint(1, 0xFFFF), rng.randint(0, 20), rng.randint(2, 8)
+        dut.mult_i.value, dut.shift_i.value, dut.relu_i.value, dut.bits_i.value = mult, shift, 0, bits
+        dut.ostride_i.value, dut.ooff_i.value = 0, 0
+        junk = bytes(np_rng.integers(0, 256, p["OutBytes"], dtype=np.uint8).tobytes())
+        await load_words(dut, 2, junk)
+        for r, (lut, ix) in enumerate(zip(luts, idx, strict=True)):
+            last = r == len(parts) - 1
+            # the held runs' bias is junk: only the first run reads it
+            b = bias if r == 0 else np_rng.integers(-(1 << 30), 1 << 30, m)
+            await _one_column(dut, cfg, lut, b, ix, False, hold=not last, acc=r > 0)
+            if not last:
+                assert await read_out(dut, 0, m + 1) == junk[: m + 1], f"case {i}: run {r} (held) wrote outputs"
+        whole = np.concatenate(luts)
+        acc = sim.lookup(np.concatenate(idx)[None, :], whole, bias, accw)
+        exp = sim.requantize(acc, mult, shift, False, bits).astype(np.int8).tobytes()
+        got = await read_out(dut, 0, m + 1)
+        assert got[:m] == exp and got[m:] == junk[m : m + 1], \
+            f"case {i}: subspaces {parts} k={k} m={m}: RTL {got[:m].hex()} != {exp.hex()}"
+    dut.hold_i.value = dut.acc_i.value = 0
 
 
 PARAMS = [

@@ -105,7 +105,7 @@ class OpHandler:
         """The op addresses single images in external memory (their byte offsets must be bus aligned)."""
         return False
 
-    def tables(self, cfg: HwConfig, op: Any) -> list[tuple[str, np.ndarray, str]]:
+    def tables(self, cfg: HwConfig, g: ir.Graph, op: Any) -> list[tuple[str, np.ndarray, str]]:
         """(key, bytes, description) of each table the op needs in memory; plans address it as ``key:index``."""
         return []
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from .. import ir, kernels, quantize
 from ..errors import CompileError
 from ..fgraph import Extraction, FOp
-from ..plan import OpPlan, PInsn, buffer, check_post, quant, tensor
+from ..plan import OpPlan, PInsn, buffer, channel_blocks, check_post, quant, tensor
 from ..spec import HwConfig
 from .base import OpHandler, QuantContext, register
 
@@ -69,9 +69,7 @@ class PoolHandler(OpHandler):
         where = f"layer {i} ({op.name} pool)"
         if out.shape != (1, 1, ch):
             raise CompileError(f"{where}: output tensor shape {out.shape}, pooling gives {(1, 1, ch)}")
-        if h * w * ch > cfg.ActBytes:
-            raise CompileError(f"{where}: global pooling needs the whole fmap {h}x{w}x{ch} = {h * w * ch} bytes "
-                               f"in buffer 'act', config '{cfg.name}' has ActBytes={cfg.ActBytes}")
+        channel_blocks(cfg, g, op.inp)  # a fmap beyond the act buffer: pooled in channel blocks, or refused
         if ch > cfg.OutBytes:
             raise CompileError(f"{where}: {ch} channels exceed OutBytes={cfg.OutBytes}")
         check_post(cfg, where, op.post.mult, op.post.shift, op.post.bits, op.post.unsigned)
@@ -80,9 +78,26 @@ class PoolHandler(OpHandler):
         return True
 
     def plan(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PoolOp, n: int, strides: dict[str, int]) -> OpPlan:
-        """Per image: the whole fmap loaded, pooled, the channels stored."""
+        """Per image: the whole fmap loaded, pooled, the channels stored; a fmap beyond the act buffer block by
+        block (:func:`pqcompile.plan.channel_blocks`: its producer stored it channel-blocked), each block's
+        channels stored at their offset."""
         h, w, ch = g.tensors[op.inp].shape
         s_in, s_out = strides[op.inp], strides[op.out]
+        blocks = channel_blocks(cfg, g, op.inp)
+        if blocks:
+            insns = [quant(op.post)]
+            last = 0
+            for im in range(n):
+                for c0, c1 in blocks:
+                    if c1 - c0 != last:
+                        insns.append(PInsn("fmap", {"h": h, "w": w, "ch": c1 - c0}))
+                        last = c1 - c0
+                    insns += [PInsn("load", {"buf": buffer("act"), "nbytes": h * w * (c1 - c0),
+                                             "addr": tensor(op.inp, im * s_in + c0 * h * w)}),
+                              PInsn("pool", {}),
+                              PInsn("store", {"nbytes": c1 - c0, "addr": tensor(op.out, im * s_out + c0)})]
+            return OpPlan(i, op, "pool", insns, n * len(blocks),
+                          {"images": n, "channel_blocks": [list(b) for b in blocks]})
         insns = [PInsn("fmap", {"h": h, "w": w, "ch": ch}), quant(op.post)]
         for im in range(n):
             insns += [PInsn("load", {"buf": buffer("act"), "nbytes": h * w * ch, "addr": tensor(op.inp, im * s_in)}),

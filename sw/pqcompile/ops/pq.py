@@ -7,6 +7,7 @@ in bands of output rows)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +19,7 @@ from .. import ir, kernels, layout, quantize
 from ..errors import CompileError
 from ..fgraph import Extraction, FOp
 from ..isa import field_max
-from ..plan import OpPlan, PInsn, Ref, buffer, check_fits, check_post, quant, tensor
+from ..plan import OpPlan, PInsn, Ref, buffer, channel_blocks, check_fits, check_post, quant, tensor
 from ..spec import HwConfig, load
 from .base import OpHandler, QuantContext, register
 
@@ -82,17 +83,23 @@ def tile_columns(cfg: HwConfig, d: int, m: int, n: int, name: str = "") -> int:
     return t
 
 
-def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str = "") -> list[Band]:
+def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str = "",
+               m_out: Sequence[int] = ()) -> list[Band]:
     """Split a conv's output rows into bands whose input rows (halo included) fit the act buffer and whose
     outputs fit the output buffer; every band but the first starts at bus-aligned input and output byte
     offsets. A band reads rows beyond its loaded ones only where they are the fmap's bottom padding.
 
     With padding >= kernel some output rows see only zero padding: a band whose windows all lie in the top
     padding still loads one (unread) fmap row, and no band starts inside the bottom padding (its fmap would
-    be empty and ``pad_t`` cannot reach below it), so such rows join the band above them."""
+    be empty and ``pad_t`` cannot reach below it), so such rows join the band above them.
+
+    ``m_out``: the channels of the output as the output buffer holds it and the stores write it, one count
+    per store of a band (a channel-blocked output, :func:`pqcompile.plan.channel_blocks`: one per block);
+    default the op's m."""
     oh, ow = conv_out_shape(op, h, w)
     s, p, kh = op.stride, op.pad, op.kh
-    row_in, row_out, bus = w * ch, ow * op.m, cfg.bus_bytes
+    outs = [ow * mm for mm in (m_out or [op.m])]
+    row_in, row_out, bus = w * ch, max(outs), cfg.bus_bytes
 
     def rows_in(r0: int, r1: int) -> tuple[int, int]:
         a = max(0, r0 * s - p)  # < h: a band never starts inside the bottom padding
@@ -105,7 +112,8 @@ def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str =
             a, b = rows_in(r0, r1)
             if (b - a) * row_in > cfg.ActBytes or (r1 - r0) * row_out > cfg.OutBytes:
                 continue
-            if r1 < oh and (r1 * s - p >= h or (r1 * row_out) % bus or (rows_in(r1, r1 + 1)[0] * row_in) % bus):
+            if r1 < oh and (r1 * s - p >= h or any((r1 * ro) % bus for ro in outs)
+                            or (rows_in(r1, r1 + 1)[0] * row_in) % bus):
                 continue
             bands.append(Band(r0, r1, a, b, a - (r0 * s - p)))
             r0 = r1
@@ -170,6 +178,39 @@ def m_tiles(cfg: HwConfig, c: int, k: int, m: int, pack: bool, where: str = "") 
     raise CompileError(f"{where}: the table of even {one} output(s) (c={c} subspaces x k={k} prototypes) needs "
                        f"{layout.lut_bytes(cfg, c, k, one, pack)} bytes, more than buffer 'lut' of config "
                        f"'{cfg.name}' holds (whole rows of LutBytes={cfg.lut_cap}); tiling over c is not supported")
+
+
+def c_tiles(cfg: HwConfig, op: ir.PQOp, d: int, where: str = "") -> list[tuple[int, int]]:
+    """The subspace ranges [g0, g1) of a linear PQ op's column tiled over c: the whole [0, c) when one run can
+    take the column (c <= CMax, the column within the act buffer and the shape.d field, the prototypes and
+    one output group's table within their buffers), else the fewest tiles of one size whose runs can, each
+    starting at a bus-aligned byte of the column (g0*v a whole number of bus words). The runs of a column's
+    tiles chain their accumulators (``run dst=none`` holds them, ``run acc=1`` starts from them), so the
+    result is exactly the one run's."""
+    pack = packs(cfg, op.lut)
+    c, k, v = op.c, op.k, op.v
+
+    def fits(ct: int) -> bool:
+        return (ct <= cfg.CMax and ct * v <= min(cfg.ActBytes, field_max("shape", "d"))
+                and layout.proto_bytes(cfg, ct, k, v) <= cfg.proto_cap
+                and layout.lut_bytes(cfg, ct, k, min(op.m, cfg.NOUT), pack) <= cfg.lut_cap)
+
+    if fits(c) and d <= cfg.ActBytes:
+        return [(0, c)]
+    unit = cfg.bus_bytes // math.gcd(cfg.bus_bytes, v)  # subspaces of a whole number of bus words
+    best = 0
+    for ct in range(unit, c, unit):
+        if not fits(ct):
+            break
+        best = ct
+    if best == 0:
+        tbl = layout.lut_bytes(cfg, unit, k, min(op.m, cfg.NOUT), pack)
+        raise CompileError(f"{where}: the column (c={c} subspaces of v={v}, k={k}) does not fit one run and no tile "
+                           f"of {unit} subspaces (whole bus words) does either (CMax={cfg.CMax}, "
+                           f"ActBytes={cfg.ActBytes}, prototypes {layout.proto_bytes(cfg, unit, k, v)} bytes of "
+                           f"{cfg.proto_cap}, table of one output group {tbl} bytes of {cfg.lut_cap}, config "
+                           f"'{cfg.name}')")
+    return [(g0, min(c, g0 + best)) for g0 in range(0, c, best)]
 
 
 def check_tables(cfg: HwConfig, where: str, c: int, k: int, v: int, m: int, d: int, lut: np.ndarray,
@@ -294,26 +335,45 @@ class PQHandler(OpHandler):
         oh, ow = conv_out_shape(op, h, w)
         if oh < 1 or ow < 1 or out.shape != (oh, ow, op.m):
             raise CompileError(f"{where}: output tensor {op.out} has shape {out.shape}, the op gives {(oh, ow, op.m)}")
-        check_tables(cfg, where, op.c, op.k, op.v, op.m, d, op.lut, op.protos)
+        ctiles = c_tiles(cfg, op, d, where) if self.kind(g, op) == "linear" else [(0, op.c)]
+        ct = max(g1 - g0 for g0, g1 in ctiles)
+        if len(ctiles) > 1 and not (op.c - 1) * op.v < d <= op.c * op.v:
+            raise CompileError(f"{where}: d={d} does not match c={op.c} subspaces of v={op.v}")
+        check_tables(cfg, where, ct, op.k, op.v, op.m, d if len(ctiles) == 1 else ct * op.v, op.lut, op.protos)
         if op.metric not in ("l1", "l2"):
             raise CompileError(f"{where}: metric {op.metric!r} is not supported (l2, l1)")
         if self.kind(g, op) == "linear":
-            check_fits(cfg, where, [("input column", d, cfg.ActBytes, "ActBytes"),
-                                    ("output column", op.m, cfg.OutBytes, "OutBytes")])
+            check_fits(cfg, where, [("output column", op.m, cfg.OutBytes, "OutBytes")])
         elif h > field_max("fmap", "h") or w > field_max("fmap", "w") or ch > field_max("fmap", "ch"):
             raise CompileError(f"{where}: fmap {h}x{w}x{ch} is beyond the fmap instruction's fields")
         check_post(cfg, where, op.post.mult, op.post.shift, op.post.bits, op.post.unsigned)
 
     def per_image(self, cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> bool:
         kind = self.kind(g, op)
+        if kind == "linear":  # a column tiled over c is loaded slice by slice, image by image
+            return len(self.ctiles(cfg, g, op)) > 1
         return kind == "conv" or (kind == "flatten-linear" and flatten_group(cfg, g, op, n) == 0)
 
-    def tables(self, cfg: HwConfig, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
-        """The op's table images: ``proto``, ``lut``, ``bias``, or with a table tiled over m (:func:`m_tiles`)
+    def ctiles(self, cfg: HwConfig, g: ir.Graph, op: ir.PQOp) -> list[tuple[int, int]]:
+        """The op's column tiles over c (:func:`c_tiles`; linear ops only, else the whole [0, c))."""
+        if self.kind(g, op) != "linear":
+            return [(0, op.c)]
+        return c_tiles(cfg, op, g.tensors[op.inp].shape[2])
+
+    def tiles(self, cfg: HwConfig, g: ir.Graph, op: ir.PQOp) -> list[tuple[int, int]]:
+        """The op's table tiles over m: its output's channel blocks when a pool reads it channel-blocked
+        (:func:`pqcompile.plan.channel_blocks`), else :func:`m_tiles`."""
+        return channel_blocks(cfg, g, op.out) or m_tiles(cfg, op.c, op.k, op.m, packs(cfg, op.lut))
+
+    def tables(self, cfg: HwConfig, g: ir.Graph, op: ir.PQOp) -> list[tuple[str, np.ndarray, str]]:
+        """The op's table images: ``proto``, ``lut``, ``bias``, or with a table tiled over m (:meth:`tiles`)
         ``lut.<t>``, ``bias.<t>`` for each tile t (the prototypes are shared)."""
         pack = packs(cfg, op.lut)
         width = "8-bit, packed two rows to a row," if pack else f"{cfg.LutW}-bit"
-        tiles = m_tiles(cfg, op.c, op.k, op.m, pack)
+        ctiles = self.ctiles(cfg, g, op)
+        if len(ctiles) > 1:
+            return self._ctables(cfg, op, ctiles, width)
+        tiles = self.tiles(cfg, g, op)
         out = [("proto", layout.pack_protos(cfg, op.protos),
                 f"prototypes [c={op.c}][k={op.k}][v={op.v}] int8 in rows of NS={cfg.NS} x NP={cfg.NP} x PL={cfg.PL}")]
         for t, (m0, m1) in enumerate(tiles):
@@ -335,6 +395,69 @@ class PQHandler(OpHandler):
                             "m": op.m, "pack": int(pack)}),
             quant(op.post),
         ]
+
+    def _ctables(self, cfg: HwConfig, op: ir.PQOp, ctiles: list[tuple[int, int]],
+                 width: str) -> list[tuple[str, np.ndarray, str]]:
+        """The table images of a column tiled over c (and its table over m): ``proto.<ci>`` per c tile,
+        ``lut.<mi>.<ci>`` per (m, c) tile, ``bias.<mi>`` per m tile."""
+        pack = packs(cfg, op.lut)
+        mtiles = m_tiles(cfg, max(g1 - g0 for g0, g1 in ctiles), op.k, op.m, pack)
+        out = []
+        for ci, (g0, g1) in enumerate(ctiles):
+            out.append((f"proto.{ci}", layout.pack_protos(cfg, op.protos[g0:g1]),
+                        f"prototypes of subspaces {g0}..{g1 - 1} [k={op.k}][v={op.v}] int8 (c tile {ci})"))
+        for mi, (m0, m1) in enumerate(mtiles):
+            out.append((f"bias.{mi}", op.bias[m0:m1].astype(f"<i{cfg.elem_bytes('bias')}").view(np.uint8).reshape(-1),
+                        f"bias of outputs {m0}..{m1 - 1} int{cfg.elem_bits('bias')}"))
+            for ci, (g0, g1) in enumerate(ctiles):
+                out.append((f"lut.{mi}.{ci}", layout.pack_lut(cfg, op.lut[g0:g1, :, m0:m1], pack),
+                            f"table of subspaces {g0}..{g1 - 1}, outputs {m0}..{m1 - 1} {width} (tile {mi}, {ci})"))
+        return out
+
+    def _plan_ctiled(self, cfg: HwConfig, i: int, op: ir.PQOp, n: int, d: int, s_in: int, s_out: int,
+                     ctiles: list[tuple[int, int]]) -> OpPlan:
+        """A linear op whose column is tiled over c (:func:`c_tiles`): per image and m tile, the column's
+        slices one after the other (each loaded to act byte 0, with its own prototypes and table), the runs
+        chained (dst = none holds the accumulators, the next run's acc starts from them; the last one writes
+        its outputs at their channels, ``ooff`` = m0) and the image's outputs stored. The table sets of every
+        (m, c) tile keep their banks when there are no more than two, else load for every image."""
+        pack = packs(cfg, op.lut)
+        mtiles = m_tiles(cfg, max(g1 - g0 for g0, g1 in ctiles), op.k, op.m, pack)
+        grid = [(mi, ci) for mi in range(len(mtiles)) for ci in range(len(ctiles))]
+        keep = len(grid) <= load().buffers["lut"].banks
+        none = load().enums["target"]["none"]
+        insns: list[PInsn] = [quant(op.post)]
+        sets: dict[tuple[int, int], int] = {}
+        for im in range(n):
+            for mi, (m0, m1) in enumerate(mtiles):
+                for ci, (g0, g1) in enumerate(ctiles):
+                    dt = min(d, g1 * op.v) - g0 * op.v
+                    insns.append(PInsn("load", {"buf": buffer("act"), "nbytes": dt,
+                                                "addr": tensor(op.inp, im * s_in + g0 * op.v)}))
+                    if not keep or (mi, ci) not in sets:
+                        ts = sets[(mi, ci)] = sum(1 for p in insns if p.mnemonic == "shape") if not keep else len(sets)
+                        tb = table_bytes(cfg, g1 - g0, op.k, op.v, m1 - m0, pack)
+                        insns += [PInsn("load", {"buf": buffer("proto"), "nbytes": tb["proto"],
+                                                 "addr": Ref(f"proto.{ci}:{i}")}, ts),
+                                  PInsn("load", {"buf": buffer("lut"), "nbytes": tb["lut"],
+                                                 "addr": Ref(f"lut.{mi}.{ci}:{i}")}, ts)]
+                        if ci == 0:  # the chain's later runs start from the held accumulators
+                            insns.append(PInsn("load", {"buf": buffer("bias"), "nbytes": tb["bias"],
+                                                        "addr": Ref(f"bias.{mi}:{i}")}, ts))
+                    last = ci == len(ctiles) - 1
+                    insns += [PInsn("shape", {"metric": op.metric, "conv": 0, "k": op.k, "v": op.v, "c": g1 - g0,
+                                              "d": dt, "m": m1 - m0, "pack": int(pack)}, sets[(mi, ci)]),
+                              PInsn("run", {"n": 1, "acc": int(ci > 0), **({"ooff": m0} if last else {"dst": none})})]
+            insns.append(PInsn("store", {"nbytes": op.m, "addr": tensor(op.out, im * s_out)}))
+        return OpPlan(i, op, "linear", insns, sum(1 for p in insns if p.mnemonic == "run"),
+                      {"tile_columns": 1, "c_tiles": [list(t) for t in ctiles], "m_tiles": [list(t) for t in mtiles]})
+
+    def _set_loads(self, cfg: HwConfig, op: ir.PQOp, i: int, t: int, m0: int, m1: int, ts: int) -> list[PInsn]:
+        """The table loads of tile ``t`` (outputs [m0, m1)) as table set ``ts``."""
+        tb = table_bytes(cfg, op.c, op.k, op.v, m1 - m0, packs(cfg, op.lut))
+        return [PInsn("load", {"buf": buffer("proto"), "nbytes": tb["proto"], "addr": Ref(f"proto:{i}")}, ts),
+                PInsn("load", {"buf": buffer("lut"), "nbytes": tb["lut"], "addr": Ref(f"lut.{t}:{i}")}, ts),
+                PInsn("load", {"buf": buffer("bias"), "nbytes": tb["bias"], "addr": Ref(f"bias.{t}:{i}")}, ts)]
 
     def _tile_m(self, cfg: HwConfig, op: ir.PQOp, plan: OpPlan) -> OpPlan:
         """``plan`` (one table set) with the table tiled over m (:func:`m_tiles`): every ``run`` becomes one
@@ -361,13 +484,7 @@ class PQHandler(OpHandler):
             for t, (m0, m1) in enumerate(tiles):
                 if not keep or t not in sets:
                     ts = sets[t] = len(sets) if keep else sum(1 for p in insns if p.mnemonic == "shape")
-                    tb = table_bytes(cfg, op.c, op.k, op.v, m1 - m0, pack)
-                    insns += [PInsn("load", {"buf": buffer("proto"), "nbytes": tb["proto"], "addr": Ref(f"proto:{i}")},
-                                    ts),
-                              PInsn("load", {"buf": buffer("lut"), "nbytes": tb["lut"], "addr": Ref(f"lut.{t}:{i}")},
-                                    ts),
-                              PInsn("load", {"buf": buffer("bias"), "nbytes": tb["bias"], "addr": Ref(f"bias.{t}:{i}")},
-                                    ts)]
+                    insns += self._set_loads(cfg, op, i, t, m0, m1, ts)
                 insns += [PInsn("shape", {**shape.ops, "m": m1 - m0}, sets[t]),
                           PInsn("run", {**q.ops, "ostride": op.m, "ooff": m0})]
         info = {**plan.info, "m_tiles": [list(t) for t in tiles], "table_sets": len(set(
@@ -375,7 +492,56 @@ class PQHandler(OpHandler):
         return replace(plan, insns=insns, tiles=sum(1 for p in insns if p.mnemonic == "run"), info=info)
 
     def plan(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp, n: int, strides: dict[str, int]) -> OpPlan:
+        ctiles = self.ctiles(cfg, g, op)
+        if len(ctiles) > 1:
+            d = g.tensors[op.inp].shape[2]
+            return self._plan_ctiled(cfg, i, op, n, d, strides[op.inp], strides[op.out], ctiles)
+        blocks = channel_blocks(cfg, g, op.out)
+        if blocks:  # a pool reads the output block by block
+            h, w, ch = g.tensors[op.inp].shape
+            return self._plan_blocked(cfg, i, op, n, (h, w, ch), strides[op.inp], strides[op.out], blocks,
+                                      f"layer {i} ({op.name})")
         return self._tile_m(cfg, op, self._plan(cfg, g, i, op, n, strides))
+
+    def _plan_blocked(self, cfg: HwConfig, i: int, op: ir.PQOp, n: int, shape: tuple[int, int, int], s_in: int,
+                      s_out: int, blocks: list[tuple[int, int]], where: str) -> OpPlan:
+        """A conv whose output is stored channel-blocked (:func:`pqcompile.plan.channel_blocks`): per image and
+        band of output rows (bands sized for one block in the output buffer), one ``shape`` + ``run`` per block
+        (the block's table tile, its outputs dense) and a ``store`` of the block's rows into the block. Table
+        sets as in :meth:`_tile_m`: with two blocks each keeps a bank, with more they load for every run."""
+        h, w, ch = shape
+        oh, ow = conv_out_shape(op, h, w)
+        pixels = oh * ow
+        bands = conv_bands(cfg, op, h, w, ch, where, [c1 - c0 for c0, c1 in blocks])
+        pack = packs(cfg, op.lut)
+        keep = len(blocks) <= load().buffers["lut"].banks
+        shape_ops = {"metric": op.metric, "conv": 1, "k": op.k, "v": op.v, "c": op.c, "d": ch * op.kh * op.kw,
+                     "pack": int(pack)}
+        insns: list[PInsn] = [quant(op.post)]
+        sets: dict[int, int] = {}
+        state: tuple[int, int] | None = None
+        for im in range(n):
+            for bd in bands:
+                if state is None or state[0] != bd.b - bd.a:
+                    insns.append(PInsn("fmap", {"h": bd.b - bd.a, "w": w, "ch": ch}))
+                if state is None or state[1] != bd.pad_t:
+                    insns.append(PInsn("conv", {"stride": op.stride, "kh": op.kh, "kw": op.kw, "pad_t": bd.pad_t,
+                                                "pad_l": op.pad, "out_w": ow}))
+                state = (bd.b - bd.a, bd.pad_t)
+                rows = bd.r1 - bd.r0
+                insns.append(PInsn("load", {"buf": buffer("act"), "nbytes": (bd.b - bd.a) * w * ch,
+                                            "addr": tensor(op.inp, im * s_in + bd.a * w * ch)}))
+                for t, (c0, c1) in enumerate(blocks):
+                    if not keep or t not in sets:
+                        ts = sets[t] = len(sets) if keep else sum(1 for p in insns if p.mnemonic == "shape")
+                        insns += self._set_loads(cfg, op, i, t, c0, c1, ts)
+                    at = im * s_out + c0 * pixels + bd.r0 * ow * (c1 - c0)  # block c0's rows from r0
+                    insns += [PInsn("shape", {**shape_ops, "m": c1 - c0}, sets[t]),
+                              PInsn("run", {"n": rows * ow}),
+                              PInsn("store", {"nbytes": rows * ow * (c1 - c0), "addr": tensor(op.out, at)})]
+        return OpPlan(i, op, "conv", insns, sum(1 for p in insns if p.mnemonic == "run"),
+                      {"bands": len(bands), "band_rows": [[bd.r0, bd.r1] for bd in bands],
+                       "m_tiles": [list(b) for b in blocks], "channel_blocked": True})
 
     def _plan(self, cfg: HwConfig, g: ir.Graph, i: int, op: ir.PQOp, n: int, strides: dict[str, int]) -> OpPlan:
         kind = self.kind(g, op)
@@ -463,11 +629,12 @@ class PQHandler(OpHandler):
     def entry(self, cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
         op, i = plan.op, plan.index
         assert isinstance(op, ir.PQOp)
-        tb = sum(data.size for _, data, _ in self.tables(cfg, op))
-        lut = f"lut:{i}" if f"lut:{i}" in addr else f"lut.0:{i}"
-        bias = f"bias:{i}" if f"bias:{i}" in addr else f"bias.0:{i}"
+        tb = sum(data.size for _, data, _ in self.tables(cfg, g, op))
+        proto, lut, bias = (next(k for k in (f"{t}:{i}", f"{t}.0:{i}", f"{t}.0.0:{i}") if k in addr)
+                            for t in ("proto", "lut", "bias"))  # the first tile's (tiled over m or c)
         return {"d": g.tensors[op.inp].shape[2] * op.kh * op.kw, "m": op.m, "c": op.c, "k": op.k, "v": op.v,
                 "metric": op.metric, "kh": op.kh, "kw": op.kw, "stride": op.stride, "pad": op.pad,
                 "relu": op.post.relu, "unsigned": op.post.unsigned, "mult": op.post.mult, "shift": op.post.shift,
-                "bits": op.post.bits, "proto_addr": addr[f"proto:{i}"], "lut_addr": addr[lut],
-                "bias_addr": addr[bias], "table_bytes": tb, "m_tiles": plan.info.get("m_tiles", [[0, op.m]])}
+                "bits": op.post.bits, "proto_addr": addr[proto], "lut_addr": addr[lut],
+                "bias_addr": addr[bias], "table_bytes": tb, "m_tiles": plan.info.get("m_tiles", [[0, op.m]]),
+                "c_tiles": plan.info.get("c_tiles", [[0, op.c]])}
