@@ -126,6 +126,22 @@ def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str =
     return bands
 
 
+def _band_input(insns: list[PInsn], op: ir.PQOp, bd: Band, geom: tuple[int, int, int], at: int,
+                state: tuple[int, int] | None) -> tuple[int, int]:
+    """Append band ``bd``'s ``fmap`` and ``conv`` (where they differ from ``state``: the last band's rows and
+    pad_t) and the load of its input rows (the image at byte ``at`` of the input); ``geom``: (w, ch, out_w).
+    Returns the new state."""
+    w, ch, ow = geom
+    if state is None or state[0] != bd.b - bd.a:
+        insns.append(PInsn("fmap", {"h": bd.b - bd.a, "w": w, "ch": ch}))
+    if state is None or state[1] != bd.pad_t:
+        insns.append(PInsn("conv", {"stride": op.stride, "kh": op.kh, "kw": op.kw, "pad_t": bd.pad_t,
+                                    "pad_l": op.pad, "out_w": ow}))
+    insns.append(PInsn("load", {"buf": buffer("act"), "nbytes": (bd.b - bd.a) * w * ch,
+                                "addr": tensor(op.inp, at + bd.a * w * ch)}))
+    return bd.b - bd.a, bd.pad_t
+
+
 def _group_step(bus: int, *sizes: int) -> int:
     """The smallest number of images whose bytes are a whole number of bus words for every size."""
     step = 1
@@ -522,15 +538,8 @@ class PQHandler(OpHandler):
         state: tuple[int, int] | None = None
         for im in range(n):
             for bd in bands:
-                if state is None or state[0] != bd.b - bd.a:
-                    insns.append(PInsn("fmap", {"h": bd.b - bd.a, "w": w, "ch": ch}))
-                if state is None or state[1] != bd.pad_t:
-                    insns.append(PInsn("conv", {"stride": op.stride, "kh": op.kh, "kw": op.kw, "pad_t": bd.pad_t,
-                                                "pad_l": op.pad, "out_w": ow}))
-                state = (bd.b - bd.a, bd.pad_t)
+                state = _band_input(insns, op, bd, (w, ch, ow), im * s_in, state)
                 rows = bd.r1 - bd.r0
-                insns.append(PInsn("load", {"buf": buffer("act"), "nbytes": (bd.b - bd.a) * w * ch,
-                                            "addr": tensor(op.inp, im * s_in + bd.a * w * ch)}))
                 for t, (c0, c1) in enumerate(blocks):
                     if not keep or t not in sets:
                         ts = sets[t] = len(sets) if keep else sum(1 for p in insns if p.mnemonic == "shape")
@@ -611,16 +620,9 @@ class PQHandler(OpHandler):
         state: tuple[int, int] | None = None
         for im in range(n):
             for bd in bands:
-                if state is None or state[0] != bd.b - bd.a:
-                    insns.append(PInsn("fmap", {"h": bd.b - bd.a, "w": w, "ch": ch}))
-                if state is None or state[1] != bd.pad_t:
-                    insns.append(PInsn("conv", {"stride": op.stride, "kh": op.kh, "kw": op.kw, "pad_t": bd.pad_t,
-                                                "pad_l": op.pad, "out_w": ow}))
-                state = (bd.b - bd.a, bd.pad_t)
+                state = _band_input(insns, op, bd, (w, ch, ow), im * s_in, state)
                 rows = bd.r1 - bd.r0
-                insns += [PInsn("load", {"buf": buffer("act"), "nbytes": (bd.b - bd.a) * w * ch,
-                                         "addr": tensor(op.inp, im * s_in + bd.a * w * ch)}),
-                          PInsn("run", {"n": rows * ow}),
+                insns += [PInsn("run", {"n": rows * ow}),
                           PInsn("store", {"nbytes": rows * ow * m,
                                           "addr": tensor(op.out, im * s_out + bd.r0 * ow * m)})]
         return OpPlan(i, op, "conv", insns, n * len(bands),
