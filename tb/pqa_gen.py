@@ -330,7 +330,8 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
             else:
                 # run.ostride / ooff: mostly dense from byte 0, a stride below m (limit) now and then
                 w = encode("run", n=int(rng.choice([1, int(rng.integers(1, 9))])),
-                           dst=int(rng.choice([0, 0, 0, 0, 0, 0, 0, 0, 0, 3])), acc=int(rng.random() < 0.1),
+                           dst=int(rng.choice([spec.enums["target"]["out"]] * 9 + [spec.enums["target"]["none"]])),
+                           acc=int(rng.random() < 0.1),
                            ostride=int(rng.choice([0, 0, 0, int(rng.integers(0, 20))])),
                            ooff=int(rng.choice([0, 0, 0, int(rng.integers(0, 64))])))
         words.append(_no_self_modify(w, code_end, mem_bytes))
