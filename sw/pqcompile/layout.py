@@ -53,6 +53,13 @@ def unpack_protos(cfg: HwConfig, buf: np.ndarray, c: int, k: int, v: int) -> np.
     return full[:c, :k, :v]
 
 
+def packs(cfg: HwConfig, lut: np.ndarray) -> bool:
+    """The table goes to the hardware packed (``shape.pack``: byte entries, two table rows to a buffer row,
+    half the bytes): the configuration's entries are wider than a byte and this table's fit a signed byte
+    (a table quantized to 8 bits or fewer, ``pqcompile --lut-bits``)."""
+    return cfg.can_pack and fits_byte(lut)
+
+
 def lut_bytes(cfg: HwConfig, c: int, k: int, m: int, pack: bool = False) -> int:
     """Bytes of the table buffer that a `run` with c subspaces, k prototypes and m outputs reads (``pack``:
     ``shape.pack``, byte entries two table rows to a buffer row)."""

@@ -112,7 +112,7 @@ def channel_blocks(cfg: HwConfig, g: ir.Graph, t: str) -> list[tuple[int, int]] 
                            "alone (here it is the graph's input or output, another op reads it, or no PQ op "
                            "writes it)")
     unit = math.lcm(cfg.bus_bytes, cfg.NOUT)
-    pack = cfg.can_pack and layout.fits_byte(producer.lut)
+    pack = layout.packs(cfg, producer.lut)
     best = 0
     for cb in range(unit, ch, unit):
         if h * w * cb <= cfg.ActBytes and layout.lut_bytes(cfg, producer.c, producer.k, cb, pack) <= cfg.lut_cap:

@@ -83,27 +83,20 @@ class PoolHandler(OpHandler):
         channels stored at their offset."""
         h, w, ch = g.tensors[op.inp].shape
         s_in, s_out = strides[op.inp], strides[op.out]
-        blocks = channel_blocks(cfg, g, op.inp)
-        if blocks:
-            insns = [quant(op.post)]
-            last = 0
-            for im in range(n):
-                for c0, c1 in blocks:
-                    if c1 - c0 != last:
-                        insns.append(PInsn("fmap", {"h": h, "w": w, "ch": c1 - c0}))
-                        last = c1 - c0
-                    insns += [PInsn("load", {"buf": buffer("act"), "nbytes": h * w * (c1 - c0),
-                                             "addr": tensor(op.inp, im * s_in + c0 * h * w)}),
-                              PInsn("pool", {}),
-                              PInsn("store", {"nbytes": c1 - c0, "addr": tensor(op.out, im * s_out + c0)})]
-            return OpPlan(i, op, "pool", insns, n * len(blocks),
-                          {"images": n, "channel_blocks": [list(b) for b in blocks]})
-        insns = [PInsn("fmap", {"h": h, "w": w, "ch": ch}), quant(op.post)]
+        blocks = channel_blocks(cfg, g, op.inp) or [(0, ch)]
+        insns = [PInsn("fmap", {"h": h, "w": w, "ch": blocks[0][1]}), quant(op.post)]
+        last = blocks[0][1]
         for im in range(n):
-            insns += [PInsn("load", {"buf": buffer("act"), "nbytes": h * w * ch, "addr": tensor(op.inp, im * s_in)}),
-                      PInsn("pool", {}),
-                      PInsn("store", {"nbytes": ch, "addr": tensor(op.out, im * s_out)})]
-        return OpPlan(i, op, "pool", insns, n, {"images": n})
+            for c0, c1 in blocks:
+                if c1 - c0 != last:
+                    insns.append(PInsn("fmap", {"h": h, "w": w, "ch": c1 - c0}))
+                    last = c1 - c0
+                insns += [PInsn("load", {"buf": buffer("act"), "nbytes": h * w * (c1 - c0),
+                                         "addr": tensor(op.inp, im * s_in + c0 * h * w)}),
+                          PInsn("pool", {}),
+                          PInsn("store", {"nbytes": c1 - c0, "addr": tensor(op.out, im * s_out + c0)})]
+        info = {"images": n, **({"channel_blocks": [list(bl) for bl in blocks]} if len(blocks) > 1 else {})}
+        return OpPlan(i, op, "pool", insns, n * len(blocks), info)
 
     def entry(self, cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
         op = plan.op

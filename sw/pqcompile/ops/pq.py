@@ -163,11 +163,7 @@ def flatten_group(cfg: HwConfig, g: ir.Graph, op: ir.PQOp, n: int) -> int:
     return max(grp, 0)
 
 
-def packs(cfg: HwConfig, lut: np.ndarray) -> bool:
-    """The table goes to the hardware packed (``shape.pack``: byte entries, two table rows to a buffer row,
-    half the bytes): the configuration's entries are wider than a byte and this table's fit a signed byte
-    (a table quantized to 8 bits or fewer, ``pqcompile --lut-bits``)."""
-    return cfg.can_pack and layout.fits_byte(lut)
+packs = layout.packs  # the one rule, shared with plan.channel_blocks
 
 
 def table_bytes(cfg: HwConfig, c: int, k: int, v: int, m: int, pack: bool = False) -> dict[str, int]:
