@@ -35,7 +35,7 @@ import numpy as np
 from . import build, hexfmt, ir, onchip, ops, perf, sim
 from .build import read_output, read_perf, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
-from .isa import encode, listing
+from .isa import decode, encode, listing
 from .plan import OpPlan, PInsn, Ref, align, shape_str
 from .spec import HwConfig
 from .spec import load as load_spec
@@ -194,6 +194,17 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None, pass_ops: 
             continue  # the plan's own place is already the earliest (a load never moves later)
         out[i] = [q for q in out[i] if not any(q is x for x in moved)]
         out[at_op][at_k + 1 : at_k + 1] = moved
+    for i, ins in enumerate(out):  # a segment's act loads go up to just after the compute before them
+        out[i] = ins = list(ins)
+        for k in range(len(ins)):
+            q = ins[k]
+            if q.mnemonic != "load" or is_table_load(q):
+                continue
+            j = k
+            while j > 0 and ins[j - 1].mnemonic not in sim.COMPUTE and not _conflict(q, ins[j - 1]):
+                j -= 1
+            if j > 0 and j < k and ins[j - 1].mnemonic in sim.COMPUTE and not _conflict(q, ins[j - 1]):
+                ins[j:k + 1] = [q] + ins[j:k]
     for i in range(1, len(out)):
         first = next((k for k, q in enumerate(out[i]) if q.mnemonic in sim.COMPUTE), len(out[i]))
         lead = [q for q in out[i][:first] if q.mnemonic in sim.SETUP]
@@ -234,8 +245,8 @@ def _conflict(a: PInsn, b: PInsn) -> bool:
     never move), or one writes external memory that the other reads or writes."""
     names = {v: n for n, v in load_spec().enums["buffer"].items()}
     st = sim._State()
-    (ra, wa), (rb, wb) = (sim.resources(q.mnemonic, q.ops, st, names.get(q.ops.get("buf", -1), ""))
-                          for q in (a, b))
+    (ra, wa), (rb, wb) = (sim.resources(q.mnemonic, decode(encode(q.mnemonic, **q.ops)).ops, st,
+                                        names.get(q.ops.get("buf", -1), "")) for q in (a, b))
     if wa & (rb | wb) or wb & ra:
         return True
     ma, mb = _mem_range(a), _mem_range(b)

@@ -176,11 +176,23 @@ def _pass(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int]
                 from_mem.add(t)
             overwrite(f"act{b}", i)
             overwrite("out", i)
+            # with the other bank free too, the op's segments (its act loads and the compute instructions
+            # that read them) take the two banks in turn, so that a segment's loads can stream in while the
+            # segment before computes (backend.schedule moves them up)
+            other = free_bank(i, avoid=b)
+            banks = [b] if other is None else [b, other]
+            if other is not None:
+                overwrite(f"act{other}", i)
+            seg, prev = -1, ""
             for q in insns:
                 if q.mnemonic == "load" and q.ops["buf"] == buffers["act"]:
-                    q.ops["bank"] = b
+                    if prev != "load":
+                        seg += 1
+                    q.ops["bank"] = banks[seg % len(banks)]
+                    prev = "load"
                 elif q.mnemonic in COMPUTE:
-                    q.ops["src"] = b
+                    q.ops["src"] = banks[max(seg, 0) % len(banks)]
+                    prev = "compute"
             continue
         comp = insns[shot.compute]
         drop: set[int] = set()
