@@ -96,8 +96,9 @@ def project(builddir: Path, mem_bw: int, pool: int) -> int:
         image[at + 8 * i : at + 8 * i + 8] = np.frombuffer(w.to_bytes(8, "little"), np.uint8)
     resources = sim.resources
 
-    def pooled(mnemonic: str, ops: dict[str, int], st: sim._State, buf: str = "") -> tuple[set[str], set[str]]:
-        r, w = resources(mnemonic, ops, st, buf)
+    def pooled(mnemonic: str, ops: dict[str, int], st: sim._State, buf: str = "",
+               out_half: int | None = None) -> tuple[set[str], set[str]]:
+        r, w = resources(mnemonic, ops, st, buf, out_half)
         return {x for x in r if not x.startswith("tbl")}, {x for x in w if not x.startswith("tbl")}
 
     sim.resources = pooled  # type: ignore[assignment]

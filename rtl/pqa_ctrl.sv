@@ -79,6 +79,7 @@ module pqa_ctrl #(
   output logic [pqa_pkg::RunSrcW-1:0]      cu_src_o,       // the act bank the compute unit reads
   output logic [pqa_pkg::RunDstW-1:0]      cu_dst_o,       // where it writes (enum target)
   output logic                             stamp_sel_o,    // write data is stamp_rec_o, not the out buffer
+  output logic                             st_half_o,      // a store reads the out buffer from OutBytes/2
   output logic [pqa_pkg::PerfWords*pqa_pkg::CyclesW-1:0] stamp_rec_o,  // counter Perf<Name>: word Perf<Name>
   input  logic                             rd_beat_i,      // a read beat accepted on the AXI master
   input  logic                             wr_beat_i,      // a write beat accepted on the AXI master
@@ -214,6 +215,7 @@ module pqa_ctrl #(
   logic [pqa_pkg::LoadBankW-1:0] ld_bank_q;
   logic [pqa_pkg::RegDataW-1:0] ld_pc_q, ld_cnt_q, st_pc_q, st_cnt_q;
   logic                         st_stamp_q;     // the store unit writes a stamp record
+  logic                         st_half_q;      // ... or its store reads the out buffer's second half
   logic                         cu_run_q;       // the compute unit runs a `run` (else `pool` / `add`)
   logic                         cu_go_q;        // its first cycle: start the units
   logic                         cu_bank_q;      // the table bank of its `run`
@@ -221,9 +223,9 @@ module pqa_ctrl #(
   logic [pqa_pkg::RunDstW-1:0]  cu_dst_q;       // where it writes
   // The on-chip resources each unit's instruction reads and writes (bit Res<Name>; sim.resources)
   localparam int ResAct0 = 0;  // act bank 0, act bank 1 (ResAct0 + bank)
-  localparam int ResOut  = 2;  // the output buffer: every use counts as a write (its read port is shared)
-  localparam int ResTbl0 = 3;  // table bank 0, table bank 1 (ResTbl0 + bank): proto, lut and bias together
-  localparam int ResW    = 5;
+  localparam int ResOut0 = 2;  // the output buffer's halves (ResOut0 + half): every use counts as a write
+  localparam int ResTbl0 = 4;  // table bank 0, table bank 1 (ResTbl0 + bank): proto, lut and bias together
+  localparam int ResW    = 6;
   logic [ResW-1:0]              ld_wr_q, st_wr_q, cu_rd_q, cu_wr_q;
   logic                         fetch_busy_q;   // a fetch is in the read engine
   // errors met by the units, and the first one the decoder met (an instruction it refused)
@@ -298,6 +300,7 @@ module pqa_ctrl #(
   logic [pqa_pkg::RunNW-1:0]       f_n;
   logic [pqa_pkg::RunSrcW-1:0]     f_src;
   logic [pqa_pkg::RunDstW-1:0]     f_dst;
+  logic                            f_half;
   logic                            misaligned;
 
   assign opcode      = insn_q[pqa_pkg::OpcodeLsb +: pqa_pkg::OpcodeW];
@@ -308,6 +311,7 @@ module pqa_ctrl #(
   assign f_n         = insn_q[pqa_pkg::RunNLsb +: pqa_pkg::RunNW];
   assign f_src       = insn_q[pqa_pkg::RunSrcLsb +: pqa_pkg::RunSrcW];  // same fields in pool / add
   assign f_dst       = insn_q[pqa_pkg::RunDstLsb +: pqa_pkg::RunDstW];
+  assign f_half      = (insn_q[pqa_pkg::StoreHalfLsb +: pqa_pkg::StoreHalfW] != '0);
   if (pqa_pkg::PoolSrcLsb != pqa_pkg::RunSrcLsb || pqa_pkg::AddSrcLsb != pqa_pkg::RunSrcLsb
       || pqa_pkg::PoolDstLsb != pqa_pkg::RunDstLsb || pqa_pkg::AddDstLsb != pqa_pkg::RunDstLsb
       || pqa_pkg::PoolSrcW != pqa_pkg::RunSrcW || pqa_pkg::AddSrcW != pqa_pkg::RunSrcW
@@ -397,11 +401,13 @@ module pqa_ctrl #(
     endcase
   end
   assign load_ok  = (f_nbytes != '0) && (64'(f_beats) <= buf_words) && (3'(f_bank) < buf_banks);
-  assign store_ok = (f_nbytes != '0) && (64'(f_nbytes) <= 64'(OutBytes));
+  // `half`: from byte OutBytes/2, which must be whole bus words (sim: lo % bb)
+  assign store_ok = (f_nbytes != '0) && (f_half ? (OutBytes >= 2 * BusBytes && 64'(f_nbytes) <= 64'(OutBytes / 2))
+                                                : (64'(f_nbytes) <= 64'(OutBytes)));
 
   // sim.post_fits, sim.fmap_fits, sim.layer_fits (conv mode: no n*d bound, the fmap and the window
   // instead), sim.pool_fits and the limits of `add`, in 64-bit arithmetic.
-  logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64, os64, oo64, step64;
+  logic [63:0] k64, v64, c64, d64, m64, n64, an64, cv, h64, w64, ch64, kh64, kw64, os64, oo64, step64, oend64;
   logic        post_ok, fmap_ok, conv_ok, fits, pool_ok, add_ok, dst_ok, f_none, f_acc;
   logic [63:0] dst_bytes;  // the size of the destination of a `run` / `pool` / `add` (sim.target)
   always_comb begin
@@ -418,6 +424,7 @@ module pqa_ctrl #(
     os64    = 64'(insn_q[pqa_pkg::RunOstrideLsb +: pqa_pkg::RunOstrideW]);
     oo64    = 64'(insn_q[pqa_pkg::RunOoffLsb +: pqa_pkg::RunOoffW]);
     step64  = (os64 == 64'd0) ? m64 : os64;
+    oend64  = oo64 + (n64 - 64'd1) * step64 + m64;  // past the run's last output byte (n >= 1 below)
     f_none  = (64'(f_dst) == 64'(pqa_pkg::TargetNone));
     f_acc   = (insn_q[pqa_pkg::RunAccLsb +: pqa_pkg::RunAccW] != '0);
     an64    = 64'(insn_q[pqa_pkg::AddNLsb +: pqa_pkg::AddNW]);
@@ -445,7 +452,7 @@ module pqa_ctrl #(
            && (n64 >= 64'd1)
            && (conv_q || n64 * d64 <= 64'(ActBytes))
            && (os64 == 64'd0 || os64 >= m64)
-           && (f_none || oo64 + (n64 - 64'd1) * step64 + m64 <= dst_bytes)  // n64 >= 1 above
+           && (f_none || oend64 <= dst_bytes)  // n64 >= 1 above
            && (!(f_none || f_acc) || n64 == 64'd1)       // the accumulator chain: one column
            && (!f_acc || (held_q && held_m_q == m_q))  // ... and the held accumulators' m
            && post_ok && (dst_ok || f_none);
@@ -484,14 +491,24 @@ module pqa_ctrl #(
   assign f_is_table = (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferProto))
                    || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferLut))
                    || (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferBias));
+  // The output buffer is two resources, its halves: a `store` uses the halves its bytes lie in, a `run`
+  // the halves of its outputs (bytes ooff .. oend64-1); a `load` into it, a `pool` into it and an `add` use
+  // both (the DMA and the compute unit share its write port, the store and the vector unit its read port).
+  localparam int OutHalf = OutBytes / 2;
+  logic [63:0] st_lo64, st_hi64;
+  assign st_lo64 = f_half ? 64'(OutHalf) : 64'd0;
+  assign st_hi64 = st_lo64 + 64'(f_nbytes);
   always_comb begin
     f_dst_res = '0;
     if (64'(f_dst) == 64'(pqa_pkg::TargetAct0)) begin
       f_dst_res[ResAct0] = 1'b1;
     end else if (64'(f_dst) == 64'(pqa_pkg::TargetAct1)) begin
       f_dst_res[ResAct0 + 1] = 1'b1;
+    end else if (opcode == pqa_pkg::OpcRun && 64'(f_dst) == 64'(pqa_pkg::TargetOut)) begin
+      f_dst_res[ResOut0]     = oo64 < 64'(OutHalf);
+      f_dst_res[ResOut0 + 1] = oend64 > 64'(OutHalf);
     end else begin
-      f_dst_res[ResOut] = 1'b1;
+      f_dst_res[ResOut0 +: 2] = 2'b11;
     end
     f_rd = '0;
     f_wr = '0;
@@ -500,12 +517,15 @@ module pqa_ctrl #(
         if (f_is_table) begin
           f_wr[ResTbl0 + 32'(f_bank)] = 1'b1;
         end else if (f_buf == pqa_pkg::LoadBufW'(pqa_pkg::BufferOut)) begin
-          f_wr[ResOut] = 1'b1;
+          f_wr[ResOut0 +: 2] = 2'b11;
         end else begin
           f_wr[ResAct0 + 32'(f_bank)] = 1'b1;
         end
       end
-      pqa_pkg::OpcStore: f_wr[ResOut] = 1'b1;
+      pqa_pkg::OpcStore: begin
+        f_wr[ResOut0]     = st_lo64 < 64'(OutHalf);
+        f_wr[ResOut0 + 1] = st_hi64 > 64'(OutHalf);
+      end
       pqa_pkg::OpcRun, pqa_pkg::OpcPool, pqa_pkg::OpcAdd: begin
         f_rd[ResAct0 + 32'(f_src)] = 1'b1;
         if (opcode == pqa_pkg::OpcRun) begin
@@ -513,7 +533,7 @@ module pqa_ctrl #(
         end
         f_wr = f_dst_res;
         if (opcode == pqa_pkg::OpcAdd) begin
-          f_wr[ResOut] = 1'b1;
+          f_wr[ResOut0 +: 2] = 2'b11;
         end
       end
       default: ;
@@ -710,6 +730,7 @@ module pqa_ctrl #(
       st_pc_q      <= '0;
       st_cnt_q     <= '0;
       st_stamp_q   <= 1'b0;
+      st_half_q    <= 1'b0;
       cu_run_q     <= 1'b0;
       cu_go_q      <= 1'b0;
       cu_bank_q    <= 1'b0;
@@ -942,6 +963,7 @@ module pqa_ctrl #(
               pqa_pkg::OpcStore, pqa_pkg::OpcStamp: begin
                 st_busy_q  <= 1'b1;
                 st_stamp_q <= (opcode == pqa_pkg::OpcStamp);
+                st_half_q  <= (opcode == pqa_pkg::OpcStore) && f_half;
                 st_wr_q    <= f_wr;
                 st_pc_q    <= pc_q;
                 st_cnt_q   <= count_q;
@@ -1067,6 +1089,7 @@ module pqa_ctrl #(
   assign cu_src_o      = cu_src_q;
   assign cu_dst_o      = cu_dst_q;
   assign stamp_sel_o   = st_busy_q && st_stamp_q;
+  assign st_half_o     = st_half_q;
   assign stamp_rec_o   = stamp_q;
   assign metric_o      = cur_metric_q;
   assign pack_o        = cur_pack_q;

@@ -312,7 +312,7 @@ module pqa_top #(
   logic [BusBytes-1:0]              wr_cmd_last_strb;
   logic                             dma_rd_valid, dma_src_req;
   logic [AxiDataWidth-1:0]          dma_rd_data, dma_src_data;
-  logic                             load_active, stamp_sel;
+  logic                             load_active, stamp_sel, st_half;
   logic [pqa_pkg::LoadBufW-1:0]     load_buf;
   logic [pqa_pkg::LoadBankW-1:0]    load_bank;  // the bank a `load` writes
   logic [pqa_pkg::ShapeBankW-1:0]   tbl_bank;   // the bank of the table buffers that a `run` reads
@@ -402,6 +402,7 @@ module pqa_top #(
     .cu_src_o           (cu_src),
     .cu_dst_o           (cu_dst),
     .stamp_sel_o        (stamp_sel),
+    .st_half_o          (st_half),
     .stamp_rec_o        (stamp_rec),
     .rd_beat_i          (m_axi_rvalid && m_axi_rready),  // accepted beats on the AXI master
     .wr_beat_i          (m_axi_wvalid && m_axi_wready),
@@ -548,7 +549,8 @@ module pqa_top #(
   // during `add` and to the DMA (store) otherwise; the out write port to the clear sweep, a `load` into
   // `out`, or the look-up unit (`run`) or the vector unit when the instruction's dst is `out`.
   assign act_roff  = vec_active ? vec_act_roff : enc_act_roff[OffW-1:0];
-  assign out_roff  = (vec_active && vec_add) ? vec_out_roff : OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes);
+  assign out_roff  = (vec_active && vec_add) ? vec_out_roff
+                   : (OffW'(dma_src_idx[OutAw-1:0]) << $clog2(BusBytes)) + (st_half ? OffW'(OutBytes / 2) : OffW'(0));
   // The results of the compute unit: the vector unit's (`pool`, `add`) or the look-up unit's (`run`), to
   // the out buffer or an act bank (cu_dst).
   logic                     res_to_act, res_we;

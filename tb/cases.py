@@ -149,12 +149,14 @@ class ConvCase:
     relu: bool = False
     unsigned: bool = False
     bits: int = 8
+    images: int = 1
 
 
-def conv_case(outdir: Path, cfg: HwConfig, cc: ConvCase, seed: int, then: str = "", images: int = 1) -> dict:
-    """A random integer conv graph (tb/graphgen.py) for ``cc``, compiled by the back end's planner."""
+def conv_case(outdir: Path, cfg: HwConfig, cc: ConvCase, seed: int, then: str = "") -> dict:
+    """A random integer conv graph (tb/graphgen.py) for ``cc`` over its images, compiled by the back end's
+    planner."""
     rng = np.random.default_rng(seed)
-    rg = RandomGraph(cfg, rng, (cc.h, cc.w, cc.ch), images, cc.bits, name=outdir.name, jitter=False)
+    rg = RandomGraph(cfg, rng, (cc.h, cc.w, cc.ch), cc.images, cc.bits, name=outdir.name, jitter=False)
     geom = {"kh": cc.kh, "kw": cc.kw, "stride": cc.stride, "pad": cc.pad}
     out = {"relu": cc.relu, "unsigned": cc.unsigned, "bits": cc.bits}
     t = rg.pq("input", cc.m, cc.k, cc.v, cc.metric, **out, **geom)
@@ -249,6 +251,9 @@ CONV_CASES: dict[str, tuple[ConvCase, str]] = {
     # a 12x12x40 output (5,760 B > ActBytes) that only a pool reads: stored in channel blocks of 24 and 16,
     # each its own table tile and run, pooled block by block
     "conv3x3_m40_pool_blocked": (ConvCase(12, 12, 8, 1, 3, 3, 1, k=8, v=8, m=40, relu=True), "pool"),
+    # three images of a 16x16x12 output (3 KiB > half the output buffer): two bands an image whose outputs
+    # alternate between the output buffer's halves, each band's store beside the next band's run (store.half)
+    "conv3x3_out_halves_3images": (ConvCase(16, 16, 8, 1, 3, 3, 1, k=8, v=8, m=12, relu=True, images=3), ""),
 }
 VEC_CASES = ["pool_relu", "pool_unsigned", "pool_signed", "add_relu", "add_unsigned", "add_signed"]
 
@@ -315,6 +320,10 @@ def new_error_programs(cfg: HwConfig) -> dict[str, tuple[list[int], str, int]]:
                              encode("shape", metric="l2", conv=1, k=2, v=4, c=7, d=27, m=5), encode("run", n=1, acc=1),
                              encode("end")], "limit", 56),
         "pool_dst_none": ([st, fm, q8, encode("pool", dst="none"), encode("end")], "limit", 24),
+        # store.half: the output buffer's second half, at most OutBytes/2 bytes of it
+        "store_half_beyond": ([st, encode("store", half=1, nbytes=64, addr=0x400),
+                               encode("store", half=1, nbytes=cfg.OutBytes // 2 + 1, addr=0x400), encode("end")],
+                              "limit", 16),
     }
 
 

@@ -73,6 +73,7 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.m_tiled", xf=lambda s: s.get("m_tiled"), bins=[True])
     @CoverPoint("pqa.pool_blocked", xf=lambda s: s.get("pool_blocked"), bins=[True])
     @CoverPoint("pqa.c_tiled", xf=lambda s: s.get("c_tiled"), bins=[True])
+    @CoverPoint("pqa.out_halves", xf=lambda s: s.get("out_halves"), bins=[True])
     @CoverPoint("pqa.data", xf=many("data"), rel=lambda v, b: b in v, bins=["ties", "sat_hi", "sat_lo", "round_half"],
                 inj=False)
     @CoverPoint("pqa.stim", xf=many("stim"), rel=lambda v, b: b in v, bins=stims, inj=False)
@@ -131,6 +132,7 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     s["m_tiled"] = any(len(q.get("m_tiles", [])) > 1 for q in manifest.get("layers", []))  # a table tiled over m
     s["pool_blocked"] = any("channel_blocks" in q for q in manifest.get("layers", []))  # a pool in channel blocks
     s["c_tiled"] = any(len(q.get("c_tiles", [])) > 1 for q in manifest.get("layers", []))  # runs chained over c
+    s["out_halves"] = any(q.get("out_halves") for q in manifest.get("layers", []))  # store.half: halves overlap
     s["data"] = [k for k in ("ties", "sat_hi", "sat_lo", "round_half") if gen.get(k)]
     conv = gen.get("conv")
     if conv:

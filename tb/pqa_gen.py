@@ -303,7 +303,7 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
             if mn == "load":
                 w = encode("load", buf=int(rng.choice(bufs)), nbytes=int(rng.integers(1, 700)), addr=addr)
             elif mn == "store":
-                w = encode("store", nbytes=int(rng.integers(1, 300)), addr=addr)
+                w = encode("store", nbytes=int(rng.integers(1, 300)), addr=addr, half=int(rng.integers(0, 2)))
             elif mn == "stamp":
                 w = encode("stamp", addr=addr)
             elif mn == "shape":

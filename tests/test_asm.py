@@ -39,7 +39,7 @@ PROG_LISTING = """\
 0x00000008  0008001004040413  shape metric=l1 conv=0 bank=0 pack=0 k=4 v=4 c=4 d=16 m=8
 0x00000010  0000000800050314  quant relu=1 unsigned=0 shift=3 mult=5 bits=8
 0x00000018  0000000000000105  run src=0 dst=out acc=0 n=1 ostride=0 ooff=0
-0x00000020  0000020000000802  store nbytes=8 addr=0x200
+0x00000020  0000020000000802  store half=0 nbytes=8 addr=0x200
 0x00000028  000000000000000f  end
 """
 

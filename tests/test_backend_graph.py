@@ -462,6 +462,10 @@ def test_images_of_a_per_image_op_take_the_act_banks_in_turn() -> None:
     runs = [q for q in body if q.mnemonic == "run"]
     assert [q.ops["bank"] for q in loads] == [0, 1, 0, 1]
     assert [q.ops["src"] for q in runs] == [0, 1, 0, 1]
+    # the outputs (2 KiB an image) alternate between the output buffer's halves, so that the next run
+    # writes one half while the store reads the other
+    assert [q.ops["ooff"] for q in runs] == [0, SMALL.OutBytes // 2] * 2
+    assert [q.ops["half"] for q in body if q.mnemonic == "store"] == [0, 1] * 2
     assert [q.ops["addr"] for q in loads] == [prog.manifest["input"]["addr"] + i * prog.manifest["input"]["stride"]
                                              for i in range(4)]
     # the same stream, every image in bank 0 and loaded after the store before it: more cycles
@@ -496,6 +500,21 @@ def test_images_of_a_per_image_op_take_the_act_banks_in_turn() -> None:
     assert slow.done and np.array_equal(backend.read_output(prog.manifest, slow.mem),
                                         backend.read_output(prog.manifest, mem))
     assert backend.simulate(SMALL, prog).cycles < slow.cycles
+
+
+def test_conv_over_several_images_bands_for_half_the_output_buffer() -> None:
+    """A 3x3 conv whose image output (16x16x12 = 3 KiB) exceeds half of small's 4 KiB output buffer: at one
+    image one band; over three images two bands an image (10 and 6 output rows: 1,920 <= 2,048 bytes), their outputs in
+    alternate halves of the output buffer (``run.ooff`` 0 / 2048, ``store.half`` 0 / 1), so that a band's
+    store overlaps the next band's run. Both exact."""
+    for n, bands in ((1, [[0, 16]]), (3, [[0, 10], [10, 16]])):
+        b = Builder(_inputs(np.random.default_rng(4), n, (16, 16, 8)), seed=4)
+        t = b.pq("conv", "x", m=12, k=8, v=8, kh=3, pad=1)
+        prog = _check(SMALL, b, t)
+        assert prog.manifest["layers"][0]["band_rows"] == bands
+    insns = [isa_decode(w) for w in prog.words]
+    assert [q.ops["ooff"] for q in insns if q.mnemonic == "run"] == [0, 2048] * 3
+    assert [(q.ops["half"], q.ops["nbytes"]) for q in insns if q.mnemonic == "store"] == [(0, 1920), (1, 1152)] * 3
 
 
 def test_allocation_reuses_memory_and_never_overlaps_live_tensors() -> None:
@@ -553,7 +572,9 @@ def test_table_tiled_over_m_keeps_a_bank_per_tile() -> None:
     """A table larger than the buffer is tiled over m, not refused: 27 subspaces in 14 groups of small's 2 lanes,
     16 prototypes, 22 output groups of 3, rows of 8 bytes: 39,424 B > LutBytes=32768. Two tiles of 33 and 31
     outputs (whole output groups), each a table set of its own bank, loaded once for both images; every run
-    writes its tile's channels (ooff = 0 or 33, ostride = 64). The result equals the untiled reference."""
+    writes its tile's channels (ooff = 0 or 33, ostride = 64), the second image's in the output buffer's
+    second half (ooff + 2048, `store.half`: the first image's store overlaps its runs). The result equals the
+    untiled reference."""
     b = Builder(_inputs(np.random.default_rng(14), 2, (4, 4, 24)), seed=14, lut_bits=8)
     t = b.pq("big", "x", m=64, k=16, v=8, kh=3, pad=1)
     prog = _check(SMALL, b, t)
@@ -565,7 +586,8 @@ def test_table_tiled_over_m_keeps_a_bank_per_tile() -> None:
     bank_of_m = {ops["m"]: ops["bank"] for mn, ops in seq if mn == "shape"}
     assert bank_of_m == {33: loads[0]["bank"], 31: loads[1]["bank"]}
     runs = [(ops["ooff"], ops["ostride"]) for mn, ops in seq if mn == "run"]
-    assert runs == [(0, 64), (33, 64)] * 2
+    half = SMALL.OutBytes // 2
+    assert runs == [(0, 64), (33, 64), (half, 64), (half + 33, 64)]
     # tile 1's table streams in during tile 0's first run (right after it), not after it
     kinds = [mn for mn, _ in seq]
     assert kinds[kinds.index("run") + 1] == "load"
@@ -589,7 +611,8 @@ def test_table_tiled_over_m_beyond_the_banks_reloads() -> None:
     assert [ld["bank"] for ld in loads] == [i % 2 for i in range(len(loads))]
     shapes = [ops for mn, ops in seq if mn == "shape"]
     assert [s["bank"] for s in shapes] == [ld["bank"] for ld in loads]
-    assert [ops["ooff"] for mn, ops in seq if mn == "run"] == [m0 for m0, _ in tiles] * 2
+    half = cfg.OutBytes // 2  # the second image's outputs in the output buffer's second half
+    assert [ops["ooff"] for mn, ops in seq if mn == "run"] == [m0 for m0, _ in tiles] + [half + m0 for m0, _ in tiles]
 
 
 def test_linear_column_tiled_over_c_chains_its_runs() -> None:

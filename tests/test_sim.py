@@ -227,11 +227,25 @@ def test_resources_and_the_overlap_they_allow() -> None:
     st = sim._State(bank=1)
     assert sim.resources("load", {"buf": BUF["lut"], "bank": 1}, st, "lut") == (set(), {"tbl1"})
     assert sim.resources("load", {"buf": BUF["act"], "bank": 1}, st, "act") == (set(), {"act1"})
-    assert sim.resources("store", {"nbytes": 8, "addr": 0}, st) == (set(), {"out"})
+    both = {"out0", "out1"}  # the output buffer's halves
+    assert sim.resources("store", {"half": 0, "nbytes": 8, "addr": 0}, st) == (set(), both)  # no OutBytes: both
     assert sim.resources("run", {"n": 1, "src": 0, "dst": tgt["act1"]}, st) == ({"act0", "tbl1"}, {"act1"})
     assert sim.resources("add", {"n": 1, "src": 1, "dst": tgt["act0"], "ma": 1, "mb": 1}, st) == (
-        {"act1"}, {"act0", "out"})
-    assert sim.resources("pool", {"src": 0, "dst": tgt["out"]}, st) == ({"act0"}, {"out"})
+        {"act1"}, {"act0"} | both)
+    assert sim.resources("pool", {"src": 0, "dst": tgt["out"]}, st) == ({"act0"}, both)
+    # with OutBytes / 2 = 2048 a store and a run into the output buffer use the halves their bytes lie in
+    h = 2048
+    assert sim.resources("load", {"buf": BUF["out"], "bank": 0}, st, "out", h) == (set(), both)
+    for half, nbytes, res in ((0, 8, {"out0"}), (0, h, {"out0"}), (0, h + 1, both), (1, 8, {"out1"}), (1, h, {"out1"})):
+        assert sim.resources("store", {"half": half, "nbytes": nbytes, "addr": 0}, st, "", h) == (set(), res)
+    st.m = 10
+    out = tgt["out"]
+    s = (h - 10) // 2  # 3 columns of 10 outputs at this stride end at byte h
+    for ooff, n, ostride, res in ((0, 1, 0, {"out0"}), (h - 10, 1, 0, {"out0"}), (h - 9, 1, 0, both),
+                                  (h, 4, 0, {"out1"}), (0, 3, s, {"out0"}), (0, 3, s + 1, both)):
+        assert sim.resources("run", {"n": n, "src": 0, "dst": out, "ooff": ooff, "ostride": ostride}, st, "", h) == (
+            {"act0", "tbl1"}, res), (ooff, n, ostride)
+    assert sim.resources("run", {"n": 1, "src": 0, "dst": tgt["none"], "ooff": h}, st, "", h)[1] == both
     assert sim.target({"src": 0, "dst": tgt["act0"]}) is None and sim.target({"src": 1, "dst": 3}) is None
 
     def pool_dispatch(dst: int) -> tuple[int, int]:
@@ -239,7 +253,7 @@ def test_resources_and_the_overlap_they_allow() -> None:
         tl = sim.Timeline(CFG)
         st = sim._State()
         tl.step("load", {"buf": BUF["out"], "bank": 0, "nbytes": 2048, "addr": 0x1000}, st, 0, "out")
-        tl.step("store", {"nbytes": 2048, "addr": 0x2000}, st, 0)
+        tl.step("store", {"half": 0, "nbytes": 2048, "addr": 0x2000}, st, 0)
         tl.step("pool", {"src": 0, "dst": dst}, st, 7)
         return tl.cycles, tl.st_free
 
@@ -247,6 +261,18 @@ def test_resources_and_the_overlap_they_allow() -> None:
     after, _ = pool_dispatch(tgt["out"])
     assert beside < store_end - 2048 // CFG.bus_bytes // 2  # while the store writes
     assert after == store_end  # once it has written the output buffer
+
+    def run_dispatch(ooff: int) -> tuple[int, int]:
+        """(a run's dispatch cycle, the store's end) after a store of the output buffer's first half."""
+        tl = sim.Timeline(CFG)
+        st = sim._State(m=8)
+        tl.step("store", {"half": 0, "nbytes": CFG.OutBytes // 2, "addr": 0x2000}, st, 0)
+        tl.step("run", {"n": 4, "src": 0, "dst": tgt["out"], "ooff": ooff, "ostride": 0}, st, 9)
+        return tl.cycles, tl.st_free
+
+    beside, store_end = run_dispatch(CFG.OutBytes // 2)  # into the other half: while the store reads
+    after, _ = run_dispatch(CFG.OutBytes // 2 - 8)  # into the half the store reads: once it is done
+    assert beside < store_end - CFG.OutBytes // 2 // CFG.bus_bytes // 2 and after == store_end
 
 
 def test_setup_decodes_while_the_compute_unit_works() -> None:

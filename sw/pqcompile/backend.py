@@ -347,6 +347,8 @@ def _op_entry(cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) ->
         "loaded_bytes": plan.traffic(True), "stored_bytes": plan.traffic(False), "n_insns": len(plan.insns) + 1,
     }
     e.update(ops.of(op).entry(cfg, g, plan, addr))
+    if any(q.mnemonic == "store" and q.ops.get("half") for q in plan.insns):
+        e["out_halves"] = True  # its segments alternate between the output buffer's halves (store.half)
     if "kind" in op.info:
         e["model_kind"] = _jsonable(op.info["kind"])
     for k, val in op.info.items():

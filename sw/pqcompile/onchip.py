@@ -98,6 +98,56 @@ def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int], data: dict[str
     return _Shot(c, ka, ta[0], None, None, ks)
 
 
+def _alternate_out_halves(cfg: HwConfig, insns: list[PInsn]) -> None:
+    """Put every other output segment of a plan in the second half of the output buffer (``run`` ``ooff`` +
+    OutBytes/2, ``store`` ``half``), so that a segment's store overlaps the next segment's run (the
+    controller tracks the halves apart: docs/theory.md, "Decoupled units"). A segment is the stretch from
+    an act ``load`` to the next; an *output segment* one with stores, whose `run`s write into the output
+    buffer's first half and whose stores read only the first half, after its last such `run`. Nothing
+    changes unless every segment that writes the output buffer is an output segment and every compute
+    instruction writing it is a `run` (a `pool` or `add` writes from byte 0)."""
+    if cfg.OutBytes < 2 * cfg.bus_bytes:
+        return
+    half = cfg.OutBytes // 2
+    spec = load()
+    act, to_out = spec.enums["buffer"]["act"], spec.enums["target"]["out"]
+    segs: list[list[PInsn]] = [[]]
+    for q in insns:
+        if q.mnemonic == "load" and q.ops["buf"] == act and any(x.mnemonic in COMPUTE for x in segs[-1]):
+            segs.append([])
+        segs[-1].append(q)
+    out_segs = []
+    for seg in segs:
+        writes = [q for q in seg if q.mnemonic in COMPUTE and q.ops.get("dst", to_out) == to_out]
+        stores = [k for k, q in enumerate(seg) if q.mnemonic == "store"]
+        if not writes and not stores:
+            continue
+        if any(q.mnemonic != "run" for q in writes) or not stores or not writes:
+            return
+        last = max(k for k, q in enumerate(seg) if any(q is w for w in writes))
+        ends = [int(q.ops.get("ooff", 0)) + (int(q.ops["n"]) - 1) * int(q.ops.get("ostride", 0) or _m(insns, q))
+                + _m(insns, q) for q in writes]
+        if min(stores) < last or max(ends) > half or any(int(seg[k].ops["nbytes"]) > half for k in stores):
+            return
+        out_segs.append((writes, [seg[k] for k in stores]))
+    for writes, stores in out_segs[1::2]:
+        for q in writes:
+            q.ops["ooff"] = int(q.ops.get("ooff", 0)) + half
+        for q in stores:
+            q.ops["half"] = 1
+
+
+def _m(insns: list[PInsn], run: PInsn) -> int:
+    """The m of the ``shape`` before ``run`` in ``insns``."""
+    m = 0
+    for q in insns:
+        if q.mnemonic == "shape":
+            m = int(q.ops["m"])
+        if q is run:
+            return m
+    raise ValueError("the run is not in the plan")
+
+
 class _Restart(Exception):
     def __init__(self, tensor: str) -> None:
         self.tensor = tensor
@@ -193,6 +243,7 @@ def _pass(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int]
                 elif q.mnemonic in COMPUTE:
                     q.ops["src"] = banks[max(seg, 0) % len(banks)]
                     prev = "compute"
+            _alternate_out_halves(cfg, insns)
             continue
         comp = insns[shot.compute]
         drop: set[int] = set()

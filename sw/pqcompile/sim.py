@@ -236,21 +236,43 @@ def target(ops: dict[str, int]) -> tuple[str, int] | None:
     return None
 
 
-def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "") -> tuple[set[str], set[str]]:
+def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "",
+              out_half: int | None = None) -> tuple[set[str], set[str]]:
     """(reads, writes) of an instruction over the on-chip resources that the controller's dependency checks
     track (docs/theory.md, "Decoupled units"): ``act0``, ``act1``, ``out`` and ``tbl0``, ``tbl1`` (the table
     banks: proto, lut and bias together). The output buffer's read port is shared by the vector unit and the
-    store unit, so every use of ``out`` counts as a write (two uses never overlap)."""
+    store unit, so every use of ``out`` counts as a write (two uses never overlap). The output buffer is two
+    resources, its halves ``out0`` (bytes below OutBytes/2) and ``out1``: a ``store`` uses the halves its
+    bytes lie in, a ``run`` the halves its outputs lie in (bytes ooff .. ooff + (n-1)*s + m - 1); a ``load``
+    into it, a ``pool`` into it and an ``add`` use both (the buffer's write port is shared by the DMA and
+    the compute unit, its read port by the store and the vector unit). ``out_half``: OutBytes/2 of the
+    configuration; None: every use of the output buffer uses both halves (a conservative answer)."""
+    both = {"out0", "out1"}
+
+    def halves(lo: int, hi: int) -> set[str]:
+        """The halves that bytes lo .. hi-1 of the output buffer lie in."""
+        if out_half is None:
+            return set(both)
+        return {f"out{h}" for h in (0, 1) if lo < (h + 1) * out_half and hi > h * out_half}
+
     if mnemonic == "load":
-        res = f"tbl{ops['bank']}" if buf in TABLE_BUFS else "out" if buf == "out" else f"act{ops['bank']}"
-        return set(), {res}
+        if buf == "out":
+            return set(), both
+        return set(), {f"tbl{ops['bank']}" if buf in TABLE_BUFS else f"act{ops['bank']}"}
     if mnemonic == "store":
-        return set(), {"out"}
+        lo = (out_half or 0) if ops["half"] else 0
+        return set(), halves(lo, lo + ops["nbytes"])
     if mnemonic in COMPUTE:
         dst = target(ops)
-        w = {"out" if dst is None or dst[0] == "out" else f"act{dst[1]}"}
+        if dst is not None and dst[0] == "act":
+            w = {f"act{dst[1]}"}
+        elif mnemonic == "run" and dst is not None:
+            lo = ops["ooff"]
+            w = halves(lo, lo + (ops["n"] - 1) * (ops["ostride"] or st.m) + st.m)
+        else:
+            w = set(both)
         if mnemonic == "add":
-            w.add("out")
+            w |= both
         r = {f"act{ops['src']}"} | ({f"tbl{st.bank}"} if mnemonic == "run" else set())
         return r, w
     return set(), set()
@@ -307,7 +329,7 @@ class Timeline:
         else:
             decode = max(self.t, self.ld_free) + FETCH_CYCLES - 1
         free = {"ld": self.ld_free, "st": self.st_free, "cu": self.cu_free}
-        rd, wr = resources(mnemonic, ops, st, buf)
+        rd, wr = resources(mnemonic, ops, st, buf, self.cfg.OutBytes // 2)
         if mnemonic in ("store", "stamp", "end"):  # precise errors: after every older instruction
             ready = max(free.values())
         else:
@@ -436,12 +458,13 @@ def run(cfg: HwConfig, mem: np.ndarray, insn_base: int, max_insns: int = 1_000_0
             perf["rd_bytes"] += span
         elif name == "store":
             nb = ops["nbytes"]
-            if nb == 0 or nb > out.size:
+            lo = out.size // 2 if ops["half"] else 0  # `half`: from the second half of the output buffer
+            if nb == 0 or lo + nb > out.size or lo % bb:
                 return stop("limit")
             if ops["addr"] + -(-nb // bb) * bb > mem.size:
                 return stop("bus")
             go()
-            mem[ops["addr"] : ops["addr"] + nb] = out[:nb]
+            mem[ops["addr"] : ops["addr"] + nb] = out[lo : lo + nb]
             perf["wr_bytes"] += -(-nb // bb) * bb
         elif name == "stamp":
             span = -(-load().perf_bytes // bb) * bb  # whole bus words, the last one strobed to the record's end

@@ -84,7 +84,7 @@ def tile_columns(cfg: HwConfig, d: int, m: int, n: int, name: str = "") -> int:
 
 
 def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str = "",
-               m_out: Sequence[int] = ()) -> list[Band]:
+               m_out: Sequence[int] = (), out_bytes: int | None = None) -> list[Band]:
     """Split a conv's output rows into bands whose input rows (halo included) fit the act buffer and whose
     outputs fit the output buffer; every band but the first starts at bus-aligned input and output byte
     offsets. A band reads rows beyond its loaded ones only where they are the fmap's bottom padding.
@@ -95,11 +95,12 @@ def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str =
 
     ``m_out``: the channels of the output as the output buffer holds it and the stores write it, one count
     per store of a band (a channel-blocked output, :func:`pqcompile.plan.channel_blocks`: one per block);
-    default the op's m."""
+    default the op's m. ``out_bytes``: the output bytes a band may have (default: the output buffer's)."""
     oh, ow = conv_out_shape(op, h, w)
     s, p, kh = op.stride, op.pad, op.kh
     outs = [ow * mm for mm in (m_out or [op.m])]
     row_in, row_out, bus = w * ch, max(outs), cfg.bus_bytes
+    cap = cfg.OutBytes if out_bytes is None else out_bytes
 
     def rows_in(r0: int, r1: int) -> tuple[int, int]:
         a = max(0, r0 * s - p)  # < h: a band never starts inside the bottom padding
@@ -110,7 +111,7 @@ def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str =
     while r0 < oh:
         for r1 in range(oh, r0, -1):
             a, b = rows_in(r0, r1)
-            if (b - a) * row_in > cfg.ActBytes or (r1 - r0) * row_out > cfg.OutBytes:
+            if (b - a) * row_in > cfg.ActBytes or (r1 - r0) * row_out > cap:
                 continue
             if r1 < oh and (r1 * s - p >= h or any((r1 * ro) % bus for ro in outs)
                             or (rows_in(r1, r1 + 1)[0] * row_in) % bus):
@@ -124,6 +125,11 @@ def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str =
                 f"(kernel {op.kh} rows, act buffer ActBytes={cfg.ActBytes}), one output row {row_out} bytes "
                 f"(OutBytes={cfg.OutBytes}), bands must start at {bus}-byte aligned rows")
     return bands
+
+
+def out_halves(cfg: HwConfig) -> bool:
+    """The output buffer can be used in halves (``store.half``): OutBytes/2 is whole bus words."""
+    return cfg.OutBytes >= 2 * cfg.bus_bytes
 
 
 def _band_input(insns: list[PInsn], op: ir.PQOp, bd: Band, geom: tuple[int, int, int], at: int,
@@ -607,10 +613,18 @@ class PQHandler(OpHandler):
 
     def _plan_conv(self, cfg: HwConfig, i: int, op: ir.PQOp, n: int, shape: tuple[int, int, int], s_in: int,
                    s_out: int, where: str) -> OpPlan:
-        """Per image, in bands of output rows; ``fmap`` / ``conv`` only where they change."""
+        """Per image, in bands of output rows; ``fmap`` / ``conv`` only where they change. Over several images
+        the bands are sized for half the output buffer where they can be, so that the store of one band
+        overlaps the `run` of the next (onchip.keep_on_chip puts them in alternate halves, ``store.half``)."""
         h, w, ch = shape
         m = op.m
         bands = conv_bands(cfg, op, h, w, ch, where)
+        if n > 1 and out_halves(cfg) and any((bd.r1 - bd.r0) * conv_out_shape(op, h, w)[1] * m > cfg.OutBytes // 2
+                                             for bd in bands):
+            try:
+                bands = conv_bands(cfg, op, h, w, ch, where, out_bytes=cfg.OutBytes // 2)
+            except CompileError:
+                pass  # no bands fit half the buffer: whole-buffer bands, each store before the next run
         _oh, ow = conv_out_shape(op, h, w)
         insns = self._prelude(op, i, True, cfg, ch * op.kh * op.kw)
         state: tuple[int, int] | None = None
