@@ -22,9 +22,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench_resnet20 import PQA_COMPUTE, PQA_MODEL  # benchmarks/ is on the path (run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
-PQA_MODEL = 17183  # PQA's modelled cycles per ResNet-20 image (tables loaded beside each layer's compute)
-PQA_COMPUTE = 11776  # PQA's compute cycles per image at its parallelism
 COLUMNS = ("config", "batch", "bytes_per_cycle", "rtl_cycles", "predicted_cycles", "compute_cycles", "bytes_moved")
 
 

@@ -129,6 +129,17 @@ def pq_within_target(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     return sum(r["compute_cycles"] <= COMPUTE_TARGET * r["formula_cycles"] for r in pq), len(pq)
 
 
+PQA_MODEL = 17183  # PQA's modelled cycles per ResNet-20 image (tables loaded beside each layer's compute)
+PQA_COMPUTE = 11776  # PQA's compute cycles per ResNet-20 image at its parallelism (the 3x3 convs)
+PQA_CONVS = 18  # the 3x3 convs that PQA's compute bound counts
+
+
+def pq_formula(rows: Sequence[Mapping[str, Any]]) -> float:
+    """PQA's formula summed over the PQ ops: the compute cycles no schedule at these lanes goes below (each PQ
+    op's compute is at or above its formula)."""
+    return sum(float(r["formula_cycles"]) for r in rows if r["kind"] not in ("add", "pool"))
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The per-op table with the ratios compute / formula, RTL / formula, RTL / roofline and predicted / RTL, and a
     total row."""
@@ -238,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(_num(c) for c in per_pass)}; {_num(sum(per_pass) / args.passes)} on average")
     ok, n_pq = pq_within_target(rows)
     print(f"PQ ops with compute <= {COMPUTE_TARGET} x the formula: {ok} of {n_pq}")
+    print(f"compute bound at these lanes: the PQ ops at the formula, {_num(pq_formula(rows))} cycles per image "
+          f"(PQA's {PQA_COMPUTE:,} counts {PQA_CONVS} 3x3 convs of ResNet-20; this network runs {n_pq} PQ ops, "
+          f"the shortcut convs included), before any add or pool")
     from pqcompile.backend import unit_summary
 
     print(f"RTL counters, {unit_summary(info['perf'])}")
