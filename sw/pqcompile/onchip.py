@@ -98,6 +98,11 @@ def single_shot(g: ir.Graph, plan: OpPlan, sizes: dict[str, int], data: dict[str
     return _Shot(c, ka, ta[0], None, None, ks)
 
 
+def out_halves(cfg: HwConfig) -> bool:
+    """The output buffer can be used in halves (``store.half``): OutBytes/2 is whole bus words."""
+    return cfg.OutBytes >= 2 * cfg.bus_bytes
+
+
 def _alternate_out_halves(cfg: HwConfig, insns: list[PInsn]) -> None:
     """Put every other output segment of a plan in the second half of the output buffer (``run`` ``ooff`` +
     OutBytes/2, ``store`` ``half``), so that a segment's store overlaps the next segment's run (the
@@ -106,7 +111,7 @@ def _alternate_out_halves(cfg: HwConfig, insns: list[PInsn]) -> None:
     buffer's first half and whose stores read only the first half, after its last such `run`. Nothing
     changes unless every segment that writes the output buffer is an output segment and every compute
     instruction writing it is a `run` (a `pool` or `add` writes from byte 0)."""
-    if cfg.OutBytes < 2 * cfg.bus_bytes:
+    if not out_halves(cfg):
         return
     half = cfg.OutBytes // 2
     spec = load()

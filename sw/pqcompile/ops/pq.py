@@ -19,6 +19,7 @@ from .. import ir, kernels, layout, quantize
 from ..errors import CompileError
 from ..fgraph import Extraction, FOp
 from ..isa import field_max
+from ..onchip import out_halves
 from ..plan import OpPlan, PInsn, Ref, buffer, channel_blocks, check_fits, check_post, quant, tensor
 from ..spec import HwConfig, load
 from .base import OpHandler, QuantContext, register
@@ -125,11 +126,6 @@ def conv_bands(cfg: HwConfig, op: ir.PQOp, h: int, w: int, ch: int, where: str =
                 f"(kernel {op.kh} rows, act buffer ActBytes={cfg.ActBytes}), one output row {row_out} bytes "
                 f"(OutBytes={cfg.OutBytes}), bands must start at {bus}-byte aligned rows")
     return bands
-
-
-def out_halves(cfg: HwConfig) -> bool:
-    """The output buffer can be used in halves (``store.half``): OutBytes/2 is whole bus words."""
-    return cfg.OutBytes >= 2 * cfg.bus_bytes
 
 
 def _band_input(insns: list[PInsn], op: ir.PQOp, bd: Band, geom: tuple[int, int, int], at: int,
