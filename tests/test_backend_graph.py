@@ -507,14 +507,18 @@ def test_conv_over_several_images_bands_for_half_the_output_buffer() -> None:
     image one band; over three images two bands an image (10 and 6 output rows: 1,920 <= 2,048 bytes), their outputs in
     alternate halves of the output buffer (``run.ooff`` 0 / 2048, ``store.half`` 0 / 1), so that a band's
     store overlaps the next band's run. Both exact."""
-    for n, bands in ((1, [[0, 16]]), (3, [[0, 10], [10, 16]])):
+    half = SMALL.OutBytes // 2
+    rows = half // (16 * 12)  # output rows of 16 x 12 bytes in half the buffer: 10
+    assert rows == 10 and 11 * 16 * 8 <= SMALL.ActBytes  # their 11 input rows fit an act bank
+    for n, bands in ((1, [[0, 16]]), (3, [[0, rows], [rows, 16]])):
         b = Builder(_inputs(np.random.default_rng(4), n, (16, 16, 8)), seed=4)
         t = b.pq("conv", "x", m=12, k=8, v=8, kh=3, pad=1)
         prog = _check(SMALL, b, t)
         assert prog.manifest["layers"][0]["band_rows"] == bands
     insns = [isa_decode(w) for w in prog.words]
-    assert [q.ops["ooff"] for q in insns if q.mnemonic == "run"] == [0, 2048] * 3
-    assert [(q.ops["half"], q.ops["nbytes"]) for q in insns if q.mnemonic == "store"] == [(0, 1920), (1, 1152)] * 3
+    assert [q.ops["ooff"] for q in insns if q.mnemonic == "run"] == [0, half] * 3
+    assert [(q.ops["half"], q.ops["nbytes"]) for q in insns if q.mnemonic == "store"] == [
+        (0, rows * 16 * 12), (1, (16 - rows) * 16 * 12)] * 3
 
 
 def test_allocation_reuses_memory_and_never_overlaps_live_tensors() -> None:

@@ -194,17 +194,15 @@ def schedule(plans: list[OpPlan], banks: Sequence[int] | None = None, pass_ops: 
             continue  # the plan's own place is already the earliest (a load never moves later)
         out[i] = [q for q in out[i] if not any(q is x for x in moved)]
         out[at_op][at_k + 1 : at_k + 1] = moved
-    for i, ins in enumerate(out):  # a segment's act loads go up to just after the compute before them
-        out[i] = ins = list(ins)
-        for k in range(len(ins)):
-            q = ins[k]
+    for ins in out:  # a segment's act (or out) loads go up to just after the compute instruction before them
+        for k, q in enumerate(ins):
             if q.mnemonic != "load" or is_table_load(q):
                 continue
             j = k
             while j > 0 and ins[j - 1].mnemonic not in sim.COMPUTE and not _conflict(q, ins[j - 1]):
                 j -= 1
-            if j > 0 and j < k and ins[j - 1].mnemonic in sim.COMPUTE and not _conflict(q, ins[j - 1]):
-                ins[j:k + 1] = [q] + ins[j:k]
+            if 0 < j < k and not _conflict(q, ins[j - 1]):  # ins[j-1] is the compute instruction
+                ins[j : k + 1] = [q, *ins[j:k]]
     for i in range(1, len(out)):
         first = next((k for k, q in enumerate(out[i]) if q.mnemonic in sim.COMPUTE), len(out[i]))
         lead = [q for q in out[i][:first] if q.mnemonic in sim.SETUP]

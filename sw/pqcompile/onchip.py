@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from . import ir
 from .plan import OpPlan, PInsn, Ref
-from .sim import COMPUTE
+from .sim import COMPUTE, out_end
 from .spec import HwConfig, load
 
 
@@ -130,8 +130,8 @@ def _alternate_out_halves(cfg: HwConfig, insns: list[PInsn]) -> None:
         if any(q.mnemonic != "run" for q in writes) or not stores or not writes:
             return
         last = max(k for k, q in enumerate(seg) if any(q is w for w in writes))
-        ends = [int(q.ops.get("ooff", 0)) + (int(q.ops["n"]) - 1) * int(q.ops.get("ostride", 0) or _m(insns, q))
-                + _m(insns, q) for q in writes]
+        ends = [out_end(int(q.ops.get("ooff", 0)), int(q.ops["n"]), int(q.ops.get("ostride", 0)), _m(insns, q))
+                for q in writes]
         if min(stores) < last or max(ends) > half or any(int(seg[k].ops["nbytes"]) > half for k in stores):
             return
         out_segs.append((writes, [seg[k] for k in stores]))

@@ -239,10 +239,10 @@ def target(ops: dict[str, int]) -> tuple[str, int] | None:
 def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "",
               out_half: int | None = None) -> tuple[set[str], set[str]]:
     """(reads, writes) of an instruction over the on-chip resources that the controller's dependency checks
-    track (docs/theory.md, "Decoupled units"): ``act0``, ``act1``, ``out`` and ``tbl0``, ``tbl1`` (the table
-    banks: proto, lut and bias together). The output buffer's read port is shared by the vector unit and the
-    store unit, so every use of ``out`` counts as a write (two uses never overlap). The output buffer is two
-    resources, its halves ``out0`` (bytes below OutBytes/2) and ``out1``: a ``store`` uses the halves its
+    track (docs/theory.md, "Decoupled units"): ``act0``, ``act1``, ``out0``, ``out1`` and ``tbl0``, ``tbl1``
+    (the table banks: proto, lut and bias together). Every use of the output buffer counts as a write (its
+    read port is shared by the vector unit and the store unit: two uses never overlap). It is two resources,
+    its halves ``out0`` (bytes below OutBytes/2) and ``out1``: a ``store`` uses the halves its
     bytes lie in, a ``run`` the halves its outputs lie in (bytes ooff .. ooff + (n-1)*s + m - 1); a ``load``
     into it, a ``pool`` into it and an ``add`` use both (the buffer's write port is shared by the DMA and
     the compute unit, its read port by the store and the vector unit). ``out_half``: OutBytes/2 of the
@@ -267,8 +267,7 @@ def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "",
         if dst is not None and dst[0] == "act":
             w = {f"act{dst[1]}"}
         elif mnemonic == "run" and dst is not None:
-            lo = ops["ooff"]
-            w = halves(lo, lo + (ops["n"] - 1) * (ops["ostride"] or st.m) + st.m)
+            w = halves(ops["ooff"], out_end(ops["ooff"], ops["n"], ops["ostride"], st.m))
         else:
             w = set(both)
         if mnemonic == "add":
@@ -550,13 +549,18 @@ def pool_fits(cfg: HwConfig, st: _State, dst_bytes: int | None = None) -> bool:
     return fmap_fits(cfg, st.geom) and st.geom.ch <= (dst_bytes or cfg.OutBytes) and post_fits(cfg, st)
 
 
+def out_end(ooff: int, n: int, ostride: int, m: int) -> int:
+    """One past the last byte a ``run`` of ``n`` columns of ``m`` outputs writes in its destination: column j
+    at ooff + j*s with s = ``ostride``, or m when it is 0 (pqa_ctrl's ``oend64``)."""
+    return ooff + (n - 1) * (ostride or m) + m
+
+
 def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None, ostride: int = 0,
                ooff: int = 0, hold: bool = False) -> bool:
     """The run-time limit check the hardware makes before a ``run`` (error ``limit`` when False;
     ``dst_bytes``: the size of its destination, default the output buffer's; ``ostride``, ``ooff``: the
     run's fields; ``hold``: dst = none, no outputs written). The accumulator chain's own rules (n = 1, the
     held m) are checked by the caller."""
-    step = ostride or st.m
     g = st.geom
     if st.conv and not (fmap_fits(cfg, g) and g.stride >= 1 and g.kh >= 1 and g.kw >= 1 and g.out_w >= 1
                         and st.d == g.ch * g.kh * g.kw):
@@ -573,7 +577,7 @@ def layer_fits(cfg: HwConfig, st: _State, n: int, dst_bytes: int | None = None, 
         and n >= 1
         and (st.conv or n * st.d <= cfg.ActBytes)
         and (ostride == 0 or ostride >= st.m)
-        and (hold or ooff + (n - 1) * step + st.m <= (dst_bytes or cfg.OutBytes))
+        and (hold or out_end(ooff, n, ostride, st.m) <= (dst_bytes or cfg.OutBytes))
         and post_fits(cfg, st)
     )
 

@@ -614,14 +614,13 @@ class PQHandler(OpHandler):
         overlaps the `run` of the next (onchip.keep_on_chip puts them in alternate halves, ``store.half``)."""
         h, w, ch = shape
         m = op.m
+        _oh, ow = conv_out_shape(op, h, w)
         bands = conv_bands(cfg, op, h, w, ch, where)
-        if n > 1 and out_halves(cfg) and any((bd.r1 - bd.r0) * conv_out_shape(op, h, w)[1] * m > cfg.OutBytes // 2
-                                             for bd in bands):
+        if n > 1 and out_halves(cfg) and any((bd.r1 - bd.r0) * ow * m > cfg.OutBytes // 2 for bd in bands):
             try:
                 bands = conv_bands(cfg, op, h, w, ch, where, out_bytes=cfg.OutBytes // 2)
             except CompileError:
                 pass  # no bands fit half the buffer: whole-buffer bands, each store before the next run
-        _oh, ow = conv_out_shape(op, h, w)
         insns = self._prelude(op, i, True, cfg, ch * op.kh * op.kw)
         state: tuple[int, int] | None = None
         for im in range(n):
