@@ -95,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="the plot (default docs/resnet20_batch_bw.png, -t<bits> before .png with --lut-bits)")
     ap.add_argument("--lut-bits", type=int, default=0,
                     help="table entry width (0: the config's LutW; 8 or fewer on a LutW 16 config: packed tables)")
+    bench = _bench()
+    bench.add_model_args(ap)
     args = ap.parse_args(argv)
     tb = f"-t{args.lut_bits}" if args.lut_bits else ""
+    tag = bench.build_tag(args.model, args.inputs, args.seed)
+    own = "" if tag == "resnet20" else f"-{tag}"  # another model or other images: files of their own
     if args.plot is None:
-        args.plot = ROOT / "docs" / f"resnet20_batch_bw{tb}.png"
+        args.plot = ROOT / "docs" / f"resnet20_batch_bw{own}{tb}.png"
     try:
         batches = [int(x) for x in args.batches.split(",")]
         bws = [int(x) for x in args.bandwidths.split(",")]
@@ -107,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     if min(batches) < 1 or min(bws) < 1:
         ap.error("--batches and --bandwidths: 1 or more")
     sys.path.insert(0, str(ROOT / "tb"))
-    bench = _bench()
     points: list[dict[str, Any]] = []
     ok = True
     t0 = time.perf_counter()
     for b in batches:
-        builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None)
+        builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None, 1, args.model,
+                                          args.inputs, args.seed)
         for bw in bws:
             p = point(bench, builddir, args.config, b, bw)
             if p is None:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p['rtl_cycles']:>9.0f} RTL cycles per image (predicted {p['predicted_cycles']:.0f}, "
                   f"{ratio:.3f}; compute {p['compute_cycles']:.0f}; {p['bytes_moved']:.0f} bytes); PQA's model "
                   f"{PQA_MODEL}: {p['rtl_cycles'] / PQA_MODEL:.2f} x  [{time.perf_counter() - t0:.0f} s]", flush=True)
-    path = args.out_dir / f"curve-{args.config}{tb}.csv"
+    path = args.out_dir / f"curve{own}-{args.config}{tb}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="ascii") as fh:
         w = csv.writer(fh, lineterminator="\n")

@@ -157,28 +157,57 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def build_tag(model: Path | None = None, inputs: str = "random", seed: int = 0) -> str:
+    """The name the builds and CSVs of a benchmark start with: ``resnet20`` for the untrained model on random
+    images (seed 0), else the model file's stem, ``-s<seed>`` for other random images, ``-<stem>`` for an input
+    file."""
+    tag = "resnet20" if model is None else model.stem
+    if inputs != "random":
+        tag += f"-{Path(inputs).stem}"
+    elif seed:
+        tag += f"-s{seed}"
+    return tag
+
+
 def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | None = None,
-                     passes: int = 1) -> Path:
-    """ResNet-20 (untrained, ``pqtrain init``) compiled for ``config`` on ``batch`` random images (stem and
-    classifier on the host) into ``build_root/resnet20-<config>-b<batch>`` (``-t<lut_bits>`` appended when
-    the tables are quantized to ``lut_bits`` bits, not the configuration's LutW: at 8 bits or fewer on a
-    LutW > 8 build they go packed, ``shape.pack``, half the table bytes). ``passes`` > 1: ``passes * batch``
-    images in passes of ``batch`` (``pqcompile --batch``; ``-p<passes>`` appended)."""
-    from pqcompile.cli import compile_model
-    from pqcompile.options import BuildConfig
+                     passes: int = 1, model: Path | None = None, inputs: str = "random", seed: int = 0) -> Path:
+    """ResNet-20 compiled for ``config`` on ``batch`` images (stem and classifier on the host) into
+    ``build_root/<tag>-<config>-b<batch>`` (:func:`build_tag`; ``-t<lut_bits>`` appended when the tables are
+    quantized to ``lut_bits`` bits, not the configuration's LutW: at 8 bits or fewer on a LutW > 8 build they
+    go packed, ``shape.pack``, half the table bytes). ``passes`` > 1: ``passes * batch`` images in passes of
+    ``batch`` (``pqcompile --batch``; ``-p<passes>`` appended). ``model``: a trained ResNet-20 (``pqtrain
+    train --model resnet20``; read, never written), default the untrained one (``pqtrain init``, written to
+    ``build_root/resnet20.pt``); ``inputs``: ``random`` (``seed``) or a .npy file of float images [N, 3, 32,
+    32] (its first ``batch * passes``)."""
+    from pqcompile.cli import main as pqcompile_main
     from pqtrain import zoo
     from pqtrain.cli import main as pqtrain_main
 
     build_root.mkdir(parents=True, exist_ok=True)
-    model = build_root / "resnet20.pt"
-    if pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) != 0:
-        raise SystemExit(1)
-    out = build_root / f"resnet20-{config}-b{batch}{f'-p{passes}' if passes > 1 else ''}" \
+    if model is None:
+        model = build_root / "resnet20.pt"
+        if pqtrain_main(["init", "--model", "resnet20", "-o", str(model)]) != 0:
+            raise SystemExit(1)
+        tag = build_tag(None, inputs, seed)
+    else:
+        tag = build_tag(model, inputs, seed)
+    out = build_root / f"{tag}-{config}-b{batch}{f'-p{passes}' if passes > 1 else ''}" \
                        f"{f'-t{lut_bits}' if lut_bits else ''}"
-    compile_model(str(model), str(out), BuildConfig(config=config, inputs="random", count=batch * passes,
-                                                    batch=batch if passes > 1 else None, lut_bits=lut_bits,
-                                                    host_layers=tuple(zoo.HOST_LAYERS["resnet20"])))
+    argv = [str(model), "-o", str(out), "--config", config, "--inputs", inputs, "--count", str(batch * passes),
+            "--seed", str(seed), *(["--batch", str(batch)] if passes > 1 else []),
+            *(["--lut-bits", str(lut_bits)] if lut_bits else []), "--host-layers", *zoo.HOST_LAYERS["resnet20"]]
+    rc = pqcompile_main(argv)
+    if rc:
+        raise SystemExit(f"bench_resnet20: pqcompile did not compile {model} (exit status {rc}, its message above)")
     return out
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The options that choose the model and the images (:func:`compile_resnet20`)."""
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a trained ResNet-20 .pt (pqtrain train --model resnet20; default: the untrained one)")
+    ap.add_argument("--inputs", default="random", help="random, or a .npy file of float images [N, 3, 32, 32]")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random images")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=1,
                     help="a stream of passes of --batch images; the table shows the second pass, whose first "
                          "tables and input came in during the first (3: a pass in the middle of a stream)")
+    add_model_args(ap)
     args = ap.parse_args(argv)
     if args.batch < 1 or args.passes < 1:
         ap.error("--batch and --passes: at least 1")
@@ -205,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pqcompile import build as pqbuild
 
-    builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None, args.passes)
+    builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None, args.passes,
+                                args.model, args.inputs, args.seed)
     manifest = pqbuild.read(builddir)
     print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
           f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
@@ -261,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     bw = f"-bw{args.mem_bw}" if args.mem_bw else ""
     tb = f"-t{args.lut_bits}" if args.lut_bits else ""
     ps = f"-p{args.passes}" if args.passes > 1 else ""
-    path = args.out_dir / f"resnet20-{args.config}-b{args.batch}{ps}{bw}{tb}.csv"
+    path = args.out_dir / f"{build_tag(args.model, args.inputs, args.seed)}-{args.config}-b{args.batch}{ps}{bw}{tb}.csv"
     write_csv(path, rows)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0

@@ -126,3 +126,19 @@ def test_table_pool_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert tpm.main([str(out), "--mem-bw", "4", "--pools", "1,64"]) == 0
     text = capsys.readouterr().out
     assert "today (two table banks)" in text and "table pool of 64 KiB" in text
+
+
+def test_another_model_and_images_name_their_own_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make bench-resnet20 RESNET=... IMAGES=... IMAGE_SEED=...`: the builds and CSVs of another model or other
+    images are named after them (the untrained model's files keep their names), and a model pqcompile cannot
+    read stops the benchmark with pqcompile's message, writing nothing."""
+    assert bench.build_tag() == "resnet20"
+    assert bench.build_tag(None, "random", 3) == "resnet20-s3"
+    assert bench.build_tag(Path("runs/r20_trained.pt")) == "r20_trained"
+    assert bench.build_tag(Path("m.pt"), str(tmp_path / "cifar_test.npy"), 5) == "m-cifar_test"
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(SystemExit, match="pqcompile did not compile .*bad.pt .exit status 2"):
+        bench.compile_resnet20("pqa", 1, tmp_path / "builds", model=bad)
+    assert "pqcompile: error" in capsys.readouterr().err
+    assert not (tmp_path / "builds" / "bad-pqa-b1").exists()
