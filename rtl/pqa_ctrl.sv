@@ -227,6 +227,10 @@ module pqa_ctrl #(
   localparam int ResTbl0 = 4;  // table bank 0, table bank 1 (ResTbl0 + bank): proto, lut and bias together
   localparam int ResW    = 6;
   logic [ResW-1:0]              ld_wr_q, st_wr_q, cu_rd_q, cu_wr_q;
+  // The external memory the store unit's instruction writes: bytes st_lo_q .. st_hi_q-1, its whole bus words
+  // (a `load` of any of them waits for it: the read and write engines are independent AXI channels)
+  localparam int MemAw = pqa_pkg::LoadAddrW + 1;  // byte addresses of transfers, one past the last included
+  logic [MemAw-1:0]             st_lo_q, st_hi_q;
   logic                         fetch_busy_q;   // a fetch is in the read engine
   // errors met by the units, and the first one the decoder met (an instruction it refused)
   logic                         ld_err_q, st_err_q, dec_err_q;
@@ -546,13 +550,20 @@ module pqa_ctrl #(
 `else
   assign cu_check = cu_rd_q | cu_wr_q;
 `endif
-  logic ld_conflict, st_conflict, cu_conflict;
+  logic ld_conflict, st_conflict, cu_conflict, mem_conflict;
   assign ld_conflict = ld_busy_q && ((f_wr & ld_wr_q) != '0 || (f_rd & ld_wr_q) != '0);
   assign st_conflict = st_busy_q && ((f_wr & st_wr_q) != '0 || (f_rd & st_wr_q) != '0);
+  // The external memory of a transfer: the bus words from `addr` on (a stamp: its record's words). A `load`
+  // whose words overlap the store unit's `store` or `stamp` waits for it (a read after a write of the same
+  // memory; the write engine's bursts may still be in flight).
+  logic [MemAw-1:0] f_lo, f_hi;
+  assign f_lo = MemAw'(f_addr);
+  assign f_hi = f_lo + (MemAw'(opcode == pqa_pkg::OpcStamp ? BeatsW'(StampBeats) : f_beats) << BusAlign);
+  assign mem_conflict = st_busy_q && (f_lo < st_hi_q) && (st_lo_q < f_hi);
   assign cu_conflict = cu_busy_q && ((f_wr & cu_check) != '0 || (f_rd & cu_wr_q) != '0);
   always_comb begin
     unique case (opcode)
-      pqa_pkg::OpcLoad: ready = !ld_busy_q && !cu_conflict && !st_conflict;
+      pqa_pkg::OpcLoad: ready = !ld_busy_q && !cu_conflict && !st_conflict && !mem_conflict;
       pqa_pkg::OpcRun: ready = !cu_busy_q && !st_conflict && !ld_conflict && !(conv_q && geo_wait_q != '0);
       pqa_pkg::OpcPool, pqa_pkg::OpcAdd: ready = !cu_busy_q && !st_conflict && !ld_conflict;
       pqa_pkg::OpcStore, pqa_pkg::OpcStamp, pqa_pkg::OpcEnd: ready = !cu_busy_q && !st_busy_q && !ld_busy_q;
@@ -740,6 +751,8 @@ module pqa_ctrl #(
       cu_wr_q      <= '0;
       ld_wr_q      <= '0;
       st_wr_q      <= '0;
+      st_lo_q      <= '0;
+      st_hi_q      <= '0;
       fetch_busy_q <= 1'b0;
       ld_err_q     <= 1'b0;
       st_err_q     <= 1'b0;
@@ -965,6 +978,8 @@ module pqa_ctrl #(
                 st_stamp_q <= (opcode == pqa_pkg::OpcStamp);
                 st_half_q  <= (opcode == pqa_pkg::OpcStore) && f_half;
                 st_wr_q    <= f_wr;
+                st_lo_q    <= f_lo;
+                st_hi_q    <= f_hi;
                 st_pc_q    <= pc_q;
                 st_cnt_q   <= count_q;
                 if (opcode == pqa_pkg::OpcStamp) begin

@@ -373,6 +373,38 @@ def prefetch_slverr_case(outdir: Path, cfg: HwConfig, seed: int) -> tuple[str, i
     return "bus", prog.insn_base + 8 * at
 
 
+def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
+    """Loads of memory that the `store` just before them writes (a read after a write through external memory:
+    the DMA's read and write engines are separate AXI channels, so the load must wait for the store,
+    pqa_ctrl's ``mem_conflict``), on a slow memory (backpressure on every channel, AR/AW latency): a block
+    goes out through the output buffer and comes back into an act bank, whole, then from 8 bytes before a
+    store whose last word is partial, and each comes back out through ``add`` (act * 1 + out * 0) for the
+    scoreboard to compare. The golden simulator runs one instruction at a time, so any stale byte is a
+    mismatch."""
+    b = load().enums["buffer"]
+    n = min(cfg.ActBytes, cfg.OutBytes) // 2
+    rng = np.random.default_rng(seed)
+    blocks = [rng.integers(-128, 128, n).astype(np.int8).view(np.uint8) for _ in range(3)]
+    a, src, far, out = (DATA_ADDR + i * n for i in range(4))  # out: two results; far: the second store
+    sts = encode("stamp", addr=STAMP_ADDR)
+    words = [sts, encode("quant", relu=0, shift=0, mult=1, bits=8),
+             encode("load", buf=b["out"], nbytes=n, addr=a),
+             encode("store", nbytes=n, addr=src),  # src held blocks[1]: now blocks[0]
+             encode("load", buf=b["act"], bank=0, nbytes=n, addr=src),
+             encode("add", src=0, n=n, ma=1, mb=0),
+             encode("store", nbytes=n - 3, addr=far),  # far held blocks[2]: its first n-3 bytes now blocks[0]
+             encode("load", buf=b["act"], bank=1, nbytes=n, addr=far - 8),
+             encode("store", nbytes=n, addr=out),
+             encode("load", buf=b["out"], nbytes=n, addr=a + n),  # any bytes, mb = 0
+             encode("add", src=1, n=n, ma=1, mb=0),
+             encode("store", nbytes=n, addr=out + n), sts, encode("end")]
+    data = [(a, blocks[0], "block 0"), (src, blocks[1], "block 1"), (far, blocks[2], "block 2")]
+    prog = backend.raw_program(cfg, words, data, mem_bytes=DATA_ADDR + 6 * n, name=outdir.name)
+    prog.manifest["stamps"] = pqbuild.stamps_entry(STAMP_ADDR, ["start", "end"])
+    res = sim.run(cfg, prog.mem, prog.insn_base)
+    backend.write_build(outdir, cfg, prog, res, manifest_extra={"stim": {"latency": 4, "pause": 0.5}})
+
+
 def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits: int | None = None) -> None:
     """Compile :func:`residual_arch` with random weights and non-trivial batch-norm statistics through the
     project's compiler (pqcompile.cli.compile_model: graph extraction, batch-norm folding, quantization,

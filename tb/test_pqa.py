@@ -22,6 +22,7 @@ from cases import (
     prefetch_slverr_case,
     raw_case,
     residual_case,
+    round_trip_case,
     vec_case,
 )
 from pqa_env import PqaBuildTest, PqaRandomTest
@@ -75,6 +76,8 @@ def rtl_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
     out["residual_block"] = (root / "residual_block", "none", 0)
     err, pc = prefetch_slverr_case(root / "prefetch_slverr", cfg, seed=500)
     out["prefetch_slverr"] = (root / "prefetch_slverr", err, pc)
+    round_trip_case(root / "store_load_round_trip", cfg, seed=600)
+    out["store_load_round_trip"] = (root / "store_load_round_trip", "none", 0)
     model = ROOT / "models" / "digits_mlp.pt"
     if model.exists():
         from pqcompile.cli import compile_model
@@ -89,13 +92,14 @@ _RESULTS: dict[tuple[str, str], dict[str, dict]] = {}
 
 
 CASES = [*SHAPES, *CONV_CASES, *VEC_CASES, *error_programs(load().config("small")),
-         *new_error_programs(load().config("small")), "residual_block", "prefetch_slverr", "digits_mlp"]
+         *new_error_programs(load().config("small")), "residual_block", "prefetch_slverr", "store_load_round_trip",
+         "digits_mlp"]
 # Icarus runs about a thousand times slower than Verilator (every build starts with 4096 cycles of buffer
 # clearing at config small): by default it runs these cases, one of each kind; the others are `slow`
 # (make test-all). Verilator runs every case by default.
 ICARUS_CORE = ("d20_v3_k5_m13_l2_relu", "act4_lut3_chain", "conv3x3_s2_p1_ch5_l1", "conv3x3_s1_p1_add",
                "pool_unsigned", "add_signed", "illegal_opcode", "misaligned_load", "run_dst_is_src",
-               "run_acc_after_a_write", "residual_block", "prefetch_slverr")
+               "run_acc_after_a_write", "residual_block", "prefetch_slverr", "store_load_round_trip")
 
 
 def _group(sim_name: str, case: str) -> str:

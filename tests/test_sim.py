@@ -275,6 +275,35 @@ def test_resources_and_the_overlap_they_allow() -> None:
     assert beside < store_end - CFG.OutBytes // 2 // CFG.bus_bytes // 2 and after == store_end
 
 
+def test_a_load_waits_for_a_store_of_the_memory_it_reads() -> None:
+    """sim.Timeline (pqa_ctrl's mem_conflict): the read and write engines are separate AXI channels, so a
+    `load` whose bus words overlap those the store unit's `store` or `stamp` writes waits until it has
+    written them (else it could read the old bytes); one of other memory goes beside it. Words, not bytes:
+    a store of a partial last word holds that whole word."""
+    bus = CFG.bus_bytes
+
+    def load_dispatch(addr: int, nbytes: int = 64, first: str = "store") -> tuple[int, int]:
+        """(the load's dispatch cycle, the store unit's end) after a store of 2 KiB at 0x2000 (or a stamp)."""
+        tl = sim.Timeline(CFG)
+        st = sim._State()
+        if first == "store":
+            tl.step("store", {"half": 0, "nbytes": 2047, "addr": 0x2000}, st, 0)
+        else:
+            tl.step("stamp", {"addr": 0x2000}, st, 0)
+        tl.step("load", {"buf": BUF["act"], "bank": 0, "nbytes": nbytes, "addr": addr}, st, 0, "act")
+        return tl.cycles, tl.st_free
+
+    end = load_dispatch(0x2800)[1]
+    for addr, nbytes in ((0x2800, 64), (0x2000 - 64, 64), (0x2000 - 64, 57), (0x3000, 4096)):  # other words
+        assert load_dispatch(addr, nbytes)[0] < end - 2048 // bus // 2, (addr, nbytes)
+    for addr, nbytes in ((0x2000, 8), (0x2800 - bus, 8), (0x2000 - 64, 65), (0x1000, 8192)):  # its words
+        assert load_dispatch(addr, nbytes) == (end, end), (addr, nbytes)
+    rec = SPEC.perf_bytes
+    stamp_end = load_dispatch(0x2000, 8, "stamp")[1]
+    assert load_dispatch(0x2000 + rec - 1 - (rec - 1) % bus, 8, "stamp") == (stamp_end, stamp_end)
+    assert load_dispatch(0x2000 + -(-rec // bus) * bus, 8, "stamp")[0] < stamp_end
+
+
 def test_setup_decodes_while_the_compute_unit_works() -> None:
     """sim.Timeline (pqa_ctrl): `shape`, `quant`, `fmap` and `conv` wait for nothing (the units read a copy of
     the layer state that holds while they work), one a cycle from the fetch buffer; a conv-mode `run` waits

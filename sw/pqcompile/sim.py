@@ -283,7 +283,8 @@ class Timeline:
     pqa_ctrl. An instruction in the bus word the last fetch read reaches decode FETCH_HIT_CYCLES - 1 cycles
     after the previous dispatch's cycle + 1; any other is fetched once the read engine is free (no `load` in
     it) and reaches decode FETCH_CYCLES - 1 cycles later and is dispatched once no older conflicting
-    instruction holds a unit (one that writes what it reads or uses what it writes, :func:`resources`); the
+    instruction holds a unit (one that writes what it reads or uses what it writes, :func:`resources`; a
+    `load` also waits for the store unit's `store` or `stamp` when their bus words of external memory overlap); the
     set-up instructions (SETUP) wait for nothing, and a conv-mode `run` waits until the compute unit has been
     idle GEO_SETTLE cycles after the last of them (pqa_ctrl's copy of the layer state); a
     transfer holds its unit XFER_CYCLES plus its beats (at ``mem_bw`` bytes a cycle when that is below a
@@ -304,6 +305,7 @@ class Timeline:
         self.geo_left = self.geo_from = 0
         # (reads, writes) of the last instruction of each unit
         self.uses: dict[str, tuple[set[str], set[str]]] = {u: (set(), set()) for u in ("ld", "st", "cu")}
+        self.st_mem = (0, 0)  # the external memory (bus words, as bytes lo .. hi-1) the last store / stamp writes
         # the models of the performance counters load_cycles, store_cycles, dep_cycles, fetch_cycles
         self.counters = {"load_cycles": 0, "store_cycles": 0, "dep_cycles": 0, "fetch_cycles": 0}
         self.sampled = dict(self.counters)  # their values at the last dispatch (what a `stamp` samples)
@@ -318,6 +320,11 @@ class Timeline:
         start = max(d + 2, self.mem_free)
         self.mem_free = start + -(-beats * self.cfg.bus_bytes // self.bpc)
         return self.mem_free + XFER_CYCLES - 2
+
+    def mem_words(self, addr: int, nbytes: int) -> tuple[int, int]:
+        """The external memory a transfer of ``nbytes`` from ``addr`` moves: whole bus words (bytes lo .. hi-1)."""
+        bus = self.cfg.bus_bytes
+        return addr, addr + -(-nbytes // bus) * bus
 
     def step(self, mnemonic: str, ops: dict[str, int], st: _State, compute: int, buf: str = "",
              hit: bool = False) -> None:
@@ -336,6 +343,9 @@ class Timeline:
                                if wr & (ur | uw) or rd & uw])
             if mnemonic == "load":
                 ready = max(ready, self.ld_free)  # its own unit
+                lo, hi = self.mem_words(ops["addr"], ops["nbytes"])
+                if lo < self.st_mem[1] and self.st_mem[0] < hi:  # reads what the store unit writes: after it
+                    ready = max(ready, self.st_free)
             elif mnemonic in SETUP:
                 ready = 0
             else:
@@ -355,6 +365,7 @@ class Timeline:
         elif mnemonic in ("store", "stamp"):
             nb = ops["nbytes"] if mnemonic == "store" else load().perf_bytes
             self.st_free = self._transfer_free(d, nb)
+            self.st_mem = self.mem_words(ops["addr"], nb)
             self.counters["store_cycles"] += self.st_free - d - 1
             self.uses["st"] = (rd, wr)
         elif mnemonic in COMPUTE:
