@@ -559,7 +559,12 @@ module pqa_ctrl #(
   logic [MemAw-1:0] f_lo, f_hi;
   assign f_lo = MemAw'(f_addr);
   assign f_hi = f_lo + (MemAw'(opcode == pqa_pkg::OpcStamp ? BeatsW'(StampBeats) : f_beats) << BusAlign);
+`ifdef PQA_MUTANT_NOMEM
+  // deliberate bug: a load does not wait for an older store of the memory it reads
+  assign mem_conflict = 1'b0;
+`else
   assign mem_conflict = st_busy_q && (f_lo < st_hi_q) && (st_lo_q < f_hi);
+`endif
   assign cu_conflict = cu_busy_q && ((f_wr & cu_check) != '0 || (f_rd & cu_wr_q) != '0);
   always_comb begin
     unique case (opcode)

@@ -386,8 +386,7 @@ def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
     rng = np.random.default_rng(seed)
     blocks = [rng.integers(-128, 128, n).astype(np.int8).view(np.uint8) for _ in range(3)]
     a, src, far, out = (DATA_ADDR + i * n for i in range(4))  # out: two results; far: the second store
-    sts = encode("stamp", addr=STAMP_ADDR)
-    words = [sts, encode("quant", relu=0, shift=0, mult=1, bits=8),
+    words = [encode("stamp", addr=stamp_at(0)), encode("quant", relu=0, shift=0, mult=1, bits=8),
              encode("load", buf=b["out"], nbytes=n, addr=a),
              encode("store", nbytes=n, addr=src),  # src held blocks[1]: now blocks[0]
              encode("load", buf=b["act"], bank=0, nbytes=n, addr=src),
@@ -397,7 +396,7 @@ def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
              encode("store", nbytes=n, addr=out),
              encode("load", buf=b["out"], nbytes=n, addr=a + n),  # any bytes, mb = 0
              encode("add", src=1, n=n, ma=1, mb=0),
-             encode("store", nbytes=n, addr=out + n), sts, encode("end")]
+             encode("store", nbytes=n, addr=out + n), encode("stamp", addr=stamp_at(1)), encode("end")]
     data = [(a, blocks[0], "block 0"), (src, blocks[1], "block 1"), (far, blocks[2], "block 2")]
     prog = backend.raw_program(cfg, words, data, mem_bytes=DATA_ADDR + 6 * n, name=outdir.name)
     prog.manifest["stamps"] = pqbuild.stamps_entry(STAMP_ADDR, ["start", "end"])

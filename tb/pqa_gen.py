@@ -288,7 +288,35 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
     code_end = 0x400
     n = int(rng.integers(1, 40))
     bufs = list(spec.enums["buffer"].values())
+    # a stream of its own (spawning leaves rng's draws as they were, so the jobs' other choices do not move):
+    # now and then a `load` right after a `store`, of words the store writes (a read after a write through
+    # external memory: pqa_ctrl's mem_conflict)
+    aux = rng.spawn(1)[0]
     words = []
+
+    def load_back(st: dict[str, int], first: bool = False) -> list[int]:
+        """A load of some of the words that store ``st`` writes (from a little before them, or from its last).
+        ``first``: into an act bank, copied to the output buffer by an ``add`` (act * 1 + out * 0) and stored
+        elsewhere, so that a stale byte reaches memory (the scoreboard compares memory)."""
+        if aux.random() < 0.5:  # from up to 4 words before its first word, into it
+            at = max(code_end, st["addr"] - 8 * int(aux.integers(0, 5)))
+            nb = st["addr"] - at + int(aux.integers(1, 600))
+        else:  # from its last word on
+            at, nb = (st["addr"] + st["nbytes"] - 1) // 8 * 8, int(aux.integers(1, 600))
+        buf = "act" if first else str(aux.choice(["act", "out", "lut"]))
+        bank = int(aux.integers(0, 2)) if buf != "out" else 0
+        out = [encode("load", buf=spec.enums["buffer"][buf], bank=bank, nbytes=nb, addr=at)]
+        if first:
+            n_add = min(nb, cfg.ActBytes, cfg.OutBytes)
+            out += [encode("quant", relu=0, shift=0, mult=1, bits=cfg.ActW),
+                    encode("add", src=bank, n=n_add, ma=1, mb=0),
+                    encode("store", nbytes=n_add, addr=int(aux.integers(code_end, mem_bytes - n_add + 1)) // 8 * 8)]
+        return out
+
+    if aux.random() < 0.5:  # a store of the output buffer, then a load of its words, at the program's start
+        nb = int(aux.integers(1, min(cfg.OutBytes, mem_bytes - code_end) // 2))
+        words.append(encode("store", nbytes=nb, addr=int(aux.integers(code_end, mem_bytes - nb)) // 8 * 8))
+        words += load_back(decode(words[-1]).ops, first=True)
     for _ in range(n):
         mode = rng.choice(["raw", "opcode", "legal", "legal"])
         if mode == "raw":
@@ -335,6 +363,8 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
                            ostride=int(rng.choice([0, 0, 0, int(rng.integers(0, 20))])),
                            ooff=int(rng.choice([0, 0, 0, int(rng.integers(0, 64))])))
         words.append(_no_self_modify(w, code_end, mem_bytes))
+        if mode == "legal" and mn == "store" and aux.random() < 0.5:
+            words += load_back(decode(words[-1]).ops)
     if rng.random() < 0.9:
         words.append(encode("end"))
     tail = rng.random() < 0.1  # start at the last two words of memory: the stream runs off its end (`bus`)
@@ -349,7 +379,22 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
     if tail:
         prog.insn_base = data_end
         prog.manifest["insn_base"] = data_end
-    return prog, {"n_words": len(words), "runs_off_memory": tail}
+    return prog, {"n_words": len(words), "runs_off_memory": tail, "mem_raw": mem_raw_loads(prog, cfg)}
+
+
+def mem_raw_loads(prog: backend.Program, cfg: HwConfig) -> int:
+    """Executed `load`s that read bus words the last `store` or `stamp` before them writes (the golden
+    simulator's trace)."""
+    res = sim.run(cfg, prog.mem, prog.insn_base, trace=True)
+    bus, last, hits = cfg.bus_bytes, (0, 0), 0
+    for line in res.trace:
+        _, mn, ops = _parse_trace(line)
+        if mn in ("store", "stamp"):
+            nb = load().perf_bytes if mn == "stamp" else ops["nbytes"]
+            last = (ops["addr"], ops["addr"] + -(-nb // bus) * bus)
+        elif mn == "load" and ops["addr"] < last[1] and last[0] < ops["addr"] + -(-ops["nbytes"] // bus) * bus:
+            hits += 1
+    return hits
 
 
 def _no_self_modify(w: int, code_end: int, mem_bytes: int) -> int:

@@ -1,6 +1,6 @@
 """Constrained-random regression of ``pqa_top`` against the golden simulator, with functional coverage.
 
-    python tb/regress.py --seed 1 --count 200 --sim verilator [--config small] [--mutant ties|tree|trunc|nodep]
+    python tb/regress.py --seed 1 --count 200 --sim verilator [--config small] [--mutant ties|tree|trunc|nodep|nomem]
                          [--batch 100] [--jobs N] [--coverage cov.json] [--quiet]
 
 Jobs (seed, 0) .. (seed, count-1) of tb/pqa_gen.py (legal compiled programs, programs with one bad
@@ -31,7 +31,7 @@ from pqa_runner import build, run_random
 from pqcompile.progress import Progress
 
 MUTANTS = {"ties": "PQA_MUTANT_TIES", "tree": "PQA_MUTANT_TREE", "trunc": "PQA_MUTANT_TRUNC",
-           "nodep": "PQA_MUTANT_NODEP"}
+           "nodep": "PQA_MUTANT_NODEP", "nomem": "PQA_MUTANT_NOMEM"}
 
 
 def merge_coverage(total: dict[str, Any], cov: dict[str, Any]) -> dict[str, Any]:
