@@ -146,7 +146,8 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
             scratch = -(-(size + 16) // 4096) * 4096
             m3 = np.zeros(scratch + cfg.OutBytes + 64, np.uint8)
             m3[:size] = mem
-            m3[pc : pc + 8] = np.frombuffer(encode("store", nbytes=nb, addr=scratch).to_bytes(8, "little"), np.uint8)
+            again = encode("store", nbytes=nb, addr=scratch, half=ops["half"])  # the same bytes of out
+            m3[pc : pc + 8] = np.frombuffer(again.to_bytes(8, "little"), np.uint8)
             m3[pc + 8 : pc + 16] = stop
             out = sim.run(cfg, m3, insn_base).mem[scratch : scratch + nb]
             for ba, bn in pqa_gen.bursts(addr, -(-nb // bus), bus):

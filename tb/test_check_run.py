@@ -63,3 +63,26 @@ def test_a_failing_stamp_leaves_its_record_unspecified(tmp_path: Path) -> None:
     got = exp.res.mem.copy()
     got[addr:size] = 0x5A  # what the RTL may have written of it
     assert check_run(b, man, exp, _observed(got, exp.res)).passed
+
+
+def test_a_failing_store_from_the_second_half_writes_the_second_half() -> None:
+    """The fault model of a `store` that meets SLVERR: its beats before the failing burst hold the bytes it
+    reads, with ``half`` those from OutBytes/2 on (the model re-stores them to scratch memory; it once stored
+    the first half, and the random regression's seed 29 job 326 then failed on a correct RTL)."""
+    h, bus = CFG.OutBytes // 2, CFG.bus_bytes
+    data, dst = 0x1000, 0x3000  # the output buffer's image at data, the store to dst
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, CFG.OutBytes, dtype=np.uint8)
+    mem = np.zeros(0x4000, np.uint8)
+    mem[data : data + CFG.OutBytes] = image
+    words = [encode("load", buf=SPEC.enums["buffer"]["out"], nbytes=CFG.OutBytes, addr=data),
+             encode("store", half=1, nbytes=h, addr=dst), encode("end")]
+    for i, w in enumerate(words):
+        mem[8 * i : 8 * i + 8] = np.frombuffer(w.to_bytes(8, "little"), np.uint8)
+    bad = (dst + 512) // bus  # a word of the store's first burst
+    exp = expected_result(CFG, mem, 0, {bad})
+    assert exp.res.err_code == SPEC.errors["bus"] and exp.fault == "store@0x8"
+    # one INCR burst of h / bus = 256 beats: every beat but the refused one written, from the second half
+    ok = np.array([a for a in range(dst, dst + h) if a // bus != bad])
+    assert (exp.res.mem[ok] == image[h + ok - dst]).all() and exp.mask[ok].all()
+    assert not exp.res.mem[bad * bus : bad * bus + bus].any()  # the refused beat: memory as it was
