@@ -125,8 +125,8 @@ def expected_result(cfg: HwConfig, mem: np.ndarray, insn_base: int, poison: set[
         if i == len(steps) - 1 and first.err_code in (err["align"], err["limit"]):
             break  # refused before any transfer
         if mn in ("load", "store", "stamp"):
-            nb = spec.perf_bytes if mn == "stamp" else ops["nbytes"]
-            if bad(ops["addr"], -(-nb // bus) * bus):
+            lo, hi = sim.transfer_words(cfg, mn, ops)
+            if bad(lo, hi - lo):
                 fault = (pc, mn, ops)
                 break
     else:

@@ -292,6 +292,7 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
     # now and then a `load` right after a `store`, of words the store writes (a read after a write through
     # external memory: pqa_ctrl's mem_conflict)
     aux = rng.spawn(1)[0]
+    bus = cfg.bus_bytes
     words = []
 
     def load_back(st: dict[str, int], first: bool = False) -> list[int]:
@@ -299,10 +300,10 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
         ``first``: into an act bank, copied to the output buffer by an ``add`` (act * 1 + out * 0) and stored
         elsewhere, so that a stale byte reaches memory (the scoreboard compares memory)."""
         if aux.random() < 0.5:  # from up to 4 words before its first word, into it
-            at = max(code_end, st["addr"] - 8 * int(aux.integers(0, 5)))
+            at = max(code_end, st["addr"] - bus * int(aux.integers(0, 5)))
             nb = st["addr"] - at + int(aux.integers(1, 600))
         else:  # from its last word on
-            at, nb = (st["addr"] + st["nbytes"] - 1) // 8 * 8, int(aux.integers(1, 600))
+            at, nb = (st["addr"] + st["nbytes"] - 1) // bus * bus, int(aux.integers(1, 600))
         buf = "act" if first else str(aux.choice(["act", "out", "lut"]))
         bank = int(aux.integers(0, 2)) if buf != "out" else 0
         out = [encode("load", buf=spec.enums["buffer"][buf], bank=bank, nbytes=nb, addr=at)]
@@ -310,12 +311,13 @@ def random_words_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backe
             n_add = min(nb, cfg.ActBytes, cfg.OutBytes)
             out += [encode("quant", relu=0, shift=0, mult=1, bits=cfg.ActW),
                     encode("add", src=bank, n=n_add, ma=1, mb=0),
-                    encode("store", nbytes=n_add, addr=int(aux.integers(code_end, mem_bytes - n_add + 1)) // 8 * 8)]
+                    encode("store", nbytes=n_add,
+                           addr=int(aux.integers(code_end, mem_bytes - n_add + 1)) // bus * bus)]
         return out
 
     if aux.random() < 0.5:  # a store of the output buffer, then a load of its words, at the program's start
         nb = int(aux.integers(1, min(cfg.OutBytes, mem_bytes - code_end) // 2))
-        words.append(encode("store", nbytes=nb, addr=int(aux.integers(code_end, mem_bytes - nb)) // 8 * 8))
+        words.append(encode("store", nbytes=nb, addr=int(aux.integers(code_end, mem_bytes - nb)) // bus * bus))
         words += load_back(decode(words[-1]).ops, first=True)
     for _ in range(n):
         mode = rng.choice(["raw", "opcode", "legal", "legal"])
@@ -386,14 +388,14 @@ def mem_raw_loads(prog: backend.Program, cfg: HwConfig) -> int:
     """Executed `load`s that read bus words the last `store` or `stamp` before them writes (the golden
     simulator's trace)."""
     res = sim.run(cfg, prog.mem, prog.insn_base, trace=True)
-    bus, last, hits = cfg.bus_bytes, (0, 0), 0
+    last, hits = (0, 0), 0
     for line in res.trace:
         _, mn, ops = _parse_trace(line)
         if mn in ("store", "stamp"):
-            nb = load().perf_bytes if mn == "stamp" else ops["nbytes"]
-            last = (ops["addr"], ops["addr"] + -(-nb // bus) * bus)
-        elif mn == "load" and ops["addr"] < last[1] and last[0] < ops["addr"] + -(-ops["nbytes"] // bus) * bus:
-            hits += 1
+            last = sim.transfer_words(cfg, mn, ops)
+        elif mn == "load":
+            lo, hi = sim.transfer_words(cfg, mn, ops)
+            hits += lo < last[1] and last[0] < hi
     return hits
 
 
@@ -418,8 +420,8 @@ def accessed_words(prog: backend.Program, cfg: HwConfig) -> list[int]:
         pc, mn, ops = _parse_trace(line)
         out.append(pc // bus)
         if mn in ("load", "store", "stamp") and ops["addr"] % bus == 0:
-            nb = load().perf_bytes if mn == "stamp" else ops["nbytes"]
-            words = range(ops["addr"] // bus, -(-(ops["addr"] + nb) // bus))
+            lo, hi = sim.transfer_words(cfg, mn, ops)
+            words = range(lo // bus, hi // bus)
             out += [a for a in words if a * bus < prog.mem.size][:600]
     return out
 

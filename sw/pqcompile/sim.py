@@ -277,6 +277,14 @@ def resources(mnemonic: str, ops: dict[str, int], st: _State, buf: str = "",
     return set(), set()
 
 
+def transfer_words(cfg: HwConfig, mnemonic: str, ops: dict[str, int]) -> tuple[int, int]:
+    """The external memory a ``load``, ``store`` or ``stamp`` moves (a stamp: its record): bytes lo .. hi-1,
+    whole bus words from ``addr`` (the DMA moves whole words; a store strobes the bytes past ``nbytes`` off,
+    but holds their word)."""
+    nbytes = load().perf_bytes if mnemonic == "stamp" else ops["nbytes"]
+    return ops["addr"], ops["addr"] + -(-nbytes // cfg.bus_bytes) * cfg.bus_bytes
+
+
 class Timeline:
     """The event model of the controller and its units (docs/theory.md, "Decoupled units"): the cycle at
     which each instruction is dispatched and each unit becomes free, under the same dependency rules as
@@ -321,11 +329,6 @@ class Timeline:
         self.mem_free = start + -(-beats * self.cfg.bus_bytes // self.bpc)
         return self.mem_free + XFER_CYCLES - 2
 
-    def mem_words(self, addr: int, nbytes: int) -> tuple[int, int]:
-        """The external memory a transfer of ``nbytes`` from ``addr`` moves: whole bus words (bytes lo .. hi-1)."""
-        bus = self.cfg.bus_bytes
-        return addr, addr + -(-nbytes // bus) * bus
-
     def step(self, mnemonic: str, ops: dict[str, int], st: _State, compute: int, buf: str = "",
              hit: bool = False) -> None:
         """Advance by one dispatched instruction (``compute``: its compute cycles; ``buf``: a load's
@@ -343,7 +346,7 @@ class Timeline:
                                if wr & (ur | uw) or rd & uw])
             if mnemonic == "load":
                 ready = max(ready, self.ld_free)  # its own unit
-                lo, hi = self.mem_words(ops["addr"], ops["nbytes"])
+                lo, hi = transfer_words(self.cfg, mnemonic, ops)
                 if lo < self.st_mem[1] and self.st_mem[0] < hi:  # reads what the store unit writes: after it
                     ready = max(ready, self.st_free)
             elif mnemonic in SETUP:
@@ -365,7 +368,7 @@ class Timeline:
         elif mnemonic in ("store", "stamp"):
             nb = ops["nbytes"] if mnemonic == "store" else load().perf_bytes
             self.st_free = self._transfer_free(d, nb)
-            self.st_mem = self.mem_words(ops["addr"], nb)
+            self.st_mem = transfer_words(self.cfg, mnemonic, ops)
             self.counters["store_cycles"] += self.st_free - d - 1
             self.uses["st"] = (rd, wr)
         elif mnemonic in COMPUTE:
