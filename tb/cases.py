@@ -377,7 +377,7 @@ def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
     """Loads of memory that the `store` just before them writes (a read after a write through external memory:
     the DMA's read and write engines are separate AXI channels, so the load must wait for the store,
     pqa_ctrl's ``mem_conflict``), on a slow memory (backpressure on every channel, AR/AW latency): a block
-    goes out through the output buffer and comes back into an act bank, whole, then from 8 bytes before a
+    goes out through the output buffer and comes back into an act bank, whole, then from a bus word before a
     store whose last word is partial, and each comes back out through ``add`` (act * 1 + out * 0) for the
     scoreboard to compare. The golden simulator runs one instruction at a time, so any stale byte is a
     mismatch."""
@@ -386,13 +386,13 @@ def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
     rng = np.random.default_rng(seed)
     blocks = [rng.integers(-128, 128, n).astype(np.int8).view(np.uint8) for _ in range(3)]
     a, src, far, out = (DATA_ADDR + i * n for i in range(4))  # out: two results; far: the second store
-    words = [encode("stamp", addr=stamp_at(0)), encode("quant", relu=0, shift=0, mult=1, bits=8),
+    words = [encode("stamp", addr=stamp_at(0)), encode("quant", relu=0, shift=0, mult=1, bits=cfg.ActW),
              encode("load", buf=b["out"], nbytes=n, addr=a),
              encode("store", nbytes=n, addr=src),  # src held blocks[1]: now blocks[0]
              encode("load", buf=b["act"], bank=0, nbytes=n, addr=src),
              encode("add", src=0, n=n, ma=1, mb=0),
              encode("store", nbytes=n - 3, addr=far),  # far held blocks[2]: its first n-3 bytes now blocks[0]
-             encode("load", buf=b["act"], bank=1, nbytes=n, addr=far - 8),
+             encode("load", buf=b["act"], bank=1, nbytes=n, addr=far - cfg.bus_bytes),
              encode("store", nbytes=n, addr=out),
              encode("load", buf=b["out"], nbytes=n, addr=a + n),  # any bytes, mb = 0
              encode("add", src=1, n=n, ma=1, mb=0),
