@@ -27,7 +27,7 @@ help:
 	@echo "make sim MODEL=digits_cnn  the digits CNN (conv layers) on the RTL"
 	@echo "make sim WAVES=1  also write an FST trace of the whole design (sim_build/waves/<build>.fst)"
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
-	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0 LUT_BITS=0 PASSES=1: a stream of PASSES passes of BATCH images, the table of pass 2; benchmarks/out/)"
+	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0 LUT_BITS=0 PASSES=1: a stream of PASSES passes of BATCH images, the table of pass 2; BATCH_FROM=<op>: the ops before it one image at a time; benchmarks/out/)"
 	@echo "               RESNET=model.pt IMAGES=random|images.npy IMAGE_SEED=0: another (e.g. trained) ResNet-20 and other images (also bench-curve)"
 	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128 LUT_BITS=0; docs/resnet20_batch_bw.png)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
@@ -70,6 +70,8 @@ MEM_BW ?= 0
 MEM_LAT ?= 0
 LUT_BITS ?= 0
 PASSES ?= 1
+# BATCH_FROM=<op> (e.g. layers.15.body.0): the ops before it run one image at a time, the batch from it on
+BATCH_FROM ?=
 # another ResNet-20 (RESNET=a .pt of pqtrain, e.g. a trained one) and other images (IMAGES=random with IMAGE_SEED,
 # or a .npy of float images [N, 3, 32, 32]): builds and CSVs named after them
 RESNET ?=
@@ -77,7 +79,7 @@ IMAGES ?= random
 IMAGE_SEED ?= 0
 BENCH_MODEL = $(if $(RESNET),--model $(RESNET)) --inputs $(IMAGES) --seed $(IMAGE_SEED)
 bench-resnet20: $(STAMP)
-	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH) --mem-bw $(MEM_BW) --mem-lat $(MEM_LAT) --lut-bits $(LUT_BITS) --passes $(PASSES) $(BENCH_MODEL)
+	$(PY) benchmarks/bench_resnet20.py --config $(CONFIG) --batch $(BATCH) --mem-bw $(MEM_BW) --mem-lat $(MEM_LAT) --lut-bits $(LUT_BITS) --passes $(PASSES) $(if $(BATCH_FROM),--batch-from $(BATCH_FROM)) $(BENCH_MODEL)
 
 # ResNet-20 cycles per image against batch size and memory bandwidth (writes docs/resnet20_batch_bw.png)
 BATCHES ?= 1,2,4,8

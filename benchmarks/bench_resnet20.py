@@ -170,7 +170,8 @@ def build_tag(model: Path | None = None, inputs: str = "random", seed: int = 0) 
 
 
 def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | None = None,
-                     passes: int = 1, model: Path | None = None, inputs: str = "random", seed: int = 0) -> Path:
+                     passes: int = 1, model: Path | None = None, inputs: str = "random", seed: int = 0,
+                     batch_from: str | None = None) -> Path:
     """ResNet-20 compiled for ``config`` on ``batch`` images (stem and classifier on the host) into
     ``build_root/<tag>-<config>-b<batch>`` (:func:`build_tag`; ``-t<lut_bits>`` appended when the tables are
     quantized to ``lut_bits`` bits, not the configuration's LutW: at 8 bits or fewer on a LutW > 8 build they
@@ -178,7 +179,8 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
     ``batch`` (``pqcompile --batch``; ``-p<passes>`` appended). ``model``: a trained ResNet-20 (``pqtrain
     train --model resnet20``; read, never written), default the untrained one (``pqtrain init``, written to
     ``build_root/resnet20.pt``); ``inputs``: ``random`` (``seed``) or a .npy file of float images [N, 3, 32,
-    32] (its first ``batch * passes``)."""
+    32] (its first ``batch * passes``). ``batch_from``: the op from which on the ``batch`` images run at once,
+    the ops before it one image at a time (``pqcompile --batch-from``; ``-from-<op>`` appended)."""
     from pqcompile.cli import main as pqcompile_main
     from pqtrain import zoo
     from pqtrain.cli import main as pqtrain_main
@@ -192,9 +194,10 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
     else:
         tag = build_tag(model, inputs, seed)
     out = build_root / f"{tag}-{config}-b{batch}{f'-p{passes}' if passes > 1 else ''}" \
-                       f"{f'-t{lut_bits}' if lut_bits else ''}"
+                       f"{f'-t{lut_bits}' if lut_bits else ''}{f'-from-{batch_from}' if batch_from else ''}"
     argv = [str(model), "-o", str(out), "--config", config, "--inputs", inputs, "--count", str(batch * passes),
-            "--seed", str(seed), *(["--batch", str(batch)] if passes > 1 else []),
+            "--seed", str(seed), *(["--batch", str(batch)] if passes > 1 or batch_from else []),
+            *(["--batch-from", batch_from] if batch_from else []),
             *(["--lut-bits", str(lut_bits)] if lut_bits else []), "--host-layers", *zoo.HOST_LAYERS["resnet20"]]
     rc = pqcompile_main(argv)
     if rc:
@@ -224,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=1,
                     help="a stream of passes of --batch images; the table shows the second pass, whose first "
                          "tables and input came in during the first (3: a pass in the middle of a stream)")
+    ap.add_argument("--batch-from", default=None, metavar="OP",
+                    help="the op from which on the batch runs at once; the ops before it one image at a time, "
+                         "results on chip (pqcompile --batch-from; e.g. layers.15.body.0: batch only the "
+                         "64-channel layers, whose tables are large)")
     add_model_args(ap)
     args = ap.parse_args(argv)
     if args.batch < 1 or args.passes < 1:
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     from pqcompile import build as pqbuild
 
     builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None, args.passes,
-                                args.model, args.inputs, args.seed)
+                                args.model, args.inputs, args.seed, args.batch_from)
     manifest = pqbuild.read(builddir)
     print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
           f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
@@ -259,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     model_cycles = pqbuild.read_perf(manifest, model.mem)["cycles"]
     rows = bench_rows(manifest, info["perf"], args.batch, bpc, model_cycles, only)
     p = manifest["config_params"]
-    print(f"config '{args.config}': NS={p['NS']} NP={p['NP']} PL={p['PL']} NOUT={p['NOUT']}, batch {args.batch}, "
+    print(f"config '{args.config}': NS={p['NS']} NP={p['NP']} PL={p['PL']} NOUT={p['NOUT']}, batch {args.batch}"
+          + (f" from {args.batch_from} on (the ops before it one image at a time)" if args.batch_from else "") + ", "
           f"{bpc} bytes per cycle (HDL memory, read latency {args.mem_lat}); cycles and bytes per image"
           + (f"; pass 2 of a stream of {args.passes} passes (its first tables and input loaded during pass 1"
              + (", the next pass's during its last ops)" if args.passes > 2 else ")") if only else ""))
@@ -292,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     bw = f"-bw{args.mem_bw}" if args.mem_bw else ""
     tb = f"-t{args.lut_bits}" if args.lut_bits else ""
     ps = f"-p{args.passes}" if args.passes > 1 else ""
-    path = args.out_dir / f"{build_tag(args.model, args.inputs, args.seed)}-{args.config}-b{args.batch}{ps}{bw}{tb}.csv"
+    fr = f"-from-{args.batch_from}" if args.batch_from else ""
+    path = args.out_dir / (f"{build_tag(args.model, args.inputs, args.seed)}-{args.config}-b{args.batch}{ps}{bw}{tb}"
+                           f"{fr}.csv")
     write_csv(path, rows)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0

@@ -404,11 +404,13 @@ def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
     backend.write_build(outdir, cfg, prog, res, manifest_extra={"stim": {"latency": 4, "pause": 0.5}})
 
 
-def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits: int | None = None) -> None:
+def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits: int | None = None,
+                  batch: int | None = None, batch_from: str | None = None) -> None:
     """Compile :func:`residual_arch` with random weights and non-trivial batch-norm statistics through the
     project's compiler (pqcompile.cli.compile_model: graph extraction, batch-norm folding, quantization,
     tiling, emission; bit-exact check of the quantized torch model against the golden simulator); ``lut_bits``:
-    the table width (default the configuration's LutW)."""
+    the table width (default the configuration's LutW); ``batch``, ``batch_from``: ``pqcompile --batch``,
+    ``--batch-from``."""
     import torch
 
     from pqcompile.cli import compile_model
@@ -429,5 +431,5 @@ def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits
     path = outdir.parent / f"{outdir.name}.pt"
     save(model.eval(), arch, path, {"seed": seed})
     compile_model(str(path), str(outdir), BuildConfig(config=config, inputs="random", count=count, seed=seed,
-                                                                  lut_bits=lut_bits),
+                                                      lut_bits=lut_bits, batch=batch, batch_from=batch_from),
                   quiet=True)

@@ -217,3 +217,27 @@ def test_batched_passes(tmp_path: Path) -> None:
     # against the one-pass build's, which the golden simulator gives exactly)
     rd5 = sum(lay["rd_bytes"] for lay in man5["layers"])
     assert sum(pqbuild.op_deltas(man, r["info"]["perf"]["rd_bytes"])) > rd5
+
+
+@pytest.mark.rtl
+def test_batch_from(tmp_path: Path) -> None:
+    """``pqcompile --batch 3 --batch-from layers.3.shortcut.0`` on 5 images of the residual CNN (config small,
+    Verilator): its first three convs run one image at a time (the stem's and the block body's outputs stored
+    for the shortcut and the add), the shortcut, add, pool and classifier over 3 and then 2 images at once;
+    the RTL equals the golden simulator (every stamp record's exact counters included: a stamp per op that
+    runs), and the outputs equal the one-pass build's."""
+    frm = "layers.3.shortcut.0"
+    residual_case(tmp_path / "mix", "small", seed=402, count=5, batch=3, batch_from=frm)
+    residual_case(tmp_path / "b5", "small", seed=402, count=5)
+    r = run("verilator", "small", [tmp_path / "mix"])[0]
+    assert r["errors"] == [], r["errors"]
+    assert r["info"]["done"] and r["info"]["err_code"] == 0
+    man, _ = pqbuild.load(tmp_path / "mix")
+    man5, _ = pqbuild.load(tmp_path / "b5")
+    assert (man["batch"], man["passes"], man["batch_from"]) == (3, 2, frm)
+    head, tail = [0, 1, 2], [3, 4, 5, 6]
+    assert man["stamps"]["ops"] == [[q, i] for q, nb in ((0, 3), (1, 2)) for i in head * nb + tail]
+    stamps = r["info"]["stamps"]
+    assert sum(pqbuild.op_deltas(man, stamps)) == stamps[-1] - stamps[0]
+    y = pqbuild.file_array(tmp_path / "mix", man, "expected_output.npy")  # the RTL's, compared by the scoreboard
+    assert (y == pqbuild.file_array(tmp_path / "b5", man5, "expected_output.npy")).all()

@@ -1009,3 +1009,71 @@ def test_a_partly_loaded_tensor_is_not_reused(config: str) -> None:
     out = b.add("add", y, s)
     prog = _check(SPEC.config(config), b, out)
     assert "short.out" in prog.manifest["memory"]["on_chip"]
+
+
+@pytest.mark.parametrize(("batch", "frm"), [(2, "body0"), (5, "short"), (3, "add"), (1, "gap"), (5, "fc")])
+def test_batch_from(batch: int, frm: str) -> None:
+    """``emit_graph(batch=B, batch_from=op)``: the mini ResNet over 5 images, the ops before ``op`` one image at
+    a time and the rest over each pass's images at once: the one-pass outputs bit for bit; the ops before
+    ``op`` load their tables once an image, the others once a pass; a stamp after each op that runs (one per
+    image before ``op``, one per pass from it on: the manifest's ``stamps.ops``), and the per-op figures sum
+    to the whole run. The tensors the first part hands on hold a pass's images in memory, and the single-image
+    part keeps its other results on chip: it stores nothing but them."""
+    b, out = _mini_resnet(n=5, seed=13)
+    g = b.graph(out)
+    whole = backend.emit_graph(SMALL, g, b.x)
+    ref = backend.simulate(SMALL, whole)
+    prog = backend.emit_graph(SMALL, g, b.x, batch=batch, batch_from=frm)
+    res = backend.simulate(SMALL, prog)
+    assert res.done and res.err_code == 0
+    y = backend.read_output(prog.manifest, res.mem)
+    assert np.array_equal(y, backend.read_output(whole.manifest, ref.mem))
+    assert np.array_equal(y.reshape(5, -1).astype(np.int64), ref_graph(g, b.x)[out].reshape(5, -1))
+    names = [op.name for op in g.ops]
+    k = names.index(frm)
+    passes = -(-5 // batch)
+    sizes = [min(batch, 5 - p0) for p0 in range(0, 5, batch)]
+    man = prog.manifest
+    assert (man["batch"], man["passes"], man["batch_from"]) == (batch, passes, frm)
+    want = [[q, i] for q, nb in enumerate(sizes) for i in [*range(k)] * nb + [*range(k, len(names))]]
+    assert man["stamps"]["ops"] == want
+    assert man["stamps"]["labels"] == ["start"] + [names[i] for _, i in want]
+    insns = [isa_decode(w) for w in prog.words]
+    tables = SPEC.enums["buffer"]
+    n_proto = sum(q.mnemonic == "load" and q.ops["buf"] == tables["proto"] for q in insns)
+    pq = [isinstance(op, ir.PQOp) for op in g.ops]
+    assert n_proto == 5 * sum(pq[:k]) + passes * sum(pq[k:])
+    perf = backend.op_perf(man, res.mem)
+    stamps = pqbuild.read_perf(man, res.mem)
+    assert sum(p["predicted_cycles"] for p in perf) == stamps["cycles"][-1] - stamps["cycles"][0]
+    handed = backend.handed_on(g, k)
+    assert handed == [t for t in g.tensors if any(t == op.out for op in g.ops[:k])
+                      and any(t in g.op_inputs(op) for op in g.ops[k:])]
+    # the first part stores nothing but the tensors it hands on (and a pass's output, whose store may start
+    # the next pass): every image of them
+    tin = man["memory"]["tensors"]
+    windows: list[list[Any]] = [[]]  # window j >= 1: the instructions of label j's op
+    for q in insns:
+        if q.mnemonic == "stamp":
+            windows.append([])
+        else:
+            windows[-1].append(q)
+    first = [q for j, w in enumerate(windows[1:-1]) if want[j][1] < k for q in w if q.mnemonic == "store"]
+    regions = [(tin[t]["addr"], tin[t]["addr"] + tin[t]["bytes"]) for t in [*handed, g.output]]
+    assert all(any(lo <= q.ops["addr"] < hi for lo, hi in regions) for q in first)
+    for t in handed:
+        lo, hi = tin[t]["addr"], tin[t]["addr"] + tin[t]["bytes"]
+        assert sum(q.ops["nbytes"] for q in first if lo <= q.ops["addr"] < hi) >= 5 * g.tensors[t].size
+
+
+def test_batch_from_refuses() -> None:
+    """``batch_from`` must name an op after the first one whose part computes the graph output."""
+    b, out = _mini_resnet(n=2, seed=1)
+    g = b.graph(out)
+    with pytest.raises(backend.CompileError, match="no such op; the ops are stem, body0"):
+        backend.emit_graph(SMALL, g, b.x, batch=2, batch_from="nope")
+    with pytest.raises(backend.CompileError, match="is the first op"):
+        backend.emit_graph(SMALL, g, b.x, batch=2, batch_from="stem")
+    g2 = ir.Graph(g.name, g.tensors, g.ops, g.input, g.ops[2].out)
+    with pytest.raises(backend.CompileError, match="computed before it"):
+        backend.emit_graph(SMALL, g2, b.x, batch=2, batch_from="add")

@@ -279,6 +279,14 @@ def test_bad_inputs_files_are_refused(tmp_path: Path, kind: str, capsys: pytest.
     assert not out.exists()
 
 
+def test_batch_from_an_unknown_op_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--batch-from`` naming no op of the network: exit 2, one line listing the ops, no build directory."""
+    out = tmp_path / "b"
+    assert cli.main([str(MODEL), "-o", str(out), *ARGS, "--batch", "2", "--batch-from", "layers.7"]) == 2
+    _one_line_error(capsys, "--batch-from 'layers.7': no such op; the ops are layers.0, layers.2")
+    assert not out.exists()
+
+
 def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """--count 10^8 random inputs (25 GB of float32) was allocated before anything was checked."""
@@ -297,13 +305,18 @@ def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Pat
     ("output", {"addr": 1 << 20, "shape": [4, 10], "stride": 10}, "field 'output' (4 x 10 bytes at 0x100000"),
     ("accuracy", {"float": 7}, "field 'accuracy' must be an object of fractions"),
     ("files", {"labels": "../../etc/passwd"}, "field 'files' must be an object naming files of the build"),
+    ("batch_from", "no-such-layer", "field 'batch_from' must be the name of one of the layers"),
+    ("stamps.ops", [[0, 0]], "field 'stamps.ops' must be one [pass, layer] pair per label after the first"),
 ])
 def test_forged_manifest_fields_are_refused(good_build: Path, tmp_path: Path, field: str, value: object,
                                             needle: str) -> None:
     """A manifest edited and resealed by hand still has to be well-formed (the readers trust its fields)."""
     b = copy_build(good_build, tmp_path / "b")
     man = json.loads((b / "manifest.json").read_text())
-    man[field] = value
+    if field == "stamps.ops":
+        man["stamps"]["ops"] = value
+    else:
+        man[field] = value
     (b / "manifest.json").write_text(json.dumps(pqbuild.seal(man, b)))
     with pytest.raises(pqbuild.BuildError) as exc:
         pqbuild.load(b)

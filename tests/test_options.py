@@ -16,12 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_round_trip_through_json() -> None:
     bc = BuildConfig(config="small", inputs="random", count=7, seed=3, act_bits=4, lut_bits=6, act_calib="mse",
-                     lut_calib="percentile", host_layers=("layers.0,layers.1", "layers.9"), batch=2)
+                     lut_calib="percentile", host_layers=("layers.0,layers.1", "layers.9"), batch=2,
+                     batch_from="layers.3")
     assert bc.host_layers == ("layers.0", "layers.1", "layers.9")  # commas separate names too
     d = json.loads(json.dumps(bc.to_json()))
     assert d == {"config": "small", "inputs": "random", "count": 7, "seed": 3, "act_bits": 4, "lut_bits": 6,
                  "act_calib": "mse", "lut_calib": "percentile", "host_layers": ["layers.0", "layers.1", "layers.9"],
-                 "batch": 2}
+                 "batch": 2, "batch_from": "layers.3"}
     assert BuildConfig.from_json(d) == bc
 
 
@@ -29,6 +30,7 @@ def test_round_trip_through_json() -> None:
     ({"count": 0}, "--count must be at least 1"),
     ({"batch": 0}, "--batch must be at least 1"),
     ({"batch": 1.5}, "batch must be an integer or null"),
+    ({"batch_from": 3}, "batch_from must be an op name or null"),
     ({"seed": -1}, "--seed must be a non-negative integer"),
     ({"act_calib": "median"}, "act_calib must be one of max, percentile, mse"),
     ({"lut_bits": 4.5}, "lut_bits must be an integer or null"),

@@ -291,10 +291,14 @@ def liveness(g: ir.Graph) -> dict[str, tuple[int, int]]:
     return live
 
 
-def allocate(g: ir.Graph, sizes: dict[str, int], unit: int = 8) -> Allocation:
+def allocate(g: ir.Graph, sizes: dict[str, int], unit: int = 8, pinned: Sequence[str] = ()) -> Allocation:
     """First-fit allocation over the op list: an op's output is placed (at the lowest offset where it
-    overlaps no live tensor) while its inputs are still live; a tensor's bytes are free after its last use."""
+    overlaps no live tensor) while its inputs are still live; a tensor's bytes are free after its last use.
+    ``pinned`` tensors are placed with the input, before any op, and stay until their last use (the ops
+    before them may run several times, once per input: ``emit_graph``'s ``batch_from``)."""
     live = liveness(g)
+    for t in pinned:
+        live[t] = (-1, live[t][1])
     offsets: dict[str, int] = {}
     active: dict[str, tuple[int, int]] = {}  # tensor -> (start, end)
 
@@ -309,8 +313,11 @@ def allocate(g: ir.Graph, sizes: dict[str, int], unit: int = 8) -> Allocation:
         active[t] = (at, at + need)
 
     place(g.input)
+    for t in pinned:
+        place(t)
     for i, op in enumerate(g.ops):
-        place(op.out)
+        if op.out not in offsets:
+            place(op.out)
         for t in [*g.op_inputs(op), op.out]:
             if live[t][1] <= i:
                 active.pop(t, None)
@@ -366,15 +373,45 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def split_point(g: ir.Graph, batch_from: str | None) -> int:
+    """The index of op ``batch_from`` (0 without one): the ops before it run one input at a time. A name no op
+    has, the first op, or an op after the one that computes the graph output is refused."""
+    if batch_from is None:
+        return 0
+    names = [op.name for op in g.ops]
+    if batch_from not in names:
+        raise CompileError(f"--batch-from {batch_from!r}: no such op; the ops are {', '.join(names)}")
+    k = names.index(batch_from)
+    if k == 0:
+        raise CompileError(f"--batch-from {batch_from!r} is the first op: nothing would run one input at a time "
+                           "(leave --batch-from out)")
+    if not any(op.out == g.output for op in g.ops[k:]):
+        raise CompileError(f"--batch-from {batch_from!r}: the graph output {g.output!r} is computed before it")
+    return k
+
+
+def handed_on(g: ir.Graph, k: int) -> list[str]:
+    """The tensors that ops before op ``k`` compute and ops from ``k`` on read (the graph input aside: it has
+    its own region), in the order the ops compute them."""
+    later = {t for op in g.ops[k:] for t in g.op_inputs(op)}
+    return [op.out for op in g.ops[:k] if op.out in later and op.out != g.input]
+
+
 def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None,
-               table_banks: Sequence[int] | None = None, on_chip: bool = True, batch: int | None = None) -> Program:
+               table_banks: Sequence[int] | None = None, on_chip: bool = True, batch: int | None = None,
+               batch_from: str | None = None) -> Program:
     """Lay out memory and emit the instruction stream that runs graph ``g`` on the integer inputs ``x``
     ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor. ``table_banks``: the table bank of
     each PQ op (:func:`schedule`; default: alternating). ``on_chip``: results stay on chip as the next
     ops' inputs where they can (:func:`pqcompile.onchip.keep_on_chip`); False: every op loads its operands
     and stores its result. ``batch``: inputs per pass (default: all N in one pass): the program runs the ops
     over B = ``batch`` inputs at a time, ceil(N/B) passes, each loading every op's tables once for its B
-    inputs; the passes share the intermediate tensors, the input and output regions hold all N."""
+    inputs; the passes share the intermediate tensors, the input and output regions hold all N.
+    ``batch_from``: the name of an op: the ops before it run one input at a time (their tables loaded for each
+    input, their results kept on chip as at batch 1), the op and those after it over the pass's B inputs at
+    once; the tensors the first part hands the second (:func:`handed_on`) hold the pass's B inputs in memory.
+    A pass then has one part-one run per input and one part-two run after them, and the stamps follow the ops
+    that run (the manifest's ``stamps.ops``)."""
     check_graph(cfg, g)
     name = name or g.name
     tin = g.tensors[g.input]
@@ -390,26 +427,76 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         raise CompileError(f"batch must be at least 1, got {batch}")
     bsz = min(batch or n, n)
     passes = [min(bsz, n - p0) for p0 in range(0, n, bsz)]  # inputs of each pass
+    split = split_point(g, batch_from)
+    cross = handed_on(g, split) if split else []
     bus = cfg.bus_bytes
     # one layout for every pass (the last may be smaller): a tensor padded at either size is padded
     # a pass's slices of the input and output regions start at bus words: with several passes those tensors are
-    # padded to whole bus words an image unless B images of them are
-    force = [t for t in (g.input, g.output) if len(passes) > 1 and bsz * g.tensors[t].size % bus]
-    s_full, s_last = image_strides(cfg, g, bsz, force), image_strides(cfg, g, passes[-1], force)
-    strides = {t: max(s_full[t], s_last[t]) for t in g.tensors}
-    pass_plans: list[list[OpPlan]] = []
-    kept: dict[str, str] = {}
-    for q, nb in enumerate(passes):
-        pass_plans.append([plan_op(cfg, g, i, op, nb, strides) for i, op in enumerate(g.ops)])
+    # padded to whole bus words an image unless B images of them are; with batch_from the first part addresses
+    # single inputs of the input and of the tensors it hands on
+    whole = len(passes) > 1 or split > 0  # the input and output regions hold all n inputs
+    force = [t for t in (g.input, g.output) if whole and bsz * g.tensors[t].size % bus]
+    force += [t for t in (g.input, *cross) if split and g.tensors[t].size % bus]
+    counts = {bsz, passes[-1]} | ({1} if split else set())
+    layouts = [image_strides(cfg, g, c, force) for c in sorted(counts)]
+    strides = {t: max(lay[t] for lay in layouts) for t in g.tensors}
+
+    def plans_for(lo: int, hi: int, nb: int) -> tuple[list[OpPlan], dict[str, str]]:
+        """The plans of ops lo..hi-1 over nb inputs, results kept on chip where they can."""
+        pp = [plan_op(cfg, g, i, op, nb, strides) for i, op in enumerate(g.ops[lo:hi], lo)]
         sz = {t: nb * strides[t] for t in g.tensors}
         dt = {t: nb * info.size if nb == 1 or strides[t] == info.size else sz[t] for t, info in g.tensors.items()}
-        k = onchip.keep_on_chip(cfg, g, pass_plans[-1], sz, dt) if on_chip else {}
-        kept = kept if q else k
-    plans = pass_plans[0]
-    sizes = {t: bsz * strides[t] for t in g.tensors}
-    n_insns = 1 + sum(len(p.insns) + 1 for pp in pass_plans for p in pp) + 1
+        if not on_chip:
+            return pp, {}
+        part = g if (lo, hi) == (0, len(g.ops)) else replace(g, ops=g.ops[lo:hi])
+        return pp, onchip.keep_on_chip(cfg, part, pp, sz, dt, keep=cross if hi == split else ())
+
+    # the stream: its passes in order, each a list of (plan, the byte offsets of the tensors the plan addresses
+    # at a slice: the pass's inputs of the input and output regions, one input of the handed-on tensors);
+    # with batch_from a pass is one run of the first part per input (the second part's ops absent: None),
+    # then the second part's ops in the last
+    stream: list[list[tuple[OpPlan | None, dict[str, int]]]] = []
+    kept: dict[str, str] = {}
+    first_plans: list[OpPlan] = []
+    cache: dict[tuple[int, int, int], tuple[list[OpPlan], dict[str, str]]] = {}
+
+    def cached(lo: int, hi: int, nb: int) -> tuple[list[OpPlan], dict[str, str]]:
+        if (lo, hi, nb) not in cache:
+            cache[lo, hi, nb] = plans_for(lo, hi, nb)
+        return cache[lo, hi, nb]
+
+    img0 = 0
+    for q, nb in enumerate(passes):
+        at_pass = {g.input: img0 * strides[g.input], g.output: img0 * strides[g.output]}
+        tail, k_tail = cached(split, len(g.ops), nb)
+        if split:
+            head, k_head = cached(0, split, 1)
+            for j in range(nb):
+                at_one = {g.input: (img0 + j) * strides[g.input], **{t: j * strides[t] for t in cross}}
+                last = j == nb - 1
+                stream.append([(p, at_one) for p in head] + [(p if last else None, at_pass) for p in tail])
+            if not q:
+                kept, first_plans = {**k_head, **k_tail}, [*head, *tail]
+        else:
+            stream.append([(p, at_pass) for p in tail])
+            if not q:
+                kept, first_plans = k_tail, tail
+        img0 += nb
+    plans = first_plans
+    sizes = {t: (1 if t not in cross and any(t == op.out for op in g.ops[:split]) else bsz) * strides[t]
+             for t in g.tensors}
+    # a stamp after every op that runs: the manifest's stamps.ops says which op of which pass each one ends
+    stamp_ops: list[tuple[int, int]] = []
+    for q, pp in enumerate(stream):
+        stamp_ops += [(q, i) for i, (p, _) in enumerate(pp) if p is not None]
+    if split:  # a pass of the stream is one input; the manifest's passes are the passes of B inputs
+        owner = [q for q, nb in enumerate(passes) for _ in range(nb)]
+        stamp_ops = [(owner[q], i) for q, i in stamp_ops]
+    n_insns = 1 + sum(len(p.insns) + 1 for pp in stream for p, _ in pp if p is not None) + 1
     addr: dict[str, int] = {"stamps": align(n_insns * 8, bus)}
-    stamps = build.stamps_entry(addr["stamps"], ["start"] + [op.name for _ in passes for op in g.ops])
+    stamps = build.stamps_entry(addr["stamps"], ["start"] + [g.ops[i].name for _, i in stamp_ops])
+    if split:
+        stamps["ops"] = [[q, i] for q, i in stamp_ops]
     at = build.stamp_addr(stamps, len(stamps["labels"]))
     segs: list[tuple[int, np.ndarray, str]] = []
     table_base = at
@@ -420,11 +507,11 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
             at = align(at + data.size, bus)
     table_bytes = at - table_base
     arena = at
-    alloc = allocate(g, sizes, bus)
+    alloc = allocate(g, sizes, bus, pinned=cross)
     for t, off in alloc.offsets.items():
         addr[f"tensor:{t}"] = arena + off
     mem_bytes = align(arena + alloc.peak, 4096)
-    if len(passes) > 1:  # the input and output regions hold all n inputs, after the arena of one pass
+    if whole:  # the input and output regions hold all n inputs, after the arena of one pass
         for t in (g.input, g.output):
             addr[f"tensor:{t}"] = mem_bytes
             mem_bytes = align(mem_bytes + n * strides[t], 4096)
@@ -437,21 +524,35 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     segs.append((addr[f"tensor:{g.input}"], xin.astype(np.int8).view(np.uint8).reshape(-1),
                  f"input {g.input} [{n}][{shape_str(tin.shape)}] int8, {strides[g.input]} bytes per image"))
 
-    def resolve(p: PInsn, at: dict[str, int]) -> PInsn:
-        return p.copy({k: (at[v.sym] + v.off if isinstance(v, Ref) else v) for k, v in p.ops.items()})
+    def resolve(p: PInsn, offs: dict[str, int]) -> PInsn:
+        def value(v: Any) -> Any:
+            if not isinstance(v, Ref):
+                return v
+            t = v.sym[len("tensor:"):] if v.sym.startswith("tensor:") else None
+            return addr[v.sym] + v.off + (offs.get(t, 0) if t is not None else 0)
+        return p.copy({k: value(v) for k, v in p.ops.items()})
 
-    # the passes' plans, addresses resolved (each pass's slices of the input and output regions), scheduled as
-    # one stream: a pass's first tables and inputs are prefetched during the pass before it
+    # the passes' plans, addresses resolved, scheduled as one stream: a pass's first tables and inputs are
+    # prefetched during the pass before it; an absent op (None) is an empty plan without a stamp
     flat: list[OpPlan] = []
-    for q, pp in enumerate(pass_plans):
-        first = q * bsz  # the pass's first input
-        at_q = {**addr, **{f"tensor:{t}": addr[f"tensor:{t}"] + first * strides[t] for t in (g.input, g.output)}}
-        flat += [replace(p, insns=[resolve(ins, at_q) for ins in p.insns]) for p in pp]
+    present: list[bool] = []
+    for pp in stream:
+        for i, (p, offs) in enumerate(pp):
+            base = p if p is not None else plans[i]
+            flat.append(replace(base, insns=[resolve(ins, offs) for ins in p.insns] if p is not None else []))
+            present.append(p is not None)
     words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
-    banks = None if table_banks is None else list(table_banks) * len(passes)
+    banks = None
+    if table_banks is not None:  # the bank of each PQ op, for every pass in which it runs
+        bank_of = dict(zip([p.index for p in plans if any(q.mnemonic == "run" for q in p.insns)], table_banks,
+                           strict=True))
+        banks = [bank_of[p.index] for p in flat if any(q.mnemonic == "run" for q in p.insns)]
+    label = 1
     for i, insns in enumerate(schedule(flat, banks, len(g.ops))):
         words += [encode(ins.mnemonic, **ins.ops) for ins in insns]
-        words.append(encode("stamp", addr=build.stamp_addr(stamps, 1 + i)))
+        if present[i]:
+            words.append(encode("stamp", addr=build.stamp_addr(stamps, label)))
+            label += 1
     words.append(encode("end"))
     assert len(words) == n_insns
     ib = np.frombuffer(b"".join(w.to_bytes(8, "little") for w in words), np.uint8)
@@ -477,6 +578,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "n_images": n,
         "batch": bsz,
         "passes": len(passes),
+        **({"batch_from": g.ops[split].name} if split else {}),
         "input": region(g.input),
         "output": region(g.output),
         "stamps": stamps,
@@ -485,7 +587,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
             "instructions": len(words) * 8, "tables": table_bytes, "arena_addr": arena,
             "arena_peak": alloc.peak, "arena_without_reuse": alloc.total, "on_chip": kept,
             "tensors": {t: {"addr": addr[f"tensor:{t}"],
-                            "bytes": n * strides[t] if len(passes) > 1 and t in (g.input, g.output) else alloc.sizes[t],
+                            "bytes": n * strides[t] if whole and t in (g.input, g.output) else alloc.sizes[t],
                             "stride": strides[t],
                             "shape": list(g.tensors[t].shape), "live": list(alloc.live[t])}
                         for t in alloc.offsets},
@@ -610,8 +712,11 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
         n_in = int(manifest.get("n_images", 1))
         total = next((r for r in rows if r["op"] == "total"), {})
         pred = int(total.get("pred. cycles") or 0)
+        frm = manifest.get("batch_from")
+        tables = (f"the ops before {frm} one input at a time, {frm} and the ops after it over the pass's inputs "
+                  "at once, their tables loaded once a pass" if frm else "every op's tables loaded once a pass")
         lines.append(f"  batch {manifest.get('batch', n_in)}: {n_in} inputs in {passes} pass{'es' * (passes > 1)}, "
-                     f"every op's tables loaded once a pass; predicted {pred / max(1, n_in):.0f} cycles per input")
+                     f"{tables}; predicted {pred / max(1, n_in):.0f} cycles per input")
     mem = manifest.get("memory")
     if mem:
         lines.append(f"  memory: {mem['instructions']} B instructions, {mem['tables']} B tables, activations "

@@ -36,9 +36,9 @@ from .spec import HwConfig
 from .spec import load as load_spec
 
 FORMAT = "pqa-build"
-# 5: packed tables (shape.pack), batch / passes; 4: act banks, run / pool / add src and dst, 8-counter stamp
-# records; 3: 4 counters; 2: one cycle word
-VERSION = 5
+# 6: batch_from, stamps.ops (the pass and op each stamp ends); 5: packed tables (shape.pack), batch / passes;
+# 4: act banks, run / pool / add src and dst, 8-counter stamp records; 3: 4 counters; 2: one cycle word
+VERSION = 6
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 64 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain file name inside the build directory
@@ -201,7 +201,16 @@ def _check_fields(m: dict[str, Any], builddir: Path) -> None:
     passes = m.get("passes", 1)
     if not num(passes, 1) or not num(m.get("batch", 1), 1):
         raise bad("passes / batch", "positive integers")
-    if st is not None and layers and len(st["labels"]) != passes * len(layers) + 1:
+    frm = m.get("batch_from")
+    if frm is not None and not (isinstance(frm, str) and any(lay["name"] == frm for lay in layers)):
+        raise bad("batch_from", "the name of one of the layers")
+    which = None if st is None else st.get("ops")
+    if which is not None:
+        if not (isinstance(which, list) and len(which) == len(st["labels"]) - 1 and all(
+                isinstance(w, list) and len(w) == 2 and num(w[0]) and num(w[1]) and w[0] < passes
+                and w[1] < len(layers) and st["labels"][j + 1] == layers[w[1]]["name"] for j, w in enumerate(which))):
+            raise bad("stamps.ops", "one [pass, layer] pair per label after the first, naming that label's layer")
+    elif st is not None and layers and len(st["labels"]) != passes * len(layers) + 1:
         raise bad("stamps", f"one label more than the {len(layers)} layers times the {passes} passes")
     for key in ("n_columns", "n_images"):
         if key in m and not num(m[key], 1):
@@ -315,14 +324,23 @@ def read_perf(manifest: Mapping[str, Any], mem: np.ndarray) -> dict[str, list[in
 def op_deltas(manifest: Mapping[str, Any], values: Sequence[int], only: int | None = None) -> list[int]:
     """Per op (``layers``), a counter's growth over the op: the difference of the stamp records around it
     (``values``: one per label, :func:`read_perf`), summed over the program's ``passes`` (a build with
-    ``--batch`` runs the ops once per pass of B inputs; label 1 + p*L + i ends op i of pass p), or of pass
-    ``only`` alone."""
+    ``--batch`` runs the ops once per pass of B inputs; label 1 + p*L + i ends op i of pass p; with
+    ``--batch-from`` the stamps' ``ops`` name the pass and op each label ends), or of pass ``only`` alone."""
     nl = len(manifest["layers"])
     passes = int(manifest.get("passes", 1))
-    if len(values) != passes * nl + 1:
-        raise BuildError(f"{len(values)} stamp values for {passes} passes of {nl} ops (expected {passes * nl + 1})")
     if only is not None and not 0 <= only < passes:
         raise BuildError(f"pass {only} of a build of {passes} passes")
+    which = manifest.get("stamps", {}).get("ops")
+    if which is not None:  # label j + 1 ends op which[j][1] of pass which[j][0]
+        if len(values) != len(which) + 1:
+            raise BuildError(f"{len(values)} stamp values for {len(which)} stamped ops (expected {len(which) + 1})")
+        out = [0] * nl
+        for j, (p, i) in enumerate(which):
+            if only is None or p == only:
+                out[i] += int(values[j + 1]) - int(values[j])
+        return out
+    if len(values) != passes * nl + 1:
+        raise BuildError(f"{len(values)} stamp values for {passes} passes of {nl} ops (expected {passes * nl + 1})")
     ps = range(passes) if only is None else (only,)
     return [sum(int(values[1 + p * nl + i]) - int(values[p * nl + i]) for p in ps) for i in range(nl)]
 

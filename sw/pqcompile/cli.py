@@ -131,7 +131,7 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
             g = fe.graph
             xq = fe.quantize_input(x)
         with phases.phase("emit"):
-            prog = backend.emit_graph(cfg, g, xq, name=name, batch=bc.batch)
+            prog = backend.emit_graph(cfg, g, xq, name=name, batch=bc.batch, batch_from=bc.batch_from)
         with phases.phase("simulate"):
             res = backend.simulate(cfg, prog)
         with phases.phase("check"):
@@ -199,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None, metavar="B",
                     help="inputs a pass: the program runs the network over B inputs at a time, loading every op's "
                          "tables once a pass (default: all --count inputs in one pass)")
+    ap.add_argument("--batch-from", default=None, metavar="OP",
+                    help="with --batch: the ops before OP (a name from the report, e.g. layers.15.body.0) run one "
+                         "input at a time, their results on chip, and OP and the ops after it over the pass's B "
+                         "inputs at once (batch only where the tables are large)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
     ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
                     help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bc = BuildConfig(args.config, args.inputs, args.count, args.seed, args.act_bits, args.lut_bits,
-                         args.act_calib, args.lut_calib, tuple(args.host_layers), args.batch)
+                         args.act_calib, args.lut_calib, tuple(args.host_layers), args.batch, args.batch_from)
         compile_model(args.model, args.out, bc, quiet=args.quiet)
     except (ModelFormatError, backend.CompileError, UsageError, OptionError, build.BuildError) as exc:
         print(f"pqcompile: error: {printable(exc, 1000)}", file=sys.stderr)

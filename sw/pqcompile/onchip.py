@@ -25,6 +25,7 @@ the compiled program against the model), only fewer of them cross the AXI master
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import ir
@@ -159,13 +160,15 @@ class _Restart(Exception):
 
 
 def keep_on_chip(cfg: HwConfig, g: ir.Graph, plans: list[OpPlan], sizes: dict[str, int],
-                 data: dict[str, int] | None = None) -> dict[str, str]:
+                 data: dict[str, int] | None = None, keep: Sequence[str] = ()) -> dict[str, str]:
     """Rewrite ``plans`` (in place) so that results stay on chip where they can (module doc). ``sizes``: the
     tensors' bytes in memory, ``data``: the same without the padding after the last image (default
-    ``sizes``). Returns where each kept tensor lived (``act0``, ``act1`` or ``out``) for the manifest."""
+    ``sizes``). ``keep``: tensors besides the graph output that ops after ``g``'s must find in memory (the
+    part of a network that runs one input at a time hands them to the batched rest, ``emit_graph``'s
+    ``batch_from``). Returns where each kept tensor lived (``act0``, ``act1`` or ``out``) for the manifest."""
     data = data if data is not None else sizes
     originals = [[q.copy() for q in p.insns] for p in plans]
-    stored: set[str] = set()  # tensors that must go through memory
+    stored: set[str] = set(keep)  # tensors that must go through memory
     while True:
         for p, ins in zip(plans, originals, strict=True):
             p.insns = [q.copy() for q in ins]

@@ -27,6 +27,7 @@ class BuildConfig:
     lut_calib: str = "max"  # calibration of the table scales
     host_layers: tuple[str, ...] = ()  # top-level layers run on the host (a leading prefix / trailing suffix)
     batch: int | None = None  # inputs a pass: tables loaded once per B inputs (None: all --count in one pass)
+    batch_from: str | None = None  # the op from which on a pass runs its B inputs at once (before it: one by one)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -38,6 +39,9 @@ class BuildConfig:
             elif f.name in ("act_bits", "lut_bits", "batch"):
                 if val is not None and (not isinstance(val, int) or isinstance(val, bool)):
                     raise OptionError(f"{f.name} must be an integer or null, got {val!r}")
+            elif f.name == "batch_from":
+                if val is not None and not isinstance(val, str):
+                    raise OptionError(f"batch_from must be an op name or null, got {val!r}")
             elif f.name in ("count", "seed"):
                 if not isinstance(val, int) or isinstance(val, bool):
                     raise OptionError(f"{f.name} must be an integer, got {val!r}")
