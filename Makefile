@@ -29,7 +29,7 @@ help:
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
 	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0 LUT_BITS=0 PASSES=1: a stream of PASSES passes of BATCH images, the table of pass 2; BATCH_FROM=<op>: the ops before it one image at a time; benchmarks/out/)"
 	@echo "               RESNET=model.pt IMAGES=random|images.npy IMAGE_SEED=0: another (e.g. trained) ResNet-20 and other images (also bench-curve)"
-	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128 LUT_BITS=0; docs/resnet20_batch_bw.png)"
+	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128 LUT_BITS=0 BATCH_FROM=; docs/resnet20_batch_bw.png)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
 	@echo "make test-all  everything, slow tests included"
 	@echo "make regress   constrained-random regression + coverage (SEED=1 RCOUNT=200 SIM=verilator RCONFIG=small|wide|default|pqa RJOBS=<cores>)"
@@ -85,7 +85,7 @@ bench-resnet20: $(STAMP)
 BATCHES ?= 1,2,4,8
 BANDWIDTHS ?= 47,94,128
 bench-curve: $(STAMP)
-	$(PY) benchmarks/bench_curve.py --config $(if $(filter default,$(CONFIG)),pqa,$(CONFIG)) --batches $(BATCHES) --bandwidths $(BANDWIDTHS) --lut-bits $(LUT_BITS) $(BENCH_MODEL)
+	$(PY) benchmarks/bench_curve.py --config $(if $(filter default,$(CONFIG)),pqa,$(CONFIG)) --batches $(BATCHES) --bandwidths $(BANDWIDTHS) --lut-bits $(LUT_BITS) $(if $(BATCH_FROM),--batch-from $(BATCH_FROM)) $(BENCH_MODEL)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_PAR) $(PYTEST_ARGS)

@@ -8,8 +8,9 @@ cycles per image over the ops (the stamped span divided by B), the cycle model's
 bandwidth, the bytes moved per image and the compute cycles per image, against PQA's modelled 17,183 cycles
 per image (its DDR at 94 bytes a cycle) and its compute bound of 11,776. It writes
 ``benchmarks/out/curve-<config>.csv`` and the plot ``docs/resnet20_batch_bw.png`` (``--plot``; with
-``--lut-bits B`` both names end in ``-tB``: tables quantized to B bits, packed at 8 or fewer). Exit status 0
-when every run passed, 1 when one did not.
+``--lut-bits B`` both names end in ``-tB``: tables quantized to B bits, packed at 8 or fewer; with
+``--batch-from OP`` in ``-from-OP``: at every batch above 1 the ops before OP run one image at a time,
+``pqcompile --batch-from``). Exit status 0 when every run passed, 1 when one did not.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def point(bench: ModuleType, builddir: Path, config: str, batch: int, bw: int) -
             "bytes_moved": tot["bytes_moved"]}
 
 
-def plot(points: list[dict[str, Any]], path: Path, config: str) -> None:
+def plot(points: list[dict[str, Any]], path: Path, config: str, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +75,7 @@ def plot(points: list[dict[str, Any]], path: Path, config: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch (images per table load)")
     ax.set_ylabel("RTL cycles per image")
-    ax.set_title(f"ResNet-20 on the RTL, config '{config}' (make bench-curve)")
+    ax.set_title(f"ResNet-20 on the RTL, config '{config}' (make bench-curve{title})")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -95,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the plot (default docs/resnet20_batch_bw.png, -t<bits> before .png with --lut-bits)")
     ap.add_argument("--lut-bits", type=int, default=0,
                     help="table entry width (0: the config's LutW; 8 or fewer on a LutW 16 config: packed tables)")
+    ap.add_argument("--batch-from", default=None, metavar="OP",
+                    help="at batches above 1, batch only OP and the ops after it (pqcompile --batch-from)")
     bench = _bench()
     bench.add_model_args(ap)
     args = ap.parse_args(argv)
     tb = f"-t{args.lut_bits}" if args.lut_bits else ""
+    tb += f"-from-{args.batch_from}" if args.batch_from else ""
     tag = bench.build_tag(args.model, args.inputs, args.seed)
     own = "" if tag == "resnet20" else f"-{tag}"  # another model or other images: files of their own
     if args.plot is None:
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for b in batches:
         builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None, 1, args.model,
-                                          args.inputs, args.seed)
+                                          args.inputs, args.seed, args.batch_from if b > 1 else None)
         for bw in bws:
             p = point(bench, builddir, args.config, b, bw)
             if p is None:
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerow([p[k] if isinstance(p[k], (int, str)) else f"{p[k]:.2f}" for k in COLUMNS])
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     if points:
-        plot(points, args.plot, args.config)
+        plot(points, args.plot, args.config, f" BATCH_FROM={args.batch_from}" if args.batch_from else "")
         print(f"wrote {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
     return 0 if ok else 1
 
