@@ -341,15 +341,17 @@ class Program:
     allocation: Allocation | None = None
 
 
-def _op_entry(cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int]) -> dict[str, Any]:
+def _op_entry(cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int], runs: int = 1) -> dict[str, Any]:
+    """The manifest's entry of an op (its first pass); ``runs``: how often the pass runs its plan (an op before
+    ``batch_from``: once per input), which its tiles, bytes and instructions count."""
     op, i = plan.op, plan.index
     ins = g.op_inputs(op)
     e: dict[str, Any] = {
         "index": i, "name": op.name, "kind": plan.kind, "inputs": ins, "output": op.out,
         "in_shape": list(g.tensors[ins[0]].shape), "out_shape": list(g.tensors[op.out].shape),
         "in_addr": addr[f"tensor:{ins[0]}"], "out_addr": addr[f"tensor:{op.out}"],
-        "tiles": plan.tiles, **plan.info,
-        "loaded_bytes": plan.traffic(True), "stored_bytes": plan.traffic(False), "n_insns": len(plan.insns) + 1,
+        "tiles": runs * plan.tiles, **plan.info, "loaded_bytes": runs * plan.traffic(True),
+        "stored_bytes": runs * plan.traffic(False), "n_insns": runs * (len(plan.insns) + 1),
     }
     e.update(ops.of(op).entry(cfg, g, plan, addr))
     if any(q.mnemonic == "store" and q.ops.get("half") for q in plan.insns):
@@ -592,7 +594,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
                             "shape": list(g.tensors[t].shape), "live": list(alloc.live[t])}
                         for t in alloc.offsets},
         },
-        "layers": [_op_entry(cfg, g, p, addr) for p in plans],
+        "layers": [_op_entry(cfg, g, p, addr, passes[0] if p.index < split else 1) for p in plans],
     }
     return Program(mem, 0, words, manifest, segs, plans, alloc)
 
