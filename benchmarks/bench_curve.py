@@ -75,7 +75,7 @@ def plot(points: list[dict[str, Any]], path: Path, config: str, title: str = "")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch (images per table load)")
     ax.set_ylabel("RTL cycles per image")
-    ax.set_title(f"ResNet-20 on the RTL, config '{config}' (make bench-curve{title})")
+    ax.set_title(f"ResNet-20 on the RTL, config '{config}' (make bench-curve){title}")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerow([p[k] if isinstance(p[k], (int, str)) else f"{p[k]:.2f}" for k in COLUMNS])
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     if points:
-        plot(points, args.plot, args.config, f" BATCH_FROM={args.batch_from}" if args.batch_from else "")
+        plot(points, args.plot, args.config, f"\nbatched from {args.batch_from} on" if args.batch_from else "")
         print(f"wrote {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
     return 0 if ok else 1
 
