@@ -143,10 +143,12 @@ class RandomGraph:
         """The graph output the integer reference computed while the graph grew ([N, h, w, ch] int64)."""
         return self.vals[self.last].numpy()
 
-    def emit(self, table_banks: list[int] | None = None, on_chip: bool = True) -> backend.Program:
+    def emit(self, table_banks: list[int] | None = None, on_chip: bool = True, batch: int | None = None,
+             batch_from: str | None = None) -> backend.Program:
         """The program the back end plans for this graph and its input images (``table_banks``: the table
-        bank of each PQ op, ``backend.schedule``; ``on_chip``: results kept on chip, ``backend.emit_graph``)."""
-        return backend.emit_graph(self.cfg, self.graph(), self.x, self.name, table_banks, on_chip)
+        bank of each PQ op, ``backend.schedule``; ``on_chip``: results kept on chip; ``batch``, ``batch_from``:
+        images a pass and the op from which on they run at once, ``backend.emit_graph``)."""
+        return backend.emit_graph(self.cfg, self.graph(), self.x, self.name, table_banks, on_chip, batch, batch_from)
 
     def info(self) -> dict[str, Any]:
         """What the coverage model samples: the PQ ops' shapes, conv geometry, pool / add, data features."""

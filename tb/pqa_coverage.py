@@ -75,6 +75,7 @@ def sampler(cfg: HwConfig) -> Callable[[dict[str, Any]], None]:
     @CoverPoint("pqa.c_tiled", xf=lambda s: s.get("c_tiled"), bins=[True])
     @CoverPoint("pqa.out_halves", xf=lambda s: s.get("out_halves"), bins=[True])
     @CoverPoint("pqa.mem_raw", xf=lambda s: s.get("mem_raw"), bins=[True])
+    @CoverPoint("pqa.batching", xf=lambda s: s.get("batching"), bins=["passes", "from"])
     @CoverPoint("pqa.data", xf=many("data"), rel=lambda v, b: b in v, bins=["ties", "sat_hi", "sat_lo", "round_half"],
                 inj=False)
     @CoverPoint("pqa.stim", xf=many("stim"), rel=lambda v, b: b in v, bins=stims, inj=False)
@@ -135,6 +136,7 @@ def job_sample(manifest: dict[str, Any], opcodes: list[str], err_name: str) -> d
     s["c_tiled"] = any(len(q.get("c_tiles", [])) > 1 for q in manifest.get("layers", []))  # runs chained over c
     s["out_halves"] = any(q.get("out_halves") for q in manifest.get("layers", []))  # store.half: halves overlap
     s["mem_raw"] = bool(gen.get("mem_raw")) or None  # a load of words the store before it wrote, executed
+    s["batching"] = gen.get("batching")  # a legal program in passes, or image by image up to an op
     s["data"] = [k for k in ("ties", "sat_hi", "sat_lo", "round_half") if gen.get(k)]
     conv = gen.get("conv")
     if conv:

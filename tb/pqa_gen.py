@@ -174,7 +174,11 @@ def conv_graph(rng: np.random.Generator, cfg: HwConfig, act_bits: int, lut_bits:
 
 def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Program, dict]:
     """A random graph compiled by the back end; graphs it refuses (a band that fits no buffer, a memory
-    image beyond the address space) are drawn again from the same generator (still a function of the seed)."""
+    image beyond the address space) are drawn again from the same generator (still a function of the seed).
+    Some programs of several images run in passes (``batch``), the ops before a random one image by image
+    (``batch_from``); drawn from a stream of their own (spawned: the jobs' other draws do not move), and a
+    graph the back end refuses so is compiled in one pass, as before."""
+    aux = rng.spawn(1)[0]
     for _ in range(50):
         act_bits = int(rng.choice([2, 3, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
         lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
@@ -190,7 +194,15 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
             info = rg.info()
             reused = banks is not None and any(a == b for a, b in zip(banks, banks[1:], strict=False))
             info["table_banks"] = "reused" if reused else "alternate" if n_pq > 1 else None
-            prog = rg.emit(banks, on_chip)
+            n_img = int(rg.x.shape[0])
+            batch = int(aux.integers(1, n_img + 1)) if n_img > 1 and aux.random() < 0.3 else None
+            frm = rg.ops[int(aux.integers(1, len(rg.ops)))].name if batch and len(rg.ops) > 1 and aux.random() < 0.6 \
+                else None
+            try:
+                prog = rg.emit(banks, on_chip, batch, frm)
+                info["batching"] = "from" if frm else "passes" if batch else None
+            except CompileError:
+                prog = rg.emit(banks, on_chip)
             kept = set(prog.manifest["memory"]["on_chip"].values())
             info["on_chip"] = sorted({"act" if k.startswith("act") else k for k in kept}) or ["memory"]
             return prog, info

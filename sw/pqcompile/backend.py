@@ -343,14 +343,14 @@ class Program:
 
 def _op_entry(cfg: HwConfig, g: ir.Graph, plan: OpPlan, addr: dict[str, int], runs: int = 1) -> dict[str, Any]:
     """The manifest's entry of an op (its first pass); ``runs``: how often the pass runs its plan (an op before
-    ``batch_from``: once per input), which its tiles, bytes and instructions count."""
+    ``batch_from``: once per input), which its bytes and instructions count (its tiles are one run's)."""
     op, i = plan.op, plan.index
     ins = g.op_inputs(op)
     e: dict[str, Any] = {
         "index": i, "name": op.name, "kind": plan.kind, "inputs": ins, "output": op.out,
         "in_shape": list(g.tensors[ins[0]].shape), "out_shape": list(g.tensors[op.out].shape),
         "in_addr": addr[f"tensor:{ins[0]}"], "out_addr": addr[f"tensor:{op.out}"],
-        "tiles": runs * plan.tiles, **plan.info, "loaded_bytes": runs * plan.traffic(True),
+        "tiles": plan.tiles, **plan.info, "loaded_bytes": runs * plan.traffic(True),
         "stored_bytes": runs * plan.traffic(False), "n_insns": runs * (len(plan.insns) + 1),
     }
     e.update(ops.of(op).entry(cfg, g, plan, addr))
