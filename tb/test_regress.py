@@ -4,6 +4,8 @@ regression must catch, and the long regression (slow)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from regress import regress, report
 
@@ -86,6 +88,22 @@ def test_random_regression_long(sim_name: str) -> None:
     cov = s["coverage"]
     for point in ("pqa.err_code", "pqa.stim", "pqa.data", "pqa.metric", "pqa.layers", "pqa.lanes", "pqa.gather"):
         assert cov[point]["percent"] == 100.0, report(s)
+
+
+def test_a_mutated_batched_program_is_a_valid_build(tmp_path: Path) -> None:
+    """Job 106 of seed 43 is an `error` job whose legal program ran image by image up to an op
+    (``--batch-from``): the mutated program is rebuilt as a raw one (no layers) that keeps the compiled
+    stamps, their ``ops`` included, and the build must still load (a regression of seed 43 stopped here on
+    ``stamps.ops`` checked against layers the raw manifest does not have)."""
+    import pqa_gen
+
+    from pqcompile import build as pqbuild
+    from pqcompile.spec import load
+
+    m = pqa_gen.random_job(43, 106, load().config("small"), tmp_path / "job")
+    assert m["stim"]["kind"] == "error" and m["layers"] == [] and m["stamps"]["ops"]
+    man, _ = pqbuild.load(tmp_path / "job")
+    assert man["stamps"]["ops"] == m["stamps"]["ops"]
 
 
 def test_reserved_bit_mutation_sets_a_reserved_bit() -> None:

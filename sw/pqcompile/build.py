@@ -205,10 +205,12 @@ def _check_fields(m: dict[str, Any], builddir: Path) -> None:
     if frm is not None and not (isinstance(frm, str) and any(lay["name"] == frm for lay in layers)):
         raise bad("batch_from", "the name of one of the layers")
     which = None if st is None else st.get("ops")
-    if which is not None:
-        if not (isinstance(which, list) and len(which) == len(st["labels"]) - 1 and all(
-                isinstance(w, list) and len(w) == 2 and num(w[0]) and num(w[1]) and w[0] < passes
-                and w[1] < len(layers) and st["labels"][j + 1] == layers[w[1]]["name"] for j, w in enumerate(which))):
+    if which is not None:  # a program without layers (a raw one, e.g. a compiled one mutated) keeps its labels
+        ok = isinstance(which, list) and len(which) == len(st["labels"]) - 1 and all(
+            isinstance(w, list) and len(w) == 2 and num(w[0]) and num(w[1]) and w[0] < passes for w in which)
+        if ok and layers:
+            ok = all(w[1] < len(layers) and st["labels"][j + 1] == layers[w[1]]["name"] for j, w in enumerate(which))
+        if not ok:
             raise bad("stamps.ops", "one [pass, layer] pair per label after the first, naming that label's layer")
     elif st is not None and layers and len(st["labels"]) != passes * len(layers) + 1:
         raise bad("stamps", f"one label more than the {len(layers)} layers times the {passes} passes")
