@@ -207,9 +207,10 @@ def _check_fields(m: dict[str, Any], builddir: Path) -> None:
     which = None if st is None else st.get("ops")
     if which is not None:  # a program without layers (a raw one, e.g. a compiled one mutated) keeps its labels
         ok = isinstance(which, list) and len(which) == len(st["labels"]) - 1 and all(
-            isinstance(w, list) and len(w) == 2 and num(w[0]) and num(w[1]) and w[0] < passes for w in which)
+            isinstance(w, list) and len(w) == 2 and num(w[0]) and num(w[1]) for w in which)
         if ok and layers:
-            ok = all(w[1] < len(layers) and st["labels"][j + 1] == layers[w[1]]["name"] for j, w in enumerate(which))
+            ok = all(w[0] < passes and w[1] < len(layers) and st["labels"][j + 1] == layers[w[1]]["name"]
+                     for j, w in enumerate(which))
         if not ok:
             raise bad("stamps.ops", "one [pass, layer] pair per label after the first, naming that label's layer")
     elif st is not None and layers and len(st["labels"]) != passes * len(layers) + 1:
