@@ -27,7 +27,7 @@ help:
 	@echo "make sim MODEL=digits_cnn  the digits CNN (conv layers) on the RTL"
 	@echo "make sim WAVES=1  also write an FST trace of the whole design (sim_build/waves/<build>.fst)"
 	@echo "make sim-resnet20  ResNet-20 (untrained, one 32x32 image) compiled and run on the RTL, bit-exact"
-	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0 LUT_BITS=0 PASSES=1: a stream of PASSES passes of BATCH images, the table of pass 2; BATCH_FROM=<op>: the ops before it one image at a time; benchmarks/out/)"
+	@echo "make bench-resnet20  ResNet-20 on the RTL per op against PQA's formula and the roofline (CONFIG=default BATCH=1 MEM_BW=0 MEM_LAT=0 LUT_BITS=0 PASSES=1: a stream of PASSES passes of BATCH images, the table of pass 2; BATCH_FROM=<op>|auto: the ops before it one image at a time, auto: the compiler's pick at MEM_BW; benchmarks/out/)"
 	@echo "               RESNET=model.pt IMAGES=random|images.npy IMAGE_SEED=0: another (e.g. trained) ResNet-20 and other images (also bench-curve)"
 	@echo "make bench-curve  ResNet-20 cycles per image against batch and bandwidth (CONFIG=pqa BATCHES=1,2,4,8 BANDWIDTHS=47,94,128 LUT_BITS=0 BATCH_FROM=; docs/resnet20_batch_bw.png)"
 	@echo "make test      fast regression (unit, compiler, simulator, RTL on Verilator and Icarus)"
@@ -70,7 +70,8 @@ MEM_BW ?= 0
 MEM_LAT ?= 0
 LUT_BITS ?= 0
 PASSES ?= 1
-# BATCH_FROM=<op> (e.g. layers.15.body.0): the ops before it run one image at a time, the batch from it on
+# BATCH_FROM=<op> (e.g. layers.15.body.0): the ops before it run one image at a time, the batch from it on;
+# BATCH_FROM=auto: the schedule the compiler picks on its cycle model at MEM_BW (pqcompile --batch-from auto)
 BATCH_FROM ?=
 # another ResNet-20 (RESNET=a .pt of pqtrain, e.g. a trained one) and other images (IMAGES=random with IMAGE_SEED,
 # or a .npy of float images [N, 3, 32, 32]): builds and CSVs named after them

@@ -10,7 +10,8 @@ per image (its DDR at 94 bytes a cycle) and its compute bound of 11,776. It writ
 ``benchmarks/out/curve-<config>.csv`` and the plot ``docs/resnet20_batch_bw.png`` (``--plot``; with
 ``--lut-bits B`` both names end in ``-tB``: tables quantized to B bits, packed at 8 or fewer; with
 ``--batch-from OP`` in ``-from-OP``: at every batch above 1 the ops before OP run one image at a time,
-``pqcompile --batch-from``). Exit status 0 when every run passed, 1 when one did not.
+``pqcompile --batch-from``; ``auto``: the compiler picks the schedule for each bandwidth, one build per point).
+Exit status 0 when every run passed, 1 when one did not.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lut-bits", type=int, default=0,
                     help="table entry width (0: the config's LutW; 8 or fewer on a LutW 16 config: packed tables)")
     ap.add_argument("--batch-from", default=None, metavar="OP",
-                    help="at batches above 1, batch only OP and the ops after it (pqcompile --batch-from)")
+                    help="at batches above 1, batch only OP and the ops after it (pqcompile --batch-from); "
+                         "'auto': the compiler's pick at each bandwidth (a build per point)")
     bench = _bench()
     bench.add_model_args(ap)
     args = ap.parse_args(argv)
@@ -118,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     points: list[dict[str, Any]] = []
     ok = True
     t0 = time.perf_counter()
+    from pqcompile import build as pqbuild
+
+    auto = args.batch_from == "auto"  # the compiler's pick depends on the bandwidth: a build per point
     for b in batches:
-        builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None, 1, args.model,
-                                          args.inputs, args.seed, args.batch_from if b > 1 else None)
         for bw in bws:
+            builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None, 1, args.model,
+                                              args.inputs, args.seed, args.batch_from if b > 1 else None,
+                                              bw if auto else 0)
             p = point(bench, builddir, args.config, b, bw)
             if p is None:
                 print(f"bench_curve: batch {b}, {bw} bytes a cycle: FAIL (the RTL does not equal the golden simulator)")
@@ -129,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             points.append(p)
             ratio = p["predicted_cycles"] / p["rtl_cycles"]
-            print(f"bench_curve: batch {b:>2}, {p['bytes_per_cycle']:>4} bytes a cycle: "
+            picked = ""
+            if auto and b > 1:
+                man = pqbuild.read(builddir)
+                picked = f" [auto: {man.get('batch_from') or ('all' if man['batch'] > 1 else 'one a pass')}]"
+            print(f"bench_curve: batch {b:>2}, {p['bytes_per_cycle']:>4} bytes a cycle{picked}: "
                   f"{p['rtl_cycles']:>9.0f} RTL cycles per image (predicted {p['predicted_cycles']:.0f}, "
                   f"{ratio:.3f}; compute {p['compute_cycles']:.0f}; {p['bytes_moved']:.0f} bytes); PQA's model "
                   f"{PQA_MODEL}: {p['rtl_cycles'] / PQA_MODEL:.2f} x  [{time.perf_counter() - t0:.0f} s]", flush=True)

@@ -171,7 +171,7 @@ def build_tag(model: Path | None = None, inputs: str = "random", seed: int = 0) 
 
 def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | None = None,
                      passes: int = 1, model: Path | None = None, inputs: str = "random", seed: int = 0,
-                     batch_from: str | None = None) -> Path:
+                     batch_from: str | None = None, mem_bw: int = 0) -> Path:
     """ResNet-20 compiled for ``config`` on ``batch`` images (stem and classifier on the host) into
     ``build_root/<tag>-<config>-b<batch>`` (:func:`build_tag`; ``-t<lut_bits>`` appended when the tables are
     quantized to ``lut_bits`` bits, not the configuration's LutW: at 8 bits or fewer on a LutW > 8 build they
@@ -180,7 +180,9 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
     train --model resnet20``; read, never written), default the untrained one (``pqtrain init``, written to
     ``build_root/resnet20.pt``); ``inputs``: ``random`` (``seed``) or a .npy file of float images [N, 3, 32,
     32] (its first ``batch * passes``). ``batch_from``: the op from which on the ``batch`` images run at once,
-    the ops before it one image at a time (``pqcompile --batch-from``; ``-from-<op>`` appended)."""
+    the ops before it one image at a time (``pqcompile --batch-from``; ``-from-<op>`` appended); ``auto``: the
+    schedule the cycle model finishes soonest at ``mem_bw`` bytes a cycle (``pqcompile --batch-from auto
+    --mem-bw``; ``-from-auto-bw<mem_bw>`` appended)."""
     from pqcompile.cli import main as pqcompile_main
     from pqtrain import zoo
     from pqtrain.cli import main as pqtrain_main
@@ -194,10 +196,12 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
     else:
         tag = build_tag(model, inputs, seed)
     out = build_root / f"{tag}-{config}-b{batch}{f'-p{passes}' if passes > 1 else ''}" \
-                       f"{f'-t{lut_bits}' if lut_bits else ''}{f'-from-{batch_from}' if batch_from else ''}"
+                       f"{f'-t{lut_bits}' if lut_bits else ''}{f'-from-{batch_from}' if batch_from else ''}" \
+                       f"{f'-bw{mem_bw}' if batch_from == 'auto' and mem_bw else ''}"
     argv = [str(model), "-o", str(out), "--config", config, "--inputs", inputs, "--count", str(batch * passes),
             "--seed", str(seed), *(["--batch", str(batch)] if passes > 1 or batch_from else []),
             *(["--batch-from", batch_from] if batch_from else []),
+            *(["--mem-bw", str(mem_bw)] if batch_from == "auto" and mem_bw else []),
             *(["--lut-bits", str(lut_bits)] if lut_bits else []), "--host-layers", *zoo.HOST_LAYERS["resnet20"]]
     rc = pqcompile_main(argv)
     if rc:
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-from", default=None, metavar="OP",
                     help="the op from which on the batch runs at once; the ops before it one image at a time, "
                          "results on chip (pqcompile --batch-from; e.g. layers.15.body.0: batch only the "
-                         "64-channel layers, whose tables are large)")
+                         "64-channel layers, whose tables are large; auto: the compiler's pick at --mem-bw)")
     add_model_args(ap)
     args = ap.parse_args(argv)
     if args.batch < 1 or args.passes < 1:
@@ -243,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     from pqcompile import build as pqbuild
 
     builddir = compile_resnet20(args.config, args.batch, args.build_root, args.lut_bits or None, args.passes,
-                                args.model, args.inputs, args.seed, args.batch_from)
+                                args.model, args.inputs, args.seed, args.batch_from, args.mem_bw)
     manifest = pqbuild.read(builddir)
+    if args.batch_from == "auto":  # what the compiler picked
+        args.batch_from = manifest.get("batch_from")
+        print(f"bench_resnet20: --batch-from auto: "
+              f"{args.batch_from or ('every op batched' if manifest['batch'] > 1 else 'one image a pass')}")
     print(f"bench_resnet20: {builddir.name} on the RTL (Verilator, HDL memory), "
           f"{manifest['expected']['sim_cycle_estimate']} cycles estimated", flush=True)
     t0 = time.perf_counter()

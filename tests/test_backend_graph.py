@@ -1066,6 +1066,34 @@ def test_batch_from(batch: int, frm: str) -> None:
         assert sum(q.ops["nbytes"] for q in first if lo <= q.ops["addr"] < hi) >= 5 * g.tensors[t].size
 
 
+@pytest.mark.parametrize("mem_bw", [1, 0])
+def test_batch_from_auto(mem_bw: int) -> None:
+    """``batch_from="auto"`` (``auto_split``): the candidates are every op batched, one input a pass and each PQ
+    op after the first, timed on the cycle model over the first pass's inputs, fastest first; the schedule it
+    picks is no slower than the alternatives simulated here, and the program is that schedule's, bit-exact."""
+    b, out = _mini_resnet(n=5, seed=13)
+    g = b.graph(out)
+    frm, batch, timed = backend.auto_split(SMALL, g, b.x, 4, mem_bw)
+    pq_names = [op.name for op in g.ops[1:] if isinstance(op, ir.PQOp)]
+    assert sorted(w for _, w in timed) == sorted(["every op batched", "one input a pass", *pq_names])
+    assert [c for c, _ in timed] == sorted(c for c, _ in timed)
+
+    def cycles(**kw: Any) -> float:  # a pass of the first 4 inputs on the cycle model, per input
+        p = backend.emit_graph(SMALL, g, b.x[:4], **kw)
+        return sim.run(SMALL, p.mem, p.insn_base, mem_bw=mem_bw).cycles / 4
+
+    best = cycles(batch=batch, batch_from=frm)
+    assert best == timed[0][0]
+    assert best <= min(cycles(batch=4), cycles(batch=1), cycles(batch=4, batch_from=pq_names[-1]))
+    prog = backend.emit_graph(SMALL, g, b.x, batch=4, batch_from="auto", mem_bw=mem_bw)
+    assert prog.words == backend.emit_graph(SMALL, g, b.x, batch=batch, batch_from=frm).words
+    assert (prog.manifest["batch"], prog.manifest.get("batch_from")) == (batch, frm)
+    res = backend.simulate(SMALL, prog)
+    assert np.array_equal(backend.read_output(prog.manifest, res.mem).reshape(5, -1).astype(np.int64),
+                          ref_graph(g, b.x)[out].reshape(5, -1))
+    assert backend.auto_split(SMALL, g, b.x[:1], 4, mem_bw) == (None, 1, [])
+
+
 def test_batch_from_refuses() -> None:
     """``batch_from`` must name an op after the first one whose part computes the graph output."""
     b, out = _mini_resnet(n=2, seed=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -285,6 +286,23 @@ def test_batch_from_an_unknown_op_is_refused(tmp_path: Path, capsys: pytest.Capt
     assert cli.main([str(MODEL), "-o", str(out), *ARGS, "--batch", "2", "--batch-from", "layers.7"]) == 2
     _one_line_error(capsys, "--batch-from 'layers.7': no such op; the ops are layers.0, layers.2")
     assert not out.exists()
+
+
+def test_batch_from_auto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--batch-from auto``: one line naming the schedule the cycle model picked among the candidates (every op
+    batched, one input a pass, each PQ op after the first); the manifest records the resolved schedule and the
+    build configuration the option as given; the outputs are those of the plain build."""
+    auto, plain = tmp_path / "auto", tmp_path / "plain"
+    args = ["--config", "small", "--count", "5", "--batch", "3"]
+    assert cli.main([str(MODEL), "-o", str(auto), *args, "--batch-from", "auto", "--mem-bw", "2"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "--batch-from auto" in ln)
+    assert re.search(r"the fastest of 3 schedules on the cycle model at 2 bytes a cycle", line), line
+    man = json.loads((auto / "manifest.json").read_text())
+    assert man["build_config"]["batch_from"] == "auto" and man["build_config"]["mem_bw"] == 2
+    what = {None: "every op batched" if man["batch"] == 3 else "one input a pass", "layers.2": "layers.2"}
+    assert line.startswith(f"  --batch-from auto: {what[man.get('batch_from')]} (")
+    assert cli.main([str(MODEL), "-o", str(plain), *args, "-q"]) == 0
+    assert np.array_equal(np.load(auto / "expected_output.npy"), np.load(plain / "expected_output.npy"))
 
 
 def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Path,

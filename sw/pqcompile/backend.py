@@ -392,6 +392,38 @@ def split_point(g: ir.Graph, batch_from: str | None) -> int:
     return k
 
 
+AUTO = "auto"  # --batch-from auto: auto_split picks the schedule
+
+
+def auto_split(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None, mem_bw: int = 0
+               ) -> tuple[str | None, int, list[tuple[float, str]]]:
+    """``--batch-from auto``: the schedule of a pass of ``batch`` inputs (default: all of ``x``) that the cycle
+    model (``sim.run`` at ``mem_bw`` bytes a cycle; 0: one bus word a cycle) finishes soonest, run on the first
+    pass's inputs of ``x``: every op batched, one input a pass, or batching from each PQ op after the first
+    (from an op without tables it never pays: batching shares table loads and costs activation traffic).
+    Returns (batch_from, batch) of the fastest and every candidate's (cycles per input, what it is), fastest
+    first (ties: the earlier split)."""
+    x = np.asarray(x)
+    bsz = min(batch or len(x), len(x))
+    if bsz <= 1:
+        return None, bsz, []
+    done = {i for i, op in enumerate(g.ops) if op.out == g.output}
+    cands: list[tuple[str | None, int, str]] = [(None, 1, "one input a pass"), (None, bsz, "every op batched")]
+    cands += [(op.name, bsz, op.name) for i, op in enumerate(g.ops)
+              if i and isinstance(op, ir.PQOp) and max(done) >= i]
+    timed = []
+    for j, (frm, b, what) in enumerate(cands):
+        prog = emit_graph(cfg, g, x[:bsz], batch=b, batch_from=frm)
+        res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
+        if res.err_code or not res.done:
+            raise RuntimeError(f"auto_split: the golden simulator did not finish the {what} schedule "
+                               f"(error code {res.err_code})")
+        timed.append((res.cycles / bsz, j))
+    timed.sort()
+    frm, b, _ = cands[timed[0][1]]
+    return frm, b, [(c, cands[j][2]) for c, j in timed]
+
+
 def handed_on(g: ir.Graph, k: int) -> list[str]:
     """The tensors that ops before op ``k`` compute and ops from ``k`` on read (the graph input aside: it has
     its own region), in the order the ops compute them."""
@@ -401,7 +433,7 @@ def handed_on(g: ir.Graph, k: int) -> list[str]:
 
 def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None,
                table_banks: Sequence[int] | None = None, on_chip: bool = True, batch: int | None = None,
-               batch_from: str | None = None) -> Program:
+               batch_from: str | None = None, mem_bw: int = 0) -> Program:
     """Lay out memory and emit the instruction stream that runs graph ``g`` on the integer inputs ``x``
     ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor. ``table_banks``: the table bank of
     each PQ op (:func:`schedule`; default: alternating). ``on_chip``: results stay on chip as the next
@@ -412,6 +444,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     ``batch_from``: the name of an op: the ops before it run one input at a time (their tables loaded for each
     input, their results kept on chip as at batch 1), the op and those after it over the pass's B inputs at
     once; the tensors the first part hands the second (:func:`handed_on`) hold the pass's B inputs in memory.
+    ``batch_from`` ``"auto"``: the schedule :func:`auto_split` picks for a memory of ``mem_bw`` bytes a cycle (0:
+    one bus word a cycle), which may be every op batched or one input a pass.
     A pass then has one part-one run per input and one part-two run after them, and the stamps follow the ops
     that run (the manifest's ``stamps.ops``)."""
     check_graph(cfg, g)
@@ -427,6 +461,8 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         raise CompileError(f"inputs must be int8 values, got {int(x.min())}..{int(x.max())}")
     if batch is not None and batch < 1:
         raise CompileError(f"batch must be at least 1, got {batch}")
+    if batch_from == AUTO:
+        batch_from, batch, _ = auto_split(cfg, g, x, batch, mem_bw)
     bsz = min(batch or n, n)
     passes = [min(bsz, n - p0) for p0 in range(0, n, bsz)]  # inputs of each pass
     split = split_point(g, batch_from)

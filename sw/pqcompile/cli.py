@@ -29,6 +29,7 @@ from . import backend, build, graph
 from .clitools import ArgumentParser, printable
 from .options import BuildConfig, OptionError
 from .progress import Phases
+from .spec import HwConfig
 from .spec import load as load_spec
 
 CALIB_MAX = 256  # calibration inputs taken from the training split or the .npy file
@@ -102,6 +103,17 @@ def _check_out(out: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _auto_line(cfg: HwConfig, mem_bw: int, timed: list[tuple[float, str]]) -> str:
+    """What ``--batch-from auto`` picked (``backend.auto_split``'s candidates, fastest first), one line."""
+    if not timed:
+        return "  --batch-from auto: one input a pass, nothing to batch"
+    bw = min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes
+    best = f"{timed[0][1]} ({timed[0][0]:,.0f} cycles per input)"
+    rest = ", ".join(f"{what} {c:,.0f}" for c, what in timed[1:4])
+    return (f"  --batch-from auto: {best}, the fastest of {len(timed)} schedules on the cycle model at {bw} bytes a "
+            f"cycle (next: {rest})")
+
+
 def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, quiet: bool = False
                   ) -> dict[str, Any]:
     """Compile ``model_path`` into build directory ``out`` as ``bc`` says (default: :class:`BuildConfig`'s
@@ -131,7 +143,11 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
             g = fe.graph
             xq = fe.quantize_input(x)
         with phases.phase("emit"):
-            prog = backend.emit_graph(cfg, g, xq, name=name, batch=bc.batch, batch_from=bc.batch_from)
+            batch, batch_from = bc.batch, bc.batch_from
+            if batch_from == backend.AUTO:
+                batch_from, batch, timed = backend.auto_split(cfg, g, xq, batch, bc.mem_bw)
+                say(_auto_line(cfg, bc.mem_bw, timed))
+            prog = backend.emit_graph(cfg, g, xq, name=name, batch=batch, batch_from=batch_from)
         with phases.phase("simulate"):
             res = backend.simulate(cfg, prog)
         with phases.phase("check"):
@@ -202,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-from", default=None, metavar="OP",
                     help="with --batch: the ops before OP (a name from the report, e.g. layers.15.body.0) run one "
                          "input at a time, their results on chip, and OP and the ops after it over the pass's B "
-                         "inputs at once (batch only where the tables are large)")
+                         "inputs at once (batch only where the tables are large); 'auto': the fastest of every op "
+                         "batched, one input a pass and each PQ op as OP, on the cycle model at --mem-bw")
+    ap.add_argument("--mem-bw", type=int, default=0, metavar="BYTES",
+                    help="with --batch-from auto: the memory bandwidth in bytes a cycle that the choice assumes "
+                         "(default 0: one bus word a cycle)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
     ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
                     help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "
@@ -219,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bc = BuildConfig(args.config, args.inputs, args.count, args.seed, args.act_bits, args.lut_bits,
-                         args.act_calib, args.lut_calib, tuple(args.host_layers), args.batch, args.batch_from)
+                         args.act_calib, args.lut_calib, tuple(args.host_layers), args.batch, args.batch_from,
+                         args.mem_bw)
         compile_model(args.model, args.out, bc, quiet=args.quiet)
     except (ModelFormatError, backend.CompileError, UsageError, OptionError, build.BuildError) as exc:
         print(f"pqcompile: error: {printable(exc, 1000)}", file=sys.stderr)

@@ -27,7 +27,9 @@ class BuildConfig:
     lut_calib: str = "max"  # calibration of the table scales
     host_layers: tuple[str, ...] = ()  # top-level layers run on the host (a leading prefix / trailing suffix)
     batch: int | None = None  # inputs a pass: tables loaded once per B inputs (None: all --count in one pass)
-    batch_from: str | None = None  # the op from which on a pass runs its B inputs at once (before it: one by one)
+    batch_from: str | None = None  # the op from which on a pass runs its B inputs at once (before it: one by one);
+    # "auto": the schedule the cycle model finishes soonest (backend.auto_split; it may change batch to 1)
+    mem_bw: int = 0  # bytes a cycle that --batch-from auto assumes the memory delivers (0: one bus word a cycle)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -42,7 +44,7 @@ class BuildConfig:
             elif f.name == "batch_from":
                 if val is not None and not isinstance(val, str):
                     raise OptionError(f"batch_from must be an op name or null, got {val!r}")
-            elif f.name in ("count", "seed"):
+            elif f.name in ("count", "seed", "mem_bw"):
                 if not isinstance(val, int) or isinstance(val, bool):
                     raise OptionError(f"{f.name} must be an integer, got {val!r}")
             elif not isinstance(val, str):
@@ -51,6 +53,10 @@ class BuildConfig:
             raise OptionError("--count must be at least 1")
         if self.batch is not None and self.batch < 1:
             raise OptionError("--batch must be at least 1")
+        if self.mem_bw < 0:
+            raise OptionError("--mem-bw must be 0 (one bus word a cycle) or a positive number of bytes a cycle")
+        if self.mem_bw and self.batch_from != "auto":
+            raise OptionError("--mem-bw is what --batch-from auto assumes; without --batch-from auto it has no effect")
         if self.seed < 0:
             raise OptionError("--seed must be a non-negative integer")
         for name in ("act_calib", "lut_calib"):
