@@ -141,6 +141,19 @@ def run_graph(cfg: object, g: ir.Graph, x: np.ndarray) -> tuple[np.ndarray, back
     return y.reshape(x.shape[0], *prog.manifest["output"]["tensor"]).astype(np.int64), prog, res
 
 
+def _stamp_windows(prog: backend.Program) -> list[list[Any]]:
+    """The decoded instructions between the stamps of ``prog``: window j >= 1 is what label j's op ran (window 0
+    is empty: the program starts with a stamp; the last holds nothing but ``end``'s predecessors)."""
+    windows: list[list[Any]] = [[]]
+    for w in prog.words:
+        q = isa_decode(w)
+        if q.mnemonic == "stamp":
+            windows.append([])
+        else:
+            windows[-1].append(q)
+    return windows
+
+
 def _check(cfg: object, b: Builder, out: str) -> backend.Program:
     g = b.graph(out)
     y, prog, _ = run_graph(cfg, g, b.x)
@@ -364,13 +377,7 @@ def test_passes_stream_into_each_other() -> None:
     assert np.array_equal(backend.read_output(prog.manifest, res.mem),
                           backend.read_output(whole.manifest, backend.simulate(SMALL, whole).mem))
     man, nl = prog.manifest, len(g.ops)
-    insns = [isa_decode(w) for w in prog.words]
-    windows: list[list] = [[]]  # the instructions between stamps: window 1 + q*nl + i is op i of pass q
-    for q in insns:
-        if q.mnemonic == "stamp":
-            windows.append([])
-        else:
-            windows[-1].append(q)
+    windows = _stamp_windows(prog)  # window 1 + q*nl + i is op i of pass q
     assert len(windows) == 1 + 4 * nl + 1
     inp, outr = man["input"], man["output"]
 
@@ -1047,17 +1054,13 @@ def test_batch_from(batch: int, frm: str) -> None:
     stamps = pqbuild.read_perf(man, res.mem)
     assert sum(p["predicted_cycles"] for p in perf) == stamps["cycles"][-1] - stamps["cycles"][0]
     handed = backend.handed_on(g, k)
-    assert handed == [t for t in g.tensors if any(t == op.out for op in g.ops[:k])
-                      and any(t in g.op_inputs(op) for op in g.ops[k:])]
+    # the mini ResNet: stem -> body0 -> body1, stem -> short, add(body1, short) -> gap -> fc
+    assert handed == {"body0": ["stem.out"], "short": ["stem.out", "body1.out"], "add": ["body1.out", "short.out"],
+                      "gap": ["add.out"], "fc": ["gap.out"]}[frm]
     # the first part stores nothing but the tensors it hands on (and a pass's output, whose store may start
     # the next pass): every image of them
     tin = man["memory"]["tensors"]
-    windows: list[list[Any]] = [[]]  # window j >= 1: the instructions of label j's op
-    for q in insns:
-        if q.mnemonic == "stamp":
-            windows.append([])
-        else:
-            windows[-1].append(q)
+    windows = _stamp_windows(prog)  # window j >= 1: the instructions of label j's op
     first = [q for j, w in enumerate(windows[1:-1]) if want[j][1] < k for q in w if q.mnemonic == "store"]
     regions = [(tin[t]["addr"], tin[t]["addr"] + tin[t]["bytes"]) for t in [*handed, g.output]]
     assert all(any(lo <= q.ops["addr"] < hi for lo, hi in regions) for q in first)
