@@ -10,7 +10,8 @@ per image (its DDR at 94 bytes a cycle) and its compute bound of 11,776. It writ
 ``benchmarks/out/curve-<config>.csv`` and the plot ``docs/resnet20_batch_bw.png`` (``--plot``; with
 ``--lut-bits B`` both names end in ``-tB``: tables quantized to B bits, packed at 8 or fewer; with
 ``--batch-from OP`` in ``-from-OP``: at every batch above 1 the ops before OP run one image at a time,
-``pqcompile --batch-from``; ``auto``: the compiler picks the schedule for each bandwidth, one build per point).
+``pqcompile --batch-from``; ``auto``: the compiler picks the schedule for each bandwidth). Every point is a build
+of its own, compiled for its bandwidth (``pqcompile --mem-bw``: where long table loads go).
 Exit status 0 when every run passed, 1 when one did not.
 """
 
@@ -122,12 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from pqcompile import build as pqbuild
 
-    auto = args.batch_from == "auto"  # the compiler's pick depends on the bandwidth: a build per point
+    auto = args.batch_from == "auto"
     for b in batches:
-        for bw in bws:
+        for bw in bws:  # a build per point: the schedule is made for the bandwidth (pqcompile --mem-bw)
             builddir = bench.compile_resnet20(args.config, b, args.build_root, args.lut_bits or None, 1, args.model,
-                                              args.inputs, args.seed, args.batch_from if b > 1 else None,
-                                              bw if auto else 0)
+                                              args.inputs, args.seed, args.batch_from if b > 1 else None, bw)
             p = point(bench, builddir, args.config, b, bw)
             if p is None:
                 print(f"bench_curve: batch {b}, {bw} bytes a cycle: FAIL (the RTL does not equal the golden simulator)")

@@ -181,8 +181,8 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
     ``build_root/resnet20.pt``); ``inputs``: ``random`` (``seed``) or a .npy file of float images [N, 3, 32,
     32] (its first ``batch * passes``). ``batch_from``: the op from which on the ``batch`` images run at once,
     the ops before it one image at a time (``pqcompile --batch-from``; ``-from-<op>`` appended); ``auto``: the
-    schedule the cycle model finishes soonest at ``mem_bw`` bytes a cycle (``pqcompile --batch-from auto
-    --mem-bw``; ``-from-auto-bw<mem_bw>`` appended)."""
+    schedule the cycle model finishes soonest. ``mem_bw``: the memory bandwidth the schedule assumes
+    (``pqcompile --mem-bw``: where long table loads go, and what ``auto`` picks; ``-bw<mem_bw>`` appended)."""
     from pqcompile.cli import main as pqcompile_main
     from pqtrain import zoo
     from pqtrain.cli import main as pqtrain_main
@@ -197,11 +197,11 @@ def compile_resnet20(config: str, batch: int, build_root: Path, lut_bits: int | 
         tag = build_tag(model, inputs, seed)
     out = build_root / f"{tag}-{config}-b{batch}{f'-p{passes}' if passes > 1 else ''}" \
                        f"{f'-t{lut_bits}' if lut_bits else ''}{f'-from-{batch_from}' if batch_from else ''}" \
-                       f"{f'-bw{mem_bw}' if batch_from == 'auto' and mem_bw else ''}"
+                       f"{f'-bw{mem_bw}' if mem_bw else ''}"
     argv = [str(model), "-o", str(out), "--config", config, "--inputs", inputs, "--count", str(batch * passes),
             "--seed", str(seed), *(["--batch", str(batch)] if passes > 1 or batch_from else []),
             *(["--batch-from", batch_from] if batch_from else []),
-            *(["--mem-bw", str(mem_bw)] if batch_from == "auto" and mem_bw else []),
+            *(["--mem-bw", str(mem_bw)] if mem_bw else []),
             *(["--lut-bits", str(lut_bits)] if lut_bits else []), "--host-layers", *zoo.HOST_LAYERS["resnet20"]]
     rc = pqcompile_main(argv)
     if rc:

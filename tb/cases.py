@@ -405,12 +405,12 @@ def round_trip_case(outdir: Path, cfg: HwConfig, seed: int) -> None:
 
 
 def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits: int | None = None,
-                  batch: int | None = None, batch_from: str | None = None) -> None:
+                  batch: int | None = None, batch_from: str | None = None, mem_bw: int = 0) -> None:
     """Compile :func:`residual_arch` with random weights and non-trivial batch-norm statistics through the
     project's compiler (pqcompile.cli.compile_model: graph extraction, batch-norm folding, quantization,
     tiling, emission; bit-exact check of the quantized torch model against the golden simulator); ``lut_bits``:
     the table width (default the configuration's LutW); ``batch``, ``batch_from``: ``pqcompile --batch``,
-    ``--batch-from``."""
+    ``--batch-from``; ``mem_bw``: ``pqcompile --mem-bw`` (the bandwidth the schedule assumes)."""
     import torch
 
     from pqcompile.cli import compile_model
@@ -431,5 +431,6 @@ def residual_case(outdir: Path, config: str, seed: int, count: int = 2, lut_bits
     path = outdir.parent / f"{outdir.name}.pt"
     save(model.eval(), arch, path, {"seed": seed})
     compile_model(str(path), str(outdir), BuildConfig(config=config, inputs="random", count=count, seed=seed,
-                                                      lut_bits=lut_bits, batch=batch, batch_from=batch_from),
+                                                      lut_bits=lut_bits, batch=batch, batch_from=batch_from,
+                                                      mem_bw=mem_bw),
                   quiet=True)

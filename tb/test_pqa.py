@@ -164,11 +164,15 @@ def test_wide_bus(tmp_path: Path) -> None:
     into the fetch buffer (rd_bytes counts one bus word per fetched word, compared exactly), a stamp record
     takes two beats; the compiled residual CNN (its results kept on chip) and an SLVERR during a table
     prefetch on a slow memory equal the golden simulator; its tables are 8-bit on the 16-bit entries of
-    'wide', so they go packed (``shape.pack``)."""
+    'wide', so they go packed (``shape.pack``). The residual CNN over 3 images at once, scheduled for 1 byte a
+    cycle (``--mem-bw 1``: its table loads are long, so ``backend.fetch_order`` puts a run right behind them,
+    ahead of a store), equals the golden simulator too."""
     cfg = load().config("wide")
     residual_case(tmp_path / "residual", "wide", seed=401, count=1, lut_bits=8)
+    residual_case(tmp_path / "fetch", "wide", seed=403, count=3, batch=3, mem_bw=1)
     err, pc = prefetch_slverr_case(tmp_path / "slverr", cfg, seed=501)
-    res = {Path(r["build"]).name: r for r in run("verilator", "wide", [tmp_path / "residual", tmp_path / "slverr"])}
+    res = {Path(r["build"]).name: r for r in run("verilator", "wide", [tmp_path / "residual", tmp_path / "slverr",
+                                                                        tmp_path / "fetch"])}
     spec = load()
     r = res["residual"]
     assert r["errors"] == [], r["errors"]
@@ -186,6 +190,15 @@ def test_wide_bus(tmp_path: Path) -> None:
     s = res["slverr"]
     assert s["errors"] == [], s["errors"]
     assert (s["info"]["err_code"], s["info"]["err_pc"]) == (spec.errors[err], pc)
+    f = res["fetch"]
+    assert f["errors"] == [], f["errors"]
+    assert f["info"]["done"] and f["info"]["err_code"] == 0
+    man, mem = pqbuild.load(tmp_path / "fetch")
+    insns = [decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little")) for i in range(man["n_insns"])]
+    tables = {spec.enums["buffer"][b] for b in ("proto", "lut", "bias")}
+    # a run right behind a table load (moved ahead of a store; the plain schedule has none: --mem-bw 0)
+    assert any(a.mnemonic == "load" and a.ops["buf"] in tables and b.mnemonic == "run"
+               for a, b in zip(insns, insns[1:], strict=False))
 
 
 @pytest.mark.rtl

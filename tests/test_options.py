@@ -35,7 +35,6 @@ def test_round_trip_through_json() -> None:
     ({"batch_from": 3}, "batch_from must be an op name or null"),
     ({"seed": -1}, "--seed must be a non-negative integer"),
     ({"batch_from": "auto", "mem_bw": -1}, "--mem-bw must be 0"),
-    ({"batch_from": "layers.3", "mem_bw": 94}, "--mem-bw is what --batch-from auto assumes"),
     ({"mem_bw": "94"}, "mem_bw must be an integer"),
     ({"act_calib": "median"}, "act_calib must be one of max, percentile, mse"),
     ({"lut_bits": 4.5}, "lut_bits must be an integer or null"),

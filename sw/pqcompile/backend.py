@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import build, hexfmt, ir, onchip, ops, perf, sim
+from . import build, hexfmt, ir, isa, onchip, ops, perf, sim
 from .build import read_output, read_perf, read_stamps, read_tensor  # noqa: F401  (the build format's readers)
 from .errors import CompileError  # noqa: F401  (raised here; callers catch backend.CompileError)
 from .isa import decode, encode, listing
@@ -253,6 +253,82 @@ def _conflict(a: PInsn, b: PInsn) -> bool:
     return ma[0] < mb[1] and mb[0] < ma[1]
 
 
+def fetch_order(cfg: HwConfig, seq: list[PInsn], mem_bw: int = 0) -> list[PInsn]:
+    """The whole stream ``seq`` (stamps and ``end`` included, addresses resolved) with each long table load
+    placed so that the compute unit has work while it runs (docs/compiler.md, "Schedule", fetch order).
+
+    The controller fetches a bus word of instructions only when no ``load`` holds the read engine, dispatches
+    in order, and a ``store`` waits for every older instruction; so behind a table load that the schedule
+    moved into an op of several runs, ``[loads, store, run]``, the store waits for the load and the run for
+    the store: the op computes nothing until the load is done. Where the load takes longer (at ``mem_bw``
+    bytes a cycle, 0: one bus word a cycle) than the run before the stores computes plus their transfer, the
+    run goes ahead of the stores when it uses neither output half they read, the set's largest load goes
+    last and the run right behind it in the same bus word (a smaller load of the set goes behind the run
+    when the large one would end a bus word; where the run cannot share its word, nothing moves): the run
+    then computes while the load runs. Each swap keeps the meaning: the run and the stores touch nothing
+    of each other's and keep their order against everything else."""
+    spec = load_spec()
+    table_bufs = {spec.enums["buffer"][b] for b in sim.TABLE_BUFS}
+    per = cfg.bus_bytes // isa.insn_bytes()
+    bpc = min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes
+    lanes = [int(cfg.params[k]) for k in perf.LANES]
+    half = cfg.OutBytes // 2
+
+    def table_load(q: PInsn) -> bool:
+        return q.mnemonic == "load" and q.ops["buf"] in table_bufs
+
+    def full(q: PInsn) -> dict[str, int]:  # every field, the omitted ones at their defaults
+        return decode(encode(q.mnemonic, **q.ops)).ops
+
+    def run_cycles(st: dict[str, int], q: PInsn) -> int:
+        return perf.pq_cycles(q.ops["n"], st["c"], st["k"], st["v"], st["m"], *lanes)
+
+    out = list(seq)
+    shape: dict[str, int] = {}
+    last_run: PInsn | None = None
+    k = 0
+    while k < len(out):
+        q = out[k]
+        if q.mnemonic == "shape":
+            shape = full(q)
+        if q.mnemonic == "run":
+            last_run = q
+        if not table_load(q) or last_run is None or not shape:
+            k += 1
+            continue
+        g = k
+        while g < len(out) and table_load(out[g]) and out[g].ops["bank"] == q.ops["bank"]:
+            g += 1
+        r = g
+        while r < len(out) and out[r].mnemonic == "store":
+            r += 1
+        group, stores = out[k:g], out[g:r]
+        if not stores or r == len(out) or out[r].mnemonic != "run":
+            k = g
+            continue
+        run = out[r]
+        big = max(range(len(group)), key=lambda j: (group[j].ops["nbytes"], j))
+        load_cycles = -(-group[big].ops["nbytes"] // bpc)
+        store_cycles = sum(-(-x.ops["nbytes"] // bpc) for x in stores)
+        st = sim._State(m=shape["m"])
+        _, run_w = sim.resources("run", full(run), st, "", half)
+        used = set().union(*(sim.resources("store", full(x), st, "", half)[1] for x in stores))
+        if load_cycles <= run_cycles(shape, last_run) + store_cycles or run_w & used or \
+                sim.target(full(run)) != ("out", 0):
+            k = g
+            continue
+        small = [x for j, x in enumerate(group) if j != big]
+        behind = []  # the smaller loads that go behind the run, so that the run shares the large one's bus word
+        while small and (k + len(small)) // per != (k + len(small) + 1) // per:
+            behind.insert(0, small.pop())
+        if (k + len(small)) // per != (k + len(small) + 1) // per:  # (a bus word of one instruction)
+            k = g
+            continue
+        out[k:r + 1] = [*small, group[big], run, *behind, *stores]
+        k = r + 1
+    return out
+
+
 def hoist_point(out: list[list[PInsn]], s: int, ld: PInsn, lo: int) -> int:
     """The earliest op k >= ``lo`` such that no instruction from the start of op k up to the load ``ld`` (in
     op ``s``; resolved addresses) conflicts with it (:func:`_conflict`: uses the on-chip bank it writes, or
@@ -413,7 +489,7 @@ def auto_split(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None, mem
               if i and isinstance(op, ir.PQOp) and max(done) >= i]
     timed = []
     for j, (frm, b, what) in enumerate(cands):
-        prog = emit_graph(cfg, g, x[:bsz], batch=b, batch_from=frm)
+        prog = emit_graph(cfg, g, x[:bsz], batch=b, batch_from=frm, mem_bw=mem_bw)
         res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
         if res.err_code or not res.done:
             raise RuntimeError(f"auto_split: the golden simulator did not finish the {what} schedule "
@@ -444,8 +520,9 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     ``batch_from``: the name of an op: the ops before it run one input at a time (their tables loaded for each
     input, their results kept on chip as at batch 1), the op and those after it over the pass's B inputs at
     once; the tensors the first part hands the second (:func:`handed_on`) hold the pass's B inputs in memory.
-    ``batch_from`` ``"auto"``: the schedule :func:`auto_split` picks for a memory of ``mem_bw`` bytes a cycle (0:
-    one bus word a cycle), which may be every op batched or one input a pass.
+    ``mem_bw``: the memory bandwidth (bytes a cycle; 0: one bus word a cycle) the schedule assumes: where long
+    table loads go (:func:`fetch_order`); with ``batch_from`` ``"auto"`` the schedule :func:`auto_split` picks
+    for it, which may be every op batched or one input a pass. The results never depend on it.
     A pass then has one part-one run per input and one part-two run after them, and the stamps follow the ops
     that run (the manifest's ``stamps.ops``)."""
     check_graph(cfg, g)
@@ -579,7 +656,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
             base = p if p is not None else plans[i]
             flat.append(replace(base, insns=[resolve(ins, offs) for ins in p.insns] if p is not None else []))
             present.append(p is not None)
-    words: list[int] = [encode("stamp", addr=build.stamp_addr(stamps, 0))]
+    seq: list[PInsn] = [PInsn("stamp", {"addr": build.stamp_addr(stamps, 0)})]
     banks = None
     if table_banks is not None:  # the bank of each PQ op, for every pass in which it runs
         bank_of = dict(zip([p.index for p in plans if any(q.mnemonic == "run" for q in p.insns)], table_banks,
@@ -587,11 +664,12 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         banks = [bank_of[p.index] for p in flat if any(q.mnemonic == "run" for q in p.insns)]
     label = 1
     for i, insns in enumerate(schedule(flat, banks, len(g.ops))):
-        words += [encode(ins.mnemonic, **ins.ops) for ins in insns]
+        seq += insns
         if present[i]:
-            words.append(encode("stamp", addr=build.stamp_addr(stamps, label)))
+            seq.append(PInsn("stamp", {"addr": build.stamp_addr(stamps, label)}))
             label += 1
-    words.append(encode("end"))
+    seq.append(PInsn("end", {}))
+    words = [encode(q.mnemonic, **q.ops) for q in fetch_order(cfg, seq, mem_bw)]
     assert len(words) == n_insns
     ib = np.frombuffer(b"".join(w.to_bytes(8, "little") for w in words), np.uint8)
     segs.insert(0, (0, ib, f"instruction stream, {len(words)} instructions"))

@@ -147,7 +147,7 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
             if batch_from == backend.AUTO:
                 batch_from, batch, timed = backend.auto_split(cfg, g, xq, batch, bc.mem_bw)
                 say(_auto_line(cfg, bc.mem_bw, timed))
-            prog = backend.emit_graph(cfg, g, xq, name=name, batch=batch, batch_from=batch_from)
+            prog = backend.emit_graph(cfg, g, xq, name=name, batch=batch, batch_from=batch_from, mem_bw=bc.mem_bw)
         with phases.phase("simulate"):
             res = backend.simulate(cfg, prog)
         with phases.phase("check"):
@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                          "inputs at once (batch only where the tables are large); 'auto': the fastest of every op "
                          "batched, one input a pass and each PQ op as OP, on the cycle model at --mem-bw")
     ap.add_argument("--mem-bw", type=int, default=0, metavar="BYTES",
-                    help="with --batch-from auto: the memory bandwidth in bytes a cycle that the choice assumes "
-                         "(default 0: one bus word a cycle)")
+                    help="the memory bandwidth in bytes a cycle the schedule assumes (where long table loads go, "
+                         "--batch-from auto's choice; default 0: one bus word a cycle; the results never depend "
+                         "on it)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
     ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
                     help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "

@@ -29,7 +29,8 @@ class BuildConfig:
     batch: int | None = None  # inputs a pass: tables loaded once per B inputs (None: all --count in one pass)
     batch_from: str | None = None  # the op from which on a pass runs its B inputs at once (before it: one by one);
     # "auto": the schedule the cycle model finishes soonest (backend.auto_split; it may change batch to 1)
-    mem_bw: int = 0  # bytes a cycle that --batch-from auto assumes the memory delivers (0: one bus word a cycle)
+    mem_bw: int = 0  # bytes a cycle the schedule assumes the memory delivers (0: one bus word a cycle): the order
+    # of long table loads (backend.fetch_order) and --batch-from auto's choice
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -55,8 +56,6 @@ class BuildConfig:
             raise OptionError("--batch must be at least 1")
         if self.mem_bw < 0:
             raise OptionError("--mem-bw must be 0 (one bus word a cycle) or a positive number of bytes a cycle")
-        if self.mem_bw and self.batch_from != "auto":
-            raise OptionError("--mem-bw is what --batch-from auto assumes; without --batch-from auto it has no effect")
         if self.seed < 0:
             raise OptionError("--seed must be a non-negative integer")
         for name in ("act_calib", "lut_calib"):
