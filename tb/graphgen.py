@@ -144,11 +144,13 @@ class RandomGraph:
         return self.vals[self.last].numpy()
 
     def emit(self, table_banks: list[int] | None = None, on_chip: bool = True, batch: int | None = None,
-             batch_from: str | None = None) -> backend.Program:
+             batch_from: str | None = None, mem_bw: int = 0) -> backend.Program:
         """The program the back end plans for this graph and its input images (``table_banks``: the table
         bank of each PQ op, ``backend.schedule``; ``on_chip``: results kept on chip; ``batch``, ``batch_from``:
-        images a pass and the op from which on they run at once, ``backend.emit_graph``)."""
-        return backend.emit_graph(self.cfg, self.graph(), self.x, self.name, table_banks, on_chip, batch, batch_from)
+        images a pass and the op from which on they run at once; ``mem_bw``: the bandwidth the schedule
+        assumes, ``backend.fetch_order``; ``backend.emit_graph``)."""
+        return backend.emit_graph(self.cfg, self.graph(), self.x, self.name, table_banks, on_chip, batch, batch_from,
+                                  mem_bw)
 
     def info(self) -> dict[str, Any]:
         """What the coverage model samples: the PQ ops' shapes, conv geometry, pool / add, data features."""

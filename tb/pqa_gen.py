@@ -177,8 +177,13 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
     image beyond the address space) are drawn again from the same generator (still a function of the seed).
     Some programs of several images run in passes (``batch``), the ops before a random one image by image
     (``batch_from``); drawn from a stream of their own (spawned: the jobs' other draws do not move), and a
-    graph the back end refuses so is compiled in one pass, as before."""
+    graph the back end refuses so is compiled in one pass, as before. On a bus of several instructions a word,
+    half the programs are scheduled for a slow memory (``mem_bw`` 1 .. bus bytes - 1, drawn from a stream
+    spawned from that one), so that ``backend.fetch_order`` moves runs ahead of stores behind long table
+    loads; a bus of one instruction (``small``, ``default``) draws nothing more."""
     aux = rng.spawn(1)[0]
+    bw_rng = aux.spawn(1)[0]
+    per_word = cfg.bus_bytes // 8
     for _ in range(50):
         act_bits = int(rng.choice([2, 3, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
         lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
@@ -198,11 +203,12 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
             batch = int(aux.integers(1, n_img + 1)) if n_img > 1 and aux.random() < 0.3 else None
             frm = rg.ops[int(aux.integers(1, len(rg.ops)))].name if batch and len(rg.ops) > 1 and aux.random() < 0.6 \
                 else None
+            mem_bw = int(bw_rng.integers(1, cfg.bus_bytes)) if per_word > 1 and bw_rng.random() < 0.5 else 0
             try:
-                prog = rg.emit(banks, on_chip, batch, frm)
+                prog = rg.emit(banks, on_chip, batch, frm, mem_bw)
                 info["batching"] = "from" if frm else "passes" if batch else None
             except CompileError:
-                prog = rg.emit(banks, on_chip)
+                prog = rg.emit(banks, on_chip, mem_bw=mem_bw)
             kept = set(prog.manifest["memory"]["on_chip"].values())
             info["on_chip"] = sorted({"act" if k.startswith("act") else k for k in kept}) or ["memory"]
             return prog, info
