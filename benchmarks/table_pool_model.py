@@ -56,7 +56,7 @@ def project(builddir: Path, mem_bw: int, pool: int) -> int:
     triples = [loads[3 * j : 3 * j + 3] for j in range(len(runs))]  # each PQ op's proto, lut, bias, in order
     base = sim.run(cfg, mem, manifest["insn_base"], mem_bw=mem_bw)
     compute = [p["predicted_compute_cycles"] for p in backend.op_perf(manifest, base.mem)]
-    bw = min(mem_bw, cfg.bus_bytes) if mem_bw else cfg.bus_bytes
+    bw = sim.bytes_per_cycle(cfg, mem_bw)
     spent = [0.0] * len(ops)  # memory cycles of the loads placed in each op
     held = [0] * (len(ops) + 1)  # table bytes in the pool while each op runs
     placed: dict[int, list[tuple[Insn, int]]] = {s: [] for s in range(len(ops))}  # after the op's compute

@@ -397,10 +397,11 @@ def test_passes_stream_into_each_other() -> None:
         assert not [q for q in windows[w][:first] if q.mnemonic in sim.SETUP]
 
 
-def _fetch_case(lead: int = 0, lut: int = 4096, ooff: int = 2048) -> list[PInsn]:
+def _fetch_case(lead: int = 0, lut: int = 4096, ooff: int = 2048, tbank: int = 1) -> list[PInsn]:
     """A batched op at config ``wide`` (4 instructions a bus word) as the schedule leaves it: the next op's
     table set (proto, lut, bias into bank 1) moved in after the first run and the second image's input, then
-    the first image's store (output half 0) and the second run (at ``ooff``). ``lead``: ``quant``s ahead."""
+    the first image's store (output half 0) and the second run (at ``ooff``). ``lead``: ``quant``s ahead;
+    ``tbank``: the bank of the set's loads (0: the run's own tables, a set loaded right before its run)."""
     quant = PInsn("quant", {"relu": 0, "shift": 0, "mult": 1, "bits": 8})
     shape = PInsn("shape", {"metric": 0, "bank": 0, "k": 4, "v": 2, "c": 4, "d": 8, "m": 8})
 
@@ -411,16 +412,16 @@ def _fetch_case(lead: int = 0, lut: int = 4096, ooff: int = 2048) -> list[PInsn]
         return PInsn("run", {"src": src, "dst": SPEC.enums["target"]["out"], "n": 2, "ooff": at})
 
     return [PInsn("stamp", {"addr": 1 << 16}), *[quant] * lead, shape, ld("act", 0, 64, 4096), run(0, 0),
-            ld("act", 1, 64, 4160), ld("proto", 1, 64, 8192), ld("lut", 1, lut, 8256),
-            ld("bias", 1, 32, 8192 + lut + 64), PInsn("store", {"nbytes": 16, "addr": 32768}), run(1, ooff),
+            ld("act", 1, 64, 4160), ld("proto", tbank, 64, 8192), ld("lut", tbank, lut, 8256),
+            ld("bias", tbank, 32, 8192 + lut + 64), PInsn("store", {"nbytes": 16, "addr": 32768}), run(1, ooff),
             PInsn("stamp", {"addr": (1 << 16) + 64}), PInsn("end", {})]
 
 
 def test_fetch_order() -> None:
     """``backend.fetch_order``: behind a table load longer than the run before it, the next run goes ahead of
     the store before it and into the large load's bus word (a smaller load behind the run when the large one
-    would end the word); nothing moves when the load is short, when the run writes the half the store reads,
-    or on a bus word of one instruction."""
+    would end the word); nothing moves when the load is short, when the run writes the half the store reads or
+    reads the tables the loads write, or on a bus word of one instruction."""
     wide = SPEC.config("wide")
     names = lambda seq: [q.mnemonic if q.mnemonic != "load" else ("act", "proto", "lut", "bias")[  # noqa: E731
         [SPEC.enums["buffer"][b] for b in ("act", "proto", "lut", "bias")].index(q.ops["buf"])] for q in seq]
@@ -431,7 +432,8 @@ def test_fetch_order() -> None:
     # one instruction more ahead: the lut at position 8, the run at 9, one word
     assert names(backend.fetch_order(wide, _fetch_case(lead=1))) == [
         "stamp", "quant", *head[1:], "proto", "bias", "lut", "run", "store", "stamp", "end"]
-    for seq in (_fetch_case(lut=64), _fetch_case(ooff=0)):  # a short load; the run in the store's half
+    # a short load; the run in the store's half; the run reading the bank the loads write (its own tables)
+    for seq in (_fetch_case(lut=64), _fetch_case(ooff=0), _fetch_case(tbank=0)):
         assert backend.fetch_order(wide, seq) == seq
     assert backend.fetch_order(SMALL, _fetch_case()) == _fetch_case()  # 8-byte bus: one instruction a word
     # a 256-byte table: 8 cycles at 32 bytes a cycle, shorter than the run before (2 columns x 2 groups x 3

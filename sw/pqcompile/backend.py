@@ -262,7 +262,8 @@ def fetch_order(cfg: HwConfig, seq: list[PInsn], mem_bw: int = 0) -> list[PInsn]
     moved into an op of several runs, ``[loads, store, run]``, the store waits for the load and the run for
     the store: the op computes nothing until the load is done. Where the load takes longer (at ``mem_bw``
     bytes a cycle, 0: one bus word a cycle) than the run before the stores computes plus their transfer, the
-    run goes ahead of the stores when it uses neither output half they read, the set's largest load goes
+    run goes ahead of the stores when it uses neither output half they read nor the table bank the loads
+    write (it is not the first run of their set), the set's largest load goes
     last and the run right behind it in the same bus word (a smaller load of the set goes behind the run
     when the large one would end a bus word; where the run cannot share its word, nothing moves): the run
     then computes while the load runs. Each swap keeps the meaning: the run and the stores touch nothing
@@ -270,7 +271,7 @@ def fetch_order(cfg: HwConfig, seq: list[PInsn], mem_bw: int = 0) -> list[PInsn]
     spec = load_spec()
     table_bufs = {spec.enums["buffer"][b] for b in sim.TABLE_BUFS}
     per = cfg.bus_bytes // isa.insn_bytes()
-    bpc = min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes
+    bpc = sim.bytes_per_cycle(cfg, mem_bw)
     lanes = [int(cfg.params[k]) for k in perf.LANES]
     half = cfg.OutBytes // 2
 
@@ -314,7 +315,7 @@ def fetch_order(cfg: HwConfig, seq: list[PInsn], mem_bw: int = 0) -> list[PInsn]
         _, run_w = sim.resources("run", full(run), st, "", half)
         used = set().union(*(sim.resources("store", full(x), st, "", half)[1] for x in stores))
         if load_cycles <= run_cycles(shape, last_run) + store_cycles or run_w & used or \
-                sim.target(full(run)) != ("out", 0):
+                sim.target(full(run)) != ("out", 0) or shape["bank"] == q.ops["bank"]:
             k = g
             continue
         small = [x for j, x in enumerate(group) if j != big]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import backend, build, graph
+from . import backend, build, graph, sim
 from .clitools import ArgumentParser, printable
 from .options import BuildConfig, OptionError
 from .progress import Phases
@@ -107,7 +107,7 @@ def _auto_line(cfg: HwConfig, mem_bw: int, timed: list[tuple[float, str]]) -> st
     """What ``--batch-from auto`` picked (``backend.auto_split``'s candidates, fastest first), one line."""
     if not timed:
         return "  --batch-from auto: one input a pass, nothing to batch"
-    bw = min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes
+    bw = sim.bytes_per_cycle(cfg, mem_bw)
     best = f"{timed[0][1]} ({timed[0][0]:,.0f} cycles per input)"
     rest = ", ".join(f"{what} {c:,.0f}" for c, what in timed[1:4])
     return (f"  --batch-from auto: {best}, the fastest of {len(timed)} schedules on the cycle model at {bw} bytes a "

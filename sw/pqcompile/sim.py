@@ -285,6 +285,12 @@ def transfer_words(cfg: HwConfig, mnemonic: str, ops: dict[str, int]) -> tuple[i
     return ops["addr"], ops["addr"] + -(-nbytes // cfg.bus_bytes) * cfg.bus_bytes
 
 
+def bytes_per_cycle(cfg: HwConfig, mem_bw: int = 0) -> int:
+    """The bytes a cycle a memory of ``mem_bw`` bytes a cycle delivers over the configuration's bus: ``mem_bw``
+    below a bus word, else (and for 0, no limit) one bus word a cycle."""
+    return min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes
+
+
 class Timeline:
     """The event model of the controller and its units (docs/theory.md, "Decoupled units"): the cycle at
     which each instruction is dispatched and each unit becomes free, under the same dependency rules as
@@ -303,7 +309,7 @@ class Timeline:
 
     def __init__(self, cfg: HwConfig, mem_bw: int = 0) -> None:
         self.cfg = cfg
-        self.bpc = min(mem_bw, cfg.bus_bytes) if mem_bw > 0 else cfg.bus_bytes  # bytes a cycle
+        self.bpc = bytes_per_cycle(cfg, mem_bw)
         self.t = start_cycles(cfg)  # the controller's next fetch
         self.cycles = self.t
         self.ld_free = self.st_free = self.cu_free = 0
