@@ -209,6 +209,16 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
                 info["batching"] = "from" if frm else "passes" if batch else None
             except CompileError:
                 prog = rg.emit(banks, on_chip, mem_bw=mem_bw)
+            # the schedule (moved loads, stores, runs; passes; fetch order) must compute the graph: the golden
+            # simulator's output equals the integer reference the graph was grown with (the regression then
+            # checks the RTL against the simulator)
+            res = sim.run(cfg, prog.mem, prog.insn_base)
+            n = int(rg.x.shape[0])
+            got = backend.read_output(prog.manifest, res.mem).astype(np.int64).reshape(n, -1)
+            if res.err_code or not np.array_equal(got, rg.output().reshape(n, -1)):
+                raise RuntimeError(f"legal_program: the back end's program does not compute its graph (error "
+                                   f"code {res.err_code}, {int((got != rg.output().reshape(n, -1)).sum())} outputs "
+                                   "differ from the integer reference)")
             kept = set(prog.manifest["memory"]["on_chip"].values())
             info["on_chip"] = sorted({"act" if k.startswith("act") else k for k in kept}) or ["memory"]
             return prog, info

@@ -106,6 +106,30 @@ def test_a_mutated_batched_program_is_a_valid_build(tmp_path: Path) -> None:
     assert man["stamps"]["ops"] == m["stamps"]["ops"]
 
 
+def test_a_schedule_that_misses_its_graph_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generator checks every legal program on the golden simulator against the integer reference its
+    graph was grown with, so that a scheduling bug (a move that changes what the stream computes, which the RTL
+    would then reproduce faithfully) stops the regression: a fetch order that takes the bias loads to the end
+    of the stream makes ``legal_program`` raise. No simulator."""
+    import numpy as np
+    import pqa_gen
+
+    from pqcompile import backend
+    from pqcompile.spec import load
+
+    bias = load().enums["buffer"]["bias"]
+
+    def late_bias(cfg: object, seq: list, mem_bw: int = 0) -> list:
+        late = [q for q in seq if q.mnemonic == "load" and q.ops["buf"] == bias]
+        return [q for q in seq[:-1] if not any(q is x for x in late)] + late + seq[-1:]
+
+    cfg = load().config("small")
+    pqa_gen.legal_program(np.random.default_rng(4), cfg)  # the real schedule passes
+    monkeypatch.setattr(backend, "fetch_order", late_bias)
+    with pytest.raises(RuntimeError, match="does not compute its graph"):
+        pqa_gen.legal_program(np.random.default_rng(4), cfg)
+
+
 def test_reserved_bit_mutation_sets_a_reserved_bit() -> None:
     """The generator's `reserved_bit` error sets one reserved bit of one instruction, whatever it picks (it
     crashed when it picked `shape`, which has had no reserved bit since `pack` took bit 7). No simulator."""
