@@ -37,7 +37,16 @@ from graphgen import RandomGraph
 
 from pqcompile import backend, ir, layout, sim
 from pqcompile.errors import CompileError
-from pqcompile.isa import IllegalInstruction, decode, encode, field_limit, field_max, reserved_mask, with_field
+from pqcompile.isa import (
+    IllegalInstruction,
+    decode,
+    encode,
+    field_limit,
+    field_max,
+    insn_bytes,
+    reserved_mask,
+    with_field,
+)
 from pqcompile.spec import HwConfig, load
 
 SHIFT_MAX = field_limit("quant", "shift")  # the largest requantization shift the hardware accepts
@@ -183,7 +192,7 @@ def legal_program(rng: np.random.Generator, cfg: HwConfig) -> tuple[backend.Prog
     loads; a bus of one instruction (``small``, ``default``) draws nothing more."""
     aux = rng.spawn(1)[0]
     bw_rng = aux.spawn(1)[0]
-    per_word = cfg.bus_bytes // 8
+    per_word = cfg.bus_bytes // insn_bytes()
     for _ in range(50):
         act_bits = int(rng.choice([2, 3, 4, 8, int(rng.integers(2, cfg.ActW + 1))]))
         lut_bits = int(rng.choice([2, cfg.LutW, int(rng.integers(2, cfg.LutW + 1))]))
