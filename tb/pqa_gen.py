@@ -489,17 +489,16 @@ def random_job(seed: int, index: int, cfg: HwConfig, outdir: Path, kinds: tuple[
                                   or ("add" in names if e == "add_n_bad" else "fmap" in names)]))
             info["mutation"] = err
             prog = _rebuild(cfg, prog, _mutate(rng, cfg, prog.words, err, prog.manifest["mem_bytes"]))
-    est = sim.run(cfg, prog.mem, prog.insn_base).cycles
+    res = sim.run(cfg, prog.mem, prog.insn_base)  # the expected results (and the length of the run)
     if faults:
         # backpressure costs Python on every cycle (cocotbext-axi pause generators): short programs only
-        if rng.random() < 0.5 and est < 40_000:
+        if rng.random() < 0.5 and res.cycles < 40_000:
             stim["pause"] = float(rng.choice([0.2, 0.5, 0.8]))
             stim["latency"] = int(rng.choice([0, 3, 10]))
         if kind != "words" and rng.random() < 0.15:
             acc = accessed_words(prog, cfg)
             if acc:
                 stim["poison"] = [int(rng.choice(acc))]
-    res = sim.run(cfg, prog.mem, prog.insn_base)
     if faults:
         r = rng.random()
         if r < 0.08:

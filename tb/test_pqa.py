@@ -174,15 +174,18 @@ def test_wide_bus(tmp_path: Path) -> None:
     res = {Path(r["build"]).name: r for r in run("verilator", "wide", [tmp_path / "residual", tmp_path / "slverr",
                                                                         tmp_path / "fetch"])}
     spec = load()
+
+    def program(name: str) -> tuple[dict, list]:  # a build's manifest and its decoded instruction stream
+        man, mem = pqbuild.load(tmp_path / name)
+        return man, [decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little")) for i in range(man["n_insns"])]
+
     r = res["residual"]
     assert r["errors"] == [], r["errors"]
     assert r["info"]["done"] and r["info"]["err_code"] == 0
-    man, mem = pqbuild.load(tmp_path / "residual")
+    man, insns = program("residual")
     assert man["memory"]["on_chip"]  # results stayed on chip
-    shapes = [q for q in (decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little"))
-                          for i in range(man["n_insns"])) if q.mnemonic == "shape"]
+    shapes = [q for q in insns if q.mnemonic == "shape"]
     assert shapes and all(q.ops["pack"] == 1 for q in shapes)  # 8-bit tables on 16-bit entries: packed
-    insns = [decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little")) for i in range(man["n_insns"])]
     bus = cfg.bus_bytes
     loads = sum(-(-q.ops["nbytes"] // bus) * bus for q in insns if q.mnemonic == "load")
     # the last stamp (before `end`) samples every load and one fetch per bus word of instructions up to it
@@ -193,8 +196,7 @@ def test_wide_bus(tmp_path: Path) -> None:
     f = res["fetch"]
     assert f["errors"] == [], f["errors"]
     assert f["info"]["done"] and f["info"]["err_code"] == 0
-    man, mem = pqbuild.load(tmp_path / "fetch")
-    insns = [decode(int.from_bytes(mem[8 * i : 8 * i + 8].tobytes(), "little")) for i in range(man["n_insns"])]
+    _, insns = program("fetch")
     tables = {spec.enums["buffer"][b] for b in ("proto", "lut", "bias")}
     # a run right behind a table load (moved ahead of a store; the plain schedule has none: --mem-bw 0)
     assert any(a.mnemonic == "load" and a.ops["buf"] in tables and b.mnemonic == "run"
