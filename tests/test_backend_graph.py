@@ -6,7 +6,7 @@ padded tensors, memory reuse, the shipped MLP, errors and the report."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1164,6 +1164,65 @@ def test_batch_from_auto(mem_bw: int) -> None:
     assert np.array_equal(backend.read_output(prog.manifest, res.mem).reshape(5, -1).astype(np.int64),
                           ref_graph(g, b.x)[out].reshape(5, -1))
     assert backend.auto_split(SMALL, g, b.x[:1], 4, mem_bw) == (None, 1, [])
+
+
+def test_op_moves() -> None:
+    """``op_moves``: each op taken out and put back anywhere after the ops it reads and before the ops that read
+    it, never across ``batch_from`` (worked out by hand on the mini ResNet: only the block's second conv and its
+    shortcut can move; ``short after body0`` is ``body1 after short`` again)."""
+    b, _ = _mini_resnet(n=2)
+    g = b.graph("fc.out")
+    both = [(("stem", "body0", "short", "body1", "add", "gap", "fc"), "body1 after short"),
+            (("stem", "short", "body0", "body1", "add", "gap", "fc"), "short after stem")]
+    assert backend.op_moves(g) == both
+    assert backend.op_moves(g, "add") == both  # every move stays before add
+    assert backend.op_moves(g, "body1") == []  # body1 stays; short would cross it
+    assert backend.op_moves(g, "short") == []
+    first = ir.Graph(g.name, g.tensors, [g.ops[i] for i in (0, 3, 1, 2, 4, 5, 6)], g.input, g.output)
+    assert [w for _, w in backend.op_moves(first)] == ["short after body0", "short after body1"]
+
+
+def _block_then_conv(n: int, seed: int = 3) -> tuple[Builder, str]:
+    """A down-sampling residual block (strided conv, conv, 1x1 shortcut, add) and a conv after it: the order
+    of the shortcut decides which op's compute the next op's table loads under."""
+    b = Builder(_inputs(np.random.default_rng(seed), n, (8, 8, 3)), seed=seed)
+    h = b.pq("stem", "x", m=8, k=8, v=6, kh=3, pad=1, bits=7, unsigned=True)
+    y = b.pq("body0", h, m=16, k=16, v=8, kh=3, stride=2, pad=1)
+    y = b.pq("body1", y, m=16, k=16, v=8, kh=3, pad=1, relu=False)
+    s = b.pq("short", h, m=16, k=16, v=4, kh=1, stride=2, relu=False)
+    r = b.add("add", y, s)
+    y = b.pq("next", r, m=16, k=16, v=8, kh=3, pad=1)
+    return b, b.pq("fc", b.pool("gap", y), m=10, k=16, v=8, relu=False)
+
+
+def test_order_ops() -> None:
+    """``order_ops`` (``--op-order auto``) at 1 byte a cycle: the block's shortcut goes before its second conv,
+    which then carries the next conv's table; the order it returns is the fastest of the model's and every one
+    move away, timed here on the cycle model, and its program's outputs are the integer reference's."""
+    b, out = _block_then_conv(n=2)
+    g = b.graph(out)
+
+    def cycles(order: Sequence[str]) -> float:
+        h = ir.Graph(g.name, g.tensors, [next(op for op in g.ops if op.name == n) for n in order], g.input, out)
+        p = backend.emit_graph(SMALL, h, b.x, mem_bw=1)
+        return sim.run(SMALL, p.mem, p.insn_base, mem_bw=1).cycles / 2
+
+    model = [op.name for op in g.ops]
+    h, moved, timed = backend.order_ops(SMALL, g, b.x, mem_bw=1)
+    assert moved == ["body1 after short"]
+    assert [op.name for op in h.ops] == ["stem", "body0", "short", "body1", "add", "next", "gap", "fc"]
+    assert timed == [cycles(model), cycles([op.name for op in h.ops])]
+    assert timed[1] < timed[0]
+    assert timed[1] == min(cycles(order) for order, _ in backend.op_moves(g))
+    prog = backend.emit_graph(SMALL, h, b.x, mem_bw=1)
+    res = backend.simulate(SMALL, prog)
+    assert np.array_equal(backend.read_output(prog.manifest, res.mem).reshape(2, -1).astype(np.int64),
+                          ref_graph(g, b.x)[out].reshape(2, -1))
+    assert [lay["name"] for lay in prog.manifest["layers"]] == [op.name for op in h.ops]
+    # the pick depends on the bandwidth: at 8 bytes a cycle the shortcut goes first
+    assert backend.order_ops(SMALL, g, b.x, mem_bw=8)[1] == ["short after stem"]
+    chain = ir.Graph(g.name, g.tensors, g.ops[:3], g.input, g.ops[2].out)  # nothing can move, nothing simulated
+    assert backend.order_ops(SMALL, chain, b.x) == (chain, [], [])
 
 
 def test_batch_from_refuses() -> None:

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases import copy_build
+from cases import copy_build, residual_arch
 
 from pqcompile import build as pqbuild
 from pqcompile import cli
+from pqmodel.model import build as build_model
+from pqmodel.model import save as save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "digits_mlp.pt"
@@ -302,6 +304,36 @@ def test_batch_from_auto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     what = {None: "every op batched" if man["batch"] == 3 else "one input a pass", "layers.2": "layers.2"}
     assert line.startswith(f"  --batch-from auto: {what[man.get('batch_from')]} (")
     assert cli.main([str(MODEL), "-o", str(plain), *args, "-q"]) == 0
+    assert np.array_equal(np.load(auto / "expected_output.npy"), np.load(plain / "expected_output.npy"))
+
+
+def test_op_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--op-order auto`` (the default) on a residual CNN whose block is followed by a conv, scheduled for 1
+    byte a cycle: one line naming the move (the block's second conv after its shortcut) and the cycles per input
+    before and after it; the manifest lists the ops in the order they run; ``--op-order model`` keeps the
+    model's order; the outputs are the same."""
+    arch = residual_arch()
+    arch["layers"][5:5] = [{"type": "pq_conv2d", "in_channels": 8, "out_channels": 8, "kernel_size": 3, "stride": 1,
+                            "padding": 1, "k": 8, "v": 8, "metric": "l2", "bias": False}, {"type": "relu"}]
+    torch.manual_seed(5)
+    model = tmp_path / "block_then_conv.pt"
+    save_model(build_model(arch).eval(), arch, model, {})
+    args = [str(model), "--config", "small", "--inputs", "random", "--count", "2", "--mem-bw", "1"]
+    auto, plain = tmp_path / "auto", tmp_path / "plain"
+    assert cli.main([*args, "-o", str(auto)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "--op-order" in ln)
+    m = re.fullmatch(r"  --op-order auto: layers\.3\.body\.3 after layers\.3\.shortcut\.0: ([\d,]+) cycles per input "
+                     r"on the cycle model at 1 byte a cycle \(the model's order: ([\d,]+)\)", line)
+    assert m, line
+    after, before = (int(g.replace(",", "")) for g in m.groups())
+    assert after < before
+    assert cli.main([*args, "-o", str(plain), "--op-order", "model", "-q"]) == 0
+    man_a, man_p = (json.loads((d / "manifest.json").read_text()) for d in (auto, plain))
+    model_order = ["layers.0", "layers.3.body.0", "layers.3.body.3", "layers.3.shortcut.0", "layers.3", "layers.5",
+                   "layers.7", "layers.8"]
+    assert [lay["name"] for lay in man_p["layers"]] == model_order
+    assert [lay["name"] for lay in man_a["layers"]] == [model_order[i] for i in (0, 1, 3, 2, 4, 5, 6, 7)]
+    assert (man_a["build_config"]["op_order"], man_p["build_config"]["op_order"]) == ("auto", "model")
     assert np.array_equal(np.load(auto / "expected_output.npy"), np.load(plain / "expected_output.npy"))
 
 

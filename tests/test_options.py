@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_round_trip_through_json() -> None:
     bc = BuildConfig(config="small", inputs="random", count=7, seed=3, act_bits=4, lut_bits=6, act_calib="mse",
                      lut_calib="percentile", host_layers=("layers.0,layers.1", "layers.9"), batch=2,
-                     batch_from="layers.3")
+                     batch_from="layers.3", op_order="model")
     assert BuildConfig.from_json(json.loads(json.dumps(BuildConfig(batch_from="auto", mem_bw=94).to_json()))) == \
         BuildConfig(batch_from="auto", mem_bw=94)
     assert bc.host_layers == ("layers.0", "layers.1", "layers.9")  # commas separate names too
     d = json.loads(json.dumps(bc.to_json()))
     assert d == {"config": "small", "inputs": "random", "count": 7, "seed": 3, "act_bits": 4, "lut_bits": 6,
                  "act_calib": "mse", "lut_calib": "percentile", "host_layers": ["layers.0", "layers.1", "layers.9"],
-                 "batch": 2, "batch_from": "layers.3", "mem_bw": 0}
+                 "batch": 2, "batch_from": "layers.3", "mem_bw": 0, "op_order": "model"}
     assert BuildConfig.from_json(d) == bc
 
 
@@ -37,6 +37,7 @@ def test_round_trip_through_json() -> None:
     ({"batch_from": "auto", "mem_bw": -1}, "--mem-bw must be 0"),
     ({"mem_bw": "94"}, "mem_bw must be an integer"),
     ({"act_calib": "median"}, "act_calib must be one of max, percentile, mse"),
+    ({"op_order": "fastest"}, "op_order must be one of auto, model"),
     ({"lut_bits": 4.5}, "lut_bits must be an integer or null"),
     ({"count": True}, "count must be an integer"),
     ({"config": 3}, "config must be a string"),

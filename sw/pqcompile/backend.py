@@ -501,6 +501,71 @@ def auto_split(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None, mem
     return frm, b, [(c, cands[j][2]) for c, j in timed]
 
 
+def op_moves(g: ir.Graph, batch_from: str | None = None) -> list[tuple[tuple[str, ...], str]]:
+    """The op orders one move away from ``g.ops``'s: one op taken out and put at another place where it still
+    comes after the ops that compute its inputs and before the ops that read its result (a topological order:
+    the results never change). An op never crosses ``batch_from`` (which stays where it is), so the ops that run
+    one input at a time stay those. Each order once, as the ops' names, with the move in words ("layers.9.
+    shortcut.0 after layers.9.body.0"), in the order the moves are found."""
+    names = [op.name for op in g.ops]
+    made = {op.out: op.name for op in g.ops}
+    needs = {op.name: {made[t] for t in g.op_inputs(op) if t in made} for op in g.ops}
+    k = split_point(g, batch_from)
+    seen = {tuple(names)}
+    orders: list[tuple[tuple[str, ...], str]] = []
+    for i, name in enumerate(names):
+        if name == batch_from:
+            continue
+        rest = names[:i] + names[i + 1:]
+        readers = [j for j, r in enumerate(rest) if name in needs[r]]
+        lo = max((j + 1 for j, r in enumerate(rest) if r in needs[name]), default=0)
+        hi = min(readers, default=len(rest))
+        if k:  # stay on this side of the split (batch_from's index in rest)
+            s = rest.index(batch_from)
+            lo, hi = (lo, min(hi, s)) if i < k else (max(lo, s + 1), hi)
+        for p in range(lo, hi + 1):
+            order = tuple(rest[:p] + [name] + rest[p:])
+            if order not in seen:
+                seen.add(order)
+                orders.append((order, f"{name} after {rest[p - 1]}" if p else f"{name} first"))
+    return orders
+
+
+def order_ops(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None = None, batch_from: str | None = None,
+              mem_bw: int = 0) -> tuple[ir.Graph, list[str], list[float]]:
+    """``--op-order auto``: the order of ``g``'s ops that the cycle model finishes soonest, found by moving one op
+    at a time (:func:`op_moves`) as long as a move makes the schedule faster (the fastest move first). Each
+    order is timed as :func:`auto_split` times a schedule: emitted for the first pass's inputs of ``x`` (``batch``,
+    ``batch_from``) and run on the golden simulator at ``mem_bw`` bytes a cycle. Where ops do not depend on each
+    other (a residual block's shortcut conv and its body), the order decides which table loads during which op's
+    compute: a small op that carries a large table waits for it. Returns the graph with its ops in that order
+    (``g`` itself when no move pays), and the cycles per input of the model's order and of the one returned."""
+    x = np.asarray(x)
+    bsz = min(batch or len(x), len(x))
+    by_name = {op.name: op for op in g.ops}
+
+    def cycles(order: Sequence[str]) -> float:
+        h = replace(g, ops=[by_name[n] for n in order])
+        prog = emit_graph(cfg, h, x[:bsz], batch=bsz, batch_from=batch_from, mem_bw=mem_bw)
+        res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
+        if res.err_code or not res.done:
+            raise RuntimeError(f"order_ops: the golden simulator did not finish the order {', '.join(order)} "
+                               f"(error code {res.err_code})")
+        return res.cycles / bsz
+
+    cur, made, timed = g, [], []
+    while moves := op_moves(cur, batch_from):
+        if not timed:
+            timed.append(cycles([op.name for op in g.ops]))
+        t, j = min((cycles(order), j) for j, (order, _) in enumerate(moves))
+        if t >= timed[-1]:
+            break
+        cur = replace(g, ops=[by_name[n] for n in moves[j][0]])
+        made.append(moves[j][1])
+        timed.append(t)
+    return cur, made, timed
+
+
 def handed_on(g: ir.Graph, k: int) -> list[str]:
     """The tensors that ops before op ``k`` compute and ops from ``k`` on read (the graph input aside: it has
     its own region), in the order the ops compute them."""

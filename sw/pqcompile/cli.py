@@ -27,7 +27,7 @@ import torch
 
 from . import backend, build, graph, sim
 from .clitools import ArgumentParser, printable
-from .options import BuildConfig, OptionError
+from .options import OP_ORDERS, BuildConfig, OptionError
 from .progress import Phases
 from .spec import HwConfig
 from .spec import load as load_spec
@@ -103,15 +103,19 @@ def _check_out(out: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _bytes(n: int) -> str:
+    return f"{n} byte" if n == 1 else f"{n} bytes"
+
+
 def _auto_line(cfg: HwConfig, mem_bw: int, timed: list[tuple[float, str]]) -> str:
     """What ``--batch-from auto`` picked (``backend.auto_split``'s candidates, fastest first), one line."""
     if not timed:
         return "  --batch-from auto: one input a pass, nothing to batch"
-    bw = sim.bytes_per_cycle(cfg, mem_bw)
+    bw = _bytes(sim.bytes_per_cycle(cfg, mem_bw))
     best = f"{timed[0][1]} ({timed[0][0]:,.0f} cycles per input)"
     rest = ", ".join(f"{what} {c:,.0f}" for c, what in timed[1:4])
-    return (f"  --batch-from auto: {best}, the fastest of {len(timed)} schedules on the cycle model at {bw} bytes a "
-            f"cycle (next: {rest})")
+    return (f"  --batch-from auto: {best}, the fastest of {len(timed)} schedules on the cycle model at {bw} a cycle "
+            f"(next: {rest})")
 
 
 def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, quiet: bool = False
@@ -147,6 +151,10 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
             if batch_from == backend.AUTO:
                 batch_from, batch, timed = backend.auto_split(cfg, g, xq, batch, bc.mem_bw)
                 say(_auto_line(cfg, bc.mem_bw, timed))
+            if bc.op_order == "auto":
+                g, moved, timed_order = backend.order_ops(cfg, g, xq, batch, batch_from, bc.mem_bw)
+                if timed_order:
+                    say(_order_line(cfg, bc.mem_bw, moved, timed_order))
             prog = backend.emit_graph(cfg, g, xq, name=name, batch=batch, batch_from=batch_from, mem_bw=bc.mem_bw)
         with phases.phase("simulate"):
             res = backend.simulate(cfg, prog)
@@ -198,6 +206,17 @@ def report(manifest: dict[str, Any]) -> str:
     return backend.format_report(manifest)
 
 
+def _order_line(cfg: HwConfig, mem_bw: int, moved: list[str], timed: list[float]) -> str:
+    """What ``--op-order auto`` did (``backend.order_ops``: its moves, and the cycles per input of the model's
+    order and after each move), one line."""
+    bw = _bytes(sim.bytes_per_cycle(cfg, mem_bw))
+    if not moved:
+        return (f"  --op-order auto: the model's order, no move faster on the cycle model at {bw} a cycle "
+                f"({timed[0]:,.0f} cycles per input)")
+    return (f"  --op-order auto: {'; '.join(moved)}: {timed[-1]:,.0f} cycles per input on the cycle model at {bw} a "
+            f"cycle (the model's order: {timed[0]:,.0f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     from pqmodel.model import ModelFormatError
 
@@ -224,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the memory bandwidth in bytes a cycle the schedule assumes (where long table loads go, "
                          "--batch-from auto's choice; default 0: one bus word a cycle; the results never depend "
                          "on it)")
+    ap.add_argument("--op-order", default="auto", choices=list(OP_ORDERS),
+                    help="'auto' (default): where ops do not depend on each other (a residual block's shortcut "
+                         "and body), the order the cycle model finishes soonest at --mem-bw; 'model': the "
+                         "model's order (the results never depend on it)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
     ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
                     help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "
@@ -241,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bc = BuildConfig(args.config, args.inputs, args.count, args.seed, args.act_bits, args.lut_bits,
                          args.act_calib, args.lut_calib, tuple(args.host_layers), args.batch, args.batch_from,
-                         args.mem_bw)
+                         args.mem_bw, args.op_order)
         compile_model(args.model, args.out, bc, quiet=args.quiet)
     except (ModelFormatError, backend.CompileError, UsageError, OptionError, build.BuildError) as exc:
         print(f"pqcompile: error: {printable(exc, 1000)}", file=sys.stderr)

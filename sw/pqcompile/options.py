@@ -10,6 +10,8 @@ from typing import Any
 
 from .quantize import CALIB_METHODS
 
+OP_ORDERS = ("auto", "model")  # --op-order
+
 
 class OptionError(ValueError):
     """A build configuration value out of its range, naming the option."""
@@ -31,6 +33,8 @@ class BuildConfig:
     # "auto": the schedule the cycle model finishes soonest (backend.auto_split; it may change batch to 1)
     mem_bw: int = 0  # bytes a cycle the schedule assumes the memory delivers (0: one bus word a cycle): the order
     # of long table loads (backend.fetch_order) and --batch-from auto's choice
+    op_order: str = "auto"  # "auto": the order of independent ops the cycle model finishes soonest
+    # (backend.order_ops); "model": the model's own order
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -56,6 +60,8 @@ class BuildConfig:
             raise OptionError("--batch must be at least 1")
         if self.mem_bw < 0:
             raise OptionError("--mem-bw must be 0 (one bus word a cycle) or a positive number of bytes a cycle")
+        if self.op_order not in OP_ORDERS:
+            raise OptionError(f"op_order must be one of {', '.join(OP_ORDERS)}, got {self.op_order!r}")
         if self.seed < 0:
             raise OptionError("--seed must be a non-negative integer")
         for name in ("act_calib", "lut_calib"):
