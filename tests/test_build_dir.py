@@ -335,6 +335,20 @@ def test_op_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert [lay["name"] for lay in man_a["layers"]] == [model_order[i] for i in (0, 1, 3, 2, 4, 5, 6, 7)]
     assert (man_a["build_config"]["op_order"], man_p["build_config"]["op_order"]) == ("auto", "model")
     assert np.array_equal(np.load(auto / "expected_output.npy"), np.load(plain / "expected_output.npy"))
+    # one input a pass: the stream with every other pass's act banks swapped is timed against the plain one
+    passes = tmp_path / "passes"
+    assert cli.main([*args, "-o", str(passes), "--batch", "1"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "act banks" in ln)
+    m = re.fullmatch(r"  --op-order auto: every (other pass with its act banks swapped|pass with the same act banks): "
+                     r"([\d,]+) cycles per input over the first passes on the cycle model at 1 byte a cycle "
+                     r"\((with|without) the swap: ([\d,]+)\)", line)
+    assert m, line
+    swapped = m.group(1).startswith("other")
+    assert m.group(3) == ("without" if swapped else "with")
+    assert int(m.group(2).replace(",", "")) <= int(m.group(4).replace(",", ""))
+    man = json.loads((passes / "manifest.json").read_text())
+    assert man.get("mirror", False) == swapped and man["passes"] == 2
+    assert np.array_equal(np.load(passes / "expected_output.npy"), np.load(plain / "expected_output.npy"))
 
 
 def test_count_beyond_the_input_bound_is_refused_before_allocating(tmp_path: Path,

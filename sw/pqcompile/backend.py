@@ -566,6 +566,44 @@ def order_ops(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None = Non
     return cur, made, timed
 
 
+def mirror_banks(q: PInsn) -> PInsn:
+    """``q`` with act banks 0 and 1 swapped (a `load` into the act buffer, the `src` and an act `dst` of `run`,
+    `pool` and `add`); anything else unchanged. A program whose every instruction is mirrored computes the same:
+    the two banks are alike."""
+    spec = load_spec()
+    act, a0, a1 = spec.enums["buffer"]["act"], spec.enums["target"]["act0"], spec.enums["target"]["act1"]
+    if q.mnemonic == "load" and q.ops["buf"] == act:
+        return q.copy({**q.ops, "bank": 1 - int(q.ops.get("bank", 0))})
+    if q.mnemonic in sim.COMPUTE:
+        dst = q.ops.get("dst", spec.enums["target"]["out"])
+        return q.copy({**q.ops, "src": 1 - int(q.ops.get("src", 0)), "dst": {a0: a1, a1: a0}.get(dst, dst)})
+    return q
+
+
+def choose_mirror(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None = None,
+                  batch_from: str | None = None, mem_bw: int = 0) -> tuple[bool, list[float]]:
+    """Whether the stream runs faster with every other pass mirrored (``emit_graph(mirror=True)``): where a
+    pass takes its input in the act bank it uses last, the next pass's input can load only after it, and
+    in the mirrored pass it goes into the other bank, which the pass before frees earlier. Timed on the cycle
+    model at ``mem_bw`` over the first two passes' inputs (the first pass's with ``batch_from``: its inputs
+    run one by one); returns the pick and the cycles per input without and with, or (False, []) when the
+    program has no second pass or run to mirror."""
+    x = np.asarray(x)
+    bsz = min(batch or len(x), len(x))
+    n = min(len(x), 2 * bsz)
+    if n <= 1 or (n == bsz and not batch_from):
+        return False, []
+    timed = []
+    for flip in (False, True):
+        prog = emit_graph(cfg, g, x[:n], batch=bsz, batch_from=batch_from, mem_bw=mem_bw, mirror=flip)
+        res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
+        if res.err_code or not res.done:
+            raise RuntimeError(f"choose_mirror: the golden simulator did not finish the stream (error code "
+                               f"{res.err_code})")
+        timed.append(res.cycles / n)
+    return timed[1] < timed[0], timed
+
+
 def handed_on(g: ir.Graph, k: int) -> list[str]:
     """The tensors that ops before op ``k`` compute and ops from ``k`` on read (the graph input aside: it has
     its own region), in the order the ops compute them."""
@@ -575,7 +613,7 @@ def handed_on(g: ir.Graph, k: int) -> list[str]:
 
 def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = None,
                table_banks: Sequence[int] | None = None, on_chip: bool = True, batch: int | None = None,
-               batch_from: str | None = None, mem_bw: int = 0) -> Program:
+               batch_from: str | None = None, mem_bw: int = 0, mirror: bool = False) -> Program:
     """Lay out memory and emit the instruction stream that runs graph ``g`` on the integer inputs ``x``
     ([N, h, w, ch] channels-last, or [N, h*w*ch]) of its input tensor. ``table_banks``: the table bank of
     each PQ op (:func:`schedule`; default: alternating). ``on_chip``: results stay on chip as the next
@@ -588,7 +626,9 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     once; the tensors the first part hands the second (:func:`handed_on`) hold the pass's B inputs in memory.
     ``mem_bw``: the memory bandwidth (bytes a cycle; 0: one bus word a cycle) the schedule assumes: where long
     table loads go (:func:`fetch_order`); with ``batch_from`` ``"auto"`` the schedule :func:`auto_split` picks
-    for it, which may be every op batched or one input a pass. The results never depend on it.
+    for it, which may be every op batched or one input a pass. The results never depend on it. ``mirror``: every
+    other pass (or one-input run before ``batch_from``) runs with its act banks swapped (:func:`mirror_banks`;
+    :func:`choose_mirror` says when it pays).
     A pass then has one part-one run per input and one part-two run after them, and the stamps follow the ops
     that run (the manifest's ``stamps.ops``)."""
     check_graph(cfg, g)
@@ -717,10 +757,12 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
     # prefetched during the pass before it; an absent op (None) is an empty plan without a stamp
     flat: list[OpPlan] = []
     present: list[bool] = []
-    for pp in stream:
+    flip = mirror and len(stream) > 1
+    for e, pp in enumerate(stream):
         for i, (p, offs) in enumerate(pp):
             base = p if p is not None else plans[i]
-            flat.append(replace(base, insns=[resolve(ins, offs) for ins in p.insns] if p is not None else []))
+            insns = [resolve(ins, offs) for ins in p.insns] if p is not None else []
+            flat.append(replace(base, insns=[mirror_banks(q) for q in insns] if flip and e % 2 else insns))
             present.append(p is not None)
     seq: list[PInsn] = [PInsn("stamp", {"addr": build.stamp_addr(stamps, 0)})]
     banks = None
@@ -761,6 +803,7 @@ def emit_graph(cfg: HwConfig, g: ir.Graph, x: np.ndarray, name: str | None = Non
         "batch": bsz,
         "passes": len(passes),
         **({"batch_from": g.ops[split].name} if split else {}),
+        **({"mirror": True} if flip else {}),
         "input": region(g.input),
         "output": region(g.output),
         "stamps": stamps,
@@ -898,7 +941,8 @@ def format_report(manifest: dict[str, Any], rows: list[dict[str, Any]] | None = 
         tables = (f"the ops before {frm} one input at a time, {frm} and the ops after it over the pass's inputs "
                   "at once, their tables loaded once a pass" if frm else "every op's tables loaded once a pass")
         lines.append(f"  batch {manifest.get('batch', n_in)}: {n_in} inputs in {passes} pass{'es' * (passes > 1)}, "
-                     f"{tables}; predicted {pred / max(1, n_in):.0f} cycles per input")
+                     f"{tables}; predicted {pred / max(1, n_in):.0f} cycles per input (the cycle model at one bus "
+                     f"word, {int(manifest['config_params']['AxiDataWidth']) // 8} bytes, a cycle)")
     mem = manifest.get("memory")
     if mem:
         lines.append(f"  memory: {mem['instructions']} B instructions, {mem['tables']} B tables, activations "

@@ -147,7 +147,7 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
             g = fe.graph
             xq = fe.quantize_input(x)
         with phases.phase("emit"):
-            batch, batch_from = bc.batch, bc.batch_from
+            batch, batch_from, mirror = bc.batch, bc.batch_from, False
             if batch_from == backend.AUTO:
                 batch_from, batch, timed = backend.auto_split(cfg, g, xq, batch, bc.mem_bw)
                 say(_auto_line(cfg, bc.mem_bw, timed))
@@ -155,7 +155,11 @@ def compile_model(model_path: str, out: str, bc: BuildConfig | None = None, *, q
                 g, moved, timed_order = backend.order_ops(cfg, g, xq, batch, batch_from, bc.mem_bw)
                 if timed_order:
                     say(_order_line(cfg, bc.mem_bw, moved, timed_order))
-            prog = backend.emit_graph(cfg, g, xq, name=name, batch=batch, batch_from=batch_from, mem_bw=bc.mem_bw)
+                mirror, timed_mirror = backend.choose_mirror(cfg, g, xq, batch, batch_from, bc.mem_bw)
+                if timed_mirror:
+                    say(_mirror_line(cfg, bc.mem_bw, mirror, timed_mirror))
+            prog = backend.emit_graph(cfg, g, xq, name=name, batch=batch, batch_from=batch_from, mem_bw=bc.mem_bw,
+                                      mirror=mirror)
         with phases.phase("simulate"):
             res = backend.simulate(cfg, prog)
         with phases.phase("check"):
@@ -215,6 +219,14 @@ def _order_line(cfg: HwConfig, mem_bw: int, moved: list[str], timed: list[float]
                 f"({timed[0]:,.0f} cycles per input)")
     return (f"  --op-order auto: {'; '.join(moved)}: {timed[-1]:,.0f} cycles per input on the cycle model at {bw} a "
             f"cycle (the model's order: {timed[0]:,.0f})")
+
+
+def _mirror_line(cfg: HwConfig, mem_bw: int, mirror: bool, timed: list[float]) -> str:
+    """What ``--op-order auto`` chose for the act banks of every other pass (``backend.choose_mirror``)."""
+    bw = _bytes(sim.bytes_per_cycle(cfg, mem_bw))
+    what = "every other pass with its act banks swapped" if mirror else "every pass with the same act banks"
+    return (f"  --op-order auto: {what}: {min(timed):,.0f} cycles per input over the first passes on the cycle "
+            f"model at {bw} a cycle ({'without' if mirror else 'with'} the swap: {max(timed):,.0f})")
 
 
 def main(argv: list[str] | None = None) -> int:
