@@ -305,15 +305,21 @@ def test_conv_that_cannot_be_banded_is_named() -> None:
 # ------------------------------------------------------------------------------------------------------------
 # a network: conv, strided conv, projection shortcut, add, pool, flatten-linear
 # ------------------------------------------------------------------------------------------------------------
-def _mini_resnet(n: int = 2, seed: int = 11, fc: bool = True) -> tuple[Builder, str]:
-    """A residual CNN on 8x8x3 inputs: stem, two convs and a strided 1x1 shortcut, add, pool, and (``fc``) a
-    linear classifier."""
+def _stem_and_block(n: int, seed: int, short_k: int = 8) -> tuple[Builder, str]:
+    """On n 8x8x3 inputs: a stem conv and a down-sampling residual block (strided conv, conv, strided 1x1
+    shortcut with ``short_k`` prototypes, add); the builder and the block's output."""
     b = Builder(_inputs(np.random.default_rng(seed), n, (8, 8, 3)), seed=seed)
     h = b.pq("stem", "x", m=8, k=8, v=6, kh=3, pad=1, bits=7, unsigned=True)
     y = b.pq("body0", h, m=16, k=16, v=8, kh=3, stride=2, pad=1)
     y = b.pq("body1", y, m=16, k=16, v=8, kh=3, pad=1, relu=False)
-    s = b.pq("short", h, m=16, k=8, v=4, kh=1, stride=2, relu=False)
-    r = b.add("add", y, s)
+    s = b.pq("short", h, m=16, k=short_k, v=4, kh=1, stride=2, relu=False)
+    return b, b.add("add", y, s)
+
+
+def _mini_resnet(n: int = 2, seed: int = 11, fc: bool = True) -> tuple[Builder, str]:
+    """A residual CNN on 8x8x3 inputs: stem, two convs and a strided 1x1 shortcut, add, pool, and (``fc``) a
+    linear classifier."""
+    b, r = _stem_and_block(n, seed)
     p = b.pool("gap", r)
     return b, b.pq("fc", p, m=10, k=16, v=8, relu=False) if fc else p
 
@@ -1185,12 +1191,7 @@ def test_op_moves() -> None:
 def _block_then_conv(n: int, seed: int = 3) -> tuple[Builder, str]:
     """A down-sampling residual block (strided conv, conv, 1x1 shortcut, add) and a conv after it: the order
     of the shortcut decides which op's compute the next op's table loads under."""
-    b = Builder(_inputs(np.random.default_rng(seed), n, (8, 8, 3)), seed=seed)
-    h = b.pq("stem", "x", m=8, k=8, v=6, kh=3, pad=1, bits=7, unsigned=True)
-    y = b.pq("body0", h, m=16, k=16, v=8, kh=3, stride=2, pad=1)
-    y = b.pq("body1", y, m=16, k=16, v=8, kh=3, pad=1, relu=False)
-    s = b.pq("short", h, m=16, k=16, v=4, kh=1, stride=2, relu=False)
-    r = b.add("add", y, s)
+    b, r = _stem_and_block(n, seed, short_k=16)
     y = b.pq("next", r, m=16, k=16, v=8, kh=3, pad=1)
     return b, b.pq("fc", b.pool("gap", y), m=10, k=16, v=8, relu=False)
 
