@@ -539,7 +539,8 @@ def order_ops(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None = Non
     ``batch_from``) and run on the golden simulator at ``mem_bw`` bytes a cycle. Where ops do not depend on each
     other (a residual block's shortcut conv and its body), the order decides which table loads during which op's
     compute: a small op that carries a large table waits for it. Returns the graph with its ops in that order
-    (``g`` itself when no move pays), and the cycles per input of the model's order and of the one returned."""
+    (``g`` itself when no move pays), the moves made (:func:`op_moves`' words) and the cycles per input of the
+    model's order and after each move (``[]``, nothing simulated, when no op can move)."""
     x = np.asarray(x)
     bsz = min(batch or len(x), len(x))
     by_name = {op.name: op for op in g.ops}
@@ -585,9 +586,10 @@ def choose_mirror(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None =
     """Whether the stream runs faster with every other pass mirrored (``emit_graph(mirror=True)``): where a
     pass takes its input in the act bank it uses last, the next pass's input can load only after it, and
     in the mirrored pass it goes into the other bank, which the pass before frees earlier. Timed on the cycle
-    model at ``mem_bw`` over the first two passes' inputs (the first pass's with ``batch_from``: its inputs
-    run one by one); returns the pick and the cycles per input without and with, or (False, []) when the
-    program has no second pass or run to mirror."""
+    model at ``mem_bw`` over the first two passes' inputs (the one pass's when there is one: with
+    ``batch_from`` its inputs run one by one, and every other one is mirrored); returns the pick and the cycles
+    per input without and with, or (False, []) when the program has nothing to mirror (one pass, no
+    ``batch_from``)."""
     x = np.asarray(x)
     bsz = min(batch or len(x), len(x))
     n = min(len(x), 2 * bsz)

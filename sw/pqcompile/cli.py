@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                          "on it)")
     ap.add_argument("--op-order", default="auto", choices=list(OP_ORDERS),
                     help="'auto' (default): where ops do not depend on each other (a residual block's shortcut "
-                         "and body), the order the cycle model finishes soonest at --mem-bw; 'model': the "
-                         "model's order (the results never depend on it)")
+                         "and body), the order the cycle model finishes soonest at --mem-bw, and in a stream of "
+                         "passes every other pass with its act banks swapped where that is faster; 'model': the "
+                         "model's order, no swap (the results never depend on it)")
     ap.add_argument("--seed", type=int, default=0, help="seed of --inputs random (default 0)")
     ap.add_argument("--host-layers", nargs="+", default=[], metavar="NAME",
                     help="top-level model layers (layers.<i>, as in the error messages) run on the host: a "
