@@ -472,6 +472,18 @@ def split_point(g: ir.Graph, batch_from: str | None) -> int:
 AUTO = "auto"  # --batch-from auto: auto_split picks the schedule
 
 
+def timed_schedule(cfg: HwConfig, g: ir.Graph, x: np.ndarray, mem_bw: int, what: str, **emit: Any) -> float:
+    """Cycles per input of the program :func:`emit_graph` makes of ``g`` on inputs ``x`` (with ``emit``'s
+    options) on the cycle model at ``mem_bw`` bytes a cycle: how the compiler's searches (:func:`auto_split`,
+    :func:`order_ops`, :func:`choose_mirror`) compare schedules. ``what`` names the schedule in the error a
+    program that does not finish raises (a compiler bug)."""
+    prog = emit_graph(cfg, g, x, mem_bw=mem_bw, **emit)
+    res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
+    if res.err_code or not res.done:
+        raise RuntimeError(f"the golden simulator did not finish {what} (error code {res.err_code})")
+    return res.cycles / len(x)
+
+
 def auto_split(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None, mem_bw: int = 0
                ) -> tuple[str | None, int, list[tuple[float, str]]]:
     """``--batch-from auto``: the schedule of a pass of ``batch`` inputs (default: all of ``x``) that the cycle
@@ -488,15 +500,8 @@ def auto_split(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None, mem
     cands: list[tuple[str | None, int, str]] = [(None, 1, "one input a pass"), (None, bsz, "every op batched")]
     cands += [(op.name, bsz, op.name) for i, op in enumerate(g.ops)
               if i and isinstance(op, ir.PQOp) and max(done) >= i]
-    timed = []
-    for j, (frm, b, what) in enumerate(cands):
-        prog = emit_graph(cfg, g, x[:bsz], batch=b, batch_from=frm, mem_bw=mem_bw)
-        res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
-        if res.err_code or not res.done:
-            raise RuntimeError(f"auto_split: the golden simulator did not finish the {what} schedule "
-                               f"(error code {res.err_code})")
-        timed.append((res.cycles / bsz, j))
-    timed.sort()
+    timed = sorted((timed_schedule(cfg, g, x[:bsz], mem_bw, f"the {what} schedule", batch=b, batch_from=frm), j)
+                   for j, (frm, b, what) in enumerate(cands))
     frm, b, _ = cands[timed[0][1]]
     return frm, b, [(c, cands[j][2]) for c, j in timed]
 
@@ -546,13 +551,8 @@ def order_ops(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None = Non
     by_name = {op.name: op for op in g.ops}
 
     def cycles(order: Sequence[str]) -> float:
-        h = replace(g, ops=[by_name[n] for n in order])
-        prog = emit_graph(cfg, h, x[:bsz], batch=bsz, batch_from=batch_from, mem_bw=mem_bw)
-        res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
-        if res.err_code or not res.done:
-            raise RuntimeError(f"order_ops: the golden simulator did not finish the order {', '.join(order)} "
-                               f"(error code {res.err_code})")
-        return res.cycles / bsz
+        return timed_schedule(cfg, replace(g, ops=[by_name[n] for n in order]), x[:bsz], mem_bw,
+                              f"the order {', '.join(order)}", batch=bsz, batch_from=batch_from)
 
     cur, made, timed = g, [], []
     while moves := op_moves(cur, batch_from):
@@ -595,14 +595,8 @@ def choose_mirror(cfg: HwConfig, g: ir.Graph, x: np.ndarray, batch: int | None =
     n = min(len(x), 2 * bsz)
     if n <= 1 or (n == bsz and not batch_from):
         return False, []
-    timed = []
-    for flip in (False, True):
-        prog = emit_graph(cfg, g, x[:n], batch=bsz, batch_from=batch_from, mem_bw=mem_bw, mirror=flip)
-        res = sim.run(cfg, prog.mem, prog.insn_base, max_insns=max(1_000_000, 2 * len(prog.words)), mem_bw=mem_bw)
-        if res.err_code or not res.done:
-            raise RuntimeError(f"choose_mirror: the golden simulator did not finish the stream (error code "
-                               f"{res.err_code})")
-        timed.append(res.cycles / n)
+    timed = [timed_schedule(cfg, g, x[:n], mem_bw, f"the stream (mirror={flip})", batch=bsz, batch_from=batch_from,
+                            mirror=flip) for flip in (False, True)]
     return timed[1] < timed[0], timed
 
 
